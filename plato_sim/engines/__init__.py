@@ -1,0 +1,30 @@
+"""PSF engines: one interface (:class:`PSFEngine`), three implementations.
+
+* ``fast``: batched PyTorch, exact pixel integration from the low-frequency OTF;
+* ``poppy``: reference, pupil + ZernikeWFE + MFT, finely sampled and binned to pixels;
+* ``galsim``: reference, sums of monochromatic ``OpticalPSF`` convolved with the pixel.
+"""
+
+from __future__ import annotations
+
+from .base import DEFAULT_DIFFUSION_SIGMA_PX, PSFEngine
+from .fast import FastEngine
+
+__all__ = ["PSFEngine", "FastEngine", "get_engine", "ENGINES", "DEFAULT_DIFFUSION_SIGMA_PX"]
+
+ENGINES = ("fast", "poppy", "galsim")
+
+
+def get_engine(name: str, **kwargs) -> PSFEngine:
+    """Engine by name (``fast``, ``poppy`` or ``galsim``); keyword arguments go to it."""
+    if name == "fast":
+        return FastEngine(**kwargs)
+    if name == "poppy":
+        from .poppy_engine import PoppyEngine
+
+        return PoppyEngine(**kwargs)
+    if name == "galsim":
+        from .galsim_engine import GalSimEngine
+
+        return GalSimEngine(**kwargs)
+    raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES}")

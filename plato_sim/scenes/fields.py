@@ -1,0 +1,47 @@
+"""Field positions of the ground tests.
+
+The test houses image the point source at a table of ~40 field positions.  The real table is
+not public: :func:`test_field_table` is an ASSUMED stand-in with the same character (rings
+from near the axis to the field edge, azimuths staggered between rings, more positions on
+the outer rings where the area is).  Other counts use a sunflower pattern, uniform in area.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["test_field_table", "sunflower_fields", "uniform_random_fields"]
+
+_RINGS_DEG = ((2.5, 4), (5.5, 6), (8.5, 6), (11.5, 8), (14.5, 8), (17.5, 8))
+
+
+def test_field_table(n: int = 40, field_radius_deg: float = 18.89) -> tuple[np.ndarray, np.ndarray]:
+    """``(theta_deg, phi_deg)`` of ``n`` test positions (the 40-position table for n = 40)."""
+    if n < 1:
+        raise ValueError("at least one field position")
+    if n != 40:
+        return sunflower_fields(n, 0.95 * field_radius_deg)
+    th, ph = [], []
+    for ring, (theta, count) in enumerate(_RINGS_DEG):
+        start = 45.0 if ring % 2 == 0 else 0.0
+        for k in range(count):
+            th.append(theta)
+            ph.append((start + 360.0 * k / count) % 360.0)
+    return np.asarray(th), np.asarray(ph)
+
+
+def sunflower_fields(n: int, radius_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` positions uniform in area within ``radius_deg`` (Vogel spiral)."""
+    k = np.arange(n) + 0.5
+    theta = radius_deg * np.sqrt(k / n)
+    phi = np.degrees(k * np.pi * (3.0 - np.sqrt(5.0))) % 360.0
+    return theta, phi
+
+
+def uniform_random_fields(
+    rng: np.random.Generator, n: int, radius_deg: float = 18.89
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random positions uniform over the field's area."""
+    theta = radius_deg * np.sqrt(rng.uniform(0.0, 1.0, n))
+    phi = rng.uniform(0.0, 360.0, n)
+    return theta, phi
