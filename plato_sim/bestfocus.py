@@ -21,7 +21,7 @@ import torch
 from .eef import eef
 from .engines.fast import FastEngine
 from .optics import CameraModel, OpticalModel
-from .scenes.fields import test_field_table
+from .scenes.fields import ground_test_fields
 from .spectra import Spectrum, ogse_spectrum
 from .thermal import ThermalModel
 
@@ -143,7 +143,7 @@ def best_focus_shift_um(
     Field positions default to the 40-position test table.
     """
     if theta_deg is None or phi_deg is None:
-        theta_deg, phi_deg = test_field_table()
+        theta_deg, phi_deg = ground_test_fields()
     sp = spectrum or ogse_spectrum(optics.camera)
     t = np.asarray(theta_deg, float)
     p = np.asarray(phi_deg, float)

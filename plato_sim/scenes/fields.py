@@ -1,7 +1,7 @@
 """Field positions of the ground tests.
 
 The test houses image the point source at a table of ~40 field positions.  The real table is
-not public: :func:`test_field_table` is an ASSUMED stand-in with the same character (rings
+not public: :func:`ground_test_fields` is an ASSUMED stand-in with the same character (rings
 from near the axis to the field edge, azimuths staggered between rings, more positions on
 the outer rings where the area is).  Other counts use a sunflower pattern, uniform in area.
 """
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["test_field_table", "sunflower_fields", "uniform_random_fields"]
+__all__ = ["ground_test_fields", "sunflower_fields", "uniform_random_fields"]
 
 _RINGS_DEG = ((2.5, 4), (5.5, 6), (8.5, 6), (11.5, 8), (14.5, 8), (17.5, 8))
 
 
-def test_field_table(n: int = 40, field_radius_deg: float = 18.89) -> tuple[np.ndarray, np.ndarray]:
+def ground_test_fields(
+    n: int = 40, field_radius_deg: float = 18.89
+) -> tuple[np.ndarray, np.ndarray]:
     """``(theta_deg, phi_deg)`` of ``n`` test positions (the 40-position table for n = 40)."""
     if n < 1:
         raise ValueError("at least one field position")
