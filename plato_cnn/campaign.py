@@ -1,0 +1,677 @@
+"""Campaign reader: a ground-test campaign folder (format v1) -> tidy per-frame arrays.
+
+What it does, per observation (one TRP1 plateau) and cube file, in acquisition order:
+
+1. reads the HK CSV file(s) and interpolates TRP1 at each frame's time
+   (``DATE-OBS + k * CYCLETIM``); a frame farther than 60 s from every HK sample is dropped;
+2. memory-maps each cube once (:func:`plato_sim.io.campaign_format.read_cube`); a
+   closed-shutter cube becomes the background (mean of its frames, float ADU) of the next
+   source cubes of the same extension and field position;
+3. subtracts the background from every source frame in float (the raw uint16 values are
+   never cast to a signed type), converts to **electrons** with the cube's ``GAIN`` (or the
+   nominal 25 e-/ADU), and cuts a ``32 x 32`` stamp centred on the star's centroid with
+   :func:`plato_sim.stamps.extract_stamp` (the procedure the synthetic datasets use);
+4. flags frames: saturated (65535 ADU, or above 90 % of the full well), no detectable star,
+   cosmic ray, star too close to the window edge for the 10x10 EEF box, and all frames of an
+   observation whose TRP1 varied by more than 0.5 degC (not a plateau: warned, kept as its
+   own observation, excluded from fits by default).
+
+Bad input never crashes silently: a file that cannot be used is reported with its path,
+extension and reason and its frames are counted as dropped (``strict=True`` raises
+:class:`~plato_sim.io.campaign_format.FormatError` instead); a campaign with no usable frame
+raises :class:`CampaignError`.
+
+Stamps are in electrons (e-) above the background; ``(row, col)`` are the star centroid's
+CCD coordinates (0-based, pixel centres integral, :mod:`plato_sim.camera` convention).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from plato_sim.io import campaign_format as cf
+from plato_sim.stamps import extract_stamp
+
+__all__ = [
+    "CampaignError",
+    "CampaignFrames",
+    "DropReport",
+    "ObservationInfo",
+    "read_campaign",
+    "FLAG_SATURATED",
+    "FLAG_NO_STAR",
+    "FLAG_COSMIC",
+    "FLAG_UNSTABLE",
+    "FLAG_EDGE",
+    "FLAG_NAMES",
+    "UNSTABLE_RANGE_DEGC",
+]
+
+FLAG_SATURATED = 1
+FLAG_NO_STAR = 2
+FLAG_COSMIC = 4
+FLAG_UNSTABLE = 8
+FLAG_EDGE = 16
+#: Flag bit -> reason name used in drop reports.
+FLAG_NAMES = {
+    FLAG_SATURATED: "saturated",
+    FLAG_NO_STAR: "no_star",
+    FLAG_COSMIC: "cosmic_ray",
+    FLAG_UNSTABLE: "unstable_plateau",
+    FLAG_EDGE: "star_at_window_edge",
+}
+
+#: An observation whose TRP1 spans more than this over its frames is not a plateau
+#: (ground-test-format.md).
+UNSTABLE_RANGE_DEGC = 0.5
+#: A star is detected when the 3x3 box sum around its peak exceeds this many times its noise.
+#: ASSUMED: far below any usable star (>1e5 e- in 3x3 against ~150 e- of read noise), far
+#: above a noise peak among 4096 pixels (< 5 sigma).
+STAR_DETECTION_SNR = 10.0
+#: Cosmic-ray test thresholds (ASSUMED; false-alarm rate ~1e-9 per pixel for Gaussian noise):
+#: a pixel exceeds the other frames of the same dither by this many sigma (+ 5 % of the
+#: level for lamp flicker), or, far from the star, its 3x3 neighbourhood median.
+COSMIC_NSIGMA = 7.0
+COSMIC_FAR_RADIUS_PX = 7.0
+#: Frames are repeats of one dither when their centroids agree within this (pixels): the
+#: centroid noise of a repeat is ~0.003 px, while two consecutive random dithers land this
+#: close with probability ~3e-4.
+_REPEAT_TOL_PX = 0.05
+#: Total read noise used in the noise model (plato-facts.md: 38.7 and 32 e- in quadrature).
+READ_NOISE_E = math.hypot(38.7, 32.0)
+#: Half side of the EEF's outer box: the 10x10 box must lie inside the window.
+_EEF_HALF_BOX_PX = 6
+
+
+class CampaignError(RuntimeError):
+    """A campaign that cannot be used at all (no usable frame, wrong folder, ...)."""
+
+
+@dataclass
+class DropReport:
+    """What the reader could not use, and why.
+
+    Attributes:
+        frames: reason -> number of frames dropped (not present in the frames).
+        files: ``(path, reason, message)`` of every file or extension that was skipped.
+        warnings: human-readable warnings (unstable plateaux, edge cases).
+    """
+
+    frames: Counter = field(default_factory=Counter)
+    files: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+
+    def add(self, reason: str, n_frames: int, message: str, path: Path | None = None) -> None:
+        """Record ``n_frames`` dropped for ``reason``, with a message naming the source."""
+        self.frames[reason] += int(n_frames)
+        if path is not None:
+            self.files.append((str(path), reason, message))
+        self.warnings.append(message)
+
+    @property
+    def n_frames(self) -> int:
+        """Total frames dropped."""
+        return int(sum(self.frames.values()))
+
+
+@dataclass(frozen=True)
+class ObservationInfo:
+    """One observation (TRP1 plateau).
+
+    Attributes:
+        obsid: observation id.
+        path: its folder.
+        n_frames: source frames read (kept in the frames, flagged or not).
+        temperature_mean_degC: mean TRP1 over those frames (NaN if none).
+        temperature_range_degC: max - min of TRP1 over those frames.
+        unstable: range above :data:`UNSTABLE_RANGE_DEGC`.
+    """
+
+    obsid: int
+    path: Path
+    n_frames: int
+    temperature_mean_degC: float
+    temperature_range_degC: float
+    unstable: bool
+
+
+@dataclass
+class CampaignFrames:
+    """Tidy per-frame arrays of one camera's campaign (``N`` source frames).
+
+    Attributes:
+        stamps: ``(N, S, S)`` float32, background-subtracted, electrons, star centroid at the
+            central pixel ``S // 2``.
+        temperature_degC: ``(N,)`` TRP1 at the frame time.
+        time_s: ``(N,)`` frame time, seconds since 1970 UTC.
+        obsid: ``(N,)`` int64.
+        field_id: ``(N,)`` int32, index into the campaign's distinct field positions.
+        field_theta_deg, field_phi_deg: ``(N,)`` commanded field position (deg).
+        ccd: ``(N,)`` int8 CCD id (1-4).
+        row, col: ``(N,)`` star centroid on the CCD (pixels).
+        flags: ``(N,)`` uint16 bit mask (``FLAG_*``); 0 = usable.
+        peak_e: ``(N,)`` float32, maximum of the 3x3-smoothed frame (e-/px).
+        cube_index: ``(N,)`` int32 index into ``cube_paths``; ``frame_index`` the frame in it.
+        camera, site: from the folder names.
+        observations: per-observation info, in OBSID order.
+        drops: the drop report.
+    """
+
+    stamps: np.ndarray
+    temperature_degC: np.ndarray
+    time_s: np.ndarray
+    obsid: np.ndarray
+    field_id: np.ndarray
+    field_theta_deg: np.ndarray
+    field_phi_deg: np.ndarray
+    ccd: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    flags: np.ndarray
+    peak_e: np.ndarray
+    cube_index: np.ndarray
+    frame_index: np.ndarray
+    cube_paths: list
+    camera: str
+    site: str
+    observations: list
+    drops: DropReport
+
+    def __len__(self) -> int:
+        return int(self.stamps.shape[0])
+
+    @property
+    def usable(self) -> np.ndarray:
+        """Frames with no flag."""
+        return self.flags == 0
+
+    def flag_counts(self) -> dict[str, int]:
+        """Number of frames carrying each flag (a frame may carry several)."""
+        return {name: int(np.sum((self.flags & bit) != 0)) for bit, name in FLAG_NAMES.items()}
+
+    def excluded_counts(self, ignore: int = 0) -> dict[str, int]:
+        """Frames excluded by their flags, each counted once under its lowest flag bit."""
+        out: Counter = Counter()
+        f = self.flags & ~np.uint16(ignore)
+        for bit, name in sorted(FLAG_NAMES.items()):
+            sel = (f & bit) != 0
+            out[name] += int(np.sum(sel))
+            f = np.where(sel, 0, f)
+        return {k: v for k, v in out.items() if v}
+
+    def select(self, mask: np.ndarray) -> CampaignFrames:
+        """A copy holding only the frames where ``mask`` is true."""
+        m = np.asarray(mask, dtype=bool)
+        kw = {}
+        for name in self.__dataclass_fields__:
+            v = getattr(self, name)
+            kw[name] = v[m] if isinstance(v, np.ndarray) and v.shape[:1] == m.shape else v
+        return CampaignFrames(**kw)
+
+
+# ------------------------------------------------------------------------------ helpers
+def _header_values(path: Path, ext: cf.CubeExtension) -> dict:
+    h = ext.header
+    try:
+        vals = dict(
+            ccd=int(h["CCD_ID"]),
+            v_start=int(h["V_START"]),
+            h_start=int(h["H_START"]),
+            exptime_s=float(h["EXPTIME"]),
+            cycle_s=float(h["CYCLETIM"]),
+            shutter=str(h["SHUTTER"]).strip().upper(),
+            theta_deg=float(h["FOV_TH"]),
+            phi_deg=float(h["FOV_PHI"]) % 360.0,
+            gain=float(h["GAIN"]) if "GAIN" in h else cf.NOMINAL_GAIN_E_PER_ADU,
+        )
+    except (TypeError, ValueError) as exc:
+        raise cf.FormatError(
+            path, "bad_key_value", f"unparsable header value ({exc})", ext.name
+        ) from exc
+    if vals["shutter"] not in (cf.SHUTTER_OPEN, cf.SHUTTER_CLOSED):
+        raise cf.FormatError(
+            path, "bad_key_value", f"SHUTTER must be OPEN or CLOSED, got {vals['shutter']}"
+        )
+    if not vals["gain"] > 0 or not vals["cycle_s"] >= 0:
+        raise cf.FormatError(path, "bad_key_value", "GAIN must be > 0 and CYCLETIM >= 0", ext.name)
+    return vals
+
+
+def _n_frames_of(path: Path) -> int:
+    """Best-effort frame count of an unreadable cube (0 when even the headers fail)."""
+    try:
+        from astropy.io import fits
+
+        n = 0
+        with fits.open(path, memmap=True, do_not_scale_image_data=True) as hl:
+            for hdu in hl[1:]:
+                if cf.parse_image_ext_name(str(hdu.name)) and str(
+                    hdu.header.get("SHUTTER", "")
+                ).strip().upper() == (cf.SHUTTER_OPEN):
+                    n += int(hdu.header.get("NAXIS3", 0))
+        return n
+    except Exception:
+        return 0
+
+
+def _cosmic_flags(windows_e: np.ndarray, cen: np.ndarray) -> np.ndarray:
+    """Cosmic-ray test of the background-subtracted frames of one source cube (electrons).
+
+    Consecutive frames whose centroids agree within ``_REPEAT_TOL_PX`` are repeats of one
+    dither: a pixel far above the repeats' minimum is a hit.  Any frame: a pixel beyond
+    :data:`COSMIC_FAR_RADIUS_PX` from the star's centroid that stands far above the median
+    of its 8 neighbours.  The test works in window pixels (the stamps of two repeats may be
+    cut one pixel apart when the centroid sits on a pixel boundary).
+    """
+    n, h, w = windows_e.shape
+    out = np.zeros(n, dtype=bool)
+    var_floor = READ_NOISE_E**2
+    start = 0
+    while start < n:
+        end = start + 1
+        while end < n and np.all(np.abs(cen[end] - cen[start]) < _REPEAT_TOL_PX):
+            end += 1
+        if end - start >= 2:
+            grp = windows_e[start:end].astype(np.float64)
+            ref = grp.min(axis=0)
+            sig = np.sqrt(2.0 * (np.clip(ref, 0, None) + var_floor))
+            # tolerances: lamp flicker (5 % of the level) and a residual shift of up to
+            # _REPEAT_TOL_PX between the repeats (local gradient x tolerance)
+            rp = np.pad(ref, 1, mode="edge")
+            grad = np.max(
+                np.abs(np.stack([rp[:-2, 1:-1], rp[2:, 1:-1], rp[1:-1, :-2], rp[1:-1, 2:]]) - ref),
+                axis=0,
+            )
+            tol = COSMIC_NSIGMA * sig + 0.05 * np.abs(ref) + grad * _REPEAT_TOL_PX
+            excess = grp - ref[None] - tol[None]
+            out[start:end] |= np.any(excess > 0, axis=(1, 2))
+        start = end
+    # far from the star: only pixels above 2 x COSMIC_NSIGMA read-noise sigmas are candidates
+    yy, xx = np.mgrid[0:h, 0:w]
+    far = np.hypot(yy[None] - cen[:, 0, None, None], xx[None] - cen[:, 1, None, None])
+    cand = (windows_e > 2.0 * COSMIC_NSIGMA * READ_NOISE_E) & (far > COSMIC_FAR_RADIUS_PX)
+    f_i, r_i, c_i = np.nonzero(cand)
+    if f_i.size:
+        pad = np.pad(windows_e.astype(np.float64), ((0, 0), (1, 1), (1, 1)), mode="edge")
+        neigh = np.stack(
+            [pad[f_i, r_i + i, c_i + j] for i in range(3) for j in range(3) if (i, j) != (1, 1)]
+        )
+        med = np.median(neigh, axis=0)
+        sig = np.sqrt(np.clip(med, 0, None) + var_floor)
+        hit = (windows_e[f_i, r_i, c_i] - med) > 2.0 * COSMIC_NSIGMA * sig
+        out[np.unique(f_i[hit])] = True
+    return out
+
+
+@dataclass
+class _Acc:
+    """Per-frame lists, concatenated at the end."""
+
+    stamps: list = field(default_factory=list)
+    time_s: list = field(default_factory=list)
+    obsid: list = field(default_factory=list)
+    theta: list = field(default_factory=list)
+    phi: list = field(default_factory=list)
+    ccd: list = field(default_factory=list)
+    row: list = field(default_factory=list)
+    col: list = field(default_factory=list)
+    flags: list = field(default_factory=list)
+    peak: list = field(default_factory=list)
+    cube: list = field(default_factory=list)
+    frame: list = field(default_factory=list)
+    temp: list = field(default_factory=list)
+    covered: list = field(default_factory=list)
+
+
+def _process_source(
+    path: Path,
+    ext: cf.CubeExtension,
+    hv: dict,
+    bg: np.ndarray,
+    t0_s: float,
+    cube_idx: int,
+    obsid: int,
+    size: int,
+    acc: _Acc,
+    drops: DropReport,
+) -> None:
+    data = ext.data
+    nf = data.shape[0]
+    frames = data.astype(np.float32)  # from uint16 (or float): exact, no signed overflow
+    finite = np.all(np.isfinite(frames), axis=(1, 2))
+    if not np.all(finite):
+        bad = np.flatnonzero(~finite)
+        drops.add(
+            "non_finite",
+            bad.size,
+            f"{path}[{ext.name}] frame(s) {bad.tolist()}: NaN or infinite values, dropped",
+            path,
+        )
+    gain = hv["gain"]
+    sat_adu = min(
+        float(cf.ADC_MAX_ADU),
+        cf.SATURATION_FULL_WELL_FRACTION * cf.FULL_WELL_E / gain,
+    )
+    stamps, cens, flags, peaks, rows, cols, keep, wins = [], [], [], [], [], [], [], []
+    h, w = frames.shape[1:]
+    for k in np.flatnonzero(finite):
+        raw = frames[k]
+        sub_adu = raw - bg
+        sub_e = sub_adu * np.float32(gain)
+        f = 0
+        if raw.max() >= cf.ADC_MAX_ADU or sub_adu.max() > sat_adu:
+            f |= FLAG_SATURATED
+        cut = extract_stamp(sub_e, size)
+        wins.append(sub_e)
+        mad = float(np.median(np.abs(sub_e - np.median(sub_e))))
+        sigma = max(1.4826 * mad, 1e-3)
+        if 3.0 * cut.peak / sigma < STAR_DETECTION_SNR:
+            f |= FLAG_NO_STAR
+        r, c = cut.centre_row, cut.centre_col
+        if (
+            r - _EEF_HALF_BOX_PX < 0
+            or c - _EEF_HALF_BOX_PX < 0
+            or r + _EEF_HALF_BOX_PX > h
+            or c + _EEF_HALF_BOX_PX > w
+        ):
+            f |= FLAG_EDGE
+        stamps.append(cut.stamp)
+        cens.append((cut.centroid_row, cut.centroid_col))
+        flags.append(f)
+        peaks.append(cut.peak)
+        rows.append(hv["v_start"] + cut.centroid_row)
+        cols.append(hv["h_start"] + cut.centroid_col)
+        keep.append(k)
+    if not keep:
+        return
+    st = np.stack(stamps)
+    fl = np.asarray(flags, dtype=np.uint16)
+    cr = _cosmic_flags(np.stack(wins), np.asarray(cens))
+    fl |= np.where(cr, FLAG_COSMIC, 0).astype(np.uint16)
+    keep = np.asarray(keep)
+    acc.stamps.append(st)
+    acc.time_s.append(t0_s + keep * hv["cycle_s"])
+    acc.obsid.append(np.full(keep.size, obsid))
+    acc.theta.append(np.full(keep.size, hv["theta_deg"]))
+    acc.phi.append(np.full(keep.size, hv["phi_deg"]))
+    acc.ccd.append(np.full(keep.size, hv["ccd"]))
+    acc.row.append(np.asarray(rows))
+    acc.col.append(np.asarray(cols))
+    acc.flags.append(fl)
+    acc.peak.append(np.asarray(peaks))
+    acc.cube.append(np.full(keep.size, cube_idx))
+    acc.frame.append(keep)
+    del nf
+
+
+def _read_hk(obs_dir: Path, obsid: int, drops: DropReport, strict: bool) -> cf.HKTable | None:
+    files = sorted(
+        p for p in obs_dir.iterdir() if (m := cf.parse_hk_file_name(p.name)) and m[0] == obsid
+    )
+    if not files:
+        err = cf.FormatError(
+            obs_dir,
+            "missing_hk",
+            f"no HK file *_TCS-HK_<YYYYMMDD>.csv in {obs_dir}",
+        )
+        if strict:
+            raise err
+        drops.warnings.append(str(err))
+        return None
+    tables = []
+    for p in files:
+        try:
+            tables.append(cf.read_hk_csv(p))
+        except cf.FormatError as err:
+            if strict:
+                raise
+            drops.warnings.append(str(err))
+            drops.files.append((str(p), err.reason, str(err)))
+    return cf.HKTable.merge(tables) if tables else None
+
+
+def read_campaign(
+    path: str | Path,
+    obsids: list[int] | None = None,
+    stamp_size: int = 32,
+    strict: bool = False,
+) -> CampaignFrames:
+    """Read a campaign folder (format v1) into :class:`CampaignFrames`.
+
+    Args:
+        path: the campaign folder (one camera).
+        obsids: only these observations (all by default); an unknown OBSID is an error.
+        stamp_size: stamp side (pixels).
+        strict: raise :class:`~plato_sim.io.campaign_format.FormatError` on the first bad
+            file instead of dropping it.
+
+    Raises:
+        CampaignError: not a folder, no observation, several cameras, unknown OBSIDs, or no
+            usable source frame at all.
+        FormatError: any bad file when ``strict``.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise CampaignError(f"{root}: campaign folder does not exist")
+    obs_dirs = {}
+    for p in sorted(root.iterdir()):
+        parsed = cf.parse_obs_dir_name(p.name) if p.is_dir() else None
+        if parsed:
+            obs_dirs[parsed[0]] = (p, parsed)
+    if not obs_dirs:
+        raise CampaignError(f"{root}: no observation folder <OBSID:05d>_<SITE>_<CAMERA>")
+    cameras = {v[1][2] for v in obs_dirs.values()}
+    if len(cameras) > 1:
+        raise CampaignError(f"{root}: one camera per campaign, found {sorted(cameras)}")
+    if obsids is not None:
+        unknown = sorted(set(int(o) for o in obsids) - set(obs_dirs))
+        if unknown:
+            raise CampaignError(
+                f"{root}: OBSID(s) {unknown} not in the campaign {sorted(obs_dirs)}"
+            )
+        obs_dirs = {o: obs_dirs[o] for o in sorted(set(int(o) for o in obsids))}
+    camera = cameras.pop()
+    site = next(iter(obs_dirs.values()))[1][1]
+
+    drops = DropReport()
+    acc = _Acc()
+    cube_paths: list[Path] = []
+    observations: list[ObservationInfo] = []
+    for obsid in sorted(obs_dirs):
+        obs_dir = obs_dirs[obsid][0]
+        hk = _read_hk(obs_dir, obsid, drops, strict)
+        n_before = sum(len(x) for x in acc.obsid)
+        cubes = sorted(
+            (m[2], p)
+            for p in obs_dir.iterdir()
+            if (m := cf.parse_cube_file_name(p.name)) and m[0] == obsid
+        )
+        backgrounds: dict = {}
+        for _counter, cpath in cubes:
+            try:
+                cube = cf.read_cube(cpath)
+            except cf.FormatError as err:
+                if strict:
+                    raise
+                drops.add(err.reason, _n_frames_of(cpath), str(err), cpath)
+                continue
+            try:
+                t0 = cf.parse_utc(str(cube.primary["DATE-OBS"]))
+            except ValueError as exc:
+                cube.close()
+                err = cf.FormatError(cpath, "bad_key_value", f"DATE-OBS unparsable ({exc})")
+                if strict:
+                    raise err from exc
+                drops.add(err.reason, _n_frames_of(cpath), str(err), cpath)
+                continue
+            cube_paths.append(cpath)
+            ci = len(cube_paths) - 1
+            for ext in cube.extensions:
+                nf = int(ext.data.shape[0])
+                try:
+                    hv = _header_values(cpath, ext)
+                    if ext.data.shape[0] < 1 or min(ext.data.shape[1:]) < 2 * _EEF_HALF_BOX_PX:
+                        raise cf.FormatError(
+                            cpath, "wrong_shape", f"unusable data shape {ext.data.shape}", ext.name
+                        )
+                except cf.FormatError as err:
+                    if strict:
+                        raise
+                    drops.add(err.reason, nf, str(err), cpath)
+                    continue
+                key = (ext.name, hv["theta_deg"], hv["phi_deg"])
+                if hv["shutter"] == cf.SHUTTER_CLOSED:
+                    bgf = ext.data.astype(np.float64)
+                    ok = np.all(np.isfinite(bgf), axis=(1, 2))
+                    if not np.any(ok):
+                        drops.add(
+                            "non_finite", 0, f"{cpath}[{ext.name}]: background has no finite frame"
+                        )
+                        continue
+                    backgrounds[key] = (bgf[ok].mean(axis=0).astype(np.float32), hv["ccd"])
+                    continue
+                bg = None
+                for (en, th, ph), val in backgrounds.items():
+                    if (
+                        en == ext.name
+                        and abs(th - hv["theta_deg"]) <= cf.FIELD_MATCH_DEG
+                        and abs(((ph - hv["phi_deg"] + 180.0) % 360.0) - 180.0)
+                        <= cf.FIELD_MATCH_DEG
+                    ):
+                        bg = val[0]  # dict keeps insertion order: the last match is latest
+                if bg is None:
+                    err = cf.FormatError(
+                        cpath,
+                        "no_background",
+                        "source cube without a preceding closed-shutter cube of the same "
+                        f"extension and field (FOV_TH={hv['theta_deg']}, FOV_PHI={hv['phi_deg']})",
+                        ext.name,
+                    )
+                    if strict:
+                        raise err
+                    drops.add(err.reason, nf, str(err), cpath)
+                    continue
+                if bg.shape != ext.data.shape[1:]:
+                    err = cf.FormatError(
+                        cpath,
+                        "wrong_shape",
+                        f"window {ext.data.shape[1:]} differs from its background {bg.shape}",
+                        ext.name,
+                    )
+                    if strict:
+                        raise err
+                    drops.add(err.reason, nf, str(err), cpath)
+                    continue
+                _process_source(cpath, ext, hv, bg, t0, ci, obsid, stamp_size, acc, drops)
+            cube.close()
+        # temperatures of this observation's frames
+        n_after = sum(len(x) for x in acc.obsid)
+        sl = slice(n_before, n_after)
+        times = np.concatenate(acc.time_s)[sl] if n_after > n_before else np.zeros(0)
+        if hk is None:
+            temp = np.full(times.shape, np.nan)
+            covered = np.zeros(times.shape, dtype=bool)
+            if times.size:
+                reason = "missing_hk"
+                if drops.files and drops.files[-1][0].endswith(".csv"):
+                    reason = drops.files[-1][1]
+                drops.add(
+                    reason, times.size, f"{obs_dir}: no usable HK, {times.size} frames dropped"
+                )
+        else:
+            temp, covered = hk.temperature_at(times)
+            if times.size and not np.all(covered):
+                nbad = int(np.sum(~covered))
+                drops.add(
+                    "hk_not_covering",
+                    nbad,
+                    f"{obs_dir}: {nbad} frames more than {cf.HK_MAX_GAP_S:g} s from every HK "
+                    f"sample of {[str(p) for p in hk.paths]}, dropped",
+                )
+        acc.temp.append(temp)
+        acc.covered.append(covered)
+        good = temp[covered]
+        if good.size:
+            tmean, trange = float(good.mean()), float(good.max() - good.min())
+        else:
+            tmean, trange = math.nan, math.nan
+        unstable = bool(good.size and trange > UNSTABLE_RANGE_DEGC)
+        if unstable:
+            drops.warnings.append(
+                f"{obs_dir}: TRP1 varied by {trange:.2f} degC over the frames "
+                f"(> {UNSTABLE_RANGE_DEGC} degC): not a plateau, kept separate and flagged"
+            )
+        observations.append(
+            ObservationInfo(obsid, obs_dir, int(good.size), tmean, trange, unstable)
+        )
+
+    if not acc.obsid:
+        raise CampaignError(
+            f"{root}: no usable source frame; problems: " + "; ".join(drops.warnings[:10])
+        )
+    keep = np.concatenate(acc.covered)
+    temp = np.concatenate(acc.temp)
+    unstable_ids = [o.obsid for o in observations if o.unstable]
+    obsid_arr = np.concatenate(acc.obsid).astype(np.int64)
+    flags = np.concatenate(acc.flags).astype(np.uint16)
+    flags |= np.where(np.isin(obsid_arr, unstable_ids), FLAG_UNSTABLE, 0).astype(np.uint16)
+    theta = np.concatenate(acc.theta)
+    phi = np.concatenate(acc.phi)
+    field_id = _field_ids(theta, phi)
+    frames = CampaignFrames(
+        stamps=np.concatenate(acc.stamps).astype(np.float32),
+        temperature_degC=temp,
+        time_s=np.concatenate(acc.time_s),
+        obsid=obsid_arr,
+        field_id=field_id,
+        field_theta_deg=theta,
+        field_phi_deg=phi,
+        ccd=np.concatenate(acc.ccd).astype(np.int8),
+        row=np.concatenate(acc.row),
+        col=np.concatenate(acc.col),
+        flags=flags,
+        peak_e=np.concatenate(acc.peak).astype(np.float32),
+        cube_index=np.concatenate(acc.cube).astype(np.int32),
+        frame_index=np.concatenate(acc.frame).astype(np.int32),
+        cube_paths=cube_paths,
+        camera=camera,
+        site=site,
+        observations=observations,
+        drops=drops,
+    )
+    frames = frames.select(keep)
+    if len(frames) == 0:
+        raise CampaignError(
+            f"{root}: no source frame with a temperature; problems: "
+            + "; ".join(drops.warnings[:10])
+        )
+    return frames
+
+
+def _field_ids(theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Group field positions equal within the format's 1e-4 deg into ids (first-seen order)."""
+    pairs, first, inv = np.unique(
+        np.stack([theta, phi], axis=1), axis=0, return_index=True, return_inverse=True
+    )
+    inv = inv.ravel()
+    order = np.argsort(first)  # first-seen order
+    rep = np.empty(len(pairs), dtype=np.int32)
+    known: list[tuple[float, float]] = []
+    for u in order:
+        t, p = pairs[u]
+        for j, (kt, kp) in enumerate(known):
+            if (
+                abs(kt - t) <= cf.FIELD_MATCH_DEG
+                and abs(((kp - p + 180.0) % 360.0) - 180.0) <= cf.FIELD_MATCH_DEG
+            ):
+                rep[u] = j
+                break
+        else:
+            known.append((float(t), float(p)))
+            rep[u] = len(known) - 1
+    return rep[inv]

@@ -1,0 +1,498 @@
+"""Ground-test campaign format, version 1: every name, key and pattern, and the low-level I/O.
+
+The contract is ``shared/ground-test-format.md``.  This module is the only place that knows
+the folder and file-name patterns, the housekeeping (HK) column names and the FITS header
+keys; the emulator (:mod:`plato_sim.scenes.campaign`) writes through it and the reader
+(:mod:`plato_cnn.campaign`) reads through it.
+
+Layout::
+
+    <campaign>/<OBSID:05d>_<SITE>_<CAMERA>/
+        <OBSID:05d>_<SITE>_<CAMERA>_TCS-HK_<YYYYMMDD>.csv
+        <OBSID:05d>_<SITE>_N-FEE_CCD_<COUNTER:05d>_<YYYYMMDD>_cube.fits
+
+Cube data are raw unsigned 16-bit ADU stored the FITS way (BITPIX = 16, BZERO = 32768).
+astropy refuses to memory-map scaled integer data, so :func:`read_cube` opens the file with
+``do_not_scale_image_data=True`` (a true memory map of the stored big-endian int16) and
+restores the unsigned values by flipping the sign bit, which is exact: ``u = s + 32768``.
+No int16 arithmetic ever touches the physical values, so nothing overflows.
+
+Times are handled as float64 seconds since 1970-01-01 UTC (microsecond resolution over the
+span of a campaign).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+
+from .. import detector as _det
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FormatError",
+    "HK_TIME",
+    "HK_TRP1",
+    "HK_TRP22",
+    "HK_MAX_GAP_S",
+    "BZERO_UINT16",
+    "ADC_MAX_ADU",
+    "FULL_WELL_E",
+    "SATURATION_FULL_WELL_FRACTION",
+    "NOMINAL_GAIN_E_PER_ADU",
+    "FIELD_MATCH_DEG",
+    "PRIMARY_KEYS",
+    "IMAGE_KEYS",
+    "SHUTTER_OPEN",
+    "SHUTTER_CLOSED",
+    "obs_dir_name",
+    "hk_file_name",
+    "cube_file_name",
+    "parse_obs_dir_name",
+    "parse_hk_file_name",
+    "parse_cube_file_name",
+    "image_ext_name",
+    "parse_image_ext_name",
+    "parse_utc",
+    "format_utc",
+    "HKTable",
+    "write_hk_csv",
+    "read_hk_csv",
+    "CubeExtension",
+    "CubeFile",
+    "write_cube",
+    "read_cube",
+]
+
+FORMAT_VERSION = 1
+
+# ---------------------------------------------------------------------------- HK
+#: Required HK columns (format v1): time stamp (ISO 8601, UTC) and TRP1 temperature (degC).
+HK_TIME = "timestamp"
+HK_TRP1 = "GTCS_TRP1_T_AVG"
+#: Usual, optional second thermal reference point (degC).
+HK_TRP22 = "GTCS_TRP22_T_AVG"
+#: A frame farther than this from every HK sample has no temperature (format v1).
+HK_MAX_GAP_S = 60.0
+
+# ---------------------------------------------------------------------------- FITS
+BZERO_UINT16 = 32768
+#: Saturation constants of the detector (plato-facts.md), re-exported for the format's rule:
+#: a pixel is saturated at the ADC limit, or when its signal above the offset exceeds
+#: ``SATURATION_FULL_WELL_FRACTION`` of the full well converted with ``GAIN`` (or the nominal
+#: gain when a cube has no ``GAIN`` key).
+ADC_MAX_ADU = _det.ADC_MAX_ADU
+FULL_WELL_E = _det.FULL_WELL_E
+SATURATION_FULL_WELL_FRACTION = _det.SATURATION_FRACTION_OF_FULL_WELL
+NOMINAL_GAIN_E_PER_ADU = _det.NOMINAL_GAIN_E_PER_ADU
+#: Two cubes are at the same field position when FOV_TH and FOV_PHI agree within this (deg).
+FIELD_MATCH_DEG = 1e-4
+
+SHUTTER_OPEN = "OPEN"
+SHUTTER_CLOSED = "CLOSED"
+
+#: Required keys of the primary header.
+PRIMARY_KEYS = ("DATE-OBS", "OBSID", "SITE", "CAMERA")
+#: Required keys of an ``IMAGE_<ccd>_<side>`` extension header (``GAIN`` is optional).
+IMAGE_KEYS = (
+    "CCD_ID",
+    "V_START",
+    "H_START",
+    "EXPTIME",
+    "CYCLETIM",
+    "SHUTTER",
+    "FOV_TH",
+    "FOV_PHI",
+)
+
+_OBS_RE = re.compile(r"^(\d{5})_([A-Za-z0-9-]+)_(.+)$")
+_HK_RE = re.compile(r"^(\d{5})_([A-Za-z0-9-]+)_(.+)_TCS-HK_(\d{8})\.csv$")
+_CUBE_RE = re.compile(r"^(\d{5})_([A-Za-z0-9-]+)_N-FEE_CCD_(\d{5})_(\d{8})_cube\.fits$")
+_EXT_RE = re.compile(r"^IMAGE_([1-4])_([EF])$")
+
+
+class FormatError(ValueError):
+    """A campaign file that does not follow format v1.
+
+    Attributes:
+        path: the offending file (or folder).
+        reason: short machine-readable reason (``"missing_column"``, ``"truncated"``, ...).
+        detail: human-readable explanation.
+        ext: FITS extension name, if any.
+        frame: frame index inside the extension, if any.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        reason: str,
+        detail: str,
+        ext: str | None = None,
+        frame: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        self.detail = detail
+        self.ext = ext
+        self.frame = frame
+        where = str(self.path)
+        if ext is not None:
+            where += f"[{ext}]"
+        if frame is not None:
+            where += f" frame {frame}"
+        super().__init__(f"{where}: {reason}: {detail}")
+
+
+# ---------------------------------------------------------------------------- names
+def _date8(unix_s: float) -> str:
+    return datetime.fromtimestamp(float(unix_s), tz=timezone.utc).strftime("%Y%m%d")
+
+
+def obs_dir_name(obsid: int, site: str, camera: str) -> str:
+    """Folder of one observation: ``<OBSID:05d>_<SITE>_<CAMERA>``."""
+    return f"{int(obsid):05d}_{site}_{camera}"
+
+
+def hk_file_name(obsid: int, site: str, camera: str, unix_s: float) -> str:
+    """HK CSV file name for an observation starting at ``unix_s`` (s since 1970, UTC)."""
+    return f"{obs_dir_name(obsid, site, camera)}_TCS-HK_{_date8(unix_s)}.csv"
+
+
+def cube_file_name(obsid: int, site: str, counter: int, unix_s: float) -> str:
+    """Cube FITS file name: ``<OBSID>_<SITE>_N-FEE_CCD_<COUNTER:05d>_<YYYYMMDD>_cube.fits``."""
+    return f"{int(obsid):05d}_{site}_N-FEE_CCD_{int(counter):05d}_{_date8(unix_s)}_cube.fits"
+
+
+def parse_obs_dir_name(name: str) -> tuple[int, str, str] | None:
+    """``(obsid, site, camera)`` of an observation folder name, or None if it is not one."""
+    m = _OBS_RE.match(name)
+    return (int(m.group(1)), m.group(2), m.group(3)) if m else None
+
+
+def parse_hk_file_name(name: str) -> tuple[int, str, str, str] | None:
+    """``(obsid, site, camera, yyyymmdd)`` of an HK file name, or None."""
+    m = _HK_RE.match(name)
+    return (int(m.group(1)), m.group(2), m.group(3), m.group(4)) if m else None
+
+
+def parse_cube_file_name(name: str) -> tuple[int, str, int, str] | None:
+    """``(obsid, site, counter, yyyymmdd)`` of a cube file name, or None."""
+    m = _CUBE_RE.match(name)
+    return (int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)) if m else None
+
+
+def image_ext_name(ccd: int, side: str) -> str:
+    """Extension name ``IMAGE_<ccd>_<side>`` (ccd 1-4, side ``E`` or ``F``)."""
+    if int(ccd) not in (1, 2, 3, 4) or side not in ("E", "F"):
+        raise ValueError(f"bad CCD/side {ccd!r}/{side!r}: ccd 1-4, side E or F")
+    return f"IMAGE_{int(ccd)}_{side}"
+
+
+def parse_image_ext_name(name: str) -> tuple[int, str] | None:
+    """``(ccd, side)`` of an image extension name, or None for any other extension."""
+    m = _EXT_RE.match(name.strip().upper())
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+# ---------------------------------------------------------------------------- time
+def parse_utc(text: str) -> float:
+    """ISO 8601 time stamp -> seconds since 1970 UTC; no zone means UTC (format v1)."""
+    s = str(text).strip()
+    if s.endswith("Z") or s.endswith("z"):
+        s = s[:-1] + "+00:00"
+    dt = datetime.fromisoformat(s)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def format_utc(unix_s: float) -> str:
+    """Seconds since 1970 UTC -> ``YYYY-MM-DDTHH:MM:SS.ffffff`` (UTC, no zone suffix)."""
+    us = int(round(float(unix_s) * 1e6))
+    dt = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).replace(
+        microsecond=us % 1_000_000
+    )
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+# ---------------------------------------------------------------------------- HK CSV
+@dataclass(frozen=True)
+class HKTable:
+    """Housekeeping samples of one or more HK files, sorted by time, duplicates averaged.
+
+    Attributes:
+        time_s: ``(M,)`` seconds since 1970 UTC, strictly increasing.
+        trp1_degC: ``(M,)`` TRP1 temperature (degC).
+        paths: the files read.
+        columns: other numeric columns that were present in every file, same length.
+    """
+
+    time_s: np.ndarray
+    trp1_degC: np.ndarray
+    paths: tuple[Path, ...] = ()
+    columns: dict = field(default_factory=dict)
+
+    def temperature_at(self, time_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """TRP1 (degC) linearly interpolated at ``time_s``, and whether each time is covered.
+
+        A time is covered when an HK sample lies within :data:`HK_MAX_GAP_S` of it;
+        uncovered times get NaN.
+        """
+        t = np.asarray(time_s, dtype=float)
+        temp = np.interp(t, self.time_s, self.trp1_degC)
+        k = np.clip(np.searchsorted(self.time_s, t), 1, len(self.time_s) - 1)
+        if len(self.time_s) == 1:
+            gap = np.abs(t - self.time_s[0])
+        else:
+            gap = np.minimum(np.abs(t - self.time_s[k - 1]), np.abs(t - self.time_s[k]))
+        ok = gap <= HK_MAX_GAP_S
+        return np.where(ok, temp, np.nan), ok
+
+    @staticmethod
+    def merge(tables: Sequence[HKTable]) -> HKTable:
+        """Concatenate HK tables (several HK files of one observation)."""
+        if not tables:
+            raise ValueError("no HK tables to merge")
+        t = np.concatenate([x.time_s for x in tables])
+        v = np.concatenate([x.trp1_degC for x in tables])
+        t, v = _sorted_unique(t, v)
+        return HKTable(t, v, tuple(p for x in tables for p in x.paths))
+
+
+def _sorted_unique(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort by time and average samples that share a time stamp."""
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    ut, inv = np.unique(t, return_inverse=True)
+    if ut.size == t.size:
+        return t, v
+    sums = np.bincount(inv, weights=v)
+    counts = np.bincount(inv)
+    return ut, sums / counts
+
+
+def write_hk_csv(
+    path: str | Path,
+    time_s: np.ndarray,
+    trp1_degC: np.ndarray,
+    extra_columns: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """Write an HK CSV file (``timestamp`` ISO 8601 UTC, ``GTCS_TRP1_T_AVG`` degC, extras)."""
+    path = Path(path)
+    extra = dict(extra_columns or {})
+    names = [HK_TIME, HK_TRP1, *extra]
+    cols = [np.asarray(trp1_degC, dtype=float)] + [np.asarray(v) for v in extra.values()]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(names)
+        for i, t in enumerate(np.asarray(time_s, dtype=float)):
+            w.writerow([format_utc(t)[:-3]] + [f"{c[i]:.4f}" for c in cols])
+    return path
+
+
+def read_hk_csv(path: str | Path) -> HKTable:
+    """Read one HK CSV file.
+
+    Raises:
+        FormatError: missing or empty file, no header, a required column missing, an
+            unparsable time stamp or temperature, or no valid sample.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(path, "missing_hk", "HK file does not exist")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise FormatError(path, "unreadable_hk", f"cannot read HK file ({exc})") from exc
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise FormatError(path, "empty_hk", "HK file is empty")
+    header = [c.strip() for c in rows[0]]
+    for col in (HK_TIME, HK_TRP1):
+        if col not in header:
+            raise FormatError(
+                path, "missing_column", f"required HK column {col!r} missing (has {header})"
+            )
+    if len(rows) < 2:
+        raise FormatError(path, "empty_hk", "HK file has a header but no samples")
+    it, iv = header.index(HK_TIME), header.index(HK_TRP1)
+    t = np.empty(len(rows) - 1)
+    v = np.empty(len(rows) - 1)
+    for n, r in enumerate(rows[1:], start=2):
+        try:
+            t[n - 2] = parse_utc(r[it])
+            v[n - 2] = float(r[iv])
+        except (ValueError, IndexError) as exc:
+            raise FormatError(path, "bad_hk_row", f"line {n}: cannot parse {r!r} ({exc})") from exc
+    good = np.isfinite(v)
+    if not np.any(good):
+        raise FormatError(path, "empty_hk", f"no finite {HK_TRP1} value")
+    t, v = _sorted_unique(t[good], v[good])
+    return HKTable(t, v, (path,))
+
+
+# ---------------------------------------------------------------------------- cubes
+@dataclass
+class CubeExtension:
+    """One image extension of a cube file.
+
+    Attributes:
+        name: ``IMAGE_<ccd>_<side>``.
+        header: the extension header (astropy Header or a plain dict when writing).
+        data: ``(frames, rows, columns)``: uint16 ADU (a memory-mapped view when read), or
+            float for data written by an adapter.
+    """
+
+    name: str
+    header: Mapping
+    data: np.ndarray
+
+
+@dataclass
+class CubeFile:
+    """A cube file: its primary header and image extensions (other extensions dropped)."""
+
+    path: Path
+    primary: Mapping
+    extensions: list[CubeExtension]
+    ignored_extensions: list[str] = field(default_factory=list)
+    _hdul: object = None
+
+    def close(self) -> None:
+        """Release the memory map."""
+        if self._hdul is not None:
+            self._hdul.close()
+            self._hdul = None
+
+
+def write_cube(
+    path: str | Path,
+    primary: Mapping[str, object],
+    extensions: Sequence[tuple[str, Mapping[str, object], np.ndarray]],
+) -> Path:
+    """Write a cube FITS file.
+
+    Args:
+        path: output file.
+        primary: primary header keys (``DATE-OBS``, ``OBSID``, ``SITE``, ``CAMERA``, ...);
+            values may be ``(value, comment)`` tuples.
+        extensions: ``(name, header keys, data)`` with data ``(frames, rows, columns)``
+            uint16 ADU (stored as BITPIX 16, BZERO 32768).
+    """
+    hdus: list = [fits.PrimaryHDU()]
+    for k, v in primary.items():
+        hdus[0].header[k] = v
+    hdus[0].header["FMTVERS"] = (FORMAT_VERSION, "ground-test campaign format version")
+    for name, keys, data in extensions:
+        a = np.asarray(data)
+        if a.ndim != 3:
+            raise ValueError(f"{name}: cube data must be (frames, rows, columns), got {a.shape}")
+        hdu = fits.ImageHDU(a, name=name)
+        for k, v in keys.items():
+            hdu.header[k] = v
+        hdus.append(hdu)
+    path = Path(path)
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
+
+
+def _check_keys(path: Path, header: Mapping, keys: Sequence[str], ext: str | None) -> None:
+    missing = [k for k in keys if k not in header]
+    if missing:
+        raise FormatError(path, "missing_key", f"header key(s) {missing} missing", ext=ext)
+
+
+def _ext_data(path: Path, hdu, name: str) -> np.ndarray:
+    """Physical data of an image extension as a memory-mapped view (uint16) or float."""
+    h = hdu.header
+    bitpix = int(h.get("BITPIX", 0))
+    naxis = int(h.get("NAXIS", 0))
+    if naxis != 3:
+        shape = tuple(int(h.get(f"NAXIS{i}", 0)) for i in range(naxis, 0, -1))
+        raise FormatError(
+            path, "wrong_shape", f"data must be (frames, rows, columns), got {shape}", ext=name
+        )
+    bzero = float(h.get("BZERO", 0.0))
+    bscale = float(h.get("BSCALE", 1.0))
+    if bitpix == 16:
+        if bzero != BZERO_UINT16 or bscale != 1.0:
+            raise FormatError(
+                path,
+                "wrong_dtype",
+                f"BITPIX 16 needs BZERO={BZERO_UINT16}, BSCALE=1 (unsigned 16-bit), "
+                f"got BZERO={bzero:g}, BSCALE={bscale:g}",
+                ext=name,
+            )
+    elif bitpix not in (-32, -64):
+        raise FormatError(
+            path,
+            "wrong_dtype",
+            f"BITPIX {bitpix}: expected 16 (unsigned 16-bit with BZERO=32768)",
+            ext=name,
+        )
+    try:
+        raw = hdu.data
+    except Exception as exc:  # astropy raises several types on truncated data
+        raise FormatError(path, "truncated", f"cannot map the data ({exc})", ext=name) from exc
+    if raw is None or raw.ndim != 3:
+        raise FormatError(path, "wrong_shape", "no 3-D data", ext=name)
+    if bitpix == 16:
+        # Stored big-endian int16 s; physical u = s + 32768 = s with its sign bit flipped.
+        return raw.view(raw.dtype.newbyteorder(">").str.replace("i", "u")) ^ np.uint16(0x8000)
+    return (np.asarray(raw, dtype=np.float64) * bscale + bzero).astype(np.float32)
+
+
+def read_cube(path: str | Path) -> CubeFile:
+    """Open a cube file, memory-mapped, and check its structure.
+
+    Every ``IMAGE_<ccd>_<side>`` extension is returned with its physical data (uint16 ADU,
+    or float32 for float files); other extensions are listed in ``ignored_extensions``.
+
+    Raises:
+        FormatError: unreadable/corrupt/truncated file, missing header key, wrong shape or
+            data type, no image extension.
+    """
+    path = Path(path)
+    with warnings.catch_warnings():
+        # truncation is reported as a FormatError below, not as an astropy warning
+        warnings.simplefilter("ignore", AstropyWarning)
+        try:
+            hdul = fits.open(path, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=False)
+        except Exception as exc:
+            raise FormatError(path, "corrupt", f"not a readable FITS file ({exc})") from exc
+    try:
+        _check_keys(path, hdul[0].header, PRIMARY_KEYS, None)
+        exts: list[CubeExtension] = []
+        ignored: list[str] = []
+        size = path.stat().st_size
+        for hdu in hdul[1:]:
+            name = str(hdu.name).strip().upper()
+            if parse_image_ext_name(name) is None:
+                ignored.append(name)
+                continue
+            _check_keys(path, hdu.header, IMAGE_KEYS, name)
+            end = hdu._data_offset + hdu._data_size  # astropy's own bookkeeping
+            if end > size:
+                raise FormatError(
+                    path, "truncated", f"data end at byte {end} beyond file size {size}", ext=name
+                )
+            exts.append(CubeExtension(name, hdu.header, _ext_data(path, hdu, name)))
+        if not exts:
+            raise FormatError(path, "no_image", "no IMAGE_<ccd>_<side> extension")
+    except FormatError:
+        hdul.close()
+        raise
+    except Exception as exc:
+        hdul.close()
+        raise FormatError(path, "corrupt", f"cannot parse FITS structure ({exc})") from exc
+    return CubeFile(path, hdul[0].header, exts, ignored, hdul)
