@@ -1,7 +1,8 @@
 """``plato-sim``: a thin command line over :mod:`plato_sim`.
 
-Subcommands: ``psf`` (one stamp to FITS).  Each subcommand parses its arguments and calls
-the library; no physics lives here.  Negative numbers and comma lists parse as values
+Subcommands: ``psf`` (one stamp to FITS), ``generate`` and ``info`` (training datasets).
+Each subcommand parses its arguments and calls the library; no physics lives here.
+Negative numbers and comma lists parse as values
 (``--defocus-um -50``, ``--offset-px -0.3,0.2``).
 """
 
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", default=None, help="camera YAML (default: PLATO normal camera)")
     p.add_argument("--out", required=True, help="output FITS file")
     p.set_defaults(func=_cmd_psf)
+    _add_dataset_commands(sub)
     return ap
 
 
@@ -61,6 +63,87 @@ def _cmd_psf(args: argparse.Namespace) -> int:
         camera_yaml=args.camera,
     )
     print(f"wrote {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- datasets
+def _add_dataset_commands(sub) -> None:
+    """``generate`` and ``info``: synthetic training datasets (plato_sim.generate)."""
+    p = sub.add_parser("generate", help="generate (or resume) a synthetic training dataset")
+    p.add_argument("--out", required=True, help="dataset folder (rerun the same command to resume)")
+    p.add_argument("--config", default=None, help="dataset YAML (default: built-in config)")
+    p.add_argument("--n", type=int, default=None, help="number of samples (default: one shard)")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, default=None, help="local processes (default: cores)")
+    g.add_argument("--scheduler", default=None, help="address of a Dask scheduler")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("info", help="counts, label distributions and a gallery of a dataset")
+    p.add_argument("dir", help="dataset folder")
+    p.add_argument("--gallery", default=None, help="gallery PNG (default: DIR/gallery.png)")
+    p.add_argument("--verify", action="store_true", help="check every shard's checksum")
+    p.add_argument("--json", default=None, help="also write the summary as JSON to this file")
+    p.add_argument("--fits", default=None, help="export the samples of --indices to this FITS")
+    p.add_argument("--indices", default="0", help="comma-separated sample indices for --fits")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate
+
+    try:
+        m = generate(
+            args.out,
+            config=args.config,
+            n=args.n,
+            seed=args.seed,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"plato-sim generate: {exc}") from exc
+    t = m["timing"]
+    print(
+        f"{args.out}: {m['n_samples']} samples in {len(m['shards'])} shards "
+        f"({t['shards_made_this_run']} made now, {t['wall_s_this_run']:.1f} s)"
+    )
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .generate import describe, write_gallery
+
+    try:
+        info = describe(args.dir, verify=args.verify)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"plato-sim info: {exc}") from exc
+    for k, v in info.items():
+        if k != "labels":
+            print(f"{k}: {v}")
+    for name, d in info.get("labels", {}).items():
+        print(
+            f"  {name:22s} [{d['unit']:6s}] mean {d['mean']:11.4g} std {d['std']:10.4g} "
+            f"min {d['min']:11.4g} median {d['median']:11.4g} max {d['max']:11.4g}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    if info.get("status") == "complete":
+        png = write_gallery(args.dir, args.gallery or Path(args.dir) / "gallery.png")
+        print(f"gallery: {png}")
+    if args.fits:
+        from .io.store import ShardedDataset, export_fits
+
+        idx = [int(v) for v in float_list(args.indices)]
+        print(f"fits: {export_fits(ShardedDataset(args.dir), idx, args.fits)}")
+    if args.verify and info.get("invalid_shards"):
+        print(f"invalid shards: {info['invalid_shards']} (rerun generate to regenerate them)")
+        return 1
     return 0
 
 

@@ -403,17 +403,23 @@ def saturation_mask(raw_adu: np.ndarray, detector: DetectorModel | None = None) 
     return (raw >= d.adc_max_adu) | (raw.astype(float) > d.saturation_adu)
 
 
-def draw_value(rng: np.random.Generator, spec: object, name: str = "value") -> float:
-    """Draw one number from a distribution spec (the YAML vocabulary of the datasets).
+def draw_value(
+    rng: np.random.Generator, spec: object, name: str = "value", size: int | None = None
+) -> float | np.ndarray:
+    """Draw from a distribution spec (the YAML vocabulary of the datasets).
 
     ``spec`` is one of: a number (fixed); ``[lo, hi]`` (uniform); ``{"uniform": [lo, hi]}``;
     ``{"loguniform": [lo, hi]}`` (log-uniform, lo > 0); ``{"normal": [mean, sigma]}``;
-    ``{"choice": [v1, v2, ...]}``.  ``name`` is used in error messages.
+    ``{"choice": [v1, v2, ...]}``.  ``name`` is used in error messages.  Returns a float, or
+    a float array of ``size`` values when ``size`` is given.
     """
+    one = size is None
+    n = 1 if one else int(size)
     if isinstance(spec, bool):
         raise ValueError(f"{name}: a distribution spec cannot be a boolean")
     if isinstance(spec, int | float):
-        return float(spec)
+        out = np.full(n, float(spec))
+        return float(out[0]) if one else out
     if isinstance(spec, list | tuple):
         spec = {"uniform": spec}
     if not isinstance(spec, Mapping) or len(spec) != 1:
@@ -425,20 +431,25 @@ def draw_value(rng: np.random.Generator, spec: object, name: str = "value") -> f
     if kind == "choice":
         if not isinstance(args, list | tuple) or not args:
             raise ValueError(f"{name}: 'choice' needs a non-empty list, got {args!r}")
-        return float(args[int(rng.integers(len(args)))])
+        out = np.asarray(args, dtype=float)[rng.integers(len(args), size=n)]
+        return float(out[0]) if one else out
     if not isinstance(args, list | tuple) or len(args) != 2:
         raise ValueError(f"{name}: {kind!r} needs two numbers, got {args!r}")
     a, b = float(args[0]), float(args[1])
     if kind == "uniform":
         if b < a:
             raise ValueError(f"{name}: uniform range [{a}, {b}] is reversed")
-        return float(rng.uniform(a, b))
-    if kind == "loguniform":
+        out = rng.uniform(a, b, n)
+    elif kind == "loguniform":
         if not 0 < a <= b:
             raise ValueError(f"{name}: loguniform needs 0 < lo <= hi, got [{a}, {b}]")
-        return float(math.exp(rng.uniform(math.log(a), math.log(b))))
-    if kind == "normal":
+        out = np.exp(rng.uniform(math.log(a), math.log(b), n))
+    elif kind == "normal":
         if b < 0:
             raise ValueError(f"{name}: normal sigma must be >= 0, got {b}")
-        return float(rng.normal(a, b))
-    raise ValueError(f"{name}: unknown distribution {kind!r} (uniform/loguniform/normal/choice)")
+        out = rng.normal(a, b, n)
+    else:
+        raise ValueError(
+            f"{name}: unknown distribution {kind!r} (uniform/loguniform/normal/choice)"
+        )
+    return float(out[0]) if one else out
