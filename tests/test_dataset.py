@@ -1,0 +1,180 @@
+"""Dataset sampling: config, camera pool, shard samples and labels, HDF5 store."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+
+import numpy as np
+import pytest
+
+from plato_sim.bestfocus import field_best_focus_um
+from plato_sim.detector import DetectorModel
+from plato_sim.io.store import (
+    ShardedDataset,
+    export_fits,
+    read_shard,
+    shard_is_valid,
+    shard_name,
+    write_json_atomic,
+    write_shard,
+)
+from plato_sim.scenes import dataset as dsm
+from plato_sim.spectra import ogse_spectrum
+
+TINY = {
+    "shards": {"samples_per_shard": 24, "samples_per_optical_state": 8},
+    "spectrum": {"n_wavelengths": 3},
+    "cameras": {"n_pool": 1},
+    "best_focus": {"rings_h": [0.5, 1.0], "azimuths": 5, "n_wavelengths": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return dsm.load_config(overrides=TINY)
+
+
+@pytest.fixture(scope="module")
+def camera(cfg):
+    return dsm.build_camera(cfg, seed=11, index=0)
+
+
+@pytest.fixture(scope="module")
+def shard(cfg, camera):
+    return dsm.make_shard(cfg, 11, 0, 20, [camera])
+
+
+def test_default_config_loads_and_errors_name_the_key(tmp_path):
+    c = dsm.load_config()
+    assert c["stamp"]["size_px"] == 32
+    assert c["focus"]["dz_um"] == [-200.0, 200.0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("exposure:\n  flux: 3\n")
+    with pytest.raises(ValueError, match=r"bad.yaml.*exposure.flux"):
+        dsm.load_config(bad)
+    with pytest.raises(ValueError, match="exposure.flux_e"):
+        dsm.load_config(overrides={"exposure": {"flux_e": {"loguniform": [0, 1]}}})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        dsm.load_config(overrides={"detector": {"gain": [1, 2]}})
+
+
+def test_camera_pool_entry_is_deterministic_and_consistent(cfg, camera):
+    again = dsm.build_camera(cfg, seed=11, index=0)
+    assert again == camera
+    assert dsm.CameraEntry.from_dict(camera.to_dict()) == camera
+    model = camera.model()
+    # T0 puts the camera's best focus at its drawn T_BF
+    assert model.thermal.temperature_degC(camera.dz_bf_um) == pytest.approx(camera.t_bf_degC)
+    assert -84 <= camera.t_bf_degC <= -72
+    # the fitted map reproduces the grid it was fitted to
+    fit = camera.field_best_focus_um(np.array(camera.grid_theta_deg), np.array(camera.grid_phi_deg))
+    assert np.max(np.abs(fit - np.array(camera.grid_dz_opt_um))) < 1.0
+
+
+def test_field_best_focus_map_matches_direct_search(cfg, camera):
+    optics = camera.model().optics
+    th, ph = np.array([3.0, 9.7, 16.2]), np.array([20.0, 200.0, 123.0])
+    sp = ogse_spectrum(optics.camera, 3)
+    direct, _ = field_best_focus_um(optics, th, ph, sp, dsm.make_engine(cfg))
+    assert np.max(np.abs(camera.field_best_focus_um(th, ph) - direct)) < 2.0
+
+
+def test_shard_labels_are_consistent(shard, camera):
+    stamps, lab = shard
+    assert stamps.shape == (20, 32, 32) and stamps.dtype == np.float32
+    assert lab.dtype == dsm.label_dtype()
+    np.testing.assert_allclose(lab["dz_from_best_um"], lab["dz_th_um"] - lab["dz_field_best_um"])
+    assert np.all(np.abs(lab["dz_from_best_um"]) <= 200.0)
+    model = camera.model()
+    np.testing.assert_allclose(
+        lab["temperature_degC"], model.thermal.temperature_degC(lab["dz_th_um"])
+    )
+    assert np.all(lab["camera_id"] == camera.camera_id)
+    # 8 samples per optical state share the optics, not the offsets or fluxes
+    assert np.unique(lab["optical_state"]).tolist() == [0, 1, 2]
+    first = lab[lab["optical_state"] == 0]
+    assert np.unique(first["dz_th_um"]).size == 1 and np.unique(first["theta_deg"]).size == 1
+    assert np.unique(first["flux_e"]).size == 8
+    assert np.all(np.isin(lab["ccd"], [1, 2, 3, 4]))
+    assert np.all((lab["eef_true"] > 0.05) & (lab["eef_true"] < 1.0))
+    # true position relative to the stamp centre: within half a pixel for bright stars
+    bright = lab["flux_e"] > 1e5
+    assert np.all(np.abs(lab["offset_x_px"][bright]) <= 0.75)
+    assert np.all(np.abs(lab["offset_y_px"][bright]) <= 0.75)
+
+
+def test_shard_is_deterministic(cfg, camera, shard):
+    again = dsm.make_shard(cfg, 11, 0, 20, [camera])
+    assert np.array_equal(again[0], shard[0])
+    assert again[1].tobytes() == shard[1].tobytes()
+    other = dsm.make_shard(cfg, 11, 1, 20, [camera])
+    assert not np.array_equal(other[0], shard[0])
+
+
+def test_stamp_units_are_adu_above_the_closed_shutter_level(camera):
+    """A bright star without background: stamp sum x gain = flux (the PSF within 32 px)."""
+    c = dsm.load_config(
+        overrides=TINY
+        | {
+            "exposure": {"flux_e": 1.0e6, "background_e_per_px": 0.0},
+            "detector": {"prnu_sigma": 0.0, "cosmic_rate_per_cm2_s": 0.0},
+            "focus": {"dz_um": [-30.0, 30.0]},
+        }
+    )
+    stamps, lab = dsm.make_shard(c, 5, 0, 16, [camera])
+    got = stamps.reshape(16, -1).sum(axis=1) * lab["gain_e_per_adu"]
+    # read noise of 1024 pixels + the averaged closed frames: ~2000 e- of 1e6
+    np.testing.assert_allclose(got, 1.0e6, rtol=0.01)
+    # pixels far from the star are zero-mean noise in ADU
+    far = stamps[:, :4, :].ravel()
+    assert abs(far.mean()) < 0.3
+    sigma = DetectorModel().read_noise_adu * np.sqrt(1 + 1 / 2)
+    assert far.std() == pytest.approx(sigma, rel=0.15)
+
+
+def _child_read(ds, i, q):
+    q.put(float(ds[i][0].sum()))
+
+
+def test_store_roundtrip_lazy_reader_and_fits(tmp_path, shard):
+    stamps, lab = shard
+    sha0 = write_shard(tmp_path / shard_name(0), stamps[:12], lab[:12], {"k": 0})
+    write_shard(tmp_path / shard_name(1), stamps[12:], lab[12:], {"k": 1})
+    assert shard_is_valid(tmp_path / shard_name(0), sha0)
+    s, lb, meta = read_shard(tmp_path / shard_name(1))
+    assert np.array_equal(s, stamps[12:]) and meta == {"k": 1}
+    assert lb.tobytes() == lab[12:].tobytes()
+    write_json_atomic(
+        tmp_path / "manifest.json",
+        {
+            "status": "complete",
+            "shards": [{"file": shard_name(0), "n": 12}, {"file": shard_name(1), "n": 8}],
+        },
+    )
+    ds = ShardedDataset(tmp_path)
+    assert len(ds) == 20
+    st, d = ds[13]
+    assert np.array_equal(st, stamps[13]) and d["index"] == lab["index"][13]
+    assert np.array_equal(ds[-1][0], stamps[19])
+    with pytest.raises(IndexError):
+        ds[20]
+    np.testing.assert_array_equal(ds.label_column("flux_e"), lab["flux_e"])
+    # an opened instance survives pickling and forking: each process opens its own handle
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone[3][0].sum() == pytest.approx(stamps[3].sum())
+    q = mp.get_context("fork").Queue()
+    p = mp.get_context("fork").Process(target=_child_read, args=(ds, 15, q))
+    p.start()
+    p.join(30)
+    assert q.get(timeout=5) == pytest.approx(float(stamps[15].sum()))
+    out = export_fits(ds, [0, 13], tmp_path / "pick.fits")
+    from astropy.io import fits
+
+    with fits.open(out) as hd:
+        assert hd["SAMPLE13"].data.shape == (32, 32)
+        assert hd["SAMPLE13"].header["dz_th_um"] == pytest.approx(lab["dz_th_um"][13])
+    # a truncated shard fails its checksum
+    path = tmp_path / shard_name(1)
+    path.write_bytes(path.read_bytes()[:-100])
+    assert not shard_is_valid(path)
