@@ -216,19 +216,22 @@ def generate(
             total=n, initial=done_n, unit="sample", disable=not progress, desc="shards", smoothing=0
         )
         shard_s = 0.0
+        t_shards = time.perf_counter()
         for k, c, digest, secs in ex.map_unordered(_shard_task, todo):
             manifest["shards"][k]["sha256"] = digest
             shard_s += secs
             bar.update(c)
             write_json_atomic(manifest_path, manifest)
         bar.close()
+        shard_wall = time.perf_counter() - t_shards
     finally:
         ex.close()
     manifest["status"] = "complete"
     manifest["timing"] = {
         "wall_s_this_run": time.perf_counter() - t_start,
-        "camera_task_s_this_run": cam_s,
-        "shard_task_s_this_run": shard_s,
+        "camera_phase_wall_s": cam_s,
+        "shard_phase_wall_s": shard_wall,
+        "shard_task_s_sum": shard_s,
         "shards_made_this_run": len(todo),
         "workers": 1 if isinstance(ex, _Serial) else (workers if not scheduler else None),
     }

@@ -1,0 +1,180 @@
+"""Benchmark of synthetic-dataset generation (issue 3): speed, size, memory, label accuracy.
+
+Measures, on this machine:
+
+* end-to-end samples per second of ``plato_sim.generate.generate`` (Dask LocalCluster start,
+  camera pool, PSF + detector + stamp cutting + compressed HDF5 writes), and the shard phase
+  alone (what a large dataset converges to once the camera pool is made);
+* the cost of one camera of the pool (per-field best-focus grid) and the projected time of
+  1 million samples with the default camera pool;
+* bytes on disk per 100k samples; peak resident memory of the whole process tree (this
+  process + Dask scheduler + workers), sampled every 0.1 s;
+* the accuracy of the ``dz_from_best_um`` label: the interpolated per-field best focus against
+  the direct search (``bestfocus.field_best_focus_um``) at random field positions, and the
+  camera best focus ``mean_field_optimum`` against ``exact`` (``best_focus_shift_um``).
+
+Target (issue 3): >= 1000 samples/s (1 M samples in < 20 min) and peak memory < 4 GB.
+
+    python benchmarks/generate.py [--n 65536] [--workers 2] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+
+from plato_sim.generate import generate  # noqa: E402
+from plato_sim.scenes import dataset as dsm  # noqa: E402
+
+
+class PeakRSS:
+    """Peak of the summed RSS of this process and all its descendants."""
+
+    def __init__(self, period_s: float = 0.1) -> None:
+        self.period_s = period_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me] + me.children(recursive=True):
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_bytes = max(self.peak_bytes, total)
+            time.sleep(self.period_s)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def label_accuracy(n_cameras: int, n_fields: int, seed: int) -> dict:
+    """Interpolated vs direct per-field best focus, and camera best-focus modes (default cfg)."""
+    from plato_sim.bestfocus import best_focus_shift_um, field_best_focus_um
+    from plato_sim.scenes.fields import ground_test_fields, uniform_random_fields
+    from plato_sim.spectra import ogse_spectrum
+
+    cfg = dsm.load_config()
+    eng = dsm.make_engine(cfg)
+    rng = np.random.default_rng(seed)
+    errs, cam_diff_um, cam_diff_degC, t_cam, t_exact = [], [], [], [], []
+    with dsm.single_thread_torch():
+        for i in range(n_cameras):
+            t = time.perf_counter()
+            cam = dsm.build_camera(cfg, seed, i, eng)
+            t_cam.append(time.perf_counter() - t)
+            optics = cam.model().optics
+            sp = ogse_spectrum(optics.camera, int(cfg["best_focus"]["n_wavelengths"]))
+            th, ph = uniform_random_fields(rng, n_fields, float(cfg["fields"]["radius_deg"]))
+            direct, _ = field_best_focus_um(optics, th, ph, sp, eng)
+            errs.append(cam.field_best_focus_um(th, ph) - direct)
+            t = time.perf_counter()
+            tt, tp = ground_test_fields()
+            exact, _ = best_focus_shift_um(optics, tt, tp, sp, eng)
+            t_exact.append(time.perf_counter() - t)
+            cam_diff_um.append(cam.dz_bf_um - exact)
+            cam_diff_degC.append((cam.dz_bf_um - exact) / cam.s_um_per_degC)
+    e = np.concatenate(errs)
+    return {
+        "n_cameras": n_cameras,
+        "n_fields_per_camera": n_fields,
+        "field_best_interp_err_rms_um": float(np.sqrt(np.mean(e**2))),
+        "field_best_interp_err_max_um": float(np.max(np.abs(e))),
+        "camera_best_mean_vs_exact_max_um": float(np.max(np.abs(cam_diff_um))),
+        "camera_best_mean_vs_exact_max_degC": float(np.max(np.abs(cam_diff_degC))),
+        "camera_build_s_mean": float(np.mean(t_cam)),
+        "camera_best_exact_s_mean": float(np.mean(t_exact)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=65536, help="samples to generate")
+    ap.add_argument("--workers", type=int, default=2, help="local Dask workers")
+    ap.add_argument("--n-cameras", type=int, default=8, help="camera pool of this run")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", default=None, help="dataset folder (default: a temporary one)")
+    ap.add_argument("--keep", action="store_true", help="keep the dataset folder")
+    ap.add_argument("--accuracy-cameras", type=int, default=3, help="0 skips the label check")
+    ap.add_argument("--accuracy-fields", type=int, default=12)
+    ap.add_argument("--json", default=None, help="write the results as JSON to this file")
+    args = ap.parse_args(argv)
+
+    cfg = dsm.load_config(overrides={"cameras": {"n_pool": args.n_cameras}})
+    out = Path(args.out or tempfile.mkdtemp(prefix="plato-gen-bench-"))
+    if out.exists() and any(out.iterdir()):
+        shutil.rmtree(out)
+    load0 = os.getloadavg()
+    t = time.perf_counter()
+    with PeakRSS() as mem:
+        man = generate(out, cfg, n=args.n, seed=args.seed, workers=args.workers, progress=False)
+    wall = time.perf_counter() - t
+    tim = man["timing"]
+    size = sum((out / s["file"]).stat().st_size for s in man["shards"])
+    per_cam_cpu_s = tim["camera_phase_wall_s"] * args.workers / args.n_cameras
+    shard_rate = args.n / tim["shard_phase_wall_s"]
+    pool_default = int(dsm.load_config()["cameras"]["n_pool"])
+    proj_1m_s = pool_default * per_cam_cpu_s / args.workers + 1e6 / shard_rate
+    res = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_before": load0,
+            "loadavg_after": os.getloadavg(),
+        },
+        "n_samples": args.n,
+        "workers": args.workers,
+        "camera_pool": args.n_cameras,
+        "samples_per_optical_state": man["samples_per_optical_state"],
+        "n_wavelengths": cfg["spectrum"]["n_wavelengths"],
+        "wall_s": wall,
+        "end_to_end_samples_per_s": args.n / wall,
+        "camera_phase_wall_s": tim["camera_phase_wall_s"],
+        "camera_cpu_s_each": per_cam_cpu_s,
+        "shard_phase_wall_s": tim["shard_phase_wall_s"],
+        "shard_phase_samples_per_s": shard_rate,
+        "projected_1M_samples_min_default_pool": proj_1m_s / 60.0,
+        "bytes_per_100k_samples": size / args.n * 1e5,
+        "peak_rss_tree_GB": mem.peak_bytes / 1e9,
+    }
+    if not args.keep and args.out is None:
+        shutil.rmtree(out, ignore_errors=True)
+    if args.accuracy_cameras > 0:
+        res["label_accuracy"] = label_accuracy(args.accuracy_cameras, args.accuracy_fields, 123)
+
+    rows = [(k, v) for k, v in res.items() if not isinstance(v, dict)]
+    rows += [(f"label.{k}", v) for k, v in res.get("label_accuracy", {}).items()]
+    w = max(len(k) for k, _ in rows)
+    print(f"{'quantity':{w}s}  value")
+    for k, v in rows:
+        print(f"{k:{w}s}  {v:.4g}" if isinstance(v, float) else f"{k:{w}s}  {v}")
+    print(f"{'machine':{w}s}  {res['machine']}")
+    ok = res["end_to_end_samples_per_s"] >= 1000 and res["peak_rss_tree_GB"] < 4
+    print(f"target >= 1000 samples/s end to end and < 4 GB: {'met' if ok else 'NOT met'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
