@@ -244,16 +244,20 @@ def _header_values(path: Path, ext: cf.CubeExtension) -> dict:
 
 def _n_frames_of(path: Path) -> int:
     """Best-effort frame count of an unreadable cube (0 when even the headers fail)."""
-    try:
-        from astropy.io import fits
+    import warnings
 
+    from astropy.io import fits
+    from astropy.utils.exceptions import AstropyWarning
+
+    try:
         n = 0
-        with fits.open(path, memmap=True, do_not_scale_image_data=True) as hl:
-            for hdu in hl[1:]:
-                if cf.parse_image_ext_name(str(hdu.name)) and str(
-                    hdu.header.get("SHUTTER", "")
-                ).strip().upper() == (cf.SHUTTER_OPEN):
-                    n += int(hdu.header.get("NAXIS3", 0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(path, memmap=True, do_not_scale_image_data=True) as hl:
+                for hdu in hl[1:]:
+                    shutter = str(hdu.header.get("SHUTTER", "")).strip().upper()
+                    if cf.parse_image_ext_name(str(hdu.name)) and shutter == cf.SHUTTER_OPEN:
+                        n += int(hdu.header.get("NAXIS3", 0))
         return n
     except Exception:
         return 0

@@ -53,6 +53,7 @@ __all__ = [
     "test_house_bft",
     "improved_bft",
     "estimate_bft",
+    "plot_bft",
 ]
 
 #: Polynomial fits of the test houses: name -> degree.
@@ -414,3 +415,47 @@ def estimate_bft(
     if fit in IMPROVED_FITS:
         return improved_bft(frames, fit, variant, eef_values, n_boot=n_boot, seed=seed)
     raise ValueError(f"unknown fit {fit!r}; choose one of {FITS}")
+
+
+def plot_bft(frames: CampaignFrames, eef_values: np.ndarray, result: BFTResult, path: str) -> str:
+    """EEF against TRP1 per field position (thin lines), the field mean, the fit and the BFT."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reducer = result.extra.get("reducer", "max")
+    sel = frames.select(np.isin(frames.obsid, result.obsids))
+    table = eef_table(sel, eef_values[np.isin(frames.obsid, result.obsids)], reducer)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    order = np.argsort(table.temperature_degC)
+    for f in range(table.values.shape[1]):
+        ax.plot(table.temperature_degC[order], table.values[order, f], "-", color="0.75", lw=0.6)
+    ax.errorbar(
+        result.temperatures_degC,
+        result.mean_eef,
+        yerr=np.asarray(result.std_eef) / np.sqrt(np.maximum(result.n_fields, 1)),
+        fmt="o",
+        color="k",
+        label=f"{reducer} EEF over frames, mean over {max(result.n_fields)} field positions",
+    )
+    ax.plot(result.curve_t_degC, result.curve_eef, "-", color="C0", label=f"{result.fit} fit")
+    ax.axvspan(
+        result.bft_degC - result.sigma_degC,
+        result.bft_degC + result.sigma_degC,
+        color="C3",
+        alpha=0.2,
+    )
+    ax.axvline(
+        result.bft_degC,
+        color="C3",
+        label=f"BFT {result.bft_degC:.2f} +- {result.sigma_degC:.2f} degC",
+    )
+    ax.set_xlabel("TRP1 (degC)")
+    ax.set_ylabel(f"EEF ({result.variant})")
+    ax.set_title(f"{frames.camera}: best-focus temperature ({result.method}, {result.fit})")
+    ax.legend(fontsize=8, loc="lower center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,6 +1,7 @@
 """``plato-sim``: a thin command line over :mod:`plato_sim`.
 
-Subcommands: ``psf`` (one stamp to FITS), ``generate`` and ``info`` (training datasets).
+Subcommands: ``psf`` (one stamp to FITS), ``generate`` and ``info`` (training datasets),
+``campaign`` (an emulated ground-test campaign in format v1).
 Each subcommand parses its arguments and calls the library; no physics lives here.
 Negative numbers and comma lists parse as values
 (``--defocus-um -50``, ``--offset-px -0.3,0.2``).
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output FITS file")
     p.set_defaults(func=_cmd_psf)
     _add_dataset_commands(sub)
+    _add_campaign_command(sub)
     return ap
 
 
@@ -144,6 +146,60 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.verify and info.get("invalid_shards"):
         print(f"invalid shards: {info['invalid_shards']} (rerun generate to regenerate them)")
         return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------- campaign
+def _add_campaign_command(sub) -> None:
+    """``campaign``: one camera's emulated ground-test campaign (plato_sim.scenes.campaign)."""
+    p = sub.add_parser("campaign", help="write an emulated ground-test campaign (format v1)")
+    p.add_argument("--out", required=True, help="campaign folder (truth goes to OUT.truth.json)")
+    p.add_argument("--camera", required=True, help="camera name used in file names (no '_')")
+    p.add_argument("--bft-degC", type=float, required=True, help="true best-focus TRP1 (degC)")
+    p.add_argument(
+        "--plateaux",
+        type=float_list,
+        default=[-90.0, -85.0, -80.0, -75.0, -70.0],
+        help="TRP1 plateaux in acquisition order (degC), e.g. -90,-85,-80,-75,-70",
+    )
+    p.add_argument("--fields", type=int, default=40, help="field positions (40 = test table)")
+    p.add_argument("--dithers", type=int, default=25, help="dithers per field position")
+    p.add_argument("--frames-per-dither", type=int, default=2)
+    p.add_argument("--window", type=int, default=64, help="readout window side (pixels)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--perturbation", type=float, default=1.0, help="camera perturbation strength (0 = design)"
+    )
+    p.add_argument("--site", default="INTA", help="test house in names and headers")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    p.set_defaults(func=_cmd_campaign)
+
+
+def _cmd_campaign(args: argparse.Namespace) -> int:
+    from .scenes.campaign import emulate_campaign, truth_path
+
+    try:
+        truth = emulate_campaign(
+            args.out,
+            camera_name=args.camera,
+            bft_degC=args.bft_degC,
+            plateaux_degC=args.plateaux,
+            n_fields=args.fields,
+            n_dithers=args.dithers,
+            frames_per_dither=args.frames_per_dither,
+            window_px=args.window,
+            seed=args.seed,
+            perturbation_strength=args.perturbation,
+            site=args.site,
+            overwrite=args.overwrite,
+        )
+    except (ValueError, FileExistsError) as exc:
+        raise SystemExit(f"plato-sim campaign: {exc}") from exc
+    print(
+        f"{args.out}: {truth['n_source_frames']} source frames on {len(truth['obsids'])} "
+        f"plateaux (OBSIDs {truth['obsids']}), true T_BF {truth['t_bf_degC']:.2f} degC, "
+        f"{truth['seconds_total']:.1f} s; truth: {truth_path(args.out)}"
+    )
     return 0
 
 

@@ -177,6 +177,7 @@ def emulate_campaign(
     camera_model: CameraModel | None = None,
     engine: FastEngine | None = None,
     n_sub_truth: int = 4,
+    n_wavelengths: int = 10,
     overwrite: bool = False,
 ) -> dict:
     """Write one camera's synthetic ground-test campaign (format v1) and return its truth.
@@ -204,6 +205,8 @@ def emulate_campaign(
             its ``T0`` is replaced to honour ``bft_degC``.
         engine: the fast PSF engine (default one is built).
         n_sub_truth: sub-pixel grid used for the truth's expected EEF (n x n).
+        n_wavelengths: wavelength samples of the OGSE spectrum (10 = the project's default;
+            fewer only to make tests fast).
         overwrite: allow writing into a non-empty folder.
 
     Returns:
@@ -232,7 +235,7 @@ def emulate_campaign(
     eng = engine or FastEngine(camera=model.optics.camera)
     theta, phi0 = ground_test_fields(n_fields, model.optics.design.field_radius_deg)
     phi, ccd, row0, col0 = _placed_fields(model, theta, phi0, window_px)
-    sp = ogse_spectrum(model.optics.camera)
+    sp = ogse_spectrum(model.optics.camera, n_wavelengths)
     model, bf = t0_for_best_focus(
         model, float(bft_degC), theta_deg=theta, phi_deg=phi, spectrum=sp, engine=eng,
         n_sub=n_sub_truth,
@@ -381,6 +384,8 @@ def emulate_campaign(
         "flux_e": float(flux_e),
         "timing": timing.__dict__,
         "n_source_frames": int(n_frames_total),
+        "n_wavelengths": int(n_wavelengths),
+        "n_sub_truth": int(n_sub_truth),
         "seconds_truth": round(t_truth, 2),
         "seconds_total": round(time.perf_counter() - t_start, 2),
         "note": "optics of every frame use the plateau's achieved mean TRP1; HK is noisy",

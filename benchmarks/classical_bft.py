@@ -1,0 +1,247 @@
+"""Accuracy of the classical best-focus estimators on emulated cameras.
+
+For ``--cameras`` random cameras (random perturbations, true T_BF uniform in [-84, -72] degC)
+an emulated campaign (format v1, small: ``--fields`` x ``--dithers`` x ``--frames``) is
+written, read back with :func:`plato_cnn.campaign.read_campaign` and fed to each estimator
+with 5, 4 and 3 plateaux.  Printed and saved: RMS error against the truth, mean bias, the
+calibration of sigma (fraction of cameras with |error| <= sigma), beside a prior-only row
+that always answers the middle of the range.
+
+Plateau subsets: 5 = -90..-70 every 5 degC; 4 = -85..-70 (covers the truth range);
+3 = -90, -80, -70.
+
+Usage::
+
+    python benchmarks/classical_bft.py --json out/classical_bft.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PLATEAUX = (-90.0, -85.0, -80.0, -75.0, -70.0)
+SUBSETS = {5: PLATEAUX, 4: (-85.0, -80.0, -75.0, -70.0), 3: (-90.0, -80.0, -70.0)}
+TRUTH_RANGE_DEGC = (-84.0, -72.0)
+#: (label, fit, EEF variant, plateaux)
+ROWS = [
+    ("test houses: cubic (baseline)", "cubic", "2x2", 5),
+    ("test houses: quartic", "quartic", "2x2", 5),
+    ("test houses: cubic, 8x8 EEF", "cubic", "8x8", 5),
+    ("test houses: cubic, 3x3 EEF", "cubic", "3x3", 5),
+    ("test houses: cubic", "cubic", "2x2", 4),
+    ("test houses: quadratic", "quadratic", "2x2", 3),
+    ("improved: lorentz", "lorentz", "2x2", 5),
+    ("improved: lorentz", "lorentz", "2x2", 4),
+    ("improved: lorentz", "lorentz", "2x2", 3),
+]
+
+
+def _emulate(job: dict) -> dict:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from plato_sim.scenes.campaign import emulate_campaign, truth_path
+
+    tp = truth_path(job["dir"])
+    if tp.is_file():
+        return json.loads(tp.read_text())
+    return emulate_campaign(
+        job["dir"],
+        camera_name=f"bench{job['i']:03d}",
+        bft_degC=job["bft"],
+        plateaux_degC=PLATEAUX,
+        n_fields=job["fields"],
+        n_dithers=job["dithers"],
+        frames_per_dither=job["frames"],
+        window_px=job["window"],
+        seed=job["seed"],
+        perturbation_strength=1.0,
+        n_sub_truth=job["n_sub_truth"],
+        overwrite=True,
+    )
+
+
+def _evaluate(job: dict) -> dict:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from plato_cnn.campaign import read_campaign
+    from plato_cnn.classical import estimate_bft
+    from plato_cnn.metrics import frame_eef
+
+    t0 = time.perf_counter()
+    frames = read_campaign(job["dir"])
+    t_read = time.perf_counter() - t0
+    eefs = {v: frame_eef(frames.stamps, v) for v in ("2x2", "3x3", "8x8")}
+    out = []
+    for k, (_label, fit, variant, n_pl) in enumerate(ROWS):
+        temps = np.asarray([o.temperature_mean_degC for o in frames.observations])
+        ids = [o.obsid for o in frames.observations]
+        want = [ids[int(np.argmin(np.abs(temps - t)))] for t in SUBSETS[n_pl]]
+        m = np.isin(frames.obsid, want)
+        try:
+            r = estimate_bft(
+                frames.select(m), fit, variant, eefs[variant][m], seed=job["i"], n_boot=job["boot"]
+            )
+            out.append({"row": k, "bft": r.bft_degC, "sigma": r.sigma_degC, "edge": r.at_edge})
+        except Exception as exc:  # counted as a failure of that row
+            out.append({"row": k, "error": f"{type(exc).__name__}: {exc}"})
+    return {"i": job["i"], "truth": job["truth"], "results": out, "read_s": t_read}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cameras", type=int, default=50)
+    ap.add_argument("--fields", type=int, default=40)
+    ap.add_argument("--dithers", type=int, default=5)
+    ap.add_argument("--frames", type=int, default=2, help="frames per dither")
+    ap.add_argument("--window", type=int, default=48)
+    ap.add_argument("--n-sub-truth", type=int, default=3, help="sub-pixel grid of the truth")
+    ap.add_argument("--boot", type=int, default=100, help="bootstrap draws (improved)")
+    ap.add_argument("--seed", type=int, default=20260)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cache", default="out/classical_bft_cache", help="emulated campaigns")
+    ap.add_argument("--json", default=None, help="write rows and machine info here")
+    args = ap.parse_args(argv)
+
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    bfts = rng.uniform(*TRUTH_RANGE_DEGC, args.cameras)
+    jobs = [
+        dict(
+            i=i,
+            dir=str(cache / f"cam{i:03d}_d{args.dithers}x{args.frames}_f{args.fields}"),
+            bft=float(bfts[i]),
+            seed=args.seed * 1000 + i,
+            fields=args.fields,
+            dithers=args.dithers,
+            frames=args.frames,
+            window=args.window,
+            n_sub_truth=args.n_sub_truth,
+            boot=args.boot,
+        )
+        for i in range(args.cameras)
+    ]
+    t0 = time.perf_counter()
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(args.workers) as pool:
+        truths = pool.map(_emulate, jobs, chunksize=1)
+    t_emul = time.perf_counter() - t0
+    for j, tr in zip(jobs, truths, strict=True):
+        j["truth"] = tr["t_bf_degC"]
+    t1 = time.perf_counter()
+    with ctx.Pool(args.workers) as pool:
+        evals = pool.map(_evaluate, jobs, chunksize=1)
+    t_eval = time.perf_counter() - t1
+
+    truth = np.asarray([e["truth"] for e in evals])
+    rows = []
+    for k, (label, fit, variant, n_pl) in enumerate(ROWS):
+        est, sig, edge = [], [], 0
+        fails = []
+        for ev in evals:
+            r = ev["results"][k]
+            if "error" in r:
+                fails.append(r["error"])
+                est.append(np.nan)
+                sig.append(np.nan)
+            else:
+                est.append(r["bft"])
+                sig.append(r["sigma"])
+                edge += bool(r["edge"])
+        est, sig = np.asarray(est), np.asarray(sig)
+        ok = np.isfinite(est)
+        err = est[ok] - truth[ok]
+        rows.append(
+            dict(
+                estimator=label,
+                fit=fit,
+                eef_variant=variant,
+                plateaux=n_pl,
+                n_cameras=int(ok.sum()),
+                failures=len(fails),
+                rms_error_degC=float(np.sqrt(np.mean(err**2))) if err.size else None,
+                bias_degC=float(np.mean(err)) if err.size else None,
+                max_abs_error_degC=float(np.max(np.abs(err))) if err.size else None,
+                median_sigma_degC=float(np.median(sig[ok])) if err.size else None,
+                frac_within_sigma=float(np.mean(np.abs(err) <= sig[ok])) if err.size else None,
+                at_edge=edge,
+                first_failure=fails[0] if fails else None,
+            )
+        )
+    mid = 0.5 * sum(TRUTH_RANGE_DEGC)
+    prior_sigma = (TRUTH_RANGE_DEGC[1] - TRUTH_RANGE_DEGC[0]) / np.sqrt(12.0)
+    perr = mid - truth
+    rows.append(
+        dict(
+            estimator="prior only (middle of the range)",
+            fit="-",
+            eef_variant="-",
+            plateaux=0,
+            n_cameras=int(truth.size),
+            failures=0,
+            rms_error_degC=float(np.sqrt(np.mean(perr**2))),
+            bias_degC=float(np.mean(perr)),
+            max_abs_error_degC=float(np.max(np.abs(perr))),
+            median_sigma_degC=float(prior_sigma),
+            frac_within_sigma=float(np.mean(np.abs(perr) <= prior_sigma)),
+            at_edge=0,
+            first_failure=None,
+        )
+    )
+
+    print(
+        f"{len(evals)} cameras, {args.fields} fields x {args.dithers} dithers x {args.frames} "
+        f"frames, window {args.window} px; emulation {t_emul:.0f} s, evaluation {t_eval:.0f} s"
+    )
+    hdr = f"{'estimator':34s} {'fit':9s} {'EEF':4s} {'pl':>2s} {'RMS':>6s} {'bias':>6s} "
+    hdr += f"{'max':>6s} {'med.sig':>7s} {'|e|<=s':>6s} {'fail':>4s} {'edge':>4s}"
+    print(hdr)
+    for r in rows:
+
+        def f(v, w=6):
+            return f"{v:{w}.2f}" if v is not None else " " * (w - 1) + "-"
+
+        print(
+            f"{r['estimator']:34s} {r['fit']:9s} {r['eef_variant']:4s} {r['plateaux']:2d} "
+            f"{f(r['rms_error_degC'])} {f(r['bias_degC'])} {f(r['max_abs_error_degC'])} "
+            f"{f(r['median_sigma_degC'], 7)} {f(r['frac_within_sigma'])} {r['failures']:4d} "
+            f"{r['at_edge']:4d}"
+        )
+    if args.json:
+        import torch
+
+        info = dict(
+            machine=dict(
+                platform=platform.platform(),
+                processor=platform.processor(),
+                cpu_count=os.cpu_count(),
+                python=sys.version.split()[0],
+                numpy=np.__version__,
+                torch=torch.__version__,
+            ),
+            config=vars(args),
+            plateau_subsets={str(k): list(v) for k, v in SUBSETS.items()},
+            truth_range_degC=list(TRUTH_RANGE_DEGC),
+            seconds_emulation=t_emul,
+            seconds_evaluation=t_eval,
+            rows=rows,
+            per_camera=[dict(i=e["i"], truth_degC=e["truth"], results=e["results"]) for e in evals],
+        )
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(info, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
