@@ -168,6 +168,20 @@ def test_store_roundtrip_lazy_reader_and_fits(tmp_path, shard):
     p.start()
     p.join(30)
     assert q.get(timeout=5) == pytest.approx(float(stamps[15].sum()))
+    # torch DataLoader worker processes, each reading through its own handles
+    import torch
+
+    class TorchView(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(ds)
+
+        def __getitem__(self, i):
+            stamp, labels = ds[i]
+            return torch.from_numpy(stamp), float(labels["dz_from_best_um"])
+
+    loader = torch.utils.data.DataLoader(TorchView(), batch_size=5, num_workers=2)
+    got = torch.cat([x for x, _ in loader]).numpy()
+    assert np.array_equal(got, stamps)
     out = export_fits(ds, [0, 13], tmp_path / "pick.fits")
     from astropy.io import fits
 

@@ -64,6 +64,24 @@ def test_same_shards_with_one_and_two_workers(tmp_path, config_file):
     ).read_bytes()
 
 
+def test_external_scheduler_gives_the_same_shards(tmp_path, config_file):
+    from distributed import LocalCluster
+
+    one = generate(tmp_path / "w1", config_file, n=60, seed=4, workers=1, progress=False)
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+    ) as cluster:
+        ext = generate(
+            tmp_path / "ext",
+            config_file,
+            n=60,
+            seed=4,
+            scheduler=cluster.scheduler_address,
+            progress=False,
+        )
+    assert _shas(one) == _shas(ext)
+
+
 def test_killed_run_resumes_to_the_clean_result(tmp_path, config_file, clean_run):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "plato_sim.cli", "generate", "--out", str(out)]

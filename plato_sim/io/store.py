@@ -289,7 +289,7 @@ def export_fits(
     from astropy.io import fits
 
     hdus = [fits.PrimaryHDU()]
-    hdus[0].header["DATASET"] = (str(dataset.root), "dataset folder")
+    hdus[0].header["HIERARCH dataset"] = str(dataset.root)
     for i in indices:
         stamp, lab = dataset[int(i)]
         h = fits.ImageHDU(stamp, name=f"SAMPLE{int(i)}")
