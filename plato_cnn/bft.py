@@ -57,10 +57,14 @@ class EEFTemplate:
         Path(path).write_text(json.dumps(asdict(self)))
 
     @classmethod
+    def from_dict(cls, d: dict) -> EEFTemplate:
+        """From ``{"delta_um": [...], "eef": [...]}`` (as stored in a model's description)."""
+        return cls(tuple(float(v) for v in d["delta_um"]), tuple(float(v) for v in d["eef"]))
+
+    @classmethod
     def from_json(cls, path: str | Path) -> EEFTemplate:
         """Read from JSON."""
-        d = json.loads(Path(path).read_text())
-        return cls(tuple(d["delta_um"]), tuple(d["eef"]))
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def make_eef_template(

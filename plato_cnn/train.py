@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import __version__
+from .data import BlockShuffleSampler
 from .model import FocusNet, FocusNetConfig, prepare_inputs
 from .modelio import save_model
 
@@ -196,6 +197,16 @@ def pretrain(
                 sampler=train_sampler,
                 num_workers=cfg.num_workers,
                 drop_last=True,
+            )
+        elif hasattr(dataset, "block_ids"):  # stored in chunks: stream chunk by chunk
+            sampler = BlockShuffleSampler(np.asarray(dataset.block_ids)[tr_idx], cfg.seed)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(
+                Subset(dataset, tr_idx),
+                batch_size=cfg.batch_size,
+                sampler=sampler,
+                num_workers=cfg.num_workers,
+                drop_last=len(tr_idx) > cfg.batch_size,
             )
         else:
             loader = DataLoader(
