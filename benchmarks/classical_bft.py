@@ -39,9 +39,9 @@ ROWS = [
     ("test houses: cubic, 3x3 EEF", "cubic", "3x3", 5),
     ("test houses: cubic", "cubic", "2x2", 4),
     ("test houses: quadratic", "quadratic", "2x2", 3),
-    ("improved: lorentz", "lorentz", "2x2", 5),
-    ("improved: lorentz", "lorentz", "2x2", 4),
-    ("improved: lorentz", "lorentz", "2x2", 3),
+    ("improved: gauss, mean EEF", "gauss", "2x2", 5),
+    ("improved: gauss, mean EEF", "gauss", "2x2", 4),
+    ("improved: gauss, mean EEF", "gauss", "2x2", 3),
 ]
 
 

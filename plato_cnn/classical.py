@@ -11,24 +11,24 @@ The test houses' method (CGSE ``CAM_TVPT_010``, plato-facts.md)
 5. BFT = the temperature of the polynomial's maximum within the sampled range.
    Its sigma propagates the fit covariance (Monte Carlo over the coefficients).
 
-Improved estimator (``fit="lorentz"``), this module's design
-------------------------------------------------------------
+Improved estimator (``fit="gauss"``), this module's design
+----------------------------------------------------------
 The best-focus temperature is defined (plato-facts.md) on the *sub-pixel-averaged* EEF, not
 on the best dither: random dithers sample the sub-pixel phase uniformly, so the **mean** EEF
 over a field's frames is an unbiased estimate of exactly that quantity, while the maximum
-over 25-50 frames is a noisy extreme whose bias changes with focus.  Per plateau the field
-average of those means is the definition's curve, measured with ~0.1 % noise.
+over a few tens of frames is a noisy extreme whose bias changes with focus.  Per plateau the
+field average of those means is the definition's curve itself, measured to ~0.1 %.
 
-Its shape is physical: the EEF of a defocused, geometrically blurred star falls as the blur
-area grows, ``EEF ~ A / (1 + ((T - T_c) / w)^2)`` (a Lorentzian in the focal shift, which is
-linear in TRP1), so ``1 / EEF`` is a quadratic in T.  The fit is weighted least squares of
-``1/EEF`` (sigma propagated), with a cubic term when at least 5 plateaux leave room for the
-asymmetry spherical aberration and the chromatic focal shift give the curve; BFT = the
-maximum of the fitted curve, allowed up to 2 degC beyond the sampled range (the physical
-shape extrapolates where a polynomial cannot).  Sigma: bootstrap over field positions
-(resampled together on all plateaux) and frames (Poisson weights), with the spread between
-the symmetric and the asymmetric shape added in quadrature as a model term when both can be
-fitted.
+Its shape: near focus the EEF of a blurred star falls off like a Gaussian in the focal shift
+(linear in TRP1), and spherical aberration and the chromatic focal shift make it skewed; so
+``log EEF`` is fitted with a polynomial in T: quadratic (a Gaussian) on 3 plateaux, cubic (a
+skewed Gaussian) on 4 or more, weighted least squares with the propagated standard errors.
+BFT = the maximum of the fitted curve, allowed up to 2 degC beyond the sampled range (the
+shape extrapolates where a polynomial in EEF cannot).  Sigma: bootstrap over field
+positions (resampled together on all plateaux) and frames (Poisson weights), with half the
+difference between the skewed and the symmetric shape added in quadrature as a model term
+when there are 4 or more plateaux.  ``benchmarks/classical_bft.py`` measures both the error
+and the calibration of that sigma.
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ __all__ = [
 #: Polynomial fits of the test houses: name -> degree.
 POLY_FITS = {"quadratic": 2, "cubic": 3, "quartic": 4}
 #: Improved estimators: name -> minimum plateaux.
-IMPROVED_FITS = {"lorentz": 3}
+IMPROVED_FITS = {"gauss": 3}
 FITS = tuple(POLY_FITS) + tuple(IMPROVED_FITS)
-#: How far beyond the sampled range the physical curve's maximum may lie (degC).  ASSUMED:
-#: about half a plateau step, where a Lorentzian fitted on the neighbouring plateaux is
-#: still constrained.
+#: How far beyond the sampled range the shaped curve's maximum may lie (degC).  ASSUMED:
+#: about half a plateau step, where a curve fitted on the neighbouring plateaux is still
+#: constrained.
 EXTRAPOLATE_DEGC = 2.0
 
 
@@ -72,7 +72,7 @@ class InsufficientPlateaux(ValueError):
 
 
 def min_plateaux(fit: str) -> int:
-    """Plateaux a fit needs: degree + 1 for the polynomials, 3 for the Lorentzian."""
+    """Plateaux a fit needs: degree + 1 for the polynomials, 3 for the shaped curve."""
     if fit in POLY_FITS:
         return POLY_FITS[fit] + 1
     if fit in IMPROVED_FITS:
@@ -277,25 +277,14 @@ def test_house_bft(
 
 
 # ----------------------------------------------------------------------------- improved
-def _lorentz_fit(t: np.ndarray, y: np.ndarray, sig: np.ndarray, lo: float, hi: float, deg: int):
-    """Fit ``1/y`` with a polynomial of degree ``deg`` (2 or 3); argmax of ``y`` in range."""
-    inv = 1.0 / y
-    s_inv = sig / y**2
-    coef, _, tm = _poly_fit(t, inv, s_inv, deg)
-    grid = np.linspace(lo - tm, hi - tm, 1601)
-    p = np.polyval(coef, grid)
-    # the curve is only meaningful where 1/y stays positive
-    p = np.where(p > 0, p, np.inf)
-    k = int(np.argmin(p))
-    # refine: vertex of a parabola through the three grid points around the minimum
-    if 0 < k < grid.size - 1 and np.all(np.isfinite(p[k - 1 : k + 2])):
-        y0, y1, y2 = p[k - 1 : k + 2]
-        d = y0 - 2 * y1 + y2
-        step = grid[1] - grid[0]
-        x = grid[k] + (0.5 * step * (y0 - y2) / d if d > 0 else 0.0)
-    else:
-        x = grid[k]
-    return float(x + tm), (k == 0 or k == grid.size - 1), coef, tm
+def _shape_fit(t: np.ndarray, y: np.ndarray, sig: np.ndarray, lo: float, hi: float, deg: int):
+    """Fit ``log y`` with a polynomial of degree ``deg``; argmax of the curve in [lo, hi].
+
+    Returns ``(t_max_degC, at_edge, centred coefficients, centre_degC)``.
+    """
+    coef, _, tm = _poly_fit(t, np.log(y), sig / y, deg)
+    x, edge = poly_max(coef, lo - tm, hi - tm)
+    return x + tm, edge, coef, tm
 
 
 def _field_means(
@@ -312,7 +301,7 @@ def _field_means(
 
 def improved_bft(
     frames: CampaignFrames,
-    fit: str = "lorentz",
+    fit: str = "gauss",
     variant: str = "2x2",
     eef_values: np.ndarray | None = None,
     n_boot: int = 200,
@@ -349,9 +338,9 @@ def improved_bft(
         nf = np.sum(w, axis=1)
         sem = np.sqrt(var / np.maximum(nf - 1, 1) / np.maximum(nf, 1))
         sem = np.where(sem > 0, sem, 1e-4)
-        out = {2: _lorentz_fit(t, y, sem, lo, hi, 2)}
-        if n_p >= 5:
-            out[3] = _lorentz_fit(t, y, sem, lo, hi, 3)
+        out = {2: _shape_fit(t, y, sem, lo, hi, 2)}
+        if n_p >= 4:
+            out[3] = _shape_fit(t, y, sem, lo, hi, 3)
         return out, y, sem
 
     fits0, y0, sem0 = estimate(np.ones(e.size), np.ones(n_f))
@@ -369,11 +358,9 @@ def improved_bft(
     sigma = float(np.hypot(sigma_boot, model_term))
     warnings = []
     if edge:
-        warnings.append(
-            f"lorentz maximum at the edge of the allowed range [{lo:.1f}, {hi:.1f}] degC"
-        )
+        warnings.append(f"{fit} maximum at the edge of the allowed range [{lo:.1f}, {hi:.1f}] degC")
     cg = np.linspace(lo - tm, hi - tm, 121)
-    curve = 1.0 / np.polyval(coef, cg)
+    curve = np.exp(np.polyval(coef, cg))
     return BFTResult(
         bft_degC=bft,
         sigma_degC=sigma,
@@ -392,7 +379,7 @@ def improved_bft(
         warnings=warnings,
         extra={
             "reducer": "mean",
-            "shape_degree_of_1_over_eef": main_deg,
+            "shape_degree_of_log_eef": main_deg,
             "sigma_bootstrap_degC": sigma_boot,
             "sigma_model_degC": model_term,
             "bft_symmetric_degC": fits0[2][0],

@@ -38,10 +38,10 @@ def _eef_arguments(p: argparse.ArgumentParser) -> None:
         "--fit",
         choices=FITS,
         default="cubic",
-        help="cubic (test houses, default), quartic, quadratic, or lorentz (improved)",
+        help="cubic (test houses, default), quartic, quadratic, or gauss (improved)",
     )
     g.add_argument("--variant", choices=("2x2", "3x3", "8x8"), default="2x2", help="EEF variant")
-    g.add_argument("--n-boot", type=int, default=200, help="bootstrap draws (lorentz)")
+    g.add_argument("--n-boot", type=int, default=200, help="bootstrap draws (gauss)")
 
 
 def _eef_run(args: argparse.Namespace, frames) -> dict:

@@ -75,7 +75,7 @@ def test_poly_max_interior_and_edge():
 
 
 def test_min_plateaux():
-    assert [min_plateaux(f) for f in ("quadratic", "cubic", "quartic", "lorentz")] == [3, 4, 5, 3]
+    assert [min_plateaux(f) for f in ("quadratic", "cubic", "quartic", "gauss")] == [3, 4, 5, 3]
     with pytest.raises(ValueError):
         min_plateaux("spline")
 
@@ -97,7 +97,7 @@ def test_eef_table_max_and_mean(frames):
     assert tmean.values[2, 2] == pytest.approx(e[m].mean())
 
 
-@pytest.mark.parametrize("fit", ["cubic", "quartic", "quadratic", "lorentz"])
+@pytest.mark.parametrize("fit", ["cubic", "quartic", "quadratic", "gauss"])
 def test_estimators_find_the_sharpest_temperature(frames, fit):
     r = estimate_bft(frames, fit)
     # the synthetic star is sharpest at T_BEST; the curve is symmetric-ish around it
@@ -111,7 +111,7 @@ def test_estimators_find_the_sharpest_temperature(frames, fit):
 def test_test_house_uses_max_and_improved_uses_mean(frames):
     e = eef_2x2(frames.stamps)
     a = test_house_bft(frames, "cubic", eef_values=e)
-    b = improved_bft(frames, "lorentz", eef_values=e, n_boot=50)
+    b = improved_bft(frames, "gauss", eef_values=e, n_boot=50)
     tmax = eef_table(frames, e, "max").field_mean()[0]
     tmean = eef_table(frames, e, "mean").field_mean()[0]
     assert np.allclose(a.mean_eef, tmax) and np.allclose(b.mean_eef, tmean)
@@ -131,7 +131,7 @@ def test_fit_needs_enough_plateaux(frames):
     for fit in ("cubic", "quartic"):
         with pytest.raises(InsufficientPlateaux, match=f"{fit}.*needs at least"):
             estimate_bft(sub, fit)
-    for fit in ("quadratic", "lorentz"):
+    for fit in ("quadratic", "gauss"):
         assert np.isfinite(estimate_bft(sub, fit).bft_degC)
     with pytest.raises(ValueError, match="unknown fit"):
         estimate_bft(frames, "spline")
