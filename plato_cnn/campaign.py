@@ -275,26 +275,28 @@ def _cosmic_flags(windows_e: np.ndarray, cen: np.ndarray) -> np.ndarray:
     n, h, w = windows_e.shape
     out = np.zeros(n, dtype=bool)
     var_floor = READ_NOISE_E**2
-    start = 0
-    while start < n:
-        end = start + 1
-        while end < n and np.all(np.abs(cen[end] - cen[start]) < _REPEAT_TOL_PX):
-            end += 1
-        if end - start >= 2:
-            grp = windows_e[start:end].astype(np.float64)
-            ref = grp.min(axis=0)
-            sig = np.sqrt(2.0 * (np.clip(ref, 0, None) + var_floor))
-            # tolerances: lamp flicker (5 % of the level) and a residual shift of up to
-            # _REPEAT_TOL_PX between the repeats (local gradient x tolerance)
-            rp = np.pad(ref, 1, mode="edge")
-            grad = np.max(
-                np.abs(np.stack([rp[:-2, 1:-1], rp[2:, 1:-1], rp[1:-1, :-2], rp[1:-1, 2:]]) - ref),
-                axis=0,
-            )
-            tol = COSMIC_NSIGMA * sig + 0.05 * np.abs(ref) + grad * _REPEAT_TOL_PX
-            excess = grp - ref[None] - tol[None]
-            out[start:end] |= np.any(excess > 0, axis=(1, 2))
-        start = end
+    # groups of consecutive repeats (contiguous runs of frames at the same position)
+    same = np.all(np.abs(np.diff(cen, axis=0)) < _REPEAT_TOL_PX, axis=1)
+    starts = np.flatnonzero(np.concatenate([[True], ~same]))
+    group = np.cumsum(np.concatenate([[True], ~same])) - 1
+    sizes = np.diff(np.append(starts, n))
+    if np.any(sizes >= 2):
+        a = windows_e.astype(np.float64)
+        ref = np.minimum.reduceat(a, starts, axis=0)  # (G, H, W)
+        sig = np.sqrt(2.0 * (np.clip(ref, 0, None) + var_floor))
+        # tolerances: lamp flicker (5 % of the level) and a residual shift of up to
+        # _REPEAT_TOL_PX between the repeats (local gradient x tolerance)
+        rp = np.pad(ref, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        grad = np.max(
+            np.abs(
+                np.stack([rp[:, :-2, 1:-1], rp[:, 2:, 1:-1], rp[:, 1:-1, :-2], rp[:, 1:-1, 2:]])
+                - ref
+            ),
+            axis=0,
+        )
+        tol = COSMIC_NSIGMA * sig + 0.05 * np.abs(ref) + grad * _REPEAT_TOL_PX
+        excess = a - ref[group] - tol[group]
+        out |= np.any(excess > 0, axis=(1, 2)) & (sizes[group] >= 2)
     # far from the star: only pixels above 2 x COSMIC_NSIGMA read-noise sigmas are candidates
     yy, xx = np.mgrid[0:h, 0:w]
     far = np.hypot(yy[None] - cen[:, 0, None, None], xx[None] - cen[:, 1, None, None])
@@ -362,6 +364,12 @@ def _process_source(
         cf.SATURATION_FULL_WELL_FRACTION * cf.FULL_WELL_E / gain,
     )
     stamps, cens, flags, peaks, rows, cols, keep, wins = [], [], [], [], [], [], [], []
+    # per-frame pixel noise (e-): robust MAD of the background-subtracted frame (the star
+    # covers a few tens of the window's pixels)
+    sub_all = (frames - bg[None]) * np.float32(gain)
+    med = np.median(sub_all.reshape(nf, -1), axis=1)
+    mad = np.median(np.abs(sub_all.reshape(nf, -1) - med[:, None]), axis=1)
+    noise_e = np.maximum(1.4826 * np.nan_to_num(mad, nan=1e-3), 1e-3)
     h, w = frames.shape[1:]
     for k in np.flatnonzero(finite):
         raw = frames[k]
@@ -372,9 +380,7 @@ def _process_source(
             f |= FLAG_SATURATED
         cut = extract_stamp(sub_e, size)
         wins.append(sub_e)
-        mad = float(np.median(np.abs(sub_e - np.median(sub_e))))
-        sigma = max(1.4826 * mad, 1e-3)
-        if 3.0 * cut.peak / sigma < STAR_DETECTION_SNR:
+        if 3.0 * cut.peak / noise_e[k] < STAR_DETECTION_SNR:
             f |= FLAG_NO_STAR
         r, c = cut.centre_row, cut.centre_col
         if (
@@ -410,7 +416,6 @@ def _process_source(
     acc.peak.append(np.asarray(peaks))
     acc.cube.append(np.full(keep.size, cube_idx))
     acc.frame.append(keep)
-    del nf
 
 
 def _read_hk(obs_dir: Path, obsid: int, drops: DropReport, strict: bool) -> cf.HKTable | None:
