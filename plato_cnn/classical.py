@@ -329,7 +329,7 @@ def improved_bft(
     n_p, n_f = obs.size, fids.size
     lo, hi = float(t.min()) - EXTRAPOLATE_DEGC, float(t.max()) + EXTRAPOLATE_DEGC
 
-    def estimate(wf: np.ndarray, wfield: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+    def estimate_curve(wf: np.ndarray, wfield: np.ndarray):
         m = _field_means(pi, fi, e, wf, n_p, n_f)
         w = np.where(np.isfinite(m), wfield[None, :], 0.0)
         y = np.nansum(np.where(np.isfinite(m), m, 0.0) * w, axis=1) / np.sum(w, axis=1)
@@ -338,6 +338,10 @@ def improved_bft(
         nf = np.sum(w, axis=1)
         sem = np.sqrt(var / np.maximum(nf - 1, 1) / np.maximum(nf, 1))
         sem = np.where(sem > 0, sem, 1e-4)
+        return m, y, sem
+
+    def estimate(wf: np.ndarray, wfield: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+        _, y, sem = estimate_curve(wf, wfield)
         out = {2: _shape_fit(t, y, sem, lo, hi, 2)}
         if n_p >= 4:
             out[3] = _shape_fit(t, y, sem, lo, hi, 3)
@@ -351,12 +355,21 @@ def improved_bft(
     for _ in range(n_boot):
         wfield = rng.multinomial(n_f, np.full(n_f, 1.0 / n_f)).astype(float)
         wf = rng.poisson(1.0, e.size).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            _, yb, _ = estimate_curve(wf, wfield)
+        if not np.all(np.isfinite(yb) & (yb > 0)):
+            continue  # a replicate that lost every frame of a plateau
         fb, _, _ = estimate(wf, wfield)
         boots.append(fb[main_deg][0])
-    sigma_boot = float(np.std(boots))
+    warnings = []
+    if len(boots) < max(10, n_boot // 2):
+        warnings.append(
+            f"only {len(boots)} of {n_boot} bootstrap replicates usable: too few frames per "
+            "field and plateau for a bootstrap sigma"
+        )
+    sigma_boot = float(np.std(boots)) if len(boots) >= 2 else float("nan")
     model_term = abs(fits0[3][0] - fits0[2][0]) / 2.0 if 3 in fits0 else 0.0
     sigma = float(np.hypot(sigma_boot, model_term))
-    warnings = []
     if edge:
         warnings.append(f"{fit} maximum at the edge of the allowed range [{lo:.1f}, {hi:.1f}] degC")
     cg = np.linspace(lo - tm, hi - tm, 121)
