@@ -383,7 +383,7 @@ def write_gallery(root: str | Path, png: str | Path, n: int = 24) -> Path:
             f"th {float(lab['theta_deg']):.1f} F {float(lab['flux_e']):.1e}",
             fontsize=7,
         )
-    fig.suptitle(f"{Path(root).name}: {len(ds)} samples (asinh stretch, ADU)", fontsize=9)
+    fig.suptitle(f"{Path(root).name}: {len(ds)} samples (asinh stretch, e-)", fontsize=9)
     fig.tight_layout()
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)

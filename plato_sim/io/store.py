@@ -190,7 +190,7 @@ def read_manifest(root: str | Path) -> dict:
 class ShardedDataset:
     """Lazy, fork-safe random access to the samples of a dataset folder.
 
-    ``ds[i]`` returns ``(stamp, labels)``: a ``(S, S)`` float32 array (ADU above the
+    ``ds[i]`` returns ``(stamp, labels)``: a ``(S, S)`` float32 array (electrons above the
     closed-shutter level) and a dict of numpy scalars (see
     :data:`plato_sim.scenes.dataset.LABEL_FIELDS`).  Nothing is read at construction but the
     manifest; each process opens the shard files it touches on first use and keeps them open.
@@ -283,7 +283,7 @@ def export_fits(
 ) -> Path:
     """Write chosen samples to one FITS file (one image extension each) for DS9.
 
-    Each extension ``SAMPLE<i>`` holds the float32 stamp (ADU above the closed-shutter level)
+    Each extension ``SAMPLE<i>`` holds the float32 stamp (electrons above the closed-shutter level)
     with every label in its header (``HIERARCH`` keys).
     """
     from astropy.io import fits
@@ -293,7 +293,7 @@ def export_fits(
     for i in indices:
         stamp, lab = dataset[int(i)]
         h = fits.ImageHDU(stamp, name=f"SAMPLE{int(i)}")
-        h.header["BUNIT"] = ("adu", "above the mean closed-shutter frame")
+        h.header["BUNIT"] = ("electron", "above the mean closed-shutter frame")
         h.header["INDEX"] = (int(i), "global sample index")
         for k, v in lab.items():
             h.header[f"HIERARCH {k}"] = v.item() if hasattr(v, "item") else v

@@ -9,10 +9,14 @@ pretraining sees what inference sees:
 2. :class:`plato_sim.detector.DetectorModel` turns the window into a raw 16-bit ADU frame,
    and makes ``n_closed_frames`` closed-shutter frames of the same window (same fixed
    pattern: PRNU, hot pixels);
-3. the background is the mean of the closed-shutter frames, subtracted in float ADU (float64);
+3. as in the campaign reader (:mod:`plato_cnn.campaign`): the background is the mean of the
+   closed-shutter frames (float64, stored as float32), subtracted from the float32 raw frame,
+   and the difference is converted to electrons with the detector's gain (the cube's
+   ``GAIN``);
 4. :func:`plato_sim.stamps.extract_stamp` cuts the ``size x size`` stamp (default 32, float32,
-   ADU above the closed-shutter level) centred on the pixel nearest the centroid, no
-   resampling.
+   **electrons** above the closed-shutter level) centred on the pixel nearest the centroid,
+   no resampling.  The diffuse background light is not in the closed-shutter frames and
+   stays in the stamp, as in real frames.
 
 Reuse of optical states (why it stays honest): the expensive part is the polychromatic OTF of
 one optical state (camera, field position, thermal focal shift), ~8.5 ms with 10
@@ -63,7 +67,7 @@ import yaml
 
 from ..bestfocus import best_focus_shift_um, field_best_focus_um
 from ..camera import PLATO_NORMAL_CAMERA, ccd_of_field
-from ..detector import DetectorModel, draw_value, saturation_mask
+from ..detector import SATURATION_FRACTION_OF_FULL_WELL, DetectorModel, draw_value
 from ..eef import eef
 from ..engines.fast import FastEngine
 from ..optics import CameraModel, OpticalModel
@@ -395,7 +399,7 @@ LABEL_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("hot_pixel_fraction", "f8", "hot-pixel fraction"),
     ("cosmic_rate_per_cm2_s", "f8", "cosmic-ray rate (/cm^2/s)"),
     ("eef_true", "f4", "EEF of the noise-free stamp at this sub-pixel offset"),
-    ("saturated", "u1", "1 if a window pixel is saturated (ground-test-format rule)"),
+    ("saturated", "u1", "1 if a window pixel is saturated (the campaign reader's rule)"),
     ("n_outside_px", "i2", "stamp pixels beyond the window (zero-filled)"),
 )
 
@@ -428,7 +432,7 @@ def make_shard(
     cameras: list[CameraEntry],
     engine: FastEngine | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Generate one shard: ``(stamps float32 (n, size, size) ADU, labels (n,) structured)``.
+    """Generate one shard: ``(stamps float32 (n, size, size) e-, labels (n,) structured)``.
 
     Deterministic in ``(cfg, seed, shard_index, n_samples, cameras)``.
     """
@@ -500,7 +504,7 @@ def make_shard(
     lab = np.zeros(n_samples, dtype=label_dtype())
     ccd, ccd_row, ccd_col = ccd_of_field(PLATO_NORMAL_CAMERA, th, ph)
     for s in range(n_states):
-        idx = np.flatnonzero(state_of == s)
+        idx = np.arange(s * per, min((s + 1) * per, n_samples))
         det = detectors[s]
         e_img = np.repeat(bg[idx, None, None], win, axis=1).repeat(win, axis=2)
         for k, i in enumerate(idx):
@@ -510,10 +514,19 @@ def make_shard(
         pattern = det.fixed_pattern(e_img.shape, rng)
         raw = det.expose(e_img, exptime, rng, pattern)
         closed = det.closed_shutter((n_closed,) + e_img.shape, exptime, rng, pattern)
-        sat = _saturated(raw, det)
-        window = raw.astype(np.float64) - closed.astype(np.float64).mean(axis=0)
+        # the campaign reader's arithmetic and saturation rule (plato_cnn.campaign)
+        bg_adu = closed.astype(np.float64).mean(axis=0).astype(np.float32)
+        sub_adu = raw.astype(np.float32) - bg_adu
+        sat_adu = min(
+            float(det.adc_max_adu),
+            SATURATION_FRACTION_OF_FULL_WELL * det.full_well_e / det.gain_e_per_adu,
+        )
+        sat = (raw.reshape(len(idx), -1).max(axis=1) >= det.adc_max_adu) | (
+            sub_adu.reshape(len(idx), -1).max(axis=1) > sat_adu
+        )
+        window_e = sub_adu * np.float32(det.gain_e_per_adu)
         for k, i in enumerate(idx):
-            cut = extract_stamp(window[k], size)
+            cut = extract_stamp(window_e[k], size)
             stamps[i] = cut.stamp
             lab["centre_row"][i] = cut.centre_row
             lab["centre_col"][i] = cut.centre_col
@@ -565,10 +578,6 @@ def make_shard(
     lab["exptime_s"] = exptime
     lab["eef_true"] = eef_true
     return stamps, lab
-
-
-def _saturated(raw: np.ndarray, det: DetectorModel) -> np.ndarray:
-    return saturation_mask(raw, det).reshape(raw.shape[0], -1).any(axis=1)
 
 
 def config_json(cfg: dict) -> str:
