@@ -1,6 +1,6 @@
 """``plato-cnn``: a thin command line over :mod:`plato_cnn`.
 
-Subcommands are added as the estimators land (``bft``, ``pretrain``, ``finetune``).
+Subcommands: ``bft`` (``--method eef`` or ``cnn``), ``pretrain``, ``finetune``.
 
 ``bft CAMPAIGN_DIR --method eef``: best-focus temperature of a ground-test campaign
 (format v1).  Methods are registered in :data:`BFT_METHODS` (``name -> (add_arguments,
@@ -69,8 +69,95 @@ def _eef_run(args: argparse.Namespace, frames) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- bft: cnn
+def _cnn_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("--method cnn")
+    g.add_argument("--model", default=None, help="model directory (default: the shipped model)")
+    g.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+
+
+def _cnn_run(args: argparse.Namespace, frames) -> dict:
+    from .predict import cnn_bft, plot_cnn_bft
+
+    fit, info = cnn_bft(frames, args.model, n_boot=args.n_boot, seed=args.seed, device=args.device)
+    if args.plot:
+        use = frames.usable
+        plot_cnn_bft(frames.select(use), fit, info["frame_mu_um"], args.plot)
+    return {
+        "fit": "thermal-model",
+        "bft_degC": fit.t_bf_degC,
+        "sigma_degC": fit.sigma_degC,
+        "obsids": sorted(int(o) for o in set(frames.obsid[frames.usable].tolist())),
+        "frames_used": info["frames_used"],
+        "sign_ambiguous": fit.sign_ambiguous,
+        "s_um_per_degC": fit.s_um_per_degC,
+        "s_measured": fit.s_measured,
+        "n_plateaux": fit.n_plateaux,
+        "template_shift_degC": fit.template_shift_degC,
+        "p_behind_mean": fit.p_behind_mean,
+        "model": info["model"],
+        "model_version": info["model_version"],
+        "warnings": list(fit.warnings),
+    }
+
+
 #: ``--method`` name -> (add its arguments, run it on the frames).
-BFT_METHODS: dict[str, tuple[Callable, Callable]] = {"eef": (_eef_arguments, _eef_run)}
+BFT_METHODS: dict[str, tuple[Callable, Callable]] = {
+    "eef": (_eef_arguments, _eef_run),
+    "cnn": (_cnn_arguments, _cnn_run),
+}
+
+
+# ----------------------------------------------------------------------------- pretrain
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from .model import FocusNetConfig
+    from .train import TrainConfig, pretrain_from_dataset
+
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        num_workers=args.workers,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+        deterministic=args.deterministic,
+    )
+    try:
+        summary = pretrain_from_dataset(args.data, args.out, cfg, FocusNetConfig(), args.device)
+    except (ValueError, OSError) as exc:
+        print(f"plato-cnn pretrain: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+# ----------------------------------------------------------------------------- finetune
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from plato_sim.io.campaign_format import FormatError
+
+    from .campaign import CampaignError, read_campaign
+    from .data import ShardFocusDataset
+    from .finetune import FinetuneConfig, finetune
+
+    try:
+        frames = []
+        for d in args.campaign:
+            fr = read_campaign(d)
+            frames.append(fr.select(fr.usable))
+        synthetic = ShardFocusDataset(args.synthetic) if args.synthetic else None
+        cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
+        summary = finetune(frames, args.out, args.model, cfg, synthetic)
+    except (CampaignError, FormatError, ValueError, OSError) as exc:
+        print(f"plato-cnn finetune: {exc}", file=sys.stderr)
+        return 2
+    for cam, b, a in zip(summary["cameras"], summary["before"], summary["after"], strict=True):
+        print(
+            f"{cam}: s = {a['s_um_per_degC']:.2f} um/degC; network field temperatures minus "
+            f"EEF-anchored ones: {b['net_minus_eef_degC_mean']:+.2f} -> "
+            f"{a['net_minus_eef_degC_mean']:+.2f} degC"
+        )
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _cmd_bft(args: argparse.Namespace) -> int:
@@ -78,11 +165,12 @@ def _cmd_bft(args: argparse.Namespace) -> int:
 
     from .campaign import CampaignError, read_campaign
     from .classical import InsufficientPlateaux
+    from .modelio import ModelFormatError
 
     try:
         frames = read_campaign(args.campaign_dir, obsids=args.obsids, strict=args.strict)
         report = BFT_METHODS[args.method][1](args, frames)
-    except (CampaignError, FormatError, InsufficientPlateaux) as exc:
+    except (CampaignError, FormatError, InsufficientPlateaux, ModelFormatError) as exc:
         print(f"plato-cnn bft: {exc}", file=sys.stderr)
         return 2
     drops = dict(frames.drops.frames)
@@ -127,6 +215,29 @@ def _parser() -> argparse.ArgumentParser:
     for add_args, _run in BFT_METHODS.values():
         add_args(p)
     p.set_defaults(func=_cmd_bft)
+
+    p = sub.add_parser("pretrain", help="pretrain FocusNet on a synthetic dataset")
+    p.add_argument("--data", required=True, help="dataset folder (plato-sim generate)")
+    p.add_argument("--out", required=True, help="model directory (rerun to resume)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--max-steps-per-epoch", type=int, default=0, help="0: whole split")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="adapt a model to ground-test campaigns")
+    p.add_argument("--campaign", nargs="+", required=True, help="campaign folders")
+    p.add_argument("--model", default=None, help="base model directory (default: shipped)")
+    p.add_argument("--out", required=True, help="fine-tuned model directory")
+    p.add_argument("--synthetic", default=None, help="dataset folder replayed against collapse")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_finetune)
     return ap
 
 

@@ -81,3 +81,38 @@ def cnn_bft(
         "frame_sigma_um": pred["sigma_um"],
     }
     return fit, info
+
+
+def plot_cnn_bft(frames, fit: FocusFit, mu_um: np.ndarray, path: str | Path) -> str:
+    """Per-frame offsets against TRP1 (points), the per-field thermal model (lines), T_BF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    t = frames.temperature_degC
+    ax.plot(t, mu_um, ".", ms=2, color="tab:blue", alpha=0.4, label="frames (CNN offset)")
+    grid = np.linspace(t.min() - 1, t.max() + 1, 50)
+    for t_f in fit.t_field_degC[np.isfinite(fit.t_field_degC)]:
+        ax.plot(grid, fit.s_um_per_degC * (grid - t_f), "-", color="0.7", lw=0.5)
+    ax.axhline(0.0, color="k", lw=0.5)
+    ax.axvline(
+        fit.t_bf_degC,
+        color="tab:red",
+        label=f"T_BF = {fit.t_bf_degC:.2f} ± {fit.sigma_degC:.2f} °C",
+    )
+    ax.axvspan(
+        fit.t_bf_degC - fit.sigma_degC, fit.t_bf_degC + fit.sigma_degC, color="tab:red", alpha=0.15
+    )
+    ax.set_xlabel("TRP1 temperature (°C)")
+    ax.set_ylabel("offset from the field's best focus (µm)")
+    ax.set_title(
+        f"CNN estimate, s = {fit.s_um_per_degC:.2f} µm/°C" + ("" if fit.s_measured else " (prior)")
+    )
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)

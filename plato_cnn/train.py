@@ -329,3 +329,44 @@ def evaluate(
         n += len(target)
     model.train()
     return tot / max(1, n), math.sqrt(se / max(1, n))
+
+
+def pretrain_from_dataset(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    model_config: FocusNetConfig | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Pretrain on a dataset folder made by ``plato-sim generate`` (the ``pretrain`` command).
+
+    Besides the weights, the model directory records the dataset manifest's hash and the EEF
+    template of the nominal optical design (:func:`plato_cnn.bft.make_eef_template`), which
+    the BFT fit uses to find the maximum of the field-averaged EEF.
+    """
+    from .bft import DEFAULT_S_PRIOR_UM_PER_DEGC, make_eef_template
+    from .data import ShardFocusDataset
+
+    ds = ShardFocusDataset(data_dir)
+    out = Path(out_dir)
+    tpl_path = out / "eef_template.json"
+    rank, _, _ = _dist()
+    if tpl_path.exists():
+        template = json.loads(tpl_path.read_text())
+    else:
+        tpl = make_eef_template()
+        template = {"delta_um": list(tpl.delta_um), "eef": list(tpl.eef)}
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            tpl_path.write_text(json.dumps(template))
+    meta = {
+        "dataset": str(Path(data_dir).resolve()),
+        "dataset_manifest_sha256": ds.manifest_sha256,
+        "dataset_samples": len(ds),
+        "target_label": "dz_from_best_um",
+        "eef_template": template,
+        "s_prior_um_per_degC": list(DEFAULT_S_PRIOR_UM_PER_DEGC),
+        "device": device,
+    }
+    return pretrain(ds, out, config, model_config, device, meta, progress)

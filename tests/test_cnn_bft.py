@@ -1,0 +1,76 @@
+"""The CNN BFT path end to end on a tiny campaign: reader -> FocusNet -> thermal fit -> JSON.
+
+The network here is untrained (its accuracy is measured by benchmarks/cnn_bft.py); these
+tests check the plumbing, the report and the handling of bad model directories.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from campaign_builder import make_campaign
+
+from plato_cnn.bft import EEFTemplate
+from plato_cnn.campaign import read_campaign
+from plato_cnn.cli import main
+from plato_cnn.model import FocusNet, FocusNetConfig
+from plato_cnn.modelio import save_model
+from plato_cnn.predict import cnn_bft
+
+TEMPLATE = EEFTemplate((-200.0, -100.0, 0.0, 100.0, 200.0), (0.3, 0.6, 0.8, 0.55, 0.3))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("model")
+    m = FocusNet(FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1, hidden=16))
+    meta = {"eef_template": {"delta_um": list(TEMPLATE.delta_um), "eef": list(TEMPLATE.eef)}}
+    save_model(m, d, meta)
+    return d
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    return make_campaign(tmp_path_factory.mktemp("camp"), n_fields=3, n_dithers=3)
+
+
+def test_cnn_bft_library(campaign, model_dir):
+    frames = read_campaign(campaign)
+    fit, info = cnn_bft(frames, model_dir, n_boot=20)
+    assert info["frames_used"] == int(frames.usable.sum())
+    assert np.isfinite(fit.t_bf_degC) and np.isfinite(fit.sigma_degC)
+    assert fit.n_plateaux == 5 and fit.s_measured
+    assert len(fit.t_field_degC) == 3
+
+
+def test_cnn_bft_cli_report(campaign, model_dir, tmp_path):
+    out = tmp_path / "r.json"
+    png = tmp_path / "r.png"
+    rc = main(["bft", str(campaign), "--method", "cnn", "--model", str(model_dir),
+               "--n-boot", "20", "--json", str(out), "--plot", str(png)])  # fmt: skip
+    assert rc == 0
+    r = json.loads(out.read_text())
+    for key in ("camera", "method", "fit", "bft_degC", "sigma_degC", "obsids", "frames_used",
+                "frames_dropped", "drops", "warnings", "sign_ambiguous"):  # fmt: skip
+        assert key in r, key
+    assert r["method"] == "cnn" and isinstance(r["sign_ambiguous"], bool)
+    assert all(isinstance(o, int) for o in r["obsids"]) and len(r["obsids"]) == 5
+    assert png.stat().st_size > 1000
+    # one plateau: s comes from the prior, and the report says so
+    rc = main(["bft", str(campaign), "--method", "cnn", "--model", str(model_dir),
+               "--obsids", str(r["obsids"][2]), "--n-boot", "20", "--json", str(out)])  # fmt: skip
+    assert rc == 0
+    r1 = json.loads(out.read_text())
+    assert r1["n_plateaux"] == 1 and not r1["s_measured"]
+    assert any("prior" in w for w in r1["warnings"])
+
+
+def test_cnn_bft_refuses_a_broken_model(campaign, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.json").write_text("{}")
+    rc = main(["bft", str(campaign), "--method", "cnn", "--model", str(bad)])
+    assert rc == 2
+    assert "model.safetensors" in capsys.readouterr().err
