@@ -65,9 +65,9 @@ class ShardFocusDataset(Dataset):
 
     Reads lazily: labels once (small), stamps per HDF5 chunk on demand with a small
     per-process cache, so a dataset never has to fit in memory and the instance can be handed
-    to DataLoader worker processes.  Stamps are converted from ADU to electrons with each
-    sample's gain (the campaign reader's unit); saturated samples are left out, as the reader
-    flags and drops saturated frames.
+    to DataLoader worker processes.  Stamps are stored in electrons above the closed-shutter
+    level, the campaign reader's unit.  Saturated samples are left out, as the reader flags
+    and drops saturated frames.
 
     Args:
         root: dataset folder.
@@ -97,7 +97,6 @@ class ShardFocusDataset(Dataset):
         self.theta_deg = lab["theta_deg"].astype(np.float32)
         self.phi_deg = lab["phi_deg"].astype(np.float32)
         self.delta_um = lab[target].astype(np.float32)
-        self.gain = lab["gain_e_per_adu"].astype(np.float32)
         shard = np.searchsorted(self.store.offsets, self.index, side="right") - 1
         self._shard = shard
         self._row = self.index - self.store.offsets[shard]
@@ -138,7 +137,7 @@ class ShardFocusDataset(Dataset):
 
     def __getitem__(self, i: int):
         k, r = int(self._shard[i]), int(self._row[i])
-        stamp = self._block(k, r // self._chunk)[r % self._chunk] * self.gain[i]
+        stamp = self._block(k, r // self._chunk)[r % self._chunk]
         return (
             torch.from_numpy(np.ascontiguousarray(stamp, dtype=np.float32)),
             float(self.theta_deg[i]),
