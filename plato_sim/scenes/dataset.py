@@ -155,6 +155,11 @@ def validate_config(cfg: dict) -> None:
     st, sh = cfg["stamp"], cfg["shards"]
     need(int(st["size_px"]) >= 12, "stamp.size_px", "must be >= 12 (EEF needs a 10x10 box)")
     need(int(st["window_margin_px"]) >= 4, "stamp.window_margin_px", "must be >= 4")
+    need(
+        4 <= int(cfg["engine"]["fov_px"]) <= int(st["size_px"]),
+        "engine.fov_px",
+        "must lie in [4, stamp.size_px] (the PSF patch must fit in the window)",
+    )
     need(int(sh["samples_per_shard"]) >= 1, "shards.samples_per_shard", "must be >= 1")
     need(int(sh["samples_per_optical_state"]) >= 1, "shards.samples_per_optical_state", ">= 1")
     need(cfg["spectrum"]["kind"] in ("ogse", "blackbody"), "spectrum.kind", "ogse|blackbody")
