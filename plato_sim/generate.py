@@ -137,9 +137,12 @@ class _Dask:
     def map_unordered(self, fn: Callable, args: Iterable[tuple]) -> Iterable:
         from distributed import as_completed
 
-        futures = [self.client.submit(fn, *a, pure=False) for a in args]
-        for fut in as_completed(futures):
-            yield fut.result()
+        pending = as_completed([self.client.submit(fn, *a, pure=False) for a in args])
+        for fut in pending:
+            result = fut.result()
+            # drop the result from the cluster: a worker lost later must not redo a done task
+            fut.release()
+            yield result
 
     def close(self) -> None:
         self.client.close()

@@ -26,7 +26,7 @@ TINY = {
     "shards": {"samples_per_shard": 24, "samples_per_optical_state": 8},
     "spectrum": {"n_wavelengths": 3},
     "cameras": {"n_pool": 1},
-    "best_focus": {"rings_h": [0.5, 1.0], "azimuths": 5, "n_wavelengths": 3},
+    "best_focus": {"rings_h": [0.5, 0.8, 1.0], "azimuths": 5, "n_wavelengths": 3},
 }
 
 

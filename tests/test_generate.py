@@ -22,7 +22,7 @@ TINY = {
     "shards": {"samples_per_shard": 48, "samples_per_optical_state": 8},
     "spectrum": {"n_wavelengths": 2},
     "cameras": {"n_pool": 2},
-    "best_focus": {"rings_h": [1.0], "azimuths": 10, "n_wavelengths": 2},
+    "best_focus": {"rings_h": [0.6, 1.0], "azimuths": 8, "n_wavelengths": 2},
 }
 
 
