@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         for i in range(args.cameras)
     ]
+    from plato_sim.scenes.campaign import truth_path
+
+    n_cached = sum(truth_path(j["dir"]).is_file() for j in jobs)
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     with ctx.Pool(args.workers) as pool:
@@ -201,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"{len(evals)} cameras, {args.fields} fields x {args.dithers} dithers x {args.frames} "
-        f"frames, window {args.window} px; emulation {t_emul:.0f} s, evaluation {t_eval:.0f} s"
+        f"frames, window {args.window} px; emulation {t_emul:.0f} s ({n_cached} campaigns "
+        f"were cached), evaluation {t_eval:.0f} s"
     )
     hdr = f"{'estimator':34s} {'fit':9s} {'EEF':4s} {'pl':>2s} {'RMS':>6s} {'bias':>6s} "
     hdr += f"{'max':>6s} {'med.sig':>7s} {'|e|<=s':>6s} {'fail':>4s} {'edge':>4s}"
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             plateau_subsets={str(k): list(v) for k, v in SUBSETS.items()},
             truth_range_degC=list(TRUTH_RANGE_DEGC),
             seconds_emulation=t_emul,
+            campaigns_cached=n_cached,
             seconds_evaluation=t_eval,
             rows=rows,
             per_camera=[dict(i=e["i"], truth_degC=e["truth"], results=e["results"]) for e in evals],
