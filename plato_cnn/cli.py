@@ -120,6 +120,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_workers=args.workers,
         max_steps_per_epoch=args.max_steps_per_epoch,
+        max_val_samples=args.max_val_samples,
         deterministic=args.deterministic,
     )
     try:
@@ -225,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--max-steps-per-epoch", type=int, default=0, help="0: whole split")
+    p.add_argument("--max-val-samples", type=int, default=8192, help="0: all held-out samples")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.set_defaults(func=_cmd_pretrain)

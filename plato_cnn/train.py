@@ -53,6 +53,7 @@ class TrainConfig:
     num_workers: int = 0
     augment: bool = True
     max_steps_per_epoch: int = 0  # 0: the whole training split every epoch
+    max_val_samples: int = 8192  # validation subset (still whole held-out cameras); 0: all
     deterministic: bool = False
 
 
@@ -101,6 +102,20 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _model_meta(cfg, state, tr_idx, va_idx, groups, metadata) -> dict:
+    meta = {
+        "train_config": asdict(cfg),
+        "package_version": __version__,
+        "validation": {"loss": state["best_val"], "rmse_um": state["best_rmse_um"]},
+        "epochs_run": state["epoch"],
+        "train_samples": int(len(tr_idx)),
+        "val_samples": int(len(va_idx)),
+        "val_groups_held_out": int(len(np.unique(groups[va_idx]))),
+    }
+    meta.update(metadata or {})
+    return meta
+
+
 def pretrain(
     dataset: Dataset,
     out_dir: str | Path,
@@ -135,6 +150,9 @@ def pretrain(
 
     groups = np.asarray(dataset.group_ids)
     tr_idx, va_idx = split_by_group(groups, cfg.val_fraction, cfg.seed)
+    if cfg.max_val_samples and len(va_idx) > cfg.max_val_samples:
+        pick = np.random.default_rng(cfg.seed).choice(len(va_idx), cfg.max_val_samples, False)
+        va_idx = np.sort(va_idx[pick])
     model = FocusNet(mcfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(tr_idx) / (cfg.batch_size * world))
@@ -246,6 +264,8 @@ def pretrain(
             state.update(best_val=val_loss, best_rmse_um=val_rmse, bad_epochs=0)
             if rank == 0:
                 _atomic_save(model.state_dict(), out / "best.pt")
+                # a usable model directory at every improvement: nothing lost on a crash
+                save_model(model, out, _model_meta(cfg, state, tr_idx, va_idx, groups, metadata))
         else:
             state["bad_epochs"] += 1
         if rank == 0:
@@ -290,16 +310,7 @@ def pretrain(
         best = out / "best.pt"
         if best.exists():
             model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
-        meta = {
-            "train_config": asdict(cfg),
-            "package_version": __version__,
-            "validation": {"loss": state["best_val"], "rmse_um": state["best_rmse_um"]},
-            "epochs_run": state["epoch"],
-            "train_samples": int(len(tr_idx)),
-            "val_samples": int(len(va_idx)),
-            "val_groups_held_out": int(len(np.unique(groups[va_idx]))),
-        }
-        meta.update(metadata or {})
+        meta = _model_meta(cfg, state, tr_idx, va_idx, groups, metadata)
         save_model(model, out, meta)
         (out / "summary.json").write_text(json.dumps(meta, indent=2))
     return {
