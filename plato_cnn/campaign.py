@@ -235,7 +235,7 @@ def _header_values(path: Path, ext: cf.CubeExtension) -> dict:
         ) from exc
     if vals["shutter"] not in (cf.SHUTTER_OPEN, cf.SHUTTER_CLOSED):
         raise cf.FormatError(
-            path, "bad_key_value", f"SHUTTER must be OPEN or CLOSED, got {vals['shutter']}"
+            path, "bad_key_value", f"SHUTTER must be OPEN or CLOSED: {vals['shutter']}", ext.name
         )
     if not vals["gain"] > 0 or not vals["cycle_s"] >= 0:
         raise cf.FormatError(path, "bad_key_value", "GAIN must be > 0 and CYCLETIM >= 0", ext.name)
@@ -418,7 +418,10 @@ def _process_source(
     acc.frame.append(keep)
 
 
-def _read_hk(obs_dir: Path, obsid: int, drops: DropReport, strict: bool) -> cf.HKTable | None:
+def _read_hk(
+    obs_dir: Path, obsid: int, drops: DropReport, strict: bool
+) -> tuple[cf.HKTable | None, str]:
+    """The observation's HK table (None if unusable) and, if None, the reason."""
     files = sorted(
         p for p in obs_dir.iterdir() if (m := cf.parse_hk_file_name(p.name)) and m[0] == obsid
     )
@@ -431,8 +434,9 @@ def _read_hk(obs_dir: Path, obsid: int, drops: DropReport, strict: bool) -> cf.H
         if strict:
             raise err
         drops.warnings.append(str(err))
-        return None
+        return None, err.reason
     tables = []
+    reason = ""
     for p in files:
         try:
             tables.append(cf.read_hk_csv(p))
@@ -441,7 +445,8 @@ def _read_hk(obs_dir: Path, obsid: int, drops: DropReport, strict: bool) -> cf.H
                 raise
             drops.warnings.append(str(err))
             drops.files.append((str(p), err.reason, str(err)))
-    return cf.HKTable.merge(tables) if tables else None
+            reason = err.reason
+    return (cf.HKTable.merge(tables), "") if tables else (None, reason)
 
 
 def read_campaign(
@@ -493,7 +498,7 @@ def read_campaign(
     observations: list[ObservationInfo] = []
     for obsid in sorted(obs_dirs):
         obs_dir = obs_dirs[obsid][0]
-        hk = _read_hk(obs_dir, obsid, drops, strict)
+        hk, hk_reason = _read_hk(obs_dir, obsid, drops, strict)
         n_before = sum(len(x) for x in acc.obsid)
         cubes = sorted(
             (m[2], p)
@@ -586,11 +591,8 @@ def read_campaign(
             temp = np.full(times.shape, np.nan)
             covered = np.zeros(times.shape, dtype=bool)
             if times.size:
-                reason = "missing_hk"
-                if drops.files and drops.files[-1][0].endswith(".csv"):
-                    reason = drops.files[-1][1]
                 drops.add(
-                    reason, times.size, f"{obs_dir}: no usable HK, {times.size} frames dropped"
+                    hk_reason, times.size, f"{obs_dir}: no usable HK, {times.size} frames dropped"
                 )
         else:
             temp, covered = hk.temperature_at(times)
