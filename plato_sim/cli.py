@@ -105,7 +105,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             progress=not args.no_progress,
         )
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError, TimeoutError) as exc:  # bad config, unreachable scheduler
         raise SystemExit(f"plato-sim generate: {exc}") from exc
     t = m["timing"]
     print(
