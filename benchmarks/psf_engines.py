@@ -126,10 +126,10 @@ def agreement_states(quick: bool, seed: int) -> list[dict]:
     return states
 
 
-def run_agreement(quick: bool, seed: int, log) -> list[dict]:
+def run_agreement(quick: bool, seed: int, log, fov_px: int = 16) -> list[dict]:
     """One row per (spectrum, state): EEFs, differences, pixel differences, fluxes."""
     optics = OpticalModel()
-    fast = FastEngine()
+    fast = FastEngine(fov_px=fov_px)
     poppy_eng = PoppyEngine()
     galsim_eng = GalSimEngine()
     rows = []
@@ -226,7 +226,7 @@ def _best_of(fn, repeats: int) -> float:
     return best
 
 
-def run_timing(quick: bool, seed: int, n_offsets: int, log) -> dict:
+def run_timing(quick: bool, seed: int, n_offsets: int, log, fov_px: int = 16) -> dict:
     """Stamps per second of every engine on the same polychromatic states."""
     base = OpticalModel()
     # ChromaticOpticalPSF cannot vary the path difference with wavelength: time every engine
@@ -285,7 +285,7 @@ def run_timing(quick: bool, seed: int, n_offsets: int, log) -> dict:
     }
     log(f"  poppy: {stats['s_per_stamp']:.3f} s/stamp (min of {n_poppy})")
 
-    fast = FastEngine()
+    fast = FastEngine(fov_px=fov_px)
     n_states = max(fast.chunk, n_fast // n_offsets)
     off_k = rng.uniform(-0.5, 0.5, size=(n_states, n_offsets, 2))
 
@@ -304,7 +304,7 @@ def run_timing(quick: bool, seed: int, n_offsets: int, log) -> dict:
         "stamps_per_s": n_fast / t_distinct,
         "s_per_stamp": t_distinct / n_fast,
         "repeats": repeats,
-        "config": f"FastEngine() float32, fov_px={fast.fov_px}, chunk={fast.chunk}, "
+        "config": f"FastEngine float32, fov_px={fast.fov_px}, chunk={fast.chunk}, "
         f"{torch.get_num_threads()} torch threads; every stamp its own field and dz; "
         f"best of {repeats} runs",
     }
@@ -479,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         "on a short probe (on a machine shared with other jobs, 2 OpenMP threads can be many "
         "times slower than 1)",
     )
+    ap.add_argument("--fov-px", type=int, default=16, help="fast engine field (pixels)")
     ap.add_argument("--skip-agreement", action="store_true")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
@@ -488,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, flush=True)
 
     t_start = time.perf_counter()
-    result: dict = {"quick": args.quick, "seed": args.seed}
+    result: dict = {"quick": args.quick, "seed": args.seed, "fast_fov_px": args.fov_px}
     if args.threads == "auto":
         probe = probe_threads()
         threads = min(probe, key=probe.get)
@@ -508,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_agreement:
         log("\n== agreement: fast vs poppy vs galsim, 32x32 stamps ==")
-        rows = run_agreement(args.quick, args.seed, log)
+        rows = run_agreement(args.quick, args.seed, log, args.fov_px)
         print()
         print_agreement(rows)
         result["agreement_rows"] = rows
@@ -519,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
     if not args.skip_timing:
         log("\n== speed: polychromatic (10 wavelengths) 32x32 stamps ==")
-        tim = run_timing(args.quick, args.seed, args.offsets, log)
+        tim = run_timing(args.quick, args.seed, args.offsets, log, args.fov_px)
         result["timing"] = tim
         print(f"\n{'engine':34s} {'stamps/s':>10s} {'s/stamp':>10s}")
         for key in ("galsim_chromatic", "galsim_sum", "poppy", "fast_distinct", "fast_shared"):
