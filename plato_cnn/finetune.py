@@ -41,6 +41,7 @@ from .bft import EEFTemplate, fit_thermal_model
 from .data import ArrayFocusDataset
 from .model import FocusNet, prepare_inputs
 from .modelio import load_model, save_model
+from .predict import network_stamps
 
 __all__ = ["FinetuneConfig", "eef_field_optima", "pseudo_labels", "finetune"]
 
@@ -110,7 +111,7 @@ def pseudo_labels(
     s_prior: tuple[float, float],
 ) -> tuple[np.ndarray, dict]:
     """Pseudo-labels (um) for the usable frames of one camera, and the fitted quantities."""
-    pred = model.predict(frames.stamps, frames.field_theta_deg, frames.field_phi_deg)
+    pred = model.predict(network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg)
     _, plateau = np.unique(frames.obsid, return_inverse=True)
     fids, f = np.unique(frames.field_id, return_inverse=True)
     s, s_sig, t_f_net = fit_thermal_model(
@@ -181,7 +182,7 @@ def finetune(
             ok = np.isfinite(lab)
             parts.append(
                 ArrayFocusDataset(
-                    fr.stamps[ok],
+                    network_stamps(fr)[ok],
                     fr.field_theta_deg[ok],
                     fr.field_phi_deg[ok],
                     lab[ok],

@@ -11,8 +11,10 @@ field ``delta(T) = s (T - T_f)`` and ``T_BF`` is where the field-averaged EEF pe
 Input contract (what :func:`prepare_inputs` expects; the campaign reader and the dataset
 generator both produce it with :func:`plato_sim.stamps.extract_stamp`):
 
-* ``stamps``: ``(N, 32, 32)`` background-subtracted star stamps (any linear unit: electrons
-  or ADU), the pixel nearest the star's centroid at index ``(16, 16)``, no resampling.
+* ``stamps``: ``(N, 32, 32)`` background-subtracted star stamps in electrons, the pixel
+  nearest the star's centroid at index ``(16, 16)``, no resampling, in **focal-plane
+  orientation** (``[y, x]`` of :mod:`plato_sim.camera`; campaign frames are cut in their CCD's
+  axes and turned by :func:`plato_cnn.predict.network_stamps`).
 * ``theta_deg, phi_deg``: the field position of each stamp.
 * The network looks at the central ``crop`` x ``crop`` pixels (default 20), normalised by
   their sum (flux-free), and gets ``log10`` of that sum as a separate input so that it can

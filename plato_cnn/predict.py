@@ -12,16 +12,31 @@ from pathlib import Path
 
 import numpy as np
 
+from plato_sim.camera import PLATO_NORMAL_CAMERA, Camera
+from plato_sim.stamps import ccd_to_focal_plane_orientation
+
 from .bft import EEFTemplate, FocusFit, fit_bft
 from .modelio import default_model_dir, load_model
 
-__all__ = ["cnn_bft", "predict_frames"]
+__all__ = ["cnn_bft", "predict_frames", "network_stamps", "plot_cnn_bft"]
+
+
+def network_stamps(frames, camera: Camera = PLATO_NORMAL_CAMERA) -> np.ndarray:
+    """The frames' stamps turned from their CCD's pixel axes to focal-plane axes.
+
+    The network's input contract (:mod:`plato_cnn.model`) is focal-plane orientation, the
+    frame in which the field azimuth ``phi`` and the aberrations are defined; each CCD sees
+    the focal plane rotated by its orientation (an exact 90-degree permutation).
+    """
+    return ccd_to_focal_plane_orientation(frames.stamps, frames.ccd, camera.ccd_orientation_deg)
 
 
 def predict_frames(frames, model_dir: str | Path | None = None, device: str = "cpu") -> dict:
     """FocusNet outputs for every frame: ``mu_um``, ``sigma_um``, ``p_behind`` and the model."""
     model, desc = load_model(model_dir or default_model_dir(), device)
-    pred = model.predict(frames.stamps, frames.field_theta_deg, frames.field_phi_deg, device=device)
+    pred = model.predict(
+        network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg, device=device
+    )
     pred["model_description"] = desc
     return pred
 

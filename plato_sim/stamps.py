@@ -78,3 +78,40 @@ def extract_stamp(window: np.ndarray, size: int = 32, radius: int = 5) -> StampC
         stamp[ra - a0 : rb - a0, ca - b0 : cb - b0] = img[ra:rb, ca:cb]
         valid[ra - a0 : rb - a0, ca - b0 : cb - b0] = True
     return StampCut(stamp, valid, rr, rc, cr, cc, float(sm[pr, pc]))
+
+
+def ccd_to_focal_plane_orientation(
+    stamps: np.ndarray, ccd: np.ndarray | int, orientation_deg: tuple[float, ...]
+) -> np.ndarray:
+    """Re-orient stamps cut in CCD pixel axes to focal-plane axes (``[y, x]``).
+
+    CCD ``k`` sees the focal plane rotated by its orientation ``gamma_k`` (a multiple of 90
+    deg; :mod:`plato_sim.camera`: ``(col, row) = R(-gamma) (x, y)``), so the same optical PSF
+    looks rotated from one CCD to the next.  The focal-plane pixel at ``(dy, dx)`` from the
+    central pixel ``c = size // 2`` takes the CCD pixel at ``(dr, dk) = R(-gamma) (dx, dy)``:
+    an exact permutation about the central pixel, no resampling.  For an even size the one
+    row and column that have no source become 0.
+
+    Args:
+        stamps: ``(N, S, S)`` stamps in CCD axes ``[row, col]``.
+        ccd: ``(N,)`` or scalar CCD id (1-4).
+        orientation_deg: the camera's CCD orientations (``Camera.ccd_orientation_deg``).
+    """
+    st = np.asarray(stamps)
+    n, size = st.shape[0], st.shape[-1]
+    ccds = np.broadcast_to(np.asarray(ccd), (n,))
+    out = np.zeros_like(st)
+    c = size // 2
+    dy, dx = np.mgrid[0:size, 0:size] - c
+    for k in np.unique(ccds):
+        g = np.radians(orientation_deg[int(k) - 1])
+        cg, sg = int(round(np.cos(g))), int(round(np.sin(g)))
+        dk = cg * dx + sg * dy
+        dr = -sg * dx + cg * dy
+        ok = (np.abs(dk) <= c) & (np.abs(dr) <= c) & (dk + c < size) & (dr + c < size)
+        sel = ccds == k
+        out[np.ix_(sel, np.arange(size), np.arange(size))] = 0
+        sub = out[sel]
+        sub[:, ok] = st[sel][:, (dr + c)[ok], (dk + c)[ok]]
+        out[sel] = sub
+    return out
