@@ -64,3 +64,13 @@ def test_qe_mean_and_transmission():
     lam = np.linspace(500, 1000, 2001)
     assert np.mean(c.qe_at(lam)) == pytest.approx(0.6267, rel=2e-3)
     assert c.transmission_at(700.0) == pytest.approx(0.826)
+
+
+def test_ground_test_field_table_lies_on_the_ccds():
+    from plato_sim.scenes.fields import ground_test_fields
+
+    th, ph = ground_test_fields()
+    assert th.size == 40 and th.max() < PLATO_NORMAL_CAMERA.field_radius_deg
+    ccd, _, _ = ccd_of_field(PLATO_NORMAL_CAMERA, th, ph)
+    assert np.all(ccd > 0)  # none in the gaps between the CCDs
+    assert np.bincount(ccd, minlength=5)[1:].min() >= 8  # every CCD sees the test

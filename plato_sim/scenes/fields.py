@@ -12,7 +12,16 @@ import numpy as np
 
 __all__ = ["ground_test_fields", "sunflower_fields", "uniform_random_fields"]
 
-_RINGS_DEG = ((2.5, 4), (5.5, 6), (8.5, 6), (11.5, 8), (14.5, 8), (17.5, 8))
+#: (theta_deg, count, first azimuth_deg): azimuths staggered between rings and kept at least
+#: 11 deg away from the focal-plane axes, where the 2.6 mm gaps between the four CCDs lie.
+_RINGS_DEG = (
+    (2.5, 4, 45.0),
+    (5.5, 6, 15.0),
+    (8.5, 6, 45.0),
+    (11.5, 8, 22.5),
+    (14.5, 8, 11.25),
+    (17.5, 8, 33.75),
+)
 
 
 def ground_test_fields(
@@ -24,8 +33,7 @@ def ground_test_fields(
     if n != 40:
         return sunflower_fields(n, 0.95 * field_radius_deg)
     th, ph = [], []
-    for ring, (theta, count) in enumerate(_RINGS_DEG):
-        start = 45.0 if ring % 2 == 0 else 0.0
+    for theta, count, start in _RINGS_DEG:
         for k in range(count):
             th.append(theta)
             ph.append((start + 360.0 * k / count) % 360.0)
