@@ -48,6 +48,7 @@ def cnn_bft(
     seed: int = 0,
     device: str = "cpu",
     include_unstable: bool = False,
+    systematic: bool = True,
 ) -> tuple[FocusFit, dict]:
     """Best-focus temperature of one camera from its (usable) frames.
 
@@ -59,6 +60,8 @@ def cnn_bft(
         seed: bootstrap seed.
         device: torch device.
         include_unstable: also use frames of observations that were not a plateau.
+        systematic: add the model's calibrated systematic sigma (:mod:`plato_cnn.calibrate`)
+            in quadrature to the bootstrap sigma.
 
     Returns:
         ``(fit, info)`` with ``info`` holding the frame counts and the model's description.
@@ -88,6 +91,16 @@ def cnn_bft(
         n_boot=n_boot,
         seed=seed,
     )
+    sys_table = desc.get("systematic_sigma_degC") if systematic else None
+    if sys_table:
+        # the calibration entry for the largest plateau count not above this fit's
+        keys = sorted(int(k) for k in sys_table)
+        k = max([x for x in keys if x <= fit.n_plateaux] or [keys[0]])
+        s_sys = float(sys_table[str(k)])
+        fit.sigma_degC = float(np.hypot(fit.sigma_degC, s_sys))
+        fit.warnings.append(f"sigma includes the calibrated systematic {s_sys:.2f} degC")
+    elif systematic:
+        fit.warnings.append("model has no sigma calibration: sigma is the bootstrap's only")
     info = {
         "frames_used": int(use.sum()),
         "model": str(model_dir or default_model_dir()),

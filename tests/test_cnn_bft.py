@@ -74,3 +74,19 @@ def test_cnn_bft_refuses_a_broken_model(campaign, tmp_path, capsys):
     rc = main(["bft", str(campaign), "--method", "cnn", "--model", str(bad)])
     assert rc == 2
     assert "model.safetensors" in capsys.readouterr().err
+
+
+def test_calibrated_systematic_sigma_is_added(campaign, model_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "calibrated"
+    shutil.copytree(model_dir, d)
+    desc = json.loads((d / "model.json").read_text())
+    desc["systematic_sigma_degC"] = {"1": 2.0, "3": 0.7, "5": 0.5}
+    (d / "model.json").write_text(json.dumps(desc))
+    frames = read_campaign(campaign)
+    raw, _ = cnn_bft(frames, d, n_boot=20, systematic=False)
+    cal, _ = cnn_bft(frames, d, n_boot=20)
+    assert cal.sigma_degC == pytest.approx(np.hypot(raw.sigma_degC, 0.5))
+    assert cal.t_bf_degC == raw.t_bf_degC
+    assert any("systematic" in w for w in cal.warnings)
