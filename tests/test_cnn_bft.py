@@ -90,3 +90,32 @@ def test_calibrated_systematic_sigma_is_added(campaign, model_dir, tmp_path):
     assert cal.sigma_degC == pytest.approx(np.hypot(raw.sigma_degC, 0.5))
     assert cal.t_bf_degC == raw.t_bf_degC
     assert any("systematic" in w for w in cal.warnings)
+
+
+def test_finetune_on_campaigns(tmp_path, model_dir):
+    """Fine-tuning runs end to end on two tiny campaigns and writes a loadable model."""
+    from plato_cnn.finetune import FinetuneConfig, eef_field_optima, finetune
+    from plato_cnn.modelio import load_model
+
+    frames = []
+    for k in range(2):
+        fr = read_campaign(make_campaign(tmp_path / f"c{k}", n_fields=3, n_dithers=3, seed=k))
+        frames.append(fr.select(fr.usable))
+    out = tmp_path / "ft"
+    summary = finetune(frames, out, model_dir, FinetuneConfig(epochs=1, batch_size=32),
+                       progress=False)  # fmt: skip
+    model, desc = load_model(out)
+    assert desc["finetune"]["cameras"] == [fr.camera for fr in frames]
+    for info in summary["before"] + summary["after"]:
+        assert np.isfinite(info["s_um_per_degC"])
+        assert len(info["t_field_eef_degC"]) == 3
+    # too few plateaux to anchor the fields with the EEF: a clear error
+    one = frames[0].select(frames[0].obsid == frames[0].obsid[0])
+    with pytest.raises(ValueError, match="plateaux"):
+        finetune([one], tmp_path / "ft1", model_dir, FinetuneConfig(epochs=1), progress=False)
+    # the EEF anchor finds a field's peak from its EEF-vs-temperature curve
+    t = np.repeat([-90.0, -85.0, -80.0, -75.0, -70.0], 4)
+    e = TEMPLATE(10.0 * (t + 78.0))
+    tf, rms = eef_field_optima(e, t, np.zeros(t.size, int), np.repeat(np.arange(5), 4), 10.0,
+                               TEMPLATE, 1)  # fmt: skip
+    assert tf[0] == pytest.approx(-78.0, abs=0.05) and rms[0] < 1e-6
