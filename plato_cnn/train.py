@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -258,6 +259,11 @@ def pretrain(
             sched.step()
             tr_loss += float(loss.detach()) * len(target)
             n_seen += len(target)
+        if distributed:
+            # DDP keeps parameters equal; BatchNorm running statistics are each rank's own:
+            # take rank 0's so that every rank validates and ends with the same model
+            for buf in model.buffers():
+                torch.distributed.broadcast(buf, 0)
         val_loss, val_rmse = evaluate(model, Subset(dataset, va_idx), cfg.batch_size, device)
         state["epoch"] = epoch + 1
         if val_loss < state["best_val"] - 1e-4:
@@ -306,10 +312,10 @@ def pretrain(
                 )
     if distributed:
         torch.distributed.barrier()
+    best = out / "best.pt"  # every rank ends on the best weights (OUT on a shared filesystem)
+    if best.exists():
+        model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
     if rank == 0:
-        best = out / "best.pt"
-        if best.exists():
-            model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
         meta = _model_meta(cfg, state, tr_idx, va_idx, groups, metadata)
         save_model(model, out, meta)
         (out / "summary.json").write_text(json.dumps(meta, indent=2))
@@ -318,7 +324,18 @@ def pretrain(
         "best_val_rmse_um": state["best_rmse_um"],
         "epochs": state["epoch"],
         "wall_s": time.time() - t_start,
+        "rank": rank,
+        "weights_sha256": weights_digest(model),
     }
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers (equal weights <=> equal digests)."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 @torch.no_grad()
