@@ -4,7 +4,7 @@
 per shard), writing each shard from the worker that made it (a remote cluster therefore needs
 ``out`` on a file system its workers share).  Execution:
 
-* ``workers == 1`` and no scheduler: in this process, no Dask;
+* ``workers == 1`` and no scheduler: one fresh single-threaded child process, no Dask;
 * otherwise, ``scheduler`` given: ``dask.distributed.Client(scheduler)``;
 * otherwise an embedded ``LocalCluster`` of ``workers`` single-threaded worker processes
   (default: one per CPU core).
@@ -92,15 +92,43 @@ def _shard_task(
 
 
 # ----------------------------------------------------------------------------- executors
+_ONE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _call(fn: Callable, args: tuple):
+    return fn(*args)
+
+
 class _Serial:
-    """Runs tasks in this process, yielding results in submission order."""
+    """Runs tasks one at a time in one fresh, single-threaded child process, in order.
+
+    Why a child and not this process: the FFT library keeps plans made with the thread count
+    of their first use, so a long-lived process that already ran multi-threaded FFTs of the
+    same sizes (a notebook, a test session) could produce other last bits than a fresh worker.
+    A fresh process started with one thread is exactly what every Dask worker is.
+    """
+
+    def __init__(self) -> None:
+        import multiprocessing as mp
+
+        saved = {k: os.environ.get(k) for k in _ONE_THREAD_ENV}
+        os.environ.update(_ONE_THREAD_ENV)  # inherited by the child at its start
+        try:
+            self.pool = mp.get_context("spawn").Pool(1)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def map_unordered(self, fn: Callable, args: Iterable[tuple]) -> Iterable:
         for a in args:
-            yield fn(*a)
+            yield self.pool.apply(_call, (fn, a))
 
     def close(self) -> None:
-        pass
+        self.pool.close()
+        self.pool.join()
 
 
 class _Dask:
