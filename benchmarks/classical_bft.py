@@ -97,26 +97,27 @@ def _evaluate(job: dict) -> dict:
     return {"i": job["i"], "truth": job["truth"], "results": out, "read_s": t_read}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_campaign_arguments(ap: argparse.ArgumentParser) -> None:
+    """The emulated-camera set shared by the accuracy benchmarks (classical_bft, cnn_bft)."""
     ap.add_argument("--cameras", type=int, default=50)
     ap.add_argument("--fields", type=int, default=40)
     ap.add_argument("--dithers", type=int, default=5)
     ap.add_argument("--frames", type=int, default=2, help="frames per dither")
     ap.add_argument("--window", type=int, default=48)
     ap.add_argument("--n-sub-truth", type=int, default=3, help="sub-pixel grid of the truth")
-    ap.add_argument("--boot", type=int, default=100, help="bootstrap draws (improved)")
     ap.add_argument("--seed", type=int, default=20260)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", default="out/classical_bft_cache", help="emulated campaigns")
     ap.add_argument("--json", default=None, help="write rows and machine info here")
-    args = ap.parse_args(argv)
 
+
+def campaign_jobs(args: argparse.Namespace, **extra) -> list[dict]:
+    """One job per camera: its campaign folder in the cache, true T_BF and seeds."""
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     bfts = rng.uniform(*TRUTH_RANGE_DEGC, args.cameras)
-    jobs = [
+    return [
         dict(
             i=i,
             dir=str(cache / f"cam{i:03d}_d{args.dithers}x{args.frames}_f{args.fields}"),
@@ -127,10 +128,18 @@ def main(argv: list[str] | None = None) -> int:
             frames=args.frames,
             window=args.window,
             n_sub_truth=args.n_sub_truth,
-            boot=args.boot,
+            **extra,
         )
         for i in range(args.cameras)
     ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_campaign_arguments(ap)
+    ap.add_argument("--boot", type=int, default=100, help="bootstrap draws (improved)")
+    args = ap.parse_args(argv)
+    jobs = campaign_jobs(args, boot=args.boot)
     from plato_sim.scenes.campaign import truth_path
 
     n_cached = sum(truth_path(j["dir"]).is_file() for j in jobs)

@@ -30,7 +30,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classical_bft import PLATEAUX, TRUTH_RANGE_DEGC, _emulate  # noqa: E402
+from classical_bft import (  # noqa: E402
+    PLATEAUX,
+    TRUTH_RANGE_DEGC,
+    _emulate,
+    add_campaign_arguments,
+    campaign_jobs,
+)
 
 SUBSETS = {5: PLATEAUX, 3: (-90.0, -80.0, -70.0), 2: (-85.0, -75.0), 1: (-80.0,)}
 #: (label, method, fit, plateaux)
@@ -88,38 +94,9 @@ def _evaluate(job: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model directory (default: the shipped one)")
-    ap.add_argument("--cameras", type=int, default=50)
-    ap.add_argument("--fields", type=int, default=40)
-    ap.add_argument("--dithers", type=int, default=5)
-    ap.add_argument("--frames", type=int, default=2, help="frames per dither")
-    ap.add_argument("--window", type=int, default=48)
-    ap.add_argument("--n-sub-truth", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=20260, help="same as classical_bft.py")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--cache", default="out/classical_bft_cache", help="emulated campaigns")
-    ap.add_argument("--json", default=None)
+    add_campaign_arguments(ap)  # the same cameras, seeds and cache as classical_bft.py
     args = ap.parse_args(argv)
-
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(args.seed)
-    bfts = rng.uniform(*TRUTH_RANGE_DEGC, args.cameras)
-    jobs = [
-        dict(
-            i=i,
-            dir=str(cache / f"cam{i:03d}_d{args.dithers}x{args.frames}_f{args.fields}"),
-            bft=float(bfts[i]),
-            seed=args.seed * 1000 + i,
-            fields=args.fields,
-            dithers=args.dithers,
-            frames=args.frames,
-            window=args.window,
-            n_sub_truth=args.n_sub_truth,
-            boot=100,
-            model=args.model,
-        )
-        for i in range(args.cameras)
-    ]
+    jobs = campaign_jobs(args, boot=100, model=args.model)
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     with ctx.Pool(args.workers) as pool:

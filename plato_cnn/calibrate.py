@@ -83,8 +83,10 @@ def calibrate_systematic(
 ) -> dict:
     """Measure the systematic sigma per plateau count and (optionally) store it in model.json.
 
-    ``sigma_sys(n)^2 = mean(error^2) - mean(sigma_boot^2)`` over the calibration cameras
-    (floored at 0), i.e. what the bootstrap misses.
+    ``sigma_sys(n)^2 = mean_i max(0, error_i^2 - sigma_boot,i^2)`` over the calibration
+    cameras: what the bootstrap misses, camera by camera (a camera whose bootstrap sigma is
+    large, e.g. one plateau far from its best focus with ``s`` from the prior, does not lend
+    its margin to the others).
     """
     from .campaign import read_campaign
     from .predict import cnn_bft
@@ -110,7 +112,7 @@ def calibrate_systematic(
             "rms_error_degC": float(np.sqrt(np.mean(e**2))),
             "bias_degC": float(np.mean(e)),
             "rms_bootstrap_sigma_degC": float(np.sqrt(np.mean(b**2))),
-            "systematic_sigma_degC": float(np.sqrt(max(0.0, np.mean(e**2) - np.mean(b**2)))),
+            "systematic_sigma_degC": float(np.sqrt(np.mean(np.maximum(0.0, e**2 - b**2)))),
         }
     result = {"n_cameras": len(campaigns), "by_plateaux": out}
     if write:
