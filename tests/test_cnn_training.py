@@ -77,13 +77,12 @@ def test_augmentation_maps_phi_with_the_image():
         assert abs(diff) < 1e-4
 
 
-def test_pretrain_checkpoint_resume_and_load(tiny_dataset, tmp_path):
+def test_pretrain_is_deterministic_and_loadable(tiny_dataset, tmp_path):
     cfg1 = TrainConfig(epochs=2, batch_size=32, seed=1, val_fraction=0.25, deterministic=True)
     full = pretrain(tiny_dataset, tmp_path / "a", cfg1, SMALL, progress=False)
     assert full["epochs"] == 2 and np.isfinite(full["best_val_rmse_um"])
-    # an interrupted run: 1 epoch, then the same command resumes to 2
-    cfg_half = TrainConfig(epochs=2, batch_size=32, seed=1, val_fraction=0.25, deterministic=True)
-    pretrain(tiny_dataset, tmp_path / "b", cfg_half, SMALL, progress=False)
+    # the same run again in another folder gives bit-identical weights (CPU, deterministic mode)
+    pretrain(tiny_dataset, tmp_path / "b", cfg1, SMALL, progress=False)
     ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
     assert ck["state"]["epoch"] == 2
     wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
