@@ -31,14 +31,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from classical_bft import (  # noqa: E402
-    PLATEAUX,
     TRUTH_RANGE_DEGC,
     _emulate,
     add_campaign_arguments,
     campaign_jobs,
 )
 
-SUBSETS = {5: PLATEAUX, 3: (-90.0, -80.0, -70.0), 2: (-85.0, -75.0), 1: (-80.0,)}
+from plato_cnn.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402  (one definition)
+
 #: (label, method, fit, plateaux)
 ROWS = [
     ("classical: test houses' cubic (baseline)", "eef", "cubic", 5),

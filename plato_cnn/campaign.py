@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from plato_sim.io import campaign_format as cf
-from plato_sim.stamps import extract_stamp
+from plato_sim.stamps import background_adu, extract_stamp, saturation_level_adu
 
 __all__ = [
     "CampaignError",
@@ -358,10 +358,7 @@ def _process_source(
             path,
         )
     gain = hv["gain"]
-    sat_adu = min(
-        float(cf.ADC_MAX_ADU),
-        cf.SATURATION_FULL_WELL_FRACTION * cf.FULL_WELL_E / gain,
-    )
+    sat_adu = saturation_level_adu(gain)
     stamps, cens, flags, peaks, rows, cols, keep, wins = [], [], [], [], [], [], [], []
     # per-frame pixel noise (e-): robust MAD of the background-subtracted frame (the star
     # covers a few tens of the window's pixels); every other pixel is plenty for a MAD
@@ -546,7 +543,7 @@ def read_campaign(
                             "non_finite", 0, f"{cpath}[{ext.name}]: background has no finite frame"
                         )
                         continue
-                    backgrounds[key] = (bgf[ok].mean(axis=0).astype(np.float32), hv["ccd"])
+                    backgrounds[key] = (background_adu(bgf[ok]), hv["ccd"])
                     continue
                 bg = None
                 for (en, th, ph), val in backgrounds.items():

@@ -18,7 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["StampCut", "extract_stamp", "centroid"]
+from .detector import ADC_MAX_ADU, FULL_WELL_E, SATURATION_FRACTION_OF_FULL_WELL
+
+__all__ = [
+    "StampCut",
+    "extract_stamp",
+    "centroid",
+    "background_adu",
+    "saturation_level_adu",
+    "ccd_to_focal_plane_orientation",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,24 @@ class StampCut:
     centroid_row: float
     centroid_col: float
     peak: float
+
+
+def background_adu(closed_frames_adu: np.ndarray) -> np.ndarray:
+    """Background of a window: mean of its closed-shutter frames (float64 sum, float32 result).
+
+    Used by the campaign reader and the dataset generator alike, so that both subtract the
+    same bits: ``raw.astype(float32) - background_adu(closed)``, then ``* float32(gain)``.
+    """
+    return np.asarray(closed_frames_adu, dtype=np.float64).mean(axis=0).astype(np.float32)
+
+
+def saturation_level_adu(gain_e_per_adu: float, full_well_e: float = FULL_WELL_E) -> float:
+    """Background-subtracted level (ADU) above which a star counts as saturated.
+
+    ground-test-format.md: 90 % of the full well converted with the gain, and never above the
+    ADC range (a raw value at 65535 ADU is saturated as well, whatever its background).
+    """
+    return min(float(ADC_MAX_ADU), SATURATION_FRACTION_OF_FULL_WELL * full_well_e / gain_e_per_adu)
 
 
 def centroid(image: np.ndarray, row: int, col: int, radius: int = 5) -> tuple[float, float]:

@@ -69,12 +69,12 @@ import yaml
 
 from ..bestfocus import best_focus_shift_um, field_best_focus_um
 from ..camera import PLATO_NORMAL_CAMERA, ccd_of_field
-from ..detector import SATURATION_FRACTION_OF_FULL_WELL, DetectorModel, draw_value
+from ..detector import DetectorModel, draw_value
 from ..eef import eef
 from ..engines.fast import FastEngine
 from ..optics import CameraModel, OpticalModel
 from ..spectra import Spectrum, blackbody_spectrum, ogse_spectrum
-from ..stamps import extract_stamp
+from ..stamps import background_adu, extract_stamp, saturation_level_adu
 from ..thermal import ThermalModel
 from ..wavefront import CameraPerturbation, zernike_basis
 from .fields import ground_test_fields, uniform_random_fields
@@ -522,12 +522,8 @@ def make_shard(
         raw = det.expose(e_img, exptime, rng, pattern)
         closed = det.closed_shutter((n_closed,) + e_img.shape, exptime, rng, pattern)
         # the campaign reader's arithmetic and saturation rule (plato_cnn.campaign)
-        bg_adu = closed.astype(np.float64).mean(axis=0).astype(np.float32)
-        sub_adu = raw.astype(np.float32) - bg_adu
-        sat_adu = min(
-            float(det.adc_max_adu),
-            SATURATION_FRACTION_OF_FULL_WELL * det.full_well_e / det.gain_e_per_adu,
-        )
+        sub_adu = raw.astype(np.float32) - background_adu(closed)
+        sat_adu = min(saturation_level_adu(det.gain_e_per_adu, det.full_well_e), det.adc_max_adu)
         sat = (raw.reshape(len(idx), -1).max(axis=1) >= det.adc_max_adu) | (
             sub_adu.reshape(len(idx), -1).max(axis=1) > sat_adu
         )
