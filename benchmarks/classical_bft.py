@@ -12,7 +12,7 @@ Plateau subsets: 5 = -90..-70 every 5 degC; 4 = -85..-70 (covers the truth range
 
 Usage::
 
-    python benchmarks/classical_bft.py --json out/classical_bft.json
+    python -m benchmarks.classical_bft [--quick] --json out/classical_bft.json
 """
 
 from __future__ import annotations
@@ -21,16 +21,28 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as a script: python benchmarks/classical_bft.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import (  # noqa: E402
+    error_stats,
+    machine_info,
+    markdown_table,
+    parse_with_quick,
+    percent,
+    report,
+)
+
 PLATEAUX = (-90.0, -85.0, -80.0, -75.0, -70.0)
 SUBSETS = {5: PLATEAUX, 4: (-85.0, -80.0, -75.0, -70.0), 3: (-90.0, -80.0, -70.0)}
 TRUTH_RANGE_DEGC = (-84.0, -72.0)
+#: ``--quick``: fewer and smaller campaigns (their own folders in the same cache)
+QUICK_CAMPAIGNS = dict(cameras=8, fields=20, dithers=3)
 #: (label, fit, EEF variant, plateaux)
 ROWS = [
     ("test houses: cubic (baseline)", "cubic", "2x2", 5),
@@ -109,6 +121,7 @@ def add_campaign_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", default="out/classical_bft_cache", help="emulated campaigns")
     ap.add_argument("--json", default=None, help="write rows and machine info here")
+    ap.add_argument("--quick", action="store_true", help=f"small: {QUICK_CAMPAIGNS}")
 
 
 def campaign_jobs(args: argparse.Namespace, **extra) -> list[dict]:
@@ -134,11 +147,66 @@ def campaign_jobs(args: argparse.Namespace, **extra) -> list[dict]:
     ]
 
 
+def prior_only_stats(truth: np.ndarray) -> dict:
+    """:func:`error_stats` of always answering the middle of the truth range (sigma: its SD)."""
+    n = len(truth)
+    mid = 0.5 * sum(TRUTH_RANGE_DEGC)
+    prior_sigma = (TRUTH_RANGE_DEGC[1] - TRUTH_RANGE_DEGC[0]) / np.sqrt(12.0)
+    return error_stats(np.full(n, mid), np.full(n, prior_sigma), truth)
+
+
+def build_rows(
+    evals: list[dict], heads: list[dict], counts: dict[str, str], prior_head: dict
+) -> list[dict]:
+    """One row of statistics per estimator over cameras, then the prior-only row.
+
+    ``evals[c]["results"][k]`` is camera c's answer for estimator k (``bft``, ``sigma`` or
+    ``error``); row k starts with ``heads[k]``; ``counts`` maps a row key to the result flag
+    it counts (e.g. ``at_edge`` -> ``edge``).
+    """
+    truth = np.asarray([e["truth"] for e in evals])
+    rows = []
+    for k, head in enumerate(heads):
+        res = [ev["results"][k] for ev in evals]
+        fails = [r["error"] for r in res if "error" in r]
+        est = [r.get("bft", np.nan) for r in res]
+        sig = [r.get("sigma", np.nan) for r in res]
+        rows.append(
+            head
+            | error_stats(est, sig, truth)
+            | dict(failures=len(fails))
+            | {key: sum(bool(r.get(flag)) for r in res) for key, flag in counts.items()}
+            | dict(first_failure=fails[0] if fails else None)
+        )
+    zeros = dict(failures=0) | dict.fromkeys(counts, 0) | dict(first_failure=None)
+    rows.append(prior_head | prior_only_stats(truth) | zeros)
+    return rows
+
+
+def markdown(result: dict) -> str:
+    """The rows of a result (as written to ``--json``) as a Markdown table."""
+    cols = [
+        ("estimator", "estimator", ""),
+        ("fit", "fit", ""),
+        ("eef_variant", "EEF", ""),
+        ("plateaux", "plateaux", "d"),
+        ("rms_error_degC", "RMS error (degC)", ".2f"),
+        ("bias_degC", "bias (degC)", "+.2f"),
+        ("max_abs_error_degC", "max abs (degC)", ".2f"),
+        ("median_sigma_degC", "median sigma (degC)", ".2f"),
+        ("frac_within_sigma", "|error| <= sigma", percent),
+        ("n_cameras", "cameras", "d"),
+        ("failures", "failures", "d"),
+        ("at_edge", "at edge", "d"),
+    ]
+    return markdown_table(result["rows"], cols)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_campaign_arguments(ap)
     ap.add_argument("--boot", type=int, default=100, help="bootstrap draws (improved)")
-    args = ap.parse_args(argv)
+    args = parse_with_quick(ap, argv, QUICK_CAMPAIGNS)
     jobs = campaign_jobs(args, boot=args.boot)
     from plato_sim.scenes.campaign import truth_path
 
@@ -155,105 +223,26 @@ def main(argv: list[str] | None = None) -> int:
         evals = pool.map(_evaluate, jobs, chunksize=1)
     t_eval = time.perf_counter() - t1
 
-    truth = np.asarray([e["truth"] for e in evals])
-    rows = []
-    for k, (label, fit, variant, n_pl) in enumerate(ROWS):
-        est, sig, edge = [], [], 0
-        fails = []
-        for ev in evals:
-            r = ev["results"][k]
-            if "error" in r:
-                fails.append(r["error"])
-                est.append(np.nan)
-                sig.append(np.nan)
-            else:
-                est.append(r["bft"])
-                sig.append(r["sigma"])
-                edge += bool(r["edge"])
-        est, sig = np.asarray(est), np.asarray(sig)
-        ok = np.isfinite(est)
-        err = est[ok] - truth[ok]
-        rows.append(
-            dict(
-                estimator=label,
-                fit=fit,
-                eef_variant=variant,
-                plateaux=n_pl,
-                n_cameras=int(ok.sum()),
-                failures=len(fails),
-                rms_error_degC=float(np.sqrt(np.mean(err**2))) if err.size else None,
-                bias_degC=float(np.mean(err)) if err.size else None,
-                max_abs_error_degC=float(np.max(np.abs(err))) if err.size else None,
-                median_sigma_degC=float(np.median(sig[ok])) if err.size else None,
-                frac_within_sigma=float(np.mean(np.abs(err) <= sig[ok])) if err.size else None,
-                at_edge=edge,
-                first_failure=fails[0] if fails else None,
-            )
-        )
-    mid = 0.5 * sum(TRUTH_RANGE_DEGC)
-    prior_sigma = (TRUTH_RANGE_DEGC[1] - TRUTH_RANGE_DEGC[0]) / np.sqrt(12.0)
-    perr = mid - truth
-    rows.append(
-        dict(
-            estimator="prior only (middle of the range)",
-            fit="-",
-            eef_variant="-",
-            plateaux=0,
-            n_cameras=int(truth.size),
-            failures=0,
-            rms_error_degC=float(np.sqrt(np.mean(perr**2))),
-            bias_degC=float(np.mean(perr)),
-            max_abs_error_degC=float(np.max(np.abs(perr))),
-            median_sigma_degC=float(prior_sigma),
-            frac_within_sigma=float(np.mean(np.abs(perr) <= prior_sigma)),
-            at_edge=0,
-            first_failure=None,
-        )
+    heads = [dict(estimator=lb, fit=f, eef_variant=v, plateaux=n) for lb, f, v, n in ROWS]
+    prior = dict(estimator="prior only (middle of the range)", fit="-", eef_variant="-")
+    rows = build_rows(evals, heads, dict(at_edge="edge"), prior | dict(plateaux=0))
+    info = dict(
+        machine=machine_info(),
+        config=vars(args),
+        plateau_subsets={str(k): list(v) for k, v in SUBSETS.items()},
+        truth_range_degC=list(TRUTH_RANGE_DEGC),
+        seconds_emulation=t_emul,
+        campaigns_cached=n_cached,
+        seconds_evaluation=t_eval,
+        rows=rows,
+        per_camera=[dict(i=e["i"], truth_degC=e["truth"], results=e["results"]) for e in evals],
     )
-
     print(
         f"{len(evals)} cameras, {args.fields} fields x {args.dithers} dithers x {args.frames} "
         f"frames, window {args.window} px; emulation {t_emul:.0f} s ({n_cached} campaigns "
         f"were cached), evaluation {t_eval:.0f} s"
     )
-    hdr = f"{'estimator':34s} {'fit':9s} {'EEF':4s} {'pl':>2s} {'RMS':>6s} {'bias':>6s} "
-    hdr += f"{'max':>6s} {'med.sig':>7s} {'|e|<=s':>6s} {'fail':>4s} {'edge':>4s}"
-    print(hdr)
-    for r in rows:
-
-        def f(v, w=6):
-            return f"{v:{w}.2f}" if v is not None else " " * (w - 1) + "-"
-
-        print(
-            f"{r['estimator']:34s} {r['fit']:9s} {r['eef_variant']:4s} {r['plateaux']:2d} "
-            f"{f(r['rms_error_degC'])} {f(r['bias_degC'])} {f(r['max_abs_error_degC'])} "
-            f"{f(r['median_sigma_degC'], 7)} {f(r['frac_within_sigma'])} {r['failures']:4d} "
-            f"{r['at_edge']:4d}"
-        )
-    if args.json:
-        import torch
-
-        info = dict(
-            machine=dict(
-                platform=platform.platform(),
-                processor=platform.processor(),
-                cpu_count=os.cpu_count(),
-                python=sys.version.split()[0],
-                numpy=np.__version__,
-                torch=torch.__version__,
-            ),
-            config=vars(args),
-            plateau_subsets={str(k): list(v) for k, v in SUBSETS.items()},
-            truth_range_degC=list(TRUTH_RANGE_DEGC),
-            seconds_emulation=t_emul,
-            campaigns_cached=n_cached,
-            seconds_evaluation=t_eval,
-            rows=rows,
-            per_camera=[dict(i=e["i"], truth_degC=e["truth"], results=e["results"]) for e in evals],
-        )
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(info, indent=1))
-        print(f"wrote {args.json}")
+    report(info, markdown(info), args.json)
     return 0
 
 

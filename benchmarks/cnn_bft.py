@@ -13,30 +13,36 @@ and the fraction of cameras with |error| <= sigma (target 60-80 %).
 
 Usage::
 
-    python benchmarks/cnn_bft.py --json out/cnn_bft.json [--model DIR] [--cameras 50]
+    python -m benchmarks.cnn_bft [--quick] --json out/cnn_bft.json [--model DIR] [--cameras 50]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classical_bft import (  # noqa: E402
-    TRUTH_RANGE_DEGC,
+if __package__ in (None, ""):  # run as a script: python benchmarks/cnn_bft.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import (  # noqa: E402
+    machine_info,
+    markdown_table,
+    parse_with_quick,
+    percent,
+    report,
+)
+from benchmarks.classical_bft import (  # noqa: E402
+    QUICK_CAMPAIGNS,
     _emulate,
     add_campaign_arguments,
+    build_rows,
     campaign_jobs,
 )
-
 from plato_cnn.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402  (one definition)
 
 #: (label, method, fit, plateaux)
@@ -91,11 +97,27 @@ def _evaluate(job: dict) -> dict:
     return {"i": job["i"], "truth": job["truth"], "results": out, "s": time.perf_counter() - t0}
 
 
+def markdown(result: dict) -> str:
+    """The rows of a result (as written to ``--json``) as a Markdown table."""
+    cols = [
+        ("estimator", "estimator", ""),
+        ("plateaux", "plateaux", "d"),
+        ("rms_error_degC", "RMS error (degC)", ".2f"),
+        ("bias_degC", "bias (degC)", "+.2f"),
+        ("median_sigma_degC", "median sigma (degC)", ".2f"),
+        ("frac_within_sigma", "|error| <= sigma", percent),
+        ("n_cameras", "cameras", "d"),
+        ("failures", "failures", "d"),
+        ("sign_ambiguous", "sign ambiguous", "d"),
+    ]
+    return markdown_table(result["rows"], cols)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model directory (default: the shipped one)")
     add_campaign_arguments(ap)  # the same cameras, seeds and cache as classical_bft.py
-    args = ap.parse_args(argv)
+    args = parse_with_quick(ap, argv, QUICK_CAMPAIGNS)
     jobs = campaign_jobs(args, boot=100, model=args.model)
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
@@ -109,87 +131,23 @@ def main(argv: list[str] | None = None) -> int:
         evals = pool.map(_evaluate, jobs, chunksize=1)
     t_eval = time.perf_counter() - t1
 
-    truth = np.asarray([ev["truth"] for ev in evals])
-    rows = []
-    for k, (label, method, fit, n_pl) in enumerate(ROWS):
-        res = [ev["results"][k] for ev in evals]
-        ok = np.asarray(["error" not in r for r in res])
-        est = np.asarray([r.get("bft", np.nan) for r in res])
-        sig = np.asarray([r.get("sigma", np.nan) for r in res])
-        err = est[ok] - truth[ok]
-        fails = [r["error"] for r in res if "error" in r]
-        rows.append(
-            dict(
-                estimator=label,
-                method=method,
-                fit=fit,
-                plateaux=n_pl,
-                n_cameras=int(ok.sum()),
-                failures=len(fails),
-                rms_error_degC=float(np.sqrt(np.mean(err**2))) if err.size else None,
-                bias_degC=float(np.mean(err)) if err.size else None,
-                median_sigma_degC=float(np.median(sig[ok])) if err.size else None,
-                frac_within_sigma=float(np.mean(np.abs(err) <= sig[ok])) if err.size else None,
-                sign_ambiguous=int(sum(bool(r.get("ambiguous")) for r in res)),
-                first_failure=fails[0] if fails else None,
-            )
-        )
-    mid = 0.5 * sum(TRUTH_RANGE_DEGC)
-    prior_sigma = (TRUTH_RANGE_DEGC[1] - TRUTH_RANGE_DEGC[0]) / np.sqrt(12.0)
-    perr = mid - truth
-    rows.append(
-        dict(
-            estimator="prior only (middle of the range)",
-            method="-",
-            fit="-",
-            plateaux=0,
-            n_cameras=int(truth.size),
-            failures=0,
-            rms_error_degC=float(np.sqrt(np.mean(perr**2))),
-            bias_degC=float(np.mean(perr)),
-            median_sigma_degC=float(prior_sigma),
-            frac_within_sigma=float(np.mean(np.abs(perr) <= prior_sigma)),
-            sign_ambiguous=0,
-            first_failure=None,
-        )
+    heads = [dict(estimator=lb, method=m, fit=f, plateaux=n) for lb, m, f, n in ROWS]
+    prior = dict(estimator="prior only (middle of the range)", method="-", fit="-", plateaux=0)
+    rows = build_rows(evals, heads, dict(sign_ambiguous="ambiguous"), prior)
+    info = dict(
+        machine=machine_info(),
+        config=vars(args),
+        plateau_subsets={str(k): list(v) for k, v in SUBSETS.items()},
+        seconds_emulation=t_emul,
+        seconds_evaluation=t_eval,
+        rows=rows,
+        per_camera=[dict(i=e["i"], truth_degC=e["truth"], results=e["results"]) for e in evals],
     )
     print(
         f"{len(evals)} held-out cameras, {args.fields} fields x {args.dithers} dithers x "
         f"{args.frames} frames; emulation {t_emul:.0f} s, evaluation {t_eval:.0f} s"
     )
-    print(f"{'estimator':42s} {'pl':>2s} {'RMS':>6s} {'bias':>6s} {'med.sig':>7s} {'|e|<=s':>6s} "
-          f"{'fail':>4s} {'ambig':>5s}")  # fmt: skip
-
-    def f(v, w=6):
-        return f"{v:{w}.2f}" if v is not None else " " * (w - 1) + "-"
-
-    for r in rows:
-        print(
-            f"{r['estimator']:42s} {r['plateaux']:2d} {f(r['rms_error_degC'])} "
-            f"{f(r['bias_degC'])} {f(r['median_sigma_degC'], 7)} {f(r['frac_within_sigma'])} "
-            f"{r['failures']:4d} {r['sign_ambiguous']:5d}"
-        )
-    if args.json:
-        import torch
-
-        info = dict(
-            machine=dict(
-                platform=platform.platform(),
-                processor=platform.processor(),
-                cpu_count=os.cpu_count(),
-                python=sys.version.split()[0],
-                torch=torch.__version__,
-            ),
-            config=vars(args),
-            plateau_subsets={str(k): list(v) for k, v in SUBSETS.items()},
-            seconds_emulation=t_emul,
-            seconds_evaluation=t_eval,
-            rows=rows,
-            per_camera=[dict(i=e["i"], truth_degC=e["truth"], results=e["results"]) for e in evals],
-        )
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(info, indent=1))
-        print(f"wrote {args.json}")
+    report(info, markdown(info), args.json)
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks of plato-focus; ``python -m benchmarks [--quick]`` runs them all."""

@@ -1,0 +1,240 @@
+"""Pieces every benchmark shares: the machine it ran on, error statistics, Markdown, JSON.
+
+Each benchmark is runnable as ``python -m benchmarks.<name>`` and as
+``python benchmarks/<name>.py``; the second form puts ``benchmarks/`` (not the repository root)
+on ``sys.path``, so each benchmark puts the repository root there first::
+
+    if __package__ in (None, ""):  # run as a script
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks._common import machine_info
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- machine
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _ram_gb() -> tuple[float | None, float | None]:
+    """Total and available RAM in GB (None where unknown)."""
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return vm.total / 1e9, vm.available / 1e9
+    except ImportError:
+        pass
+    vals: dict[str, float] = {}
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, rest = line.split(":", 1)
+                vals[key] = float(rest.split()[0]) * 1024  # kB -> bytes
+    except (OSError, ValueError):
+        return None, None
+    tot, avail = vals.get("MemTotal"), vals.get("MemAvailable")
+    return (tot / 1e9 if tot else None), (avail / 1e9 if avail else None)
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
+def git_commit() -> str | None:
+    """Short commit hash of the repository, ``+dirty`` if tracked files are modified."""
+    try:
+        head = _git("rev-parse", "--short=12", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def machine_info(**extra: Any) -> dict:
+    """The machine a benchmark ran on: CPU model, cores, load, RAM, versions, commit, CUDA.
+
+    ``extra`` entries (e.g. library versions only one benchmark uses) are added as given.
+    """
+    import torch
+
+    total_gb, avail_gb = _ram_gb()
+    cuda = bool(torch.cuda.is_available())
+    info = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "ram_total_GB": None if total_gb is None else round(total_gb, 1),
+        "ram_available_GB": None if avail_gb is None else round(avail_gb, 1),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "cuda": cuda,
+        "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+    }
+    info.update(extra)
+    return info
+
+
+def machine_line(info: Mapping[str, Any]) -> str:
+    """One human line for a :func:`machine_info` dict."""
+    load = info.get("load_avg_1_5_15") or []
+    parts = [
+        f"{info.get('cpu_model', '?')}, {info.get('cpu_count', '?')} cores",
+        f"load {'/'.join(f'{x:.1f}' for x in load)}" if load else None,
+        f"{info['ram_total_GB']:.0f} GB RAM" if info.get("ram_total_GB") else None,
+        f"CUDA: {info.get('cuda_device')}" if info.get("cuda") else "no CUDA",
+        f"torch {info.get('torch')}, numpy {info.get('numpy')}, Python {info.get('python')}",
+        f"commit {info.get('git_commit')}" if info.get("git_commit") else None,
+    ]
+    return "; ".join(p for p in parts if p)
+
+
+# ---------------------------------------------------------------- statistics
+def error_stats(
+    estimate: Sequence[float] | np.ndarray,
+    sigma: Sequence[float] | np.ndarray,
+    truth: Sequence[float] | np.ndarray,
+) -> dict:
+    """Statistics of one estimator over cameras; non-finite estimates are failures.
+
+    Returns ``n_cameras`` (finite estimates), ``rms_error_degC``, ``bias_degC`` (mean of
+    estimate - truth), ``max_abs_error_degC``, ``median_sigma_degC`` and ``frac_within_sigma``
+    (fraction with |error| <= sigma: the coverage of the 1-sigma claim); ``None`` where no
+    estimate is finite.  Units are those of the inputs (degC for the BFT benchmarks).
+    """
+    est = np.asarray(estimate, dtype=float)
+    sig = np.asarray(sigma, dtype=float)
+    tru = np.asarray(truth, dtype=float)
+    if not est.shape == sig.shape == tru.shape:
+        raise ValueError(f"shapes differ: {est.shape}, {sig.shape}, {tru.shape}")
+    ok = np.isfinite(est)
+    err = est[ok] - tru[ok]
+    if not err.size:
+        return dict(
+            n_cameras=0,
+            rms_error_degC=None,
+            bias_degC=None,
+            max_abs_error_degC=None,
+            median_sigma_degC=None,
+            frac_within_sigma=None,
+        )
+    return dict(
+        n_cameras=int(ok.sum()),
+        rms_error_degC=float(np.sqrt(np.mean(err**2))),
+        bias_degC=float(np.mean(err)),
+        max_abs_error_degC=float(np.max(np.abs(err))),
+        median_sigma_degC=float(np.median(sig[ok])),
+        frac_within_sigma=float(np.mean(np.abs(err) <= sig[ok])),
+    )
+
+
+# ---------------------------------------------------------------- Markdown
+Column = tuple[str, str, "str | Callable[[Any], str]"]
+
+
+def fmt_value(v: Any, spec: str | Callable[[Any], str] = "") -> str:
+    """A table cell: ``-`` for None/NaN, else ``format(v, spec)`` or ``spec(v)``."""
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "-"
+    if callable(spec):
+        return spec(v)
+    if isinstance(v, (list, tuple)):
+        return ", ".join(fmt_value(x, spec) for x in v)
+    s = format(v, spec) if spec else str(v)
+    return s.replace("|", "\\|")
+
+
+def markdown_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[Column]) -> str:
+    """A Markdown table; ``columns`` are ``(key, header, format spec or function)``."""
+    head = "| " + " | ".join(h.replace("|", "\\|") for _, h, _ in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [head, sep]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt_value(r.get(k), f) for k, _, f in columns) + " |")
+    return "\n".join(lines)
+
+
+def percent(v: float) -> str:
+    """A fraction as a whole percentage."""
+    return f"{100.0 * v:.0f} %"
+
+
+# ---------------------------------------------------------------- JSON, options
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (numpy scalars and arrays converted); make the folder."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n", encoding="utf-8")
+    return p
+
+
+def parse_with_quick(
+    ap: argparse.ArgumentParser, argv: list[str] | None, quick: Mapping[str, Any]
+) -> argparse.Namespace:
+    """Parse ``argv``; with ``--quick``, ``quick`` replaces the defaults (explicit options win).
+
+    Adds the ``--quick`` flag to ``ap`` if it has none.
+    """
+    if not any("--quick" in a.option_strings for a in ap._actions):
+        ap.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        unknown = set(quick) - set(vars(args))
+        if unknown:
+            raise ValueError(f"quick defaults for unknown options: {sorted(unknown)}")
+        ap.set_defaults(**quick)
+        args = ap.parse_args(argv)
+    return args
+
+
+def report(result: Mapping[str, Any], table_md: str, json_path: str | None) -> None:
+    """Print a benchmark's Markdown table and machine; write ``result`` to ``json_path``."""
+    print(table_md)
+    print(f"machine: {machine_line(result['machine'])}")
+    if json_path:
+        write_json(json_path, result)
+        print(f"wrote {json_path}")
+
+
+def script_argv() -> list[str]:
+    """The command line as run, for the JSON record."""
+    return [Path(sys.executable).name, *sys.argv]
