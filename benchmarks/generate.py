@@ -18,13 +18,12 @@ Measures, on this machine:
 
 Target (issue 3): >= 1000 samples/s (1 M samples in < 20 min) and peak memory < 4 GB.
 
-    python benchmarks/generate.py [--n 65536] [--workers 2] [--json OUT]
+    python -m benchmarks.generate [--quick] [--n 65536] [--workers 2] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -38,6 +37,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
+if __package__ in (None, ""):  # run as a script: python benchmarks/generate.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import (  # noqa: E402
+    machine_info,
+    machine_line,
+    markdown_table,
+    parse_with_quick,
+    write_json,
+)
 from plato_sim.generate import generate  # noqa: E402
 from plato_sim.scenes import dataset as dsm  # noqa: E402
 
@@ -111,6 +119,21 @@ def label_accuracy(n_cameras: int, n_fields: int, seed: int) -> dict:
     }
 
 
+#: ``--quick``: a small dataset, a small camera pool, one camera for the label check
+QUICK = dict(n=16384, n_cameras=4, accuracy_cameras=1, accuracy_fields=8)
+
+
+def markdown(result: dict) -> str:
+    """A result (as written to ``--json``) as a two-column Markdown table."""
+    rows = [dict(q=k, v=v) for k, v in result.items() if not isinstance(v, dict)]
+    rows += [dict(q=f"label.{k}", v=v) for k, v in result.get("label_accuracy", {}).items()]
+    return markdown_table(rows, [("q", "quantity", ""), ("v", "value", _g4)])
+
+
+def _g4(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=65536, help="samples to generate")
@@ -122,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accuracy-cameras", type=int, default=4, help="0 skips the label check")
     ap.add_argument("--accuracy-fields", type=int, default=15)
     ap.add_argument("--json", default=None, help="write the results as JSON to this file")
-    args = ap.parse_args(argv)
+    args = parse_with_quick(ap, argv, QUICK)
 
     cfg = dsm.load_config(overrides={"cameras": {"n_pool": args.n_cameras}})
     out = Path(args.out or tempfile.mkdtemp(prefix="plato-gen-bench-"))
@@ -143,11 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu_rate = args.workers / (cpu_ms_per_sample * 1e-3)
     proj_1m_cpu_s = (pool_default * cam_cpu_each + 1e6 * cpu_ms_per_sample * 1e-3) / args.workers
     res = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "loadavg_before": load0,
-            "loadavg_after": os.getloadavg(),
-        },
+        "machine": machine_info(loadavg_before=load0, loadavg_after=os.getloadavg()),
         "n_samples": args.n,
         "workers": args.workers,
         "camera_pool": args.n_cameras,
@@ -171,18 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         # seed 2024: cameras and fields not used when the default grid and basis were chosen
         res["label_accuracy"] = label_accuracy(args.accuracy_cameras, args.accuracy_fields, 2024)
 
-    rows = [(k, v) for k, v in res.items() if not isinstance(v, dict)]
-    rows += [(f"label.{k}", v) for k, v in res.get("label_accuracy", {}).items()]
-    w = max(len(k) for k, _ in rows)
-    print(f"{'quantity':{w}s}  value")
-    for k, v in rows:
-        print(f"{k:{w}s}  {v:.4g}" if isinstance(v, float) else f"{k:{w}s}  {v}")
-    print(f"{'machine':{w}s}  {res['machine']}")
+    print(markdown(res))
+    print(f"machine: {machine_line(res['machine'])}")
     for name, rate in (("wall clock", res["end_to_end_samples_per_s"]), ("CPU-bound", cpu_rate)):
         ok = rate >= 1000 and res["peak_rss_tree_GB"] < 4
         print(f"target >= 1000 samples/s and < 4 GB ({name}): {'met' if ok else 'NOT met'}")
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, res)
     return 0
 
 

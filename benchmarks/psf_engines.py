@@ -25,7 +25,7 @@ the fast engine counts the best of 3 batch runs; torch uses the faster of 1 and 
 short probe (``--threads auto``; with other jobs running, 2 OpenMP threads can be 10x slower
 than 1).  The load average at the start and end is stored with the figures.
 
-    python benchmarks/psf_engines.py [--quick] [--json OUT]
+    python -m benchmarks.psf_engines [--quick] [--json OUT]
 """
 
 from __future__ import annotations
@@ -38,15 +38,19 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+if __package__ in (None, ""):  # run as a script: python benchmarks/psf_engines.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import machine_info as common_machine_info  # noqa: E402
+from benchmarks._common import machine_line, markdown_table, write_json  # noqa: E402
 from plato_sim.eef import eef  # noqa: E402
 from plato_sim.engines import FastEngine  # noqa: E402
 from plato_sim.engines.galsim_engine import GalSimEngine  # noqa: E402
@@ -65,32 +69,11 @@ PHI_GRID_DEG = 30.0
 
 # ---------------------------------------------------------------- machine
 def machine_info() -> dict:
-    """CPU model, cores and library versions."""
+    """The common machine record plus the reference libraries' versions."""
     import galsim
     import poppy
 
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "galsim": galsim.__version__,
-        "poppy": poppy.__version__,
-        "platform": platform.platform(),
-        "load_avg_1_5_15": list(os.getloadavg()),
-    }
+    return common_machine_info(galsim=galsim.__version__, poppy=poppy.__version__)
 
 
 # ---------------------------------------------------------------- agreement
@@ -465,6 +448,72 @@ def summarise_agreement(rows: list[dict]) -> dict:
     return s
 
 
+def markdown(result: dict) -> str:
+    """Summary tables of a result (as written to ``--json``): agreement, speed, memory."""
+    parts = []
+    summ = result.get("agreement_summary")
+    if summ:
+        keys = [
+            ("d_eef_fast_poppy", "EEF fast - poppy", "+.4f", "<= 0.01"),
+            ("d_eef_fast_galsim", "EEF fast - galsim", "+.4f", "<= 0.01"),
+            ("d_eef_poppy_galsim", "EEF poppy - galsim", "+.4f", ""),
+            ("maxpix_fast_poppy", "worst pixel fast - poppy (of flux)", ".2%", "<= 1 %"),
+            ("maxpix_fast_galsim", "worst pixel fast - galsim (of flux)", ".2%", "<= 1 %"),
+        ]
+        rows = [
+            dict(q=lab, v=format(summ[k]["value"], f), c=crit, w=summ[k]["where"])
+            for k, lab, f, crit in keys
+            if k in summ
+        ]
+        cols = [
+            ("q", "agreement (worst case)", ""),
+            ("v", "value", ""),
+            ("c", "criterion", ""),
+            ("w", "where", ""),
+        ]
+        n = summ.get("n_rows")
+        ok = "all pass" if summ.get("all_pass") else "NOT all pass"
+        parts.append(f"Agreement over {n} cases ({ok}):\n\n" + markdown_table(rows, cols))
+    tim = result.get("timing")
+    if tim:
+        names = {
+            "galsim_chromatic": "GalSim ChromaticOpticalPSF",
+            "galsim_sum": "sum of GalSim OpticalPSF",
+            "poppy": "poppy",
+            "fast_distinct": "fast, every stamp its own optical state",
+            "fast_shared": "fast, one optical state for many offsets",
+        }
+        rows = [
+            dict(engine=lab, **{k: tim[key][k] for k in ("stamps_per_s", "s_per_stamp")})
+            for key, lab in names.items()
+            if key in tim
+        ]
+        ratios = tim.get("ratios", {})
+        for r, key in zip(rows, names, strict=False):
+            if key.startswith("fast"):
+                kind = "distinct" if key == "fast_distinct" else "shared"
+                r["x_chromatic"] = ratios.get(f"{kind}_vs_galsim_chromatic")
+        cols = [
+            ("engine", f"engine ({tim.get('n_wavelengths')} wavelengths, 32x32)", ""),
+            ("stamps_per_s", "stamps/s", ".2f"),
+            ("s_per_stamp", "s per stamp", ".4g"),
+            ("x_chromatic", "x ChromaticOpticalPSF", ".0f"),
+        ]
+        tg = tim.get("targets", {})
+        met = ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in tg.items())
+        parts.append(markdown_table(rows, cols) + (f"\n\nTargets: {met}." if met else ""))
+    mem = result.get("memory")
+    if mem:
+        rows = [dict(mode=k, **v) for k, v in mem.items() if isinstance(v, dict)]
+        cols = [
+            ("mode", "batch of fast stamps", ""),
+            ("n_stamps", "stamps", "d"),
+            ("peak_rss_mb", "peak RSS (MB)", ".0f"),
+        ]
+        parts.append(markdown_table(rows, cols))
+    return "\n\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print tables; optionally write JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -499,13 +548,11 @@ def main(argv: list[str] | None = None) -> int:
         threads = int(args.threads)
     torch.set_num_threads(threads)
     result["machine"] = machine_info()
-    log(f"machine: {json.dumps(result['machine'])}")
+    log(f"machine: {machine_line(result['machine'])}")
 
     def save() -> None:
         if args.json:
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json, "w", encoding="utf-8") as fh:
-                json.dump(result, fh, indent=1)
+            write_json(args.json, result)
 
     if not args.skip_agreement:
         log("\n== agreement: fast vs poppy vs galsim, 32x32 stamps ==")
@@ -537,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     result["wall_s"] = time.perf_counter() - t_start
     # other jobs on the machine slow every engine: the load is part of the figures
     result["load_avg_1_5_15_end"] = list(os.getloadavg())
-    log(f"\nwall time {result['wall_s']:.0f} s")
+    log(f"\nwall time {result['wall_s']:.0f} s\n")
+    print(markdown(result))
     save()
     if args.json:
         log(f"wrote {args.json}")
