@@ -16,6 +16,11 @@ What it does, per observation (one TRP1 plateau) and cube file, in acquisition o
    observation whose TRP1 varied by more than 0.5 degC (not a plateau: warned, kept as its
    own observation, excluded from fits by default).
 
+Beyond the format's list, a cube is also refused when its primary ``OBSID`` or ``CAMERA``
+contradicts its folder, when a header value is not finite or out of range (``CCD_ID`` not
+that of the extension name, window origin off the CCD, negative ``FOV_TH``), and frames of
+float data (an adapter's) are dropped when they are not raw 16-bit ADU (outside 0-65535).
+
 Bad input never crashes silently: a file that cannot be used is reported with its path,
 extension and reason and its frames are counted as dropped (``strict=True`` raises
 :class:`~plato_sim.io.campaign_format.FormatError` instead); a campaign with no usable frame
@@ -34,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plato_sim.camera import PLATO_NORMAL_CAMERA
 from plato_sim.io import campaign_format as cf
 from plato_sim.stamps import background_adu, extract_stamp, saturation_level_adu
 
@@ -215,13 +221,21 @@ class CampaignFrames:
 
 
 # ------------------------------------------------------------------------------ helpers
+def _int_key(h, key: str) -> int:
+    """An integer header value (a logical ``T``/``F`` or a fractional number is not one)."""
+    v = h[key]
+    if isinstance(v, bool) or float(v) != int(float(v)):
+        raise ValueError(f"{key} = {v!r} is not an integer")
+    return int(float(v))
+
+
 def _header_values(path: Path, ext: cf.CubeExtension) -> dict:
     h = ext.header
     try:
         vals = dict(
-            ccd=int(h["CCD_ID"]),
-            v_start=int(h["V_START"]),
-            h_start=int(h["H_START"]),
+            ccd=_int_key(h, "CCD_ID"),
+            v_start=_int_key(h, "V_START"),
+            h_start=_int_key(h, "H_START"),
             exptime_s=float(h["EXPTIME"]),
             cycle_s=float(h["CYCLETIM"]),
             shutter=str(h["SHUTTER"]).strip().upper(),
@@ -229,10 +243,38 @@ def _header_values(path: Path, ext: cf.CubeExtension) -> dict:
             phi_deg=float(h["FOV_PHI"]) % 360.0,
             gain=float(h["GAIN"]) if "GAIN" in h else cf.NOMINAL_GAIN_E_PER_ADU,
         )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise cf.FormatError(
             path, "bad_key_value", f"unparsable header value ({exc})", ext.name
         ) from exc
+    bad = [
+        k
+        for k in ("exptime_s", "cycle_s", "theta_deg", "phi_deg", "gain")
+        if not math.isfinite(vals[k])
+    ]
+    if bad:
+        raise cf.FormatError(path, "bad_key_value", f"non-finite header value(s) {bad}", ext.name)
+    ccd_of_name = cf.parse_image_ext_name(ext.name)[0]
+    if vals["ccd"] != ccd_of_name:
+        raise cf.FormatError(
+            path,
+            "bad_key_value",
+            f"CCD_ID = {vals['ccd']} but the extension is {ext.name}",
+            ext.name,
+        )
+    n_px = PLATO_NORMAL_CAMERA.ccd_pixels
+    if not (0 <= vals["v_start"] < n_px and 0 <= vals["h_start"] < n_px):
+        raise cf.FormatError(
+            path,
+            "bad_key_value",
+            f"V_START = {vals['v_start']}, H_START = {vals['h_start']}: outside the "
+            f"{n_px} x {n_px} px CCD",
+            ext.name,
+        )
+    if vals["theta_deg"] < 0:
+        raise cf.FormatError(
+            path, "bad_key_value", f"FOV_TH = {vals['theta_deg']} deg is negative", ext.name
+        )
     if vals["shutter"] not in (cf.SHUTTER_OPEN, cf.SHUTTER_CLOSED):
         raise cf.FormatError(
             path, "bad_key_value", f"SHUTTER must be OPEN or CLOSED: {vals['shutter']}", ext.name
@@ -240,6 +282,33 @@ def _header_values(path: Path, ext: cf.CubeExtension) -> dict:
     if not vals["gain"] > 0 or not vals["cycle_s"] >= 0:
         raise cf.FormatError(path, "bad_key_value", "GAIN must be > 0 and CYCLETIM >= 0", ext.name)
     return vals
+
+
+def _raw_frame_checks(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame of ``(frames, rows, cols)`` raw ADU: all values finite; all within 0-65535.
+
+    uint16 data always pass; float data (written by an adapter) must still be raw ADU of
+    the 16-bit ADC, not background-subtracted or scaled values.
+    """
+    finite = np.all(np.isfinite(frames), axis=(1, 2))
+    with np.errstate(invalid="ignore"):
+        in_range = np.all((frames >= 0) & (frames <= cf.ADC_MAX_ADU), axis=(1, 2))
+    return finite, in_range
+
+
+def _primary_mismatch(primary, obsid: int, camera: str) -> str:
+    """Why a cube's primary header contradicts its folder (OBSID, CAMERA), or ``""``."""
+    try:
+        h_obsid = _int_key(primary, "OBSID")
+    except (TypeError, ValueError, OverflowError):
+        return f"OBSID {primary['OBSID']!r} in the primary header is not an integer"
+    problems = []
+    if h_obsid != obsid:
+        problems.append(f"OBSID {h_obsid} in the header but {obsid} in the folder name")
+    h_camera = str(primary["CAMERA"]).strip()
+    if h_camera != camera:
+        problems.append(f"CAMERA {h_camera!r} in the header but {camera!r} in the folder name")
+    return "; ".join(problems)
 
 
 def _n_frames_of(path: Path) -> int:
@@ -348,7 +417,7 @@ def _process_source(
     data = ext.data
     nf = data.shape[0]
     frames = data.astype(np.float32)  # from uint16 (or float): exact, no signed overflow
-    finite = np.all(np.isfinite(frames), axis=(1, 2))
+    finite, in_range = _raw_frame_checks(frames)
     if not np.all(finite):
         bad = np.flatnonzero(~finite)
         drops.add(
@@ -357,6 +426,16 @@ def _process_source(
             f"{path}[{ext.name}] frame(s) {bad.tolist()}: NaN or infinite values, dropped",
             path,
         )
+    if not np.all(in_range[finite]):
+        bad = np.flatnonzero(finite & ~in_range)
+        drops.add(
+            "out_of_range",
+            bad.size,
+            f"{path}[{ext.name}] frame(s) {bad.tolist()}: values outside the raw 16-bit range "
+            f"0-{cf.ADC_MAX_ADU} ADU (not raw data), dropped",
+            path,
+        )
+    finite &= in_range
     gain = hv["gain"]
     sat_adu = saturation_level_adu(gain)
     stamps, cens, flags, peaks, rows, cols, keep, wins = [], [], [], [], [], [], [], []
@@ -461,18 +540,41 @@ def read_campaign(
             file instead of dropping it.
 
     Raises:
-        CampaignError: not a folder, no observation, several cameras, unknown OBSIDs, or no
-            usable source frame at all.
+        CampaignError: not a folder, no observation, several cameras, an OBSID in several
+            folders, unknown OBSIDs, or no usable source frame at all.
         FormatError: any bad file when ``strict``.
     """
     root = Path(path)
     if not root.is_dir():
-        raise CampaignError(f"{root}: campaign folder does not exist")
-    obs_dirs = {}
-    for p in sorted(root.iterdir()):
-        parsed = cf.parse_obs_dir_name(p.name) if p.is_dir() else None
-        if parsed:
-            obs_dirs[parsed[0]] = (p, parsed)
+        what = (
+            "is a symbolic link that does not resolve (a loop?)"
+            if root.is_symlink()
+            else ("is not a folder" if root.exists() else "does not exist")
+        )
+        raise CampaignError(f"{root}: campaign folder {what}")
+    drops = DropReport()
+    obs_dirs: dict = {}
+    try:
+        entries = sorted(root.iterdir())
+    except OSError as exc:
+        raise CampaignError(f"{root}: cannot list the campaign folder ({exc})") from exc
+    for p in entries:
+        parsed = cf.parse_obs_dir_name(p.name)
+        if parsed is None:
+            continue
+        if not p.is_dir():
+            if p.is_symlink():  # an observation folder that cannot be reached: say so
+                drops.warnings.append(
+                    f"{p}: observation folder is a symbolic link that does not resolve "
+                    "(broken or a loop), ignored"
+                )
+            continue
+        if parsed[0] in obs_dirs:
+            raise CampaignError(
+                f"{root}: OBSID {parsed[0]} appears in several observation folders "
+                f"({obs_dirs[parsed[0]][0].name}, {p.name}); one folder per OBSID"
+            )
+        obs_dirs[parsed[0]] = (p, parsed)
     if not obs_dirs:
         raise CampaignError(f"{root}: no observation folder <OBSID:05d>_<SITE>_<CAMERA>")
     cameras = {v[1][2] for v in obs_dirs.values()}
@@ -488,18 +590,23 @@ def read_campaign(
     camera = cameras.pop()
     site = next(iter(obs_dirs.values()))[1][1]
 
-    drops = DropReport()
     acc = _Acc()
     cube_paths: list[Path] = []
     observations: list[ObservationInfo] = []
     for obsid in sorted(obs_dirs):
         obs_dir = obs_dirs[obsid][0]
+        try:
+            listing = sorted(obs_dir.iterdir())
+        except OSError as exc:
+            err = cf.FormatError(obs_dir, "unreadable_folder", f"cannot list the folder ({exc})")
+            if strict:
+                raise err from exc
+            drops.warnings.append(str(err))
+            continue
         hk, hk_reason = _read_hk(obs_dir, obsid, drops, strict)
         n_before = sum(len(x) for x in acc.obsid)
         cubes = sorted(
-            (m[2], p)
-            for p in obs_dir.iterdir()
-            if (m := cf.parse_cube_file_name(p.name)) and m[0] == obsid
+            (m[2], p) for p in listing if (m := cf.parse_cube_file_name(p.name)) and m[0] == obsid
         )
         backgrounds: dict = {}
         for _counter, cpath in cubes:
@@ -512,9 +619,16 @@ def read_campaign(
                 continue
             try:
                 t0 = cf.parse_utc(str(cube.primary["DATE-OBS"]))
-            except ValueError as exc:
+                mismatch = _primary_mismatch(cube.primary, obsid, camera)
+                if mismatch:
+                    raise cf.FormatError(cpath, "header_mismatch", mismatch)
+            except (ValueError, OverflowError) as exc:
                 cube.close()
-                err = cf.FormatError(cpath, "bad_key_value", f"DATE-OBS unparsable ({exc})")
+                err = (
+                    exc
+                    if isinstance(exc, cf.FormatError)
+                    else cf.FormatError(cpath, "bad_key_value", f"DATE-OBS unparsable ({exc})")
+                )
                 if strict:
                     raise err from exc
                 drops.add(err.reason, _n_frames_of(cpath), str(err), cpath)
@@ -525,7 +639,14 @@ def read_campaign(
                 nf = int(ext.data.shape[0])
                 try:
                     hv = _header_values(cpath, ext)
-                    if ext.data.shape[0] < 1 or min(ext.data.shape[1:]) < 2 * _EEF_HALF_BOX_PX:
+                    if ext.data.shape[0] < 1:
+                        raise cf.FormatError(
+                            cpath,
+                            "wrong_shape",
+                            f"no frame (data shape {ext.data.shape})",
+                            ext.name,
+                        )
+                    if min(ext.data.shape[1:]) < 2 * _EEF_HALF_BOX_PX:
                         raise cf.FormatError(
                             cpath, "wrong_shape", f"unusable data shape {ext.data.shape}", ext.name
                         )
@@ -537,10 +658,16 @@ def read_campaign(
                 key = (ext.name, hv["theta_deg"], hv["phi_deg"])
                 if hv["shutter"] == cf.SHUTTER_CLOSED:
                     bgf = ext.data.astype(np.float64)
-                    ok = np.all(np.isfinite(bgf), axis=(1, 2))
+                    finite, in_range = _raw_frame_checks(bgf)
+                    ok = finite & in_range
                     if not np.any(ok):
+                        why = "non_finite" if not np.any(finite) else "out_of_range"
                         drops.add(
-                            "non_finite", 0, f"{cpath}[{ext.name}]: background has no finite frame"
+                            why,
+                            0,
+                            f"{cpath}[{ext.name}]: background has no finite frame within the "
+                            f"raw 16-bit range 0-{cf.ADC_MAX_ADU} ADU",
+                            cpath,
                         )
                         continue
                     backgrounds[key] = (background_adu(bgf[ok]), hv["ccd"])

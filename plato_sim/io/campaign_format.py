@@ -141,7 +141,8 @@ class FormatError(ValueError):
     ) -> None:
         self.path = Path(path)
         self.reason = reason
-        self.detail = detail
+        # one line: details quoted from other libraries may hold line breaks
+        self.detail = " ".join(str(detail).split())
         self.ext = ext
         self.frame = frame
         where = str(self.path)
@@ -149,7 +150,7 @@ class FormatError(ValueError):
             where += f"[{ext}]"
         if frame is not None:
             where += f" frame {frame}"
-        super().__init__(f"{where}: {reason}: {detail}")
+        super().__init__(f"{where}: {reason}: {self.detail}")
 
 
 # ---------------------------------------------------------------------------- names
@@ -308,9 +309,12 @@ def read_hk_csv(path: str | Path) -> HKTable:
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink():
+            raise FormatError(path, "missing_hk", "symbolic link that does not resolve (a loop?)")
         raise FormatError(path, "missing_hk", "HK file does not exist")
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first name
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise FormatError(path, "unreadable_hk", f"cannot read HK file ({exc})") from exc
@@ -459,10 +463,15 @@ def read_cube(path: str | Path) -> CubeFile:
     or float32 for float files); other extensions are listed in ``ignored_extensions``.
 
     Raises:
-        FormatError: unreadable/corrupt/truncated file, missing header key, wrong shape or
-            data type, no image extension.
+        FormatError: empty (0 bytes), unreadable/corrupt/truncated file, missing header key,
+            wrong shape or data type, no image extension.
     """
     path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise FormatError(path, "empty", "cube file is empty (0 bytes)")
+    except OSError as exc:
+        raise FormatError(path, "corrupt", f"cannot open the file ({exc})") from exc
     with warnings.catch_warnings():
         # truncation is reported as a FormatError below, not as an astropy warning
         warnings.simplefilter("ignore", AstropyWarning)
