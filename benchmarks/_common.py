@@ -106,13 +106,20 @@ def machine_info(**extra: Any) -> dict:
 
 def machine_line(info: Mapping[str, Any]) -> str:
     """One human line for a :func:`machine_info` dict."""
-    load = info.get("load_avg_1_5_15") or []
+    load = info.get("load_avg_1_5_15") or info.get("loadavg_before") or []
+    versions = ", ".join(
+        f"{k} {info[k]}" for k in ("torch", "numpy", "python") if info.get(k) is not None
+    )
+    cores = info.get("cpu_count") or info.get("cpus")
     parts = [
-        f"{info.get('cpu_model', '?')}, {info.get('cpu_count', '?')} cores",
+        info.get("cpu_model"),
+        f"{cores} cores" if cores else None,
         f"load {'/'.join(f'{x:.1f}' for x in load)}" if load else None,
         f"{info['ram_total_GB']:.0f} GB RAM" if info.get("ram_total_GB") else None,
-        f"CUDA: {info.get('cuda_device')}" if info.get("cuda") else "no CUDA",
-        f"torch {info.get('torch')}, numpy {info.get('numpy')}, Python {info.get('python')}",
+        (f"CUDA: {info.get('cuda_device')}" if info["cuda"] else "no CUDA")
+        if "cuda" in info
+        else None,
+        versions or None,
         f"commit {info.get('git_commit')}" if info.get("git_commit") else None,
     ]
     return "; ".join(p for p in parts if p)
