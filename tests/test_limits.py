@@ -1,0 +1,229 @@
+"""Cramér–Rao bounds (plato_cnn.limits): analytic limits, the autograd Jacobian, monotonicity.
+
+Small spectra (2-3 wavelengths) and few field positions keep the module fast; nothing is
+random but the seeded dither offsets.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from plato_cnn.bft import DEFAULT_S_PRIOR_UM_PER_DEGC
+from plato_cnn.limits import (
+    FRAME_NUISANCES,
+    CampaignDesign,
+    PixelNoise,
+    camera_from_truth,
+    campaign_information,
+    crb_from_fisher,
+    marginal_information,
+    stamp_fisher,
+)
+from plato_sim.camera import PLATO_NORMAL_CAMERA
+from plato_sim.detector import DetectorModel
+from plato_sim.engines import FastEngine
+from plato_sim.optics import CameraModel, OpticalModel
+from plato_sim.spectra import monochromatic, ogse_spectrum
+from plato_sim.wavefront import FieldAberrations
+
+OPTICS = OpticalModel()
+SP3 = ogse_spectrum(PLATO_NORMAL_CAMERA, 3)
+#: every aberration of the design (field curvature, astigmatism, coma, spherical, chromatic)
+_ABERRATION_FIELDS = (
+    "curvature_c2_um",
+    "curvature_c4_um",
+    "astig_nm",
+    "coma_nm",
+    "spherical0_nm",
+    "spherical2_nm",
+    "chrom_lin_um",
+    "chrom_quad_um",
+)
+POISSON_ONLY = PixelNoise(read_noise_e=0.0, gain_e_per_adu=1.0, n_background_frames=None,
+                          quantisation=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def engine() -> FastEngine:
+    return FastEngine(dtype=torch.float64)
+
+
+def test_pixel_noise_from_detector_states_every_term():
+    """Floor = read^2 + gain^2/12 + dark, plus their share of the subtracted background."""
+    det = DetectorModel()
+    n = PixelNoise.from_detector(det, exptime_s=0.1, n_background_frames=2)
+    per_read = det.read_noise_e**2 + det.gain_e_per_adu**2 / 12.0
+    dark = det.dark_e_per_s * 0.1
+    assert n.floor_e2 == pytest.approx((dark + per_read) * 1.5)
+    assert n.variance_e2(np.array([-5.0, 100.0])) == pytest.approx([n.floor_e2, 100.0 + n.floor_e2])
+
+
+def test_jacobian_matches_finite_differences(engine):
+    """Every column of the autograd Jacobian against central differences of engine.render."""
+    flux, bg = 2.0e5, 3.0
+    theta, phi, dz0, off = 12.0, 30.0, 20.0, (0.17, -0.23)
+    sf = stamp_fisher(OPTICS, theta, phi, dz0, off, flux, bg, spectrum=SP3, engine=engine,
+                      keep_jacobian=True)  # fmt: skip
+    jac = sf.jacobian[0, 0]
+
+    def mu(dz=0.0, dx=0.0, dy=0.0, f=flux, b=bg, zern=None):
+        z = OPTICS.zernikes_nm(theta, phi, dz0 + dz, SP3.wavelengths_array_nm)
+        if zern is not None:
+            z[..., zern[0] - 1] += zern[1]
+        o = np.array([[off[0] + dx, off[1] + dy]])
+        return f * engine.render(z, SP3, o, 32)[0] + b
+
+    np.testing.assert_allclose(sf.expected_e[0, 0], mu(), rtol=0, atol=1e-9 * flux)
+    h = 1e-3
+    cases = {
+        "dz_um": (mu(dz=h), mu(dz=-h)),
+        "dx_px": (mu(dx=h), mu(dx=-h)),
+        "dy_px": (mu(dy=h), mu(dy=-h)),
+        "flux_e": (mu(f=flux + 1.0), mu(f=flux - 1.0)),
+        "background_e": (mu(b=bg + 1.0), mu(b=bg - 1.0)),
+    }
+    for j in (5, 6, 7, 8, 11):
+        cases[f"z{j}_nm"] = (mu(zern=(j, h)), mu(zern=(j, -h)))
+    for name, (up, down) in cases.items():
+        step = 1.0 if name in ("flux_e", "background_e") else h
+        fd = (up - down) / (2 * step)
+        col = jac[..., sf.params.index(name)]
+        assert np.abs(col - fd).max() <= 1e-5 * np.abs(fd).max(), name
+
+
+def test_flux_bound_is_the_poisson_limit_plus_noise(engine):
+    """Flux alone: var(F) = 1 / sum p^2 / (F p + floor); Poisson only: F / sum(p) ~ F."""
+    flux = 1.0e5
+    sf = stamp_fisher(OPTICS, 5.5, 15.0, 0.0, (0.1, 0.2), flux, noise=POISSON_ONLY,
+                      spectrum=SP3, engine=engine, zernikes=())  # fmt: skip
+    p = sf.expected_e[0, 0] / flux
+    got = sf.crb("flux_e", nuisances=[])[0, 0]
+    assert got == pytest.approx(math.sqrt(flux / p[p > 0].sum()), rel=1e-9)
+    assert got == pytest.approx(math.sqrt(flux), rel=2e-3)  # the stamp holds ~all the light
+
+    noisy = PixelNoise.from_detector()
+    sf = stamp_fisher(OPTICS, 5.5, 15.0, 0.0, (0.1, 0.2), flux, noise=noisy, spectrum=SP3,
+                      engine=engine, zernikes=())  # fmt: skip
+    p = sf.expected_e[0, 0] / flux
+    expect = 1.0 / math.sqrt(np.sum(p**2 / (flux * np.clip(p, 0, None) + noisy.floor_e2)))
+    assert sf.crb("flux_e", nuisances=[])[0, 0] == pytest.approx(expect, rel=1e-9)
+    assert expect > math.sqrt(flux)
+
+
+def test_position_bound_of_a_gaussian_spot():
+    """Without aberrations and with strong diffusion the spot is a Gaussian (sigma^2 =
+    sigma_d^2 + 1/12 px^2 with the pixel box; the 500 nm Airy core is 0.06 px): the Poisson
+    bound on its position is sigma / sqrt(F)."""
+    sigma_d = 1.5
+    eng = FastEngine(diffusion_sigma_px=sigma_d, fov_px=24, dtype=torch.float64)
+    flux = 1.0e4
+    perfect = OpticalModel(design=FieldAberrations(**{k: 0.0 for k in _ABERRATION_FIELDS}))
+    sf = stamp_fisher(perfect, 0.0, 0.0, 0.0, (0.13, -0.21), flux, noise=POISSON_ONLY,
+                      spectrum=monochromatic(500.0), engine=eng, size=24,
+                      zernikes=())  # fmt: skip
+    expect = math.sqrt(sigma_d**2 + 1.0 / 12.0) / math.sqrt(flux)
+    assert sf.crb("dx_px", nuisances=[])[0, 0] == pytest.approx(expect, rel=0.02)
+    assert sf.crb("dy_px", nuisances=[])[0, 0] == pytest.approx(expect, rel=0.02)
+
+
+def test_dz_bound_scales_as_inverse_sqrt_flux(engine):
+    """Bright star, no background: read noise is negligible and the bound goes as 1/sqrt(F)."""
+    sf = stamp_fisher(OPTICS, 8.5, 45.0, 30.0, [(0.2, -0.1)] * 2, np.array([[1e7, 1e8]]),
+                      spectrum=SP3, engine=engine)  # fmt: skip
+    b = sf.crb("dz_um")[0]
+    assert b[0] / b[1] == pytest.approx(math.sqrt(10.0), rel=0.02)
+
+
+def test_adding_nuisances_never_lowers_the_bound(engine):
+    sf = stamp_fisher(OPTICS, np.array([2.5, 17.5]), np.array([45.0, 33.75]),
+                      np.array([-40.0, 10.0]), np.array([[0.0, 0.0], [0.3, -0.4]]),
+                      spectrum=SP3, engine=engine)  # fmt: skip
+    zern = [p for p in sf.params if p.startswith("z")]
+    nested = [[]] + [list(FRAME_NUISANCES[:k]) for k in range(1, 5)]
+    nested += [list(FRAME_NUISANCES) + zern[:k] for k in range(1, len(zern) + 1)]
+    bounds = np.stack([sf.crb("dz_um", n) for n in nested])
+    assert np.all(np.diff(bounds, axis=0) >= -1e-9 * bounds[:-1])
+    assert np.all(bounds[-1] > bounds[0])  # the nuisances do cost something
+    # marginal_information is the inverse of the covariance block
+    full = sf.fisher[0, 0]
+    inv = np.linalg.inv(full)
+    m = marginal_information(full, sf.params, ["dz_um", "dx_px"],
+                             [p for p in sf.params if p not in ("dz_um", "dx_px")])  # fmt: skip
+    np.testing.assert_allclose(np.linalg.inv(m), inv[np.ix_([0, 3], [0, 3])], rtol=1e-6)
+    assert crb_from_fisher(full, sf.params)[()] == pytest.approx(math.sqrt(inv[0, 0]), rel=1e-6)
+
+
+def test_bad_input_is_rejected(engine):
+    with pytest.raises(ValueError, match="sub-pixel"):
+        stamp_fisher(OPTICS, 0.0, 0.0, 0.0, (0.7, 0.0), spectrum=SP3, engine=engine)
+    with pytest.raises(ValueError, match="flux_e"):
+        stamp_fisher(OPTICS, 0.0, 0.0, 0.0, (0.0, 0.0), 0.0, spectrum=SP3, engine=engine)
+    with pytest.raises(ValueError, match="Z1-Z4"):
+        stamp_fisher(OPTICS, 0.0, 0.0, 0.0, spectrum=SP3, engine=engine, zernikes=(4,))
+    with pytest.raises(ValueError, match="unknown parameter"):
+        crb_from_fisher(np.eye(2), ("dz_um", "flux_e"), "dz_um", ["nope"])
+    with pytest.raises(ValueError, match="theta_deg"):
+        CampaignDesign(theta_deg=(1.0, 2.0), phi_deg=(0.0,))
+
+
+@pytest.fixture(scope="module")
+def small_campaign(engine):
+    """Three field positions, five plateaux, four dithers, 3 wavelengths."""
+    cam = CameraModel.random(np.random.default_rng(5), 5)
+    design = CampaignDesign(theta_deg=(2.5, 11.5, 17.5), phi_deg=(45.0, 22.5, 33.75),
+                            n_dithers=4, n_wavelengths=3)  # fmt: skip
+    return campaign_information(cam, design, engine=engine, n_sub=2)
+
+
+def test_campaign_bound_decreases_with_plateaux_and_dithers(small_campaign):
+    info = small_campaign
+    nested = [(-80.0,), (-85.0, -80.0), (-90.0, -80.0, -70.0), (-90.0, -85.0, -80.0, -75.0, -70.0)]
+    for mode in ("known", "per_field", "per_frame"):
+        b = [info.bound(p, aberrations=mode, use_s_prior=True).sigma_tbf_degC for p in nested]
+        assert np.all(np.diff(b) < 0), (mode, b)
+        d = [info.bound(n_dithers=n, aberrations=mode).sigma_tbf_degC for n in (1, 2, 4)]
+        assert np.all(np.diff(d) < 0), (mode, d)
+    # pooling shared aberrations (per field) beats marginalising them per frame
+    per = {m: info.bound(aberrations=m).sigma_tbf_degC for m in ("known", "per_field", "per_frame")}
+    assert per["known"] <= per["per_field"] <= per["per_frame"]
+
+
+def test_one_plateau_needs_the_prior_and_is_prior_dominated(small_campaign):
+    """One plateau T_p: T_f,i = T_p - dz_i / s, so an error on s moves T_BF by
+    (sum_i w_i (T_p - T_f,i) / s + dT_BF/ds) per unit of s."""
+    info = small_campaign
+    t_p = -85.0
+    assert math.isinf(info.bound((t_p,), use_s_prior=False).sigma_tbf_degC)
+    b = info.bound((t_p,))
+    assert b.prior_used and b.prior_dominated and b.n_plateaux == 1
+    d_s, w = info.tbf_gradient
+    lever = np.sum(w * (t_p - info.t_field_degC)) / info.s_um_per_degC + d_s
+    expect = math.hypot(b.sigma_tbf_s_known_degC, lever * DEFAULT_S_PRIOR_UM_PER_DEGC[1])
+    assert b.sigma_tbf_degC == pytest.approx(expect, rel=0.01)
+    five = info.bound()
+    assert not five.prior_used and not five.prior_dominated
+    assert five.sigma_tbf_degC < b.sigma_tbf_degC
+    with pytest.raises(ValueError, match="not all in the computed design"):
+        info.bound((-60.0,))
+
+
+def test_truth_sidecar_gives_the_emulated_camera_and_design(tmp_path):
+    from plato_sim.scenes.campaign import emulate_campaign
+
+    truth = emulate_campaign(tmp_path / "c", camera_name="lim", bft_degC=-79.0,
+                             plateaux_degC=(-85.0, -75.0), n_fields=2, n_dithers=2,
+                             frames_per_dither=1, window_px=32, seed=4, n_sub_truth=2,
+                             n_wavelengths=2)  # fmt: skip
+    cam = camera_from_truth(truth)
+    assert cam.thermal.s_um_per_degC == truth["thermal"]["s_um_per_degC"]
+    assert cam.thermal.t0_degC == truth["thermal"]["t0_degC"]
+    assert cam.optics.perturbation.to_dict() == truth["perturbation"]
+    d = CampaignDesign.from_truth(truth)
+    assert d.plateaux_degC == tuple(truth["plateaux_achieved_degC"])
+    assert d.theta_deg == tuple(truth["fields"]["theta_deg"])
+    assert (d.n_dithers, d.frames_per_dither, d.n_wavelengths) == (2, 1, 2)
+    assert d.noise().read_noise_e == pytest.approx(DetectorModel().read_noise_e)
