@@ -155,8 +155,13 @@ def test_fit_bft_recovers_the_thermal_model():
     assert 0.0 < r.sigma_degC < 0.3
     # an asymmetric EEF template moves T_BF towards the side where the EEF falls slowly
     g = EEFTemplate((-200.0, 0.0, 400.0), (0.0, 1.0, 0.0))
-    r2 = fit_bft(d, np.full(d.size, 6.0), temps, fid, template=g, n_boot=10)
-    assert r2.template_shift_degC != 0.0
+    r2 = fit_bft(d, np.full(d.size, 6.0), temps, fid, template=g, n_boot=10, combine="template")
+    assert r2.template_shift_degC > 0.0
+    assert r2.t_bf_degC == pytest.approx(r.t_bf_degC + r2.template_shift_degC, abs=1e-9)
+    # by default the template is a diagnostic only: T_BF stays the mean of the T_f
+    r4 = fit_bft(d, np.full(d.size, 6.0), temps, fid, template=g, n_boot=10)
+    assert r4.t_bf_degC == pytest.approx(r.t_bf_degC, abs=1e-12)
+    assert r4.template_shift_degC == pytest.approx(r2.template_shift_degC, abs=1e-12)
     # one plateau: s is the prior's, the sign head decides or flags ambiguity
     one = np.abs(temps + 80) < 1
     r3 = fit_bft(d[one], np.full(one.sum(), 6.0), temps[one], fid[one],
