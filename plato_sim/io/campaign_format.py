@@ -411,6 +411,13 @@ def write_cube(
 
 
 def _check_keys(path: Path, header: Mapping, keys: Sequence[str], ext: str | None) -> None:
+    for card in header.cards:  # astropy parses values lazily: make a bad card fail here
+        try:
+            card.value  # noqa: B018
+        except Exception as exc:  # VerifyError and friends
+            raise FormatError(
+                path, "bad_card", f"unparsable header card {card.keyword!r} ({exc})", ext=ext
+            ) from exc
     missing = [k for k in keys if k not in header]
     if missing:
         raise FormatError(path, "missing_key", f"header key(s) {missing} missing", ext=ext)

@@ -177,14 +177,46 @@ def _check_format(f: h5py.File, path) -> None:
 
 
 def read_manifest(root: str | Path) -> dict:
-    """The manifest of a dataset folder (clear error when absent or unreadable)."""
+    """The manifest of a dataset folder, its shard list checked.
+
+    Raises:
+        FileNotFoundError: no manifest.
+        OSError: the manifest cannot be read.
+        ValueError: not UTF-8 JSON, or not a manifest: not an object, no or an empty
+            ``shards`` list, a shard entry without a plain file name or an integer ``n >= 1``.
+    """
     p = Path(root) / MANIFEST_NAME
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        m = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{p}: no manifest; is {root} a dataset folder?") from exc
-    except json.JSONDecodeError as exc:
+    except OSError as exc:
+        raise OSError(f"{p}: cannot read the manifest ({exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # both ValueErrors
         raise ValueError(f"{p}: corrupt manifest ({exc})") from exc
+    _check_manifest(p, m)
+    return m
+
+
+def _check_manifest(p: Path, m: object) -> None:
+    """Raise ValueError naming ``p`` unless ``m`` has a usable shard list."""
+    if not isinstance(m, dict):
+        raise ValueError(f"{p}: corrupt manifest (a JSON {type(m).__name__}, not an object)")
+    shards = m.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise ValueError(f"{p}: corrupt manifest (no 'shards' list, or an empty one)")
+    for k, s in enumerate(shards):
+        name = s.get("file") if isinstance(s, dict) else None
+        n = s.get("n") if isinstance(s, dict) else None
+        if not (
+            isinstance(name, str)
+            and name not in ("", "..")
+            and name == Path(name).name
+            and "\x00" not in name
+        ):
+            raise ValueError(f"{p}: corrupt manifest (shard {k}: 'file' must be a file name)")
+        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+            raise ValueError(f"{p}: corrupt manifest (shard {k}: 'n' must be an integer >= 1)")
 
 
 class ShardedDataset:
@@ -233,7 +265,19 @@ class ShardedDataset:
                 f = h5py.File(self.files[k], "r")
             except OSError as exc:
                 raise OSError(f"{self.files[k]}: cannot open the shard ({exc})") from exc
-            _check_format(f, self.files[k])
+            try:
+                _check_format(f, self.files[k])
+                n = int(self.offsets[k + 1] - self.offsets[k])
+                for name in ("stamps", "labels"):
+                    d = f.get(name)
+                    if not isinstance(d, h5py.Dataset) or d.shape[:1] != (n,):
+                        raise ValueError(
+                            f"{self.files[k]}: shard does not hold the {n} {name} "
+                            "its manifest lists; rerun the generate command to repair it"
+                        )
+            except Exception:
+                f.close()
+                raise
             self._handles[k] = f
         return f
 
