@@ -1,0 +1,251 @@
+"""Domain shift: the CNN on cameras unlike its training set, before and after fine-tuning.
+
+The pretraining set (``plato_sim/data/default_dataset.yaml``) draws cameras around the
+nominal design (each aberration family within ~20 % of it), charge diffusion 0.2 px, no
+jitter, detector parameters around PlatoSim3's.  The *shifted* cameras here come from another
+aberration model and other detector settings, all outside those ranges (:data:`SHIFT`):
+astigmatism x1.5, coma x0.6, spherical x1.4 plus a field-dependent spherical term, chromatic
+focal shift x1.75, steeper field curvature, charge diffusion 0.3 px, 0.1 px jitter, gain 20
+e-/ADU, read noise 55 + 40 e-, PRNU 3 %.
+
+``--cameras`` shifted cameras are emulated (held out as whole cameras: the first
+``--finetune-cameras`` are the only ones fine-tuning sees, the others are evaluated), with
+true T_BF uniform in [-84, -72] degC computed on the same 8x8 sub-pixel grid as the other
+benchmarks.  Rows: the improved classical estimator (it needs no training: the reference),
+the shipped CNN before fine-tuning and the fine-tuned CNN, with 5, 3 and 1 plateaux.
+
+Usage::
+
+    python -m benchmarks.domain_shift [--quick] --json results/domain_shift.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/domain_shift.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import (  # noqa: E402
+    error_stats,
+    machine_info,
+    markdown_table,
+    parse_with_quick,
+    percent,
+    report,
+)
+from plato_cnn.calibrate import PLATEAU_SUBSETS, TRUTH_N_SUB, TRUTH_RANGE_DEGC  # noqa: E402
+
+#: The shifted domain (every entry outside the pretraining set's range).
+SHIFT = dict(
+    design=dict(
+        astig_nm=600.0,
+        coma_nm=150.0,
+        spherical0_nm=450.0,
+        spherical2_nm=100.0,
+        curvature_c2_um=55.0,
+        curvature_c4_um=-40.0,
+        chrom_quad_um=7.0,
+    ),
+    engine=dict(diffusion_sigma_px=0.3, jitter_sigma_px=0.1),
+    detector=dict(
+        gain_e_per_adu=20.0, read_noise_ccd_e=55.0, read_noise_fee_e=40.0, prnu_sigma=0.03
+    ),
+)
+QUICK = dict(cameras=7, finetune_cameras=3, fields=20, dithers=3, epochs=2)
+#: (label, method, plateaux)
+ROWS = [
+    ("classical: improved (gauss)", "eef", 5),
+    ("classical: improved (gauss)", "eef", 3),
+    ("CNN, shipped model (before)", "base", 5),
+    ("CNN, shipped model (before)", "base", 3),
+    ("CNN, shipped model (before)", "base", 1),
+    ("CNN, fine-tuned (after)", "tuned", 5),
+    ("CNN, fine-tuned (after)", "tuned", 3),
+    ("CNN, fine-tuned (after)", "tuned", 1),
+]
+
+
+def shifted_camera(seed: int):
+    """The shifted camera of ``seed``: (CameraModel, FastEngine, DetectorModel)."""
+    from plato_sim.detector import DetectorModel
+    from plato_sim.engines import FastEngine
+    from plato_sim.optics import CameraModel
+    from plato_sim.wavefront import FieldAberrations
+
+    rng = np.random.default_rng(seed)
+    model = CameraModel.random(rng, seed, 1.0, design=FieldAberrations(**SHIFT["design"]))
+    engine = FastEngine(camera=model.optics.camera, **SHIFT["engine"])
+    return model, engine, DetectorModel(**SHIFT["detector"])
+
+
+def _emulate(job: dict) -> dict:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from plato_sim.scenes.campaign import emulate_campaign, truth_path
+
+    tp = truth_path(job["dir"])
+    if tp.is_file():
+        import json
+
+        return json.loads(tp.read_text())
+    model, engine, det = shifted_camera(job["seed"])
+    return emulate_campaign(
+        job["dir"], camera_name=f"shift{job['i']:03d}", bft_degC=job["bft"],
+        plateaux_degC=PLATEAU_SUBSETS[5], n_fields=job["fields"], n_dithers=job["dithers"],
+        frames_per_dither=job["frames"], window_px=48, seed=job["seed"], camera_model=model,
+        engine=engine, detector=det, n_sub_truth=TRUTH_N_SUB, overwrite=True,
+    )  # fmt: skip
+
+
+def _subset(frames, n_plateaux: int):
+    temps = np.asarray([o.temperature_mean_degC for o in frames.observations])
+    ids = [o.obsid for o in frames.observations]
+    want = [ids[int(np.argmin(np.abs(temps - t)))] for t in PLATEAU_SUBSETS[n_plateaux]]
+    return frames.select(np.isin(frames.obsid, want))
+
+
+def _evaluate(job: dict) -> dict:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from plato_cnn.campaign import read_campaign
+    from plato_cnn.classical import estimate_bft
+    from plato_cnn.metrics import frame_eef
+    from plato_cnn.predict import cnn_bft
+
+    frames = read_campaign(job["dir"])
+    frames = frames.select(frames.usable)
+    out = []
+    for k, (_label, method, n_pl) in enumerate(ROWS):
+        sub = _subset(frames, n_pl)
+        try:
+            if method == "eef":
+                r = estimate_bft(sub, "gauss", "2x2", frame_eef(sub.stamps), seed=job["i"])
+                out.append({"row": k, "bft": r.bft_degC, "sigma": r.sigma_degC})
+            else:
+                model = job["base"] if method == "base" else job["tuned"]
+                f, _ = cnn_bft(sub, model, n_boot=100, seed=job["i"])
+                out.append({"row": k, "bft": f.t_bf_degC, "sigma": f.sigma_degC})
+        except Exception as exc:  # counted as a failure of that row
+            out.append({"row": k, "error": f"{type(exc).__name__}: {exc}"})
+    return {"i": job["i"], "truth": job["truth"], "results": out}
+
+
+def markdown(result: dict) -> str:
+    """The rows of a result (as written to ``--json``) as a Markdown table."""
+    cols = [
+        ("estimator", "estimator", ""),
+        ("plateaux", "plateaux", "d"),
+        ("rms_error_degC", "RMS error (degC)", ".2f"),
+        ("bias_degC", "bias (degC)", "+.2f"),
+        ("median_sigma_degC", "median sigma (degC)", ".2f"),
+        ("frac_within_sigma", "|error| <= sigma", percent),
+        ("n_cameras", "cameras", "d"),
+        ("failures", "failures", "d"),
+    ]
+    return markdown_table(result["rows"], cols)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cameras", type=int, default=16, help="shifted cameras in all")
+    ap.add_argument("--finetune-cameras", type=int, default=4, help="the ones fine-tuning sees")
+    ap.add_argument("--fields", type=int, default=40)
+    ap.add_argument("--dithers", type=int, default=5)
+    ap.add_argument("--frames", type=int, default=2, help="frames per dither")
+    ap.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
+    ap.add_argument("--model", default=None, help="base model (default: the shipped one)")
+    ap.add_argument("--synthetic", default=None, help="pretraining dataset replayed")
+    ap.add_argument("--seed", type=int, default=73_000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cache", default="out/domain_shift_cache")
+    ap.add_argument("--json", default=None)
+    args = parse_with_quick(ap, argv, QUICK)
+    if not 0 < args.finetune_cameras < args.cameras:
+        ap.error("need 0 < --finetune-cameras < --cameras")
+    from plato_cnn.campaign import read_campaign
+    from plato_cnn.finetune import FinetuneConfig, finetune
+    from plato_cnn.modelio import default_model_dir
+
+    cache = Path(args.cache)
+    rng = np.random.default_rng(args.seed)
+    bfts = rng.uniform(*TRUTH_RANGE_DEGC, args.cameras)
+    jobs = [
+        dict(i=i, bft=float(b), seed=args.seed * 1000 + i, fields=args.fields,
+             dithers=args.dithers, frames=args.frames,
+             dir=str(cache / f"shift{i:03d}_f{args.fields}_d{args.dithers}x{args.frames}"))
+        for i, b in enumerate(bfts)
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(args.workers) as pool:
+        truths = pool.map(_emulate, jobs, chunksize=1)
+    t_emul = time.perf_counter() - t0
+    for j, tr in zip(jobs, truths, strict=True):
+        j["truth"] = float(tr["t_bf_degC"])
+
+    base = str(args.model or default_model_dir())
+    tuned = str(cache / f"finetuned_{args.finetune_cameras}cams_{args.epochs}ep")
+    t1 = time.perf_counter()
+    ft_frames = []
+    for j in jobs[: args.finetune_cameras]:
+        fr = read_campaign(j["dir"])
+        ft_frames.append(fr.select(fr.usable))
+    synthetic = None
+    if args.synthetic:
+        from plato_cnn.data import ShardFocusDataset
+
+        synthetic = ShardFocusDataset(args.synthetic)
+    summary = finetune(
+        ft_frames, tuned, base, FinetuneConfig(epochs=args.epochs, seed=args.seed), synthetic
+    )
+    t_ft = time.perf_counter() - t1
+
+    evals_jobs = [dict(j, base=base, tuned=tuned) for j in jobs[args.finetune_cameras :]]
+    t2 = time.perf_counter()
+    with ctx.Pool(args.workers) as pool:
+        evals = pool.map(_evaluate, evals_jobs, chunksize=1)
+    t_eval = time.perf_counter() - t2
+
+    truth = np.array([e["truth"] for e in evals])
+    rows = []
+    for k, (label, method, n_pl) in enumerate(ROWS):
+        res = [next(r for r in e["results"] if r["row"] == k) for e in evals]
+        est = np.array([r.get("bft", np.nan) for r in res])
+        sig = np.array([r.get("sigma", np.nan) for r in res])
+        st = error_stats(est, sig, truth)
+        rows.append(dict(estimator=label, method=method, plateaux=n_pl, **st,
+                         failures=int(np.sum(~np.isfinite(est)))))  # fmt: skip
+    info = dict(
+        machine=machine_info(),
+        config=vars(args),
+        shift=SHIFT,
+        finetune_cameras=[j["i"] for j in jobs[: args.finetune_cameras]],
+        finetune_summary={k: summary[k] for k in ("history", "cameras")},
+        seconds_emulation=t_emul,
+        seconds_finetune=t_ft,
+        seconds_evaluation=t_eval,
+        rows=rows,
+        per_camera=[dict(i=e["i"], truth_degC=e["truth"], results=e["results"]) for e in evals],
+    )
+    print(
+        f"{len(jobs)} shifted cameras ({args.finetune_cameras} for fine-tuning, {len(evals)} "
+        f"evaluated); emulation {t_emul:.0f} s, fine-tuning {t_ft:.0f} s, evaluation "
+        f"{t_eval:.0f} s"
+    )
+    report(info, markdown(info), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
