@@ -140,6 +140,12 @@ def _tail(path: Path, n_lines: int = 25) -> str:
     return "\n".join(lines[-n_lines:])
 
 
+def _shown_path(p: Path) -> str:
+    """``p`` relative to the repository root when it lies inside it."""
+    p = Path(p).resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
+
+
 def _shown_command(cmd: list[str]) -> str:
     """The command as a user would type it from the repository root."""
     shown = ["python", *cmd[1:]]
@@ -153,9 +159,8 @@ def run_one(b: Benchmark, quick: bool, results: Path, log=print) -> dict:
     tmp_json = tmp / f"{b.name}.json"
     tmp_json.unlink(missing_ok=True)
     final = results / f"{b.name}.json"
-    json_arg = os.path.relpath(final, REPO_ROOT) if final.is_relative_to(REPO_ROOT) else final
     cmd = b.command(quick, str(tmp_json))
-    shown = _shown_command(b.command(quick, str(json_arg)))
+    shown = _shown_command(b.command(quick, _shown_path(final)))
     run: dict[str, Any] = dict(
         name=b.name,
         command=shown,
@@ -170,7 +175,7 @@ def run_one(b: Benchmark, quick: bool, results: Path, log=print) -> dict:
         proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=fo, stderr=fe, env=env)
     run["wall_s"] = time.perf_counter() - t0
     run["returncode"] = proc.returncode
-    run["log"] = os.path.relpath(out_log, REPO_ROOT) if out_log.is_relative_to(REPO_ROOT) else None
+    run["log"] = _shown_path(out_log)
     result: dict[str, Any] | None = None
     if proc.returncode == 0:
         try:
@@ -336,10 +341,10 @@ def render_summary(
             "",
         ]
     lines += [
-        "Every table below is generated from `results/*.json` by `python -m benchmarks` "
-        "(`--quick` for small sizes); each section names the command and the machine that "
-        "made it. The development machine is shared with other jobs: timings carry the load "
-        "average they ran under.",
+        f"Every table below is generated from `{_shown_path(results)}/*.json` by "
+        "`python -m benchmarks` (`--quick` for small sizes); each section names the command "
+        "and the machine that made it. The development machine is shared with other jobs: "
+        "timings carry the load average they ran under.",
         "",
     ]
     acc = accuracy_table(res)
@@ -350,7 +355,7 @@ def render_summary(
         lines += [f"{h}# `{b.name}`: {b.title}", ""]
         if r is None:
             why = "module not present" if not b.available() else "not run yet"
-            lines += [f"Not available ({why}).", ""]
+            lines += [f"Not available ({why}: `python -m benchmarks --only {b.name}`).", ""]
             continue
         run = r.get("run", {})
         if not run.get("ok", True):
