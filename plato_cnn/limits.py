@@ -6,16 +6,19 @@ The expected background-subtracted stamp of one frame (electrons, the campaign r
 geometry: :func:`plato_sim.stamps.extract_stamp`, ``size x size`` pixels, the star within half
 a pixel of the centre pixel ``size // 2``) is::
 
-    mu_k(theta) = flux_e * psf_k(dz, dx, dy, a_5, a_6, a_7, a_8, a_11) + background_e
+    mu_k(theta) = flux_e * psf_k(dz, dx, dy, a_5 .. a_11, c) + background_e
 
 with ``psf`` the fast engine's pixel-integrated, flux-normalised stamp
 (:class:`plato_sim.engines.fast.FastEngine`, OGSE spectrum) of the camera's optical model at
-thermal focal shift ``dz_th + dz`` (um), sub-pixel offset ``(dx, dy)`` (px) and Noll
-perturbations ``a_j`` (nm RMS) added to the camera's own wavefront.  ``background_e`` is the
-diffuse light left after the closed-shutter frame is subtracted (e-/px).  The parameter
-vector is :data:`PARAMS`: ``dz_um``, ``flux_e``, ``background_e``, ``dx_px``, ``dy_px`` and
-the Zernike nuisances ``z5_nm ...``; every one of them is unknown unless a caller says
-otherwise.
+thermal focal shift ``dz_th + dz`` (um), sub-pixel offset ``(dx, dy)`` (px), Noll
+perturbations ``a_j`` (nm RMS) added to the camera's own wavefront and a change ``c`` of its
+chromatic-shift scale (:data:`CHROM_SCALE`): the terms a
+:class:`plato_sim.wavefront.CameraPerturbation` perturbs (its focal tilt and curvature scale
+only move each field's focus, which the campaign bound leaves free anyway).
+``background_e`` is the diffuse light left after the closed-shutter frame is subtracted
+(e-/px).  The parameters are ``dz_um``, :data:`FRAME_NUISANCES` (``flux_e``,
+``background_e``, ``dx_px``, ``dy_px``), ``z5_nm .. z11_nm`` and ``chrom_scale``; every one of
+them is unknown unless a caller says otherwise.
 
 The Jacobian ``d mu / d theta`` is exact, by torch forward-mode autograd
 (:func:`torch.func.jacfwd` / :func:`torch.func.jvp`) through ``FastEngine.otf`` (the wavefront
@@ -59,11 +62,12 @@ camera's best focus (:mod:`plato_sim.bestfocus`).  ``sigma(T_BF)^2 = grad^T F_(s
 
 Which nuisances are shared is a modelling choice (``aberrations=``):
 
-* ``"per_field"`` (default): flux, background and offset are per frame; the Zernike
-  perturbations are per field position, the same on every plateau and dither (a camera's
-  aberration at one field point does not change with a few degC).  This is the bound of an
-  estimator that knows the optical design up to free Z5-Z8, Z11 at each field position.
-* ``"per_frame"``: every frame marginalises its own Zernike nuisances (looser: shared
+* ``"per_field"`` (default): flux, background and offset are per frame; the aberration
+  nuisances (Z5-Z11, chromatic scale) are per field position, the same on every plateau and
+  dither (a camera's aberration at one field point does not change with a few degC).  This is
+  the bound of an estimator that knows the optical design up to free Z5-Z11 and chromatic
+  scale at each field position (a superset of the emulator's camera perturbations).
+* ``"per_frame"``: every frame marginalises its own aberration nuisances (looser: shared
   parameters are not pooled).
 * ``"known"``: the camera's aberrations are known exactly (tighter).
 
@@ -95,12 +99,14 @@ from plato_sim.scenes.campaign import DEFAULT_FLUX_E, DEFAULT_PLATEAUX_DEGC, Cam
 from plato_sim.scenes.fields import ground_test_fields
 from plato_sim.spectra import Spectrum, ogse_spectrum
 from plato_sim.thermal import ThermalModel
-from plato_sim.wavefront import CameraPerturbation, FieldAberrations, dz_to_z4_nm
+from plato_sim.wavefront import N_ZERNIKE, CameraPerturbation, FieldAberrations, dz_to_z4_nm
 
 from .bft import DEFAULT_S_PRIOR_UM_PER_DEGC
+from .calibrate import TRUTH_N_SUB
 
 __all__ = [
     "NUISANCE_ZERNIKES_NOLL",
+    "CHROM_SCALE",
     "FRAME_NUISANCES",
     "PixelNoise",
     "StampFisher",
@@ -117,8 +123,12 @@ __all__ = [
     "camera_from_truth",
 ]
 
-#: Camera-perturbation nuisances, Noll indices: astigmatism Z5/Z6, coma Z7/Z8, spherical Z11.
-NUISANCE_ZERNIKES_NOLL = (5, 6, 7, 8, 11)
+#: Camera-perturbation nuisances, Noll indices: astigmatism Z5/Z6, coma Z7/Z8, trefoil Z9/Z10,
+#: spherical Z11 (every term :class:`plato_sim.wavefront.CameraPerturbation` perturbs).
+NUISANCE_ZERNIKES_NOLL = (5, 6, 7, 8, 9, 10, 11)
+#: The chromatic-focal-shift nuisance: a multiplier of the design's chromatic shift
+#: (``CameraPerturbation.chrom_scale``; derivative per unit of that scale).
+CHROM_SCALE = "chrom_scale"
 #: Parameters every frame has of its own (flux e-, background e-/px, sub-pixel offset px).
 FRAME_NUISANCES = ("flux_e", "background_e", "dx_px", "dy_px")
 #: Reader's stamp side (pixels): :func:`plato_cnn.campaign.read_campaign` default.
@@ -126,8 +136,9 @@ STAMP_PX = 32
 _ABERRATION_MODES = ("per_field", "per_frame", "known")
 
 
-def _params(zernikes: Sequence[int]) -> tuple[str, ...]:
-    return ("dz_um",) + FRAME_NUISANCES + tuple(f"z{j}_nm" for j in zernikes)
+def _params(zernikes: Sequence[int], chromatic: bool) -> tuple[str, ...]:
+    extra = (CHROM_SCALE,) if chromatic else ()
+    return ("dz_um",) + FRAME_NUISANCES + tuple(f"z{j}_nm" for j in zernikes) + extra
 
 
 # ---------------------------------------------------------------------------------- noise
@@ -298,33 +309,48 @@ def _default_engine(optics: OpticalModel) -> FastEngine:
     return FastEngine(camera=optics.camera, dtype=torch.float64)
 
 
-def _otf_and_derivatives(
-    engine: FastEngine, z0: np.ndarray, spectrum: Spectrum, zernikes: Sequence[int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """OTF ``(B, 2K+1, K+1)`` and its derivatives ``(B, 1 + Z, 2K+1, K+1)``.
+def _wavefront_basis(
+    optics: OpticalModel, spectrum: Spectrum, zernikes: Sequence[int], chromatic: bool
+) -> np.ndarray:
+    """``(P_w, L, J)``: d Noll coefficients (nm) / d each wavefront parameter, per wavelength.
 
-    Derivative 0 is per um of focal shift (through Z4 at every wavelength), the next per nm
-    RMS of each Noll term in ``zernikes``: forward-mode autograd through ``engine.otf``.
+    Rows: focal shift (per um, Z4 at every wavelength), each Noll term of ``zernikes`` (per
+    nm), and with ``chromatic`` the chromatic-shift scale (Z4 of the design's chromatic shift).
     """
-    n_j = z0.shape[-1]
-    cols = [3] + [j - 1 for j in zernikes]
-    if max(cols) >= n_j:
+    n_j = N_ZERNIKE
+    if any(j - 1 >= n_j for j in zernikes):
         raise ValueError(f"Noll index beyond the wavefront's {n_j} terms: {list(zernikes)}")
-    basis = np.zeros((len(cols), n_j))
-    basis[0, 3] = float(dz_to_z4_nm(1.0, engine.camera.f_number))
-    for r, c in enumerate(cols[1:], start=1):
-        basis[r, c] = 1.0
+    n_l = spectrum.n
+    rows = [np.zeros((n_l, n_j))]
+    rows[0][:, 3] = dz_to_z4_nm(1.0, optics.camera.f_number)
+    for j in zernikes:
+        r = np.zeros((n_l, n_j))
+        r[:, j - 1] = 1.0
+        rows.append(r)
+    if chromatic:
+        r = np.zeros((n_l, n_j))
+        chrom_um = optics.design.chromatic_shift_um(spectrum.wavelengths_array_nm)
+        r[:, 3] = dz_to_z4_nm(chrom_um, optics.camera.f_number)
+        rows.append(r)
+    return np.stack(rows)
+
+
+def _otf_and_derivatives(
+    engine: FastEngine, z0: np.ndarray, spectrum: Spectrum, basis: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """OTF ``(B, 2K+1, K+1)`` and its derivatives ``(B, P_w, 2K+1, K+1)`` along each row of
+    ``basis`` (:func:`_wavefront_basis`): forward-mode autograd through ``engine.otf``."""
     zt = torch.as_tensor(z0, dtype=engine.dtype, device=engine.device)
     bt = torch.as_tensor(basis, dtype=engine.dtype, device=engine.device)
 
     def otf_of(a: torch.Tensor) -> torch.Tensor:
-        return torch.view_as_real(engine.otf(zt + (a @ bt)[None, None, :], spectrum))
+        return torch.view_as_real(engine.otf(zt + torch.einsum("p,plj->lj", a, bt), spectrum))
 
-    a0 = torch.zeros(len(cols), dtype=engine.dtype, device=engine.device)
+    a0 = torch.zeros(basis.shape[0], dtype=engine.dtype, device=engine.device)
     with torch.no_grad():
-        jac = jacfwd(otf_of)(a0)  # (B, 2K+1, K+1, 2, Z+1)
+        jac = jacfwd(otf_of)(a0)  # (B, 2K+1, K+1, 2, P_w)
         otf = engine.otf(zt, spectrum)
-    d = torch.view_as_complex(jac.movedim(-1, 1).contiguous())  # (B, Z+1, 2K+1, K+1)
+    d = torch.view_as_complex(jac.movedim(-1, 1).contiguous())  # (B, P_w, 2K+1, K+1)
     return otf, d
 
 
@@ -351,6 +377,7 @@ def stamp_fisher(
     engine: FastEngine | None = None,
     size: int = STAMP_PX,
     zernikes: Sequence[int] = NUISANCE_ZERNIKES_NOLL,
+    chromatic: bool = True,
     keep_jacobian: bool = False,
 ) -> StampFisher:
     """Fisher matrices of single frames of one camera.
@@ -370,11 +397,12 @@ def stamp_fisher(
         engine: fast engine (default float64 on CPU, 16-px period: the campaign emulator's).
         size: stamp side (pixels), star at pixel ``size // 2`` plus the offset.
         zernikes: Noll indices of the wavefront nuisances (nm RMS).
+        chromatic: add the chromatic-shift scale nuisance :data:`CHROM_SCALE`.
         keep_jacobian: also return the Jacobian ``(B, D, size, size, P)``.
 
     Returns:
         :class:`StampFisher` over ``("dz_um", "flux_e", "background_e", "dx_px", "dy_px",
-        "z5_nm", ...)``.
+        "z5_nm", ..., "chrom_scale")``.
     """
     eng = engine or _default_engine(optics)
     sp = spectrum or ogse_spectrum(optics.camera)
@@ -403,13 +431,14 @@ def stamp_fisher(
     zernikes = tuple(int(j) for j in zernikes)
     if any(j in (1, 2, 3, 4) for j in zernikes):
         raise ValueError("Zernike nuisances exclude Z1-Z4 (piston, tilt = offset, defocus = dz)")
-    params = _params(zernikes)
+    params = _params(zernikes, chromatic)
+    basis = _wavefront_basis(optics, sp, zernikes, chromatic)
     z_all = optics.zernikes_nm(t, p, dz, sp.wavelengths_array_nm)
 
     fishers, expected, jacs = [], [], []
     for s0 in range(0, n_b, eng.chunk):
         sl = slice(s0, s0 + eng.chunk)
-        otf, d_otf = _otf_and_derivatives(eng, z_all[sl], sp, zernikes)
+        otf, d_otf = _otf_and_derivatives(eng, z_all[sl], sp, basis)
         nb, nz = d_otf.shape[0], d_otf.shape[1]
         offs = torch.as_tensor(np.ascontiguousarray(off[sl]), dtype=eng.dtype, device=eng.device)
         with torch.no_grad():
@@ -657,7 +686,7 @@ class CampaignInformation:
         fpd = design.frames_per_dither if frames_per_dither is None else int(frames_per_dither)
         if fpd < 1:
             raise ValueError("frames_per_dither >= 1")
-        zern = [p for p in self.params if p.startswith("z")]
+        zern = [p for p in self.params if p != "dz_um" and p not in FRAME_NUISANCES]
         if aberrations == "per_field":
             keep, nuis = ["dz_um"] + zern, list(FRAME_NUISANCES)
         elif aberrations == "per_frame":
@@ -669,7 +698,7 @@ class CampaignInformation:
         s = self.s_um_per_degC
         t_f = self.t_field_degC
         n_f, n_k = info.shape[0], len(keep)
-        # (s, T_f,i, zernikes_i) per field: dz = s (T_p - T_f,i), zernikes unchanged
+        # (s, T_f,i, aberrations_i) per field: dz = s (T_p - T_f,i), aberrations unchanged
         a = np.zeros((n_f, len(idx), n_k, n_k + 1))
         a[:, :, 0, 0] = all_t[idx][None, :] - t_f[:, None]
         a[:, :, 0, 1] = -s
@@ -737,8 +766,9 @@ def campaign_information(
     design: CampaignDesign | None = None,
     engine: FastEngine | None = None,
     eef_engine: FastEngine | None = None,
-    n_sub: int = 3,
+    n_sub: int = TRUTH_N_SUB,
     zernikes: Sequence[int] = NUISANCE_ZERNIKES_NOLL,
+    chromatic: bool = True,
     curvature_step_um: float = 10.0,
 ) -> CampaignInformation:
     """Per-frame Fisher information of a campaign of ``camera`` and its T_BF linearisation.
@@ -748,8 +778,10 @@ def campaign_information(
         design: the campaign design (default :class:`CampaignDesign`).
         engine: fast engine of the Fisher matrices (default float64).
         eef_engine: fast engine of the expected EEF (default float32, as the emulator's truth).
-        n_sub: sub-pixel grid of the expected EEF (n x n).
+        n_sub: sub-pixel grid of the expected EEF (n x n; default that of the benchmarks'
+            truths, :data:`plato_cnn.calibrate.TRUTH_N_SUB`).
         zernikes: Noll indices of the wavefront nuisances.
+        chromatic: add the chromatic-shift scale nuisance.
         curvature_step_um: point spacing of the EEF curvature fit (um).
 
     Cost: one OTF and its forward-mode derivatives per field and plateau, plus ~45 expected
@@ -781,7 +813,7 @@ def campaign_information(
     oo = np.repeat(offs, n_p, axis=0)
     sf = stamp_fisher(
         optics, tt, pp, dd, oo, design.flux_e, 0.0, design.noise(), sp, engine, design.stamp_px,
-        zernikes,
+        zernikes, chromatic,
     )  # fmt: skip
     n_d = offs.shape[1]
     k = len(sf.params)
