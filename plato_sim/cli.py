@@ -1,7 +1,8 @@
 """``plato-sim``: a thin command line over :mod:`plato_sim`.
 
 Subcommands: ``psf`` (one stamp to FITS), ``generate`` and ``info`` (training datasets),
-``campaign`` (an emulated ground-test campaign in format v1).
+``campaign`` (an emulated ground-test campaign in format v1), ``imagettes`` (emulated
+in-orbit star imagettes at one TRP1 temperature).
 Each subcommand parses its arguments and calls the library; no physics lives here.
 Negative numbers and comma lists parse as values
 (``--defocus-um -50``, ``--offset-px -0.3,0.2``).
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_psf)
     _add_dataset_commands(sub)
     _add_campaign_command(sub)
+    _add_imagettes_command(sub)
     return ap
 
 
@@ -199,6 +201,58 @@ def _cmd_campaign(args: argparse.Namespace) -> int:
         f"{args.out}: {truth['n_source_frames']} source frames on {len(truth['obsids'])} "
         f"plateaux (OBSIDs {truth['obsids']}), true T_BF {truth['t_bf_degC']:.2f} degC, "
         f"{truth['seconds_total']:.1f} s; truth: {truth_path(args.out)}"
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- imagettes
+def _add_imagettes_command(sub) -> None:
+    """``imagettes``: emulated in-orbit star windows (plato_sim.scenes.imagettes)."""
+    p = sub.add_parser("imagettes", help="write emulated in-orbit imagettes (one FITS file)")
+    p.add_argument("--out", required=True, help="output FITS file")
+    p.add_argument("--temperature-degC", type=float, required=True, help="TRP1 temperature")
+    p.add_argument("--n-stars", type=int, default=100, help="stars across the field")
+    p.add_argument("--bft-degC", type=float, default=-78.0, help="true best-focus TRP1 (degC)")
+    p.add_argument("--v-mag", type=float_list, default=[8.5, 13.0], help="V range lo,hi")
+    p.add_argument("--teff-K", type=float_list, default=[3500.0, 7500.0], help="Teff range lo,hi")
+    p.add_argument("--size", type=int, default=10, help="imagette side (pixels, 6-16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the camera and of the field")
+    p.add_argument(
+        "--perturbation", type=float, default=1.0, help="camera perturbation strength (0 = design)"
+    )
+    p.add_argument("--camera", default="emulated", help="camera id written to the header")
+    p.add_argument("--no-truth", action="store_true", help="leave out the TRUTH extension")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(func=_cmd_imagettes)
+
+
+def _cmd_imagettes(args: argparse.Namespace) -> int:
+    from .io.imagette_format import write_imagettes
+    from .scenes.imagettes import emulate_imagettes, make_camera
+
+    try:
+        if len(args.v_mag) != 2 or len(args.teff_K) != 2:
+            raise ValueError("--v-mag and --teff-K need two values lo,hi")
+        cam = make_camera(args.seed, args.bft_degC, args.perturbation)
+        field = emulate_imagettes(
+            cam,
+            args.temperature_degC,
+            args.n_stars,
+            seed=args.seed,
+            v_mag_range=tuple(args.v_mag),
+            teff_range_K=tuple(args.teff_K),
+            size_px=args.size,
+            camera_name=args.camera,
+        )
+        if args.no_truth:
+            field.truth = None
+        path = write_imagettes(args.out, field, overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as exc:
+        raise SystemExit(f"plato-sim imagettes: {exc}") from exc
+    print(
+        f"wrote {path}: {args.n_stars} imagettes at TRP1 {args.temperature_degC:.2f} degC, "
+        f"true T_BF {cam.t_bf_degC:.2f} degC (change to best focus "
+        f"{cam.t_bf_degC - args.temperature_degC:+.2f} degC)"
     )
     return 0
 

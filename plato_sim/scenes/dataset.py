@@ -110,10 +110,19 @@ def default_config() -> dict:
     return yaml.safe_load(text)
 
 
+#: Optional top-level config sections, absent from the default config: a config holding
+#: ``imagettes`` makes in-orbit imagette samples (:mod:`plato_sim.scenes.imagettes`); a config
+#: without it is exactly what it always was (same manifest, same shards).
+OPTIONAL_SECTIONS = ("imagettes",)
+
+
 def _merge(base: dict, over: dict, path: str, src: str) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
         where = f"{path}.{k}" if path else k
+        if not path and k in OPTIONAL_SECTIONS and k not in base:
+            out[k] = copy.deepcopy(v)
+            continue
         if k not in base:
             raise ValueError(f"{src}: unknown config key {where!r}")
         # 'detector' maps parameter names to specs: a user may add any DetectorModel name
@@ -193,6 +202,10 @@ def validate_config(cfg: dict) -> None:
     draw_value(rng, cfg["focus"]["dz_um"], "focus.dz_um")
     draw_value(rng, cfg["cameras"]["perturbation_strength"], "cameras.perturbation_strength")
     DetectorModel.random(rng, cfg["detector"])
+    if "imagettes" in cfg:
+        from .imagettes import validate_imagette_config
+
+        validate_imagette_config(cfg)
 
 
 def single_thread_torch():
@@ -431,6 +444,86 @@ def _draw_fields(rng: np.random.Generator, n: int, cfg: dict) -> tuple[np.ndarra
     return th, ph
 
 
+@dataclass(frozen=True)
+class OpticalStates:
+    """The optical states of a shard: camera, field position and focus of each.
+
+    Attributes:
+        cam_idx: ``(S,)`` pool index of each state's camera.
+        theta_deg, phi_deg: ``(S,)`` field positions.
+        models: pool index -> :class:`plato_sim.optics.CameraModel` of the cameras used.
+        dz_field_best_um: ``(S,)`` thermal focal shift of the field's EEF-optimal focus.
+        dz_camera_best_um: ``(S,)`` thermal focal shift at the camera's best focus.
+        dz_th_um: ``(S,)`` thermal focal shift of the state.
+    """
+
+    cam_idx: np.ndarray
+    theta_deg: np.ndarray
+    phi_deg: np.ndarray
+    models: dict
+    dz_field_best_um: np.ndarray
+    dz_camera_best_um: np.ndarray
+    dz_th_um: np.ndarray
+
+
+def draw_optical_states(
+    rng: np.random.Generator, n_states: int, cfg: dict, cameras: list[CameraEntry]
+) -> OpticalStates:
+    """Draw ``n_states`` optical states (camera, field, focus) from ``rng`` and the config."""
+    cam_idx = rng.integers(len(cameras), size=n_states)
+    th, ph = _draw_fields(rng, n_states, cfg)
+    dz_off = draw_value(rng, cfg["focus"]["dz_um"], "focus.dz_um", n_states)
+    models = {int(i): cameras[int(i)].model() for i in np.unique(cam_idx)}
+    dz_fbest = np.empty(n_states)
+    for i in np.unique(cam_idx):
+        sel = cam_idx == i
+        dz_fbest[sel] = cameras[int(i)].field_best_focus_um(th[sel], ph[sel], models[int(i)].optics)
+    dz_cbest = np.array([cameras[int(i)].dz_bf_um for i in cam_idx])
+    ref = cfg["focus"]["reference"]
+    dz_th = dz_off + {"field_best": dz_fbest, "camera_best": dz_cbest, "zero": 0.0}[ref]
+    return OpticalStates(cam_idx, th, ph, models, dz_fbest, dz_cbest, dz_th)
+
+
+def detector_labels(lab: np.ndarray, idx: np.ndarray, det: DetectorModel) -> None:
+    """Write the detector parameters of samples ``idx`` into their labels (in place)."""
+    lab["gain_e_per_adu"][idx] = det.gain_e_per_adu
+    lab["offset_adu"][idx] = det.offset_adu
+    lab["read_noise_e"][idx] = det.read_noise_e
+    lab["dark_e_per_s"][idx] = det.dark_e_per_s
+    lab["prnu_sigma"][idx] = det.prnu_sigma
+    lab["hot_pixel_fraction"][idx] = det.hot_pixel_fraction
+    lab["cosmic_rate_per_cm2_s"][idx] = det.cosmic_rate_per_cm2_s
+
+
+def state_labels(
+    lab: np.ndarray, states: OpticalStates, cameras: list[CameraEntry], state_of: np.ndarray
+) -> None:
+    """Write the camera, field and focus labels of every sample (in place)."""
+    cam_idx, th, ph, models = states.cam_idx, states.theta_deg, states.phi_deg, states.models
+    dz_th, dz_fbest = states.dz_th_um, states.dz_field_best_um
+    cams = [cameras[int(i)] for i in cam_idx]
+    st = state_of
+    lab["optical_state"] = st
+    lab["camera_id"] = np.array([cm.camera_id for cm in cams])[st]
+    lab["theta_deg"], lab["phi_deg"] = th[st], ph[st]
+    lab["dz_th_um"] = dz_th[st]
+    dz_local = np.array(
+        [
+            models[int(cam_idx[s])].optics.local_focal_offset_um(th[s], ph[s], dz_th[s])
+            for s in range(len(cam_idx))
+        ]
+    )
+    lab["dz_local_um"] = dz_local[st]
+    lab["dz_field_best_um"] = dz_fbest[st]
+    lab["dz_from_best_um"] = (dz_th - dz_fbest)[st]
+    lab["dz_camera_best_um"] = states.dz_camera_best_um[st]
+    temp = [models[int(cam_idx[s])].thermal.temperature_degC(dz_th[s]) for s in range(len(cam_idx))]
+    lab["temperature_degC"] = np.asarray(temp, dtype=float)[st]
+    lab["t0_degC"] = np.array([cm.t0_degC for cm in cams])[st]
+    lab["t_bf_degC"] = np.array([cm.t_bf_degC for cm in cams])[st]
+    lab["s_um_per_degC"] = np.array([cm.s_um_per_degC for cm in cams])[st]
+
+
 def make_shard(
     cfg: dict,
     seed: int,
@@ -443,6 +536,10 @@ def make_shard(
 
     Deterministic in ``(cfg, seed, shard_index, n_samples, cameras)``.
     """
+    if "imagettes" in cfg:  # in-orbit imagettes: another scene, the same shard contract
+        from .imagettes import make_imagette_shard
+
+        return make_imagette_shard(cfg, seed, shard_index, n_samples, cameras, engine)
     if n_samples < 1:
         raise ValueError(f"make_shard: n_samples must be >= 1, got {n_samples}")
     if not cameras:
@@ -462,17 +559,14 @@ def make_shard(
     # --- optical states: camera, field position, focus
     n_states = math.ceil(n_samples / per)
     state_of = np.arange(n_samples) // per
-    cam_idx = rng.integers(len(cameras), size=n_states)
-    th, ph = _draw_fields(rng, n_states, cfg)
-    dz_off = draw_value(rng, cfg["focus"]["dz_um"], "focus.dz_um", n_states)
-    models = {int(i): cameras[int(i)].model() for i in np.unique(cam_idx)}
-    dz_fbest = np.empty(n_states)
-    for i in np.unique(cam_idx):
-        sel = cam_idx == i
-        dz_fbest[sel] = cameras[int(i)].field_best_focus_um(th[sel], ph[sel], models[int(i)].optics)
-    dz_cbest = np.array([cameras[int(i)].dz_bf_um for i in cam_idx])
-    ref = cfg["focus"]["reference"]
-    dz_th = dz_off + {"field_best": dz_fbest, "camera_best": dz_cbest, "zero": 0.0}[ref]
+    os_ = draw_optical_states(rng, n_states, cfg, cameras)
+    cam_idx, th, ph, models, dz_th = (
+        os_.cam_idx,
+        os_.theta_deg,
+        os_.phi_deg,
+        os_.models,
+        os_.dz_th_um,
+    )
 
     # --- per-sample draws
     flux = draw_value(rng, ex["flux_e"], "exposure.flux_e", n_samples)
@@ -535,42 +629,15 @@ def make_shard(
             lab["centre_col"][i] = cut.centre_col
             lab["n_outside_px"][i] = int(cut.valid.size - np.count_nonzero(cut.valid))
             lab["saturated"][i] = sat[k]
-        lab["gain_e_per_adu"][idx] = det.gain_e_per_adu
-        lab["offset_adu"][idx] = det.offset_adu
-        lab["read_noise_e"][idx] = det.read_noise_e
-        lab["dark_e_per_s"][idx] = det.dark_e_per_s
-        lab["prnu_sigma"][idx] = det.prnu_sigma
-        lab["hot_pixel_fraction"][idx] = det.hot_pixel_fraction
-        lab["cosmic_rate_per_cm2_s"][idx] = det.cosmic_rate_per_cm2_s
+        detector_labels(lab, idx, det)
 
     # --- labels
-    cams = [cameras[int(i)] for i in cam_idx]
     st = state_of
     lab["seed"] = seed
     lab["shard"] = shard_index
     lab["index"] = np.arange(n_samples)
-    lab["optical_state"] = st
-    lab["camera_id"] = np.array([cm.camera_id for cm in cams])[st]
-    lab["theta_deg"], lab["phi_deg"] = th[st], ph[st]
     lab["ccd"], lab["ccd_row"], lab["ccd_col"] = ccd[st], ccd_row[st], ccd_col[st]
-    lab["dz_th_um"] = dz_th[st]
-    dz_local = np.array(
-        [
-            models[int(cam_idx[s])].optics.local_focal_offset_um(th[s], ph[s], dz_th[s])
-            for s in range(n_states)
-        ]
-    )
-    lab["dz_local_um"] = dz_local[st]
-    lab["dz_field_best_um"] = dz_fbest[st]
-    lab["dz_from_best_um"] = (dz_th - dz_fbest)[st]
-    lab["dz_camera_best_um"] = dz_cbest[st]
-    s_arr = np.array([cm.s_um_per_degC for cm in cams])
-    t0_arr = np.array([cm.t0_degC for cm in cams])
-    temp = [models[int(cam_idx[s])].thermal.temperature_degC(dz_th[s]) for s in range(n_states)]
-    lab["temperature_degC"] = np.asarray(temp, dtype=float)[st]
-    lab["t0_degC"] = t0_arr[st]
-    lab["t_bf_degC"] = np.array([cm.t_bf_degC for cm in cams])[st]
-    lab["s_um_per_degC"] = s_arr[st]
+    state_labels(lab, os_, cameras, st)
     star_row = pix[:, 0] + sub[:, 1]
     star_col = pix[:, 1] + sub[:, 0]
     lab["star_row_px"], lab["star_col_px"] = star_row, star_col
