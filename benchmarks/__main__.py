@@ -35,7 +35,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,8 @@ class Benchmark:
     expected_quick_s: float = 60.0
     expected_full_s: float = 600.0
     notes: str = ""
-    extra: dict = field(default_factory=dict)
+    #: run without ``--only`` (False: only when named, e.g. the GPU check)
+    in_default: bool = True
 
     @property
     def module(self) -> str:
@@ -112,6 +113,12 @@ REGISTRY: tuple[Benchmark, ...] = (
         notes="runs on classical_bft's cached campaigns (same seed and sizes)",
     ),
     Benchmark(
+        "domain_shift",
+        "CNN on cameras unlike its training set, before and after fine-tuning",
+        expected_quick_s=300,
+        expected_full_s=1500,
+    ),
+    Benchmark(
         "limits",
         "Cramer-Rao bound on T_BF",
         expected_quick_s=120,
@@ -122,6 +129,14 @@ REGISTRY: tuple[Benchmark, ...] = (
         "In-orbit focus check",
         expected_quick_s=120,
         expected_full_s=600,
+    ),
+    Benchmark(
+        "gpu_check",
+        "GPU check: fast engine and a FocusNet epoch, CUDA against CPU",
+        expected_quick_s=60,
+        expected_full_s=300,
+        notes="not part of the default run: `python -m benchmarks --only gpu_check` on a GPU",
+        in_default=False,
     ),
 )
 BY_NAME = {b.name: b for b in REGISTRY}
@@ -352,6 +367,8 @@ def render_summary(
         lines += [f"{h}# Accuracy: classical vs CNN vs bound", "", acc, ""]
     for b in REGISTRY:
         r = res.get(b.name)
+        if r is None and not b.in_default:
+            continue
         lines += [f"{h}# `{b.name}`: {b.title}", ""]
         if r is None:
             why = "module not present" if not b.available() else "not run yet"
@@ -407,8 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for b in REGISTRY:
             state = "available" if b.available() else "not available"
+            state += "" if b.in_default else " (--only)"
             print(
-                f"{b.name:14s} {state:14s} ~{b.expected_quick_s / 60:.0f} min quick, "
+                f"{b.name:14s} {state:24s} ~{b.expected_quick_s / 60:.0f} min quick, "
                 f"~{b.expected_full_s / 60:.0f} min full  {b.title}"
             )
         return 0
@@ -421,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     runner: dict | None = None
     failures = 0
     if not args.summary_only:
-        chosen = [BY_NAME[n] for n in args.only] if args.only else list(REGISTRY)
+        default = [b for b in REGISTRY if b.in_default]
+        chosen = [BY_NAME[n] for n in args.only] if args.only else default
         t0 = time.perf_counter()
         for k, b in enumerate(chosen, 1):
             head = f"[{k}/{len(chosen)}] {b.name}"
