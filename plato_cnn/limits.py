@@ -66,9 +66,14 @@ Which nuisances are shared is a modelling choice (``aberrations=``):
   nuisances (Z5-Z11, chromatic scale) are per field position, the same on every plateau and
   dither (a camera's aberration at one field point does not change with a few degC).  This is
   the bound of an estimator that knows the optical design up to free Z5-Z11 and chromatic
-  scale at each field position (a superset of the emulator's camera perturbations).
-* ``"per_frame"``: every frame marginalises its own aberration nuisances (looser: shared
-  parameters are not pooled).
+  scale at each field position (a superset of the emulator's camera perturbations).  An
+  aberration also moves the field's EEF-optimal focus ``D*_i``: with ``T_f,i`` as parameter
+  the frame's focus is ``dz = s (T_p - T_f,i) + D*_i(a_i)``, and ``dD*_i/da`` (from the
+  expected EEF, :attr:`CampaignInformation.optimum_sensitivity`) enters the Jacobian: what the
+  images leave unknown of the aberrations is unknown of the optimum.
+* ``"per_frame"``: every frame marginalises its own aberration nuisances, as the issue's
+  first formulation has it; aberrations are then not a property of the field, so their effect
+  on the field's optimum is left out (this mode is not an upper bound on ``per_field``).
 * ``"known"``: the camera's aberrations are known exactly (tighter).
 
 With a single plateau ``s`` cannot be separated from the ``T_f,i`` (the Fisher matrix is
@@ -85,7 +90,7 @@ assumes; TRP1 read-out noise is neglected (~0.015 degC per sample, averaged over
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -626,6 +631,9 @@ class CampaignInformation:
         t_field_degC: ``(F,)`` true per-field EEF-optimal temperatures.
         t_bf_degC: the camera's true best-focus temperature (field-averaged EEF).
         eef_curvature_per_um2: ``(F,)`` ``-d^2 EEF_i / d dz^2`` at the camera's best focus.
+        optimum_sensitivity: ``(F, A)`` shift of each field's EEF-optimal focus (um) per unit
+            of each aberration nuisance (the parameters after ``dz_um`` and
+            :data:`FRAME_NUISANCES`, in order).
         max_e: ``(F, P_l, D)`` brightest expected pixel of each frame (e-).
     """
 
@@ -636,6 +644,7 @@ class CampaignInformation:
     t_field_degC: np.ndarray
     t_bf_degC: float
     eef_curvature_per_um2: np.ndarray
+    optimum_sensitivity: np.ndarray
     max_e: np.ndarray
 
     @property
@@ -698,10 +707,14 @@ class CampaignInformation:
         s = self.s_um_per_degC
         t_f = self.t_field_degC
         n_f, n_k = info.shape[0], len(keep)
-        # (s, T_f,i, aberrations_i) per field: dz = s (T_p - T_f,i), aberrations unchanged
+        # (s, T_f,i, aberrations_i) per field -> (dz, aberrations) of each plateau:
+        # dz = s (T_p - T_f,i) + D*_i(aberrations_i), D*_i the field's EEF-optimal focus (an
+        # aberration that moves the optimum moves T_f,i at a fixed image: that is its cost)
         a = np.zeros((n_f, len(idx), n_k, n_k + 1))
         a[:, :, 0, 0] = all_t[idx][None, :] - t_f[:, None]
         a[:, :, 0, 1] = -s
+        if aberrations == "per_field":
+            a[:, :, 0, 2:] = self.optimum_sensitivity[:, None, :]
         for k in range(1, n_k):
             a[:, :, k, k + 1] = 1.0
         m = np.einsum("fpki,fpkl,fplj->fij", a, info, a)
@@ -761,6 +774,51 @@ def _eef_curvature_per_um2(
     return -2.0 * a2
 
 
+def _optimum_sensitivity(
+    optics: OpticalModel,
+    theta: np.ndarray,
+    phi: np.ndarray,
+    dz_opt_um: np.ndarray,
+    spectrum: Spectrum,
+    engine: FastEngine | None,
+    n_sub: int,
+    step_um: float,
+    zernikes: Sequence[int],
+    chromatic: bool,
+    eps_nm: float = 20.0,
+    eps_chrom: float = 0.1,
+) -> np.ndarray:
+    """``(F, A)``: how far each field's EEF-optimal focus moves (um) per unit of each
+    aberration nuisance (nm of Z_j, then the chromatic scale), by central differences of the
+    vertex of the parabola through the expected EEF at ``dz_opt +- step`` and ``dz_opt``."""
+    x = step_um * np.arange(-1, 2)
+    pert = optics.perturbation
+
+    def vertex(opt: OpticalModel) -> np.ndarray:
+        e = expected_eef(opt, theta[:, None], phi[:, None], dz_opt_um[:, None] + x[None, :],
+                         spectrum, engine, n_sub)  # fmt: skip
+        den = e[:, 0] - 2.0 * e[:, 1] + e[:, 2]
+        if np.any(den >= 0):
+            raise ValueError("expected EEF not concave at a field's optimum: no sensitivity")
+        return dz_opt_um + 0.5 * step_um * (e[:, 0] - e[:, 2]) / den
+
+    cols = []
+    for j in zernikes:
+        vs = []
+        for sign in (1.0, -1.0):
+            extra = list(pert.extra_nm)
+            extra[j - 5] += sign * eps_nm
+            vs.append(vertex(replace(optics, perturbation=replace(pert, extra_nm=tuple(extra)))))
+        cols.append((vs[0] - vs[1]) / (2.0 * eps_nm))
+    if chromatic:
+        vs = [
+            vertex(replace(optics, perturbation=replace(pert, chrom_scale=pert.chrom_scale + d)))
+            for d in (eps_chrom, -eps_chrom)
+        ]
+        cols.append((vs[0] - vs[1]) / (2.0 * eps_chrom))
+    return np.stack(cols, axis=1) if cols else np.zeros((theta.size, 0))
+
+
 def campaign_information(
     camera: CameraModel,
     design: CampaignDesign | None = None,
@@ -800,6 +858,8 @@ def campaign_information(
     dz_bf, _ = best_focus_shift_um(optics, theta, phi, sp, eef_eng, n_sub)
     curv = _eef_curvature_per_um2(optics, theta, phi, dz_bf, sp, eef_eng, n_sub,
                                   curvature_step_um)  # fmt: skip
+    sens = _optimum_sensitivity(optics, theta, phi, dz_opt, sp, eef_eng, n_sub,
+                                curvature_step_um, zernikes, chromatic)  # fmt: skip
     th = camera.thermal
     t_field = np.asarray(th.temperature_degC(dz_opt), dtype=float)
     t_bf = float(th.temperature_degC(dz_bf))
@@ -825,6 +885,7 @@ def campaign_information(
         t_field_degC=t_field,
         t_bf_degC=t_bf,
         eef_curvature_per_um2=curv,
+        optimum_sensitivity=sens,
         max_e=sf.max_e.reshape(n_f, n_p, n_d),
     )
 
@@ -849,8 +910,6 @@ def tbf_bound(
     with all plateaux and :meth:`CampaignInformation.bound` per subset (the costly part is
     shared).
     """
-    from dataclasses import replace
-
     d = replace(design or CampaignDesign(), plateaux_degC=tuple(float(t) for t in plateaux_degC))
     return campaign_information(camera, d, **kwargs).bound(aberrations=aberrations)
 

