@@ -48,6 +48,7 @@ __all__ = [
     "FixedPattern",
     "draw_value",
     "saturation_mask",
+    "saturation_signal_adu",
     "NOMINAL_GAIN_E_PER_ADU",
     "NOMINAL_OFFSET_ADU",
     "FULL_WELL_E",
@@ -65,6 +66,16 @@ MEAN_QE = 0.6267  # PlatoSim3 default mean QE (plato-facts.md)
 
 # A saturated pixel in ground-test-format.md: signal above the offset > 90 % of the full well.
 SATURATION_FRACTION_OF_FULL_WELL = 0.9
+
+
+def saturation_signal_adu(gain_e_per_adu: float, full_well_e: float = FULL_WELL_E) -> float:
+    """Signal above the offset (ADU) beyond which a pixel counts as saturated.
+
+    The one statement of the ground-test-format.md rule: 90 % of the full well (e-) converted
+    with the gain (e-/ADU).  Callers add the ADC limit where it applies
+    (:attr:`DetectorModel.saturation_adu`, :func:`plato_sim.stamps.saturation_level_adu`).
+    """
+    return SATURATION_FRACTION_OF_FULL_WELL * full_well_e / gain_e_per_adu
 
 
 @dataclass(frozen=True)
@@ -190,9 +201,7 @@ class DetectorModel:
     @property
     def saturation_adu(self) -> float:
         """Raw level (ADU) above which a pixel counts as saturated (ground-test-format.md)."""
-        level = self.offset_adu + SATURATION_FRACTION_OF_FULL_WELL * (
-            self.full_well_e / self.gain_e_per_adu
-        )
+        level = self.offset_adu + saturation_signal_adu(self.gain_e_per_adu, self.full_well_e)
         return float(min(level, self.adc_max_adu))
 
     def electrons_from_photons(self, photons: np.ndarray | float) -> np.ndarray:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .detector import ADC_MAX_ADU, FULL_WELL_E, SATURATION_FRACTION_OF_FULL_WELL
+from .detector import ADC_MAX_ADU, FULL_WELL_E, saturation_signal_adu
 
 __all__ = [
     "StampCut",
@@ -63,10 +63,10 @@ def background_adu(closed_frames_adu: np.ndarray) -> np.ndarray:
 def saturation_level_adu(gain_e_per_adu: float, full_well_e: float = FULL_WELL_E) -> float:
     """Background-subtracted level (ADU) above which a star counts as saturated.
 
-    ground-test-format.md: 90 % of the full well converted with the gain, and never above the
+    ground-test-format.md (:func:`plato_sim.detector.saturation_signal_adu`), never above the
     ADC range (a raw value at 65535 ADU is saturated as well, whatever its background).
     """
-    return min(float(ADC_MAX_ADU), SATURATION_FRACTION_OF_FULL_WELL * full_well_e / gain_e_per_adu)
+    return min(float(ADC_MAX_ADU), saturation_signal_adu(gain_e_per_adu, full_well_e))
 
 
 def centroid(image: np.ndarray, row: int, col: int, radius: int = 5) -> tuple[float, float]:
