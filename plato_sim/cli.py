@@ -123,28 +123,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     from .generate import describe, write_gallery
 
-    try:
+    try:  # unreadable or corrupt shards, unwritable outputs: one line, no traceback
         info = describe(args.dir, verify=args.verify)
-    except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"plato-sim info: {exc}") from exc
-    for k, v in info.items():
-        if k != "labels":
-            print(f"{k}: {v}")
-    for name, d in info.get("labels", {}).items():
-        print(
-            f"  {name:22s} [{d['unit']:6s}] mean {d['mean']:11.4g} std {d['std']:10.4g} "
-            f"min {d['min']:11.4g} median {d['median']:11.4g} max {d['max']:11.4g}"
-        )
-    if args.json:
-        Path(args.json).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    if info.get("status") == "complete":
-        png = write_gallery(args.dir, args.gallery or Path(args.dir) / "gallery.png")
-        print(f"gallery: {png}")
-    if args.fits:
-        from .io.store import ShardedDataset, export_fits
+        for k, v in info.items():
+            if k != "labels":
+                print(f"{k}: {v}")
+        for name, d in info.get("labels", {}).items():
+            print(
+                f"  {name:22s} [{d['unit']:6s}] mean {d['mean']:11.4g} std {d['std']:10.4g} "
+                f"min {d['min']:11.4g} median {d['median']:11.4g} max {d['max']:11.4g}"
+            )
+        if args.json:
+            Path(args.json).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        if info.get("status") == "complete":
+            png = write_gallery(args.dir, args.gallery or Path(args.dir) / "gallery.png")
+            print(f"gallery: {png}")
+        if args.fits:
+            from .io.store import ShardedDataset, export_fits
 
-        idx = [int(v) for v in float_list(args.indices)]
-        print(f"fits: {export_fits(ShardedDataset(args.dir), idx, args.fits)}")
+            idx = [int(v) for v in float_list(args.indices)]
+            print(f"fits: {export_fits(ShardedDataset(args.dir), idx, args.fits)}")
+    except (ValueError, OSError, IndexError) as exc:  # IndexError: --indices out of range
+        raise SystemExit(f"plato-sim info: {' '.join(str(exc).splitlines())}") from exc
     if args.verify and info.get("invalid_shards"):
         print(f"invalid shards: {info['invalid_shards']} (rerun generate to regenerate them)")
         return 1

@@ -31,6 +31,7 @@ from . import __version__
 from .io.store import (
     CAMERAS_NAME,
     MANIFEST_NAME,
+    read_manifest,
     read_sidecar,
     sha256_file,
     shard_is_valid,
@@ -220,7 +221,10 @@ def generate(
     manifest_path = out / MANIFEST_NAME
     identity = {"config": json.loads(config_json(cfg)), "seed": seed, "n_samples": n}
     if manifest_path.exists():
-        old = json.loads(manifest_path.read_text(encoding="utf-8"))
+        try:
+            old = read_manifest(out)
+        except ValueError as exc:  # corrupt: which dataset the folder holds is unknown
+            raise ValueError(f"{exc}; choose a new --out or delete the folder") from exc
         mismatch = [k for k, v in identity.items() if old.get(k) != v]
         if mismatch:
             raise ValueError(

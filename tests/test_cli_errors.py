@@ -1,0 +1,119 @@
+"""Bad dataset folders (issue 7): one clear line naming the file, a non-zero exit, no traceback.
+
+``plato-sim generate`` into a folder whose manifest is corrupt or not a JSON object, and
+``plato-sim info`` on a dataset whose shard cannot be read or whose outputs cannot be written.
+The datasets are written directly with :func:`plato_sim.io.store.write_shard` (two tiny
+shards, no physics), so every test runs in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from plato_sim import cli
+from plato_sim.generate import MANIFEST_FORMAT, generate
+from plato_sim.io.store import MANIFEST_NAME, shard_name, write_json_atomic, write_shard
+from plato_sim.scenes.dataset import label_dtype
+
+N_PER_SHARD = 8
+
+
+@pytest.fixture()
+def tiny_dataset(tmp_path) -> Path:
+    """A complete two-shard dataset folder (random labels, flat stamps)."""
+    root = tmp_path / "ds"
+    root.mkdir()
+    rng = np.random.default_rng(7)
+    shards = []
+    for k in range(2):
+        lab = np.zeros(N_PER_SHARD, label_dtype())
+        for name in lab.dtype.names:
+            lab[name] = rng.integers(1, 5, N_PER_SHARD)
+        stamps = rng.normal(0.0, 1.0, (N_PER_SHARD, 8, 8)).astype(np.float32)
+        digest = write_shard(root / shard_name(k), stamps, lab, {"shard": k})
+        shards.append({"file": shard_name(k), "n": N_PER_SHARD, "sha256": digest})
+    write_json_atomic(
+        root / MANIFEST_NAME,
+        {"format": MANIFEST_FORMAT, "status": "complete", "n_samples": 16, "shards": shards},
+    )
+    return root
+
+
+def _one_line_exit(argv: list[str]) -> str:
+    """Run ``plato-sim ARGV`` in-process; it must exit with a one-line message (returned)."""
+    with pytest.raises(SystemExit) as ei:
+        cli.main(argv)
+    msg = ei.value.code
+    assert isinstance(msg, str), f"exit status {msg!r} instead of a message"
+    assert len(msg.splitlines()) == 1 and "Traceback" not in msg
+    return msg
+
+
+# ------------------------------------------------------------------------ generate: manifest
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("{not json", "corrupt manifest"),
+        ("[1, 2, 3]", "a JSON list, not an object"),
+        ('"text"', "a JSON str, not an object"),
+        (b"\xff\xfe{}", "corrupt manifest"),
+    ],
+)
+def test_generate_refuses_a_corrupt_manifest_naming_it(tmp_path, content, says):
+    manifest = tmp_path / MANIFEST_NAME
+    if isinstance(content, bytes):
+        manifest.write_bytes(content)
+    else:
+        manifest.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError) as ei:
+        generate(tmp_path, n=4, workers=1, progress=False)
+    assert str(manifest) in str(ei.value) and says in str(ei.value)
+    assert "delete the folder" in str(ei.value)
+    msg = _one_line_exit(["generate", "--out", str(tmp_path), "--n", "4", "--workers", "1"])
+    assert msg.startswith("plato-sim generate: ") and str(manifest) in msg and says in msg
+    assert manifest.read_bytes() == (content if isinstance(content, bytes) else content.encode())
+
+
+def test_generate_refuses_a_manifest_it_cannot_read(tmp_path):
+    (tmp_path / MANIFEST_NAME).mkdir()  # a folder where the manifest should be
+    msg = _one_line_exit(["generate", "--out", str(tmp_path), "--n", "4", "--workers", "1"])
+    assert str(tmp_path / MANIFEST_NAME) in msg and "cannot read the manifest" in msg
+
+
+# ------------------------------------------------------------------------ info
+def test_info_on_an_intact_dataset(tiny_dataset, tmp_path, capsys):
+    """The baseline the damaged cases depart from: exit 0, counts printed, a gallery."""
+    assert cli.main(["info", str(tiny_dataset), "--gallery", str(tmp_path / "g.png")]) == 0
+    out = capsys.readouterr().out
+    assert "n_samples: 16" in out and (tmp_path / "g.png").is_file()
+
+
+def test_info_unreadable_shard_is_one_line(tiny_dataset):
+    bad = tiny_dataset / shard_name(1)
+    bad.write_bytes(b"not an HDF5 file" * 64)  # same name, unreadable content
+    msg = _one_line_exit(["info", str(tiny_dataset)])
+    assert msg.startswith("plato-sim info: ") and str(bad) in msg and "cannot open" in msg
+
+
+def test_info_unwritable_outputs_are_one_line(tiny_dataset, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    for opt in ("--gallery", "--json", "--fits"):
+        msg = _one_line_exit(["info", str(tiny_dataset), opt, str(blocker / "x")])
+        assert msg.startswith("plato-sim info: ") and str(blocker) in msg, opt
+
+
+def test_info_sample_index_out_of_range_is_one_line(tiny_dataset, tmp_path):
+    fits = str(tmp_path / "s.fits")
+    msg = _one_line_exit(["info", str(tiny_dataset), "--fits", fits, "--indices", "0,99"])
+    assert "99 out of range for 16 samples" in msg
+
+
+def test_info_corrupt_manifest_is_one_line(tiny_dataset):
+    (tiny_dataset / MANIFEST_NAME).write_text(json.dumps({"shards": []}), encoding="utf-8")
+    msg = _one_line_exit(["info", str(tiny_dataset)])
+    assert str(tiny_dataset / MANIFEST_NAME) in msg and "corrupt manifest" in msg
