@@ -24,14 +24,14 @@ from plato_cnn.cli import main as plato_cnn_main
 from plato_sim.scenes.campaign import emulate_campaign
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out/quickstart", help="output folder")
     ap.add_argument("--bft-degC", type=float, default=-78.6, help="true best-focus temperature")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--fields", type=int, default=40)
     ap.add_argument("--dithers", type=int, default=10)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

@@ -1,0 +1,179 @@
+"""The benchmark runner (``python -m benchmarks``) and the examples' building blocks.
+
+The examples themselves take minutes (camera pools, campaign emulation, training), too long
+here: their command lines are checked with ``--help`` and their statistics and figures on
+small made-up inputs.  The runner runs for real, on a tiny ``generate`` benchmark and on a
+benchmark given a bad option (its failure must be recorded, not stop the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the benchmarks/ folder is not an installed package
+    sys.path.insert(0, str(ROOT))
+import benchmarks.__main__ as runner  # noqa: E402
+from benchmarks._common import error_stats, markdown_table, parse_with_quick  # noqa: E402
+
+
+def _example(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"example_{name}", ROOT / "examples" / f"{name}.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _is_png(p: Path) -> bool:
+    return p.is_file() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- benchmarks/_common.py
+def test_error_stats_counts_failures_and_coverage():
+    truth = np.array([-80.0, -78.0, -76.0, -74.0])
+    est = np.array([-79.0, -79.0, np.nan, -74.5])  # errors +1, -1, failed, -0.5
+    sig = np.array([1.5, 0.5, 1.0, 0.5])
+    s = error_stats(est, sig, truth)
+    assert s["n_cameras"] == 3
+    assert s["rms_error_degC"] == pytest.approx(np.sqrt((1 + 1 + 0.25) / 3))
+    assert s["bias_degC"] == pytest.approx(-0.5 / 3)
+    assert s["max_abs_error_degC"] == pytest.approx(1.0)
+    assert s["frac_within_sigma"] == pytest.approx(2 / 3)  # |+1|<=1.5, |-1|>0.5, |-0.5|<=0.5
+    assert error_stats([np.nan], [1.0], [0.0])["rms_error_degC"] is None
+    with pytest.raises(ValueError, match="shapes differ"):
+        error_stats([1.0, 2.0], [1.0], [0.0])
+
+
+def test_markdown_table_and_quick_defaults():
+    t = markdown_table(
+        [dict(a="x|y", b=0.5, c=None)], [("a", "A", ""), ("b", "B", ".2f"), ("c", "C", "d")]
+    )
+    assert t.splitlines() == ["| A | B | C |", "|---|---|---|", "| x\\|y | 0.50 | - |"]
+
+    def parser():
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--n", type=int, default=100)
+        ap.add_argument("--m", type=int, default=7)
+        return ap
+
+    assert parse_with_quick(parser(), [], dict(n=5)).n == 100
+    a = parse_with_quick(parser(), ["--quick", "--m", "3"], dict(n=5, m=1))
+    assert (a.n, a.m) == (5, 3)  # quick replaces defaults, explicit options win
+    with pytest.raises(ValueError, match="unknown options"):
+        parse_with_quick(parser(), ["--quick"], dict(nope=1))
+
+
+# ---------------------------------------------------------------- the runner
+def test_accuracy_table_uses_the_bound_per_plateau_count():
+    rows = [
+        dict(estimator="CNN", plateaux=5, rms_error_degC=0.4, bias_degC=0.1, frac_within_sigma=0.6),
+        dict(estimator="CNN", plateaux=1, rms_error_degC=1.0, bias_degC=0.0, frac_within_sigma=0.5),
+        dict(
+            estimator="cubic", plateaux=4, rms_error_degC=0.6, bias_degC=0.0, frac_within_sigma=0.1
+        ),
+    ]
+    res = {
+        "cnn_bft": {"rows": rows, "config": dict(fields=40, dithers=5, frames=2)},
+        "limits": {
+            "rows": [dict(plateaux=5, rms_bound_degC=0.1), dict(plateaux=1, rms_bound_degC=2.0)]
+        },
+    }
+    text = runner.accuracy_table(res)
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    assert "error / bound" in lines[0]
+    assert lines[1].endswith("| 0.10 | 4.0 |")  # 5 plateaux: 0.4 / 0.1
+    assert lines[2].endswith("| 2.00 | 0.5 |")  # 1 plateau: below the bound
+    assert len(lines) == 3  # 4 plateaux is not one of the table's subsets
+    assert "leans on its prior" in text
+    assert "no `limits` result" in runner.accuracy_table({"cnn_bft": res["cnn_bft"]})
+    assert runner.accuracy_table({}) is None
+
+
+def test_runner_runs_records_failures_and_fills_the_readme(tmp_path, monkeypatch):
+    tiny = ("--n", "16", "--n-cameras", "1", "--accuracy-cameras", "0", "--workers", "1")
+    reg = (
+        runner.Benchmark("generate", "tiny generation", quick_args=tiny),
+        runner.Benchmark("classical_bft", "bad option", quick_args=("--no-such-option",)),
+        runner.Benchmark("no_such_benchmark", "not written yet"),
+    )
+    monkeypatch.setattr(runner, "REGISTRY", reg)
+    monkeypatch.setattr(runner, "BY_NAME", {b.name: b for b in reg})
+    res = tmp_path / "res"
+    assert runner.main(["--quick", "--results", str(res)]) == 1  # one benchmark failed
+
+    ok = json.loads((res / "generate.json").read_text())
+    assert ok["run"]["ok"] and ok["n_samples"] == 16
+    assert ok["run"]["command"].startswith("python -m benchmarks.generate --n 16")
+    assert ok["machine"]["cpu_count"] >= 1
+    bad = json.loads((res / "classical_bft.json").read_text())
+    assert not bad["run"]["ok"] and "--no-such-option" in bad["run"]["stderr_tail"]
+    assert not (res / "no_such_benchmark.json").exists()
+
+    summary = (res / "summary.md").read_text()
+    assert "| n_samples | 16 |" in summary
+    assert "**Failed**" in summary and "unrecognized arguments" in summary
+    assert "Not available (module not present" in summary
+
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# x\n\n## Results\n\n{runner.README_BEGIN}\nold\n{runner.README_END}\n\nend\n"
+    )
+    runner.update_readme(readme, runner.render_summary(res, 2, title=False))
+    text = readme.read_text()
+    assert "old" not in text and text.endswith(f"{runner.README_END}\n\nend\n")
+    assert "### `generate`: tiny generation" in text
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        runner.update_readme(readme, "x")
+
+
+# ---------------------------------------------------------------- the examples
+@pytest.mark.parametrize("name", ["quickstart", "pretrain_small", "finetune"])
+def test_examples_have_a_main_with_an_output_folder(name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _example(name).main(["--help"])
+    assert exc.value.code == 0
+    assert "--out" in capsys.readouterr().out
+
+
+def test_pretrain_small_plots_the_log(tmp_path):
+    log = tmp_path / "model" / "log.csv"
+    log.parent.mkdir()
+    log.write_text(
+        "epoch,train_loss,val_loss,val_rmse_um,lr,elapsed_s\n"
+        "1,0.9,1.1,80.0,0.002,10\n2,0.2,0.5,50.0,0.001,20\n"
+    )
+    assert _is_png(_example("pretrain_small").plot_losses(log, tmp_path / "loss.png"))
+
+
+def test_finetune_statistics_and_figures(tmp_path):
+    ft = _example("finetune")
+    rows = [
+        {"camera": "a", "truth_degC": -78.0, "x": {"bft_degC": -77.0, "sigma_degC": 0.5}},
+        {"camera": "b", "truth_degC": -80.0, "x": {"bft_degC": -80.5, "sigma_degC": 0.5}},
+    ]
+    s = ft.rms_errors(rows, ["x"])["x"]
+    assert s["rms_error_degC"] == pytest.approx(np.sqrt((1 + 0.25) / 2))
+    assert s["bias_degC"] == pytest.approx(0.25)
+    assert s["frac_within_sigma"] == pytest.approx(0.5)
+    assert _is_png(ft.plot_errors(rows, ["x"], tmp_path / "errors.png"))
+    summary = {
+        "history": [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0}],
+        "cameras": ["a", "b"],
+        "before": [{"net_minus_eef_degC_mean": 0.3}, {"net_minus_eef_degC_mean": -0.2}],
+        "after": [{"net_minus_eef_degC_mean": 0.1}, {"net_minus_eef_degC_mean": 0.0}],
+    }
+    assert _is_png(ft.plot_finetune(summary, tmp_path / "finetune.png"))
+    # the cameras differ from the pretraining population, as the example says
+    from plato_sim.wavefront import FieldAberrations
+
+    assert ft.SHIFTED_DESIGN != FieldAberrations()
