@@ -2,8 +2,7 @@
 
 ``plato-sim generate`` into a folder whose manifest is corrupt or not a JSON object, and
 ``plato-sim info`` on a dataset whose shard cannot be read or whose outputs cannot be written.
-The datasets are written directly with :func:`plato_sim.io.store.write_shard` (two tiny
-shards, no physics), so every test runs in well under a second.
+The datasets are tiny folders written directly (``tests/dataset_builder.py``, no physics).
 """
 
 from __future__ import annotations
@@ -11,36 +10,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+from dataset_builder import write_tiny_dataset
 
 from plato_sim import cli
-from plato_sim.generate import MANIFEST_FORMAT, generate
-from plato_sim.io.store import MANIFEST_NAME, shard_name, write_json_atomic, write_shard
-from plato_sim.scenes.dataset import label_dtype
-
-N_PER_SHARD = 8
+from plato_sim.generate import generate
+from plato_sim.io.store import MANIFEST_NAME, shard_name
 
 
 @pytest.fixture()
 def tiny_dataset(tmp_path) -> Path:
-    """A complete two-shard dataset folder (random labels, flat stamps)."""
-    root = tmp_path / "ds"
-    root.mkdir()
-    rng = np.random.default_rng(7)
-    shards = []
-    for k in range(2):
-        lab = np.zeros(N_PER_SHARD, label_dtype())
-        for name in lab.dtype.names:
-            lab[name] = rng.integers(1, 5, N_PER_SHARD)
-        stamps = rng.normal(0.0, 1.0, (N_PER_SHARD, 8, 8)).astype(np.float32)
-        digest = write_shard(root / shard_name(k), stamps, lab, {"shard": k})
-        shards.append({"file": shard_name(k), "n": N_PER_SHARD, "sha256": digest})
-    write_json_atomic(
-        root / MANIFEST_NAME,
-        {"format": MANIFEST_FORMAT, "status": "complete", "n_samples": 16, "shards": shards},
-    )
-    return root
+    """A complete two-shard dataset folder of 16 samples."""
+    return write_tiny_dataset(tmp_path / "ds")
 
 
 def _one_line_exit(argv: list[str]) -> str:
