@@ -28,14 +28,12 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-import psutil  # noqa: E402
 
 if __package__ in (None, ""):  # run as a script: python benchmarks/generate.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,38 +44,9 @@ from benchmarks._common import (  # noqa: E402
     parse_with_quick,
     write_json,
 )
+from benchmarks.memory import TreeMemory  # noqa: E402
 from plato_sim.generate import generate  # noqa: E402
 from plato_sim.scenes import dataset as dsm  # noqa: E402
-
-
-class PeakRSS:
-    """Peak of the summed RSS of this process and all its descendants."""
-
-    def __init__(self, period_s: float = 0.1) -> None:
-        self.period_s = period_s
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me] + me.children(recursive=True):
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak_bytes = max(self.peak_bytes, total)
-            time.sleep(self.period_s)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def label_accuracy(n_cameras: int, n_fields: int, seed: int) -> dict:
@@ -153,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     load0 = os.getloadavg()
     t = time.perf_counter()
-    with PeakRSS() as mem:
+    with TreeMemory(period_s=0.1) as mem:
         man = generate(out, cfg, n=args.n, seed=args.seed, workers=args.workers, progress=False)
     wall = time.perf_counter() - t
     tim = man["timing"]
@@ -182,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_bound_samples_per_s": cpu_rate,
         "projected_1M_min_cpu_bound_default_pool": proj_1m_cpu_s / 60.0,
         "bytes_per_100k_samples": size / args.n * 1e5,
-        "peak_rss_tree_GB": mem.peak_bytes / 1e9,
+        "peak_rss_tree_GB": mem.peak_rss / 1e9,
     }
     if not args.keep and args.out is None:
         shutil.rmtree(out, ignore_errors=True)
