@@ -371,8 +371,10 @@ def render_summary(
             continue
         lines += [f"{h}# `{b.name}`: {b.title}", ""]
         if r is None:
-            why = "module not present" if not b.available() else "not run yet"
-            lines += [f"Not available ({why}: `python -m benchmarks --only {b.name}`).", ""]
+            if b.available():
+                lines += [f"Not run yet (`python -m benchmarks --only {b.name}`).", ""]
+            else:
+                lines += [f"Not available (module `{b.module}` not present).", ""]
             continue
         run = r.get("run", {})
         if not run.get("ok", True):

@@ -121,7 +121,7 @@ def test_runner_runs_records_failures_and_fills_the_readme(tmp_path, monkeypatch
     summary = (res / "summary.md").read_text()
     assert "| n_samples | 16 |" in summary
     assert "**Failed**" in summary and "unrecognized arguments" in summary
-    assert "Not available (module not present" in summary
+    assert "Not available (module `benchmarks.no_such_benchmark` not present)" in summary
 
     readme = tmp_path / "README.md"
     readme.write_text(
