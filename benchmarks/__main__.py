@@ -131,6 +131,12 @@ REGISTRY: tuple[Benchmark, ...] = (
         expected_full_s=600,
     ),
     Benchmark(
+        "memory",
+        "Peak memory of generating and pretraining on a dataset streamed from disk",
+        expected_quick_s=180,
+        expected_full_s=1500,
+    ),
+    Benchmark(
         "gpu_check",
         "GPU check: fast engine and a FocusNet epoch, CUDA against CPU",
         expected_quick_s=60,
