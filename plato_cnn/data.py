@@ -63,11 +63,11 @@ class ArrayFocusDataset(Dataset):
 class ShardFocusDataset(Dataset):
     """A synthetic dataset folder (``plato-sim generate``) as FocusNet samples.
 
-    Reads lazily: labels once (small), stamps per HDF5 chunk on demand with a small
-    per-process cache, so a dataset never has to fit in memory and the instance can be handed
-    to DataLoader worker processes.  Stamps are stored in electrons above the closed-shutter
-    level, the campaign reader's unit.  Saturated samples are left out, as the reader flags
-    and drops saturated frames.
+    Reads lazily: the label columns it uses once (~30 bytes a sample), stamps per HDF5 chunk
+    on demand with a small per-process cache, so a dataset never has to fit in memory and the
+    instance can be handed to DataLoader worker processes.  Stamps are stored in electrons
+    above the closed-shutter level, the campaign reader's unit.  Saturated samples are left
+    out, as the reader flags and drops saturated frames.
 
     Args:
         root: dataset folder.
@@ -86,17 +86,18 @@ class ShardFocusDataset(Dataset):
         from plato_sim.io.store import ShardedDataset
 
         self.store = ShardedDataset(root)
-        lab = self.store.labels()
-        if target not in lab.dtype.names:
-            raise ValueError(f"{root}: no label {target!r} (labels: {lab.dtype.names})")
-        keep = lab["saturated"] == 0 if drop_saturated else np.ones(len(lab), bool)
+        names = self.store._file(0)["labels"].dtype.names
+        if target not in names:
+            raise ValueError(f"{root}: no label {target!r} (labels: {names})")
+        # the label columns used, one at a time: the whole label table (~250 bytes a sample,
+        # 250 MB per million) would stay in this process and in every forked loader worker
+        col = self.store.label_column
+        keep = col("saturated") == 0 if drop_saturated else np.ones(len(self.store), bool)
         self.index = np.flatnonzero(keep)
-        lab = lab[keep]
-        self.labels = lab
-        self.group_ids = lab["camera_id"].astype(np.int64)
-        self.theta_deg = lab["theta_deg"].astype(np.float32)
-        self.phi_deg = lab["phi_deg"].astype(np.float32)
-        self.delta_um = lab[target].astype(np.float32)
+        self.group_ids = col("camera_id")[keep].astype(np.int64)
+        self.theta_deg = col("theta_deg")[keep].astype(np.float32)
+        self.phi_deg = col("phi_deg")[keep].astype(np.float32)
+        self.delta_um = col(target)[keep].astype(np.float32)
         shard = np.searchsorted(self.store.offsets, self.index, side="right") - 1
         self._shard = shard
         self._row = self.index - self.store.offsets[shard]
