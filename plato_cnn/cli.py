@@ -1,6 +1,7 @@
 """``plato-cnn``: a thin command line over :mod:`plato_cnn`.
 
-Subcommands: ``bft`` (``--method eef`` or ``cnn``), ``pretrain``, ``finetune``.
+Subcommands: ``bft`` (``--method eef`` or ``cnn``), ``pretrain``, ``finetune``,
+``focus-check`` (in orbit: the TRP1 change to best focus from star imagettes).
 
 ``bft CAMPAIGN_DIR --method eef``: best-focus temperature of a ground-test campaign
 (format v1).  Methods are registered in :data:`BFT_METHODS` (``name -> (add_arguments,
@@ -124,7 +125,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         deterministic=args.deterministic,
     )
     try:
-        summary = pretrain_from_dataset(args.data, args.out, cfg, FocusNetConfig(), args.device)
+        mcfg = FocusNetConfig(crop=args.crop)
+        summary = pretrain_from_dataset(args.data, args.out, cfg, mcfg, args.device)
     except (ValueError, OSError) as exc:
         print(f"plato-cnn pretrain: {exc}", file=sys.stderr)
         return 2
@@ -158,6 +160,33 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             f"{a['net_minus_eef_degC_mean']:+.2f} degC"
         )
     print(f"wrote {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- focus-check
+def _cmd_focus_check(args: argparse.Namespace) -> int:
+    from plato_sim.io.imagette_format import ImagetteFormatError
+
+    from .focuscheck import focus_check_file
+    from .modelio import ModelFormatError
+
+    try:
+        report = focus_check_file(args.imagettes, args.temperature_degC, args.model, args.device)
+    except (ImagetteFormatError, ModelFormatError, ValueError) as exc:
+        print(f"plato-cnn focus-check: {exc}", file=sys.stderr)
+        return 2
+    for w in report["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    print(
+        f"{report['camera']}: focal shift {report['shift_um']:+.1f} +- "
+        f"{report['shift_sigma_um']:.1f} um from best focus; change TRP1 by "
+        f"{report['delta_t_degC']:+.2f} +- {report['delta_t_sigma_degC']:.2f} degC "
+        f"(to {report['target_degC']:.2f} degC; {report['n_used']} of {report['n_stars']} "
+        f"stars used{'; side of focus ambiguous' if report['sign_ambiguous'] else ''})"
+    )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
@@ -229,6 +258,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-val-samples", type=int, default=8192, help="0: all held-out samples")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--crop", type=int, default=20, help="network input side (8: 10x10 imagettes)")
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("finetune", help="adapt a model to ground-test campaigns")
@@ -240,6 +270,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("focus-check", help="in orbit: TRP1 change to best focus from imagettes")
+    p.add_argument("imagettes", help="imagette FITS file (plato_sim.io.imagette_format)")
+    p.add_argument("--temperature-degC", type=float, required=True, help="TRP1 temperature")
+    p.add_argument("--model", default=None, help="model directory (default: the in-orbit model)")
+    p.add_argument("--json", default=None, help="write the report here")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.set_defaults(func=_cmd_focus_check)
     return ap
 
 
