@@ -82,32 +82,54 @@ def emulate_calibration_set(
     return [(Path(j["dir"]), float(t["t_bf_degC"])) for j, t in zip(jobs, truths, strict=True)]
 
 
+def _camera_errors(job: tuple[str, float, str]) -> dict[int, tuple[float, float]]:
+    """``{n_plateaux: (error, bootstrap sigma)}`` of one calibration camera (degC)."""
+    import os
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from .campaign import read_campaign
+    from .predict import cnn_bft
+
+    folder, truth, model_dir = job
+    fr = read_campaign(folder)
+    fr = fr.select(fr.usable)
+    temps = np.asarray([o.temperature_mean_degC for o in fr.observations])
+    ids = [o.obsid for o in fr.observations]
+    out = {}
+    for n, sub in PLATEAU_SUBSETS.items():
+        want = [ids[int(np.argmin(np.abs(temps - t)))] for t in sub]
+        fit, _ = cnn_bft(fr.select(np.isin(fr.obsid, want)), model_dir, n_boot=100,
+                         systematic=False)  # fmt: skip
+        out[n] = (fit.t_bf_degC - truth, fit.sigma_degC)
+    return out
+
+
 def calibrate_systematic(
-    model_dir: str | Path, campaigns: list[tuple[Path, float]], write: bool = True
+    model_dir: str | Path,
+    campaigns: list[tuple[Path, float]],
+    write: bool = True,
+    workers: int = 1,
 ) -> dict:
     """Measure the systematic sigma per plateau count and (optionally) store it in model.json.
 
     ``sigma_sys(n)^2 = mean_i max(0, error_i^2 - sigma_boot,i^2)`` over the calibration
     cameras: what the bootstrap misses, camera by camera (a camera whose bootstrap sigma is
     large, e.g. one plateau far from its best focus with ``s`` from the prior, does not lend
-    its margin to the others).
+    its margin to the others).  ``workers`` processes share the cameras.
     """
-    from .campaign import read_campaign
-    from .predict import cnn_bft
+    jobs = [(str(f), float(t), str(model_dir)) for f, t in campaigns]
+    if workers > 1:
+        import multiprocessing as mp
 
-    errs: dict[int, list] = {n: [] for n in PLATEAU_SUBSETS}
-    boots: dict[int, list] = {n: [] for n in PLATEAU_SUBSETS}
-    for folder, truth in campaigns:
-        fr = read_campaign(folder)
-        fr = fr.select(fr.usable)
-        temps = np.asarray([o.temperature_mean_degC for o in fr.observations])
-        ids = [o.obsid for o in fr.observations]
-        for n, sub in PLATEAU_SUBSETS.items():
-            want = [ids[int(np.argmin(np.abs(temps - t)))] for t in sub]
-            fit, _ = cnn_bft(fr.select(np.isin(fr.obsid, want)), model_dir, n_boot=100,
-                             systematic=False)  # fmt: skip
-            errs[n].append(fit.t_bf_degC - truth)
-            boots[n].append(fit.sigma_degC)
+        with mp.get_context("spawn").Pool(workers) as pool:
+            per_cam = pool.map(_camera_errors, jobs, chunksize=1)
+    else:
+        per_cam = [_camera_errors(j) for j in jobs]
+    errs = {n: [c[n][0] for c in per_cam] for n in PLATEAU_SUBSETS}
+    boots = {n: [c[n][1] for c in per_cam] for n in PLATEAU_SUBSETS}
     out = {}
     for n in PLATEAU_SUBSETS:
         e = np.asarray(errs[n])

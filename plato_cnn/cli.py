@@ -163,6 +163,30 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate_systematic, emulate_calibration_set
+
+    try:
+        campaigns = emulate_calibration_set(
+            args.workdir, args.cameras, seed=args.seed, workers=args.workers
+        )
+        result = calibrate_systematic(
+            args.model, campaigns, write=not args.dry_run, workers=args.workers
+        )
+    except (ValueError, OSError) as exc:
+        print(f"plato-cnn calibrate: {exc}", file=sys.stderr)
+        return 2
+    for n, r in sorted(result["by_plateaux"].items(), key=lambda kv: -int(kv[0])):
+        print(
+            f"{n} plateaux: RMS error {r['rms_error_degC']:.2f} degC, bias "
+            f"{r['bias_degC']:+.2f}, bootstrap {r['rms_bootstrap_sigma_degC']:.2f}, "
+            f"systematic sigma {r['systematic_sigma_degC']:.2f}"
+        )
+    what = "measured only (--dry-run):" if args.dry_run else "wrote"
+    print(f"{what} {args.model}/model.json")
+    return 0
+
+
 # ----------------------------------------------------------------------------- focus-check
 def _cmd_focus_check(args: argparse.Namespace) -> int:
     from plato_sim.io.imagette_format import ImagetteFormatError
@@ -270,6 +294,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser(
+        "calibrate", help="calibrate a model's systematic sigma on emulated calibration cameras"
+    )
+    p.add_argument("--model", required=True, help="model directory (its model.json is updated)")
+    p.add_argument("--workdir", default="out/calibration", help="calibration campaigns (cache)")
+    p.add_argument("--cameras", type=int, default=40, help="calibration cameras")
+    p.add_argument("--seed", type=int, default=91_000, help="calibration camera set seed")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--dry-run", action="store_true", help="measure, do not write model.json")
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("focus-check", help="in orbit: TRP1 change to best focus from imagettes")
     p.add_argument("imagettes", help="imagette FITS file (plato_sim.io.imagette_format)")

@@ -119,3 +119,26 @@ def test_finetune_on_campaigns(tmp_path, model_dir):
     tf, rms = eef_field_optima(e, t, np.zeros(t.size, int), np.repeat(np.arange(5), 4), 10.0,
                                TEMPLATE, 1)  # fmt: skip
     assert tf[0] == pytest.approx(-78.0, abs=0.05) and rms[0] < 1e-6
+
+
+def test_calibrate_systematic_measures_what_the_bootstrap_misses(campaign, model_dir, tmp_path):
+    """sigma_sys^2 = mean(max(0, err^2 - boot^2)), written to model.json for every subset."""
+    import shutil
+
+    from plato_cnn.calibrate import PLATEAU_SUBSETS, calibrate_systematic
+
+    d = tmp_path / "cal"
+    shutil.copytree(model_dir, d)
+    frames = read_campaign(campaign)
+    full, _ = cnn_bft(frames, d, n_boot=100, systematic=False)
+    truth = full.t_bf_degC - 1.5  # a camera whose estimate is 1.5 degC off
+    res = calibrate_systematic(d, [(campaign, truth)], write=True)
+    desc = json.loads((d / "model.json").read_text())
+    assert set(desc["systematic_sigma_degC"]) == {str(n) for n in PLATEAU_SUBSETS}
+    r = res["by_plateaux"]
+    # the campaign has fewer plateaux than 5: every subset maps onto its nearest ones
+    for n in map(str, PLATEAU_SUBSETS):
+        e, b = r[n]["rms_error_degC"], r[n]["rms_bootstrap_sigma_degC"]
+        assert r[n]["systematic_sigma_degC"] == pytest.approx(np.sqrt(max(0.0, e**2 - b**2)))
+    n_all = str(max(PLATEAU_SUBSETS))
+    assert r[n_all]["bias_degC"] == pytest.approx(1.5, abs=0.5)
