@@ -123,6 +123,20 @@ def _rms(x) -> float | None:
     return float(np.sqrt(np.mean(x**2))) if x.size else None
 
 
+def _camera_bootstrap_rms(ok: list[dict], n_boot: int = 1000) -> list[float] | None:
+    """16th and 84th percentiles of the RMS error when the cameras are resampled."""
+    cams = sorted({r["camera_seed"] for r in ok})
+    if len(cams) < 2:
+        return None
+    by_cam = [np.array([r["error_degC"] for r in ok if r["camera_seed"] == c]) for c in cams]
+    rng = np.random.default_rng(0)
+    rms = [
+        _rms(np.concatenate([by_cam[i] for i in rng.integers(len(cams), size=len(cams))]))
+        for _ in range(n_boot)
+    ]
+    return [float(np.percentile(rms, 16)), float(np.percentile(rms, 84))]
+
+
 def summarise(records: list[dict], n_stars: list[int], v_ranges) -> tuple[list[dict], dict]:
     """Rows per (N, V range) and the smallest N reaching the target, per V range."""
     rows = []
@@ -141,6 +155,7 @@ def summarise(records: list[dict], n_stars: list[int], v_ranges) -> tuple[list[d
                     cameras=len({r["camera_seed"] for r in ok}),
                     failures=len(rs) - len(ok),
                     rms_error_degC=_rms(err),
+                    rms_ci68_degC=_camera_bootstrap_rms(ok),
                     bias_degC=float(err.mean()) if err.size else None,
                     frac_within_sigma=float(np.mean(np.abs(err) <= sig)) if err.size else None,
                     median_sigma_degC=float(np.median(sig)) if sig.size else None,
@@ -184,6 +199,7 @@ def markdown(result: dict) -> str:
         ("estimates", "estimates", "d"),
         ("cameras", "cameras", "d"),
         ("rms_error_degC", "RMS error (degC)", ".2f"),
+        ("rms_ci68_degC", "68 % range, cameras resampled", ".2f"),
         ("bias_degC", "bias (degC)", "+.2f"),
         ("frac_within_sigma", "|err| <= sigma", percent),
         ("median_sigma_degC", "median sigma (degC)", ".2f"),

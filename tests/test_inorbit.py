@@ -12,6 +12,7 @@ from astropy.io import fits
 
 from plato_cnn.cli import main as cnn_main
 from plato_cnn.focuscheck import focus_check, robust_mean
+from plato_sim import cli as sim_cli
 from plato_sim.camera import field_of_ccd
 from plato_sim.engines.fast import FastEngine
 from plato_sim.io.imagette_format import ImagetteFormatError, read_imagettes, write_imagettes
@@ -259,3 +260,12 @@ def test_focus_check_cli(tmp_path, camera, field):
     bad = tmp_path / "bad.fits"
     bad.write_bytes(path.read_bytes()[:5000])
     assert cnn_main(["focus-check", str(bad), "--temperature-degC", "-76.5"]) == 2
+
+
+def test_imagettes_cli_parses_negative_values_and_refuses_bad_ranges(tmp_path):
+    argv = ["imagettes", "--out", str(tmp_path / "x.fits"), "--temperature-degC", "-75"]
+    argv += ["--bft-degC", "-78.5", "--v-mag", "9,12"]
+    a = sim_cli._parser().parse_args(sim_cli._fix_negative_values(argv))
+    assert (a.temperature_degC, a.bft_degC, a.v_mag, a.size) == (-75.0, -78.5, [9.0, 12.0], 10)
+    with pytest.raises(SystemExit, match="--v-mag and --teff-K need two values"):
+        sim_cli.main(argv[:-1] + ["9"])

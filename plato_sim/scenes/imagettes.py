@@ -45,9 +45,10 @@ Photometric zero point, exposure and background (sources and assumptions)
   and a star's photon spectrum is a blackbody of its ``Teff`` scaled to it there;
 * detected electrons = pupil area (120 mm pupil, plato-facts.md) x exposure x the integral
   over the 500-1000 nm band of the photon spectrum x transmission (DLR-TN-0113) x QE
-  (:class:`plato_sim.camera.Camera`).  A 5800 K star of V = 11 gives 2.35e5 e- in 21 s; the
-  brightest pixel of a V ~ 8.5-9 star reaches the 90 %-of-full-well saturation level, as
-  the issue states;
+  (:class:`plato_sim.camera.Camera`).  A 5800 K star of V = 11 gives 2.35e5 e- in 21 s;
+  the brightest pixel of most stars brighter than V ~ 9.2 passes the 90 %-of-full-well
+  saturation level (measured on an emulated field: 88 % of the stars of V 8.5-8.75, 38 % of
+  V 9.0-9.25, none fainter than 9.5), close to the issue's "brighter than 8.5 saturate";
 * exposure ``EXPTIME_S`` = 21 s of a 25 s cycle (PlatoSim3 documentation: CycleTime 25 s
   for the normal cameras; ASSUMED 4 s of readout, ``READOUT_S``);
 * sky ``SKY_PHOTONS_PER_PX_S`` = 220 photons/pixel/s, stellar + zodiacal background before
