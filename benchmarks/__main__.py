@@ -307,8 +307,8 @@ def accuracy_table(results: dict[str, dict]) -> str | None:
         ("frac_within_sigma", "|error| <= sigma", percent),
     ]
     if bounds:
-        cols += [("bound_degC", "Cramer-Rao bound (degC)", ".2f")]
-        cols += [("ratio", "error / bound", ".1f")]
+        cols += [("bound_degC", "Cramer-Rao bound (degC)", ".2g")]
+        cols += [("ratio", "error / bound", lambda v: f"{v:.2f}" if v < 10 else f"{v:,.0f}")]
     which = "cnn_bft" if src is cnn else "classical_bft"
     cfg = src.get("config", {})
     text = (
