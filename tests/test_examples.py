@@ -90,8 +90,8 @@ def test_accuracy_table_uses_the_bound_per_plateau_count():
     text = runner.accuracy_table(res)
     lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
     assert "error / bound" in lines[0]
-    assert lines[1].endswith("| 0.10 | 4.0 |")  # 5 plateaux: 0.4 / 0.1
-    assert lines[2].endswith("| 2.00 | 0.5 |")  # 1 plateau: below the bound
+    assert lines[1].endswith("| 0.1 | 4.00 |")  # 5 plateaux: 0.4 / 0.1 (bound to 2 digits)
+    assert lines[2].endswith("| 2 | 0.50 |")  # 1 plateau: below the bound
     assert len(lines) == 3  # 4 plateaux is not one of the table's subsets
     assert "leans on its prior" in text
     assert "no `limits` result" in runner.accuracy_table({"cnn_bft": res["cnn_bft"]})
