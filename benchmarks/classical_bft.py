@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import sys
@@ -63,12 +62,9 @@ def _emulate(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from plato_sim.scenes.campaign import emulate_campaign, truth_path
+    from plato_sim.scenes.campaign import emulate_or_load
 
-    tp = truth_path(job["dir"])
-    if tp.is_file():
-        return json.loads(tp.read_text())
-    return emulate_campaign(
+    return emulate_or_load(
         job["dir"],
         camera_name=f"bench{job['i']:03d}",
         bft_degC=job["bft"],
@@ -80,7 +76,6 @@ def _emulate(job: dict) -> dict:
         seed=job["seed"],
         perturbation_strength=1.0,
         n_sub_truth=job["n_sub_truth"],
-        overwrite=True,
     )
 
 

@@ -90,19 +90,14 @@ def _emulate(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from plato_sim.scenes.campaign import emulate_campaign, truth_path
+    from plato_sim.scenes.campaign import emulate_or_load
 
-    tp = truth_path(job["dir"])
-    if tp.is_file():
-        import json
-
-        return json.loads(tp.read_text())
     model, engine, det = shifted_camera(job["seed"])
-    return emulate_campaign(
+    return emulate_or_load(
         job["dir"], camera_name=f"shift{job['i']:03d}", bft_degC=job["bft"],
         plateaux_degC=PLATEAU_SUBSETS[5], n_fields=job["fields"], n_dithers=job["dithers"],
         frames_per_dither=job["frames"], window_px=48, seed=job["seed"], camera_model=model,
-        engine=engine, detector=det, n_sub_truth=TRUTH_N_SUB, overwrite=True,
+        engine=engine, detector=det, n_sub_truth=TRUTH_N_SUB,
     )  # fmt: skip
 
 

@@ -70,14 +70,11 @@ def _emulate(job: dict) -> dict:
 
     torch.set_num_threads(1)
     from plato_sim.optics import CameraModel
-    from plato_sim.scenes.campaign import emulate_campaign, truth_path
+    from plato_sim.scenes.campaign import emulate_or_load
 
-    tp = truth_path(job["dir"])
-    if tp.is_file():
-        return json.loads(tp.read_text())
     rng = np.random.default_rng(job["seed"])
     camera = CameraModel.random(rng, job["seed"], strength=1.0, design=SHIFTED_DESIGN)
-    return emulate_campaign(
+    return emulate_or_load(
         job["dir"],
         camera_name=job["name"],
         bft_degC=job["bft"],
@@ -88,7 +85,6 @@ def _emulate(job: dict) -> dict:
         camera_model=camera,
         detector=SHIFTED_DETECTOR,
         n_sub_truth=TRUTH_N_SUB,
-        overwrite=True,
     )
 
 

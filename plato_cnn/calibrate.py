@@ -43,16 +43,13 @@ def _emulate(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from plato_sim.scenes.campaign import emulate_campaign, truth_path
+    from plato_sim.scenes.campaign import emulate_or_load
 
-    tp = truth_path(job["dir"])
-    if tp.is_file():
-        return json.loads(tp.read_text())
-    return emulate_campaign(
+    return emulate_or_load(
         job["dir"], camera_name=f"calib{job['i']:03d}", bft_degC=job["bft"],
         plateaux_degC=PLATEAU_SUBSETS[5], n_fields=job["fields"], n_dithers=job["dithers"],
         frames_per_dither=job["frames"], window_px=48, seed=job["seed"],
-        perturbation_strength=1.0, n_sub_truth=TRUTH_N_SUB, overwrite=True,
+        perturbation_strength=1.0, n_sub_truth=TRUTH_N_SUB,
     )  # fmt: skip
 
 

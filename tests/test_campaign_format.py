@@ -243,3 +243,18 @@ def test_emulator_rejects_bad_arguments(tmp_path):
     (tmp_path / "full" / "f").write_text("x")
     with pytest.raises(FileExistsError):
         emulate_campaign(tmp_path / "full")
+
+
+def test_emulate_or_load_reuses_a_complete_campaign_and_redoes_an_interrupted_one(tmp_path):
+    from plato_sim.scenes.campaign import emulate_or_load, truth_path
+
+    kw = dict(camera_name="cache", n_fields=2, n_dithers=1, frames_per_dither=1,
+              plateaux_degC=(-80.0,), window_px=32, seed=5, n_sub_truth=2, n_wavelengths=2)  # fmt: skip
+    d = tmp_path / "c"
+    first = emulate_or_load(d, **kw)
+    stamp = truth_path(d).stat().st_mtime_ns
+    assert emulate_or_load(d, **kw) == first  # read back, not emulated again
+    assert truth_path(d).stat().st_mtime_ns == stamp
+    truth_path(d).unlink()  # as if killed before the sidecar was written
+    assert emulate_or_load(d, **kw)["t_bf_degC"] == first["t_bf_degC"]
+    assert truth_path(d).is_file()

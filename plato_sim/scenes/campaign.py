@@ -48,6 +48,7 @@ from .fields import ground_test_fields
 __all__ = [
     "CampaignTiming",
     "emulate_campaign",
+    "emulate_or_load",
     "truth_path",
     "DEFAULT_PLATEAUX_DEGC",
     "DEFAULT_FLUX_E",
@@ -395,3 +396,18 @@ def emulate_campaign(
     tmp.write_text(json.dumps(truth, indent=1))
     os.replace(tmp, tp)
     return truth
+
+
+def emulate_or_load(out_dir: str | Path, **kwargs) -> dict:
+    """The truth of the campaign in ``out_dir``, emulating it only if it is not there yet.
+
+    A cache for benchmarks and calibration sets: the truth sidecar is written last and
+    atomically by :func:`emulate_campaign`, so a folder with a sidecar is complete, and a
+    folder without one (absent, or interrupted mid-write) is emulated anew with
+    ``emulate_campaign(out_dir, overwrite=True, **kwargs)``.  The caller names the folder so
+    that different settings never share it.
+    """
+    tp = truth_path(out_dir)
+    if tp.is_file():
+        return json.loads(tp.read_text())
+    return emulate_campaign(out_dir, overwrite=True, **kwargs)
