@@ -249,7 +249,8 @@ def test_emulate_or_load_reuses_a_complete_campaign_and_redoes_an_interrupted_on
     from plato_sim.scenes.campaign import emulate_or_load, truth_path
 
     kw = dict(camera_name="cache", n_fields=2, n_dithers=1, frames_per_dither=1,
-              plateaux_degC=(-80.0,), window_px=32, seed=5, n_sub_truth=2, n_wavelengths=2)  # fmt: skip
+              plateaux_degC=(-80.0,), window_px=32, seed=5, n_sub_truth=2,
+              n_wavelengths=2)  # fmt: skip
     d = tmp_path / "c"
     first = emulate_or_load(d, **kw)
     stamp = truth_path(d).stat().st_mtime_ns
