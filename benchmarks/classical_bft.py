@@ -91,10 +91,7 @@ def _evaluate(job: dict) -> dict:
     eefs = {v: frame_eef(frames.stamps, v) for v in ("2x2", "3x3", "8x8")}
     out = []
     for k, (_label, fit, variant, n_pl) in enumerate(ROWS):
-        temps = np.asarray([o.temperature_mean_degC for o in frames.observations])
-        ids = [o.obsid for o in frames.observations]
-        want = [ids[int(np.argmin(np.abs(temps - t)))] for t in SUBSETS[n_pl]]
-        m = np.isin(frames.obsid, want)
+        m = frames.plateau_mask(SUBSETS[n_pl])
         try:
             r = estimate_bft(
                 frames.select(m), fit, variant, eefs[variant][m], seed=job["i"], n_boot=job["boot"]

@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 if __package__ in (None, ""):  # run as a script: python benchmarks/cnn_bft.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (  # noqa: E402
@@ -72,12 +70,9 @@ def _evaluate(job: dict) -> dict:
     frames = read_campaign(job["dir"])
     frames = frames.select(frames.usable)
     e = frame_eef(frames.stamps, "2x2")
-    temps = np.asarray([o.temperature_mean_degC for o in frames.observations])
-    ids = [o.obsid for o in frames.observations]
     out = []
     for k, (_label, method, fit, n_pl) in enumerate(ROWS):
-        want = [ids[int(np.argmin(np.abs(temps - t)))] for t in SUBSETS[n_pl]]
-        m = np.isin(frames.obsid, want)
+        m = frames.plateau_mask(SUBSETS[n_pl])
         try:
             if method == "eef":
                 r = estimate_bft(frames.select(m), fit, "2x2", e[m], seed=job["i"], n_boot=100)

@@ -101,13 +101,6 @@ def _emulate(job: dict) -> dict:
     )  # fmt: skip
 
 
-def _subset(frames, n_plateaux: int):
-    temps = np.asarray([o.temperature_mean_degC for o in frames.observations])
-    ids = [o.obsid for o in frames.observations]
-    want = [ids[int(np.argmin(np.abs(temps - t)))] for t in PLATEAU_SUBSETS[n_plateaux]]
-    return frames.select(np.isin(frames.obsid, want))
-
-
 def _evaluate(job: dict) -> dict:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import torch
@@ -122,7 +115,7 @@ def _evaluate(job: dict) -> dict:
     frames = frames.select(frames.usable)
     out = []
     for k, (_label, method, n_pl) in enumerate(ROWS):
-        sub = _subset(frames, n_pl)
+        sub = frames.select(frames.plateau_mask(PLATEAU_SUBSETS[n_pl]))
         try:
             if method == "eef":
                 r = estimate_bft(sub, "gauss", "2x2", frame_eef(sub.stamps), seed=job["i"])

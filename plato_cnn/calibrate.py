@@ -93,12 +93,9 @@ def _camera_errors(job: tuple[str, float, str]) -> dict[int, tuple[float, float]
     folder, truth, model_dir = job
     fr = read_campaign(folder)
     fr = fr.select(fr.usable)
-    temps = np.asarray([o.temperature_mean_degC for o in fr.observations])
-    ids = [o.obsid for o in fr.observations]
     out = {}
     for n, sub in PLATEAU_SUBSETS.items():
-        want = [ids[int(np.argmin(np.abs(temps - t)))] for t in sub]
-        fit, _ = cnn_bft(fr.select(np.isin(fr.obsid, want)), model_dir, n_boot=100,
+        fit, _ = cnn_bft(fr.select(fr.plateau_mask(sub)), model_dir, n_boot=100,
                          systematic=False)  # fmt: skip
         out[n] = (fit.t_bf_degC - truth, fit.sigma_degC)
     return out

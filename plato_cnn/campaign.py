@@ -210,6 +210,17 @@ class CampaignFrames:
             f = np.where(sel, 0, f)
         return {k: v for k, v in out.items() if v}
 
+    def plateau_mask(self, plateaux_degC) -> np.ndarray:
+        """Frames of the observations whose mean TRP1 is nearest each of ``plateaux_degC``.
+
+        How a subset of a campaign's plateaux is chosen by nominal temperature (degC); a
+        nominal value maps onto its nearest observation even when none lies close.
+        """
+        temps = np.asarray([o.temperature_mean_degC for o in self.observations])
+        ids = [o.obsid for o in self.observations]
+        want = [ids[int(np.argmin(np.abs(temps - t)))] for t in plateaux_degC]
+        return np.isin(self.obsid, want)
+
     def select(self, mask: np.ndarray) -> CampaignFrames:
         """A copy holding only the frames where ``mask`` is true."""
         m = np.asarray(mask, dtype=bool)

@@ -142,3 +142,12 @@ def test_calibrate_systematic_measures_what_the_bootstrap_misses(campaign, model
         assert r[n]["systematic_sigma_degC"] == pytest.approx(np.sqrt(max(0.0, e**2 - b**2)))
     n_all = str(max(PLATEAU_SUBSETS))
     assert r[n_all]["bias_degC"] == pytest.approx(1.5, abs=0.5)
+
+
+def test_plateau_mask_picks_the_nearest_observation_per_nominal_temperature(campaign):
+    frames = read_campaign(campaign)
+    temps = {o.obsid: o.temperature_mean_degC for o in frames.observations}
+    coldest = min(temps, key=temps.get)
+    m = frames.plateau_mask([min(temps.values()) - 30.0])  # far below: still the nearest one
+    assert m.any() and set(np.unique(frames.obsid[m])) == {coldest}
+    assert frames.plateau_mask(list(temps.values())).all()
