@@ -41,6 +41,7 @@ from benchmarks._common import (  # noqa: E402
     report,
 )
 from plato_cnn.calibrate import PLATEAU_SUBSETS, TRUTH_N_SUB, TRUTH_RANGE_DEGC  # noqa: E402
+from plato_cnn.finetune import FinetuneConfig  # noqa: E402
 
 #: The shifted domain (every entry outside the pretraining set's range).
 SHIFT = dict(
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fields", type=int, default=40)
     ap.add_argument("--dithers", type=int, default=5)
     ap.add_argument("--frames", type=int, default=2, help="frames per dither")
-    ap.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
+    ap.add_argument("--epochs", type=int, default=FinetuneConfig.epochs, help="fine-tuning epochs")
     ap.add_argument("--model", default=None, help="base model (default: the shipped one)")
     ap.add_argument("--synthetic", default=None, help="pretraining dataset replayed")
     ap.add_argument("--seed", type=int, default=73_000)
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.finetune_cameras < args.cameras:
         ap.error("need 0 < --finetune-cameras < --cameras")
     from plato_cnn.campaign import read_campaign
-    from plato_cnn.finetune import FinetuneConfig, finetune
+    from plato_cnn.finetune import finetune
     from plato_cnn.modelio import default_model_dir
 
     cache = Path(args.cache)

@@ -23,7 +23,8 @@ the anchor of fine-tuning, not as the default.
 
 The 1-sigma uncertainty is a bootstrap over the frames within each field position (the
 field positions are the fixed set over which ``T_BF`` is defined), drawing ``s`` from its
-prior when a single plateau leaves it unmeasured.
+prior when a single plateau leaves it unmeasured; it is half the central 68 % interval of the
+replicates (robust to the heavy tail that ``1/s`` gives with one plateau).
 """
 
 from __future__ import annotations
@@ -252,7 +253,9 @@ def fit_bft(
             prior = (float(rng.normal(s_prior[0], s_prior[1])), s_prior[1] * 1e-3)
         sb, _, tfb = fit_thermal_model(d[idx], sig[idx], t[idx], new_f, nf, prior)
         boots.append(_argmax_template(tfb, sb, combiner))
-    sigma = float(np.std(boots, ddof=1)) if n_boot > 1 else float("nan")
+    # half the central 68 % interval, not the standard deviation: with one plateau the
+    # replicates draw s from its prior, and the few draws near s = 0 send T_f to infinity
+    sigma = float(np.diff(np.percentile(boots, [15.87, 84.13]))[0] / 2) if n_boot > 1 else np.nan
 
     p_mean = float(np.mean(np.asarray(p_behind, float)[ok])) if p_behind is not None else 0.5
     ambiguous = (not s_measured) and p_behind is not None and 0.2 < p_mean < 0.8

@@ -7,23 +7,28 @@ field position ``f``::
     delta_i = s_c (T_i - T_f)
 
 with one sensitivity ``s_c`` per camera (free, even its sign) and one optimal temperature
-``T_f`` per field position.  The method (per epoch, per camera):
+``T_f`` per field position.  The method (per camera):
 
-1. **Self-consistency** gives ``s_c``: the network's current predictions on the camera's
-   frames are fitted with the thermal model (:func:`plato_cnn.bft.fit_thermal_model`, robust,
-   weak prior).  A slope is what the network measures well: it only needs the *differences*
-   between plateaux.
-2. **The images' own EEF** anchors ``T_f``: a network bias that is constant within a field
-   would shift ``T_f`` unseen by the slope, so ``T_f`` comes from the measured ensquared
-   energy of that field's frames against temperature, fitted with the shape of the EEF curve
-   (:class:`plato_cnn.bft.EEFTemplate`, amplitude and ``T_f`` free).  This needs >= 3
-   plateaux, which a ground-test campaign has.
-3. **Pseudo-labels** ``s_c (T_i - T_f)`` train the network (Gaussian NLL, as in pretraining).
+1. **The images' own EEF** anchors ``T_f`` (once, before training): per field position, the
+   mean ensquared-energy fraction of its frames on each plateau is fitted against TRP1 with
+   the improved classical estimator's shape (``log EEF`` a cubic in T with >= 4 plateaux, a
+   quadratic with 3; :mod:`plato_cnn.classical`) and ``T_f`` is its maximum.  This uses no
+   optical model: it is the classical measurement, made per field position.  (The earlier
+   anchor, the nominal field-averaged EEF template, ``anchor="template"``, assumes the
+   design's EEF-curve width and skew, which is wrong for exactly the cameras fine-tuning
+   is for.)  It needs >= 3 plateaux, which a ground-test campaign has.
+2. **Self-consistency** gives ``s_c`` (every epoch): the network's current predictions on the
+   camera's frames are regressed on ``T_i - T_f`` (robust, through the anchors).  The scale
+   of ``delta`` is what the images alone cannot fix without an optical model, and it does not
+   matter for ``T_BF`` with >= 2 plateaux, so the network's own scale is kept.
+3. **Pseudo-labels** ``s_c (T_i - T_f)`` train the offset by least squares at a fixed scale
+   (``mu_sigma_um``) and the sigma head by the likelihood of the detached offset: with the
+   Gaussian likelihood alone the network could absorb a wrong offset by widening sigma.
 
-Collapse guards: the pseudo-labels carry the scale of the physics (a network that predicted
-zero everywhere would get ``s_c ~ 0`` but labels anchored by the EEF), an L2-SP penalty keeps
-the weights near the pretrained ones, and a synthetic dataset (if given) is replayed with its
-true labels in every epoch.
+Collapse guards: the pseudo-labels carry the anchors' temperatures (a network that predicted
+zero everywhere would get labels that are not zero), an L2-SP penalty keeps the weights near
+the pretrained ones, and a synthetic dataset (if given) is replayed with its true labels in
+every epoch.
 """
 
 from __future__ import annotations
@@ -38,19 +43,26 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from .bft import EEFTemplate, fit_thermal_model
+from .classical import EXTRAPOLATE_DEGC, _shape_fit
 from .data import ArrayFocusDataset
 from .model import FocusNet, prepare_inputs
 from .modelio import load_model, save_model
 from .predict import network_stamps
 
-__all__ = ["FinetuneConfig", "eef_field_optima", "pseudo_labels", "finetune"]
+__all__ = [
+    "FinetuneConfig",
+    "eef_field_optima",
+    "eef_field_optima_logpoly",
+    "pseudo_labels",
+    "finetune",
+]
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Fine-tuning settings."""
 
-    epochs: int = 4
+    epochs: int = 8
     batch_size: int = 128
     lr: float = 3e-4
     l2sp_weight: float = 1e-3
@@ -58,6 +70,10 @@ class FinetuneConfig:
     min_plateaux: int = 3
     seed: int = 0
     s_prior_um_per_degC: tuple[float, float] = (10.0, 10.0)
+    #: field anchors: "logpoly" (per-field classical fit) or "template" (nominal EEF curve)
+    anchor: str = "logpoly"
+    #: fixed scale of the offset's least-squares loss (um); None: Gaussian likelihood
+    mu_sigma_um: float | None = 5.0
 
 
 def eef_field_optima(
@@ -102,31 +118,115 @@ def eef_field_optima(
     return t_f, rms
 
 
+def eef_field_optima_logpoly(
+    eef_values: np.ndarray,
+    temperature_degC: np.ndarray,
+    field_index: np.ndarray,
+    plateau_index: np.ndarray,
+    n_fields: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per field, the maximum of ``log`` (mean EEF per plateau) fitted by a polynomial in T.
+
+    The improved classical estimator's shape (:func:`plato_cnn.classical.improved_bft`),
+    applied to one field position: cubic with >= 4 plateaux, quadratic with 3, weighted by
+    the standard error of each plateau's mean, maximum allowed ``EXTRAPOLATE_DEGC`` beyond the
+    sampled range.  Returns ``(T_f, rms residual of log EEF)``; NaN for fields with fewer
+    than 3 plateaux.
+    """
+    n_p = int(plateau_index.max()) + 1
+    flat = plateau_index * n_fields + field_index
+    ok = np.isfinite(eef_values) & (eef_values > 0)
+    shape = (n_p, n_fields)
+    c = np.bincount(flat[ok], minlength=n_p * n_fields).reshape(shape)
+    s1 = np.bincount(flat[ok], eef_values[ok], n_p * n_fields).reshape(shape)
+    s2 = np.bincount(flat[ok], eef_values[ok] ** 2, n_p * n_fields).reshape(shape)
+    ts = np.bincount(flat, temperature_degC, n_p * n_fields).reshape(shape)
+    cn = np.bincount(flat, minlength=n_p * n_fields).reshape(shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = s1 / c
+        var = np.maximum(s2 / c - m**2, 0.0) * c / np.maximum(c - 1, 1)
+        sem = np.sqrt(var / c)
+        tp = ts / cn
+    t_f = np.full(n_fields, np.nan)
+    rms = np.full(n_fields, np.nan)
+    for f in range(n_fields):
+        good = (c[:, f] >= 2) & np.isfinite(tp[:, f]) & (m[:, f] > 0)
+        n_good = int(good.sum())
+        if n_good < 3:
+            continue
+        t, y = tp[good, f], m[good, f]
+        sig = np.maximum(sem[good, f], 1e-3 * y)
+        deg = 3 if n_good >= 4 else 2
+        lo, hi = float(t.min()) - EXTRAPOLATE_DEGC, float(t.max()) + EXTRAPOLATE_DEGC
+        t_f[f], _, coef, tm = _shape_fit(t, y, sig, lo, hi, deg)
+        rms[f] = float(np.sqrt(np.mean((np.log(y) - np.polyval(coef, t - tm)) ** 2)))
+    return t_f, rms
+
+
+def _slope_through_anchors(
+    delta_um: np.ndarray, sigma_um: np.ndarray, x_degC: np.ndarray, huber_k: float = 2.0
+) -> float:
+    """Robust weighted LS slope of ``delta = s x`` (Huber re-weighting), ``x = T - T_f``."""
+    ok = np.isfinite(delta_um) & np.isfinite(x_degC) & np.isfinite(sigma_um)
+    d, x = delta_um[ok], x_degC[ok]
+    w0 = 1.0 / np.maximum(sigma_um[ok], 1e-3) ** 2
+    w = w0.copy()
+    s = 0.0
+    for _ in range(8):
+        s = float(np.sum(w * d * x) / max(np.sum(w * x * x), 1e-12))
+        r = (d - s * x) * np.sqrt(w0)
+        scale = max(1.4826 * float(np.median(np.abs(r))), 1e-9)
+        u = np.abs(r) / (huber_k * scale)
+        w = w0 * np.where(u <= 1.0, 1.0, 1.0 / np.maximum(u, 1e-12))
+    return s
+
+
 @torch.no_grad()
 def pseudo_labels(
     model: FocusNet,
     frames,
     eef_values: np.ndarray,
-    template: EEFTemplate,
+    template: EEFTemplate | None,
     s_prior: tuple[float, float],
+    anchor: str = "logpoly",
+    anchors: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """Pseudo-labels (um) for the usable frames of one camera, and the fitted quantities."""
+    """Pseudo-labels (um) for the usable frames of one camera, and the fitted quantities.
+
+    ``anchors`` (``(T_f, rms)`` per field of ``np.unique(frames.field_id)``) skips the
+    per-field EEF fit when it was computed before (``anchor="logpoly"`` does not change
+    between epochs).
+    """
     pred = model.predict(network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg)
     _, plateau = np.unique(frames.obsid, return_inverse=True)
     fids, f = np.unique(frames.field_id, return_inverse=True)
-    s, s_sig, t_f_net = fit_thermal_model(
+    s_net, s_sig, t_f_net = fit_thermal_model(
         pred["mu_um"], pred["sigma_um"], frames.temperature_degC, f, len(fids), s_prior
     )
-    t_f, rms = eef_field_optima(
-        eef_values, frames.temperature_degC, f, plateau, abs(s), template, len(fids)
-    )
-    labels = s * (frames.temperature_degC - t_f[f])
+    if anchor == "template":
+        if template is None:
+            raise ValueError('anchor="template" needs the model\'s EEF template')
+        t_f, rms = eef_field_optima(
+            eef_values, frames.temperature_degC, f, plateau, abs(s_net), template, len(fids)
+        )
+    elif anchors is not None:
+        t_f, rms = anchors
+    else:
+        t_f, rms = eef_field_optima_logpoly(
+            eef_values, frames.temperature_degC, f, plateau, len(fids)
+        )
+    x = frames.temperature_degC - t_f[f]
+    s = _slope_through_anchors(pred["mu_um"], pred["sigma_um"], x)
+    labels = s * x
     info = {
+        "anchor": anchor,
         "s_um_per_degC": float(s),
+        "s_free_fit_um_per_degC": float(s_net),
         "s_sigma_um_per_degC": float(s_sig),
         "t_field_eef_degC": t_f.tolist(),
         "t_field_net_degC": t_f_net.tolist(),
         "net_minus_eef_degC_mean": float(np.nanmean(t_f_net - t_f)),
+        "net_minus_eef_degC_rms": float(np.sqrt(np.nanmean((t_f_net - t_f) ** 2))),
         "eef_fit_rms": float(np.nanmean(rms)),
     }
     return labels, info
@@ -157,10 +257,14 @@ def finetune(
 
     cfg = config or FinetuneConfig()
     base = Path(base_model_dir or default_model_dir())
+    if cfg.anchor not in ("logpoly", "template"):
+        raise ValueError(f"anchor={cfg.anchor!r}: 'logpoly' or 'template'")
     model, desc = load_model(base)
-    if "eef_template" not in desc:
-        raise ValueError(f"{base}: model has no EEF template (needed to anchor the fields)")
-    template = EEFTemplate.from_dict(desc["eef_template"])
+    template = None
+    if cfg.anchor == "template":
+        if "eef_template" not in desc:
+            raise ValueError(f"{base}: model has no EEF template (needed to anchor the fields)")
+        template = EEFTemplate.from_dict(desc["eef_template"])
     for k, fr in enumerate(frames_list):
         n_plat = len(np.unique(fr.obsid))
         if n_plat < cfg.min_plateaux:
@@ -170,6 +274,14 @@ def finetune(
             )
     torch.manual_seed(cfg.seed)
     eefs = [frame_eef(fr.stamps) for fr in frames_list]
+    anchors = [None] * len(frames_list)
+    if cfg.anchor == "logpoly":
+        for k, fr in enumerate(frames_list):
+            _, plateau = np.unique(fr.obsid, return_inverse=True)
+            fids, f = np.unique(fr.field_id, return_inverse=True)
+            anchors[k] = eef_field_optima_logpoly(
+                eefs[k], fr.temperature_degC, f, plateau, len(fids)
+            )
     ref = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed)
@@ -178,7 +290,9 @@ def finetune(
     for epoch in range(cfg.epochs):
         parts, infos = [], []
         for k, fr in enumerate(frames_list):
-            lab, info = pseudo_labels(model, fr, eefs[k], template, cfg.s_prior_um_per_degC)
+            lab, info = pseudo_labels(
+                model, fr, eefs[k], template, cfg.s_prior_um_per_degC, cfg.anchor, anchors[k]
+            )
             ok = np.isfinite(lab)
             parts.append(
                 ArrayFocusDataset(
@@ -206,7 +320,7 @@ def finetune(
         tot, n_seen = 0.0, 0
         for stamp, theta, phi, target in loader:
             img, sc = prepare_inputs(stamp, theta, phi, model.config.crop)
-            loss, _ = FocusNet.loss(model(img, sc), target.float())
+            loss, _ = FocusNet.loss(model(img, sc), target.float(), fixed_sigma_um=cfg.mu_sigma_um)
             loss = loss + cfg.l2sp_weight * _l2sp(model, ref)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -219,7 +333,9 @@ def finetune(
             print(f"finetune epoch {epoch + 1}/{cfg.epochs}: loss {tot / max(1, n_seen):.4f}")
     model.eval()
     after = [
-        pseudo_labels(model, fr, eefs[k], template, cfg.s_prior_um_per_degC)[1]
+        pseudo_labels(
+            model, fr, eefs[k], template, cfg.s_prior_um_per_degC, cfg.anchor, anchors[k]
+        )[1]
         for k, fr in enumerate(frames_list)
     ]
     meta = {k: v for k, v in desc.items() if k not in ("architecture",)}

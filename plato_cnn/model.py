@@ -170,17 +170,30 @@ class FocusNet(nn.Module):
 
     @staticmethod
     def loss(
-        out: torch.Tensor, target_um: torch.Tensor, sign_margin_um: float = 10.0
+        out: torch.Tensor,
+        target_um: torch.Tensor,
+        sign_margin_um: float = 10.0,
+        fixed_sigma_um: float | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """Gaussian negative log-likelihood of the offset plus the side-of-focus cross-entropy.
 
         The sign term is weighted by ``min(1, |delta| / sign_margin_um)``: near focus the side
-        is meaningless.
+        is meaningless.  With ``fixed_sigma_um`` the offset is fitted by least squares at that
+        fixed scale and the sigma head by the likelihood of the *detached* offset, so a large
+        error can only be reduced by moving the offset, never by widening sigma (fine-tuning).
         """
         t = target_um / _TARGET_SCALE_UM
         mu = out[:, 0]
         log_sigma = out[:, 1].clamp(-6.0, 3.0)
-        nll = 0.5 * ((t - mu) / log_sigma.exp()) ** 2 + log_sigma
+        if fixed_sigma_um is None:
+            nll = 0.5 * ((t - mu) / log_sigma.exp()) ** 2 + log_sigma
+        else:
+            fixed = fixed_sigma_um / _TARGET_SCALE_UM
+            nll = (
+                0.5 * ((t - mu) / fixed) ** 2
+                + 0.5 * ((t - mu.detach()) / log_sigma.exp()) ** 2
+                + log_sigma
+            )
         w = (target_um.abs() / sign_margin_um).clamp(max=1.0)
         bce = nn.functional.binary_cross_entropy_with_logits(
             out[:, 2], (target_um > 0).to(out.dtype), weight=w

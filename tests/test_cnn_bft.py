@@ -121,6 +121,47 @@ def test_finetune_on_campaigns(tmp_path, model_dir):
     assert tf[0] == pytest.approx(-78.0, abs=0.05) and rms[0] < 1e-6
 
 
+def test_logpoly_field_anchor_recovers_each_fields_peak():
+    """The default fine-tuning anchor: per field, the maximum of log-EEF fitted in T."""
+    from plato_cnn.finetune import eef_field_optima_logpoly
+
+    rng = np.random.default_rng(5)
+    plates = np.array([-90.0, -85.0, -80.0, -75.0, -70.0])
+    peaks = np.array([-78.0, -82.5, -74.0])
+    t = np.repeat(plates, 12)
+    p = np.repeat(np.arange(5), 12)
+    e, tt, ff, pp = [], [], [], []
+    for f, t0 in enumerate(peaks):
+        e.append(0.8 * np.exp(-(((t - t0) / 7.0) ** 2)) * (1 + 0.01 * rng.normal(size=t.size)))
+        tt.append(t), ff.append(np.full(t.size, f)), pp.append(p)
+    e, tt, ff, pp = map(np.concatenate, (e, tt, ff, pp))
+    tf, rms = eef_field_optima_logpoly(e, tt, ff, pp, 3)
+    assert tf == pytest.approx(peaks, abs=0.15)
+    assert np.all(rms < 0.02)
+    # a field seen on only two plateaux has no anchor
+    keep = ~((ff == 1) & (pp >= 2))
+    tf2, _ = eef_field_optima_logpoly(e[keep], tt[keep], ff[keep], pp[keep], 3)
+    assert np.isnan(tf2[1]) and np.isfinite(tf2[0])
+
+
+def test_fixed_sigma_loss_moves_the_offset_not_sigma():
+    """With fixed_sigma_um the offset's gradient does not depend on the predicted sigma."""
+    import torch
+
+    from plato_cnn.model import FocusNet
+
+    grads = []
+    for log_sig in (-3.0, 1.0):
+        out = torch.tensor([[0.3, log_sig, 0.0]], requires_grad=True)
+        loss, _ = FocusNet.loss(out, torch.tensor([10.0]), fixed_sigma_um=5.0)
+        loss.backward()
+        grads.append(out.grad[0, 0].item())
+    assert grads[0] == pytest.approx(grads[1]) and grads[0] > 0
+    out = torch.tensor([[0.3, -3.0, 0.0]], requires_grad=True)
+    FocusNet.loss(out, torch.tensor([10.0]))[0].backward()
+    assert out.grad[0, 0].item() != pytest.approx(grads[0])
+
+
 def test_calibrate_systematic_measures_what_the_bootstrap_misses(campaign, model_dir, tmp_path):
     """sigma_sys^2 = mean(max(0, err^2 - boot^2)), written to model.json for every subset."""
     import shutil
