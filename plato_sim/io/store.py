@@ -123,6 +123,11 @@ def write_shard(
             shuffle=True,
             track_times=False,
         )
+        # Flush each dataset as soon as it is written: otherwise its chunk stays in HDF5's
+        # cache until the dataset's handle is closed, whose moment depends on Python's garbage
+        # collection, and the file layout (stamps or labels first) changed from run to run:
+        # same data, different bytes, different SHA-256 (seen 3 times in 8 test runs).
+        f.flush()
         f.create_dataset(
             "labels",
             data=labels,
@@ -132,6 +137,7 @@ def write_shard(
             shuffle=True,
             track_times=False,
         )
+        f.flush()
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     digest = sha256_file(tmp)
