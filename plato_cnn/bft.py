@@ -38,6 +38,8 @@ import numpy as np
 __all__ = ["EEFTemplate", "FocusFit", "fit_thermal_model", "fit_bft", "make_eef_template"]
 
 DEFAULT_S_PRIOR_UM_PER_DEGC = (10.0, 3.0)  # plato-facts.md: ~10 um/degC; spread ASSUMED
+#: how far beyond the sampled TRP1 range a T_BF is reported without a warning (degC)
+OUT_OF_RANGE_DEGC = 5.0
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,21 @@ def fit_bft(
 
     p_mean = float(np.mean(np.asarray(p_behind, float)[ok])) if p_behind is not None else 0.5
     ambiguous = (not s_measured) and p_behind is not None and 0.2 < p_mean < 0.8
+    # Sanity checks, not corrections: on cameras unlike its training set a network can see
+    # almost no change of focus with temperature, and T_f = T - delta/s then runs away
+    # (domain-shift benchmark: errors of 30-140 degC before fine-tuning).
+    if s_measured and not (0.25 * s_prior[0] <= abs(s) <= 4.0 * s_prior[0]):
+        warnings.append(
+            f"fitted s = {s:.2f} um/degC is implausible (prior {s_prior[0]:g} +- "
+            f"{s_prior[1]:g}): the network's offsets do not follow the temperature as focus "
+            "should (model mismatch?); fine-tune on these campaigns or use --method eef"
+        )
+    t_lo, t_hi = float(np.min(t)), float(np.max(t))
+    if not t_lo - OUT_OF_RANGE_DEGC <= t_bf <= t_hi + OUT_OF_RANGE_DEGC:
+        warnings.append(
+            f"T_BF = {t_bf:.1f} degC lies more than {OUT_OF_RANGE_DEGC:g} degC outside the "
+            f"sampled range [{t_lo:.1f}, {t_hi:.1f}] degC: an extrapolation, not a measurement"
+        )
     if ambiguous:
         warnings.append(f"side of focus undecided from one plateau (mean P(behind) = {p_mean:.2f})")
     return FocusFit(

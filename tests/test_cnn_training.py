@@ -167,3 +167,17 @@ def test_fit_bft_recovers_the_thermal_model():
     r3 = fit_bft(d[one], np.full(one.sum(), 6.0), temps[one], fid[one],
                  p_behind=np.full(one.sum(), 0.5), n_boot=20)  # fmt: skip
     assert not r3.s_measured and r3.sign_ambiguous
+    assert not any("implausible" in w or "outside" in w for w in r.warnings)
+
+
+def test_fit_bft_warns_when_the_offsets_do_not_follow_temperature():
+    """A network blind to focus (offsets almost flat in T) must not pass silently."""
+    rng = np.random.default_rng(1)
+    nf = 20
+    temps = np.repeat([-90.0, -85, -80, -75, -70], nf * 4)
+    fid = np.tile(np.repeat(np.arange(nf), 4), 5)
+    d = 0.8 * (temps + 120.0) + rng.normal(0, 2.0, temps.size)  # s ~ 0.8, T_f ~ -120
+    r = fit_bft(d, np.full(d.size, 2.0), temps, fid, n_boot=10)
+    assert r.s_um_per_degC == pytest.approx(0.8, rel=0.1)
+    assert any("implausible" in w for w in r.warnings)
+    assert any("outside the sampled range" in w for w in r.warnings)
