@@ -16,7 +16,10 @@ with one sensitivity ``s_c`` per camera (free, even its sign) and one optimal te
    optical model: it is the classical measurement, made per field position.  (The earlier
    anchor, the nominal field-averaged EEF template, ``anchor="template"``, assumes the
    design's EEF-curve width and skew, which is wrong for exactly the cameras fine-tuning
-   is for.)  It needs >= 3 plateaux, which a ground-test campaign has.
+   is for.)  The anchors are then shifted together so that their mean is the improved
+   classical T_BF of the camera (``centre_on_classical``): one field's curve rests on ~10
+   frames per plateau and the argmax of a noisy cubic is biased, the field-averaged curve is
+   measured with 40 times more.  It needs >= 3 plateaux, which a ground-test campaign has.
 2. **Self-consistency** gives ``s_c`` (every epoch): the network's current predictions on the
    camera's frames are regressed on ``T_i - T_f`` (robust, through the anchors).  The scale
    of ``delta`` is what the images alone cannot fix without an optical model, and it does not
@@ -43,7 +46,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from .bft import EEFTemplate, fit_thermal_model
-from .classical import EXTRAPOLATE_DEGC, _shape_fit
+from .classical import EXTRAPOLATE_DEGC, _shape_fit, improved_bft
 from .data import ArrayFocusDataset
 from .model import FocusNet, prepare_inputs
 from .modelio import load_model, save_model
@@ -72,6 +75,9 @@ class FinetuneConfig:
     s_prior_um_per_degC: tuple[float, float] = (10.0, 10.0)
     #: field anchors: "logpoly" (per-field classical fit) or "template" (nominal EEF curve)
     anchor: str = "logpoly"
+    #: shift the per-field anchors so that their mean is the improved classical T_BF (the
+    #: field-averaged EEF curve is measured with 40x the frames of one field's curve)
+    centre_on_classical: bool = True
     #: fixed scale of the offset's least-squares loss (um); None: Gaussian likelihood
     mu_sigma_um: float | None = 5.0
 
@@ -279,9 +285,11 @@ def finetune(
         for k, fr in enumerate(frames_list):
             _, plateau = np.unique(fr.obsid, return_inverse=True)
             fids, f = np.unique(fr.field_id, return_inverse=True)
-            anchors[k] = eef_field_optima_logpoly(
-                eefs[k], fr.temperature_degC, f, plateau, len(fids)
-            )
+            t_f, rms = eef_field_optima_logpoly(eefs[k], fr.temperature_degC, f, plateau, len(fids))
+            if cfg.centre_on_classical:
+                t_bf = improved_bft(fr, eef_values=eefs[k], n_boot=0).bft_degC
+                t_f = t_f - np.nanmean(t_f) + t_bf
+            anchors[k] = (t_f, rms)
     ref = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed)
