@@ -53,6 +53,9 @@ ROWS = [
     ("CNN + thermal-model fit", "cnn", "-", 3),
     ("CNN + thermal-model fit", "cnn", "-", 2),
     ("CNN + thermal-model fit", "cnn", "-", 1),
+    # a focus re-check: s taken from an earlier sweep of the same camera (here its 4 other
+    # plateaux, fitted by the same network: s in the network's own scale), T_BF from one
+    ("CNN, s from an earlier sweep (re-check)", "cnn_s", "-", 1),
 ]
 
 
@@ -61,6 +64,7 @@ def _evaluate(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    from plato_cnn.calibrate import earlier_sweep_s_prior
     from plato_cnn.campaign import read_campaign
     from plato_cnn.classical import estimate_bft
     from plato_cnn.metrics import frame_eef
@@ -78,7 +82,13 @@ def _evaluate(job: dict) -> dict:
                 r = estimate_bft(frames.select(m), fit, "2x2", e[m], seed=job["i"], n_boot=100)
                 out.append({"row": k, "bft": r.bft_degC, "sigma": r.sigma_degC})
             else:
-                f, _ = cnn_bft(frames.select(m), job["model"], n_boot=100, seed=job["i"])
+                prior = None
+                if method == "cnn_s":
+                    earlier = [t for t in SUBSETS[5] if t not in SUBSETS[n_pl]]
+                    prior = earlier_sweep_s_prior(frames, job["model"], earlier)
+                f, _ = cnn_bft(
+                    frames.select(m), job["model"], n_boot=100, seed=job["i"], s_prior=prior
+                )
                 out.append(
                     {
                         "row": k,

@@ -20,7 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PLATEAU_SUBSETS", "emulate_calibration_set", "calibrate_systematic"]
+__all__ = [
+    "PLATEAU_SUBSETS",
+    "RECHECK_KEY",
+    "earlier_sweep_s_prior",
+    "emulate_calibration_set",
+    "calibrate_systematic",
+]
 
 #: Plateau subsets used for calibration and benchmarks (degC), by number of plateaux.
 PLATEAU_SUBSETS = {
@@ -30,6 +36,24 @@ PLATEAU_SUBSETS = {
     1: (-80.0,),
 }
 TRUTH_RANGE_DEGC = (-84.0, -72.0)
+#: Calibration key of a one-plateau re-check with ``s`` from an earlier sweep of the camera.
+RECHECK_KEY = "1s"
+
+
+def earlier_sweep_s_prior(frames, model_dir, plateaux_degC) -> tuple[float, float]:
+    """``(s, sigma_s)`` (um/degC, the network's scale) fitted on ``plateaux_degC`` of a camera.
+
+    Stands for an earlier sweep of the same camera in the one-plateau re-check
+    (:func:`plato_cnn.predict.cnn_bft` ``s_prior``): the benchmarks and the calibration take
+    the camera's other plateaux.
+    """
+    from .predict import cnn_bft
+
+    fit, _ = cnn_bft(frames.select(frames.plateau_mask(plateaux_degC)), model_dir, n_boot=0,
+                     systematic=False)  # fmt: skip
+    return fit.s_um_per_degC, max(fit.s_sigma_um_per_degC, 1e-3)
+
+
 #: Sub-pixel grid (n x n) of the truth's expected EEF.  A 3x3 grid put the T_BF of some
 #: cameras 0.6 degC off the converged value (0.35 degC RMS on 6 cameras, measured against
 #: 8x8); see ``out/diag`` scripts cited in the session-2 note.
@@ -79,8 +103,8 @@ def emulate_calibration_set(
     return [(Path(j["dir"]), float(t["t_bf_degC"])) for j, t in zip(jobs, truths, strict=True)]
 
 
-def _camera_errors(job: tuple[str, float, str]) -> dict[int, tuple[float, float]]:
-    """``{n_plateaux: (error, bootstrap sigma)}`` of one calibration camera (degC)."""
+def _camera_errors(job: tuple[str, float, str]) -> dict[str, tuple[float, float]]:
+    """``{"5"|"3"|"2"|"1"|"1s": (error, bootstrap sigma)}`` of one calibration camera (degC)."""
     import os
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -97,7 +121,12 @@ def _camera_errors(job: tuple[str, float, str]) -> dict[int, tuple[float, float]
     for n, sub in PLATEAU_SUBSETS.items():
         fit, _ = cnn_bft(fr.select(fr.plateau_mask(sub)), model_dir, n_boot=100,
                          systematic=False)  # fmt: skip
-        out[n] = (fit.t_bf_degC - truth, fit.sigma_degC)
+        out[str(n)] = (fit.t_bf_degC - truth, fit.sigma_degC)
+    earlier = [t for t in PLATEAU_SUBSETS[5] if t not in PLATEAU_SUBSETS[1]]
+    prior = earlier_sweep_s_prior(fr, model_dir, earlier)
+    fit, _ = cnn_bft(fr.select(fr.plateau_mask(PLATEAU_SUBSETS[1])), model_dir, n_boot=100,
+                     systematic=False, s_prior=prior)  # fmt: skip
+    out[RECHECK_KEY] = (fit.t_bf_degC - truth, fit.sigma_degC)
     return out
 
 
@@ -122,13 +151,14 @@ def calibrate_systematic(
             per_cam = pool.map(_camera_errors, jobs, chunksize=1)
     else:
         per_cam = [_camera_errors(j) for j in jobs]
-    errs = {n: [c[n][0] for c in per_cam] for n in PLATEAU_SUBSETS}
-    boots = {n: [c[n][1] for c in per_cam] for n in PLATEAU_SUBSETS}
+    keys = [str(n) for n in PLATEAU_SUBSETS] + [RECHECK_KEY]
+    errs = {n: [c[n][0] for c in per_cam] for n in keys}
+    boots = {n: [c[n][1] for c in per_cam] for n in keys}
     out = {}
-    for n in PLATEAU_SUBSETS:
+    for n in keys:
         e = np.asarray(errs[n])
         b = np.asarray(boots[n])
-        out[str(n)] = {
+        out[n] = {
             "rms_error_degC": float(np.sqrt(np.mean(e**2))),
             "bias_degC": float(np.mean(e)),
             "rms_bootstrap_sigma_degC": float(np.sqrt(np.mean(b**2))),

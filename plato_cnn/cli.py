@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +29,17 @@ def int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip() != ""]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from exc
+
+
+def s_prior_arg(text: str) -> tuple[float, float]:
+    """Parse ``"MEAN,SIGMA"`` (um/degC) into a thermal-sensitivity prior."""
+    try:
+        mean, sigma = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected MEAN,SIGMA in um/degC: {text!r}") from exc
+    if not (math.isfinite(mean) and mean != 0 and math.isfinite(sigma) and sigma > 0):
+        raise argparse.ArgumentTypeError(f"need a finite non-zero MEAN and SIGMA > 0: {text!r}")
+    return mean, sigma
 
 
 # ----------------------------------------------------------------------------- bft: eef
@@ -75,12 +87,27 @@ def _cnn_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("--method cnn")
     g.add_argument("--model", default=None, help="model directory (default: the shipped model)")
     g.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    g.add_argument(
+        "--s-prior",
+        type=s_prior_arg,
+        default=None,
+        metavar="MEAN,SIGMA",
+        help="thermal sensitivity prior (um/degC) instead of the model's 10,3; with one plateau, "
+        "give s_um_per_degC,s_sigma_um_per_degC of an earlier sweep of the same camera",
+    )
 
 
 def _cnn_run(args: argparse.Namespace, frames) -> dict:
     from .predict import cnn_bft, plot_cnn_bft
 
-    fit, info = cnn_bft(frames, args.model, n_boot=args.n_boot, seed=args.seed, device=args.device)
+    fit, info = cnn_bft(
+        frames,
+        args.model,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        device=args.device,
+        s_prior=args.s_prior,
+    )
     if args.plot:
         use = frames.usable
         plot_cnn_bft(frames.select(use), fit, info["frame_mu_um"], args.plot)
@@ -92,7 +119,9 @@ def _cnn_run(args: argparse.Namespace, frames) -> dict:
         "frames_used": info["frames_used"],
         "sign_ambiguous": fit.sign_ambiguous,
         "s_um_per_degC": fit.s_um_per_degC,
+        "s_sigma_um_per_degC": fit.s_sigma_um_per_degC,
         "s_measured": fit.s_measured,
+        "s_prior_um_per_degC": list(args.s_prior) if args.s_prior else None,
         "n_plateaux": fit.n_plateaux,
         "template_shift_degC": fit.template_shift_degC,
         "p_behind_mean": fit.p_behind_mean,
@@ -176,9 +205,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"plato-cnn calibrate: {exc}", file=sys.stderr)
         return 2
-    for n, r in sorted(result["by_plateaux"].items(), key=lambda kv: -int(kv[0])):
+    for n, r in sorted(result["by_plateaux"].items(), key=lambda kv: (-int(kv[0][0]), kv[0])):
+        what = f"{n} plateaux" if n.isdigit() else "1 plateau, s of an earlier sweep"
         print(
-            f"{n} plateaux: RMS error {r['rms_error_degC']:.2f} degC, bias "
+            f"{what}: RMS error {r['rms_error_degC']:.2f} degC, bias "
             f"{r['bias_degC']:+.2f}, bootstrap {r['rms_bootstrap_sigma_degC']:.2f}, "
             f"systematic sigma {r['systematic_sigma_degC']:.2f}"
         )

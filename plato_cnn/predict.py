@@ -49,6 +49,7 @@ def cnn_bft(
     device: str = "cpu",
     include_unstable: bool = False,
     systematic: bool = True,
+    s_prior: tuple[float, float] | None = None,
 ) -> tuple[FocusFit, dict]:
     """Best-focus temperature of one camera from its (usable) frames.
 
@@ -62,6 +63,10 @@ def cnn_bft(
         include_unstable: also use frames of observations that were not a plateau.
         systematic: add the model's calibrated systematic sigma (:mod:`plato_cnn.calibrate`)
             in quadrature to the bootstrap sigma.
+        s_prior: ``(mean, sigma)`` of the thermal sensitivity (um/degC) replacing the model's
+            prior; decisive with one plateau.  The best source is an earlier sweep of the same
+            camera fitted with the same model: its ``s`` is in the network's own scale, so a
+            per-camera scale error of the network cancels too.
 
     Returns:
         ``(fit, info)`` with ``info`` holding the frame counts and the model's description.
@@ -78,7 +83,9 @@ def cnn_bft(
     template = None
     if "eef_template" in desc:
         template = EEFTemplate.from_dict(desc["eef_template"])
-    prior = tuple(desc.get("s_prior_um_per_degC", (10.0, 3.0)))
+    prior = tuple(s_prior or desc.get("s_prior_um_per_degC", (10.0, 3.0)))
+    if not (np.isfinite(prior[0]) and prior[0] != 0 and np.isfinite(prior[1]) and prior[1] > 0):
+        raise ValueError(f"s prior {prior}: need a finite non-zero mean and a sigma > 0")
     fit = fit_bft(
         pred["mu_um"],
         pred["sigma_um"],
@@ -93,10 +100,15 @@ def cnn_bft(
     )
     sys_table = desc.get("systematic_sigma_degC") if systematic else None
     if sys_table:
-        # the calibration entry for the largest plateau count not above this fit's
-        keys = sorted(int(k) for k in sys_table)
-        k = max([x for x in keys if x <= fit.n_plateaux] or [keys[0]])
-        s_sys = float(sys_table[str(k)])
+        from .calibrate import RECHECK_KEY
+
+        # the calibration entry for the largest plateau count not above this fit's; a
+        # one-plateau fit with a given s has its own entry (s from an earlier sweep)
+        keys = sorted(int(k) for k in sys_table if k.isdigit())
+        key = str(max([x for x in keys if x <= fit.n_plateaux] or [keys[0]]))
+        if s_prior is not None and not fit.s_measured and RECHECK_KEY in sys_table:
+            key = RECHECK_KEY
+        s_sys = float(sys_table[key])
         fit.sigma_degC = float(np.hypot(fit.sigma_degC, s_sys))
         fit.warnings.append(f"sigma includes the calibrated systematic {s_sys:.2f} degC")
     elif systematic:

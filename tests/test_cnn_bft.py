@@ -166,7 +166,7 @@ def test_calibrate_systematic_measures_what_the_bootstrap_misses(campaign, model
     """sigma_sys^2 = mean(max(0, err^2 - boot^2)), written to model.json for every subset."""
     import shutil
 
-    from plato_cnn.calibrate import PLATEAU_SUBSETS, calibrate_systematic
+    from plato_cnn.calibrate import PLATEAU_SUBSETS, RECHECK_KEY, calibrate_systematic
 
     d = tmp_path / "cal"
     shutil.copytree(model_dir, d)
@@ -175,10 +175,11 @@ def test_calibrate_systematic_measures_what_the_bootstrap_misses(campaign, model
     truth = full.t_bf_degC - 1.5  # a camera whose estimate is 1.5 degC off
     res = calibrate_systematic(d, [(campaign, truth)], write=True)
     desc = json.loads((d / "model.json").read_text())
-    assert set(desc["systematic_sigma_degC"]) == {str(n) for n in PLATEAU_SUBSETS}
+    keys = {str(n) for n in PLATEAU_SUBSETS} | {RECHECK_KEY}
+    assert set(desc["systematic_sigma_degC"]) == keys
     r = res["by_plateaux"]
     # the campaign has fewer plateaux than 5: every subset maps onto its nearest ones
-    for n in map(str, PLATEAU_SUBSETS):
+    for n in keys:
         e, b = r[n]["rms_error_degC"], r[n]["rms_bootstrap_sigma_degC"]
         assert r[n]["systematic_sigma_degC"] == pytest.approx(np.sqrt(max(0.0, e**2 - b**2)))
     n_all = str(max(PLATEAU_SUBSETS))
@@ -192,3 +193,24 @@ def test_plateau_mask_picks_the_nearest_observation_per_nominal_temperature(camp
     m = frames.plateau_mask([min(temps.values()) - 30.0])  # far below: still the nearest one
     assert m.any() and set(np.unique(frames.obsid[m])) == {coldest}
     assert frames.plateau_mask(list(temps.values())).all()
+
+
+def test_s_prior_from_an_earlier_sweep_sets_the_one_plateau_scale(campaign, model_dir):
+    """With one plateau T - T_BF = mean(delta) / s: the given prior's s is the one used."""
+    import argparse
+
+    from plato_cnn.cli import s_prior_arg
+
+    frames = read_campaign(campaign)
+    one = frames.select(frames.obsid == np.unique(frames.obsid)[0])
+    t = float(np.mean(one.temperature_degC[one.usable]))
+    a, _ = cnn_bft(one, model_dir, n_boot=5, systematic=False, s_prior=(5.0, 1e-3))
+    b, _ = cnn_bft(one, model_dir, n_boot=5, systematic=False, s_prior=(20.0, 1e-3))
+    assert not a.s_measured and a.s_um_per_degC == pytest.approx(5.0, rel=1e-3)
+    assert (t - a.t_bf_degC) == pytest.approx(4.0 * (t - b.t_bf_degC), rel=0.02)
+    with pytest.raises(ValueError, match="prior"):
+        cnn_bft(one, model_dir, n_boot=5, s_prior=(0.0, 1.0))
+    assert s_prior_arg("9.5,0.3") == (9.5, 0.3)
+    for bad in ("9.5", "a,b", "10,0", "0,1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            s_prior_arg(bad)
