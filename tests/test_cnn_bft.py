@@ -65,6 +65,15 @@ def test_cnn_bft_cli_report(campaign, model_dir, tmp_path):
     r1 = json.loads(out.read_text())
     assert r1["n_plateaux"] == 1 and not r1["s_measured"]
     assert any("prior" in w for w in r1["warnings"])
+    # the re-check: s and its sigma from the full sweep's report
+    prior = f"{r['s_um_per_degC']},{max(r['s_sigma_um_per_degC'], 1e-3)}"
+    rc = main(["bft", str(campaign), "--method", "cnn", "--model", str(model_dir),
+               "--obsids", str(r["obsids"][2]), "--n-boot", "20", "--json", str(out),
+               "--s-prior", prior])  # fmt: skip
+    assert rc == 0
+    r2 = json.loads(out.read_text())
+    assert r2["s_prior_um_per_degC"][0] == pytest.approx(r["s_um_per_degC"])
+    assert r2["s_um_per_degC"] == pytest.approx(r["s_um_per_degC"], rel=1e-3)
 
 
 def test_cnn_bft_refuses_a_broken_model(campaign, tmp_path, capsys):
