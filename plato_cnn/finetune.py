@@ -281,14 +281,17 @@ def finetune(
     torch.manual_seed(cfg.seed)
     eefs = [frame_eef(fr.stamps) for fr in frames_list]
     anchors = [None] * len(frames_list)
+    anchor_sigmas: list[float] = []
     if cfg.anchor == "logpoly":
         for k, fr in enumerate(frames_list):
             _, plateau = np.unique(fr.obsid, return_inverse=True)
             fids, f = np.unique(fr.field_id, return_inverse=True)
             t_f, rms = eef_field_optima_logpoly(eefs[k], fr.temperature_degC, f, plateau, len(fids))
             if cfg.centre_on_classical:
-                t_bf = improved_bft(fr, eef_values=eefs[k], n_boot=0).bft_degC
-                t_f = t_f - np.nanmean(t_f) + t_bf
+                cl = improved_bft(fr, eef_values=eefs[k], n_boot=100, seed=cfg.seed)
+                t_f = t_f - np.nanmean(t_f) + cl.bft_degC
+                if np.isfinite(cl.sigma_degC):
+                    anchor_sigmas.append(float(cl.sigma_degC))
             anchors[k] = (t_f, rms)
     ref = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -355,6 +358,14 @@ def finetune(
         "before": before,
         "after": after,
     }
+    # The fine-tuned network's T_BF is tied to its anchors, whose uncertainty is the improved
+    # classical sigma; the base model's calibration, made in the simulator's population, cannot
+    # see how far a real camera lies from it.  So the anchors' RMS sigma is added in quadrature.
+    sys_table = desc.get("systematic_sigma_degC")
+    if sys_table and anchor_sigmas:
+        a = float(np.sqrt(np.mean(np.square(anchor_sigmas))))
+        meta["systematic_sigma_degC"] = {k: float(np.hypot(v, a)) for k, v in sys_table.items()}
+        meta["finetune"]["anchor_sigma_degC"] = a
     save_model(model, out_dir, meta)
     (Path(out_dir) / "finetune.json").write_text(json.dumps(meta["finetune"], indent=2))
     return meta["finetune"]

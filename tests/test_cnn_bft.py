@@ -110,10 +110,22 @@ def test_finetune_on_campaigns(tmp_path, model_dir):
     for k in range(2):
         fr = read_campaign(make_campaign(tmp_path / f"c{k}", n_fields=3, n_dithers=3, seed=k))
         frames.append(fr.select(fr.usable))
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(model_dir, base)
+    d0 = json.loads((base / "model.json").read_text())
+    d0["systematic_sigma_degC"] = {"5": 0.1, "1": 0.3}
+    (base / "model.json").write_text(json.dumps(d0))
     out = tmp_path / "ft"
-    summary = finetune(frames, out, model_dir, FinetuneConfig(epochs=1, batch_size=32),
+    summary = finetune(frames, out, base, FinetuneConfig(epochs=1, batch_size=32),
                        progress=False)  # fmt: skip
     model, desc = load_model(out)
+    # the anchors' classical sigma is added in quadrature to the base calibration
+    a = summary["anchor_sigma_degC"]
+    assert a > 0
+    assert desc["systematic_sigma_degC"]["5"] == pytest.approx(np.hypot(0.1, a))
+    assert desc["systematic_sigma_degC"]["1"] == pytest.approx(np.hypot(0.3, a))
     assert desc["finetune"]["cameras"] == [fr.camera for fr in frames]
     for info in summary["before"] + summary["after"]:
         assert np.isfinite(info["s_um_per_degC"])
