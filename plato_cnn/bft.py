@@ -35,7 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EEFTemplate", "FocusFit", "fit_thermal_model", "fit_bft", "make_eef_template"]
+__all__ = [
+    "EEFTemplate",
+    "FocusFit",
+    "huber_weights",
+    "fit_thermal_model",
+    "fit_bft",
+    "make_eef_template",
+]
 
 DEFAULT_S_PRIOR_UM_PER_DEGC = (10.0, 3.0)  # plato-facts.md: ~10 um/degC; spread ASSUMED
 #: how far beyond the sampled TRP1 range a T_BF is reported without a warning (degC)
@@ -121,6 +128,17 @@ class FocusFit:
         return d
 
 
+def huber_weights(res: np.ndarray, huber_k: float = 2.0) -> np.ndarray:
+    """Huber weights of residuals given in units of their stated sigmas.
+
+    The scale is the residuals' robust spread (1.4826 x median absolute value), never below 1:
+    residuals within their stated sigmas are never treated as outliers.
+    """
+    scale = max(1.0, 1.4826 * float(np.median(np.abs(res)))) if res.size > 3 else 1.0
+    u = np.abs(res) / (huber_k * scale)
+    return np.where(u <= 1.0, 1.0, 1.0 / np.maximum(u, 1e-12))
+
+
 def fit_thermal_model(
     delta_um: np.ndarray,
     sigma_um: np.ndarray,
@@ -163,11 +181,7 @@ def fit_thermal_model(
         s, b = sol[0], sol[1:]
         cov = np.linalg.inv(a)
         cov_ss = cov[0, 0]
-        res = (d - (s * tc - b[f])) / sig
-        scale = 1.4826 * np.median(np.abs(res)) if res.size > 3 else 1.0
-        scale = max(scale, 1.0)
-        u = np.abs(res) / (huber_k * scale)
-        w_h = np.where(u <= 1.0, 1.0, 1.0 / np.maximum(u, 1e-12))
+        w_h = huber_weights((d - (s * tc - b[f])) / sig, huber_k)
     with np.errstate(divide="ignore", invalid="ignore"):
         t_f = np.where(np.bincount(f, minlength=n_fields) > 0, t_ref + b / s, np.nan)
     return float(s), float(np.sqrt(cov_ss)), t_f

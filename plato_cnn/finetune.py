@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from .bft import EEFTemplate, fit_thermal_model
+from .bft import EEFTemplate, fit_thermal_model, huber_weights
 from .classical import EXTRAPOLATE_DEGC, _shape_fit, improved_bft
 from .data import ArrayFocusDataset
 from .model import FocusNet, prepare_inputs
@@ -56,6 +56,7 @@ __all__ = [
     "FinetuneConfig",
     "eef_field_optima",
     "eef_field_optima_logpoly",
+    "field_anchors",
     "pseudo_labels",
     "finetune",
 ]
@@ -180,11 +181,28 @@ def _slope_through_anchors(
     s = 0.0
     for _ in range(8):
         s = float(np.sum(w * d * x) / max(np.sum(w * x * x), 1e-12))
-        r = (d - s * x) * np.sqrt(w0)
-        scale = max(1.4826 * float(np.median(np.abs(r))), 1e-9)
-        u = np.abs(r) / (huber_k * scale)
-        w = w0 * np.where(u <= 1.0, 1.0, 1.0 / np.maximum(u, 1e-12))
+        w = w0 * huber_weights((d - s * x) * np.sqrt(w0), huber_k)
     return s
+
+
+def field_anchors(
+    frames, eef_values: np.ndarray, centre_on_classical: bool = True, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The ``"logpoly"`` anchors of one camera: ``(T_f, rms, sigma of their mean)``.
+
+    ``T_f`` per field of ``np.unique(frames.field_id)`` (:func:`eef_field_optima_logpoly`),
+    shifted together onto the camera's improved classical T_BF when ``centre_on_classical``
+    (then the sigma is that estimate's; NaN otherwise).
+    """
+    _, plateau = np.unique(frames.obsid, return_inverse=True)
+    fids, f = np.unique(frames.field_id, return_inverse=True)
+    t_f, rms = eef_field_optima_logpoly(eef_values, frames.temperature_degC, f, plateau, len(fids))
+    sigma = float("nan")
+    if centre_on_classical:
+        cl = improved_bft(frames, eef_values=eef_values, n_boot=100, seed=seed)
+        t_f = t_f - np.nanmean(t_f) + cl.bft_degC
+        sigma = float(cl.sigma_degC)
+    return t_f, rms, sigma
 
 
 @torch.no_grad()
@@ -218,9 +236,7 @@ def pseudo_labels(
     elif anchors is not None:
         t_f, rms = anchors
     else:
-        t_f, rms = eef_field_optima_logpoly(
-            eef_values, frames.temperature_degC, f, plateau, len(fids)
-        )
+        t_f, rms, _ = field_anchors(frames, eef_values)
     x = frames.temperature_degC - t_f[f]
     s = _slope_through_anchors(pred["mu_um"], pred["sigma_um"], x)
     labels = s * x
@@ -284,15 +300,10 @@ def finetune(
     anchor_sigmas: list[float] = []
     if cfg.anchor == "logpoly":
         for k, fr in enumerate(frames_list):
-            _, plateau = np.unique(fr.obsid, return_inverse=True)
-            fids, f = np.unique(fr.field_id, return_inverse=True)
-            t_f, rms = eef_field_optima_logpoly(eefs[k], fr.temperature_degC, f, plateau, len(fids))
-            if cfg.centre_on_classical:
-                cl = improved_bft(fr, eef_values=eefs[k], n_boot=100, seed=cfg.seed)
-                t_f = t_f - np.nanmean(t_f) + cl.bft_degC
-                if np.isfinite(cl.sigma_degC):
-                    anchor_sigmas.append(float(cl.sigma_degC))
+            t_f, rms, sig = field_anchors(fr, eefs[k], cfg.centre_on_classical, cfg.seed)
             anchors[k] = (t_f, rms)
+            if np.isfinite(sig):
+                anchor_sigmas.append(sig)
     ref = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed)
