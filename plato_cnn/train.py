@@ -171,7 +171,9 @@ def pretrain(
     state = {"epoch": 0, "best_val": float("inf"), "best_rmse_um": float("nan"), "bad_epochs": 0}
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
-        c = torch.load(ckpt, map_location=device, weights_only=False)
+        # on the CPU: the RNG states must stay CPU byte tensors, and load_state_dict copies
+        # the weights and the optimiser's moments to the model's device anyway
+        c = torch.load(ckpt, map_location="cpu", weights_only=False)
         if c.get("train_config") != asdict(cfg) or c.get("model_config") != mcfg.to_dict():
             raise ValueError(
                 f"{ckpt}: checkpoint was made with other settings; use another --out or delete it"
@@ -181,6 +183,8 @@ def pretrain(
         sched.load_state_dict(c["scheduler"])
         state = c["state"]
         torch.set_rng_state(c["torch_rng"])
+        if device.startswith("cuda") and c.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(c["cuda_rng"], device)
     net: nn.Module = model
     if distributed:
         net = nn.parallel.DistributedDataParallel(
@@ -299,6 +303,9 @@ def pretrain(
                     "scheduler": sched.state_dict(),
                     "state": state,
                     "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device)
+                    if device.startswith("cuda")
+                    else None,
                     "train_config": asdict(cfg),
                     "model_config": mcfg.to_dict(),
                 },

@@ -1,0 +1,105 @@
+"""CUDA paths (issue 7): the fast engine, pretraining (bf16 autocast) and the CNN BFT on a GPU.
+
+Skipped where torch sees no CUDA device (CI has none); ``benchmarks/gpu_check.sh`` runs this
+module on a CUDA machine.  The CPU results are the reference: a GPU may change the last bits
+(other FFT and convolution kernels, bf16 autocast in training) but not the answer.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from plato_cnn.campaign import read_campaign
+from plato_cnn.data import ArrayFocusDataset
+from plato_cnn.model import FocusNetConfig
+from plato_cnn.modelio import load_model
+from plato_cnn.predict import cnn_bft, predict_frames
+from plato_cnn.train import TrainConfig, pretrain
+from plato_sim.engines import FastEngine
+from plato_sim.optics import OpticalModel
+from plato_sim.scenes.campaign import emulate_campaign
+from plato_sim.spectra import ogse_spectrum
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+STAMP_PX = 32
+
+
+def _engine_stamps(device: str, n_states: int = 6, n_offsets: int = 3, seed: int = 3):
+    """Polychromatic stamps ``(B, K, S, S)`` of random optical states, as numpy float64."""
+    optics = OpticalModel()
+    sp = ogse_spectrum(optics.camera, 6)
+    rng = np.random.default_rng(seed)
+    theta = optics.camera.field_radius_deg * np.sqrt(rng.uniform(size=n_states))
+    phi = rng.uniform(0.0, 360.0, n_states)
+    dz_um = rng.uniform(-120.0, 120.0, n_states)
+    z = optics.zernikes_nm(theta, phi, dz_um, sp.wavelengths_array_nm)
+    offsets = rng.uniform(-0.5, 0.5, size=(n_states, n_offsets, 2))
+    engine = FastEngine(device=device)
+    with torch.no_grad():
+        st = engine.stamps_from_otf(engine.otf(z, sp), sp, offsets, STAMP_PX)
+    return st.double().cpu().numpy(), theta, phi, dz_um
+
+
+def test_fast_engine_cuda_matches_cpu():
+    cpu, *_ = _engine_stamps("cpu")
+    gpu, *_ = _engine_stamps("cuda")
+    flux = cpu.sum(axis=(-1, -2), keepdims=True)
+    assert np.all(flux > 0.5)  # most of the light inside the 32x32 stamp
+    # float32 FFTs of another library: differences at the 1e-6 level of the flux
+    assert np.abs(gpu - cpu).max() / flux.min() < 1e-4
+
+
+def test_pretrain_on_cuda_resumes_and_loads_on_cpu(tmp_path, monkeypatch):
+    import plato_cnn.train as tr
+
+    stamps, theta, phi, dz = _engine_stamps("cuda", n_states=16, n_offsets=8)
+    k = stamps.shape[1]
+    data = ArrayFocusDataset(
+        stamps.reshape(-1, STAMP_PX, STAMP_PX) * 1e5,
+        np.repeat(theta, k),
+        np.repeat(phi, k),
+        np.repeat(dz, k),
+        np.repeat(np.arange(16) % 4, k),
+    )
+    mcfg = FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1, hidden=16)
+    cfg = TrainConfig(epochs=2, batch_size=16, max_steps_per_epoch=3, max_val_samples=32)
+    real, calls = tr.evaluate, {"n": 0}
+
+    def crash_in_epoch_2(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated crash in epoch 2")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tr, "evaluate", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(data, tmp_path / "m", cfg, mcfg, device="cuda", progress=False)
+    monkeypatch.setattr(tr, "evaluate", real)
+    assert torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=False)["state"]["epoch"] == 1
+    summary = pretrain(data, tmp_path / "m", cfg, mcfg, device="cuda", progress=False)
+    assert summary["epochs"] == 2 and np.isfinite(summary["best_val_loss"])
+    model, _ = load_model(tmp_path / "m", "cpu")
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
+    gpu_model, _ = load_model(tmp_path / "m", "cuda")
+    x = data.stamps[:8]
+    p_cpu = model.predict(x, data.theta_deg[:8], data.phi_deg[:8], device="cpu")
+    p_gpu = gpu_model.predict(x, data.theta_deg[:8], data.phi_deg[:8], device="cuda")
+    np.testing.assert_allclose(p_gpu["mu_um"], p_cpu["mu_um"], atol=1e-2)
+
+
+def test_cnn_bft_on_cuda_matches_cpu(tmp_path):
+    # an emulated camera (the shipped model is trained on such stamps), 6 fields x 3 dithers
+    emulate_campaign(tmp_path / "camp", n_fields=6, n_dithers=3, frames_per_dither=1,
+                     window_px=32, seed=5)  # fmt: skip
+    frames = read_campaign(tmp_path / "camp")
+    mu_cpu = predict_frames(frames, device="cpu")["mu_um"]
+    mu_gpu = predict_frames(frames, device="cuda")["mu_um"]
+    fit_cpu, _ = cnn_bft(frames, n_boot=20, device="cpu")
+    fit_gpu, _ = cnn_bft(frames, n_boot=20, device="cuda")
+    d_mu, d_t = np.abs(mu_gpu - mu_cpu).max(), abs(fit_gpu.t_bf_degC - fit_cpu.t_bf_degC)
+    print(f"CUDA - CPU: max |d mu| {d_mu:.2e} um, |d T_BF| {d_t:.2e} degC")
+    assert -90.0 < fit_cpu.t_bf_degC < -70.0  # a well-posed fit, not an extrapolation
+    assert d_mu < 0.5  # um; TF32 convolutions may round at 1e-3 relative
+    assert d_t < 0.02
+    assert abs(fit_gpu.sigma_degC - fit_cpu.sigma_degC) < 0.02
