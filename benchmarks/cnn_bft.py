@@ -8,8 +8,9 @@ stream): evaluation holds out whole cameras.
 Plateau subsets: 5 = -90..-70 every 5 degC; 3 = -90, -80, -70; 2 = -85, -75; 1 = -80.
 Rows: the test houses' cubic (5 plateaux, the baseline), their quadratic (3), the improved
 classical estimator, the CNN (``--model``, default the shipped one) with 5, 3, 2 and 1
-plateaux, and the prior-only answer (middle of the range).  RMS error, bias, median sigma
-and the fraction of cameras with |error| <= sigma (target 60-80 %).
+plateaux (one plateau with the model's plateau head, and without it as an ablation), the
+one-plateau re-check, and the prior-only answer (middle of the range).  RMS error, bias,
+median sigma and the fraction of cameras with |error| <= sigma (target 60-80 %).
 
 Usage::
 
@@ -56,6 +57,8 @@ ROWS = [
     # a focus re-check: s taken from an earlier sweep of the same camera (here its 4 other
     # plateaux, fitted by the same network: s in the network's own scale), T_BF from one
     ("CNN, s from an earlier sweep (re-check)", "cnn_s", "-", 1),
+    # ablation: one plateau without the camera-level correction (plato_cnn.plateau_head)
+    ("CNN without the plateau head", "cnn_nohead", "-", 1),
 ]
 
 
@@ -87,8 +90,9 @@ def _evaluate(job: dict) -> dict:
                     earlier = [t for t in SUBSETS[5] if t not in SUBSETS[n_pl]]
                     prior = earlier_sweep_s_prior(frames, job["model"], earlier)
                 f, _ = cnn_bft(
-                    frames.select(m), job["model"], n_boot=100, seed=job["i"], s_prior=prior
-                )
+                    frames.select(m), job["model"], n_boot=100, seed=job["i"], s_prior=prior,
+                    plateau_head=method != "cnn_nohead",
+                )  # fmt: skip
                 out.append(
                     {
                         "row": k,

@@ -95,6 +95,11 @@ def _cnn_arguments(p: argparse.ArgumentParser) -> None:
         help="thermal sensitivity prior (um/degC) instead of the model's 10,3; with one plateau, "
         "give s_um_per_degC,s_sigma_um_per_degC of an earlier sweep of the same camera",
     )
+    g.add_argument(
+        "--no-plateau-head",
+        action="store_true",
+        help="one plateau: do not apply the model's camera-level correction (plateau head)",
+    )
 
 
 def _cnn_run(args: argparse.Namespace, frames) -> dict:
@@ -107,6 +112,7 @@ def _cnn_run(args: argparse.Namespace, frames) -> dict:
         seed=args.seed,
         device=args.device,
         s_prior=args.s_prior,
+        plateau_head=not args.no_plateau_head,
     )
     if args.plot:
         use = frames.usable
@@ -122,6 +128,7 @@ def _cnn_run(args: argparse.Namespace, frames) -> dict:
         "s_sigma_um_per_degC": fit.s_sigma_um_per_degC,
         "s_measured": fit.s_measured,
         "s_prior_um_per_degC": list(args.s_prior) if args.s_prior else None,
+        "plateau_head_correction_um": info["plateau_head_correction_um"],
         "n_plateaux": fit.n_plateaux,
         "template_shift_degC": fit.template_shift_degC,
         "p_behind_mean": fit.p_behind_mean,
@@ -214,6 +221,33 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         )
     what = "measured only (--dry-run):" if args.dry_run else "wrote"
     print(f"{what} {args.model}/model.json")
+    return 0
+
+
+# ----------------------------------------------------------------------------- plateau-head
+def _cmd_plateau_head(args: argparse.Namespace) -> int:
+    from .plateau_head import PlateauHeadConfig, build_plateau_head
+
+    try:
+        r = build_plateau_head(
+            args.model, args.workdir, args.cameras, args.validation_cameras, args.seed,
+            args.workers, PlateauHeadConfig(epochs=args.epochs), write=not args.dry_run,
+        )  # fmt: skip
+    except (ValueError, OSError) as exc:
+        print(f"plato-cnn plateau-head: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{r['train_cameras']} training cameras ({r['train_snapshots']} plateaux): target RMS "
+        f"{r['train_rms_target_um']:.2f} um, residual {r['train_rms_residual_um']:.2f} um"
+    )
+    if "validation_rms_target_um" in r:
+        print(
+            f"{r['validation_cameras']} held-out cameras: target RMS "
+            f"{r['validation_rms_target_um']:.2f} um, residual "
+            f"{r['validation_rms_residual_um']:.2f} um"
+        )
+    what = "measured only (--dry-run):" if args.dry_run else "wrote the plateau head into"
+    print(f"{what} {args.model}; rerun plato-cnn calibrate on it")
     return 0
 
 
@@ -335,6 +369,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--dry-run", action="store_true", help="measure, do not write model.json")
     p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser(
+        "plateau-head",
+        help="train a model's one-plateau camera-level correction on emulated cameras",
+    )
+    p.add_argument("--model", required=True, help="model directory (the head is stored there)")
+    p.add_argument("--workdir", default="out/plateau_head", help="training campaigns (cache)")
+    p.add_argument("--cameras", type=int, default=1140, help="emulated training cameras")
+    p.add_argument("--validation-cameras", type=int, default=40, help="of those, held out")
+    p.add_argument("--seed", type=int, default=95_000, help="training camera set seed")
+    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--dry-run", action="store_true", help="train and report, do not write")
+    p.set_defaults(func=_cmd_plateau_head)
 
     p = sub.add_parser("focus-check", help="in orbit: TRP1 change to best focus from imagettes")
     p.add_argument("imagettes", help="imagette FITS file (plato_sim.io.imagette_format)")

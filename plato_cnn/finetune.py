@@ -360,7 +360,9 @@ def finetune(
         )[1]
         for k, fr in enumerate(frames_list)
     ]
-    meta = {k: v for k, v in desc.items() if k not in ("architecture",)}
+    # the plateau head was trained on the base network's outputs: it does not describe the
+    # fine-tuned one, which therefore has none (plato_cnn.plateau_head)
+    meta = {k: v for k, v in desc.items() if k not in ("architecture", "plateau_head")}
     meta["finetune"] = {
         "config": asdict(cfg),
         "base_model": str(base),

@@ -50,6 +50,7 @@ def cnn_bft(
     include_unstable: bool = False,
     systematic: bool = True,
     s_prior: tuple[float, float] | None = None,
+    plateau_head: bool = True,
 ) -> tuple[FocusFit, dict]:
     """Best-focus temperature of one camera from its (usable) frames.
 
@@ -86,6 +87,9 @@ def cnn_bft(
     prior = tuple(s_prior or desc.get("s_prior_um_per_degC", (10.0, 3.0)))
     if not (np.isfinite(prior[0]) and prior[0] != 0 and np.isfinite(prior[1]) and prior[1] > 0):
         raise ValueError(f"s prior {prior}: need a finite non-zero mean and a sigma > 0")
+    correction = None
+    if plateau_head and len(np.unique(sel.obsid)) == 1:
+        correction = _plateau_correction_um(sel, pred, model_dir, desc, prior[0])
     fit = fit_bft(
         pred["mu_um"],
         pred["sigma_um"],
@@ -97,7 +101,13 @@ def cnn_bft(
         plateau_id=sel.obsid,
         n_boot=n_boot,
         seed=seed,
+        offset_correction_um=correction or 0.0,
     )
+    if correction is not None:
+        fit.warnings.append(
+            f"one plateau: the camera's mean offset corrected by {correction:+.2f} um (plateau "
+            "head, trained on the simulator's camera population)"
+        )
     sys_table = desc.get("systematic_sigma_degC") if systematic else None
     if sys_table:
         from .calibrate import RECHECK_KEY
@@ -119,8 +129,21 @@ def cnn_bft(
         "model_version": desc.get("package_version"),
         "frame_mu_um": pred["mu_um"],
         "frame_sigma_um": pred["sigma_um"],
+        "plateau_head_correction_um": correction,
     }
     return fit, info
+
+
+def _plateau_correction_um(frames, pred: dict, model_dir, desc: dict, s0: float) -> float | None:
+    """The plateau head's correction (um) of one plateau's mean offset, or None without one."""
+    from .metrics import frame_eef
+    from .plateau_head import campaign_snapshots, load_plateau_head, predict_correction_um
+
+    head = load_plateau_head(model_dir or default_model_dir(), desc)
+    if head is None:
+        return None
+    (snap,) = campaign_snapshots(frames, pred, frame_eef(frames.stamps), s0)
+    return predict_correction_um(head, snap.x)
 
 
 def plot_cnn_bft(frames, fit: FocusFit, mu_um: np.ndarray, path: str | Path) -> str:

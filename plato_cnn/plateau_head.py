@@ -1,0 +1,389 @@
+"""One plateau, one camera: a set network over the field positions corrects the mean offset.
+
+Why it exists.  With one plateau the BFT is ``T_BF = T - m / s`` where ``m`` (um) is the
+camera's mean offset from focus as FocusNet reads it frame by frame.  FocusNet sees one star
+at a time and cannot know the camera's own aberrations: in one undersampled image extra
+spherical aberration looks like extra defocus, and spherical is the same at every field
+position.  Measured on the 40 calibration cameras (``out/s4`` diagnostics of session 4), the
+one-plateau error at -80 degC is 0.44 degC RMS *with the true s*, correlated with the
+camera's spherical scale and the side of focus; far from focus (-90 degC) it is 0.16.  Those
+errors are common to all field positions of a camera, so they cannot average out over the
+field; but the frames of all 40 field positions together do show the camera (how EEF,
+FocusNet's offsets, its sigmas and its side-of-focus probabilities vary over the field).
+
+What it does.  A small permutation-invariant network (DeepSets: a per-field MLP, mean and max
+pooling over the field positions, an MLP) reads per-field summaries of one plateau
+(:data:`FIELD_FEATURES`) and predicts the correction ``Delta`` (um) of the camera's mean
+offset.  It is trained on emulated cameras that neither the pretraining, the calibration nor
+the benchmarks use (:func:`build_plateau_head`), on every plateau of their sweeps,
+with the target ``Delta = s_true (T_mean - T_BF) - m0``, ``m0`` the mean offset that the
+thermal-model fit implies at the prior's ``s``.  :func:`plato_cnn.bft.fit_bft` then shifts
+every field's optimum by ``-Delta / s`` (each bootstrap draw with its own ``s``).  Only
+one-plateau fits use it: with two or more plateaux the slope absorbs such errors.
+
+What it leans on: the simulator's camera population (aberration families and their
+spread), like the calibration of the systematic sigma; its cost under another aberration
+model is measured by ``benchmarks/domain_shift.py``.  It cannot remove the error of ``s``
+itself (one plateau cannot measure it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "FIELD_FEATURES",
+    "PlateauHeadConfig",
+    "PlateauHead",
+    "field_features",
+    "baseline_offset_um",
+    "Snapshot",
+    "campaign_snapshots",
+    "train_plateau_head",
+    "save_plateau_head",
+    "load_plateau_head",
+    "predict_correction_um",
+    "build_plateau_head",
+    "TRAINING_SEED",
+]
+
+#: Per-field inputs, in this order; every one is a mean or a spread over the field's frames,
+#: so that its expectation does not depend on the number of frames per field.
+FIELD_FEATURES = (
+    "mean mu / 100 um",
+    "sd mu / 100 um",
+    "mean sigma / 100 um",
+    "mean P(behind)",
+    "mean EEF (2x2)",
+    "sd EEF (2x2)",
+    "rho = theta / field radius",
+    "rho^2",
+    "cos phi",
+    "sin phi",
+)
+WEIGHTS_FILE = "plateau_head.safetensors"
+#: Scale of the target in the network (um).
+_TARGET_SCALE_UM = 10.0
+
+
+@dataclass(frozen=True)
+class PlateauHeadConfig:
+    """Architecture and training of the plateau head (an ensemble of ``members`` nets)."""
+
+    hidden: int = 32
+    members: int = 3
+    epochs: int = 150
+    batch: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    seed: int = 0
+
+
+class _DeepSets(nn.Module):
+    def __init__(self, n_in: int, hidden: int) -> None:
+        super().__init__()
+        self.phi = nn.Sequential(
+            nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
+        self.rho = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.phi(x)
+        return self.rho(torch.cat([e.mean(1), e.max(1).values], 1))[:, 0]
+
+
+class PlateauHead(nn.Module):
+    """Ensemble of DeepSets nets: field features ``(B, F, 10)`` -> correction (um) ``(B,)``."""
+
+    def __init__(self, config: PlateauHeadConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or PlateauHeadConfig()
+        self.members = nn.ModuleList(
+            _DeepSets(len(FIELD_FEATURES), self.config.hidden) for _ in range(self.config.members)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0) * _TARGET_SCALE_UM
+
+
+def field_features(
+    mu_um: np.ndarray,
+    sigma_um: np.ndarray,
+    p_behind: np.ndarray,
+    eef: np.ndarray,
+    theta_deg: np.ndarray,
+    phi_deg: np.ndarray,
+    field_index: np.ndarray,
+    n_fields: int,
+    field_radius_deg: float,
+) -> np.ndarray:
+    """Per-field summaries ``(n_fields, 10)`` (float32) of one plateau's frames.
+
+    ``field_index`` holds integers in ``[0, n_fields)``; every field must have frames.
+    """
+    f = np.asarray(field_index, int)
+    cnt = np.bincount(f, minlength=n_fields).astype(float)
+    if np.any(cnt == 0):
+        raise ValueError("every field position needs frames on the plateau")
+
+    def mean(a):
+        return np.bincount(f, np.asarray(a, float), n_fields) / cnt
+
+    def sd(a):
+        m = mean(a)
+        return np.sqrt(np.maximum(mean(np.asarray(a, float) ** 2) - m**2, 0.0))
+
+    rho = mean(theta_deg) / field_radius_deg
+    phi = np.radians(mean(phi_deg))
+    x = np.stack(
+        [
+            mean(mu_um) / 100.0,
+            sd(mu_um) / 100.0,
+            mean(sigma_um) / 100.0,
+            mean(p_behind),
+            mean(eef),
+            sd(eef),
+            rho,
+            rho**2,
+            np.cos(phi),
+            np.sin(phi),
+        ],
+        axis=1,
+    )
+    return x.astype(np.float32)
+
+
+def baseline_offset_um(
+    mu_um: np.ndarray,
+    sigma_um: np.ndarray,
+    temperature_degC: np.ndarray,
+    field_index: np.ndarray,
+    n_fields: int,
+    s_um_per_degC: float,
+) -> tuple[float, float]:
+    """``(m0, T_mean)``: the camera's mean offset (um) as the one-plateau fit reads it.
+
+    ``m0 = s (T_mean - mean_f T_f)`` with the thermal-model fit's per-field optima at ``s``
+    held fixed, ``T_mean`` the mean over fields of their mean TRP1.
+    """
+    from .bft import fit_thermal_model
+
+    f = np.asarray(field_index, int)
+    t = np.asarray(temperature_degC, float)
+    _, _, t_f = fit_thermal_model(mu_um, sigma_um, t, f, n_fields, (s_um_per_degC, 1e-6))
+    t_mean = float(np.mean(np.bincount(f, t, n_fields) / np.bincount(f, None, n_fields)))
+    return float(s_um_per_degC * (t_mean - np.nanmean(t_f))), t_mean
+
+
+@dataclass
+class Snapshot:
+    """One camera on one plateau: field features, the fit's offset and the target (um)."""
+
+    camera: str
+    x: np.ndarray
+    m0_um: float
+    t_mean_degC: float
+    target_um: float
+    s_true: float
+    t_bf_true_degC: float
+
+
+def campaign_snapshots(
+    frames,
+    pred: dict,
+    eef: np.ndarray,
+    s_prior_um_per_degC: float,
+    truth: dict | None = None,
+    camera: str = "",
+) -> list[Snapshot]:
+    """Snapshots of every plateau (OBSID) of one camera's frames.
+
+    Args:
+        frames: :class:`plato_cnn.campaign.CampaignFrames` (usable frames).
+        pred: FocusNet predictions for those frames (:func:`plato_cnn.predict.predict_frames`).
+        eef: per-frame EEF (2x2 variant).
+        s_prior_um_per_degC: the ``s`` at which the fit's offset ``m0`` is read.
+        truth: the emulator's truth (``t_bf_degC``, ``thermal.s_um_per_degC``) for training;
+            ``None`` leaves the target NaN.
+    """
+    from plato_sim.camera import PLATO_NORMAL_CAMERA
+
+    out = []
+    for ob in np.unique(frames.obsid):
+        m = frames.obsid == ob
+        ids, fi = np.unique(frames.field_id[m], return_inverse=True)
+        nf = len(ids)
+        mu, sg = pred["mu_um"][m], pred["sigma_um"][m]
+        x = field_features(
+            mu, sg, pred["p_behind"][m], eef[m], frames.field_theta_deg[m],
+            frames.field_phi_deg[m], fi, nf, PLATO_NORMAL_CAMERA.field_radius_deg,
+        )  # fmt: skip
+        m0, t_mean = baseline_offset_um(mu, sg, frames.temperature_degC[m], fi, nf,
+                                        s_prior_um_per_degC)  # fmt: skip
+        s_true = t_bf = target = float("nan")
+        if truth is not None:
+            s_true = float(truth["thermal"]["s_um_per_degC"])
+            t_bf = float(truth["t_bf_degC"])
+            target = s_true * (t_mean - t_bf) - m0
+        out.append(Snapshot(camera, x, m0, t_mean, target, s_true, t_bf))
+    return out
+
+
+def _stack(snaps: list[Snapshot]) -> torch.Tensor:
+    nf = {s.x.shape[0] for s in snaps}
+    if len(nf) != 1:
+        raise ValueError(f"snapshots with different numbers of field positions: {sorted(nf)}")
+    return torch.from_numpy(np.stack([s.x for s in snaps]))
+
+
+def train_plateau_head(
+    train: list[Snapshot],
+    config: PlateauHeadConfig | None = None,
+    validation: list[Snapshot] | None = None,
+) -> tuple[PlateauHead, dict]:
+    """Fit the ensemble on ``train`` (smooth-L1 on the target); report RMS on both sets (um)."""
+    cfg = config or PlateauHeadConfig()
+    if not train:
+        raise ValueError("no training snapshots")
+    torch.manual_seed(cfg.seed)
+    head = PlateauHead(cfg)
+    x = _stack(train)
+    y = torch.tensor([s.target_um for s in train], dtype=torch.float32) / _TARGET_SCALE_UM
+    g = torch.Generator().manual_seed(cfg.seed)
+    for net in head.members:
+        opt = torch.optim.AdamW(net.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(len(x), generator=g)
+            for b in range(0, len(perm), cfg.batch):
+                i = perm[b : b + cfg.batch]
+                loss = nn.functional.smooth_l1_loss(net(x[i]), y[i])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    head.eval()
+    summary = {"config": asdict(cfg), "train_snapshots": len(train)}
+    for name, snaps in (("train", train), ("validation", validation or [])):
+        if not snaps:
+            continue
+        with torch.no_grad():
+            p = head(_stack(snaps)).numpy()
+        t = np.array([s.target_um for s in snaps])
+        summary[f"{name}_rms_target_um"] = float(np.sqrt(np.mean(t**2)))
+        summary[f"{name}_rms_residual_um"] = float(np.sqrt(np.mean((t - p) ** 2)))
+        summary[f"{name}_snapshots"] = len(snaps)
+    return head, summary
+
+
+def predict_correction_um(head: PlateauHead, x: np.ndarray) -> float:
+    """The correction (um) of one plateau's mean offset from its field features ``(F, 10)``."""
+    with torch.no_grad():
+        return float(head(torch.from_numpy(np.asarray(x, np.float32))[None])[0])
+
+
+def save_plateau_head(head: PlateauHead, model_dir: str | Path, summary: dict) -> Path:
+    """Write the weights next to the FocusNet and describe them in its ``model.json``."""
+    from safetensors.torch import save_file
+
+    d = Path(model_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    save_file(state, str(d / WEIGHTS_FILE))
+    p = d / "model.json"
+    desc = json.loads(p.read_text())
+    desc["plateau_head"] = {
+        "config": asdict(head.config),
+        "features": list(FIELD_FEATURES),
+        "weights": WEIGHTS_FILE,
+        "training": summary,
+    }
+    p.write_text(json.dumps(desc, indent=2))
+    return d / WEIGHTS_FILE
+
+
+def load_plateau_head(model_dir: str | Path, desc: dict) -> PlateauHead | None:
+    """The model directory's plateau head, or ``None`` when it has none."""
+    from safetensors.torch import load_file
+
+    from .modelio import ModelFormatError
+
+    entry = desc.get("plateau_head")
+    if not entry:
+        return None
+    w = Path(model_dir) / entry.get("weights", WEIGHTS_FILE)
+    try:
+        if list(entry["features"]) != list(FIELD_FEATURES):
+            raise ValueError(f"features {entry['features']} are not {list(FIELD_FEATURES)}")
+        head = PlateauHead(PlateauHeadConfig(**entry["config"]))
+        head.load_state_dict(load_file(str(w), device="cpu"))
+    except Exception as exc:  # noqa: BLE001 - json, safetensors and torch raise several types
+        raise ModelFormatError(f"{model_dir}: unusable plateau head ({exc})") from exc
+    return head.eval()
+
+
+#: Seed of the head's training cameras (campaign seeds ``seed * 1000 + i``): distinct from the
+#: calibration (91,000), the benchmarks (20,260 and 73,000) and the pretraining pool.
+TRAINING_SEED = 95_000
+
+
+def _camera_snapshots(job: tuple[str, str, float]) -> list[Snapshot]:
+    """Snapshots of every plateau of one emulated training camera (worker process)."""
+    import os
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    from .campaign import read_campaign
+    from .metrics import frame_eef
+    from .predict import predict_frames
+
+    folder, model_dir, s0 = job
+    truth = json.loads(Path(folder + ".truth.json").read_text())
+    fr = read_campaign(folder)
+    fr = fr.select(fr.usable)
+    pred = predict_frames(fr, model_dir)
+    return campaign_snapshots(fr, pred, frame_eef(fr.stamps), s0, truth, Path(folder).name)
+
+
+def build_plateau_head(
+    model_dir: str | Path,
+    workdir: str | Path = "out/plateau_head",
+    n_cameras: int = 1140,
+    validation_cameras: int = 40,
+    seed: int = TRAINING_SEED,
+    workers: int = 2,
+    config: PlateauHeadConfig | None = None,
+    write: bool = True,
+) -> dict:
+    """Emulate (or reuse) the training cameras, train the head, store it in ``model_dir``.
+
+    The last ``validation_cameras`` cameras are held out (whole cameras, all their plateaux)
+    and only reported.  Returns the training summary.
+    """
+    import multiprocessing as mp
+
+    from .calibrate import emulate_calibration_set
+    from .modelio import load_model
+
+    if not 0 <= validation_cameras < n_cameras:
+        raise ValueError("need 0 <= validation_cameras < n_cameras")
+    _, desc = load_model(model_dir)
+    s0 = float(desc.get("s_prior_um_per_degC", (10.0, 3.0))[0])
+    cams = emulate_calibration_set(workdir, n_cameras, seed, workers=workers)
+    jobs = [(str(f), str(model_dir), s0) for f, _ in cams]
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            per_cam = pool.map(_camera_snapshots, jobs, chunksize=1)
+    else:
+        per_cam = [_camera_snapshots(j) for j in jobs]
+    n_train = n_cameras - validation_cameras
+    train = [s for c in per_cam[:n_train] for s in c]
+    val = [s for c in per_cam[n_train:] for s in c]
+    head, summary = train_plateau_head(train, config, val)
+    summary.update(train_cameras=n_train, validation_cameras=validation_cameras, seed=seed)
+    if write:
+        save_plateau_head(head, model_dir, summary)
+    return summary

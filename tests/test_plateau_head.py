@@ -1,0 +1,119 @@
+"""The one-plateau plateau head: field features, the fit's correction, training, storage, use."""
+
+import numpy as np
+import pytest
+import torch
+from campaign_builder import make_campaign
+
+from plato_cnn.bft import fit_bft
+from plato_cnn.campaign import read_campaign
+from plato_cnn.model import FocusNet, FocusNetConfig
+from plato_cnn.modelio import ModelFormatError, load_model, save_model
+from plato_cnn.plateau_head import (
+    FIELD_FEATURES,
+    PlateauHead,
+    PlateauHeadConfig,
+    Snapshot,
+    field_features,
+    load_plateau_head,
+    predict_correction_um,
+    save_plateau_head,
+    train_plateau_head,
+)
+from plato_cnn.predict import cnn_bft
+
+
+def test_field_features_are_per_field_means_and_spreads():
+    f = np.array([0, 0, 1, 1, 1])
+    x = field_features(
+        mu_um=np.array([10.0, 30.0, -50.0, -50.0, -50.0]),
+        sigma_um=np.full(5, 20.0),
+        p_behind=np.array([1.0, 0.0, 0.2, 0.2, 0.2]),
+        eef=np.array([0.5, 0.7, 0.3, 0.3, 0.3]),
+        theta_deg=np.array([9.0, 9.0, 18.0, 18.0, 18.0]),
+        phi_deg=np.array([90.0, 90.0, 0.0, 0.0, 0.0]),
+        field_index=f,
+        n_fields=2,
+        field_radius_deg=18.0,
+    )
+    assert x.shape == (2, len(FIELD_FEATURES)) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, :6], [0.2, 0.1, 0.2, 0.5, 0.6, 0.1], atol=1e-6)
+    np.testing.assert_allclose(x[1, :6], [-0.5, 0.0, 0.2, 0.2, 0.3, 0.0], atol=1e-6)
+    np.testing.assert_allclose(x[:, 6:], [[0.5, 0.25, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0]], atol=1e-6)
+    with pytest.raises(ValueError, match="every field"):
+        field_features(np.zeros(2), np.ones(2), np.zeros(2), np.zeros(2), np.zeros(2),
+                       np.zeros(2), np.array([0, 0]), 2, 18.0)  # fmt: skip
+
+
+def _frames(temps, n_fields=5, per=4, s=10.0, t_bf=-78.0, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.repeat(temps, n_fields * per) + rng.normal(0, 0.01, len(temps) * n_fields * per)
+    f = np.tile(np.repeat(np.arange(n_fields), per), len(temps))
+    t_f = t_bf + np.linspace(-1, 1, n_fields)
+    d = s * (t - t_f[f]) + rng.normal(0, 2.0, t.size)
+    return d, np.full(t.size, 5.0), t, f
+
+
+def test_fit_bft_correction_moves_one_plateau_only():
+    d, sig, t, f = _frames([-80.0])
+    prior = (10.0, 1e-4)  # s fixed: the shift is exactly -correction / s
+    a = fit_bft(d, sig, t, f, s_prior=prior, n_boot=20)
+    b = fit_bft(d, sig, t, f, s_prior=prior, n_boot=20, offset_correction_um=5.0)
+    assert b.t_bf_degC == pytest.approx(a.t_bf_degC - 0.5, abs=1e-6)
+    np.testing.assert_allclose(b.t_field_degC, a.t_field_degC - 0.5, atol=1e-6)
+    d, sig, t, f = _frames([-85.0, -80.0, -75.0])
+    a = fit_bft(d, sig, t, f, n_boot=0)
+    b = fit_bft(d, sig, t, f, n_boot=0, offset_correction_um=5.0)
+    assert b.t_bf_degC == a.t_bf_degC  # with several plateaux the slope measures s
+
+
+def _planted_snapshots(n, n_fields=8, seed=0):
+    """Targets that depend on the fields' mean P(behind) and EEF jointly (a sign x size)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        x = rng.uniform(0, 1, (n_fields, len(FIELD_FEATURES))).astype(np.float32)
+        target = 40.0 * (x[:, 3].mean() - 0.5) * (x[:, 4].mean() - 0.2)
+        out.append(Snapshot(f"c{i}", x, 0.0, -80.0, float(target), 10.0, -80.0))
+    return out
+
+
+def test_head_learns_a_planted_relation_and_round_trips(tmp_path):
+    train, val = _planted_snapshots(400), _planted_snapshots(60, seed=1)
+    cfg = PlateauHeadConfig(hidden=16, members=2, epochs=60, batch=64, seed=3)
+    head, summary = train_plateau_head(train, cfg, val)
+    assert summary["validation_rms_residual_um"] < 0.5 * summary["validation_rms_target_um"]
+    # stored next to a FocusNet, described in its model.json, loaded back identically
+    save_model(FocusNet(FocusNetConfig(crop=16, channels=(8,), blocks_per_stage=1)), tmp_path)
+    save_plateau_head(head, tmp_path, summary)
+    _, desc = load_model(tmp_path)
+    again = load_plateau_head(tmp_path, desc)
+    x = val[0].x
+    assert predict_correction_um(again, x) == predict_correction_um(head, x)
+    desc["plateau_head"]["features"] = ["something else"]
+    with pytest.raises(ModelFormatError, match="plateau head"):
+        load_plateau_head(tmp_path, desc)
+    assert load_plateau_head(tmp_path, {}) is None
+
+
+def test_cnn_bft_applies_the_head_to_one_plateau(tmp_path):
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"
+    save_model(FocusNet(FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1,
+                                       hidden=16)), model_dir)  # fmt: skip
+    head = PlateauHead(PlateauHeadConfig(hidden=8, members=1))
+    with torch.no_grad():  # a head that always says +20 um
+        for p in head.parameters():
+            p.zero_()
+        head.members[0].rho[-1].bias.fill_(2.0)
+    save_plateau_head(head, model_dir, {"note": "test"})
+    frames = read_campaign(make_campaign(tmp_path / "camp", n_fields=3, n_dithers=3))
+    one = frames.select(frames.plateau_mask([-80.0]))
+    fit, info = cnn_bft(one, model_dir, n_boot=0, systematic=False)
+    plain, info0 = cnn_bft(one, model_dir, n_boot=0, systematic=False, plateau_head=False)
+    assert info["plateau_head_correction_um"] == pytest.approx(20.0)
+    assert info0["plateau_head_correction_um"] is None
+    assert fit.t_bf_degC == pytest.approx(plain.t_bf_degC - 20.0 / fit.s_um_per_degC, abs=1e-6)
+    assert any("plateau head" in w for w in fit.warnings)
+    _, info5 = cnn_bft(frames, model_dir, n_boot=0, systematic=False)
+    assert info5["plateau_head_correction_um"] is None
