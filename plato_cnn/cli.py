@@ -217,7 +217,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print(
             f"{what}: RMS error {r['rms_error_degC']:.2f} degC, bias "
             f"{r['bias_degC']:+.2f}, bootstrap {r['rms_bootstrap_sigma_degC']:.2f}, "
-            f"systematic sigma {r['systematic_sigma_degC']:.2f}"
+            f"x {r['bootstrap_scale']:.2f}, systematic sigma {r['systematic_sigma_degC']:.2f}, "
+            f"coverage {100 * r['coverage']:.0f} %"
         )
     what = "measured only (--dry-run):" if args.dry_run else "wrote"
     print(f"{what} {args.model}/model.json")

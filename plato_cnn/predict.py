@@ -119,8 +119,10 @@ def cnn_bft(
         if s_prior is not None and not fit.s_measured and RECHECK_KEY in sys_table:
             key = RECHECK_KEY
         s_sys = float(sys_table[key])
-        fit.sigma_degC = float(np.hypot(fit.sigma_degC, s_sys))
-        fit.warnings.append(f"sigma includes the calibrated systematic {s_sys:.2f} degC")
+        scale = float(desc.get("bootstrap_scale", {}).get(key, 1.0))
+        fit.sigma_degC = float(np.hypot(scale * fit.sigma_degC, s_sys))
+        note = f" and the bootstrap scaled by {scale:.2f}" if scale != 1.0 else ""
+        fit.warnings.append(f"sigma includes the calibrated systematic {s_sys:.2f} degC{note}")
     elif systematic:
         fit.warnings.append("model has no sigma calibration: sigma is the bootstrap's only")
     info = {

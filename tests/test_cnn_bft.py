@@ -99,6 +99,11 @@ def test_calibrated_systematic_sigma_is_added(campaign, model_dir, tmp_path):
     assert cal.sigma_degC == pytest.approx(np.hypot(raw.sigma_degC, 0.5))
     assert cal.t_bf_degC == raw.t_bf_degC
     assert any("systematic" in w for w in cal.warnings)
+    # a calibrated bootstrap scale multiplies the bootstrap sigma before the sum
+    desc["bootstrap_scale"] = {"1": 1.0, "3": 1.0, "5": 0.5}
+    (d / "model.json").write_text(json.dumps(desc))
+    scaled, _ = cnn_bft(frames, d, n_boot=20)
+    assert scaled.sigma_degC == pytest.approx(np.hypot(0.5 * raw.sigma_degC, 0.5))
 
 
 def test_finetune_on_campaigns(tmp_path, model_dir):
@@ -184,7 +189,8 @@ def test_fixed_sigma_loss_moves_the_offset_not_sigma():
 
 
 def test_calibrate_systematic_measures_what_the_bootstrap_misses(campaign, model_dir, tmp_path):
-    """sigma_sys^2 = mean(max(0, err^2 - boot^2)), written to model.json for every subset."""
+    """sigma_sys^2 = mean(max(0, err^2 - (c boot)^2)), c = min(1, q68(|err| / boot)), written
+    to model.json for every subset."""
     import shutil
 
     from plato_cnn.calibrate import PLATEAU_SUBSETS, RECHECK_KEY, calibrate_systematic
@@ -197,12 +203,17 @@ def test_calibrate_systematic_measures_what_the_bootstrap_misses(campaign, model
     res = calibrate_systematic(d, [(campaign, truth)], write=True)
     desc = json.loads((d / "model.json").read_text())
     keys = {str(n) for n in PLATEAU_SUBSETS} | {RECHECK_KEY}
-    assert set(desc["systematic_sigma_degC"]) == keys
+    assert set(desc["systematic_sigma_degC"]) == set(desc["bootstrap_scale"]) == keys
     r = res["by_plateaux"]
     # the campaign has fewer plateaux than 5: every subset maps onto its nearest ones
     for n in keys:
         e, b = r[n]["rms_error_degC"], r[n]["rms_bootstrap_sigma_degC"]
-        assert r[n]["systematic_sigma_degC"] == pytest.approx(np.sqrt(max(0.0, e**2 - b**2)))
+        c = min(1.0, e / b)  # one camera: its own ratio is the 68th percentile
+        assert r[n]["bootstrap_scale"] == pytest.approx(c)
+        assert r[n]["systematic_sigma_degC"] == pytest.approx(
+            np.sqrt(max(0.0, e**2 - (c * b) ** 2)), abs=1e-9
+        )
+        assert r[n]["coverage"] == 1.0  # |err| <= hypot(c boot, sys) by construction
     n_all = str(max(PLATEAU_SUBSETS))
     assert r[n_all]["bias_degC"] == pytest.approx(1.5, abs=0.5)
 
