@@ -361,8 +361,10 @@ def finetune(
         for k, fr in enumerate(frames_list)
     ]
     # the plateau head was trained on the base network's outputs: it does not describe the
-    # fine-tuned one, which therefore has none (plato_cnn.plateau_head)
-    meta = {k: v for k, v in desc.items() if k not in ("architecture", "plateau_head")}
+    # fine-tuned one, which therefore has none (plato_cnn.plateau_head); the bootstrap scale
+    # measured the simulator's spread of s, which says nothing of the cameras fine-tuned on
+    drop = ("architecture", "plateau_head", "bootstrap_scale")
+    meta = {k: v for k, v in desc.items() if k not in drop}
     meta["finetune"] = {
         "config": asdict(cfg),
         "base_model": str(base),
