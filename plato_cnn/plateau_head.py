@@ -357,11 +357,15 @@ def build_plateau_head(
     workers: int = 2,
     config: PlateauHeadConfig | None = None,
     write: bool = True,
+    fields: int = 40,
+    dithers: int = 3,
+    frames: int = 2,
 ) -> dict:
     """Emulate (or reuse) the training cameras, train the head, store it in ``model_dir``.
 
     The last ``validation_cameras`` cameras are held out (whole cameras, all their plateaux)
-    and only reported.  Returns the training summary.
+    and only reported.  ``fields``, ``dithers`` and ``frames`` (per dither) shape the emulated
+    campaigns (the calibration set's defaults).  Returns the training summary.
     """
     import multiprocessing as mp
 
@@ -372,7 +376,7 @@ def build_plateau_head(
         raise ValueError("need 0 <= validation_cameras < n_cameras")
     _, desc = load_model(model_dir)
     s0 = float(desc.get("s_prior_um_per_degC", (10.0, 3.0))[0])
-    cams = emulate_calibration_set(workdir, n_cameras, seed, workers=workers)
+    cams = emulate_calibration_set(workdir, n_cameras, seed, fields, dithers, frames, workers)
     jobs = [(str(f), str(model_dir), s0) for f, _ in cams]
     if workers > 1:
         with mp.get_context("spawn").Pool(workers) as pool:

@@ -117,3 +117,24 @@ def test_cnn_bft_applies_the_head_to_one_plateau(tmp_path):
     assert any("plateau head" in w for w in fit.warnings)
     _, info5 = cnn_bft(frames, model_dir, n_boot=0, systematic=False)
     assert info5["plateau_head_correction_um"] is None
+
+
+def test_build_plateau_head_end_to_end(tmp_path):
+    """Emulated training cameras -> snapshots -> head in the model directory; CLI errors."""
+    from plato_cnn.cli import main
+    from plato_cnn.plateau_head import build_plateau_head
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"
+    save_model(FocusNet(FocusNetConfig(crop=16, channels=(8,), blocks_per_stage=1, hidden=8)),
+               model_dir)  # fmt: skip
+    cfg = PlateauHeadConfig(hidden=8, members=1, epochs=2)
+    summary = build_plateau_head(model_dir, tmp_path / "work", n_cameras=2, validation_cameras=1,
+                                 workers=1, config=cfg, fields=3, dithers=1, frames=1)  # fmt: skip
+    assert summary["train_snapshots"] == 5 and summary["validation_snapshots"] == 5
+    _, desc = load_model(model_dir)
+    assert desc["plateau_head"]["training"]["train_cameras"] == 1
+    assert load_plateau_head(model_dir, desc) is not None
+    rc = main(["plateau-head", "--model", str(model_dir), "--cameras", "2",
+               "--validation-cameras", "2"])  # fmt: skip
+    assert rc == 2
