@@ -51,6 +51,7 @@ __all__ = [
     "predict_correction_um",
     "build_plateau_head",
     "TRAINING_SEED",
+    "MIN_FIELD_FRACTION",
 ]
 
 #: Per-field inputs, in this order; every one is a mean or a spread over the field's frames,
@@ -68,6 +69,9 @@ FIELD_FEATURES = (
     "sin phi",
 )
 WEIGHTS_FILE = "plateau_head.safetensors"
+#: The head is applied only to plateaux with at least this fraction of the field positions
+#: it was trained on (see :func:`plato_cnn.predict.cnn_bft`).
+MIN_FIELD_FRACTION = 0.9
 #: Scale of the target in the network (um).
 _TARGET_SCALE_UM = 10.0
 
@@ -267,7 +271,11 @@ def train_plateau_head(
                 loss.backward()
                 opt.step()
     head.eval()
-    summary = {"config": asdict(cfg), "train_snapshots": len(train)}
+    summary = {
+        "config": asdict(cfg),
+        "train_snapshots": len(train),
+        "fields_per_snapshot": int(x.shape[1]),
+    }
     for name, snaps in (("train", train), ("validation", validation or [])):
         if not snaps:
             continue

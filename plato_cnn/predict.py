@@ -87,9 +87,9 @@ def cnn_bft(
     prior = tuple(s_prior or desc.get("s_prior_um_per_degC", (10.0, 3.0)))
     if not (np.isfinite(prior[0]) and prior[0] != 0 and np.isfinite(prior[1]) and prior[1] > 0):
         raise ValueError(f"s prior {prior}: need a finite non-zero mean and a sigma > 0")
-    correction = None
+    correction, skipped = None, None
     if plateau_head and len(np.unique(sel.obsid)) == 1:
-        correction = _plateau_correction_um(sel, pred, model_dir, desc, prior[0])
+        correction, skipped = _plateau_correction_um(sel, pred, model_dir, desc, prior[0])
     fit = fit_bft(
         pred["mu_um"],
         pred["sigma_um"],
@@ -108,6 +108,8 @@ def cnn_bft(
             f"one plateau: the camera's mean offset corrected by {correction:+.2f} um (plateau "
             "head, trained on the simulator's camera population)"
         )
+    elif skipped:
+        fit.warnings.append(skipped)
     sys_table = desc.get("systematic_sigma_degC") if systematic else None
     if sys_table:
         from .calibrate import RECHECK_KEY
@@ -136,16 +138,36 @@ def cnn_bft(
     return fit, info
 
 
-def _plateau_correction_um(frames, pred: dict, model_dir, desc: dict, s0: float) -> float | None:
-    """The plateau head's correction (um) of one plateau's mean offset, or None without one."""
+def _plateau_correction_um(
+    frames, pred: dict, model_dir, desc: dict, s0: float
+) -> tuple[float | None, str | None]:
+    """The plateau head's correction (um) of one plateau's mean offset, and why it is None.
+
+    The head is used only on plateaux with at least :data:`MIN_FIELD_FRACTION` of the field
+    positions it was trained on: its pooled statistics are those of a full field table
+    (measured on the calibration cameras at -80 degC, true s: 40 fields 0.44 -> 0.20 degC,
+    every other field 0.44 -> 0.31, every fourth 0.45 -> 0.62).
+    """
     from .metrics import frame_eef
-    from .plateau_head import campaign_snapshots, load_plateau_head, predict_correction_um
+    from .plateau_head import (
+        MIN_FIELD_FRACTION,
+        campaign_snapshots,
+        load_plateau_head,
+        predict_correction_um,
+    )
 
     head = load_plateau_head(model_dir or default_model_dir(), desc)
     if head is None:
-        return None
+        return None, None
+    n_fields = len(np.unique(frames.field_id))
+    n_trained = desc["plateau_head"].get("training", {}).get("fields_per_snapshot")
+    if n_trained and n_fields < MIN_FIELD_FRACTION * n_trained:
+        return None, (
+            f"one plateau: plateau head not used ({n_fields} field positions; it was trained "
+            f"on {n_trained}, and needs at least {MIN_FIELD_FRACTION:.0%} of them)"
+        )
     (snap,) = campaign_snapshots(frames, pred, frame_eef(frames.stamps), s0)
-    return predict_correction_um(head, snap.x)
+    return predict_correction_um(head, snap.x), None
 
 
 def plot_cnn_bft(frames, fit: FocusFit, mu_um: np.ndarray, path: str | Path) -> str:

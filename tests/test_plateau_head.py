@@ -117,6 +117,12 @@ def test_cnn_bft_applies_the_head_to_one_plateau(tmp_path):
     assert any("plateau head" in w for w in fit.warnings)
     _, info5 = cnn_bft(frames, model_dir, n_boot=0, systematic=False)
     assert info5["plateau_head_correction_um"] is None
+    # a head trained on 40 field positions is not used on a plateau with 3
+    save_plateau_head(head, model_dir, {"fields_per_snapshot": 40})
+    few, info3 = cnn_bft(one, model_dir, n_boot=0, systematic=False)
+    assert info3["plateau_head_correction_um"] is None
+    assert few.t_bf_degC == plain.t_bf_degC
+    assert any("plateau head not used (3 field positions" in w for w in few.warnings)
 
 
 def test_build_plateau_head_end_to_end(tmp_path):
