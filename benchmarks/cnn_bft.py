@@ -8,8 +8,8 @@ stream): evaluation holds out whole cameras.
 Plateau subsets: 5 = -90..-70 every 5 degC; 3 = -90, -80, -70; 2 = -85, -75; 1 = -80.
 Rows: the test houses' cubic (5 plateaux, the baseline), their quadratic (3), the improved
 classical estimator, the CNN (``--model``, default the shipped one) with 5, 3, 2 and 1
-plateaux (one plateau with the model's plateau head, and without it as an ablation), the
-one-plateau re-check, and the prior-only answer (middle of the range).  RMS error, bias,
+plateaux (with the model's plateau head, and without it as an ablation), the one-plateau
+re-check, and the prior-only answer (middle of the range).  RMS error, bias,
 median sigma and the fraction of cameras with |error| <= sigma (target 60-80 %).
 
 Usage::
@@ -57,8 +57,11 @@ ROWS = [
     # a focus re-check: s taken from an earlier sweep of the same camera (here its 4 other
     # plateaux, fitted by the same network: s in the network's own scale), T_BF from one
     ("CNN, s from an earlier sweep (re-check)", "cnn_s", "-", 1),
-    # ablation: one plateau without the camera-level correction (plato_cnn.plateau_head)
+    # ablation: without the camera-level correction of each plateau (plato_cnn.plateau_head)
     ("CNN without the plateau head", "cnn_nohead", "-", 1),
+    ("CNN without the plateau head", "cnn_nohead", "-", 5),
+    ("CNN without the plateau head", "cnn_nohead", "-", 3),
+    ("CNN without the plateau head", "cnn_nohead", "-", 2),
 ]
 
 

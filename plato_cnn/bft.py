@@ -215,7 +215,6 @@ def fit_bft(
     n_boot: int = 200,
     seed: int = 0,
     combine: str = "mean",
-    offset_correction_um: float = 0.0,
 ) -> FocusFit:
     """Best-focus temperature from per-frame offsets (see the module docstring).
 
@@ -232,9 +231,6 @@ def fit_bft(
         seed: bootstrap seed.
         combine: ``"mean"`` (T_BF = mean of the T_f) or ``"template"`` (argmax of the
             template's field average).
-        offset_correction_um: with one plateau only, a correction of the camera's mean offset
-            (um, :mod:`plato_cnn.plateau_head`): every ``T_f`` moves by ``-correction / s``,
-            in each bootstrap draw with that draw's ``s``.  Ignored with several plateaux.
     """
     if combine not in ("mean", "template"):
         raise ValueError(f"combine={combine!r}: 'mean' or 'template'")
@@ -256,9 +252,7 @@ def fit_bft(
     if not s_measured:
         warnings.append("one plateau: s held at its prior, its uncertainty propagated")
     nf = len(ids)
-    corr = 0.0 if s_measured else float(offset_correction_um)
     s, s_sig, t_f = fit_thermal_model(d, sig, t, f, nf, s_prior)
-    t_f = t_f - corr / s
     t_bf = _argmax_template(t_f, s, combiner)
     shift = _argmax_template(t_f, s, template) - float(np.nanmean(t_f))
 
@@ -274,7 +268,6 @@ def fit_bft(
         if not s_measured:
             prior = (float(rng.normal(s_prior[0], s_prior[1])), s_prior[1] * 1e-3)
         sb, _, tfb = fit_thermal_model(d[idx], sig[idx], t[idx], new_f, nf, prior)
-        tfb = tfb - corr / sb
         boots.append(_argmax_template(tfb, sb, combiner))
     # half the central 68 % interval, not the standard deviation: with one plateau the
     # replicates draw s from its prior, and the few draws near s = 0 send T_f to infinity

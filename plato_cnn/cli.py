@@ -98,7 +98,7 @@ def _cnn_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--no-plateau-head",
         action="store_true",
-        help="one plateau: do not apply the model's camera-level correction (plateau head)",
+        help="do not apply the model's camera-level correction of each plateau (plateau head)",
     )
 
 
@@ -373,7 +373,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "plateau-head",
-        help="train a model's one-plateau camera-level correction on emulated cameras",
+        help="train a model's camera-level correction of each plateau on emulated cameras",
     )
     p.add_argument("--model", required=True, help="model directory (the head is stored there)")
     p.add_argument("--workdir", default="out/plateau_head", help="training campaigns (cache)")

@@ -87,11 +87,13 @@ def cnn_bft(
     prior = tuple(s_prior or desc.get("s_prior_um_per_degC", (10.0, 3.0)))
     if not (np.isfinite(prior[0]) and prior[0] != 0 and np.isfinite(prior[1]) and prior[1] > 0):
         raise ValueError(f"s prior {prior}: need a finite non-zero mean and a sigma > 0")
-    correction, skipped = None, None
-    if plateau_head and len(np.unique(sel.obsid)) == 1:
-        correction, skipped = _plateau_correction_um(sel, pred, model_dir, desc, prior[0])
+    mu = pred["mu_um"]
+    corrections: dict[int, float] = {}
+    skipped: list[str] = []
+    if plateau_head:
+        mu, corrections, skipped = _plateau_corrections(sel, pred, model_dir, desc, prior[0])
     fit = fit_bft(
-        pred["mu_um"],
+        mu,
         pred["sigma_um"],
         sel.temperature_degC,
         sel.field_id,
@@ -101,15 +103,14 @@ def cnn_bft(
         plateau_id=sel.obsid,
         n_boot=n_boot,
         seed=seed,
-        offset_correction_um=correction or 0.0,
     )
-    if correction is not None:
+    if corrections:
+        listed = ", ".join(f"{c:+.1f}" for c in corrections.values())
         fit.warnings.append(
-            f"one plateau: the camera's mean offset corrected by {correction:+.2f} um (plateau "
-            "head, trained on the simulator's camera population)"
+            f"plateau head: each plateau's mean offset corrected by {listed} um (trained on "
+            "the simulator's camera population)"
         )
-    elif skipped:
-        fit.warnings.append(skipped)
+    fit.warnings.extend(skipped)
     sys_table = desc.get("systematic_sigma_degC") if systematic else None
     if sys_table:
         from .calibrate import RECHECK_KEY
@@ -133,20 +134,21 @@ def cnn_bft(
         "model_version": desc.get("package_version"),
         "frame_mu_um": pred["mu_um"],
         "frame_sigma_um": pred["sigma_um"],
-        "plateau_head_correction_um": correction,
+        "plateau_head_correction_um": corrections or None,
     }
     return fit, info
 
 
-def _plateau_correction_um(
+def _plateau_corrections(
     frames, pred: dict, model_dir, desc: dict, s0: float
-) -> tuple[float | None, str | None]:
-    """The plateau head's correction (um) of one plateau's mean offset, and why it is None.
+) -> tuple[np.ndarray, dict[int, float], list[str]]:
+    """FocusNet's offsets with each plateau's mean corrected by the model's plateau head.
 
-    The head is used only on plateaux with at least :data:`MIN_FIELD_FRACTION` of the field
-    positions it was trained on: its pooled statistics are those of a full field table
-    (measured on the calibration cameras at -80 degC, true s: 40 fields 0.44 -> 0.20 degC,
-    every other field 0.44 -> 0.31, every fourth 0.45 -> 0.62).
+    Returns ``(mu_um, {obsid: correction_um}, warnings)``; without a head, ``mu`` unchanged.
+    A plateau gets a correction only if it has at least :data:`MIN_FIELD_FRACTION` of the
+    field positions the head was trained on: its pooled statistics are those of a full field
+    table (calibration cameras, -80 degC, true s: 40 fields 0.44 -> 0.20 degC, every other
+    field 0.44 -> 0.31, every fourth 0.45 -> 0.62).
     """
     from .metrics import frame_eef
     from .plateau_head import (
@@ -156,18 +158,26 @@ def _plateau_correction_um(
         predict_correction_um,
     )
 
+    mu = np.array(pred["mu_um"], float)
     head = load_plateau_head(model_dir or default_model_dir(), desc)
     if head is None:
-        return None, None
-    n_fields = len(np.unique(frames.field_id))
+        return mu, {}, []
     n_trained = desc["plateau_head"].get("training", {}).get("fields_per_snapshot")
-    if n_trained and n_fields < MIN_FIELD_FRACTION * n_trained:
-        return None, (
-            f"one plateau: plateau head not used ({n_fields} field positions; it was trained "
-            f"on {n_trained}, and needs at least {MIN_FIELD_FRACTION:.0%} of them)"
-        )
-    (snap,) = campaign_snapshots(frames, pred, frame_eef(frames.stamps), s0)
-    return predict_correction_um(head, snap.x), None
+    obsids = np.unique(frames.obsid)
+    snaps = campaign_snapshots(frames, pred, frame_eef(frames.stamps), s0)
+    corrections, skipped = {}, []
+    for ob, snap in zip(obsids, snaps, strict=True):
+        n_fields = snap.x.shape[0]
+        if n_trained and n_fields < MIN_FIELD_FRACTION * n_trained:
+            skipped.append(
+                f"plateau head not used on OBSID {int(ob)} ({n_fields} field positions; it was "
+                f"trained on {n_trained} and needs at least {MIN_FIELD_FRACTION:.0%} of them)"
+            )
+            continue
+        c = predict_correction_um(head, snap.x)
+        mu[frames.obsid == ob] += c
+        corrections[int(ob)] = c
+    return mu, corrections, skipped
 
 
 def plot_cnn_bft(frames, fit: FocusFit, mu_um: np.ndarray, path: str | Path) -> str:

@@ -1,11 +1,10 @@
-"""The one-plateau plateau head: field features, the fit's correction, training, storage, use."""
+"""The plateau head: field features, training, storage, its use by the CNN BFT."""
 
 import numpy as np
 import pytest
 import torch
 from campaign_builder import make_campaign
 
-from plato_cnn.bft import fit_bft
 from plato_cnn.campaign import read_campaign
 from plato_cnn.model import FocusNet, FocusNetConfig
 from plato_cnn.modelio import ModelFormatError, load_model, save_model
@@ -45,28 +44,6 @@ def test_field_features_are_per_field_means_and_spreads():
                        np.zeros(2), np.array([0, 0]), 2, 18.0)  # fmt: skip
 
 
-def _frames(temps, n_fields=5, per=4, s=10.0, t_bf=-78.0, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.repeat(temps, n_fields * per) + rng.normal(0, 0.01, len(temps) * n_fields * per)
-    f = np.tile(np.repeat(np.arange(n_fields), per), len(temps))
-    t_f = t_bf + np.linspace(-1, 1, n_fields)
-    d = s * (t - t_f[f]) + rng.normal(0, 2.0, t.size)
-    return d, np.full(t.size, 5.0), t, f
-
-
-def test_fit_bft_correction_moves_one_plateau_only():
-    d, sig, t, f = _frames([-80.0])
-    prior = (10.0, 1e-4)  # s fixed: the shift is exactly -correction / s
-    a = fit_bft(d, sig, t, f, s_prior=prior, n_boot=20)
-    b = fit_bft(d, sig, t, f, s_prior=prior, n_boot=20, offset_correction_um=5.0)
-    assert b.t_bf_degC == pytest.approx(a.t_bf_degC - 0.5, abs=1e-6)
-    np.testing.assert_allclose(b.t_field_degC, a.t_field_degC - 0.5, atol=1e-6)
-    d, sig, t, f = _frames([-85.0, -80.0, -75.0])
-    a = fit_bft(d, sig, t, f, n_boot=0)
-    b = fit_bft(d, sig, t, f, n_boot=0, offset_correction_um=5.0)
-    assert b.t_bf_degC == a.t_bf_degC  # with several plateaux the slope measures s
-
-
 def _planted_snapshots(n, n_fields=8, seed=0):
     """Targets that depend on the fields' mean P(behind) and EEF jointly (a sign x size)."""
     rng = np.random.default_rng(seed)
@@ -96,7 +73,7 @@ def test_head_learns_a_planted_relation_and_round_trips(tmp_path):
     assert load_plateau_head(tmp_path, {}) is None
 
 
-def test_cnn_bft_applies_the_head_to_one_plateau(tmp_path):
+def test_cnn_bft_applies_the_head_to_each_plateau(tmp_path):
     torch.manual_seed(0)
     model_dir = tmp_path / "model"
     save_model(FocusNet(FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1,
@@ -111,18 +88,24 @@ def test_cnn_bft_applies_the_head_to_one_plateau(tmp_path):
     one = frames.select(frames.plateau_mask([-80.0]))
     fit, info = cnn_bft(one, model_dir, n_boot=0, systematic=False)
     plain, info0 = cnn_bft(one, model_dir, n_boot=0, systematic=False, plateau_head=False)
-    assert info["plateau_head_correction_um"] == pytest.approx(20.0)
+    assert list(info["plateau_head_correction_um"].values()) == pytest.approx([20.0])
     assert info0["plateau_head_correction_um"] is None
     assert fit.t_bf_degC == pytest.approx(plain.t_bf_degC - 20.0 / fit.s_um_per_degC, abs=1e-6)
     assert any("plateau head" in w for w in fit.warnings)
-    _, info5 = cnn_bft(frames, model_dir, n_boot=0, systematic=False)
-    assert info5["plateau_head_correction_um"] is None
+    # several plateaux: each plateau's offsets get its own correction (here +20 um on all
+    # five, which moves every T_f by -20/s and leaves s alone)
+    full, info5 = cnn_bft(frames, model_dir, n_boot=0, systematic=False)
+    full0, _ = cnn_bft(frames, model_dir, n_boot=0, systematic=False, plateau_head=False)
+    assert list(info5["plateau_head_correction_um"].values()) == pytest.approx([20.0] * 5)
+    assert full.s_um_per_degC == pytest.approx(full0.s_um_per_degC, rel=1e-9)
+    assert full.t_bf_degC == pytest.approx(full0.t_bf_degC - 20.0 / full.s_um_per_degC)
     # a head trained on 40 field positions is not used on a plateau with 3
     save_plateau_head(head, model_dir, {"fields_per_snapshot": 40})
     few, info3 = cnn_bft(one, model_dir, n_boot=0, systematic=False)
     assert info3["plateau_head_correction_um"] is None
     assert few.t_bf_degC == plain.t_bf_degC
-    assert any("plateau head not used (3 field positions" in w for w in few.warnings)
+    assert any("plateau head not used on OBSID" in w and "(3 field positions" in w
+               for w in few.warnings)  # fmt: skip
 
 
 def test_build_plateau_head_end_to_end(tmp_path):
