@@ -103,8 +103,10 @@ def emulate_calibration_set(
     return [(Path(j["dir"]), float(t["t_bf_degC"])) for j, t in zip(jobs, truths, strict=True)]
 
 
-def _camera_errors(job: tuple[str, float, str]) -> dict[str, tuple[float, float]]:
-    """``{"5"|"3"|"2"|"1"|"1s": (error, bootstrap sigma)}`` of one calibration camera (degC)."""
+def _camera_errors(job: tuple[str, float, str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """``{"head"|"no_head": {"5"|"3"|"2"|"1"|"1s": (error, bootstrap sigma)}}`` (degC) of one
+    calibration camera, with and without the model's plateau head (only "head" without one).
+    """
     import os
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -112,21 +114,47 @@ def _camera_errors(job: tuple[str, float, str]) -> dict[str, tuple[float, float]
 
     torch.set_num_threads(1)
     from .campaign import read_campaign
+    from .modelio import load_model
     from .predict import cnn_bft
 
     folder, truth, model_dir = job
     fr = read_campaign(folder)
     fr = fr.select(fr.usable)
+    variants = {"head": True}
+    if load_model(model_dir)[1].get("plateau_head"):
+        variants["no_head"] = False
     out = {}
-    for n, sub in PLATEAU_SUBSETS.items():
-        fit, _ = cnn_bft(fr.select(fr.plateau_mask(sub)), model_dir, n_boot=100,
-                         systematic=False)  # fmt: skip
-        out[str(n)] = (fit.t_bf_degC - truth, fit.sigma_degC)
-    earlier = [t for t in PLATEAU_SUBSETS[5] if t not in PLATEAU_SUBSETS[1]]
-    prior = earlier_sweep_s_prior(fr, model_dir, earlier)
-    fit, _ = cnn_bft(fr.select(fr.plateau_mask(PLATEAU_SUBSETS[1])), model_dir, n_boot=100,
-                     systematic=False, s_prior=prior)  # fmt: skip
-    out[RECHECK_KEY] = (fit.t_bf_degC - truth, fit.sigma_degC)
+    for name, head in variants.items():
+        errs = {}
+        for n, sub in PLATEAU_SUBSETS.items():
+            fit, _ = cnn_bft(fr.select(fr.plateau_mask(sub)), model_dir, n_boot=100,
+                             systematic=False, plateau_head=head)  # fmt: skip
+            errs[str(n)] = (fit.t_bf_degC - truth, fit.sigma_degC)
+        earlier = [t for t in PLATEAU_SUBSETS[5] if t not in PLATEAU_SUBSETS[1]]
+        prior = earlier_sweep_s_prior(fr, model_dir, earlier)
+        fit, _ = cnn_bft(fr.select(fr.plateau_mask(PLATEAU_SUBSETS[1])), model_dir, n_boot=100,
+                         systematic=False, s_prior=prior, plateau_head=head)  # fmt: skip
+        errs[RECHECK_KEY] = (fit.t_bf_degC - truth, fit.sigma_degC)
+        out[name] = errs
+    return out
+
+
+def _sigma_table(per_cam: list[dict[str, tuple[float, float]]]) -> dict:
+    """Per calibration key: RMS error, bias, bootstrap scale, systematic sigma, coverage."""
+    out = {}
+    for n in [str(k) for k in PLATEAU_SUBSETS] + [RECHECK_KEY]:
+        e = np.asarray([c[n][0] for c in per_cam])
+        b = np.asarray([c[n][1] for c in per_cam])
+        c = float(min(1.0, np.percentile(np.abs(e) / np.maximum(b, 1e-9), 68.27)))
+        sys_sigma = float(np.sqrt(np.mean(np.maximum(0.0, e**2 - (c * b) ** 2))))
+        out[n] = {
+            "rms_error_degC": float(np.sqrt(np.mean(e**2))),
+            "bias_degC": float(np.mean(e)),
+            "rms_bootstrap_sigma_degC": float(np.sqrt(np.mean(b**2))),
+            "bootstrap_scale": c,
+            "systematic_sigma_degC": sys_sigma,
+            "coverage": float(np.mean(np.abs(e) <= np.hypot(c * b, sys_sigma) * (1 + 1e-9))),
+        }
     return out
 
 
@@ -144,7 +172,9 @@ def calibrate_systematic(
     its margin to the others).  ``c_n <= 1`` shrinks a bootstrap that covers too much: the
     68th percentile of ``|error_i| / sigma_boot,i``, capped at 1.  It is below 1 only where the
     bootstrap is the prior's spread of ``s`` (one plateau), which is wider (10 +- 3 um/degC)
-    than the simulator's population of cameras.  ``workers`` processes share the cameras.
+    than the simulator's population of cameras.  A model with a plateau head gets a second
+    table, measured without it (``without_plateau_head``), for fits in which the head is not
+    used on every plateau.  ``workers`` processes share the cameras.
     """
     jobs = [(str(f), float(t), str(model_dir)) for f, t in campaigns]
     if workers > 1:
@@ -154,29 +184,22 @@ def calibrate_systematic(
             per_cam = pool.map(_camera_errors, jobs, chunksize=1)
     else:
         per_cam = [_camera_errors(j) for j in jobs]
-    keys = [str(n) for n in PLATEAU_SUBSETS] + [RECHECK_KEY]
-    errs = {n: [c[n][0] for c in per_cam] for n in keys}
-    boots = {n: [c[n][1] for c in per_cam] for n in keys}
-    out = {}
-    for n in keys:
-        e = np.asarray(errs[n])
-        b = np.asarray(boots[n])
-        c = float(min(1.0, np.percentile(np.abs(e) / np.maximum(b, 1e-9), 68.27)))
-        sys_sigma = float(np.sqrt(np.mean(np.maximum(0.0, e**2 - (c * b) ** 2))))
-        out[n] = {
-            "rms_error_degC": float(np.sqrt(np.mean(e**2))),
-            "bias_degC": float(np.mean(e)),
-            "rms_bootstrap_sigma_degC": float(np.sqrt(np.mean(b**2))),
-            "bootstrap_scale": c,
-            "systematic_sigma_degC": sys_sigma,
-            "coverage": float(np.mean(np.abs(e) <= np.hypot(c * b, sys_sigma) * (1 + 1e-9))),
-        }
+    out = _sigma_table([c["head"] for c in per_cam])
     result = {"n_cameras": len(campaigns), "by_plateaux": out}
+    if "no_head" in per_cam[0]:
+        result["without_plateau_head"] = _sigma_table([c["no_head"] for c in per_cam])
     if write:
         p = Path(model_dir) / "model.json"
         desc = json.loads(p.read_text())
         desc["systematic_sigma_degC"] = {k: v["systematic_sigma_degC"] for k, v in out.items()}
         desc["bootstrap_scale"] = {k: v["bootstrap_scale"] for k, v in out.items()}
+        desc.pop("without_plateau_head", None)
+        if "without_plateau_head" in result:
+            nh = result["without_plateau_head"]
+            desc["without_plateau_head"] = {
+                "systematic_sigma_degC": {k: v["systematic_sigma_degC"] for k, v in nh.items()},
+                "bootstrap_scale": {k: v["bootstrap_scale"] for k, v in nh.items()},
+            }
         desc["sigma_calibration"] = result
         p.write_text(json.dumps(desc, indent=2))
     return result

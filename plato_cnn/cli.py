@@ -220,6 +220,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             f"x {r['bootstrap_scale']:.2f}, systematic sigma {r['systematic_sigma_degC']:.2f}, "
             f"coverage {100 * r['coverage']:.0f} %"
         )
+    nh = result.get("without_plateau_head")
+    if nh:
+        print(
+            "without the plateau head: RMS error "
+            + ", ".join(f"{k} {v['rms_error_degC']:.2f}" for k, v in nh.items())
+            + " degC"
+        )
     what = "measured only (--dry-run):" if args.dry_run else "wrote"
     print(f"{what} {args.model}/model.json")
     return 0

@@ -363,7 +363,7 @@ def finetune(
     # the plateau head was trained on the base network's outputs: it does not describe the
     # fine-tuned one, which therefore has none (plato_cnn.plateau_head); the bootstrap scale
     # measured the simulator's spread of s, which says nothing of the cameras fine-tuned on
-    drop = ("architecture", "plateau_head", "bootstrap_scale")
+    drop = ("architecture", "plateau_head", "bootstrap_scale", "without_plateau_head")
     meta = {k: v for k, v in desc.items() if k not in drop}
     meta["finetune"] = {
         "config": asdict(cfg),
@@ -376,9 +376,10 @@ def finetune(
     # The fine-tuned network's T_BF is tied to its anchors, whose uncertainty is the improved
     # classical sigma; the base model's calibration, made in the simulator's population, cannot
     # see how far a real camera lies from it.  So the anchors' RMS sigma is added in quadrature.
-    sys_table = desc.get("systematic_sigma_degC")
-    if sys_table and anchor_sigmas:
-        a = float(np.sqrt(np.mean(np.square(anchor_sigmas))))
+    # the base calibration without the plateau head, which the fine-tuned model lacks
+    sys_table = desc.get("without_plateau_head", desc).get("systematic_sigma_degC")
+    if sys_table:
+        a = float(np.sqrt(np.mean(np.square(anchor_sigmas)))) if anchor_sigmas else 0.0
         meta["systematic_sigma_degC"] = {k: float(np.hypot(v, a)) for k, v in sys_table.items()}
         meta["finetune"]["anchor_sigma_degC"] = a
     save_model(model, out_dir, meta)

@@ -111,7 +111,11 @@ def cnn_bft(
             "the simulator's camera population)"
         )
     fit.warnings.extend(skipped)
-    sys_table = desc.get("systematic_sigma_degC") if systematic else None
+    # the calibration made with the head describes fits in which it corrected every plateau
+    tables = desc
+    if len(corrections) < len(np.unique(sel.obsid)) and "without_plateau_head" in desc:
+        tables = desc["without_plateau_head"]
+    sys_table = tables.get("systematic_sigma_degC") if systematic else None
     if sys_table:
         from .calibrate import RECHECK_KEY
 
@@ -122,7 +126,7 @@ def cnn_bft(
         if s_prior is not None and not fit.s_measured and RECHECK_KEY in sys_table:
             key = RECHECK_KEY
         s_sys = float(sys_table[key])
-        scale = float(desc.get("bootstrap_scale", {}).get(key, 1.0))
+        scale = float(tables.get("bootstrap_scale", {}).get(key, 1.0))
         fit.sigma_degC = float(np.hypot(scale * fit.sigma_degC, s_sys))
         note = f" and the bootstrap scaled by {scale:.2f}" if scale != 1.0 else ""
         fit.warnings.append(f"sigma includes the calibrated systematic {s_sys:.2f} degC{note}")

@@ -1,5 +1,7 @@
 """The plateau head: field features, training, storage, its use by the CNN BFT."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -99,8 +101,15 @@ def test_cnn_bft_applies_the_head_to_each_plateau(tmp_path):
     assert list(info5["plateau_head_correction_um"].values()) == pytest.approx([20.0] * 5)
     assert full.s_um_per_degC == pytest.approx(full0.s_um_per_degC, rel=1e-9)
     assert full.t_bf_degC == pytest.approx(full0.t_bf_degC - 20.0 / full.s_um_per_degC)
-    # a head trained on 40 field positions is not used on a plateau with 3
+    # a head trained on 40 field positions is not used on a plateau with 3, and the sigma
+    # then comes from the calibration made without the head
     save_plateau_head(head, model_dir, {"fields_per_snapshot": 40})
+    desc = json.loads((model_dir / "model.json").read_text())
+    desc["systematic_sigma_degC"] = {"1": 0.1, "5": 0.1}
+    desc["without_plateau_head"] = {"systematic_sigma_degC": {"1": 7.0, "5": 7.0}}
+    (model_dir / "model.json").write_text(json.dumps(desc))
+    few_sys, _ = cnn_bft(one, model_dir, n_boot=0)
+    assert any("systematic 7.00 degC" in w for w in few_sys.warnings)
     few, info3 = cnn_bft(one, model_dir, n_boot=0, systematic=False)
     assert info3["plateau_head_correction_um"] is None
     assert few.t_bf_degC == plain.t_bf_degC
