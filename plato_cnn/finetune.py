@@ -374,9 +374,9 @@ def finetune(
         "after": after,
     }
     # The fine-tuned network's T_BF is tied to its anchors, whose uncertainty is the improved
-    # classical sigma; the base model's calibration, made in the simulator's population, cannot
-    # see how far a real camera lies from it.  So the anchors' RMS sigma is added in quadrature.
-    # the base calibration without the plateau head, which the fine-tuned model lacks
+    # classical sigma; the base model's calibration (the one without the plateau head, which
+    # the fine-tuned model lacks), made in the simulator's population, cannot see how far a
+    # real camera lies from it.  So the anchors' RMS sigma is added in quadrature.
     sys_table = desc.get("without_plateau_head", desc).get("systematic_sigma_degC")
     if sys_table:
         a = float(np.sqrt(np.mean(np.square(anchor_sigmas)))) if anchor_sigmas else 0.0

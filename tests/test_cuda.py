@@ -1,14 +1,16 @@
 """CUDA paths (issue 7): the fast engine, pretraining (bf16 autocast) and the CNN BFT on a GPU.
 
-Skipped where torch sees no CUDA device (CI has none); ``benchmarks/gpu_check.sh`` runs this
-module on a CUDA machine.  The CPU results are the reference: a GPU may change the last bits
-(other FFT and convolution kernels, bf16 autocast in training) but not the answer.
+Skipped where torch sees no CUDA device (CI has none); run it on a CUDA machine beside
+``benchmarks/gpu_check.sh`` (README, "Training on GPUs and clusters").  The CPU results are
+the reference: a GPU may change the last bits (other FFT and convolution kernels, bf16
+autocast in training) but not the answer.
 """
 
 import numpy as np
 import pytest
 import torch
 
+from benchmarks.gpu_check import STAMP_PX, engine_requests, render
 from plato_cnn.campaign import read_campaign
 from plato_cnn.data import ArrayFocusDataset
 from plato_cnn.model import FocusNetConfig
@@ -16,29 +18,17 @@ from plato_cnn.modelio import load_model
 from plato_cnn.predict import cnn_bft, predict_frames
 from plato_cnn.train import TrainConfig, pretrain
 from plato_sim.engines import FastEngine
-from plato_sim.optics import OpticalModel
 from plato_sim.scenes.campaign import emulate_campaign
-from plato_sim.spectra import ogse_spectrum
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
-STAMP_PX = 32
-
 
 def _engine_stamps(device: str, n_states: int = 6, n_offsets: int = 3, seed: int = 3):
-    """Polychromatic stamps ``(B, K, S, S)`` of random optical states, as numpy float64."""
-    optics = OpticalModel()
-    sp = ogse_spectrum(optics.camera, 6)
-    rng = np.random.default_rng(seed)
-    theta = optics.camera.field_radius_deg * np.sqrt(rng.uniform(size=n_states))
-    phi = rng.uniform(0.0, 360.0, n_states)
-    dz_um = rng.uniform(-120.0, 120.0, n_states)
-    z = optics.zernikes_nm(theta, phi, dz_um, sp.wavelengths_array_nm)
-    offsets = rng.uniform(-0.5, 0.5, size=(n_states, n_offsets, 2))
-    engine = FastEngine(device=device)
-    with torch.no_grad():
-        st = engine.stamps_from_otf(engine.otf(z, sp), sp, offsets, STAMP_PX)
-    return st.double().cpu().numpy(), theta, phi, dz_um
+    """Stamps ``(B, K, S, S)`` (numpy float64) of random optical states, as the GPU check
+    renders them, with their field positions and focal offsets."""
+    z, sp, offsets, theta, phi, dz_um = engine_requests(n_states, n_offsets, seed)
+    stamps = render(FastEngine(device=device), z, sp, offsets)
+    return stamps.double().cpu().numpy(), theta, phi, dz_um
 
 
 def test_fast_engine_cuda_matches_cpu():
