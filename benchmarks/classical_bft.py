@@ -2,7 +2,7 @@
 
 For ``--cameras`` random cameras (random perturbations, true T_BF uniform in [-84, -72] degC)
 an emulated campaign (format v1, small: ``--fields`` x ``--dithers`` x ``--frames``) is
-written, read back with :func:`plato_cnn.campaign.read_campaign` and fed to each estimator
+written, read back with :func:`plato_cnn.reader.read_campaign` and fed to each estimator
 with 5, 4 and 3 plateaux.  Printed and saved: RMS error against the truth, mean bias, the
 calibration of sigma (fraction of cameras with |error| <= sigma), beside a prior-only row
 that always answers the middle of the range.
@@ -36,7 +36,7 @@ from benchmarks._common import (  # noqa: E402
     percent,
     report,
 )
-from plato_cnn.calibrate import TRUTH_N_SUB  # noqa: E402
+from plato_sim.truth.bestfocus import TRUTH_N_SUB  # noqa: E402
 
 PLATEAUX = (-90.0, -85.0, -80.0, -75.0, -70.0)
 SUBSETS = {5: PLATEAUX, 4: (-85.0, -80.0, -75.0, -70.0), 3: (-90.0, -80.0, -70.0)}
@@ -62,7 +62,7 @@ def _emulate(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from plato_sim.scenes.campaign import emulate_or_load
+    from plato_sim.scenes.ground_test import emulate_or_load
 
     return emulate_or_load(
         job["dir"],
@@ -81,9 +81,9 @@ def _emulate(job: dict) -> dict:
 
 def _evaluate(job: dict) -> dict:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from plato_cnn.campaign import read_campaign
     from plato_cnn.classical import estimate_bft
     from plato_cnn.metrics import frame_eef
+    from plato_cnn.reader import read_campaign
 
     t0 = time.perf_counter()
     frames = read_campaign(job["dir"])
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--boot", type=int, default=100, help="bootstrap draws (improved)")
     args = parse_with_quick(ap, argv, QUICK_CAMPAIGNS)
     jobs = campaign_jobs(args, boot=args.boot)
-    from plato_sim.scenes.campaign import truth_path
+    from plato_sim.scenes.ground_test import truth_path
 
     n_cached = sum(truth_path(j["dir"]).is_file() for j in jobs)
     t0 = time.perf_counter()

@@ -42,7 +42,7 @@ from benchmarks.classical_bft import (  # noqa: E402
     build_rows,
     campaign_jobs,
 )
-from plato_cnn.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402  (one definition)
+from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402  (one definition)
 
 #: (label, method, fit, plateaux)
 ROWS = [
@@ -57,7 +57,7 @@ ROWS = [
     # a focus re-check: s taken from an earlier sweep of the same camera (here its 4 other
     # plateaux, fitted by the same network: s in the network's own scale), T_BF from one
     ("CNN, s from an earlier sweep (re-check)", "cnn_s", "-", 1),
-    # ablation: without the camera-level correction of each plateau (plato_cnn.plateau_head)
+    # ablation: without the camera-level correction of each plateau (plato_cnn.nn.plateau_head)
     ("CNN without the plateau head", "cnn_nohead", "-", 1),
     ("CNN without the plateau head", "cnn_nohead", "-", 5),
     ("CNN without the plateau head", "cnn_nohead", "-", 3),
@@ -70,11 +70,11 @@ def _evaluate(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from plato_cnn.calibrate import earlier_sweep_s_prior
-    from plato_cnn.campaign import read_campaign
     from plato_cnn.classical import estimate_bft
     from plato_cnn.metrics import frame_eef
+    from plato_cnn.pipelines.calibrate import earlier_sweep_s_prior
     from plato_cnn.predict import cnn_bft
+    from plato_cnn.reader import read_campaign
 
     t0 = time.perf_counter()
     frames = read_campaign(job["dir"])

@@ -43,8 +43,9 @@ from benchmarks._common import (  # noqa: E402
     percent,
     report,
 )
-from plato_cnn.calibrate import PLATEAU_SUBSETS, TRUTH_N_SUB, TRUTH_RANGE_DEGC  # noqa: E402
-from plato_cnn.finetune import FinetuneConfig  # noqa: E402
+from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS, TRUTH_RANGE_DEGC  # noqa: E402
+from plato_cnn.pipelines.finetune import FinetuneConfig  # noqa: E402
+from plato_sim.truth.bestfocus import TRUTH_N_SUB  # noqa: E402
 
 #: The shifted domain (see the module docstring for what lies outside pretraining's range).
 SHIFT = dict(
@@ -79,9 +80,9 @@ ROWS = [
 def shifted_camera(seed: int):
     """The shifted camera of ``seed``: (CameraModel, FastEngine, DetectorModel)."""
     from plato_sim.detector import DetectorModel
-    from plato_sim.engines import FastEngine
-    from plato_sim.optics import CameraModel
-    from plato_sim.wavefront import FieldAberrations
+    from plato_sim.optics.model import CameraModel
+    from plato_sim.optics.wavefront import FieldAberrations
+    from plato_sim.psf import FastEngine
 
     rng = np.random.default_rng(seed)
     model = CameraModel.random(rng, seed, 1.0, design=FieldAberrations(**SHIFT["design"]))
@@ -94,7 +95,7 @@ def _emulate(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from plato_sim.scenes.campaign import emulate_or_load
+    from plato_sim.scenes.ground_test import emulate_or_load
 
     model, engine, det = shifted_camera(job["seed"])
     return emulate_or_load(
@@ -110,10 +111,10 @@ def _evaluate(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from plato_cnn.campaign import read_campaign
     from plato_cnn.classical import estimate_bft
     from plato_cnn.metrics import frame_eef
     from plato_cnn.predict import cnn_bft
+    from plato_cnn.reader import read_campaign
 
     frames = read_campaign(job["dir"])
     frames = frames.select(frames.usable)
@@ -165,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_with_quick(ap, argv, QUICK)
     if not 0 < args.finetune_cameras < args.cameras:
         ap.error("need 0 < --finetune-cameras < --cameras")
-    from plato_cnn.campaign import read_campaign
-    from plato_cnn.finetune import finetune
-    from plato_cnn.modelio import default_model_dir
+    from plato_cnn.nn.card import default_model_dir
+    from plato_cnn.pipelines.finetune import finetune
+    from plato_cnn.reader import read_campaign
 
     cache = Path(args.cache)
     rng = np.random.default_rng(args.seed)
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         ft_frames.append(fr.select(fr.usable))
     synthetic = None
     if args.synthetic:
-        from plato_cnn.data import ShardFocusDataset
+        from plato_cnn.nn.data import ShardFocusDataset
 
         synthetic = ShardFocusDataset(args.synthetic)
     summary = finetune(

@@ -46,23 +46,23 @@ from benchmarks._common import (  # noqa: E402
 )
 from benchmarks.memory import TreeMemory  # noqa: E402
 from plato_sim.generate import generate  # noqa: E402
-from plato_sim.scenes import dataset as dsm  # noqa: E402
+from plato_sim.scenes import sampling  # noqa: E402
 
 
 def label_accuracy(n_cameras: int, n_fields: int, seed: int) -> dict:
     """Interpolated vs direct per-field best focus, and camera best-focus modes (default cfg)."""
-    from plato_sim.bestfocus import best_focus_shift_um, field_best_focus_um
+    from plato_sim.optics.spectra import ogse_spectrum
     from plato_sim.scenes.fields import ground_test_fields, uniform_random_fields
-    from plato_sim.spectra import ogse_spectrum
+    from plato_sim.truth.bestfocus import best_focus_shift_um, field_best_focus_um
 
-    cfg = dsm.load_config()
-    eng = dsm.make_engine(cfg)
+    cfg = sampling.load_config()
+    eng = sampling.make_engine(cfg)
     rng = np.random.default_rng(seed)
     errs, cam_diff_um, cam_diff_degC, t_cam, t_exact = [], [], [], [], []
-    with dsm.single_thread_torch():
+    with sampling.single_thread_torch():
         for i in range(n_cameras):
             t = time.perf_counter()
-            cam = dsm.build_camera(cfg, seed, i, eng)
+            cam = sampling.build_camera(cfg, seed, i, eng)
             t_cam.append(time.perf_counter() - t)
             optics = cam.model().optics
             sp = ogse_spectrum(optics.camera, int(cfg["best_focus"]["n_wavelengths"]))
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="write the results as JSON to this file")
     args = parse_with_quick(ap, argv, QUICK)
 
-    cfg = dsm.load_config(overrides={"cameras": {"n_pool": args.n_cameras}})
+    cfg = sampling.load_config(overrides={"cameras": {"n_pool": args.n_cameras}})
     out = Path(args.out or tempfile.mkdtemp(prefix="plato-gen-bench-"))
     if out.exists() and any(out.iterdir()):
         shutil.rmtree(out)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     cam_cpu_each = tim["camera_task_cpu_s_sum"] / args.n_cameras
     cpu_ms_per_sample = tim["shard_task_cpu_s_sum"] / args.n * 1e3
     shard_rate = args.n / tim["shard_phase_wall_s"]
-    pool_default = int(dsm.load_config()["cameras"]["n_pool"])
+    pool_default = int(sampling.load_config()["cameras"]["n_pool"])
     # what the cores give when this is their only load: task CPU time spread over the workers
     cpu_rate = args.workers / (cpu_ms_per_sample * 1e-3)
     proj_1m_cpu_s = (pool_default * cam_cpu_each + 1e6 * cpu_ms_per_sample * 1e-3) / args.workers

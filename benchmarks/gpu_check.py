@@ -2,13 +2,13 @@
 
 On every device available (``cpu``, and ``cuda`` when torch sees one):
 
-1. **PSF engine** (:class:`plato_sim.engines.FastEngine`, float32, ``fov_px`` 16): polychromatic
+1. **PSF engine** (:class:`plato_sim.psf.FastEngine`, float32, ``fov_px`` 16): polychromatic
    (10-wavelength OGSE spectrum) 32x32 stamps, ``--offsets`` sub-pixel offsets per optical
    state (the dataset generator's regime: one OTF, many dithers), ``--states`` random states
    (field position, thermal focal shift); best of ``--repeats`` runs after a warm-up.  Stamps
    per second and optical states per second.  On CUDA the stamps of the first states are also
    compared with the CPU's (largest pixel difference, as a fraction of the stamp's flux).
-2. **Training** (:func:`plato_cnn.train.pretrain`): one epoch of ``--steps`` steps of
+2. **Training** (:func:`plato_cnn.pipelines.pretrain.pretrain`): one epoch of ``--steps`` steps of
    ``--batch`` samples (AdamW, augmentation, bf16 autocast on CUDA, as ``plato-cnn pretrain``)
    on stamps made by the engine, after a 2-step warm-up run; the epoch's wall time includes
    the validation pass and the checkpoint.  Training samples per second.
@@ -40,11 +40,11 @@ from benchmarks._common import (  # noqa: E402
     parse_with_quick,
     report,
 )
-from plato_cnn.data import ArrayFocusDataset  # noqa: E402
-from plato_cnn.train import TrainConfig, pretrain  # noqa: E402
-from plato_sim.engines import FastEngine  # noqa: E402
-from plato_sim.optics import OpticalModel  # noqa: E402
-from plato_sim.spectra import ogse_spectrum  # noqa: E402
+from plato_cnn.nn.data import ArrayFocusDataset  # noqa: E402
+from plato_cnn.pipelines.pretrain import TrainConfig, pretrain  # noqa: E402
+from plato_sim.optics.model import OpticalModel  # noqa: E402
+from plato_sim.optics.spectra import ogse_spectrum  # noqa: E402
+from plato_sim.psf import FastEngine  # noqa: E402
 
 STAMP_PX = 32
 #: Optical states per FFT batch: the CPU default (cache-friendly); a GPU wants large batches.
@@ -118,7 +118,7 @@ def training_data(stamps: np.ndarray, theta, phi, dz_um, n: int) -> ArrayFocusDa
 
 
 def time_training(device: str, data: ArrayFocusDataset, steps: int, batch: int) -> dict:
-    """Wall time of one ``steps``-step epoch of :func:`plato_cnn.train.pretrain`."""
+    """Wall time of one ``steps``-step epoch of :func:`plato_cnn.pipelines.pretrain.pretrain`."""
     with tempfile.TemporaryDirectory() as tmp:
         warm = TrainConfig(epochs=1, batch_size=batch, max_steps_per_epoch=2, max_val_samples=batch)
         pretrain(data, Path(tmp) / "warm", warm, device=device, progress=False)
@@ -210,7 +210,7 @@ def markdown(result: dict) -> str:
         "",
         eng,
         "",
-        "FocusNet, one short epoch (plato_cnn.train.pretrain, validation included):",
+        "FocusNet, one short epoch (plato_cnn.pipelines.pretrain.pretrain, validation included):",
         "",
         tr,
         "",

@@ -57,8 +57,9 @@ def _job(job: dict) -> list[dict]:
 
     torch.set_num_threads(1)
     from plato_cnn.focuscheck import focus_check, inorbit_model_dir
-    from plato_cnn.modelio import load_model
-    from plato_sim.scenes.imagettes import ImagetteField, emulate_imagettes, make_camera
+    from plato_cnn.nn.card import load_model
+    from plato_sim.io.imagette_format import ImagetteField
+    from plato_sim.scenes.inorbit import emulate_imagettes, make_camera
 
     rng = np.random.default_rng(job["seed"])
     t_bf = float(rng.uniform(-84.0, -72.0))

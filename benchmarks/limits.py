@@ -1,6 +1,6 @@
 """Cramér–Rao bounds: the focal shift of one stamp, and T_BF for a whole campaign.
 
-Two tables (method: :mod:`plato_cnn.limits`):
+Two tables (method: :mod:`plato_sim.bounds`):
 
 * single stamp: the bound on the focal shift (um, 1 sigma) of one frame of the nominal camera,
   against its offset ``delta`` from the field position's EEF-optimal focus, at three field
@@ -10,8 +10,8 @@ Two tables (method: :mod:`plato_cnn.limits`):
   one state.  A single stamp hardly tells a focus change from a change of the chromatic
   scale; the campaign bound shows that this costs T_BF little (both move the EEF optimum);
 * campaign: the bound on T_BF (degC) for 5, 3, 2 and 1 plateaux (the subsets of
-  :data:`plato_cnn.calibrate.PLATEAU_SUBSETS`) on random cameras (true T_BF uniform in
-  :data:`plato_cnn.calibrate.TRUTH_RANGE_DEGC`), for the campaign design of the accuracy
+  :data:`plato_cnn.pipelines.calibrate.PLATEAU_SUBSETS`) on random cameras (true T_BF uniform in
+  :data:`plato_cnn.pipelines.calibrate.TRUTH_RANGE_DEGC`), for the campaign design of the accuracy
   benchmarks (``classical_bft`` / ``cnn_bft``: fields x dithers x frames, ``--quick`` the same
   as theirs) and for the emulator's default 25 dithers, under the three nuisance models
   (aberrations per field, per frame, known).  ``rms_bound_degC`` (root mean square over the
@@ -45,7 +45,8 @@ from benchmarks._common import (  # noqa: E402
     report,
     script_argv,
 )
-from plato_cnn.calibrate import PLATEAU_SUBSETS, TRUTH_N_SUB, TRUTH_RANGE_DEGC  # noqa: E402
+from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS, TRUTH_RANGE_DEGC  # noqa: E402
+from plato_sim.truth.bestfocus import TRUTH_N_SUB  # noqa: E402
 
 MODES = ("per_field", "per_frame", "known")
 #: ``--quick``: fewer cameras and states (the campaign design follows classical_bft --quick)
@@ -69,11 +70,11 @@ def stamp_tables(thetas, deltas_um, fluxes_e, n_offsets: int = 3) -> dict:
     """Single-stamp bounds of the nominal camera (see the module docstring)."""
     import torch
 
-    from plato_cnn.limits import CHROM_SCALE, FRAME_NUISANCES, stamp_fisher
-    from plato_sim.bestfocus import field_best_focus_um, subpixel_grid
-    from plato_sim.engines.fast import FastEngine
-    from plato_sim.optics import OpticalModel
+    from plato_sim.bounds import CHROM_SCALE, FRAME_NUISANCES, stamp_fisher
+    from plato_sim.optics.model import OpticalModel
+    from plato_sim.psf.fast import FastEngine
     from plato_sim.scenes.fields import ground_test_fields
+    from plato_sim.truth.bestfocus import field_best_focus_um, subpixel_grid
 
     optics = OpticalModel()
     th_table, ph_table = ground_test_fields()
@@ -134,11 +135,11 @@ def _camera_job(job: dict) -> dict:
     torch.set_num_threads(1)
     from dataclasses import replace
 
-    from plato_cnn.limits import CampaignDesign, camera_from_truth, campaign_information
-    from plato_sim.bestfocus import t0_for_best_focus
-    from plato_sim.optics import CameraModel
+    from plato_sim.bounds import CampaignDesign, camera_from_truth, campaign_information
+    from plato_sim.optics.model import CameraModel
+    from plato_sim.optics.spectra import ogse_spectrum
     from plato_sim.scenes.fields import ground_test_fields
-    from plato_sim.spectra import ogse_spectrum
+    from plato_sim.truth.bestfocus import t0_for_best_focus
 
     t0, c0 = time.perf_counter(), time.process_time()
     n_dith = max(job["dithers_list"])

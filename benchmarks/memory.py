@@ -256,8 +256,8 @@ def training_phase(args: argparse.Namespace, ds: Path) -> dict:
 
 def coverage(ds: Path, steps: int, batch_size: int, max_val: int, seed: int) -> dict:
     """Which shards and HDF5 chunks the bounded run read (the pretrain split and sampler)."""
-    from plato_cnn.data import BlockShuffleSampler, ShardFocusDataset
-    from plato_cnn.train import TrainConfig, split_by_group
+    from plato_cnn.nn.data import BlockShuffleSampler, ShardFocusDataset
+    from plato_cnn.pipelines.pretrain import TrainConfig, split_by_group
 
     d = ShardFocusDataset(ds)
     tr, va = split_by_group(d.group_ids, TrainConfig().val_fraction, seed)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 
-# BLAS threads spinning next to torch's FFT threads steal CPU (plato-facts.md); set before
+# BLAS threads spinning next to torch's FFT threads steal CPU (docs/facts.md); set before
 # numpy is imported.  poppy's MFT (numpy matmul) therefore runs on one thread.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -51,13 +51,13 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/psf_engines.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import machine_info as common_machine_info  # noqa: E402
 from benchmarks._common import machine_line, markdown_table, write_json  # noqa: E402
-from plato_sim.eef import eef  # noqa: E402
-from plato_sim.engines import FastEngine  # noqa: E402
-from plato_sim.engines.galsim_engine import GalSimEngine  # noqa: E402
-from plato_sim.engines.poppy_engine import PoppyEngine  # noqa: E402
-from plato_sim.optics import OpticalModel  # noqa: E402
-from plato_sim.spectra import Spectrum, monochromatic, ogse_spectrum  # noqa: E402
-from plato_sim.wavefront import FieldAberrations  # noqa: E402
+from plato_sim.optics.model import OpticalModel  # noqa: E402
+from plato_sim.optics.spectra import Spectrum, monochromatic, ogse_spectrum  # noqa: E402
+from plato_sim.optics.wavefront import FieldAberrations  # noqa: E402
+from plato_sim.psf import FastEngine  # noqa: E402
+from plato_sim.psf.galsim_engine import GalSimEngine  # noqa: E402
+from plato_sim.psf.poppy_engine import PoppyEngine  # noqa: E402
+from plato_sim.truth.eef import eef  # noqa: E402
 
 SIZE = 32
 EEF_TOL = 0.01
@@ -344,9 +344,9 @@ _MEMORY_CHILD = r"""
 import os, sys, json
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np, torch
-from plato_sim.engines import FastEngine
-from plato_sim.optics import OpticalModel
-from plato_sim.spectra import ogse_spectrum
+from plato_sim.psf import FastEngine
+from plato_sim.optics.model import OpticalModel
+from plato_sim.optics.spectra import ogse_spectrum
 mode, n = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(int(sys.argv[3]))
 optics = OpticalModel()

@@ -19,7 +19,7 @@ Runs from a fresh install with no arguments (about 5 minutes on 2 CPU cores) and
 The cameras differ from the pretraining population on purpose (the situation of a real
 camera, whose as-built optics are not the model's): the design residuals are changed
 (:data:`SHIFTED_DESIGN`: 20 % more astigmatism, 30 % more coma, 20 % less spherical aberration,
-50 % more chromatic focal shift than :class:`plato_sim.wavefront.FieldAberrations`), and the
+50 % more chromatic focal shift than :class:`plato_sim.optics.wavefront.FieldAberrations`), and the
 detector has another gain, more read noise and diffuse light (:data:`SHIFTED_DETECTOR`).
 Fine-tuning uses only the training cameras' images and TRP1 temperatures (no truth); the
 held-out cameras are never seen.  With 3 + 3 small campaigns the before/after difference is
@@ -43,9 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-from plato_cnn.calibrate import TRUTH_N_SUB, TRUTH_RANGE_DEGC
+from plato_cnn.pipelines.calibrate import TRUTH_RANGE_DEGC
 from plato_sim.detector import DetectorModel
-from plato_sim.wavefront import FieldAberrations
+from plato_sim.optics.wavefront import FieldAberrations
+from plato_sim.truth.bestfocus import TRUTH_N_SUB
 
 #: ASSUMED "as-built" design residuals unlike the pretraining model's (see the docstring).
 _NOMINAL = FieldAberrations()
@@ -69,8 +70,8 @@ def _emulate(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from plato_sim.optics import CameraModel
-    from plato_sim.scenes.campaign import emulate_or_load
+    from plato_sim.optics.model import CameraModel
+    from plato_sim.scenes.ground_test import emulate_or_load
 
     rng = np.random.default_rng(job["seed"])
     camera = CameraModel.random(rng, job["seed"], strength=1.0, design=SHIFTED_DESIGN)
@@ -105,10 +106,10 @@ def evaluate(jobs: list[dict], models: dict[str, str | None]) -> list[dict]:
     """Per held-out camera: the test houses' cubic and each model's CNN estimate (degC)."""
     from tqdm import tqdm
 
-    from plato_cnn.campaign import read_campaign
     from plato_cnn.classical import estimate_bft
     from plato_cnn.metrics import frame_eef
     from plato_cnn.predict import cnn_bft
+    from plato_cnn.reader import read_campaign
 
     rows = []
     for job in tqdm(jobs, desc="held-out cameras", unit="camera"):
@@ -197,14 +198,14 @@ def plot_finetune(summary: dict, png: Path) -> Path:
 
 def replay_set(args: argparse.Namespace, folder: Path):
     """The synthetic dataset replayed while fine-tuning: ``--synthetic``, or a small new one."""
-    from plato_cnn.data import ShardFocusDataset
+    from plato_cnn.nn.data import ShardFocusDataset
 
     if args.synthetic:
         return ShardFocusDataset(args.synthetic)
     if args.replay_samples <= 0:
         return None
     from plato_sim.generate import generate
-    from plato_sim.scenes.dataset import load_config
+    from plato_sim.scenes.sampling import load_config
 
     n_cams = 4
     cfg = load_config(
@@ -240,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_cameras < 1 or args.test_cameras < 1:
         ap.error("--train-cameras and --test-cameras must be >= 1")
 
-    from plato_cnn.campaign import read_campaign
-    from plato_cnn.finetune import FinetuneConfig, finetune
-    from plato_cnn.modelio import default_model_dir
+    from plato_cnn.nn.card import default_model_dir
+    from plato_cnn.pipelines.finetune import FinetuneConfig, finetune
+    from plato_cnn.reader import read_campaign
 
     out = Path(args.out)
     t0 = time.time()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 def _copy_shipped_template(model_dir: Path) -> None:
     """Seed ``model_dir/eef_template.json`` (read by pretraining) from the shipped model."""
-    from plato_cnn.modelio import default_model_dir
+    from plato_cnn.nn.card import default_model_dir
 
     desc = json.loads((default_model_dir() / "model.json").read_text(encoding="utf-8"))
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args(argv)
 
-    from plato_cnn.model import FocusNetConfig
-    from plato_cnn.train import TrainConfig, pretrain_from_dataset
+    from plato_cnn.nn.model import FocusNetConfig
+    from plato_cnn.pipelines.pretrain import TrainConfig, pretrain_from_dataset
     from plato_sim.generate import generate
-    from plato_sim.scenes.dataset import load_config
+    from plato_sim.scenes.sampling import load_config
 
     out = Path(args.out)
     data, model_dir = out / "dataset", out / "model"

@@ -27,13 +27,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from plato_sim.bestfocus import expected_eef, t0_for_best_focus  # noqa: E402
-from plato_sim.eef import eef  # noqa: E402
-from plato_sim.engines import FastEngine, get_engine  # noqa: E402
-from plato_sim.optics import CameraModel  # noqa: E402
-from plato_sim.psf import psf_stamp  # noqa: E402
+from plato_sim.optics.model import CameraModel  # noqa: E402
+from plato_sim.optics.spectra import ogse_spectrum  # noqa: E402
+from plato_sim.psf import FastEngine, get_engine  # noqa: E402
+from plato_sim.psf.render import psf_stamp  # noqa: E402
 from plato_sim.scenes.fields import ground_test_fields  # noqa: E402
-from plato_sim.spectra import ogse_spectrum  # noqa: E402
+from plato_sim.truth.bestfocus import expected_eef, t0_for_best_focus  # noqa: E402
+from plato_sim.truth.eef import eef  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from plato_cnn.cli import main as plato_cnn_main
-from plato_sim.scenes.campaign import emulate_campaign
+from plato_sim.scenes.ground_test import emulate_campaign
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,3 +1,5 @@
 """plato_cnn: best-focus temperature of PLATO cameras from ground-test and synthetic images."""
 
-__version__ = "0.1.0"
+from plato_sim._version import __version__
+
+__all__ = ["__version__"]

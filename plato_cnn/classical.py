@@ -1,6 +1,6 @@
 """Classical best-focus temperature from the EEF of the frames of a campaign.
 
-The test houses' method (CGSE ``CAM_TVPT_010``, plato-facts.md)
+The test houses' method (CGSE ``CAM_TVPT_010``, docs/facts.md)
 -----------------------------------------------------------------
 1. EEF of every frame (:mod:`plato_cnn.metrics`);
 2. per plateau (observation) and field position, the **maximum** EEF over its dither frames;
@@ -13,7 +13,7 @@ The test houses' method (CGSE ``CAM_TVPT_010``, plato-facts.md)
 
 Improved estimator (``fit="gauss"``), this module's design
 ----------------------------------------------------------
-The best-focus temperature is defined (plato-facts.md) on the *sub-pixel-averaged* EEF, not
+The best-focus temperature is defined (docs/facts.md) on the *sub-pixel-averaged* EEF, not
 on the best dither: random dithers sample the sub-pixel phase uniformly, so the **mean** EEF
 over a field's frames is an unbiased estimate of exactly that quantity, while the maximum
 over a few tens of frames is a noisy extreme whose bias changes with focus.  Per plateau the
@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .campaign import CampaignFrames
-from .metrics import frame_eef
+from plato_cnn.metrics import frame_eef
+from plato_cnn.reader import CampaignFrames
+from plato_sim.errors import InsufficientPlateaux, ParameterError
 
 __all__ = [
     "POLY_FITS",
@@ -67,17 +68,13 @@ FITS = tuple(POLY_FITS) + tuple(IMPROVED_FITS)
 EXTRAPOLATE_DEGC = 2.0
 
 
-class InsufficientPlateaux(ValueError):
-    """The chosen fit needs more plateaux than the campaign (after drops) offers."""
-
-
 def min_plateaux(fit: str) -> int:
     """Plateaux a fit needs: degree + 1 for the polynomials, 3 for the shaped curve."""
     if fit in POLY_FITS:
         return POLY_FITS[fit] + 1
     if fit in IMPROVED_FITS:
         return IMPROVED_FITS[fit]
-    raise ValueError(f"unknown fit {fit!r}; choose one of {FITS}")
+    raise ParameterError(f"unknown fit {fit!r}; choose one of {FITS}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +127,7 @@ def eef_table(frames: CampaignFrames, eef_values: np.ndarray, reducer: str = "ma
     elif reducer == "mean":
         v = np.bincount(flat, weights=e, minlength=vals.size) / np.maximum(counts.ravel(), 1)
     else:
-        raise ValueError(f"reducer must be 'max' or 'mean', got {reducer!r}")
+        raise ParameterError(f"reducer must be 'max' or 'mean', got {reducer!r}")
     vals = np.where(counts > 0, v.reshape(vals.shape), np.nan)
     t_ok = frames.temperature_degC[ok]
     for i in range(obs.size):
@@ -229,7 +226,7 @@ def test_house_bft(
         InsufficientPlateaux: fewer usable plateaux than the fit needs.
     """
     if fit not in POLY_FITS:
-        raise ValueError(f"test-house fit must be one of {tuple(POLY_FITS)}, got {fit!r}")
+        raise ParameterError(f"test-house fit must be one of {tuple(POLY_FITS)}, got {fit!r}")
     e = frame_eef(frames.stamps, variant) if eef_values is None else eef_values
     table = eef_table(frames, e, "max")
     _check_plateaux(table, fit)
@@ -313,7 +310,7 @@ def improved_bft(
         InsufficientPlateaux: fewer than 3 usable plateaux.
     """
     if fit not in IMPROVED_FITS:
-        raise ValueError(f"improved fit must be one of {tuple(IMPROVED_FITS)}, got {fit!r}")
+        raise ParameterError(f"improved fit must be one of {tuple(IMPROVED_FITS)}, got {fit!r}")
     e_all = frame_eef(frames.stamps, variant) if eef_values is None else eef_values
     table = eef_table(frames, e_all, "mean")
     _check_plateaux(table, fit)
@@ -414,7 +411,7 @@ def estimate_bft(
         return test_house_bft(frames, fit, variant, eef_values, seed=seed)
     if fit in IMPROVED_FITS:
         return improved_bft(frames, fit, variant, eef_values, n_boot=n_boot, seed=seed)
-    raise ValueError(f"unknown fit {fit!r}; choose one of {FITS}")
+    raise ParameterError(f"unknown fit {fit!r}; choose one of {FITS}")
 
 
 def plot_bft(frames: CampaignFrames, eef_values: np.ndarray, result: BFTResult, path: str) -> str:

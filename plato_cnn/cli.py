@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from plato_sim.cli import _fix_negative_values
+from plato_sim.clitools import fix_negative_values, run_command
 
 __all__ = ["main", "BFT_METHODS", "int_list"]
 
@@ -44,7 +44,7 @@ def s_prior_arg(text: str) -> tuple[float, float]:
 
 # ----------------------------------------------------------------------------- bft: eef
 def _eef_arguments(p: argparse.ArgumentParser) -> None:
-    from .classical import FITS
+    from plato_cnn.classical import FITS
 
     g = p.add_argument_group("--method eef")
     g.add_argument(
@@ -58,8 +58,8 @@ def _eef_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _eef_run(args: argparse.Namespace, frames) -> dict:
-    from .classical import estimate_bft, plot_bft
-    from .metrics import frame_eef
+    from plato_cnn.classical import estimate_bft, plot_bft
+    from plato_cnn.metrics import frame_eef
 
     e = frame_eef(frames.stamps, args.variant)
     r = estimate_bft(frames, args.fit, args.variant, e, seed=args.seed, n_boot=args.n_boot)
@@ -103,7 +103,7 @@ def _cnn_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cnn_run(args: argparse.Namespace, frames) -> dict:
-    from .predict import cnn_bft, plot_cnn_bft
+    from plato_cnn.predict import cnn_bft, plot_cnn_bft
 
     fit, info = cnn_bft(
         frames,
@@ -147,8 +147,8 @@ BFT_METHODS: dict[str, tuple[Callable, Callable]] = {
 
 # ----------------------------------------------------------------------------- pretrain
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from .model import FocusNetConfig
-    from .train import TrainConfig, pretrain_from_dataset
+    from plato_cnn.nn.model import FocusNetConfig
+    from plato_cnn.pipelines.pretrain import TrainConfig, pretrain_from_dataset
 
     cfg = TrainConfig(
         epochs=args.epochs,
@@ -160,35 +160,25 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         max_val_samples=args.max_val_samples,
         deterministic=args.deterministic,
     )
-    try:
-        mcfg = FocusNetConfig(crop=args.crop)
-        summary = pretrain_from_dataset(args.data, args.out, cfg, mcfg, args.device)
-    except (ValueError, OSError) as exc:
-        print(f"plato-cnn pretrain: {exc}", file=sys.stderr)
-        return 2
+    mcfg = FocusNetConfig(crop=args.crop)
+    summary = pretrain_from_dataset(args.data, args.out, cfg, mcfg, args.device)
     print(json.dumps(summary, indent=1))
     return 0
 
 
 # ----------------------------------------------------------------------------- finetune
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from plato_sim.io.campaign_format import FormatError
+    from plato_cnn.nn.data import ShardFocusDataset
+    from plato_cnn.pipelines.finetune import FinetuneConfig, finetune
+    from plato_cnn.reader import read_campaign
 
-    from .campaign import CampaignError, read_campaign
-    from .data import ShardFocusDataset
-    from .finetune import FinetuneConfig, finetune
-
-    try:
-        frames = []
-        for d in args.campaign:
-            fr = read_campaign(d)
-            frames.append(fr.select(fr.usable))
-        synthetic = ShardFocusDataset(args.synthetic) if args.synthetic else None
-        cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
-        summary = finetune(frames, args.out, args.model, cfg, synthetic)
-    except (CampaignError, FormatError, ValueError, OSError) as exc:
-        print(f"plato-cnn finetune: {exc}", file=sys.stderr)
-        return 2
+    frames = []
+    for d in args.campaign:
+        fr = read_campaign(d)
+        frames.append(fr.select(fr.usable))
+    synthetic = ShardFocusDataset(args.synthetic) if args.synthetic else None
+    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
+    summary = finetune(frames, args.out, args.model, cfg, synthetic)
     for cam, b, a in zip(summary["cameras"], summary["before"], summary["after"], strict=True):
         print(
             f"{cam}: s = {a['s_um_per_degC']:.2f} um/degC; network field temperatures minus "
@@ -200,18 +190,14 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import calibrate_systematic, emulate_calibration_set
+    from plato_cnn.pipelines.calibrate import calibrate_systematic, emulate_calibration_set
 
-    try:
-        campaigns = emulate_calibration_set(
-            args.workdir, args.cameras, seed=args.seed, workers=args.workers
-        )
-        result = calibrate_systematic(
-            args.model, campaigns, write=not args.dry_run, workers=args.workers
-        )
-    except (ValueError, OSError) as exc:
-        print(f"plato-cnn calibrate: {exc}", file=sys.stderr)
-        return 2
+    campaigns = emulate_calibration_set(
+        args.workdir, args.cameras, seed=args.seed, workers=args.workers
+    )
+    result = calibrate_systematic(
+        args.model, campaigns, write=not args.dry_run, workers=args.workers
+    )
     for n, r in sorted(result["by_plateaux"].items(), key=lambda kv: (-int(kv[0][0]), kv[0])):
         what = f"{n} plateaux" if n.isdigit() else "1 plateau, s of an earlier sweep"
         print(
@@ -234,16 +220,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- plateau-head
 def _cmd_plateau_head(args: argparse.Namespace) -> int:
-    from .plateau_head import PlateauHeadConfig, build_plateau_head
+    from plato_cnn.nn.plateau_head import PlateauHeadConfig
+    from plato_cnn.pipelines.plateau_head import build_plateau_head
 
-    try:
-        r = build_plateau_head(
-            args.model, args.workdir, args.cameras, args.validation_cameras, args.seed,
-            args.workers, PlateauHeadConfig(epochs=args.epochs), write=not args.dry_run,
-        )  # fmt: skip
-    except (ValueError, OSError) as exc:
-        print(f"plato-cnn plateau-head: {exc}", file=sys.stderr)
-        return 2
+    r = build_plateau_head(
+        args.model, args.workdir, args.cameras, args.validation_cameras, args.seed,
+        args.workers, PlateauHeadConfig(epochs=args.epochs), write=not args.dry_run,
+    )  # fmt: skip
     print(
         f"{r['train_cameras']} training cameras ({r['train_snapshots']} plateaux): target RMS "
         f"{r['train_rms_target_um']:.2f} um, residual {r['train_rms_residual_um']:.2f} um"
@@ -261,16 +244,9 @@ def _cmd_plateau_head(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- focus-check
 def _cmd_focus_check(args: argparse.Namespace) -> int:
-    from plato_sim.io.imagette_format import ImagetteFormatError
+    from plato_cnn.focuscheck import focus_check_file
 
-    from .focuscheck import focus_check_file
-    from .modelio import ModelFormatError
-
-    try:
-        report = focus_check_file(args.imagettes, args.temperature_degC, args.model, args.device)
-    except (ImagetteFormatError, ModelFormatError, ValueError) as exc:
-        print(f"plato-cnn focus-check: {exc}", file=sys.stderr)
-        return 2
+    report = focus_check_file(args.imagettes, args.temperature_degC, args.model, args.device)
     for w in report["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(
@@ -287,18 +263,10 @@ def _cmd_focus_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_bft(args: argparse.Namespace) -> int:
-    from plato_sim.io.campaign_format import FormatError
+    from plato_cnn.reader import read_campaign
 
-    from .campaign import CampaignError, read_campaign
-    from .classical import InsufficientPlateaux
-    from .modelio import ModelFormatError
-
-    try:
-        frames = read_campaign(args.campaign_dir, obsids=args.obsids, strict=args.strict)
-        report = BFT_METHODS[args.method][1](args, frames)
-    except (CampaignError, FormatError, InsufficientPlateaux, ModelFormatError) as exc:
-        print(f"plato-cnn bft: {exc}", file=sys.stderr)
-        return 2
+    frames = read_campaign(args.campaign_dir, obsids=args.obsids, strict=args.strict)
+    report = BFT_METHODS[args.method][1](args, frames)
     drops = dict(frames.drops.frames)
     for k, v in frames.excluded_counts().items():
         drops[k] = drops.get(k, 0) + v
@@ -404,8 +372,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``plato-cnn``."""
-    args = _parser().parse_args(_fix_negative_values(list(sys.argv[1:] if argv is None else argv)))
-    return int(args.func(args) or 0)
+    args = _parser().parse_args(fix_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    return run_command("plato-cnn", args)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,14 @@ camera's focal shift from best focus and recommends the TRP1 change that reaches
 
 1. every imagette is checked (saturated, no detectable star, star too far from the window
    centre: dropped and counted) and turned into a network stamp exactly as the training
-   samples were (:func:`plato_sim.scenes.imagettes.imagette_stamps`);
+   samples were (:func:`plato_sim.scenes.inorbit.imagette_stamps`);
 2. FocusNet (the in-orbit model, ``plato_cnn/data/inorbit_model``: the same family as the
    ground-test model, trained on imagettes of blackbody stars) predicts each star's focal
    offset ``delta_i`` from *its own field position's* EEF-optimal focus, with ``sigma_i`` and
    a side-of-focus probability;
 3. **the optical model** gives the offset of that per-field optimum from the camera's best
    focus, ``c(theta, phi) = dz_opt(theta, phi) - dz_bf`` (nominal design; ``dz_bf`` maximises
-   the field-averaged expected EEF, plato-facts.md), so each star estimates the common shift
+   the field-averaged expected EEF, docs/facts.md), so each star estimates the common shift
    ``g_i = delta_i + c_i = dz_th(T) - dz_th(T_BF)``;
 4. the stars are combined by a robust inverse-variance mean (Huber weights, outliers beyond
    5 scaled sigma rejected); the statistical sigma is inflated by the observed scatter
@@ -21,13 +21,13 @@ camera's focal shift from best focus and recommends the TRP1 change that reaches
    model, :func:`calibrate_focus_check`) is added in quadrature;
 5. the thermal model ``dz_th = s (T - T0)`` turns the shift into the change
    ``Delta T = T_BF - T = -g / s``, with ``s`` from the prior 10 +- 3 um/degC
-   (:data:`plato_cnn.bft.DEFAULT_S_PRIOR_UM_PER_DEGC`: one temperature cannot measure it),
+   (:data:`plato_cnn.fit.DEFAULT_S_PRIOR_UM_PER_DEGC`: one temperature cannot measure it),
    its uncertainty propagated: ``sigma_dT^2 = (sigma_g / s)^2 + (g sigma_s / s^2)^2``.
 
 Sign: a single defocused image does not tell the side of pure defocus; the field-dependent
 aberrations do, and the network's side-of-focus head reports it.  ``sign_ambiguous`` is set
 when the stars' side-of-focus votes are split (mean probability between 0.2 and 0.8), as in
-:mod:`plato_cnn.bft`.  Near best focus that is expected (each star lies within a few um of
+:mod:`plato_cnn.fit`.  Near best focus that is expected (each star lies within a few um of
 its own optimum, on either side) and the recommended change is then within its sigma of
 zero; far from focus it flags an estimate whose direction cannot be trusted.
 
@@ -41,15 +41,15 @@ The shipped model (``plato_cnn/data/inorbit_model``, 0.8 MB) was made by the com
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .bft import DEFAULT_S_PRIOR_UM_PER_DEGC
-from .modelio import load_model
+from plato_cnn.fit import DEFAULT_S_PRIOR_UM_PER_DEGC, SIGN_BOUNDS
+from plato_cnn.nn.card import load_model, update_model_json
+from plato_sim.errors import ParameterError
 
 __all__ = [
     "FocusCheck",
@@ -67,15 +67,14 @@ MIN_PEAK_SNR = 5.0
 MAX_CENTRE_OFFSET_PX = 2
 #: Residuals beyond this many scaled sigmas are rejected as outliers.
 OUTLIER_SIGMAS = 5.0
-#: Side-of-focus votes between these bounds are split (as plato_cnn.bft).
-SIGN_BOUNDS = (0.2, 0.8)
+#: Side-of-focus votes between these bounds are split (as plato_cnn.fit).
 
 
 #: What the in-orbit model takes (stored in its ``model.json``).
 INPUT_CONTRACT = (
     "10x10 raw imagettes (plato_sim.io.imagette_format): background = median of the border "
     "pixels, electrons via GAIN, plato_sim.stamps.extract_stamp to 10x10 (pixel nearest the "
-    "centroid at (5, 5)), turned to focal-plane axes (plato_sim.scenes.imagettes."
+    "centroid at (5, 5)), turned to focal-plane axes (plato_sim.scenes.inorbit."
     "imagette_stamps); the network sees the central 8x8 normalised by their sum; field "
     "position theta/phi in degrees"
 )
@@ -174,7 +173,7 @@ def robust_mean(
     x = np.asarray(values, float)
     s = np.maximum(np.asarray(sigma, float), 1e-6)
     if x.size == 0:
-        raise ValueError("robust_mean: no values")
+        raise ParameterError("robust_mean: no values")
     keep = np.ones(x.size, bool)
     w_h = np.ones(x.size)
     mean = float(np.sum(x / s**2) / np.sum(1 / s**2))
@@ -203,7 +202,7 @@ def robust_mean(
 # ----------------------------------------------------------------------------- the focus map
 def _focus_map(desc: dict):
     """The nominal design's per-field best-focus map stored in a model's description."""
-    from plato_sim.scenes.dataset import CameraEntry
+    from plato_sim.scenes.sampling import CameraEntry
 
     m = desc.get("focus_map")
     if m is None:
@@ -212,7 +211,7 @@ def _focus_map(desc: dict):
 
 
 def _nominal_focus_map():
-    from plato_sim.scenes.imagettes import make_camera
+    from plato_sim.scenes.inorbit import make_camera
 
     return make_camera(0, perturbation_strength=0.0, exact=True)
 
@@ -227,20 +226,20 @@ def attach_focus_map(model_dir: str | Path, imagette_size_px: int = 10) -> dict:
     the commands that reproduce the shipped model (:data:`REPRODUCE`).  Returns the updated
     description.
     """
-    path = Path(model_dir) / "model.json"
-    desc = json.loads(path.read_text())
     entry = _nominal_focus_map()
-    desc["imagette_size_px"] = int(imagette_size_px)
-    desc["input_contract"] = INPUT_CONTRACT
-    desc["reproduce"] = list(REPRODUCE)
-    desc["focus_map"] = entry.to_dict()
-    desc["focus_map_note"] = (
+    note = (
         "nominal design (perturbation strength 0): per-field EEF-optimal thermal focal shift "
         "(OGSE spectrum, 19-position grid fitted with field Zernikes) and dz_bf, the exact "
-        "maximum of the field-averaged expected EEF (plato-facts.md); c = dz_opt - dz_bf"
+        "maximum of the field-averaged expected EEF (docs/facts.md); c = dz_opt - dz_bf"
     )
-    path.write_text(json.dumps(desc, indent=2, default=str))
-    return desc
+    return update_model_json(
+        model_dir,
+        imagette_size_px=int(imagette_size_px),
+        input_contract=INPUT_CONTRACT,
+        reproduce=list(REPRODUCE),
+        focus_map=entry.to_dict(),
+        focus_map_note=note,
+    )
 
 
 def field_offsets_um(entry, theta_deg: np.ndarray, phi_deg: np.ndarray) -> np.ndarray:
@@ -261,7 +260,7 @@ def focus_check(
     """Focal shift and recommended TRP1 change from an :class:`ImagetteField`.
 
     Args:
-        field: :class:`plato_sim.scenes.imagettes.ImagetteField` (e.g. from
+        field: :class:`plato_sim.scenes.inorbit.ImagetteField` (e.g. from
             :func:`plato_sim.io.imagette_format.read_imagettes`); its truth is never used.
         temperature_degC: TRP1 temperature of the exposure (degC).
         model_dir: model directory (default: the shipped in-orbit model).
@@ -271,15 +270,15 @@ def focus_check(
         systematic: add the model's calibrated systematic sigma in quadrature.
         loaded: ``(model, description)`` already loaded (then ``model_dir`` is not read).
     """
-    from plato_sim.camera import PLATO_NORMAL_CAMERA
-    from plato_sim.scenes.imagettes import (
+    from plato_sim.optics.camera import PLATO_NORMAL_CAMERA
+    from plato_sim.scenes.inorbit import (
         imagette_noise_adu,
         imagette_saturated,
         imagette_stamps,
     )
 
     if not np.isfinite(temperature_degC):
-        raise ValueError(f"temperature_degC must be finite, got {temperature_degC}")
+        raise ParameterError(f"temperature_degC must be finite, got {temperature_degC}")
     model, desc = loaded or load_model(model_dir or inorbit_model_dir(), device)
     warnings: list[str] = []
     raw = np.asarray(field.imagettes)
@@ -288,7 +287,9 @@ def focus_check(
     h, w = raw.shape[1:]
     crop = model.config.crop
     if min(h, w) < crop:
-        raise ValueError(f"imagettes of {h}x{w} px are smaller than the model's input ({crop} px)")
+        raise ParameterError(
+            f"imagettes of {h}x{w} px are smaller than the model's input ({crop} px)"
+        )
     trained = desc.get("imagette_size_px")
     if trained and (h, w) != (int(trained), int(trained)):
         warnings.append(f"model trained on {trained}x{trained} imagettes, these are {h}x{w}")
@@ -315,7 +316,7 @@ def focus_check(
     }
     use = ~(sat | no_star | off)
     if not use.any():
-        raise ValueError(f"no usable imagette among {n} (dropped: {drops})")
+        raise ParameterError(f"no usable imagette among {n} (dropped: {drops})")
     # --- per-star offsets, field offsets, combination
     mu = np.full(n, np.nan)
     sig = np.full(n, np.nan)
@@ -394,7 +395,7 @@ def model_reliance(fc: FocusCheck, desc: dict) -> dict:
             " degC of the recommended change"
         ),
         "thermal_sensitivity": (
-            f"s = {s0:g} +- {fc.s_prior_um_per_degC[1]:g} um/degC is a prior (plato-facts.md), "
+            f"s = {s0:g} +- {fc.s_prior_um_per_degC[1]:g} um/degC is a prior (docs/facts.md), "
             "not measured: one temperature cannot measure it; its uncertainty is propagated"
         ),
         "network": (
@@ -403,7 +404,7 @@ def model_reliance(fc: FocusCheck, desc: dict) -> dict:
             f"model {desc.get('package_version', '?')}"
         ),
         "best_focus_definition": (
-            "T_BF as in plato-facts.md: maximum of the field-averaged expected EEF over the "
+            "T_BF as in docs/facts.md: maximum of the field-averaged expected EEF over the "
             "40 test positions for the OGSE spectrum"
         ),
         "systematic_sigma": (
@@ -455,7 +456,7 @@ def calibrate_focus_check(
     (floored at 0).  Use seeds the benchmarks do not use.  With ``write`` the value goes to
     ``focus_check_systematic_um`` in ``model.json``.
     """
-    from plato_sim.scenes.imagettes import emulate_imagettes, make_camera
+    from plato_sim.scenes.inorbit import emulate_imagettes, make_camera
 
     rng = np.random.default_rng(seed)
     res, stat = [], []
@@ -483,8 +484,5 @@ def calibrate_focus_check(
         },
     }
     if write:
-        path = Path(model_dir) / "model.json"
-        desc = json.loads(path.read_text())
-        desc.update(out)
-        path.write_text(json.dumps(desc, indent=2, default=str))
+        update_model_json(model_dir, **out)
     return out

@@ -1,6 +1,6 @@
 """Per-frame image-quality metrics of star stamps: the EEF and the test houses' variants.
 
-* ``"2x2"`` -- the definition (plato-facts.md), :func:`plato_sim.eef.eef`: best 2x2 box
+* ``"2x2"`` -- the definition (docs/facts.md), :func:`plato_sim.truth.eef.eef`: best 2x2 box
   anywhere, over the 10x10 box concentric with it;
 * ``"3x3"`` -- best 3x3 box inside that same 10x10 box (the one concentric with the best
   2x2 box), over the 10x10 sum;
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from plato_sim.eef import best_box, eef
+from plato_sim.errors import ParameterError
+from plato_sim.truth.eef import best_box, eef
 
 __all__ = ["EEF_VARIANTS", "eef_2x2", "eef_3x3", "eef_8x8_brightest", "frame_eef", "box_sum"]
 
@@ -46,7 +47,7 @@ def box_sum(
 
 
 def eef_2x2(stamps: np.ndarray) -> np.ndarray:
-    """The EEF of plato-facts.md for each stamp in ``(N, H, W)`` (or one ``(H, W)``)."""
+    """The EEF of docs/facts.md for each stamp in ``(N, H, W)`` (or one ``(H, W)``)."""
     return eef(stamps, 2, 10)
 
 
@@ -104,4 +105,4 @@ def frame_eef(stamps: np.ndarray, variant: str = "2x2") -> np.ndarray:
         return eef_3x3(stamps)
     if variant == "8x8":
         return eef_8x8_brightest(stamps)
-    raise ValueError(f"unknown EEF variant {variant!r}; choose one of {EEF_VARIANTS}")
+    raise ParameterError(f"unknown EEF variant {variant!r}; choose one of {EEF_VARIANTS}")

@@ -1,7 +1,7 @@
 """The CNN estimate of a camera's best-focus temperature from its campaign frames.
 
-Frames (from :func:`plato_cnn.campaign.read_campaign`) -> FocusNet offsets per frame ->
-:func:`plato_cnn.bft.fit_bft` (thermal model, EEF-template maximum, bootstrap sigma).
+Frames (from :func:`plato_cnn.reader.read_campaign`) -> FocusNet offsets per frame ->
+:func:`plato_cnn.fit.fit_bft` (thermal model, EEF-template maximum, bootstrap sigma).
 Works with any subset of plateaux, down to one (then ``s`` is the prior's and the side of
 focus comes from the network's sign head; ``sign_ambiguous`` says when it cannot decide).
 """
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from plato_sim.camera import PLATO_NORMAL_CAMERA, Camera
+from plato_cnn.fit import DEFAULT_S_PRIOR_UM_PER_DEGC, EEFTemplate, FocusFit, fit_bft
+from plato_cnn.nn.card import RECHECK_KEY, default_model_dir, load_model
+from plato_sim.errors import ParameterError
+from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, Camera
 from plato_sim.stamps import ccd_to_focal_plane_orientation
-
-from .bft import EEFTemplate, FocusFit, fit_bft
-from .modelio import default_model_dir, load_model
 
 __all__ = ["cnn_bft", "predict_frames", "network_stamps", "plot_cnn_bft"]
 
@@ -24,7 +24,7 @@ __all__ = ["cnn_bft", "predict_frames", "network_stamps", "plot_cnn_bft"]
 def network_stamps(frames, camera: Camera = PLATO_NORMAL_CAMERA) -> np.ndarray:
     """The frames' stamps turned from their CCD's pixel axes to focal-plane axes.
 
-    The network's input contract (:mod:`plato_cnn.model`) is focal-plane orientation, the
+    The network's input contract (:mod:`plato_cnn.nn.model`) is focal-plane orientation, the
     frame in which the field azimuth ``phi`` and the aberrations are defined; each CCD sees
     the focal plane rotated by its orientation (an exact 90-degree permutation).
     """
@@ -55,15 +55,15 @@ def cnn_bft(
     """Best-focus temperature of one camera from its (usable) frames.
 
     Args:
-        frames: :class:`plato_cnn.campaign.CampaignFrames` (already restricted to the chosen
+        frames: :class:`plato_cnn.reader.CampaignFrames` (already restricted to the chosen
             OBSIDs).
         model_dir: a model directory (default: the model shipped with the package).
         n_boot: bootstrap replicates for the 1-sigma uncertainty.
         seed: bootstrap seed.
         device: torch device.
         include_unstable: also use frames of observations that were not a plateau.
-        systematic: add the model's calibrated systematic sigma (:mod:`plato_cnn.calibrate`)
-            in quadrature to the bootstrap sigma.
+        systematic: add the model's calibrated systematic sigma
+            (:mod:`plato_cnn.pipelines.calibrate`) in quadrature to the bootstrap sigma.
         s_prior: ``(mean, sigma)`` of the thermal sensitivity (um/degC) replacing the model's
             prior; decisive with one plateau.  The best source is an earlier sweep of the same
             camera fitted with the same model: its ``s`` is in the network's own scale, so a
@@ -72,21 +72,21 @@ def cnn_bft(
     Returns:
         ``(fit, info)`` with ``info`` holding the frame counts and the model's description.
     """
-    from .campaign import FLAG_UNSTABLE
+    from plato_cnn.reader import FLAG_UNSTABLE
 
     ignore = FLAG_UNSTABLE if include_unstable else 0
     use = (frames.flags & ~np.uint16(ignore)) == 0
     if not np.any(use):
-        raise ValueError("no usable frame for the CNN estimate")
+        raise ParameterError("no usable frame for the CNN estimate")
     sel = frames.select(use)
     pred = predict_frames(sel, model_dir, device)
     desc = pred["model_description"]
     template = None
     if "eef_template" in desc:
         template = EEFTemplate.from_dict(desc["eef_template"])
-    prior = tuple(s_prior or desc.get("s_prior_um_per_degC", (10.0, 3.0)))
+    prior = tuple(s_prior or desc.get("s_prior_um_per_degC", DEFAULT_S_PRIOR_UM_PER_DEGC))
     if not (np.isfinite(prior[0]) and prior[0] != 0 and np.isfinite(prior[1]) and prior[1] > 0):
-        raise ValueError(f"s prior {prior}: need a finite non-zero mean and a sigma > 0")
+        raise ParameterError(f"s prior {prior}: need a finite non-zero mean and a sigma > 0")
     mu = pred["mu_um"]
     corrections: dict[int, float] = {}
     skipped: list[str] = []
@@ -117,8 +117,6 @@ def cnn_bft(
         tables = desc["without_plateau_head"]
     sys_table = tables.get("systematic_sigma_degC") if systematic else None
     if sys_table:
-        from .calibrate import RECHECK_KEY
-
         # the calibration entry for the largest plateau count not above this fit's; a
         # one-plateau fit with a given s has its own entry (s from an earlier sweep)
         keys = sorted(int(k) for k in sys_table if k.isdigit())
@@ -154,8 +152,8 @@ def _plateau_corrections(
     table (calibration cameras, -80 degC, true s: 40 fields 0.44 -> 0.20 degC, every other
     field 0.44 -> 0.31, every fourth 0.45 -> 0.62).
     """
-    from .metrics import frame_eef
-    from .plateau_head import (
+    from plato_cnn.metrics import frame_eef
+    from plato_cnn.nn.plateau_head import (
         MIN_FIELD_FRACTION,
         campaign_snapshots,
         load_plateau_head,

@@ -3,13 +3,12 @@
 Data flow: camera + thermal model -> wavefront -> PSF engine -> detector -> scene -> storage.
 """
 
-from .camera import PLATO_NORMAL_CAMERA, Camera
-from .optics import CameraModel, OpticalModel
-from .spectra import Spectrum, blackbody_spectrum, monochromatic, ogse_spectrum
-from .thermal import ThermalModel
-from .wavefront import CameraPerturbation, FieldAberrations
-
-__version__ = "0.1.0"
+from plato_sim._version import __version__
+from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, Camera
+from plato_sim.optics.model import CameraModel, OpticalModel
+from plato_sim.optics.spectra import Spectrum, blackbody_spectrum, monochromatic, ogse_spectrum
+from plato_sim.optics.thermal import ThermalModel
+from plato_sim.optics.wavefront import CameraPerturbation, FieldAberrations
 
 __all__ = [
     "Camera",

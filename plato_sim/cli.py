@@ -14,15 +14,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "float_list"]
+from plato_sim.clitools import fix_negative_values, float_list, run_command
+from plato_sim.errors import ParameterError
 
-
-def float_list(text: str) -> list[float]:
-    """Parse ``"a,b,c"`` (negative values allowed) into floats."""
-    try:
-        return [float(v) for v in text.split(",") if v.strip() != ""]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,10 +45,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_psf(args: argparse.Namespace) -> int:
-    from .psf import write_psf_fits
+    from plato_sim.psf.render import write_psf_fits
 
     if len(args.offset_px) != 2:
-        raise SystemExit("plato-sim psf: --offset-px needs two values dx,dy")
+        raise ParameterError(f"--offset-px needs two values dx,dy, got {args.offset_px}")
     path = write_psf_fits(
         args.out,
         engine=args.engine,
@@ -95,20 +90,17 @@ def _add_dataset_commands(sub) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import generate
+    from plato_sim.generate import generate
 
-    try:
-        m = generate(
-            args.out,
-            config=args.config,
-            n=args.n,
-            seed=args.seed,
-            workers=args.workers,
-            scheduler=args.scheduler,
-            progress=not args.no_progress,
-        )
-    except (ValueError, OSError, TimeoutError) as exc:  # bad config, unreachable scheduler
-        raise SystemExit(f"plato-sim generate: {exc}") from exc
+    m = generate(
+        args.out,
+        config=args.config,
+        n=args.n,
+        seed=args.seed,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=not args.no_progress,
+    )
     t = m["timing"]
     print(
         f"{args.out}: {m['n_samples']} samples in {len(m['shards'])} shards "
@@ -121,30 +113,33 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .generate import describe, write_gallery
+    from plato_sim.generate import describe, write_gallery
 
-    try:  # unreadable or corrupt shards, unwritable outputs: one line, no traceback
-        info = describe(args.dir, verify=args.verify)
-        for k, v in info.items():
-            if k != "labels":
-                print(f"{k}: {v}")
-        for name, d in info.get("labels", {}).items():
-            print(
-                f"  {name:22s} [{d['unit']:6s}] mean {d['mean']:11.4g} std {d['std']:10.4g} "
-                f"min {d['min']:11.4g} median {d['median']:11.4g} max {d['max']:11.4g}"
+    info = describe(args.dir, verify=args.verify)
+    for k, v in info.items():
+        if k != "labels":
+            print(f"{k}: {v}")
+    for name, d in info.get("labels", {}).items():
+        print(
+            f"  {name:22s} [{d['unit']:6s}] mean {d['mean']:11.4g} std {d['std']:10.4g} "
+            f"min {d['min']:11.4g} median {d['median']:11.4g} max {d['max']:11.4g}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    if info.get("status") == "complete":
+        png = write_gallery(args.dir, args.gallery or Path(args.dir) / "gallery.png")
+        print(f"gallery: {png}")
+    if args.fits:
+        from plato_sim.io.store import ShardedDataset, export_fits
+
+        ds = ShardedDataset(args.dir)
+        idx = [int(v) for v in float_list(args.indices)]
+        bad = [i for i in idx if not 0 <= i < len(ds)]
+        if bad:
+            raise ParameterError(
+                f"--indices: sample index {bad[0]} out of range for {len(ds)} samples"
             )
-        if args.json:
-            Path(args.json).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-        if info.get("status") == "complete":
-            png = write_gallery(args.dir, args.gallery or Path(args.dir) / "gallery.png")
-            print(f"gallery: {png}")
-        if args.fits:
-            from .io.store import ShardedDataset, export_fits
-
-            idx = [int(v) for v in float_list(args.indices)]
-            print(f"fits: {export_fits(ShardedDataset(args.dir), idx, args.fits)}")
-    except (ValueError, OSError, IndexError) as exc:  # IndexError: --indices out of range
-        raise SystemExit(f"plato-sim info: {' '.join(str(exc).splitlines())}") from exc
+        print(f"fits: {export_fits(ds, idx, args.fits)}")
     if args.verify and info.get("invalid_shards"):
         print(f"invalid shards: {info['invalid_shards']} (rerun generate to regenerate them)")
         return 1
@@ -153,7 +148,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- campaign
 def _add_campaign_command(sub) -> None:
-    """``campaign``: one camera's emulated ground-test campaign (plato_sim.scenes.campaign)."""
+    """``campaign``: one camera's emulated ground-test campaign (plato_sim.scenes.ground_test)."""
     p = sub.add_parser("campaign", help="write an emulated ground-test campaign (format v1)")
     p.add_argument("--out", required=True, help="campaign folder (truth goes to OUT.truth.json)")
     p.add_argument("--camera", required=True, help="camera name used in file names (no '_')")
@@ -178,25 +173,22 @@ def _add_campaign_command(sub) -> None:
 
 
 def _cmd_campaign(args: argparse.Namespace) -> int:
-    from .scenes.campaign import emulate_campaign, truth_path
+    from plato_sim.scenes.ground_test import emulate_campaign, truth_path
 
-    try:
-        truth = emulate_campaign(
-            args.out,
-            camera_name=args.camera,
-            bft_degC=args.bft_degC,
-            plateaux_degC=args.plateaux,
-            n_fields=args.fields,
-            n_dithers=args.dithers,
-            frames_per_dither=args.frames_per_dither,
-            window_px=args.window,
-            seed=args.seed,
-            perturbation_strength=args.perturbation,
-            site=args.site,
-            overwrite=args.overwrite,
-        )
-    except (ValueError, FileExistsError) as exc:
-        raise SystemExit(f"plato-sim campaign: {exc}") from exc
+    truth = emulate_campaign(
+        args.out,
+        camera_name=args.camera,
+        bft_degC=args.bft_degC,
+        plateaux_degC=args.plateaux,
+        n_fields=args.fields,
+        n_dithers=args.dithers,
+        frames_per_dither=args.frames_per_dither,
+        window_px=args.window,
+        seed=args.seed,
+        perturbation_strength=args.perturbation,
+        site=args.site,
+        overwrite=args.overwrite,
+    )
     print(
         f"{args.out}: {truth['n_source_frames']} source frames on {len(truth['obsids'])} "
         f"plateaux (OBSIDs {truth['obsids']}), true T_BF {truth['t_bf_degC']:.2f} degC, "
@@ -207,7 +199,7 @@ def _cmd_campaign(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- imagettes
 def _add_imagettes_command(sub) -> None:
-    """``imagettes``: emulated in-orbit star windows (plato_sim.scenes.imagettes)."""
+    """``imagettes``: emulated in-orbit star windows (plato_sim.scenes.inorbit)."""
     p = sub.add_parser("imagettes", help="write emulated in-orbit imagettes (one FITS file)")
     p.add_argument("--out", required=True, help="output FITS file")
     p.add_argument("--temperature-degC", type=float, required=True, help="TRP1 temperature")
@@ -227,28 +219,25 @@ def _add_imagettes_command(sub) -> None:
 
 
 def _cmd_imagettes(args: argparse.Namespace) -> int:
-    from .io.imagette_format import write_imagettes
-    from .scenes.imagettes import emulate_imagettes, make_camera
+    from plato_sim.io.imagette_format import write_imagettes
+    from plato_sim.scenes.inorbit import emulate_imagettes, make_camera
 
-    try:
-        if len(args.v_mag) != 2 or len(args.teff_K) != 2:
-            raise ValueError("--v-mag and --teff-K need two values lo,hi")
-        cam = make_camera(args.seed, args.bft_degC, args.perturbation)
-        field = emulate_imagettes(
-            cam,
-            args.temperature_degC,
-            args.n_stars,
-            seed=args.seed,
-            v_mag_range=tuple(args.v_mag),
-            teff_range_K=tuple(args.teff_K),
-            size_px=args.size,
-            camera_name=args.camera,
-        )
-        if args.no_truth:
-            field.truth = None
-        path = write_imagettes(args.out, field, overwrite=args.overwrite)
-    except (ValueError, FileExistsError) as exc:
-        raise SystemExit(f"plato-sim imagettes: {exc}") from exc
+    if len(args.v_mag) != 2 or len(args.teff_K) != 2:
+        raise ParameterError("--v-mag and --teff-K need two values lo,hi")
+    cam = make_camera(args.seed, args.bft_degC, args.perturbation)
+    field = emulate_imagettes(
+        cam,
+        args.temperature_degC,
+        args.n_stars,
+        seed=args.seed,
+        v_mag_range=tuple(args.v_mag),
+        teff_range_K=tuple(args.teff_K),
+        size_px=args.size,
+        camera_name=args.camera,
+    )
+    if args.no_truth:
+        field.truth = None
+    path = write_imagettes(args.out, field, overwrite=args.overwrite)
     print(
         f"wrote {path}: {args.n_stars} imagettes at TRP1 {args.temperature_degC:.2f} degC, "
         f"true T_BF {cam.t_bf_degC:.2f} degC (change to best focus "
@@ -257,27 +246,10 @@ def _cmd_imagettes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fix_negative_values(argv: list[str]) -> list[str]:
-    """Join ``--opt -1,2`` into ``--opt=-1,2`` so argparse does not take it for an option."""
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a.startswith("--") and "=" not in a and i + 1 < len(argv):
-            nxt = argv[i + 1]
-            if nxt.startswith("-") and len(nxt) > 1 and (nxt[1].isdigit() or nxt[1] == "."):
-                out.append(f"{a}={nxt}")
-                i += 2
-                continue
-        out.append(a)
-        i += 1
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``plato-sim``."""
-    args = _parser().parse_args(_fix_negative_values(list(sys.argv[1:] if argv is None else argv)))
-    return int(args.func(args) or 0)
+    args = _parser().parse_args(fix_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    return run_command("plato-sim", args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The CCD270 detector chain: expected electrons -> raw 16-bit ADU frames.
 
 One small model, shared by the synthetic datasets (:mod:`plato_sim.scenes.dataset`) and the
-ground-test campaign emulator.  Values are from ``shared/plato-facts.md`` (PlatoSim3) unless
+ground-test campaign emulator.  Values are from ``docs/facts.md`` (PlatoSim3) unless
 marked ASSUMED.
 
 What :meth:`DetectorModel.expose` does, in this order (why: each step acts on the physical
@@ -21,10 +21,10 @@ quantity it acts on in a real CCD):
    ``[0, adc_max_adu]``.
 
 Charge diffusion is **not** applied here: it is part of the PSF engines' transfer function
-(:data:`plato_sim.engines.DEFAULT_DIFFUSION_SIGMA_PX`, sigma 0.2 px), which is exact there and
+(:data:`plato_sim.psf.DEFAULT_DIFFUSION_SIGMA_PX`, sigma 0.2 px), which is exact there and
 free, while applying it to a pixelised image here would blur twice.
 
-The QE's wavelength dependence is in the spectra (:mod:`plato_sim.spectra` weights detected
+The QE's wavelength dependence is in the spectra (:mod:`plato_sim.optics.spectra` weights detected
 photons); :attr:`DetectorModel.qe_scale` scales the band-mean QE for domain randomisation and
 :meth:`DetectorModel.electrons_from_photons` converts a photon count.
 
@@ -43,6 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from plato_sim.errors import ParameterError
+
 __all__ = [
     "DetectorModel",
     "FixedPattern",
@@ -55,23 +57,23 @@ __all__ = [
     "ADC_MAX_ADU",
 ]
 
-NOMINAL_GAIN_E_PER_ADU = 25.0  # PlatoSim3 (plato-facts.md): ~25 e-/ADU
-NOMINAL_OFFSET_ADU = 1000.0  # PlatoSim3 (plato-facts.md): electronic offset ~1000 ADU
-FULL_WELL_E = 900_000.0  # PlatoSim3 (plato-facts.md)
-ADC_MAX_ADU = 65535  # 16-bit ADC (plato-facts.md)
-READ_NOISE_CCD_E = 38.7  # PlatoSim3 (plato-facts.md)
-READ_NOISE_FEE_E = 32.0  # PlatoSim3 (plato-facts.md)
-CCD_TEMPERATURE_DEGC = -70.0  # nominal CCD temperature, PlatoSim3 (plato-facts.md)
-MEAN_QE = 0.6267  # PlatoSim3 default mean QE (plato-facts.md)
+NOMINAL_GAIN_E_PER_ADU = 25.0  # PlatoSim3 (docs/facts.md): ~25 e-/ADU
+NOMINAL_OFFSET_ADU = 1000.0  # PlatoSim3 (docs/facts.md): electronic offset ~1000 ADU
+FULL_WELL_E = 900_000.0  # PlatoSim3 (docs/facts.md)
+ADC_MAX_ADU = 65535  # 16-bit ADC (docs/facts.md)
+READ_NOISE_CCD_E = 38.7  # PlatoSim3 (docs/facts.md)
+READ_NOISE_FEE_E = 32.0  # PlatoSim3 (docs/facts.md)
+CCD_TEMPERATURE_DEGC = -70.0  # nominal CCD temperature, PlatoSim3 (docs/facts.md)
+MEAN_QE = 0.6267  # PlatoSim3 default mean QE (docs/facts.md)
 
-# A saturated pixel in ground-test-format.md: signal above the offset > 90 % of the full well.
+# A saturated pixel in docs/campaign-format.md: signal above the offset > 90 % of the full well.
 SATURATION_FRACTION_OF_FULL_WELL = 0.9
 
 
 def saturation_signal_adu(gain_e_per_adu: float, full_well_e: float = FULL_WELL_E) -> float:
     """Signal above the offset (ADU) beyond which a pixel counts as saturated.
 
-    The one statement of the ground-test-format.md rule: 90 % of the full well (e-) converted
+    The one statement of the docs/campaign-format.md rule: 90 % of the full well (e-) converted
     with the gain (e-/ADU).  Callers add the ADC limit where it applies
     (:attr:`DetectorModel.saturation_adu`, :func:`plato_sim.stamps.saturation_level_adu`).
     """
@@ -112,7 +114,7 @@ class DetectorModel:
         adc_max_adu: largest ADC code, 65535 (16 bit).
         ccd_temperature_degC: CCD temperature, nominal -70 degC (PlatoSim3).
         dark_e_per_s_ref: dark current at ``dark_ref_temperature_degC`` (e-/px/s).  ASSUMED
-            0.05 e-/px/s at -70 degC: no public CCD270 figure in plato-facts.md; a cooled
+            0.05 e-/px/s at -70 degC: no public CCD270 figure in docs/facts.md; a cooled
             back-illuminated CCD is of this order, and at 0.1 s exposures any value below
             ~10 e-/px/s is buried in the read noise.
         dark_ref_temperature_degC: temperature of ``dark_e_per_s_ref`` (degC).
@@ -174,7 +176,7 @@ class DetectorModel:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             vals = ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
-            raise ValueError(f"DetectorModel: invalid parameter(s): {vals}")
+            raise ParameterError(f"DetectorModel: invalid parameter(s): {vals}")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -200,7 +202,7 @@ class DetectorModel:
 
     @property
     def saturation_adu(self) -> float:
-        """Raw level (ADU) above which a pixel counts as saturated (ground-test-format.md)."""
+        """Raw level (ADU) above which a pixel counts as saturated (docs/campaign-format.md)."""
         level = self.offset_adu + saturation_signal_adu(self.gain_e_per_adu, self.full_well_e)
         return float(min(level, self.adc_max_adu))
 
@@ -220,7 +222,7 @@ class DetectorModel:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"DetectorModel: unknown parameter(s) {sorted(unknown)}")
+            raise ParameterError(f"DetectorModel: unknown parameter(s) {sorted(unknown)}")
         kw = dict(d)
         if "hot_pixel_e_per_s" in kw:
             kw["hot_pixel_e_per_s"] = tuple(float(v) for v in kw["hot_pixel_e_per_s"])
@@ -248,7 +250,7 @@ class DetectorModel:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(ranges) - names
         if unknown:
-            raise ValueError(f"DetectorModel.random: unknown parameter(s) {sorted(unknown)}")
+            raise ParameterError(f"DetectorModel.random: unknown parameter(s) {sorted(unknown)}")
         kw = {}
         for name in sorted(ranges):
             v = draw_value(rng, ranges[name], name)
@@ -262,7 +264,7 @@ class DetectorModel:
         """Draw the PRNU maps and hot pixels of windows of shape ``(..., H, W)``."""
         shape = tuple(int(s) for s in shape)
         if len(shape) < 2:
-            raise ValueError(f"fixed_pattern: shape must be (..., H, W), got {shape}")
+            raise ParameterError(f"fixed_pattern: shape must be (..., H, W), got {shape}")
         size = math.prod(shape)
         prnu = 1.0 + self.prnu_sigma * rng.standard_normal(shape)
         np.clip(prnu, 0.0, None, out=prnu)
@@ -299,11 +301,11 @@ class DetectorModel:
         """
         e = np.asarray(electrons, dtype=float)
         if e.ndim < 2:
-            raise ValueError(f"expose: electrons must be (..., H, W), got shape {e.shape}")
+            raise ParameterError(f"expose: electrons must be (..., H, W), got shape {e.shape}")
         if not np.all(np.isfinite(e)) or np.any(e < 0):
-            raise ValueError("expose: electrons must be finite and >= 0")
+            raise ParameterError("expose: electrons must be finite and >= 0")
         if exptime_s < 0:
-            raise ValueError(f"expose: exptime_s must be >= 0, got {exptime_s}")
+            raise ParameterError(f"expose: exptime_s must be >= 0, got {exptime_s}")
         pattern = self._pattern(e.shape, rng, pattern)
         photo = (e + self.background_e_per_px_s * exptime_s) * pattern.prnu
         return self._finish(photo, exptime_s, rng, pattern)
@@ -321,9 +323,9 @@ class DetectorModel:
         """
         shape = tuple(int(s) for s in shape)
         if len(shape) < 2:
-            raise ValueError(f"closed_shutter: shape must be (..., H, W), got {shape}")
+            raise ParameterError(f"closed_shutter: shape must be (..., H, W), got {shape}")
         if exptime_s < 0:
-            raise ValueError(f"closed_shutter: exptime_s must be >= 0, got {exptime_s}")
+            raise ParameterError(f"closed_shutter: exptime_s must be >= 0, got {exptime_s}")
         pattern = self._pattern(shape, rng, pattern)
         return self._finish(np.zeros(shape), exptime_s, rng, pattern)
 
@@ -335,7 +337,7 @@ class DetectorModel:
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(
+            raise ParameterError(
                 f"fixed pattern shape {pattern.shape} does not broadcast to frames {tuple(shape)}"
             )
         return pattern
@@ -402,7 +404,7 @@ def bloom_columns(electrons: np.ndarray, full_well_e: float) -> np.ndarray:
 
 
 def saturation_mask(raw_adu: np.ndarray, detector: DetectorModel | None = None) -> np.ndarray:
-    """Saturated pixels of a raw frame (ground-test-format.md rule).
+    """Saturated pixels of a raw frame (docs/campaign-format.md rule).
 
     A pixel is saturated at the ADC limit or when its signal above the offset exceeds 90 %
     of the full well converted with the gain.
@@ -425,40 +427,40 @@ def draw_value(
     one = size is None
     n = 1 if one else int(size)
     if isinstance(spec, bool):
-        raise ValueError(f"{name}: a distribution spec cannot be a boolean")
+        raise ParameterError(f"{name}: a distribution spec cannot be a boolean")
     if isinstance(spec, int | float):
         out = np.full(n, float(spec))
         return float(out[0]) if one else out
     if isinstance(spec, list | tuple):
         spec = {"uniform": spec}
     if not isinstance(spec, Mapping) or len(spec) != 1:
-        raise ValueError(
+        raise ParameterError(
             f"{name}: expected a number, [lo, hi] or a one-key mapping "
             f"(uniform/loguniform/normal/choice), got {spec!r}"
         )
     ((kind, args),) = spec.items()
     if kind == "choice":
         if not isinstance(args, list | tuple) or not args:
-            raise ValueError(f"{name}: 'choice' needs a non-empty list, got {args!r}")
+            raise ParameterError(f"{name}: 'choice' needs a non-empty list, got {args!r}")
         out = np.asarray(args, dtype=float)[rng.integers(len(args), size=n)]
         return float(out[0]) if one else out
     if not isinstance(args, list | tuple) or len(args) != 2:
-        raise ValueError(f"{name}: {kind!r} needs two numbers, got {args!r}")
+        raise ParameterError(f"{name}: {kind!r} needs two numbers, got {args!r}")
     a, b = float(args[0]), float(args[1])
     if kind == "uniform":
         if b < a:
-            raise ValueError(f"{name}: uniform range [{a}, {b}] is reversed")
+            raise ParameterError(f"{name}: uniform range [{a}, {b}] is reversed")
         out = rng.uniform(a, b, n)
     elif kind == "loguniform":
         if not 0 < a <= b:
-            raise ValueError(f"{name}: loguniform needs 0 < lo <= hi, got [{a}, {b}]")
+            raise ParameterError(f"{name}: loguniform needs 0 < lo <= hi, got [{a}, {b}]")
         out = np.exp(rng.uniform(math.log(a), math.log(b), n))
     elif kind == "normal":
         if b < 0:
-            raise ValueError(f"{name}: normal sigma must be >= 0, got {b}")
+            raise ParameterError(f"{name}: normal sigma must be >= 0, got {b}")
         out = rng.normal(a, b, n)
     else:
-        raise ValueError(
+        raise ParameterError(
             f"{name}: unknown distribution {kind!r} (uniform/loguniform/normal/choice)"
         )
     return float(out[0]) if one else out

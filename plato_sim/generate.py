@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .io.store import (
+from plato_sim._version import __version__
+from plato_sim.errors import ParameterError
+from plato_sim.io.store import (
     CAMERAS_NAME,
     MANIFEST_NAME,
     read_manifest,
@@ -40,16 +41,24 @@ from .io.store import (
     write_json_atomic,
     write_shard,
 )
-from .scenes.dataset import (
+from plato_sim.scenes import dataset, inorbit
+from plato_sim.scenes.sampling import (
     CameraEntry,
     build_camera,
     config_json,
     load_config,
-    make_shard,
     validate_config,
 )
 
-__all__ = ["generate", "shard_plan", "describe", "write_gallery", "MANIFEST_FORMAT"]
+__all__ = [
+    "generate",
+    "make_shard",
+    "shard_plan",
+    "describe",
+    "write_gallery",
+    "MANIFEST_FORMAT",
+    "SCENES",
+]
 
 MANIFEST_FORMAT = "plato-focus-dataset/1"
 
@@ -57,7 +66,7 @@ MANIFEST_FORMAT = "plato-focus-dataset/1"
 def shard_plan(n: int, samples_per_shard: int) -> list[int]:
     """Sample counts of the shards of an ``n``-sample dataset (the last one may be smaller)."""
     if n < 1:
-        raise ValueError(f"--n must be >= 1, got {n}")
+        raise ParameterError(f"--n must be >= 1, got {n}")
     k = math.ceil(n / samples_per_shard)
     return [samples_per_shard] * (k - 1) + [n - samples_per_shard * (k - 1)]
 
@@ -73,6 +82,21 @@ def _library_versions() -> dict:
         "h5py": h5py.__version__,
         "hdf5": h5py.version.hdf5_version,
     }
+
+
+#: The scenes a dataset config can make (one shard contract: ``(stamps, labels)``); a config
+#: with an ``imagettes`` section makes in-orbit imagettes, any other the ground-test stamps.
+SCENES = {"stamps": dataset.make_shard, "imagettes": inorbit.make_imagette_shard}
+
+
+def scene_of(cfg: dict) -> str:
+    """The scene (key of :data:`SCENES`) that ``cfg`` describes."""
+    return "imagettes" if "imagettes" in cfg else "stamps"
+
+
+def make_shard(cfg: dict, seed: int, k: int, n: int, cameras: list[CameraEntry]):
+    """Shard ``k`` (``n`` samples) of the scene that ``cfg`` describes."""
+    return SCENES[scene_of(cfg)](cfg, seed, k, n, cameras)
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -208,11 +232,11 @@ def generate(
     per_shard = int(cfg["shards"]["samples_per_shard"])
     n = per_shard if n is None else int(n)
     if not 0 <= int(seed) < 2**63:
-        raise ValueError(f"--seed must lie in [0, 2**63), got {seed}")
+        raise ParameterError(f"--seed must lie in [0, 2**63), got {seed}")
     seed = int(seed)
     workers = int(workers or os.cpu_count() or 1)
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise ParameterError(f"--workers must be >= 1, got {workers}")
     plan = shard_plan(n, per_shard)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,10 +248,10 @@ def generate(
         try:
             old = read_manifest(out)
         except ValueError as exc:  # corrupt: which dataset the folder holds is unknown
-            raise ValueError(f"{exc}; choose a new --out or delete the folder") from exc
+            raise ParameterError(f"{exc}; choose a new --out or delete the folder") from exc
         mismatch = [k for k, v in identity.items() if old.get(k) != v]
         if mismatch:
-            raise ValueError(
+            raise ParameterError(
                 f"{out}: holds a dataset with another {', '.join(mismatch)}; "
                 "choose a new --out or delete the folder"
             )
@@ -350,7 +374,7 @@ def describe(root: str | Path, verify: bool = False) -> dict:
 
     With ``verify``, every shard's checksum is checked too (reads every byte).
     """
-    from .io.store import ShardedDataset
+    from plato_sim.io.store import ShardedDataset
 
     ds = ShardedDataset(root, require_complete=False)
     m = ds.manifest
@@ -399,7 +423,7 @@ def write_gallery(root: str | Path, png: str | Path, n: int = 24) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io.store import ShardedDataset
+    from plato_sim.io.store import ShardedDataset
 
     ds = ShardedDataset(root)
     dz = ds.label_column("dz_from_best_um")

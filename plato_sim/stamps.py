@@ -1,6 +1,6 @@
 """Star stamps cut from detector windows: one procedure for simulated and real frames.
 
-The campaign reader (:mod:`plato_cnn.campaign`) and the dataset generator both call
+The campaign reader (:mod:`plato_cnn.reader`) and the dataset generator both call
 :func:`extract_stamp`, so that pretraining sees exactly what inference sees:
 
 1. the window is background-subtracted by the caller (ADU above the closed-shutter frame);
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .detector import ADC_MAX_ADU, FULL_WELL_E, saturation_signal_adu
+from plato_sim.detector import ADC_MAX_ADU, FULL_WELL_E, saturation_signal_adu
+from plato_sim.errors import ParameterError
 
 __all__ = [
     "StampCut",
@@ -63,7 +64,7 @@ def background_adu(closed_frames_adu: np.ndarray) -> np.ndarray:
 def saturation_level_adu(gain_e_per_adu: float, full_well_e: float = FULL_WELL_E) -> float:
     """Background-subtracted level (ADU) above which a star counts as saturated.
 
-    ground-test-format.md (:func:`plato_sim.detector.saturation_signal_adu`), never above the
+    docs/campaign-format.md (:func:`plato_sim.detector.saturation_signal_adu`), never above the
     ADC range (a raw value at 65535 ADU is saturated as well, whatever its background).
     """
     return min(float(ADC_MAX_ADU), saturation_signal_adu(gain_e_per_adu, full_well_e))
@@ -86,7 +87,7 @@ def extract_stamp(window: np.ndarray, size: int = 32, radius: int = 5) -> StampC
     """Cut a ``size x size`` stamp centred on the star of a background-subtracted window."""
     img = np.asarray(window, dtype=np.float64)
     if img.ndim != 2:
-        raise ValueError(f"a window must be 2-D, got shape {img.shape}")
+        raise ParameterError(f"a window must be 2-D, got shape {img.shape}")
     h, w = img.shape
     pad = np.pad(img, 1, mode="edge")
     sm = sum(pad[i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9.0
@@ -113,7 +114,7 @@ def ccd_to_focal_plane_orientation(
     """Re-orient stamps cut in CCD pixel axes to focal-plane axes (``[y, x]``).
 
     CCD ``k`` sees the focal plane rotated by its orientation ``gamma_k`` (a multiple of 90
-    deg; :mod:`plato_sim.camera`: ``(col, row) = R(-gamma) (x, y)``), so the same optical PSF
+    deg; :mod:`plato_sim.optics.camera`: ``(col, row) = R(-gamma) (x, y)``), so the same optical PSF
     looks rotated from one CCD to the next.  The focal-plane pixel at ``(dy, dx)`` from the
     central pixel ``c = size // 2`` takes the CCD pixel at ``(dr, dk) = R(-gamma) (dx, dy)``:
     an exact permutation about the central pixel, no resampling.  For an even size the one

@@ -1,6 +1,6 @@
 """A tiny, fast format-v1 campaign writer for the reader and estimator tests.
 
-Not the emulator (:mod:`plato_sim.scenes.campaign`): a Gaussian star whose width grows away
+Not the emulator (:mod:`plato_sim.scenes.ground_test`): a Gaussian star whose width grows away
 from a known best-focus temperature, so that each bad case of the format spec can be built
 on disk in milliseconds.  Everything goes through :mod:`plato_sim.io.campaign_format`.
 """

@@ -12,7 +12,7 @@ import numpy as np
 
 from plato_sim.generate import MANIFEST_FORMAT
 from plato_sim.io.store import MANIFEST_NAME, shard_name, write_json_atomic, write_shard
-from plato_sim.scenes.dataset import label_dtype
+from plato_sim.scenes.sampling import label_dtype
 
 
 def write_tiny_dataset(

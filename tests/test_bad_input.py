@@ -27,7 +27,7 @@ from astropy.io import fits
 from campaign_builder import CAMERA, cubes, make_campaign, obs_dirs
 
 from plato_cnn import cli as cnn_cli
-from plato_cnn.campaign import CampaignError, read_campaign
+from plato_cnn.reader import CampaignError, read_campaign
 from plato_sim.io import campaign_format as cf
 
 #: Small campaign: 2 plateaux x 2 fields x 2 dithers x 2 frames = 16 source frames.

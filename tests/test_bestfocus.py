@@ -1,19 +1,19 @@
-"""Best-focus temperature of a camera model (definition of plato-facts.md)."""
+"""Best-focus temperature of a camera model (definition of docs/facts.md)."""
 
 import numpy as np
 import pytest
 
-from plato_sim.bestfocus import (
+from plato_sim.optics.model import CameraModel
+from plato_sim.optics.spectra import ogse_spectrum
+from plato_sim.psf import FastEngine
+from plato_sim.scenes.fields import ground_test_fields
+from plato_sim.truth.bestfocus import (
     best_focus_temperature,
     expected_eef,
     field_best_focus_um,
     subpixel_grid,
     t0_for_best_focus,
 )
-from plato_sim.engines import FastEngine
-from plato_sim.optics import CameraModel
-from plato_sim.scenes.fields import ground_test_fields
-from plato_sim.spectra import ogse_spectrum
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from plato_sim.camera import PLATO_NORMAL_CAMERA, Camera, ccd_of_field, field_of_ccd
+from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, Camera, ccd_of_field, field_of_ccd
 
 
 def test_constants_from_facts():

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from plato_cnn.campaign import read_campaign
+from plato_cnn.reader import read_campaign
 from plato_sim import cli as sim_cli
-from plato_sim.engines.fast import FastEngine
+from plato_sim.clitools import fix_negative_values
 from plato_sim.io import campaign_format as cf
-from plato_sim.scenes.campaign import emulate_campaign, truth_path
+from plato_sim.psf.fast import FastEngine
+from plato_sim.scenes.ground_test import emulate_campaign, truth_path
 
 PRIMARY = {"DATE-OBS": "2026-01-01T00:00:00.000", "OBSID": 1024, "SITE": "INTA", "CAMERA": "c"}
 IMAGE = {
@@ -229,7 +230,7 @@ def test_campaign_cli_parses_negative_lists():
         ["campaign", "--out", "x", "--camera", "c", "--bft-degC", "-78.5", "--plateaux", "-90,-85"],
         ["campaign", "--out", "x", "--camera", "c", "--bft-degC=-78.5", "--plateaux=-90,-85"],
     ):
-        a = ap.parse_args(sim_cli._fix_negative_values(argv))
+        a = ap.parse_args(fix_negative_values(argv))
         assert a.bft_degC == -78.5 and a.plateaux == [-90.0, -85.0]
         assert a.fields == 40 and a.dithers == 25 and a.frames_per_dither == 2 and a.window == 64
 
@@ -246,7 +247,7 @@ def test_emulator_rejects_bad_arguments(tmp_path):
 
 
 def test_emulate_or_load_reuses_a_complete_campaign_and_redoes_an_interrupted_one(tmp_path):
-    from plato_sim.scenes.campaign import emulate_or_load, truth_path
+    from plato_sim.scenes.ground_test import emulate_or_load, truth_path
 
     kw = dict(camera_name="cache", n_fields=2, n_dithers=1, frames_per_dither=1,
               plateaux_degC=(-80.0,), window_px=32, seed=5, n_sub_truth=2,

@@ -1,4 +1,4 @@
-"""Campaign reader: good data, and every bad case of ground-test-format.md built on disk."""
+"""Campaign reader: good data, and every bad case of docs/campaign-format.md built on disk."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from astropy.io import fits
 from campaign_builder import BIAS_ADU, GAIN, cubes, make_campaign, obs_dirs
 
 from plato_cnn import cli as cnn_cli
-from plato_cnn.campaign import (
+from plato_cnn.classical import InsufficientPlateaux, estimate_bft
+from plato_cnn.reader import (
     FLAG_COSMIC,
     FLAG_NO_STAR,
     FLAG_SATURATED,
@@ -18,7 +19,6 @@ from plato_cnn.campaign import (
     CampaignError,
     read_campaign,
 )
-from plato_cnn.classical import InsufficientPlateaux, estimate_bft
 from plato_sim.io import campaign_format as cf
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from campaign_builder import T_BEST, make_campaign
 
-from plato_cnn.campaign import read_campaign
 from plato_cnn.classical import (
     InsufficientPlateaux,
     eef_table,
@@ -17,7 +16,8 @@ from plato_cnn.classical import (
     test_house_bft,
 )
 from plato_cnn.metrics import eef_2x2, eef_3x3, eef_8x8_brightest, frame_eef
-from plato_sim.eef import best_box, eef
+from plato_cnn.reader import read_campaign
+from plato_sim.truth.eef import best_box, eef
 
 test_house_bft.__test__ = False  # a function named test_* that is not a test
 

@@ -1,4 +1,4 @@
-"""Bad dataset folders (issue 7): one clear line naming the file, a non-zero exit, no traceback.
+"""Bad dataset folders: one clear line naming the file, exit status 2, no traceback.
 
 ``plato-sim generate`` into a folder whose manifest is corrupt or not a JSON object, and
 ``plato-sim info`` on a dataset whose shard cannot be read or whose outputs cannot be written.
@@ -7,7 +7,9 @@ The datasets are tiny folders written directly (``tests/dataset_builder.py``, no
 
 from __future__ import annotations
 
+import io
 import json
+from contextlib import redirect_stderr
 from pathlib import Path
 
 import pytest
@@ -25,13 +27,14 @@ def tiny_dataset(tmp_path) -> Path:
 
 
 def _one_line_exit(argv: list[str]) -> str:
-    """Run ``plato-sim ARGV`` in-process; it must exit with a one-line message (returned)."""
-    with pytest.raises(SystemExit) as ei:
-        cli.main(argv)
-    msg = ei.value.code
-    assert isinstance(msg, str), f"exit status {msg!r} instead of a message"
+    """Run ``plato-sim ARGV`` in-process: exit status 2 and one line on stderr (returned)."""
+    buf = io.StringIO()
+    with redirect_stderr(buf):
+        rc = cli.main(argv)
+    msg = buf.getvalue()
+    assert rc == 2, f"exit status {rc!r} instead of 2"
     assert len(msg.splitlines()) == 1 and "Traceback" not in msg
-    return msg
+    return msg.rstrip("\n")
 
 
 # ------------------------------------------------------------------------ generate: manifest

@@ -11,12 +11,12 @@ import pytest
 import torch
 from campaign_builder import make_campaign
 
-from plato_cnn.bft import EEFTemplate
-from plato_cnn.campaign import read_campaign
 from plato_cnn.cli import main
-from plato_cnn.model import FocusNet, FocusNetConfig
-from plato_cnn.modelio import save_model
+from plato_cnn.fit import EEFTemplate
+from plato_cnn.nn.card import save_model
+from plato_cnn.nn.model import FocusNet, FocusNetConfig
 from plato_cnn.predict import cnn_bft
+from plato_cnn.reader import read_campaign
 
 TEMPLATE = EEFTemplate((-200.0, -100.0, 0.0, 100.0, 200.0), (0.3, 0.6, 0.8, 0.55, 0.3))
 
@@ -108,8 +108,8 @@ def test_calibrated_systematic_sigma_is_added(campaign, model_dir, tmp_path):
 
 def test_finetune_on_campaigns(tmp_path, model_dir):
     """Fine-tuning runs end to end on two tiny campaigns and writes a loadable model."""
-    from plato_cnn.finetune import FinetuneConfig, eef_field_optima, finetune
-    from plato_cnn.modelio import load_model
+    from plato_cnn.nn.card import load_model
+    from plato_cnn.pipelines.finetune import FinetuneConfig, eef_field_optima, finetune
 
     frames = []
     for k in range(2):
@@ -149,7 +149,7 @@ def test_finetune_on_campaigns(tmp_path, model_dir):
 
 def test_logpoly_field_anchor_recovers_each_fields_peak():
     """The default fine-tuning anchor: per field, the maximum of log-EEF fitted in T."""
-    from plato_cnn.finetune import eef_field_optima_logpoly
+    from plato_cnn.pipelines.finetune import eef_field_optima_logpoly
 
     rng = np.random.default_rng(5)
     plates = np.array([-90.0, -85.0, -80.0, -75.0, -70.0])
@@ -174,7 +174,7 @@ def test_fixed_sigma_loss_moves_the_offset_not_sigma():
     """With fixed_sigma_um the offset's gradient does not depend on the predicted sigma."""
     import torch
 
-    from plato_cnn.model import FocusNet
+    from plato_cnn.nn.model import FocusNet
 
     grads = []
     for log_sig in (-3.0, 1.0):
@@ -193,7 +193,7 @@ def test_calibrate_systematic_measures_what_the_bootstrap_misses(campaign, model
     to model.json for every subset."""
     import shutil
 
-    from plato_cnn.calibrate import PLATEAU_SUBSETS, RECHECK_KEY, calibrate_systematic
+    from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS, RECHECK_KEY, calibrate_systematic
 
     d = tmp_path / "cal"
     shutil.copytree(model_dir, d)

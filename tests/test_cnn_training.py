@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from plato_cnn.bft import EEFTemplate, fit_bft
-from plato_cnn.data import ArrayFocusDataset
-from plato_cnn.model import FocusNet, FocusNetConfig, prepare_inputs
-from plato_cnn.modelio import ModelFormatError, load_model, save_model
-from plato_cnn.train import TrainConfig, augment, pretrain, split_by_group
-from plato_sim.engines import FastEngine
-from plato_sim.optics import CameraModel
-from plato_sim.spectra import ogse_spectrum
+from plato_cnn.fit import EEFTemplate, fit_bft
+from plato_cnn.nn.card import ModelFormatError, load_model, save_model
+from plato_cnn.nn.data import ArrayFocusDataset
+from plato_cnn.nn.model import FocusNet, FocusNetConfig, prepare_inputs
+from plato_cnn.pipelines.pretrain import TrainConfig, augment, pretrain, split_by_group
+from plato_sim.optics.model import CameraModel
+from plato_sim.optics.spectra import ogse_spectrum
+from plato_sim.psf import FastEngine
 
 SMALL = FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1, hidden=32)
 
@@ -104,7 +104,7 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_dataset, tmp_path):
     # interrupted after epoch 1: emulate by training a 1-epoch checkpoint with the same config
     out = tmp_path / "y"
     cfg = TrainConfig(epochs=3, **kw)
-    import plato_cnn.train as tr
+    import plato_cnn.pipelines.pretrain as tr
 
     real = tr.evaluate
     calls = {"n": 0}

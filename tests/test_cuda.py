@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from benchmarks.gpu_check import STAMP_PX, engine_requests, render
-from plato_cnn.campaign import read_campaign
-from plato_cnn.data import ArrayFocusDataset
-from plato_cnn.model import FocusNetConfig
-from plato_cnn.modelio import load_model
+from plato_cnn.nn.card import load_model
+from plato_cnn.nn.data import ArrayFocusDataset
+from plato_cnn.nn.model import FocusNetConfig
+from plato_cnn.pipelines.pretrain import TrainConfig, pretrain
 from plato_cnn.predict import cnn_bft, predict_frames
-from plato_cnn.train import TrainConfig, pretrain
-from plato_sim.engines import FastEngine
-from plato_sim.scenes.campaign import emulate_campaign
+from plato_cnn.reader import read_campaign
+from plato_sim.psf import FastEngine
+from plato_sim.scenes.ground_test import emulate_campaign
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -41,7 +41,7 @@ def test_fast_engine_cuda_matches_cpu():
 
 
 def test_pretrain_on_cuda_resumes_and_loads_on_cpu(tmp_path, monkeypatch):
-    import plato_cnn.train as tr
+    import plato_cnn.pipelines.pretrain as tr
 
     stamps, theta, phi, dz = _engine_stamps("cuda", n_states=16, n_offsets=8)
     k = stamps.shape[1]

@@ -8,7 +8,6 @@ import pickle
 import numpy as np
 import pytest
 
-from plato_sim.bestfocus import field_best_focus_um
 from plato_sim.detector import DetectorModel
 from plato_sim.io.store import (
     ShardedDataset,
@@ -19,8 +18,10 @@ from plato_sim.io.store import (
     write_json_atomic,
     write_shard,
 )
+from plato_sim.optics.spectra import ogse_spectrum
 from plato_sim.scenes import dataset as dsm
-from plato_sim.spectra import ogse_spectrum
+from plato_sim.scenes import sampling
+from plato_sim.truth.bestfocus import field_best_focus_um
 
 TINY = {
     "shards": {"samples_per_shard": 24, "samples_per_optical_state": 8},
@@ -32,12 +33,12 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def cfg():
-    return dsm.load_config(overrides=TINY)
+    return sampling.load_config(overrides=TINY)
 
 
 @pytest.fixture(scope="module")
 def camera(cfg):
-    return dsm.build_camera(cfg, seed=11, index=0)
+    return sampling.build_camera(cfg, seed=11, index=0)
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +47,23 @@ def shard(cfg, camera):
 
 
 def test_default_config_loads_and_errors_name_the_key(tmp_path):
-    c = dsm.load_config()
+    c = sampling.load_config()
     assert c["stamp"]["size_px"] == 32
     assert c["focus"]["dz_um"] == [-200.0, 200.0]
     bad = tmp_path / "bad.yaml"
     bad.write_text("exposure:\n  flux: 3\n")
     with pytest.raises(ValueError, match=r"bad.yaml.*exposure.flux"):
-        dsm.load_config(bad)
+        sampling.load_config(bad)
     with pytest.raises(ValueError, match="exposure.flux_e"):
-        dsm.load_config(overrides={"exposure": {"flux_e": {"loguniform": [0, 1]}}})
+        sampling.load_config(overrides={"exposure": {"flux_e": {"loguniform": [0, 1]}}})
     with pytest.raises(ValueError, match="unknown parameter"):
-        dsm.load_config(overrides={"detector": {"gain": [1, 2]}})
+        sampling.load_config(overrides={"detector": {"gain": [1, 2]}})
 
 
 def test_camera_pool_entry_is_deterministic_and_consistent(cfg, camera):
-    again = dsm.build_camera(cfg, seed=11, index=0)
+    again = sampling.build_camera(cfg, seed=11, index=0)
     assert again == camera
-    assert dsm.CameraEntry.from_dict(camera.to_dict()) == camera
+    assert sampling.CameraEntry.from_dict(camera.to_dict()) == camera
     model = camera.model()
     # T0 puts the camera's best focus at its drawn T_BF
     assert model.thermal.temperature_degC(camera.dz_bf_um) == pytest.approx(camera.t_bf_degC)
@@ -76,14 +77,14 @@ def test_field_best_focus_map_matches_direct_search(cfg, camera):
     optics = camera.model().optics
     th, ph = np.array([3.0, 9.7, 16.2]), np.array([20.0, 200.0, 123.0])
     sp = ogse_spectrum(optics.camera, 3)
-    direct, _ = field_best_focus_um(optics, th, ph, sp, dsm.make_engine(cfg))
+    direct, _ = field_best_focus_um(optics, th, ph, sp, sampling.make_engine(cfg))
     assert np.max(np.abs(camera.field_best_focus_um(th, ph) - direct)) < 2.0
 
 
 def test_shard_labels_are_consistent(shard, camera):
     stamps, lab = shard
     assert stamps.shape == (20, 32, 32) and stamps.dtype == np.float32
-    assert lab.dtype == dsm.label_dtype()
+    assert lab.dtype == sampling.label_dtype()
     np.testing.assert_allclose(lab["dz_from_best_um"], lab["dz_th_um"] - lab["dz_field_best_um"])
     assert np.all(np.abs(lab["dz_from_best_um"]) <= 200.0)
     model = camera.model()
@@ -114,7 +115,7 @@ def test_shard_is_deterministic(cfg, camera, shard):
 
 def test_stamp_units_are_electrons_above_the_closed_shutter_level(camera):
     """A bright star without background: stamp sum x gain = flux (the PSF within 32 px)."""
-    c = dsm.load_config(
+    c = sampling.load_config(
         overrides=TINY
         | {
             "exposure": {"flux_e": 1.0e6, "background_e_per_px": 0.0},

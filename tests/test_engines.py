@@ -13,15 +13,15 @@ import torch
 from astropy.io import fits
 from scipy.special import j0, j1
 
-from plato_sim.camera import PLATO_NORMAL_CAMERA
 from plato_sim.cli import main as plato_sim_main
-from plato_sim.eef import eef
-from plato_sim.engines import FastEngine, get_engine
-from plato_sim.engines.galsim_engine import GalSimEngine
-from plato_sim.engines.poppy_engine import PoppyEngine, pixel_integrate_fine
-from plato_sim.optics import OpticalModel
-from plato_sim.spectra import Spectrum, monochromatic
-from plato_sim.wavefront import N_ZERNIKE, dz_to_z4_nm
+from plato_sim.optics.camera import PLATO_NORMAL_CAMERA
+from plato_sim.optics.model import OpticalModel
+from plato_sim.optics.spectra import Spectrum, monochromatic
+from plato_sim.optics.wavefront import N_ZERNIKE, dz_to_z4_nm
+from plato_sim.psf import FastEngine, get_engine
+from plato_sim.psf.galsim_engine import GalSimEngine
+from plato_sim.psf.poppy_engine import PoppyEngine, pixel_integrate_fine
+from plato_sim.truth.eef import eef
 
 CAM = PLATO_NORMAL_CAMERA
 N_F = CAM.f_number

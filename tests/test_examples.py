@@ -174,6 +174,6 @@ def test_finetune_statistics_and_figures(tmp_path):
     }
     assert _is_png(ft.plot_finetune(summary, tmp_path / "finetune.png"))
     # the cameras differ from the pretraining population, as the example says
-    from plato_sim.wavefront import FieldAberrations
+    from plato_sim.optics.wavefront import FieldAberrations
 
     assert ft.SHIFTED_DESIGN != FieldAberrations()

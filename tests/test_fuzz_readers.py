@@ -21,10 +21,10 @@ from campaign_builder import cubes, make_campaign, obs_dirs
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from plato_cnn.campaign import CampaignError, read_campaign
+from plato_cnn.reader import CampaignError, read_campaign
 from plato_sim.io import campaign_format as cf
 from plato_sim.io.store import MANIFEST_NAME, ShardedDataset, shard_name, write_shard
-from plato_sim.scenes.dataset import label_dtype
+from plato_sim.scenes.sampling import label_dtype
 
 FUZZ = settings(
     derandomize=True,

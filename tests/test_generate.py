@@ -142,5 +142,11 @@ def test_cli_generate_and_info(tmp_path, config_file, capsys):
     assert info["labels"]["dz_from_best_um"]["min"] >= -200.0
     assert (out / "gallery.png").stat().st_size > 1000
     assert (tmp_path / "s.fits").is_file()
-    with pytest.raises(SystemExit, match="--n must be >= 1"):
-        cli_main(["generate", "--out", str(tmp_path / "x"), "--n", "0", "--workers", "1"])
+    capsys.readouterr()
+    assert cli_main(["generate", "--out", str(tmp_path / "x"), "--n", "0", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1
+        and err.startswith("plato-sim generate: ")
+        and "--n must be >= 1" in err
+    )

@@ -13,21 +13,22 @@ from astropy.io import fits
 from plato_cnn.cli import main as cnn_main
 from plato_cnn.focuscheck import focus_check, robust_mean
 from plato_sim import cli as sim_cli
-from plato_sim.camera import field_of_ccd
-from plato_sim.engines.fast import FastEngine
+from plato_sim.clitools import fix_negative_values
 from plato_sim.io.imagette_format import ImagetteFormatError, read_imagettes, write_imagettes
-from plato_sim.optics import OpticalModel
-from plato_sim.psf import psf_stamp
-from plato_sim.scenes import dataset as dsm
-from plato_sim.scenes import imagettes as im
-from plato_sim.spectra import blackbody_spectrum
+from plato_sim.optics.camera import field_of_ccd
+from plato_sim.optics.model import OpticalModel
+from plato_sim.optics.spectra import blackbody_spectrum
+from plato_sim.psf.fast import FastEngine
+from plato_sim.psf.render import psf_stamp
+from plato_sim.scenes import inorbit as im
+from plato_sim.scenes import sampling
 from plato_sim.stamps import ccd_to_focal_plane_orientation
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread():
     """Small FFTs: one intra-op thread (a second one only spins on the loaded 2-core machine)."""
-    with dsm.single_thread_torch():
+    with sampling.single_thread_torch():
         yield
 
 
@@ -205,25 +206,25 @@ def test_zero_point_and_sky():
 
 
 def test_inorbit_dataset_config_and_shard(camera):
-    base = dsm.load_config()
+    base = sampling.load_config()
     assert "imagettes" not in base  # the default datasets are unchanged
-    cfg = dsm.load_config(
+    cfg = sampling.load_config(
         im._inorbit_config_path(),
         overrides={"spectrum": {"n_wavelengths": 4}, "shards": {"samples_per_optical_state": 8}},
     )
     assert cfg["imagettes"]["size_px"] == 10
     with pytest.raises(ValueError, match="imagettes"):
-        dsm.load_config(im._inorbit_config_path(), overrides={"imagettes": {"size": 3}})
+        sampling.load_config(im._inorbit_config_path(), overrides={"imagettes": {"size": 3}})
     with pytest.raises(ValueError, match=r"imagettes.size_px"):
-        dsm.load_config(im._inorbit_config_path(), overrides={"imagettes": {"size_px": 40}})
-    stamps, lab = dsm.make_shard(cfg, 3, 0, 20, [camera])
+        sampling.load_config(im._inorbit_config_path(), overrides={"imagettes": {"size_px": 40}})
+    stamps, lab = im.make_imagette_shard(cfg, 3, 0, 20, [camera])
     assert stamps.shape == (20, 10, 10) and stamps.dtype == np.float32
     assert lab.dtype == im.imagette_label_dtype()
     assert np.allclose(lab["dz_from_best_um"], lab["dz_th_um"] - lab["dz_field_best_um"])
     assert np.all((lab["teff_K"] >= 3500) & (lab["teff_K"] <= 7500))
     assert np.all((lab["v_mag"] >= 8.5) & (lab["v_mag"] <= 13.0))
     assert len(np.unique(lab["optical_state"])) == 3
-    again = dsm.make_shard(cfg, 3, 0, 20, [camera])
+    again = im.make_imagette_shard(cfg, 3, 0, 20, [camera])
     assert np.array_equal(again[0], stamps) and again[1].tobytes() == lab.tobytes()
 
 
@@ -262,10 +263,11 @@ def test_focus_check_cli(tmp_path, camera, field):
     assert cnn_main(["focus-check", str(bad), "--temperature-degC", "-76.5"]) == 2
 
 
-def test_imagettes_cli_parses_negative_values_and_refuses_bad_ranges(tmp_path):
+def test_imagettes_cli_parses_negative_values_and_refuses_bad_ranges(tmp_path, capsys):
     argv = ["imagettes", "--out", str(tmp_path / "x.fits"), "--temperature-degC", "-75"]
     argv += ["--bft-degC", "-78.5", "--v-mag", "9,12"]
-    a = sim_cli._parser().parse_args(sim_cli._fix_negative_values(argv))
+    a = sim_cli._parser().parse_args(fix_negative_values(argv))
     assert (a.temperature_degC, a.bft_degC, a.v_mag, a.size) == (-75.0, -78.5, [9.0, 12.0], 10)
-    with pytest.raises(SystemExit, match="--v-mag and --teff-K need two values"):
-        sim_cli.main(argv[:-1] + ["9"])
+    assert sim_cli.main(argv[:-1] + ["9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--v-mag and --teff-K need two values" in err

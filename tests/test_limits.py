@@ -1,4 +1,4 @@
-"""Cramér–Rao bounds (plato_cnn.limits): analytic limits, the autograd Jacobian, monotonicity.
+"""Cramér–Rao bounds (plato_sim.bounds): analytic limits, the autograd Jacobian, monotonicity.
 
 Small spectra (2-3 wavelengths) and few field positions keep the module fast; nothing is
 random but the seeded dither offsets.
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from plato_cnn.bft import DEFAULT_S_PRIOR_UM_PER_DEGC
-from plato_cnn.limits import (
+from plato_cnn.fit import DEFAULT_S_PRIOR_UM_PER_DEGC
+from plato_sim.bounds import (
     CHROM_SCALE,
     FRAME_NUISANCES,
     CampaignDesign,
@@ -25,13 +25,13 @@ from plato_cnn.limits import (
     marginal_information,
     stamp_fisher,
 )
-from plato_sim.bestfocus import field_best_focus_um
-from plato_sim.camera import PLATO_NORMAL_CAMERA
 from plato_sim.detector import DetectorModel
-from plato_sim.engines import FastEngine
-from plato_sim.optics import CameraModel, OpticalModel
-from plato_sim.spectra import monochromatic, ogse_spectrum
-from plato_sim.wavefront import FieldAberrations
+from plato_sim.optics.camera import PLATO_NORMAL_CAMERA
+from plato_sim.optics.model import CameraModel, OpticalModel
+from plato_sim.optics.spectra import monochromatic, ogse_spectrum
+from plato_sim.optics.wavefront import FieldAberrations
+from plato_sim.psf import FastEngine
+from plato_sim.truth.bestfocus import field_best_focus_um
 
 OPTICS = OpticalModel()
 SP3 = ogse_spectrum(PLATO_NORMAL_CAMERA, 3)
@@ -259,7 +259,7 @@ def test_one_plateau_needs_the_prior_and_is_prior_dominated(small_campaign):
 
 
 def test_truth_sidecar_gives_the_emulated_camera_and_design(tmp_path):
-    from plato_sim.scenes.campaign import emulate_campaign
+    from plato_sim.scenes.ground_test import emulate_campaign
 
     truth = emulate_campaign(tmp_path / "c", camera_name="lim", bft_degC=-79.0,
                              plateaux_degC=(-85.0, -75.0), n_fields=2, n_dithers=2,

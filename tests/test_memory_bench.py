@@ -11,8 +11,8 @@ import numpy as np
 import psutil
 from dataset_builder import write_tiny_dataset
 
-from plato_cnn.data import ShardFocusDataset
-from plato_sim.scenes.dataset import label_dtype
+from plato_cnn.nn.data import ShardFocusDataset
+from plato_sim.scenes.sampling import label_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the benchmarks/ folder is not an installed package

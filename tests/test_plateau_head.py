@@ -7,10 +7,9 @@ import pytest
 import torch
 from campaign_builder import make_campaign
 
-from plato_cnn.campaign import read_campaign
-from plato_cnn.model import FocusNet, FocusNetConfig
-from plato_cnn.modelio import ModelFormatError, load_model, save_model
-from plato_cnn.plateau_head import (
+from plato_cnn.nn.card import ModelFormatError, load_model, save_model
+from plato_cnn.nn.model import FocusNet, FocusNetConfig
+from plato_cnn.nn.plateau_head import (
     FIELD_FEATURES,
     PlateauHead,
     PlateauHeadConfig,
@@ -18,10 +17,10 @@ from plato_cnn.plateau_head import (
     field_features,
     load_plateau_head,
     predict_correction_um,
-    save_plateau_head,
-    train_plateau_head,
 )
+from plato_cnn.pipelines.plateau_head import save_plateau_head, train_plateau_head
 from plato_cnn.predict import cnn_bft
+from plato_cnn.reader import read_campaign
 
 
 def test_field_features_are_per_field_means_and_spreads():
@@ -120,7 +119,7 @@ def test_cnn_bft_applies_the_head_to_each_plateau(tmp_path):
 def test_build_plateau_head_end_to_end(tmp_path):
     """Emulated training cameras -> snapshots -> head in the model directory; CLI errors."""
     from plato_cnn.cli import main
-    from plato_cnn.plateau_head import build_plateau_head
+    from plato_cnn.pipelines.plateau_head import build_plateau_head
 
     torch.manual_seed(0)
     model_dir = tmp_path / "model"

@@ -1,4 +1,4 @@
-"""The saturation rule of ground-test-format.md is stated once (plato_sim.detector) and the
+"""The saturation rule of docs/campaign-format.md is stated once (plato_sim.detector) and the
 raw-frame level (detector) and background-subtracted level (stamps, reader, datasets) agree."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def test_raw_and_subtracted_levels_are_one_rule():
 
 
 def test_nominal_level_and_adc_clamp():
-    # ground-test-format.md: 90 % of 900 000 e- at the nominal 25 e-/ADU = 32 400 ADU above
+    # docs/campaign-format.md: 90 % of 900 000 e- at the nominal 25 e-/ADU = 32 400 ADU above
     # the offset (a regression guard on the constants, written out from the document)
     assert saturation_level_adu(NOMINAL_GAIN_E_PER_ADU) == 32_400.0
     assert DetectorModel().saturation_adu == NOMINAL_OFFSET_ADU + 32_400.0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from plato_sim.camera import PLATO_NORMAL_CAMERA as CAM
+from plato_sim.optics.camera import PLATO_NORMAL_CAMERA as CAM
 from plato_sim.stamps import ccd_to_focal_plane_orientation, extract_stamp
 
 

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from plato_sim.optics import CameraModel, OpticalModel
-from plato_sim.thermal import ThermalModel
-from plato_sim.wavefront import (
+from plato_sim.optics.model import CameraModel, OpticalModel
+from plato_sim.optics.thermal import ThermalModel
+from plato_sim.optics.wavefront import (
     CameraPerturbation,
     dz_to_z4_nm,
     noll_to_nm,
@@ -35,7 +35,7 @@ def test_noll_orthonormal_on_unit_disk():
 
 def test_defocus_conversion():
     n = 2.0627
-    # plato-facts: at f/2.06 1 um of focal shift is ~9 nm rms of Z4 (8.5 exactly)
+    # docs/facts.md: at f/2.06 1 um of focal shift is ~9 nm rms of Z4 (8.5 exactly)
     assert dz_to_z4_nm(1.0, n) == pytest.approx(1e3 / (16 * math.sqrt(3) * n**2))
     assert 8.0 < dz_to_z4_nm(1.0, n) < 9.5
     assert z4_nm_to_dz(dz_to_z4_nm(-37.5, n), n) == pytest.approx(-37.5)

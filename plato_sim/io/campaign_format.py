@@ -1,9 +1,9 @@
 """Ground-test campaign format, version 1: every name, key and pattern, and the low-level I/O.
 
-The contract is ``shared/ground-test-format.md``.  This module is the only place that knows
+The contract is ``docs/campaign-format.md``.  This module is the only place that knows
 the folder and file-name patterns, the housekeeping (HK) column names and the FITS header
-keys; the emulator (:mod:`plato_sim.scenes.campaign`) writes through it and the reader
-(:mod:`plato_cnn.campaign`) reads through it.
+keys; the emulator (:mod:`plato_sim.scenes.ground_test`) writes through it and the reader
+(:mod:`plato_cnn.reader`) reads through it.
 
 Layout::
 
@@ -35,7 +35,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
-from .. import detector as _det
+from plato_sim import detector as _det
+from plato_sim.errors import DataError, PlatoFocusError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -86,7 +87,7 @@ HK_MAX_GAP_S = 60.0
 
 # ---------------------------------------------------------------------------- FITS
 BZERO_UINT16 = 32768
-#: Saturation constants of the detector (plato-facts.md), re-exported for the format's rule:
+#: Saturation constants of the detector (docs/facts.md), re-exported for the format's rule:
 #: a pixel is saturated at the ADC limit, or when its signal above the offset exceeds
 #: ``SATURATION_FULL_WELL_FRACTION`` of the full well converted with ``GAIN`` (or the nominal
 #: gain when a cube has no ``GAIN`` key).
@@ -120,7 +121,7 @@ _CUBE_RE = re.compile(r"^(\d{5})_([A-Za-z0-9-]+)_N-FEE_CCD_(\d{5})_(\d{8})_cube\
 _EXT_RE = re.compile(r"^IMAGE_([1-4])_([EF])$")
 
 
-class FormatError(ValueError):
+class FormatError(PlatoFocusError, ValueError):
     """A campaign file that does not follow format v1.
 
     Attributes:
@@ -194,7 +195,7 @@ def parse_cube_file_name(name: str) -> tuple[int, str, int, str] | None:
 def image_ext_name(ccd: int, side: str) -> str:
     """Extension name ``IMAGE_<ccd>_<side>`` (ccd 1-4, side ``E`` or ``F``)."""
     if int(ccd) not in (1, 2, 3, 4) or side not in ("E", "F"):
-        raise ValueError(f"bad CCD/side {ccd!r}/{side!r}: ccd 1-4, side E or F")
+        raise DataError(f"bad CCD/side {ccd!r}/{side!r}: ccd 1-4, side E or F")
     return f"IMAGE_{int(ccd)}_{side}"
 
 
@@ -262,7 +263,7 @@ class HKTable:
     def merge(tables: Sequence[HKTable]) -> HKTable:
         """Concatenate HK tables (several HK files of one observation)."""
         if not tables:
-            raise ValueError("no HK tables to merge")
+            raise DataError("no HK tables to merge")
         t = np.concatenate([x.time_s for x in tables])
         v = np.concatenate([x.trp1_degC for x in tables])
         t, v = _sorted_unique(t, v)
@@ -400,7 +401,7 @@ def write_cube(
     for name, keys, data in extensions:
         a = np.asarray(data)
         if a.ndim != 3:
-            raise ValueError(f"{name}: cube data must be (frames, rows, columns), got {a.shape}")
+            raise DataError(f"{name}: cube data must be (frames, rows, columns), got {a.shape}")
         hdu = fits.ImageHDU(a, name=name)
         for k, v in keys.items():
             hdu.header[k] = v

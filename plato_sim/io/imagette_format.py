@@ -26,17 +26,21 @@ The bytes depend only on the content (no write time is recorded).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
-from ..scenes.imagettes import STAR_DTYPE, STAR_TRUTH_DTYPE, ImagetteField
+from plato_sim.errors import ImagetteFormatError, ParameterError
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "ImagetteFormatError",
+    "ImagetteField",
+    "STAR_DTYPE",
+    "STAR_TRUTH_DTYPE",
     "write_imagettes",
     "read_imagettes",
 ]
@@ -90,18 +94,64 @@ _HEADER_KEYS = (
 )
 
 
-class ImagetteFormatError(ValueError):
-    """An imagette file that does not follow the format (the message names file and why)."""
+@dataclass
+class ImagetteField:
+    """Imagettes of one camera at one TRP1 temperature (what the FITS file holds).
+
+    Attributes:
+        imagettes: ``(N, H, W)`` uint16 raw ADU in the CCD's axes.
+        stars: ``(N,)`` structured array: ``star_id, ccd, row0, col0`` (window first pixel,
+            0-based CCD row and column), ``row, col`` (catalogue star position, pixels),
+            ``theta_deg, phi_deg, v_mag, teff_K``.
+        header: ``trp1_degC, exptime_s, cycle_s, gain_e_per_adu, camera, date_obs``.
+        truth: None for real data; for emulated fields the camera's ``t_bf_degC``,
+            ``dz_th_um`` (at this temperature), ``dz_bf_um``, ``s_um_per_degC``, ``t0_degC``,
+            ``delta_t_degC`` (= T_BF - T: the TRP1 change that reaches best focus) and
+            per-star ``star_truth`` (structured: true row/col, flux_e, sky_e_per_px,
+            dz_field_best_um, dz_from_best_um, saturated).
+    """
+
+    imagettes: np.ndarray
+    stars: np.ndarray
+    header: dict
+    truth: dict | None = field(default=None)
+
+
+STAR_DTYPE = np.dtype(
+    [
+        ("star_id", "i8"),
+        ("ccd", "i2"),
+        ("row0", "i4"),
+        ("col0", "i4"),
+        ("row", "f8"),
+        ("col", "f8"),
+        ("theta_deg", "f8"),
+        ("phi_deg", "f8"),
+        ("v_mag", "f4"),
+        ("teff_K", "f4"),
+    ]
+)
+STAR_TRUTH_DTYPE = np.dtype(
+    [
+        ("true_row", "f8"),
+        ("true_col", "f8"),
+        ("flux_e", "f8"),
+        ("sky_e_per_px", "f8"),
+        ("dz_field_best_um", "f8"),
+        ("dz_from_best_um", "f8"),
+        ("saturated", "u1"),
+    ]
+)
 
 
 def write_imagettes(path: str | Path, data: ImagetteField, overwrite: bool = False) -> Path:
-    """Write an :class:`~plato_sim.scenes.imagettes.ImagetteField` as one FITS file."""
+    """Write an :class:`ImagetteField` as one FITS file."""
     path = Path(path)
     cube = np.asarray(data.imagettes)
     if cube.ndim != 3 or cube.dtype != np.uint16:
-        raise ValueError(f"{path}: imagettes must be a (N, H, W) uint16 cube, got {cube.dtype}")
+        raise ParameterError(f"{path}: imagettes must be a (N, H, W) uint16 cube, got {cube.dtype}")
     if len(data.stars) != cube.shape[0]:
-        raise ValueError(f"{path}: {len(data.stars)} star rows for {cube.shape[0]} imagettes")
+        raise ParameterError(f"{path}: {len(data.stars)} star rows for {cube.shape[0]} imagettes")
     prim = fits.PrimaryHDU()
     h = prim.header
     h["FORMAT"] = (FORMAT_NAME, "plato-focus imagette file")
@@ -249,7 +299,7 @@ def _read_table(path, hdu, columns, dtype, n, ext) -> np.ndarray:
 
 
 def _check_stars(path: Path, stars: np.ndarray, shape: tuple[int, ...]) -> None:
-    from ..camera import PLATO_NORMAL_CAMERA
+    from plato_sim.optics.camera import PLATO_NORMAL_CAMERA
 
     bad_ccd = np.flatnonzero((stars["ccd"] < 1) | (stars["ccd"] > 4))
     if bad_ccd.size:

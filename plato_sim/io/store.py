@@ -32,6 +32,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from plato_sim.errors import DataError
+
 __all__ = [
     "SHARD_FORMAT",
     "MANIFEST_NAME",
@@ -105,7 +107,7 @@ def write_shard(
     path = Path(path)
     stamps = np.ascontiguousarray(stamps, dtype=np.float32)
     if stamps.ndim != 3 or labels.shape != (stamps.shape[0],):
-        raise ValueError(
+        raise DataError(
             f"{path}: stamps must be (N, S, S) and labels (N,), "
             f"got {stamps.shape} and {labels.shape}"
         )
@@ -179,7 +181,7 @@ def read_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
 def _check_format(f: h5py.File, path) -> None:
     fmt = f.attrs.get("format")
     if fmt != SHARD_FORMAT:
-        raise ValueError(f"{path}: not a plato-focus shard (format {fmt!r})")
+        raise DataError(f"{path}: not a plato-focus shard (format {fmt!r})")
 
 
 def read_manifest(root: str | Path) -> dict:
@@ -199,7 +201,7 @@ def read_manifest(root: str | Path) -> dict:
     except OSError as exc:
         raise OSError(f"{p}: cannot read the manifest ({exc})") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # both ValueErrors
-        raise ValueError(f"{p}: corrupt manifest ({exc})") from exc
+        raise DataError(f"{p}: corrupt manifest ({exc})") from exc
     _check_manifest(p, m)
     return m
 
@@ -207,10 +209,10 @@ def read_manifest(root: str | Path) -> dict:
 def _check_manifest(p: Path, m: object) -> None:
     """Raise ValueError naming ``p`` unless ``m`` has a usable shard list."""
     if not isinstance(m, dict):
-        raise ValueError(f"{p}: corrupt manifest (a JSON {type(m).__name__}, not an object)")
+        raise DataError(f"{p}: corrupt manifest (a JSON {type(m).__name__}, not an object)")
     shards = m.get("shards")
     if not isinstance(shards, list) or not shards:
-        raise ValueError(f"{p}: corrupt manifest (no 'shards' list, or an empty one)")
+        raise DataError(f"{p}: corrupt manifest (no 'shards' list, or an empty one)")
     for k, s in enumerate(shards):
         name = s.get("file") if isinstance(s, dict) else None
         n = s.get("n") if isinstance(s, dict) else None
@@ -220,9 +222,9 @@ def _check_manifest(p: Path, m: object) -> None:
             and name == Path(name).name
             and "\x00" not in name
         ):
-            raise ValueError(f"{p}: corrupt manifest (shard {k}: 'file' must be a file name)")
+            raise DataError(f"{p}: corrupt manifest (shard {k}: 'file' must be a file name)")
         if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
-            raise ValueError(f"{p}: corrupt manifest (shard {k}: 'n' must be an integer >= 1)")
+            raise DataError(f"{p}: corrupt manifest (shard {k}: 'n' must be an integer >= 1)")
 
 
 class ShardedDataset:
@@ -242,7 +244,7 @@ class ShardedDataset:
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         if require_complete and self.manifest.get("status") != "complete":
-            raise ValueError(
+            raise DataError(
                 f"{self.root}: dataset generation is not complete "
                 f"(status {self.manifest.get('status')!r}); rerun the same generate command"
             )
@@ -277,7 +279,7 @@ class ShardedDataset:
                 for name in ("stamps", "labels"):
                     d = f.get(name)
                     if not isinstance(d, h5py.Dataset) or d.shape[:1] != (n,):
-                        raise ValueError(
+                        raise DataError(
                             f"{self.files[k]}: shard does not hold the {n} {name} "
                             "its manifest lists; rerun the generate command to repair it"
                         )

@@ -9,7 +9,7 @@ pretraining sees what inference sees:
 2. :class:`plato_sim.detector.DetectorModel` turns the window into a raw 16-bit ADU frame,
    and makes ``n_closed_frames`` closed-shutter frames of the same window (same fixed
    pattern: PRNU, hot pixels);
-3. as in the campaign reader (:mod:`plato_cnn.campaign`): the background is the mean of the
+3. as in the campaign reader (:mod:`plato_cnn.reader`): the background is the mean of the
    closed-shutter frames (float64, stored as float32), subtracted from the float32 raw frame,
    and the difference is converted to electrons with the detector's gain (the cube's
    ``GAIN``);
@@ -27,501 +27,36 @@ dither series of one star, as the test houses take 25 dithers per field position
 of the samples of one state share the focus and field values.  Detector parameters are drawn
 once per optical state.
 
-Cameras.  A pool of ``cameras.n_pool`` random camera perturbations
-(:meth:`plato_sim.optics.CameraModel.random`) is drawn once per dataset (seed and index
-only).  For each camera:
-
-* its T_BF is drawn (``cameras.t_bf_degC``) and ``T0 = T_BF - dz_bf / s`` where ``dz_bf`` is the
-  thermal focal shift at best focus (independent of T0);
-* the per-field EEF-optimal thermal focal shift ``dz_opt(theta, phi)``
-  (:func:`plato_sim.bestfocus.field_best_focus_um`) is computed on a grid (the centre plus
-  rings, 19 positions by default) and interpolated: curvature and tilt shift ``dz_opt``
-  exactly (``dz_opt + field_focal_offset`` does not depend on them), and the remainder, due
-  to the aberrations, is fitted with 16 Zernike polynomials of the field position (Noll
-  1-15, every term up to radial order 4, and 22, secondary spherical: the optimum moves
-  with the field as a non-linear function of the local astigmatism, so its pattern carries
-  3- and 4-fold terms).  ``benchmarks/generate.py`` measures
-  the interpolation error against the direct search at random positions;
-* ``dz_bf`` is by default the mean of ``dz_opt`` over the 40 ground-test positions
-  (``best_focus.camera = mean_field_optimum``); the exact maximum of the field-averaged EEF
-  (``exact``, :func:`plato_sim.bestfocus.best_focus_shift_um`) costs ~7 s per camera.  The
-  benchmark measures the difference.
-
-Randomness: every draw comes from ``np.random.Generator`` objects seeded with
-``np.random.SeedSequence(seed, spawn_key=...)``: ``(0, i)`` for camera ``i`` of the pool,
-``(1, k)`` for shard ``k``.  A shard depends only on (seed, shard index, config), never on
-which worker makes it.  Torch runs with one thread inside shard and camera tasks, so the
-FFTs give the same bits whatever the number of workers.
+The camera pool, the optical states, the labels and the config are shared with the in-orbit
+scene and live in :mod:`plato_sim.scenes.sampling`.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import math
-from dataclasses import asdict, dataclass
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from ..bestfocus import best_focus_shift_um, field_best_focus_um
-from ..camera import PLATO_NORMAL_CAMERA, ccd_of_field
-from ..detector import DetectorModel, draw_value
-from ..eef import eef
-from ..engines.fast import FastEngine
-from ..optics import CameraModel, OpticalModel
-from ..spectra import Spectrum, blackbody_spectrum, ogse_spectrum
-from ..stamps import background_adu, extract_stamp, saturation_level_adu
-from ..thermal import ThermalModel
-from ..wavefront import CameraPerturbation, zernike_basis
-from .fields import ground_test_fields, uniform_random_fields
-
-__all__ = [
-    "DEFAULT_CONFIG_NAME",
-    "default_config",
-    "load_config",
-    "validate_config",
-    "CameraEntry",
-    "build_camera",
-    "make_engine",
-    "label_dtype",
-    "LABEL_FIELDS",
-    "make_shard",
-    "single_thread_torch",
-]
-
-DEFAULT_CONFIG_NAME = "default_dataset.yaml"
-
-#: Noll indices of the field-position polynomials fitted to the per-field best focus.
-_MAP_NOLL = tuple(range(1, 16)) + (22,)
-
-_SEED_KEY_CAMERA = 0
-_SEED_KEY_SHARD = 1
-
-# ----------------------------------------------------------------------------- config
-
-
-def default_config() -> dict:
-    """The built-in dataset config (``plato_sim/data/default_dataset.yaml``) as a dict."""
-    text = resources.files("plato_sim").joinpath("data", DEFAULT_CONFIG_NAME).read_text("utf-8")
-    return yaml.safe_load(text)
-
-
-#: Optional top-level config sections, absent from the default config: a config holding
-#: ``imagettes`` makes in-orbit imagette samples (:mod:`plato_sim.scenes.imagettes`); a config
-#: without it is exactly what it always was (same manifest, same shards).
-OPTIONAL_SECTIONS = ("imagettes",)
-
-
-def _merge(base: dict, over: dict, path: str, src: str) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        where = f"{path}.{k}" if path else k
-        if not path and k in OPTIONAL_SECTIONS and k not in base:
-            out[k] = copy.deepcopy(v)
-            continue
-        if k not in base:
-            raise ValueError(f"{src}: unknown config key {where!r}")
-        # 'detector' maps parameter names to specs: a user may add any DetectorModel name
-        if isinstance(base[k], dict) and isinstance(v, dict) and where != "detector":
-            out[k] = _merge(base[k], v, where, src)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """The dataset config: the default, merged with a YAML file, then with ``overrides``.
-
-    Unknown keys are errors naming the file and the key; the result is validated.
-    """
-    cfg = default_config()
-    if path is not None:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read the dataset config ({exc})") from exc
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a dataset config must hold a mapping")
-        cfg = _merge(cfg, data, "", str(path))
-    if overrides:
-        cfg = _merge(cfg, overrides, "", "overrides")
-    validate_config(cfg)
-    return cfg
-
-
-def validate_config(cfg: dict) -> None:
-    """Raise ``ValueError`` naming the key for a config that cannot make a dataset."""
-
-    def need(cond: bool, key: str, why: str) -> None:
-        if not cond:
-            raise ValueError(f"dataset config: {key} {why}")
-
-    st, sh = cfg["stamp"], cfg["shards"]
-    need(int(st["size_px"]) >= 12, "stamp.size_px", "must be >= 12 (EEF needs a 10x10 box)")
-    need(int(st["window_margin_px"]) >= 4, "stamp.window_margin_px", "must be >= 4")
-    need(
-        4 <= int(cfg["engine"]["fov_px"]) <= int(st["size_px"]),
-        "engine.fov_px",
-        "must lie in [4, stamp.size_px] (the PSF patch must fit in the window)",
-    )
-    need(int(sh["samples_per_shard"]) >= 1, "shards.samples_per_shard", "must be >= 1")
-    need(int(sh["samples_per_optical_state"]) >= 1, "shards.samples_per_optical_state", ">= 1")
-    need(cfg["spectrum"]["kind"] in ("ogse", "blackbody"), "spectrum.kind", "ogse|blackbody")
-    need(int(cfg["spectrum"]["n_wavelengths"]) >= 1, "spectrum.n_wavelengths", "must be >= 1")
-    need(int(cfg["cameras"]["n_pool"]) >= 1, "cameras.n_pool", "must be >= 1")
-    for key in ("s_um_per_degC", "t_bf_degC"):
-        v = cfg["cameras"][key]
-        need(
-            isinstance(v, list | tuple) and len(v) == 2 and v[0] <= v[1],
-            f"cameras.{key}",
-            "must be [lo, hi]",
-        )
-    bf = cfg["best_focus"]
-    n_grid = 1 + len(bf["rings_h"]) * int(bf["azimuths"])
-    need(n_grid >= len(_MAP_NOLL), "best_focus", f"grid needs >= {len(_MAP_NOLL)} positions")
-    need(all(0 < h <= 1 for h in bf["rings_h"]), "best_focus.rings_h", "must lie in (0, 1]")
-    need(bf["camera"] in ("mean_field_optimum", "exact"), "best_focus.camera", "unknown mode")
-    need(
-        cfg["focus"]["reference"] in ("field_best", "camera_best", "zero"),
-        "focus.reference",
-        "must be field_best, camera_best or zero",
-    )
-    need(float(cfg["exposure"]["exptime_s"]) > 0, "exposure.exptime_s", "must be > 0")
-    need(int(cfg["exposure"]["n_closed_frames"]) >= 1, "exposure.n_closed_frames", ">= 1")
-    # draw once from every spec so that a bad spec fails now, naming its key
-    rng = np.random.default_rng(0)
-    for key in ("flux_e", "background_e_per_px"):
-        draw_value(rng, cfg["exposure"][key], f"exposure.{key}")
-    draw_value(rng, cfg["focus"]["dz_um"], "focus.dz_um")
-    draw_value(rng, cfg["cameras"]["perturbation_strength"], "cameras.perturbation_strength")
-    DetectorModel.random(rng, cfg["detector"])
-    if "imagettes" in cfg:
-        from .imagettes import validate_imagette_config
-
-        validate_imagette_config(cfg)
-
-
-def single_thread_torch():
-    """Context manager: torch with one intra-op thread (bit-identical FFTs in any worker)."""
-
-    class _One:
-        def __enter__(self):
-            self.n = torch.get_num_threads()
-            torch.set_num_threads(1)
-
-        def __exit__(self, *exc):
-            torch.set_num_threads(self.n)
-
-    return _One()
-
-
-def make_engine(cfg: dict) -> FastEngine:
-    """The fast engine of a dataset config (CPU, float32)."""
-    e = cfg["engine"]
-    return FastEngine(
-        diffusion_sigma_px=float(e["diffusion_sigma_px"]),
-        jitter_sigma_px=float(e["jitter_sigma_px"]),
-        fov_px=int(e["fov_px"]),
-    )
-
-
-def render_spectrum(cfg: dict) -> Spectrum:
-    """The spectrum the samples are rendered with."""
-    sp = cfg["spectrum"]
-    if sp["kind"] == "blackbody":
-        return blackbody_spectrum(
-            PLATO_NORMAL_CAMERA, float(sp["teff_K"]), int(sp["n_wavelengths"])
-        )
-    return ogse_spectrum(PLATO_NORMAL_CAMERA, int(sp["n_wavelengths"]))
-
-
-# ----------------------------------------------------------------------------- cameras
-
-
-@dataclass(frozen=True)
-class CameraEntry:
-    """One camera of the pool, with what the labels need.
-
-    Attributes:
-        index: position in the pool (0-based); ``perturbation["perturbation_id"] = index + 1``.
-        perturbation: :class:`plato_sim.wavefront.CameraPerturbation` as a dict.
-        s_um_per_degC: thermal sensitivity (um/degC).
-        t0_degC: TRP1 temperature of zero thermal focal shift.
-        t_bf_degC: best-focus temperature (drawn).
-        dz_bf_um: thermal focal shift at best focus (um).
-        map_coef_um: coefficients (um) of the best-focus remainder on ``_MAP_NOLL`` polynomials.
-        grid_theta_deg, grid_phi_deg, grid_dz_opt_um, grid_eef_max: the search grid results.
-        field_radius_deg: radius normalising the field position of the map.
-    """
-
-    index: int
-    perturbation: dict
-    s_um_per_degC: float
-    t0_degC: float
-    t_bf_degC: float
-    dz_bf_um: float
-    map_coef_um: tuple[float, ...]
-    grid_theta_deg: tuple[float, ...]
-    grid_phi_deg: tuple[float, ...]
-    grid_dz_opt_um: tuple[float, ...]
-    grid_eef_max: tuple[float, ...]
-    field_radius_deg: float
-
-    @property
-    def camera_id(self) -> int:
-        """The perturbation id (pool index + 1; 0 is reserved for the nominal design)."""
-        return int(self.perturbation["perturbation_id"])
-
-    def model(self) -> CameraModel:
-        """The camera model (optics + thermal with this T0)."""
-        pert = CameraPerturbation.from_dict(self.perturbation)
-        return CameraModel(
-            OpticalModel(perturbation=pert), ThermalModel(self.s_um_per_degC, self.t0_degC)
-        )
-
-    def field_best_focus_um(
-        self, theta_deg: np.ndarray, phi_deg: np.ndarray, optics: OpticalModel | None = None
-    ) -> np.ndarray:
-        """Interpolated EEF-optimal thermal focal shift (um) at field positions."""
-        optics = optics or self.model().optics
-        rest = _map_basis(theta_deg, phi_deg, self.field_radius_deg).T @ np.asarray(
-            self.map_coef_um
-        )
-        return rest - optics.field_focal_offset_um(theta_deg, phi_deg)
-
-    def to_dict(self) -> dict:
-        """Plain JSON-able dict (floats round-trip exactly through JSON)."""
-        d = asdict(self)
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> CameraEntry:
-        """Inverse of :meth:`to_dict`."""
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
-        return cls(**kw)
-
-
-def _map_basis(theta_deg, phi_deg, radius_deg: float) -> np.ndarray:
-    h = np.atleast_1d(np.asarray(theta_deg, float)) / radius_deg
-    ph = np.radians(np.atleast_1d(np.asarray(phi_deg, float)))
-    full = zernike_basis(max(_MAP_NOLL), h * np.cos(ph), h * np.sin(ph))
-    return full[[j - 1 for j in _MAP_NOLL]]
-
-
-def best_focus_grid(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Field positions ``(theta_deg, phi_deg)`` of the per-camera best-focus grid."""
-    bf = cfg["best_focus"]
-    radius = float(cfg["fields"]["radius_deg"])
-    n_az = int(bf["azimuths"])
-    th, ph = [0.0], [0.0]
-    for k, h in enumerate(bf["rings_h"]):
-        for a in range(n_az):
-            th.append(float(h) * radius)
-            # stagger the rings by half a step: better conditioned fit
-            ph.append((360.0 * (a + 0.5 * (k % 2)) / n_az) % 360.0)
-    return np.asarray(th), np.asarray(ph)
-
-
-def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = None) -> CameraEntry:
-    """Camera ``index`` of the pool of dataset ``seed`` (~3.4 s on one core with the default grid).
-
-    Deterministic in ``(cfg, seed, index)``.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_SEED_KEY_CAMERA, index)))
-    c = cfg["cameras"]
-    strength = draw_value(rng, c["perturbation_strength"], "cameras.perturbation_strength")
-    model = CameraModel.random(
-        rng, index + 1, strength=strength, s_range_um_per_degC=tuple(c["s_um_per_degC"])
-    )
-    t_bf = float(rng.uniform(*c["t_bf_degC"]))
-    optics = model.optics
-    bf = cfg["best_focus"]
-    engine = engine or make_engine(cfg)
-    sp = ogse_spectrum(optics.camera, int(bf["n_wavelengths"]))
-    gth, gph = best_focus_grid(cfg)
-    with single_thread_torch(), torch.no_grad():
-        dz_opt, e_max = field_best_focus_um(
-            optics, gth, gph, sp, engine, int(bf["n_sub"]), float(bf["half_width_um"])
-        )
-        radius = float(cfg["fields"]["radius_deg"])
-        rest = dz_opt + optics.field_focal_offset_um(gth, gph)
-        coef, *_ = np.linalg.lstsq(_map_basis(gth, gph, radius).T, rest, rcond=None)
-        tth, tph = ground_test_fields()
-        if bf["camera"] == "exact":
-            dz_bf, _ = best_focus_shift_um(
-                optics, tth, tph, sp, engine, int(bf["n_sub"]), float(bf["half_width_um"])
-            )
-        else:
-            rest_t = _map_basis(tth, tph, radius).T @ coef
-            dz_bf = float(np.mean(rest_t - optics.field_focal_offset_um(tth, tph)))
-    s = model.thermal.s_um_per_degC
-    t0 = t_bf - float(ThermalModel(s, 0.0).temperature_degC(dz_bf))
-    return CameraEntry(
-        index=int(index),
-        perturbation=optics.perturbation.to_dict(),
-        s_um_per_degC=float(s),
-        t0_degC=float(t0),
-        t_bf_degC=t_bf,
-        dz_bf_um=float(dz_bf),
-        map_coef_um=tuple(float(v) for v in coef),
-        grid_theta_deg=tuple(float(v) for v in gth),
-        grid_phi_deg=tuple(float(v) for v in gph),
-        grid_dz_opt_um=tuple(float(v) for v in dz_opt),
-        grid_eef_max=tuple(float(v) for v in e_max),
-        field_radius_deg=radius,
-    )
-
-
-# ----------------------------------------------------------------------------- samples
-
-#: Per-sample labels (name, dtype, meaning with unit).
-LABEL_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("seed", "i8", "dataset seed"),
-    ("shard", "i4", "shard index"),
-    ("index", "i4", "sample index within the shard"),
-    ("optical_state", "i4", "optical state (OTF) index within the shard; shared by its samples"),
-    ("camera_id", "i4", "camera perturbation id (pool index + 1)"),
-    ("theta_deg", "f8", "field angle from the optical axis (deg)"),
-    ("phi_deg", "f8", "field azimuth (deg)"),
-    ("ccd", "i1", "CCD (1-4) holding the star"),
-    ("ccd_row", "f8", "star row on its CCD (pixels, continuous)"),
-    ("ccd_col", "f8", "star column on its CCD (pixels, continuous)"),
-    ("dz_th_um", "f8", "thermal focal shift dz_th (um, > 0 behind focus)"),
-    ("dz_local_um", "f8", "local (achromatic) focal offset: dz_th + curvature + tilt (um)"),
-    ("dz_field_best_um", "f8", "dz_th at this field position's EEF-optimal focus (um)"),
-    ("dz_from_best_um", "f8", "dz_th - dz_field_best: offset from the field's best focus (um)"),
-    ("dz_camera_best_um", "f8", "dz_th at the camera's best focus (T_BF) (um)"),
-    ("temperature_degC", "f8", "TRP1 temperature of dz_th for this camera (degC)"),
-    ("t0_degC", "f8", "camera T0: temperature of zero thermal focal shift (degC)"),
-    ("t_bf_degC", "f8", "camera best-focus temperature (degC)"),
-    ("s_um_per_degC", "f8", "camera thermal sensitivity (um/degC)"),
-    ("offset_x_px", "f8", "true star x - stamp centre pixel column (pixels)"),
-    ("offset_y_px", "f8", "true star y - stamp centre pixel row (pixels)"),
-    ("star_row_px", "f8", "true star row in the detector window (pixels)"),
-    ("star_col_px", "f8", "true star column in the detector window (pixels)"),
-    ("centre_row", "i2", "window row placed at the stamp centre"),
-    ("centre_col", "i2", "window column placed at the stamp centre"),
-    ("flux_e", "f8", "star's detected electrons"),
-    ("background_e_per_px", "f8", "diffuse background (e-/pixel in the exposure)"),
-    ("exptime_s", "f8", "exposure time (s)"),
-    ("gain_e_per_adu", "f8", "detector gain (e-/ADU)"),
-    ("offset_adu", "f8", "electronic offset (ADU)"),
-    ("read_noise_e", "f8", "total read noise (e- RMS)"),
-    ("dark_e_per_s", "f8", "dark current (e-/px/s)"),
-    ("prnu_sigma", "f8", "PRNU relative RMS"),
-    ("hot_pixel_fraction", "f8", "hot-pixel fraction"),
-    ("cosmic_rate_per_cm2_s", "f8", "cosmic-ray rate (/cm^2/s)"),
-    ("eef_true", "f4", "EEF of the noise-free stamp at this sub-pixel offset"),
-    ("saturated", "u1", "1 if a window pixel is saturated (the campaign reader's rule)"),
-    ("n_outside_px", "i2", "stamp pixels beyond the window (zero-filled)"),
+from plato_sim.detector import DetectorModel, draw_value
+from plato_sim.errors import ParameterError
+from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, ccd_of_field
+from plato_sim.psf.fast import FastEngine
+from plato_sim.scenes.sampling import (
+    SEED_KEY_SHARD,
+    CameraEntry,
+    detector_labels,
+    draw_optical_states,
+    label_dtype,
+    make_engine,
+    render_spectrum,
+    single_thread_torch,
+    state_labels,
 )
+from plato_sim.stamps import background_adu, extract_stamp, saturation_level_adu
+from plato_sim.truth.eef import eef
 
-
-def label_dtype() -> np.dtype:
-    """Structured dtype of the per-sample labels."""
-    return np.dtype([(n, t) for n, t, _ in LABEL_FIELDS])
-
-
-def _draw_fields(rng: np.random.Generator, n: int, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    radius = float(cfg["fields"]["radius_deg"])
-    th, ph = uniform_random_fields(rng, n, radius)
-    if cfg["fields"]["on_ccd_only"]:
-        for _ in range(100):
-            ccd, _, _ = ccd_of_field(PLATO_NORMAL_CAMERA, th, ph)
-            off = ccd == 0
-            if not off.any():
-                break
-            th[off], ph[off] = uniform_random_fields(rng, int(off.sum()), radius)
-        else:
-            raise ValueError("fields: could not draw positions on the CCDs (radius too large?)")
-    return th, ph
-
-
-@dataclass(frozen=True)
-class OpticalStates:
-    """The optical states of a shard: camera, field position and focus of each.
-
-    Attributes:
-        cam_idx: ``(S,)`` pool index of each state's camera.
-        theta_deg, phi_deg: ``(S,)`` field positions.
-        models: pool index -> :class:`plato_sim.optics.CameraModel` of the cameras used.
-        dz_field_best_um: ``(S,)`` thermal focal shift of the field's EEF-optimal focus.
-        dz_camera_best_um: ``(S,)`` thermal focal shift at the camera's best focus.
-        dz_th_um: ``(S,)`` thermal focal shift of the state.
-    """
-
-    cam_idx: np.ndarray
-    theta_deg: np.ndarray
-    phi_deg: np.ndarray
-    models: dict
-    dz_field_best_um: np.ndarray
-    dz_camera_best_um: np.ndarray
-    dz_th_um: np.ndarray
-
-
-def draw_optical_states(
-    rng: np.random.Generator, n_states: int, cfg: dict, cameras: list[CameraEntry]
-) -> OpticalStates:
-    """Draw ``n_states`` optical states (camera, field, focus) from ``rng`` and the config."""
-    cam_idx = rng.integers(len(cameras), size=n_states)
-    th, ph = _draw_fields(rng, n_states, cfg)
-    dz_off = draw_value(rng, cfg["focus"]["dz_um"], "focus.dz_um", n_states)
-    models = {int(i): cameras[int(i)].model() for i in np.unique(cam_idx)}
-    dz_fbest = np.empty(n_states)
-    for i in np.unique(cam_idx):
-        sel = cam_idx == i
-        dz_fbest[sel] = cameras[int(i)].field_best_focus_um(th[sel], ph[sel], models[int(i)].optics)
-    dz_cbest = np.array([cameras[int(i)].dz_bf_um for i in cam_idx])
-    ref = cfg["focus"]["reference"]
-    dz_th = dz_off + {"field_best": dz_fbest, "camera_best": dz_cbest, "zero": 0.0}[ref]
-    return OpticalStates(cam_idx, th, ph, models, dz_fbest, dz_cbest, dz_th)
-
-
-def detector_labels(lab: np.ndarray, idx: np.ndarray, det: DetectorModel) -> None:
-    """Write the detector parameters of samples ``idx`` into their labels (in place)."""
-    lab["gain_e_per_adu"][idx] = det.gain_e_per_adu
-    lab["offset_adu"][idx] = det.offset_adu
-    lab["read_noise_e"][idx] = det.read_noise_e
-    lab["dark_e_per_s"][idx] = det.dark_e_per_s
-    lab["prnu_sigma"][idx] = det.prnu_sigma
-    lab["hot_pixel_fraction"][idx] = det.hot_pixel_fraction
-    lab["cosmic_rate_per_cm2_s"][idx] = det.cosmic_rate_per_cm2_s
-
-
-def state_labels(
-    lab: np.ndarray, states: OpticalStates, cameras: list[CameraEntry], state_of: np.ndarray
-) -> None:
-    """Write the camera, field and focus labels of every sample (in place)."""
-    cam_idx, th, ph, models = states.cam_idx, states.theta_deg, states.phi_deg, states.models
-    dz_th, dz_fbest = states.dz_th_um, states.dz_field_best_um
-    cams = [cameras[int(i)] for i in cam_idx]
-    st = state_of
-    lab["optical_state"] = st
-    lab["camera_id"] = np.array([cm.camera_id for cm in cams])[st]
-    lab["theta_deg"], lab["phi_deg"] = th[st], ph[st]
-    lab["dz_th_um"] = dz_th[st]
-    dz_local = np.array(
-        [
-            models[int(cam_idx[s])].optics.local_focal_offset_um(th[s], ph[s], dz_th[s])
-            for s in range(len(cam_idx))
-        ]
-    )
-    lab["dz_local_um"] = dz_local[st]
-    lab["dz_field_best_um"] = dz_fbest[st]
-    lab["dz_from_best_um"] = (dz_th - dz_fbest)[st]
-    lab["dz_camera_best_um"] = states.dz_camera_best_um[st]
-    temp = [models[int(cam_idx[s])].thermal.temperature_degC(dz_th[s]) for s in range(len(cam_idx))]
-    lab["temperature_degC"] = np.asarray(temp, dtype=float)[st]
-    lab["t0_degC"] = np.array([cm.t0_degC for cm in cams])[st]
-    lab["t_bf_degC"] = np.array([cm.t_bf_degC for cm in cams])[st]
-    lab["s_um_per_degC"] = np.array([cm.s_um_per_degC for cm in cams])[st]
+__all__ = ["make_shard"]
 
 
 def make_shard(
@@ -536,16 +71,12 @@ def make_shard(
 
     Deterministic in ``(cfg, seed, shard_index, n_samples, cameras)``.
     """
-    if "imagettes" in cfg:  # in-orbit imagettes: another scene, the same shard contract
-        from .imagettes import make_imagette_shard
-
-        return make_imagette_shard(cfg, seed, shard_index, n_samples, cameras, engine)
     if n_samples < 1:
-        raise ValueError(f"make_shard: n_samples must be >= 1, got {n_samples}")
+        raise ParameterError(f"make_shard: n_samples must be >= 1, got {n_samples}")
     if not cameras:
-        raise ValueError("make_shard: the camera pool is empty")
+        raise ParameterError("make_shard: the camera pool is empty")
     rng = np.random.default_rng(
-        np.random.SeedSequence(seed, spawn_key=(_SEED_KEY_SHARD, shard_index))
+        np.random.SeedSequence(seed, spawn_key=(SEED_KEY_SHARD, shard_index))
     )
     engine = engine or make_engine(cfg)
     sp = render_spectrum(cfg)
@@ -615,7 +146,7 @@ def make_shard(
         pattern = det.fixed_pattern(e_img.shape, rng)
         raw = det.expose(e_img, exptime, rng, pattern)
         closed = det.closed_shutter((n_closed,) + e_img.shape, exptime, rng, pattern)
-        # the campaign reader's arithmetic and saturation rule (plato_cnn.campaign)
+        # the campaign reader's arithmetic and saturation rule (plato_cnn.reader)
         sub_adu = raw.astype(np.float32) - background_adu(closed)
         sat_adu = min(saturation_level_adu(det.gain_e_per_adu, det.full_well_e), det.adc_max_adu)
         sat = (raw.reshape(len(idx), -1).max(axis=1) >= det.adc_max_adu) | (
@@ -648,8 +179,3 @@ def make_shard(
     lab["exptime_s"] = exptime
     lab["eef_true"] = eef_true
     return stamps, lab
-
-
-def config_json(cfg: dict) -> str:
-    """Canonical JSON of a config (sorted keys): what manifests store and compare."""
-    return json.dumps(cfg, sort_keys=True)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from plato_sim.errors import ParameterError
+from plato_sim.optics.camera import FIELD_RADIUS_DEG
+
 __all__ = ["ground_test_fields", "sunflower_fields", "uniform_random_fields"]
 
 #: (theta_deg, count, first azimuth_deg): azimuths staggered between rings and kept at least
@@ -25,11 +28,11 @@ _RINGS_DEG = (
 
 
 def ground_test_fields(
-    n: int = 40, field_radius_deg: float = 18.89
+    n: int = 40, field_radius_deg: float = FIELD_RADIUS_DEG
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(theta_deg, phi_deg)`` of ``n`` test positions (the 40-position table for n = 40)."""
     if n < 1:
-        raise ValueError("at least one field position")
+        raise ParameterError("at least one field position")
     if n != 40:
         return sunflower_fields(n, 0.95 * field_radius_deg)
     th, ph = [], []
@@ -49,7 +52,7 @@ def sunflower_fields(n: int, radius_deg: float) -> tuple[np.ndarray, np.ndarray]
 
 
 def uniform_random_fields(
-    rng: np.random.Generator, n: int, radius_deg: float = 18.89
+    rng: np.random.Generator, n: int, radius_deg: float = FIELD_RADIUS_DEG
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random positions uniform over the field's area."""
     theta = radius_deg * np.sqrt(rng.uniform(0.0, 1.0, n))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from plato_cnn.data import ArrayFocusDataset
-from plato_cnn.model import FocusNetConfig
-from plato_cnn.train import TrainConfig, pretrain
+from plato_cnn.nn.data import ArrayFocusDataset
+from plato_cnn.nn.model import FocusNetConfig
+from plato_cnn.pipelines.pretrain import TrainConfig, pretrain
 
 
 def main(out: str) -> None:

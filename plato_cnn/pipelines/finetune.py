@@ -1,0 +1,388 @@
+"""Fine-tuning on ground-test campaigns whose only labels are the TRP1 temperatures.
+
+The true offsets of real frames are unknown, but the physics ties them together: within one
+camera the thermal focal shift is a piston, linear in temperature, so for every frame ``i`` of
+field position ``f``::
+
+    delta_i = s_c (T_i - T_f)
+
+with one sensitivity ``s_c`` per camera (free, even its sign) and one optimal temperature
+``T_f`` per field position.  The method (per camera):
+
+1. **The images' own EEF** anchors ``T_f`` (once, before training): per field position, the
+   mean ensquared-energy fraction of its frames on each plateau is fitted against TRP1 with
+   the improved classical estimator's shape (``log EEF`` a cubic in T with >= 4 plateaux, a
+   quadratic with 3; :mod:`plato_cnn.classical`) and ``T_f`` is its maximum.  This uses no
+   optical model: it is the classical measurement, made per field position.  (The earlier
+   anchor, the nominal field-averaged EEF template, ``anchor="template"``, assumes the
+   design's EEF-curve width and skew, which is wrong for exactly the cameras fine-tuning
+   is for.)  The anchors are then shifted together so that their mean is the improved
+   classical T_BF of the camera (``centre_on_classical``): one field's curve rests on ~10
+   frames per plateau and the argmax of a noisy cubic is biased, the field-averaged curve is
+   measured with 40 times more.  It needs >= 3 plateaux, which a ground-test campaign has.
+2. **Self-consistency** gives ``s_c`` (every epoch): the network's current predictions on the
+   camera's frames are regressed on ``T_i - T_f`` (robust, through the anchors).  The scale
+   of ``delta`` is what the images alone cannot fix without an optical model, and it does not
+   matter for ``T_BF`` with >= 2 plateaux, so the network's own scale is kept.
+3. **Pseudo-labels** ``s_c (T_i - T_f)`` train the offset by least squares at a fixed scale
+   (``mu_sigma_um``) and the sigma head by the likelihood of the detached offset: with the
+   Gaussian likelihood alone the network could absorb a wrong offset by widening sigma.
+
+Collapse guards: the pseudo-labels carry the anchors' temperatures (a network that predicted
+zero everywhere would get labels that are not zero), an L2-SP penalty keeps the weights near
+the pretrained ones, and a synthetic dataset (if given) is replayed with its true labels in
+every epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+
+from plato_cnn.classical import EXTRAPOLATE_DEGC, _shape_fit, improved_bft
+from plato_cnn.fit import EEFTemplate, fit_thermal_model, huber_weights
+from plato_cnn.nn.card import load_model, save_model
+from plato_cnn.nn.data import ArrayFocusDataset
+from plato_cnn.nn.model import FocusNet, prepare_inputs
+from plato_cnn.predict import network_stamps
+from plato_sim.errors import ParameterError
+
+__all__ = [
+    "FinetuneConfig",
+    "eef_field_optima",
+    "eef_field_optima_logpoly",
+    "field_anchors",
+    "pseudo_labels",
+    "finetune",
+]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning settings."""
+
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 3e-4
+    l2sp_weight: float = 1e-3
+    synthetic_samples_per_epoch: int = 4096
+    min_plateaux: int = 3
+    seed: int = 0
+    s_prior_um_per_degC: tuple[float, float] = (10.0, 10.0)
+    #: field anchors: "logpoly" (per-field classical fit) or "template" (nominal EEF curve)
+    anchor: str = "logpoly"
+    #: shift the per-field anchors so that their mean is the improved classical T_BF (the
+    #: field-averaged EEF curve is measured with 40x the frames of one field's curve)
+    centre_on_classical: bool = True
+    #: fixed scale of the offset's least-squares loss (um); None: Gaussian likelihood
+    mu_sigma_um: float | None = 5.0
+
+
+def eef_field_optima(
+    eef_values: np.ndarray,
+    temperature_degC: np.ndarray,
+    field_index: np.ndarray,
+    plateau_index: np.ndarray,
+    s_um_per_degC: float,
+    template: EEFTemplate,
+    n_fields: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per field, the temperature where its measured EEF peaks, from the EEF-curve shape.
+
+    For each field the mean EEF per plateau ``m_p`` is fitted by ``A g(s (T_p - T_f))`` with
+    ``A`` free (least squares) on a grid of ``T_f``.  Returns ``(T_f, rms residual)``; NaN for
+    fields with fewer than 3 plateaux.
+    """
+    n_p = int(plateau_index.max()) + 1
+    flat = plateau_index * n_fields + field_index
+    ok = np.isfinite(eef_values)
+    s = np.bincount(flat[ok], eef_values[ok], n_p * n_fields).reshape(n_p, n_fields)
+    c = np.bincount(flat[ok], minlength=n_p * n_fields).reshape(n_p, n_fields)
+    ts = np.bincount(flat, temperature_degC, n_p * n_fields).reshape(n_p, n_fields)
+    cn = np.bincount(flat, minlength=n_p * n_fields).reshape(n_p, n_fields)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = s / c
+        tp = ts / cn
+    t_f = np.full(n_fields, np.nan)
+    rms = np.full(n_fields, np.nan)
+    for f in range(n_fields):
+        good = np.isfinite(m[:, f]) & np.isfinite(tp[:, f])
+        if good.sum() < 3:
+            continue
+        y, t = m[good, f], tp[good, f]
+        grid = np.linspace(t.min() - 5.0, t.max() + 5.0, 601)
+        g = template(s_um_per_degC * (t[None, :] - grid[:, None]))  # (G, P)
+        a = np.sum(g * y, axis=1) / np.maximum(np.sum(g * g, axis=1), 1e-12)
+        res = np.sum((y[None, :] - a[:, None] * g) ** 2, axis=1)
+        k = int(np.argmin(res))
+        t_f[f] = grid[k]
+        rms[f] = math.sqrt(res[k] / good.sum())
+    return t_f, rms
+
+
+def eef_field_optima_logpoly(
+    eef_values: np.ndarray,
+    temperature_degC: np.ndarray,
+    field_index: np.ndarray,
+    plateau_index: np.ndarray,
+    n_fields: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per field, the maximum of ``log`` (mean EEF per plateau) fitted by a polynomial in T.
+
+    The improved classical estimator's shape (:func:`plato_cnn.classical.improved_bft`),
+    applied to one field position: cubic with >= 4 plateaux, quadratic with 3, weighted by
+    the standard error of each plateau's mean, maximum allowed ``EXTRAPOLATE_DEGC`` beyond the
+    sampled range.  Returns ``(T_f, rms residual of log EEF)``; NaN for fields with fewer
+    than 3 plateaux.
+    """
+    n_p = int(plateau_index.max()) + 1
+    flat = plateau_index * n_fields + field_index
+    ok = np.isfinite(eef_values) & (eef_values > 0)
+    shape = (n_p, n_fields)
+    c = np.bincount(flat[ok], minlength=n_p * n_fields).reshape(shape)
+    s1 = np.bincount(flat[ok], eef_values[ok], n_p * n_fields).reshape(shape)
+    s2 = np.bincount(flat[ok], eef_values[ok] ** 2, n_p * n_fields).reshape(shape)
+    ts = np.bincount(flat, temperature_degC, n_p * n_fields).reshape(shape)
+    cn = np.bincount(flat, minlength=n_p * n_fields).reshape(shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = s1 / c
+        var = np.maximum(s2 / c - m**2, 0.0) * c / np.maximum(c - 1, 1)
+        sem = np.sqrt(var / c)
+        tp = ts / cn
+    t_f = np.full(n_fields, np.nan)
+    rms = np.full(n_fields, np.nan)
+    for f in range(n_fields):
+        good = (c[:, f] >= 2) & np.isfinite(tp[:, f]) & (m[:, f] > 0)
+        n_good = int(good.sum())
+        if n_good < 3:
+            continue
+        t, y = tp[good, f], m[good, f]
+        sig = np.maximum(sem[good, f], 1e-3 * y)
+        deg = 3 if n_good >= 4 else 2
+        lo, hi = float(t.min()) - EXTRAPOLATE_DEGC, float(t.max()) + EXTRAPOLATE_DEGC
+        t_f[f], _, coef, tm = _shape_fit(t, y, sig, lo, hi, deg)
+        rms[f] = float(np.sqrt(np.mean((np.log(y) - np.polyval(coef, t - tm)) ** 2)))
+    return t_f, rms
+
+
+def _slope_through_anchors(
+    delta_um: np.ndarray, sigma_um: np.ndarray, x_degC: np.ndarray, huber_k: float = 2.0
+) -> float:
+    """Robust weighted LS slope of ``delta = s x`` (Huber re-weighting), ``x = T - T_f``."""
+    ok = np.isfinite(delta_um) & np.isfinite(x_degC) & np.isfinite(sigma_um)
+    d, x = delta_um[ok], x_degC[ok]
+    w0 = 1.0 / np.maximum(sigma_um[ok], 1e-3) ** 2
+    w = w0.copy()
+    s = 0.0
+    for _ in range(8):
+        s = float(np.sum(w * d * x) / max(np.sum(w * x * x), 1e-12))
+        w = w0 * huber_weights((d - s * x) * np.sqrt(w0), huber_k)
+    return s
+
+
+def field_anchors(
+    frames, eef_values: np.ndarray, centre_on_classical: bool = True, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The ``"logpoly"`` anchors of one camera: ``(T_f, rms, sigma of their mean)``.
+
+    ``T_f`` per field of ``np.unique(frames.field_id)`` (:func:`eef_field_optima_logpoly`),
+    shifted together onto the camera's improved classical T_BF when ``centre_on_classical``
+    (then the sigma is that estimate's; NaN otherwise).
+    """
+    _, plateau = np.unique(frames.obsid, return_inverse=True)
+    fids, f = np.unique(frames.field_id, return_inverse=True)
+    t_f, rms = eef_field_optima_logpoly(eef_values, frames.temperature_degC, f, plateau, len(fids))
+    sigma = float("nan")
+    if centre_on_classical:
+        cl = improved_bft(frames, eef_values=eef_values, n_boot=100, seed=seed)
+        t_f = t_f - np.nanmean(t_f) + cl.bft_degC
+        sigma = float(cl.sigma_degC)
+    return t_f, rms, sigma
+
+
+@torch.no_grad()
+def pseudo_labels(
+    model: FocusNet,
+    frames,
+    eef_values: np.ndarray,
+    template: EEFTemplate | None,
+    s_prior: tuple[float, float],
+    anchor: str = "logpoly",
+    anchors: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Pseudo-labels (um) for the usable frames of one camera, and the fitted quantities.
+
+    ``anchors`` (``(T_f, rms)`` per field of ``np.unique(frames.field_id)``) skips the
+    per-field EEF fit when it was computed before (``anchor="logpoly"`` does not change
+    between epochs).
+    """
+    pred = model.predict(network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg)
+    _, plateau = np.unique(frames.obsid, return_inverse=True)
+    fids, f = np.unique(frames.field_id, return_inverse=True)
+    s_net, s_sig, t_f_net = fit_thermal_model(
+        pred["mu_um"], pred["sigma_um"], frames.temperature_degC, f, len(fids), s_prior
+    )
+    if anchor == "template":
+        if template is None:
+            raise ParameterError('anchor="template" needs the model\'s EEF template')
+        t_f, rms = eef_field_optima(
+            eef_values, frames.temperature_degC, f, plateau, abs(s_net), template, len(fids)
+        )
+    elif anchors is not None:
+        t_f, rms = anchors
+    else:
+        t_f, rms, _ = field_anchors(frames, eef_values)
+    x = frames.temperature_degC - t_f[f]
+    s = _slope_through_anchors(pred["mu_um"], pred["sigma_um"], x)
+    labels = s * x
+    info = {
+        "anchor": anchor,
+        "s_um_per_degC": float(s),
+        "s_free_fit_um_per_degC": float(s_net),
+        "s_sigma_um_per_degC": float(s_sig),
+        "t_field_eef_degC": t_f.tolist(),
+        "t_field_net_degC": t_f_net.tolist(),
+        "net_minus_eef_degC_mean": float(np.nanmean(t_f_net - t_f)),
+        "net_minus_eef_degC_rms": float(np.sqrt(np.nanmean((t_f_net - t_f) ** 2))),
+        "eef_fit_rms": float(np.nanmean(rms)),
+    }
+    return labels, info
+
+
+def _l2sp(model: FocusNet, ref: dict[str, torch.Tensor]) -> torch.Tensor:
+    tot = torch.zeros(())
+    for name, p in model.named_parameters():
+        tot = tot + ((p - ref[name]) ** 2).sum()
+    return tot
+
+
+def finetune(
+    frames_list: list,
+    out_dir: str | Path,
+    base_model_dir: str | Path | None = None,
+    config: FinetuneConfig | None = None,
+    synthetic: Dataset | None = None,
+    progress: bool = True,
+) -> dict:
+    """Fine-tune a model on campaigns (list of usable :class:`CampaignFrames`, one per camera).
+
+    Returns a summary (per camera: s, the EEF-anchored field temperatures, the mean offset of
+    the network's field temperatures from them before and after).
+    """
+    from plato_cnn.metrics import frame_eef
+    from plato_cnn.nn.card import default_model_dir
+
+    cfg = config or FinetuneConfig()
+    base = Path(base_model_dir or default_model_dir())
+    if cfg.anchor not in ("logpoly", "template"):
+        raise ParameterError(f"anchor={cfg.anchor!r}: 'logpoly' or 'template'")
+    model, desc = load_model(base)
+    template = None
+    if cfg.anchor == "template":
+        if "eef_template" not in desc:
+            raise ParameterError(f"{base}: model has no EEF template (needed to anchor the fields)")
+        template = EEFTemplate.from_dict(desc["eef_template"])
+    for k, fr in enumerate(frames_list):
+        n_plat = len(np.unique(fr.obsid))
+        if n_plat < cfg.min_plateaux:
+            raise ParameterError(
+                f"campaign {k} ({fr.camera}): {n_plat} plateaux; fine-tuning needs "
+                f">= {cfg.min_plateaux} to anchor the field temperatures with the EEF"
+            )
+    torch.manual_seed(cfg.seed)
+    eefs = [frame_eef(fr.stamps) for fr in frames_list]
+    anchors = [None] * len(frames_list)
+    anchor_sigmas: list[float] = []
+    if cfg.anchor == "logpoly":
+        for k, fr in enumerate(frames_list):
+            t_f, rms, sig = field_anchors(fr, eefs[k], cfg.centre_on_classical, cfg.seed)
+            anchors[k] = (t_f, rms)
+            if np.isfinite(sig):
+                anchor_sigmas.append(sig)
+    ref = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed)
+    history = []
+    before = None
+    for epoch in range(cfg.epochs):
+        parts, infos = [], []
+        for k, fr in enumerate(frames_list):
+            lab, info = pseudo_labels(
+                model, fr, eefs[k], template, cfg.s_prior_um_per_degC, cfg.anchor, anchors[k]
+            )
+            ok = np.isfinite(lab)
+            parts.append(
+                ArrayFocusDataset(
+                    network_stamps(fr)[ok],
+                    fr.field_theta_deg[ok],
+                    fr.field_phi_deg[ok],
+                    lab[ok],
+                    np.full(ok.sum(), k),
+                )  # fmt: skip
+            )
+            infos.append(info)
+        if before is None:
+            before = infos
+        sets: list[Dataset] = list(parts)
+        if synthetic is not None and cfg.synthetic_samples_per_epoch > 0:
+            n = min(len(synthetic), cfg.synthetic_samples_per_epoch)
+            sets.append(Subset(synthetic, rng.choice(len(synthetic), n, replace=False).tolist()))
+        loader = DataLoader(
+            ConcatDataset(sets),
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(cfg.seed + epoch),
+        )
+        model.train()
+        tot, n_seen = 0.0, 0
+        for stamp, theta, phi, target in loader:
+            img, sc = prepare_inputs(stamp, theta, phi, model.config.crop)
+            loss, _ = FocusNet.loss(model(img, sc), target.float(), fixed_sigma_um=cfg.mu_sigma_um)
+            loss = loss + cfg.l2sp_weight * _l2sp(model, ref)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            tot += float(loss.detach()) * len(target)
+            n_seen += len(target)
+        history.append({"epoch": epoch + 1, "loss": tot / max(1, n_seen)})
+        if progress:
+            print(f"finetune epoch {epoch + 1}/{cfg.epochs}: loss {tot / max(1, n_seen):.4f}")
+    model.eval()
+    after = [
+        pseudo_labels(
+            model, fr, eefs[k], template, cfg.s_prior_um_per_degC, cfg.anchor, anchors[k]
+        )[1]
+        for k, fr in enumerate(frames_list)
+    ]
+    # the plateau head was trained on the base network's outputs: it does not describe the
+    # fine-tuned one, which therefore has none (plato_cnn.nn.plateau_head); the bootstrap scale
+    # measured the simulator's spread of s, which says nothing of the cameras fine-tuned on
+    drop = ("architecture", "plateau_head", "bootstrap_scale", "without_plateau_head")
+    meta = {k: v for k, v in desc.items() if k not in drop}
+    meta["finetune"] = {
+        "config": asdict(cfg),
+        "base_model": str(base),
+        "cameras": [fr.camera for fr in frames_list],
+        "history": history,
+        "before": before,
+        "after": after,
+    }
+    # The fine-tuned network's T_BF is tied to its anchors, whose uncertainty is the improved
+    # classical sigma; the base model's calibration (the one without the plateau head, which
+    # the fine-tuned model lacks), made in the simulator's population, cannot see how far a
+    # real camera lies from it.  So the anchors' RMS sigma is added in quadrature.
+    sys_table = desc.get("without_plateau_head", desc).get("systematic_sigma_degC")
+    if sys_table:
+        a = float(np.sqrt(np.mean(np.square(anchor_sigmas)))) if anchor_sigmas else 0.0
+        meta["systematic_sigma_degC"] = {k: float(np.hypot(v, a)) for k, v in sys_table.items()}
+        meta["finetune"]["anchor_sigma_degC"] = a
+    save_model(model, out_dir, meta)
+    (Path(out_dir) / "finetune.json").write_text(json.dumps(meta["finetune"], indent=2))
+    return meta["finetune"]
