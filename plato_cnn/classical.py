@@ -39,7 +39,7 @@ import numpy as np
 
 from plato_cnn.metrics import frame_eef
 from plato_cnn.reader import CampaignFrames
-from plato_sim.errors import InsufficientPlateaux, ParameterError
+from plato_sim.errors import InsufficientPlateaux, ParameterError, warn
 
 __all__ = [
     "POLY_FITS",
@@ -54,7 +54,6 @@ __all__ = [
     "test_house_bft",
     "improved_bft",
     "estimate_bft",
-    "plot_bft",
 ]
 
 #: Polynomial fits of the test houses: name -> degree.
@@ -248,8 +247,10 @@ def test_house_bft(
     warnings = []
     if edge:
         warnings.append(
-            f"{fit} maximum at the edge of the sampled range ({x_best + tm:.2f} degC): "
-            "the best focus may lie outside the plateaux"
+            warn(
+                f"{fit} maximum at the edge of the sampled range ({x_best + tm:.2f} degC): "
+                "the best focus may lie outside the plateaux"
+            )
         )
     cg = np.linspace(lo, hi, 121)
     used = int(np.sum(table.counts[keep]))
@@ -296,6 +297,8 @@ def _field_means(
     return m
 
 
+# Long because: one estimator read top to bottom (table, shape fit, bootstrap, sigma,
+# result); its intermediate arrays feed both the bootstrap and the report.
 def improved_bft(
     frames: CampaignFrames,
     fit: str = "gauss",
@@ -361,14 +364,18 @@ def improved_bft(
     warnings = []
     if len(boots) < max(10, n_boot // 2):
         warnings.append(
-            f"only {len(boots)} of {n_boot} bootstrap replicates usable: too few frames per "
-            "field and plateau for a bootstrap sigma"
+            warn(
+                f"only {len(boots)} of {n_boot} bootstrap replicates usable: too few frames per "
+                "field and plateau for a bootstrap sigma"
+            )
         )
     sigma_boot = float(np.std(boots)) if len(boots) >= 2 else float("nan")
     model_term = abs(fits0[3][0] - fits0[2][0]) / 2.0 if 3 in fits0 else 0.0
     sigma = float(np.hypot(sigma_boot, model_term))
     if edge:
-        warnings.append(f"{fit} maximum at the edge of the allowed range [{lo:.1f}, {hi:.1f}] degC")
+        warnings.append(
+            warn(f"{fit} maximum at the edge of the allowed range [{lo:.1f}, {hi:.1f}] degC")
+        )
     cg = np.linspace(lo - tm, hi - tm, 121)
     curve = np.exp(np.polyval(coef, cg))
     return BFTResult(
@@ -412,47 +419,3 @@ def estimate_bft(
     if fit in IMPROVED_FITS:
         return improved_bft(frames, fit, variant, eef_values, n_boot=n_boot, seed=seed)
     raise ParameterError(f"unknown fit {fit!r}; choose one of {FITS}")
-
-
-def plot_bft(frames: CampaignFrames, eef_values: np.ndarray, result: BFTResult, path: str) -> str:
-    """EEF against TRP1 per field position (thin lines), the field mean, the fit and the BFT."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    reducer = result.extra.get("reducer", "max")
-    sel = frames.select(np.isin(frames.obsid, result.obsids))
-    table = eef_table(sel, eef_values[np.isin(frames.obsid, result.obsids)], reducer)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    order = np.argsort(table.temperature_degC)
-    for f in range(table.values.shape[1]):
-        ax.plot(table.temperature_degC[order], table.values[order, f], "-", color="0.75", lw=0.6)
-    ax.errorbar(
-        result.temperatures_degC,
-        result.mean_eef,
-        yerr=np.asarray(result.std_eef) / np.sqrt(np.maximum(result.n_fields, 1)),
-        fmt="o",
-        color="k",
-        label=f"{reducer} EEF over frames, mean over {max(result.n_fields)} field positions",
-    )
-    ax.plot(result.curve_t_degC, result.curve_eef, "-", color="C0", label=f"{result.fit} fit")
-    ax.axvspan(
-        result.bft_degC - result.sigma_degC,
-        result.bft_degC + result.sigma_degC,
-        color="C3",
-        alpha=0.2,
-    )
-    ax.axvline(
-        result.bft_degC,
-        color="C3",
-        label=f"BFT {result.bft_degC:.2f} +- {result.sigma_degC:.2f} degC",
-    )
-    ax.set_xlabel("TRP1 (degC)")
-    ax.set_ylabel(f"EEF ({result.variant})")
-    ax.set_title(f"{frames.camera}: best-focus temperature ({result.method}, {result.fit})")
-    ax.legend(fontsize=8, loc="lower center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -58,28 +58,15 @@ def _eef_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _eef_run(args: argparse.Namespace, frames) -> dict:
-    from plato_cnn.classical import estimate_bft, plot_bft
+    from plato_cnn.classical import estimate_bft
     from plato_cnn.metrics import frame_eef
+    from plato_cnn.report import eef_result, plot_eef_bft, save_figure
 
     e = frame_eef(frames.stamps, args.variant)
     r = estimate_bft(frames, args.fit, args.variant, e, seed=args.seed, n_boot=args.n_boot)
     if args.plot:
-        plot_bft(frames, e, r, args.plot)
-    return {
-        "fit": r.fit,
-        "eef_variant": r.variant,
-        "bft_degC": r.bft_degC,
-        "sigma_degC": r.sigma_degC,
-        "obsids": r.obsids,
-        "frames_used": r.frames_used,
-        "plateaux_degC": r.temperatures_degC,
-        "mean_eef": r.mean_eef,
-        "std_eef": r.std_eef,
-        "n_fields": r.n_fields,
-        "at_edge": r.at_edge,
-        "warnings": list(r.warnings),
-        "details": r.extra,
-    }
+        save_figure(plot_eef_bft(frames, e, r), args.plot)
+    return eef_result(r)
 
 
 # ----------------------------------------------------------------------------- bft: cnn
@@ -103,7 +90,8 @@ def _cnn_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cnn_run(args: argparse.Namespace, frames) -> dict:
-    from plato_cnn.predict import cnn_bft, plot_cnn_bft
+    from plato_cnn.predict import cnn_bft
+    from plato_cnn.report import cnn_result, plot_cnn_bft, save_figure
 
     fit, info = cnn_bft(
         frames,
@@ -116,26 +104,8 @@ def _cnn_run(args: argparse.Namespace, frames) -> dict:
     )
     if args.plot:
         use = frames.usable
-        plot_cnn_bft(frames.select(use), fit, info["frame_mu_um"], args.plot)
-    return {
-        "fit": "thermal-model",
-        "bft_degC": fit.t_bf_degC,
-        "sigma_degC": fit.sigma_degC,
-        "obsids": sorted(int(o) for o in set(frames.obsid[frames.usable].tolist())),
-        "frames_used": info["frames_used"],
-        "sign_ambiguous": fit.sign_ambiguous,
-        "s_um_per_degC": fit.s_um_per_degC,
-        "s_sigma_um_per_degC": fit.s_sigma_um_per_degC,
-        "s_measured": fit.s_measured,
-        "s_prior_um_per_degC": list(args.s_prior) if args.s_prior else None,
-        "plateau_head_correction_um": info["plateau_head_correction_um"],
-        "n_plateaux": fit.n_plateaux,
-        "template_shift_degC": fit.template_shift_degC,
-        "p_behind_mean": fit.p_behind_mean,
-        "model": info["model"],
-        "model_version": info["model_version"],
-        "warnings": list(fit.warnings),
-    }
+        save_figure(plot_cnn_bft(frames.select(use), fit, info["frame_mu_um"]), args.plot)
+    return cnn_result(fit, info, frames.obsid[frames.usable].tolist(), args.s_prior)
 
 
 #: ``--method`` name -> (add its arguments, run it on the frames).
@@ -257,31 +227,23 @@ def _cmd_focus_check(args: argparse.Namespace) -> int:
         f"stars used{'; side of focus ambiguous' if report['sign_ambiguous'] else ''})"
     )
     if args.json:
+        from plato_cnn.report import write_json
+
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, report)
     return 0
 
 
 def _cmd_bft(args: argparse.Namespace) -> int:
     from plato_cnn.reader import read_campaign
+    from plato_cnn.report import campaign_report, check_output_path, write_json
 
+    for out_path in (args.json, args.plot):
+        if out_path:
+            check_output_path(out_path, inputs=[args.campaign_dir])
     frames = read_campaign(args.campaign_dir, obsids=args.obsids, strict=args.strict)
-    report = BFT_METHODS[args.method][1](args, frames)
-    drops = dict(frames.drops.frames)
-    for k, v in frames.excluded_counts().items():
-        drops[k] = drops.get(k, 0) + v
-    out = {
-        "camera": frames.camera,
-        "site": frames.site,
-        "campaign": str(Path(args.campaign_dir).resolve()),
-        "method": args.method,
-        **report,
-        "frames_read": len(frames),
-        "frames_dropped": int(sum(drops.values())),
-        "drops": drops,
-        "warnings": frames.drops.warnings + report.get("warnings", []),
-        "unstable_obsids": [o.obsid for o in frames.observations if o.unstable],
-    }
+    result = BFT_METHODS[args.method][1](args, frames)
+    out = campaign_report(frames, args.campaign_dir, args.method, result)
     for w in out["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(
@@ -290,8 +252,7 @@ def _cmd_bft(args: argparse.Namespace) -> int:
         f"{out['frames_dropped']} dropped)"
     )
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, out)
     return 0
 
 

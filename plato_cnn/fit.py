@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plato_sim.errors import ParameterError
+from plato_sim.errors import ParameterError, warn
 from plato_sim.optics.thermal import S_PRIOR_UM_PER_DEGC
 
 __all__ = [
@@ -208,6 +208,8 @@ def _argmax_template(t_f: np.ndarray, s: float, template: EEFTemplate | None) ->
     return float(grid[k])
 
 
+# Long because: the thermal-model fit, its bootstrap and its sanity checks share the
+# per-field arrays; split, each step would take and return a dozen of them.
 def fit_bft(
     delta_um: np.ndarray,
     sigma_um: np.ndarray,
@@ -248,14 +250,14 @@ def fit_bft(
     ok = np.isfinite(d) & np.isfinite(sig) & np.isfinite(t)
     warnings: list[str] = []
     if not np.all(ok):
-        warnings.append(f"{int((~ok).sum())} frames with non-finite predictions ignored")
+        warnings.append(warn(f"{int((~ok).sum())} frames with non-finite predictions ignored"))
     ids, f = np.unique(np.asarray(field_id)[ok], return_inverse=True)
     d, sig, t = d[ok], sig[ok], t[ok]
     plate = np.round(t * 2) / 2 if plateau_id is None else np.asarray(plateau_id)[ok]
     n_plat = len(np.unique(plate))
     s_measured = n_plat >= 2
     if not s_measured:
-        warnings.append("one plateau: s held at its prior, its uncertainty propagated")
+        warnings.append(warn("one plateau: s held at its prior, its uncertainty propagated"))
     nf = len(ids)
     s, s_sig, t_f = fit_thermal_model(d, sig, t, f, nf, s_prior)
     t_bf = _argmax_template(t_f, s, combiner)
@@ -287,18 +289,24 @@ def fit_bft(
     # (domain-shift benchmark: errors of 30-140 degC before fine-tuning).
     if s_measured and not (0.25 * s_prior[0] <= abs(s) <= 4.0 * s_prior[0]):
         warnings.append(
-            f"fitted s = {s:.2f} um/degC is implausible (prior {s_prior[0]:g} +- "
-            f"{s_prior[1]:g}): the network's offsets do not follow the temperature as focus "
-            "should (model mismatch?); fine-tune on these campaigns or use --method eef"
+            warn(
+                f"fitted s = {s:.2f} um/degC is implausible (prior {s_prior[0]:g} +- "
+                f"{s_prior[1]:g}): the network's offsets do not follow the temperature as focus "
+                "should (model mismatch?); fine-tune on these campaigns or use --method eef"
+            )
         )
     t_lo, t_hi = float(np.min(t)), float(np.max(t))
     if not t_lo - OUT_OF_RANGE_DEGC <= t_bf <= t_hi + OUT_OF_RANGE_DEGC:
         warnings.append(
-            f"T_BF = {t_bf:.1f} degC lies more than {OUT_OF_RANGE_DEGC:g} degC outside the "
-            f"sampled range [{t_lo:.1f}, {t_hi:.1f}] degC: an extrapolation, not a measurement"
+            warn(
+                f"T_BF = {t_bf:.1f} degC lies more than {OUT_OF_RANGE_DEGC:g} degC outside the "
+                f"sampled range [{t_lo:.1f}, {t_hi:.1f}] degC: an extrapolation, not a measurement"
+            )
         )
     if ambiguous:
-        warnings.append(f"side of focus undecided from one plateau (mean P(behind) = {p_mean:.2f})")
+        warnings.append(
+            warn(f"side of focus undecided from one plateau (mean P(behind) = {p_mean:.2f})")
+        )
     return FocusFit(
         t_bf_degC=t_bf,
         sigma_degC=sigma,

@@ -47,9 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
-from plato_cnn.fit import DEFAULT_S_PRIOR_UM_PER_DEGC, SIGN_BOUNDS
-from plato_cnn.nn.card import load_model, update_model_json
-from plato_sim.errors import ParameterError
+from plato_cnn.fit import SIGN_BOUNDS
+from plato_cnn.nn.card import ModelCard, load_model, update_model_json
+from plato_sim.errors import ParameterError, warn
 
 __all__ = [
     "FocusCheck",
@@ -200,7 +200,7 @@ def robust_mean(
 
 
 # ----------------------------------------------------------------------------- the focus map
-def _focus_map(desc: dict):
+def _focus_map(desc: ModelCard):
     """The nominal design's per-field best-focus map stored in a model's description."""
     from plato_sim.scenes.sampling import CameraEntry
 
@@ -248,6 +248,8 @@ def field_offsets_um(entry, theta_deg: np.ndarray, phi_deg: np.ndarray) -> np.nd
 
 
 # ----------------------------------------------------------------------------- the estimate
+# Long because: the in-orbit check reads as the documented sequence (checks,
+# per-star offsets, field map, robust mean, sigma terms, report) over shared per-star arrays.
 def focus_check(
     field,
     temperature_degC: float,
@@ -290,14 +292,16 @@ def focus_check(
         raise ParameterError(
             f"imagettes of {h}x{w} px are smaller than the model's input ({crop} px)"
         )
-    trained = desc.get("imagette_size_px")
+    trained = desc.imagette_size_px
     if trained and (h, w) != (int(trained), int(trained)):
-        warnings.append(f"model trained on {trained}x{trained} imagettes, these are {h}x{w}")
+        warnings.append(warn(f"model trained on {trained}x{trained} imagettes, these are {h}x{w}"))
     t_hdr = field.header.get("trp1_degC")
     if t_hdr is not None and abs(float(t_hdr) - temperature_degC) > 0.5:
         warnings.append(
-            f"--temperature-degC {temperature_degC:.2f} differs from the file's TRP1_T "
-            f"{float(t_hdr):.2f} by more than 0.5 degC"
+            warn(
+                f"--temperature-degC {temperature_degC:.2f} differs from the file's TRP1_T "
+                f"{float(t_hdr):.2f} by more than 0.5 degC"
+            )
         )
     gain = float(field.header["gain_e_per_adu"])
     orient = PLATO_NORMAL_CAMERA.ccd_orientation_deg
@@ -327,19 +331,20 @@ def focus_check(
     mu[sel], sig[sel], pb[sel] = pred["mu_um"], pred["sigma_um"], pred["p_behind"]
     fmap = _focus_map(desc)
     if fmap is None:
-        warnings.append("model has no stored focus map: computed from the nominal design")
+        warnings.append(warn("model has no stored focus map: computed from the nominal design"))
         fmap = _nominal_focus_map()
     c_um[sel] = field_offsets_um(fmap, stars["theta_deg"][sel], stars["phi_deg"][sel])
     g = mu[sel] + c_um[sel]
     mean, s_stat, keep, birge = robust_mean(g, sig[sel])
     used = np.zeros(n, bool)
     used[sel[keep]] = True
-    s_sys = float(desc.get("focus_check_systematic_um", 0.0)) if systematic else 0.0
-    if systematic and "focus_check_systematic_um" not in desc:
-        warnings.append("model has no systematic calibration: sigma is statistical only")
+    fc_sys = desc.focus_check_systematic_um
+    s_sys = float(fc_sys or 0.0) if systematic else 0.0
+    if systematic and fc_sys is None:
+        warnings.append(warn("model has no systematic calibration: sigma is statistical only"))
     s_g = math.hypot(s_stat, s_sys)
     # --- to a temperature change
-    s0, ss = tuple(s_prior or desc.get("s_prior_um_per_degC") or DEFAULT_S_PRIOR_UM_PER_DEGC)
+    s0, ss = tuple(s_prior or desc.s_prior_um_per_degC)
     dt = -mean / s0
     dt_sig = math.sqrt((s_g / s0) ** 2 + (mean * ss / s0**2) ** 2)
     wk = 1.0 / sig[sel][keep] ** 2
@@ -347,16 +352,18 @@ def focus_check(
     ambiguous = SIGN_BOUNDS[0] < p_mean < SIGN_BOUNDS[1]
     if ambiguous:
         warnings.append(
-            f"side of focus undecided by the stars (mean P(behind) = {p_mean:.2f}): "
-            + (
-                "expected near best focus"
-                if abs(dt) <= 2 * dt_sig
-                else "the direction of the change is not reliable"
+            warn(
+                f"side of focus undecided by the stars (mean P(behind) = {p_mean:.2f}): "
+                + (
+                    "expected near best focus"
+                    if abs(dt) <= 2 * dt_sig
+                    else "the direction of the change is not reliable"
+                )
             )
         )
     n_out = int((~keep).sum())
     if n_out:
-        warnings.append(f"{n_out} stars rejected as outliers (> {OUTLIER_SIGMAS:g} sigma)")
+        warnings.append(warn(f"{n_out} stars rejected as outliers (> {OUTLIER_SIGMAS:g} sigma)"))
     return FocusCheck(
         temperature_degC=float(temperature_degC),
         shift_um=float(mean),
@@ -384,7 +391,7 @@ def focus_check(
     )
 
 
-def model_reliance(fc: FocusCheck, desc: dict) -> dict:
+def model_reliance(fc: FocusCheck, desc: ModelCard) -> dict:
     """What in a focus check leans on the optical model rather than on the images."""
     s0 = fc.s_prior_um_per_degC[0]
     return {
@@ -401,7 +408,7 @@ def model_reliance(fc: FocusCheck, desc: dict) -> dict:
         "network": (
             "per-star offsets from a FocusNet trained on simulated imagettes (design + random "
             "camera perturbations, blackbody stars): the PSF model is the optical model's; "
-            f"model {desc.get('package_version', '?')}"
+            f"model {desc.package_version}"
         ),
         "best_focus_definition": (
             "T_BF as in docs/facts.md: maximum of the field-averaged expected EEF over the "
@@ -434,7 +441,8 @@ def focus_check_file(
         "file_trp1_degC": field.header.get("trp1_degC"),
         **fc.to_dict(),
         "model": str(model_dir or inorbit_model_dir()),
-        "model_version": desc.get("package_version"),
+        "model_version": desc.package_version,
+        "model_card_sha256": desc.sha256(),
         "model_reliance": model_reliance(fc, desc),
     }
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from plato_cnn.fit import DEFAULT_S_PRIOR_UM_PER_DEGC, EEFTemplate, FocusFit, fit_bft
-from plato_cnn.nn.card import RECHECK_KEY, default_model_dir, load_model
-from plato_sim.errors import ParameterError
+from plato_cnn.fit import FocusFit, fit_bft
+from plato_cnn.nn.card import ModelCard, default_model_dir, load_model
+from plato_sim.errors import ParameterError, warn
 from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, Camera
 from plato_sim.stamps import ccd_to_focal_plane_orientation
 
-__all__ = ["cnn_bft", "predict_frames", "network_stamps", "plot_cnn_bft"]
+__all__ = ["cnn_bft", "predict_frames", "network_stamps"]
 
 
 def network_stamps(frames, camera: Camera = PLATO_NORMAL_CAMERA) -> np.ndarray:
@@ -33,14 +33,16 @@ def network_stamps(frames, camera: Camera = PLATO_NORMAL_CAMERA) -> np.ndarray:
 
 def predict_frames(frames, model_dir: str | Path | None = None, device: str = "cpu") -> dict:
     """FocusNet outputs for every frame: ``mu_um``, ``sigma_um``, ``p_behind`` and the model."""
-    model, desc = load_model(model_dir or default_model_dir(), device)
+    model, card = load_model(model_dir or default_model_dir(), device)
     pred = model.predict(
         network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg, device=device
     )
-    pred["model_description"] = desc
+    pred["model_card"] = card
     return pred
 
 
+# Long because: the inference path in order (network, plateau head, thermal-model
+# fit, systematic sigma, report), kept in one place so that a reader sees every step.
 def cnn_bft(
     frames,
     model_dir: str | Path | None = None,
@@ -80,25 +82,22 @@ def cnn_bft(
         raise ParameterError("no usable frame for the CNN estimate")
     sel = frames.select(use)
     pred = predict_frames(sel, model_dir, device)
-    desc = pred["model_description"]
-    template = None
-    if "eef_template" in desc:
-        template = EEFTemplate.from_dict(desc["eef_template"])
-    prior = tuple(s_prior or desc.get("s_prior_um_per_degC", DEFAULT_S_PRIOR_UM_PER_DEGC))
+    card: ModelCard = pred["model_card"]
+    prior = tuple(s_prior or card.s_prior_um_per_degC)
     if not (np.isfinite(prior[0]) and prior[0] != 0 and np.isfinite(prior[1]) and prior[1] > 0):
         raise ParameterError(f"s prior {prior}: need a finite non-zero mean and a sigma > 0")
     mu = pred["mu_um"]
     corrections: dict[int, float] = {}
     skipped: list[str] = []
     if plateau_head:
-        mu, corrections, skipped = _plateau_corrections(sel, pred, model_dir, desc, prior[0])
+        mu, corrections, skipped = _plateau_corrections(sel, pred, model_dir, card, prior[0])
     fit = fit_bft(
         mu,
         pred["sigma_um"],
         sel.temperature_degC,
         sel.field_id,
         p_behind=pred["p_behind"],
-        template=template,
+        template=card.eef_template,
         s_prior=prior,
         plateau_id=sel.obsid,
         n_boot=n_boot,
@@ -107,33 +106,35 @@ def cnn_bft(
     if corrections:
         listed = ", ".join(f"{c:+.1f}" for c in corrections.values())
         fit.warnings.append(
-            f"plateau head: each plateau's mean offset corrected by {listed} um (trained on "
-            "the simulator's camera population)"
+            warn(
+                f"plateau head: each plateau's mean offset corrected by {listed} um (trained on "
+                "the simulator's camera population)"
+            )
         )
     fit.warnings.extend(skipped)
     # the calibration made with the head describes fits in which it corrected every plateau
-    tables = desc
-    if len(corrections) < len(np.unique(sel.obsid)) and "without_plateau_head" in desc:
-        tables = desc["without_plateau_head"]
-    sys_table = tables.get("systematic_sigma_degC") if systematic else None
-    if sys_table:
-        # the calibration entry for the largest plateau count not above this fit's; a
-        # one-plateau fit with a given s has its own entry (s from an earlier sweep)
-        keys = sorted(int(k) for k in sys_table if k.isdigit())
-        key = str(max([x for x in keys if x <= fit.n_plateaux] or [keys[0]]))
-        if s_prior is not None and not fit.s_measured and RECHECK_KEY in sys_table:
-            key = RECHECK_KEY
-        s_sys = float(sys_table[key])
-        scale = float(tables.get("bootstrap_scale", {}).get(key, 1.0))
+    table = card.sigma
+    if len(corrections) < len(np.unique(sel.obsid)) and card.sigma_without_head is not None:
+        table = card.sigma_without_head
+    # the calibration entry for the largest plateau count not above this fit's; a
+    # one-plateau fit with a given s has its own entry (s from an earlier sweep)
+    entry = None
+    if systematic and table is not None:
+        entry = table.entry(fit.n_plateaux, recheck=s_prior is not None and not fit.s_measured)
+    if entry is not None:
+        _, s_sys, scale = entry
         fit.sigma_degC = float(np.hypot(scale * fit.sigma_degC, s_sys))
         note = f" and the bootstrap scaled by {scale:.2f}" if scale != 1.0 else ""
-        fit.warnings.append(f"sigma includes the calibrated systematic {s_sys:.2f} degC{note}")
+        fit.warnings.append(
+            warn(f"sigma includes the calibrated systematic {s_sys:.2f} degC{note}")
+        )
     elif systematic:
-        fit.warnings.append("model has no sigma calibration: sigma is the bootstrap's only")
+        fit.warnings.append(warn("model has no sigma calibration: sigma is the bootstrap's only"))
     info = {
         "frames_used": int(use.sum()),
         "model": str(model_dir or default_model_dir()),
-        "model_version": desc.get("package_version"),
+        "model_version": card.package_version,
+        "model_card_sha256": card.sha256(),
         "frame_mu_um": pred["mu_um"],
         "frame_sigma_um": pred["sigma_um"],
         "plateau_head_correction_um": corrections or None,
@@ -142,7 +143,7 @@ def cnn_bft(
 
 
 def _plateau_corrections(
-    frames, pred: dict, model_dir, desc: dict, s0: float
+    frames, pred: dict, model_dir, card: ModelCard, s0: float
 ) -> tuple[np.ndarray, dict[int, float], list[str]]:
     """FocusNet's offsets with each plateau's mean corrected by the model's plateau head.
 
@@ -161,10 +162,10 @@ def _plateau_corrections(
     )
 
     mu = np.array(pred["mu_um"], float)
-    head = load_plateau_head(model_dir or default_model_dir(), desc)
+    head = load_plateau_head(model_dir or default_model_dir(), card)
     if head is None:
         return mu, {}, []
-    n_trained = desc["plateau_head"].get("training", {}).get("fields_per_snapshot")
+    n_trained = card.plateau_head.get("training", {}).get("fields_per_snapshot")
     obsids = np.unique(frames.obsid)
     snaps = campaign_snapshots(frames, pred, frame_eef(frames.stamps), s0)
     corrections, skipped = {}, []
@@ -172,46 +173,13 @@ def _plateau_corrections(
         n_fields = snap.x.shape[0]
         if n_trained and n_fields < MIN_FIELD_FRACTION * n_trained:
             skipped.append(
-                f"plateau head not used on OBSID {int(ob)} ({n_fields} field positions; it was "
-                f"trained on {n_trained} and needs at least {MIN_FIELD_FRACTION:.0%} of them)"
+                warn(
+                    f"plateau head not used on OBSID {int(ob)} ({n_fields} field positions; it was "
+                    f"trained on {n_trained} and needs at least {MIN_FIELD_FRACTION:.0%} of them)"
+                )
             )
             continue
         c = predict_correction_um(head, snap.x)
         mu[frames.obsid == ob] += c
         corrections[int(ob)] = c
     return mu, corrections, skipped
-
-
-def plot_cnn_bft(frames, fit: FocusFit, mu_um: np.ndarray, path: str | Path) -> str:
-    """Per-frame offsets against TRP1 (points), the per-field thermal model (lines), T_BF."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    t = frames.temperature_degC
-    ax.plot(t, mu_um, ".", ms=2, color="tab:blue", alpha=0.4, label="frames (CNN offset)")
-    grid = np.linspace(t.min() - 1, t.max() + 1, 50)
-    for t_f in fit.t_field_degC[np.isfinite(fit.t_field_degC)]:
-        ax.plot(grid, fit.s_um_per_degC * (grid - t_f), "-", color="0.7", lw=0.5)
-    ax.axhline(0.0, color="k", lw=0.5)
-    ax.axvline(
-        fit.t_bf_degC,
-        color="tab:red",
-        label=f"T_BF = {fit.t_bf_degC:.2f} ± {fit.sigma_degC:.2f} °C",
-    )
-    ax.axvspan(
-        fit.t_bf_degC - fit.sigma_degC, fit.t_bf_degC + fit.sigma_degC, color="tab:red", alpha=0.15
-    )
-    ax.set_xlabel("TRP1 temperature (°C)")
-    ax.set_ylabel("offset from the field's best focus (µm)")
-    ax.set_title(
-        f"CNN estimate, s = {fit.s_um_per_degC:.2f} µm/°C" + ("" if fit.s_measured else " (prior)")
-    )
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)

@@ -26,6 +26,9 @@ extension and reason and its frames are counted as dropped (``strict=True`` rais
 :class:`~plato_sim.io.campaign_format.FormatError` instead); a campaign with no usable frame
 raises :class:`CampaignError`.
 
+Frames can also be made from plain arrays with :meth:`CampaignFrames.from_arrays` (the reader
+builds its result there too), e.g. to run the estimators on stamps from elsewhere.
+
 Stamps are in electrons (e-) above the background; ``(row, col)`` are the star centroid's
 CCD coordinates (0-based, pixel centres integral, :mod:`plato_sim.optics.camera` convention).
 """
@@ -34,13 +37,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from plato_sim.errors import CampaignError, ParameterError
+from plato_sim.errors import CampaignError, ParameterError, warn
 from plato_sim.io import campaign_format as cf
 from plato_sim.optics.camera import PLATO_NORMAL_CAMERA
 from plato_sim.stamps import background_adu, extract_stamp, saturation_level_adu
@@ -58,6 +63,7 @@ __all__ = [
     "FLAG_EDGE",
     "FLAG_NAMES",
     "UNSTABLE_RANGE_DEGC",
+    "PLATEAU_GAP_DEGC",
 ]
 
 FLAG_SATURATED = 1
@@ -115,7 +121,7 @@ class DropReport:
         self.frames[reason] += int(n_frames)
         if path is not None:
             self.files.append((str(path), reason, message))
-        self.warnings.append(message)
+        self.warnings.append(warn(message))
 
     @property
     def n_frames(self) -> int:
@@ -254,93 +260,61 @@ class CampaignFrames:
     ) -> CampaignFrames:
         """Frames from plain arrays (``N`` frames); what is not given gets a sensible default.
 
-        The one way to make :class:`CampaignFrames`: :func:`read_campaign` builds its result
-        here too.  Every array is copied and converted to the dtype of the attribute.
+        The one way to make frames (:func:`read_campaign` uses it too); arrays are copied
+        into the attributes' dtypes.  Shapes and units:
 
-        Args:
-            stamps: ``(N, S, S)`` background-subtracted star stamps in **electrons**, star
-                centroid at the central pixel ``S // 2``, in the CCD's pixel axes
-                ``[row, col]`` (as the reader cuts them); finite.
-            temperatures_degC: ``(N,)`` TRP1 at each frame (degC); finite.
-            theta_deg: ``(N,)`` field angle from the optical axis (deg), >= 0.
-            phi_deg: ``(N,)`` field azimuth (deg), finite (stored modulo 360 when outside
-                0-360).
-            timestamps: ``(N,)`` frame times (s since 1970 UTC); default ``0, 1, ..., N-1``.
-            obsids: ``(N,)`` observation (plateau) ids, integers >= 0; default: the
-                temperatures grouped into plateaux (sorted temperatures more than
-                :data:`PLATEAU_GAP_DEGC` apart start a new plateau), numbered 1, 2, ... from
-                the coldest.
-            field_id: ``(N,)`` field-position index >= 0; default: the distinct
-                ``(theta, phi)`` (equal within the format's 1e-4 deg), first-seen order.
-            ccd: ``(N,)`` CCD id 1-4; default: the CCD of the nominal camera
-                (:data:`~plato_sim.optics.camera.PLATO_NORMAL_CAMERA`) that sees the field.
-            row, col: ``(N,)`` star centroid on the CCD (pixels); default: the nominal
-                camera's position of the field on that CCD.
-            flags: ``(N,)`` ``FLAG_*`` bit masks (0-65535); default: all usable, except
-                :data:`FLAG_UNSTABLE` on the frames of an unstable observation.
-            peak_e: ``(N,)`` maximum of the 3x3-smoothed stamp (e-/px); default: computed
-                from the stamps.
-            cube_index, frame_index: ``(N,)`` cube (index into ``cube_paths``, -1 for none)
-                and frame in it; default -1 and ``0, 1, ..., N-1``.
-            cube_paths: the cube files (default none).
-            camera, site: names (default empty).
-            observations: one :class:`ObservationInfo` per OBSID (each frame's OBSID must
-                have one); default: from the frames (mean and range of their temperatures;
-                unstable when the range exceeds :data:`UNSTABLE_RANGE_DEGC`).
-            drops: the drop report (default empty).
+        * ``stamps``: ``(N, S, S)`` background-subtracted stamps, **electrons**, star centroid
+          at the central pixel ``S // 2``, CCD pixel axes ``[row, col]``; finite.
+        * ``temperatures_degC``: ``(N,)`` TRP1 at each frame (degC); finite.
+        * ``theta_deg``, ``phi_deg``: ``(N,)`` field position (deg): ``theta >= 0``, ``phi``
+          finite (taken modulo 360 when outside 0-360).
+        * ``timestamps``: ``(N,)`` s since 1970 UTC; default ``0, 1, ..., N-1``.
+        * ``obsids``: ``(N,)`` observation (plateau) ids >= 0; default: the temperatures
+          sorted and split where neighbours are more than :data:`PLATEAU_GAP_DEGC` apart,
+          numbered 1, 2, ... from the coldest plateau.
+        * ``field_id``: ``(N,)`` >= 0; default: distinct ``(theta, phi)`` (equal within the
+          format's 1e-4 deg) numbered in first-seen order.
+        * ``ccd`` (1-4), ``row``, ``col`` (pixels): ``(N,)``; default: where the nominal
+          camera (:data:`~plato_sim.optics.camera.PLATO_NORMAL_CAMERA`) sees the field.
+        * ``flags``: ``(N,)`` ``FLAG_*`` masks (0-65535); default: 0 (usable), except
+          :data:`FLAG_UNSTABLE` on the frames of an unstable observation.
+        * ``peak_e``: ``(N,)`` 3x3-smoothed maximum (e-/px); default: from the stamps.
+        * ``cube_index`` (into ``cube_paths``, -1: none), ``frame_index``: ``(N,)``;
+          default -1 and ``0, 1, ..., N-1``; ``cube_paths``, ``camera``, ``site``: empty.
+        * ``observations``: an :class:`ObservationInfo` for every OBSID of the frames;
+          default: from the frames' temperatures (mean, range; unstable when the range
+          exceeds :data:`UNSTABLE_RANGE_DEGC`), folder ``Path()``.
+        * ``drops``: the :class:`DropReport` (default empty).
 
         Raises:
-            ParameterError: an array of the wrong shape, a non-finite or out-of-range
-                value, a field off the CCDs with no ``ccd`` given, an OBSID without
-                observation (the message names the array, the value and what is allowed).
+            ParameterError: a wrong shape, a non-finite or out-of-range value, a field off
+                the CCDs without ``ccd``, an OBSID without observation (naming the array, the
+                value and what is allowed).
         """
         st = _checked_stamps(stamps)
         n = st.shape[0]
-        temp = _per_frame("temperatures_degC", temperatures_degC, n, np.float64)
-        theta = _per_frame("theta_deg", theta_deg, n, np.float64, lo=0.0)
-        phi = _per_frame("phi_deg", phi_deg, n, np.float64)
-        phi = np.where((phi < 0.0) | (phi > 360.0), phi % 360.0, phi)
-        if obsids is None:
-            obsid = _plateau_ids(temp)
-        else:
-            obsid = _per_frame("obsids", obsids, n, np.int64, lo=0, integral=True)
+        temp, theta, phi = _field_arrays(n, temperatures_degC, theta_deg, phi_deg)
+        obsid, observations, fl = _plateaux(temp, obsids, observations, flags)
         ccd_a, row_a, col_a = _ccd_position(theta, phi, ccd, row, col)
         paths = list(cube_paths or [])
-        if observations is None:
-            observations = _observations_of(obsid, temp)
-        _check_observations(obsid, observations)
-        if flags is None:
-            unstable = [o.obsid for o in observations if o.unstable]
-            fl = np.where(np.isin(obsid, unstable), FLAG_UNSTABLE, 0).astype(np.uint16)
-        else:
-            fl = _per_frame("flags", flags, n, np.uint16, lo=0, hi=0xFFFF, integral=True)
+        time_s, cube_i, frame_i = _bookkeeping(n, timestamps, cube_index, frame_index, len(paths))
+        fid = _optional("field_id", field_id, n, np.int32, lambda: _field_ids(theta, phi),
+                        lo=0, integral=True)  # fmt: skip
         return cls(
             stamps=st,
             temperature_degC=temp,
-            time_s=np.arange(n, dtype=np.float64)
-            if timestamps is None
-            else _per_frame("timestamps", timestamps, n, np.float64),
+            time_s=time_s,
             obsid=obsid,
-            field_id=_field_ids(theta, phi)
-            if field_id is None
-            else _per_frame("field_id", field_id, n, np.int32, lo=0, integral=True),
+            field_id=fid,
             field_theta_deg=theta,
             field_phi_deg=phi,
             ccd=ccd_a,
             row=row_a,
             col=col_a,
             flags=fl,
-            peak_e=_smoothed_peak(st)
-            if peak_e is None
-            else _per_frame("peak_e", peak_e, n, np.float32),
-            cube_index=np.full(n, -1, dtype=np.int32)
-            if cube_index is None
-            else _per_frame(
-                "cube_index", cube_index, n, np.int32, lo=-1, hi=len(paths) - 1, integral=True
-            ),
-            frame_index=np.arange(n, dtype=np.int32)
-            if frame_index is None
-            else _per_frame("frame_index", frame_index, n, np.int32, lo=0, integral=True),
+            peak_e=_optional("peak_e", peak_e, n, np.float32, lambda: _smoothed_peak(st)),
+            cube_index=cube_i,
+            frame_index=frame_i,
             cube_paths=paths,
             camera=str(camera),
             site=str(site),
@@ -391,6 +365,71 @@ def _per_frame(
         i = int(np.flatnonzero(f != np.round(f))[0])
         raise ParameterError(f"{name}[{i}] = {f[i]:g} is not an integer; allowed: {rng}")
     return np.array(a, dtype=dtype)
+
+
+def _optional(
+    name: str,
+    value: ArrayLike | None,
+    n: int,
+    dtype: type,
+    default: Callable[[], np.ndarray],
+    **checks: Any,
+) -> np.ndarray:
+    """``default()`` when ``value`` is None, else ``value`` checked by :func:`_per_frame`."""
+    return default() if value is None else _per_frame(name, value, n, dtype, **checks)
+
+
+def _field_arrays(
+    n: int, temperatures_degC: ArrayLike, theta_deg: ArrayLike, phi_deg: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked float64 temperatures (finite), theta (>= 0) and phi (modulo 360 outside 0-360)."""
+    temp = _per_frame("temperatures_degC", temperatures_degC, n, np.float64)
+    theta = _per_frame("theta_deg", theta_deg, n, np.float64, lo=0.0)
+    phi = _per_frame("phi_deg", phi_deg, n, np.float64)
+    return temp, theta, np.where((phi < 0.0) | (phi > 360.0), phi % 360.0, phi)
+
+
+def _bookkeeping(
+    n: int,
+    timestamps: ArrayLike | None,
+    cube_index: ArrayLike | None,
+    frame_index: ArrayLike | None,
+    n_cubes: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame times (default 0, 1, ... s), cube indices (default -1), frame indices (0, 1, ...)."""
+    time_s = _optional("timestamps", timestamps, n, np.float64, lambda: np.arange(n, dtype=float))
+    cube_i = _optional(
+        "cube_index", cube_index, n, np.int32, lambda: np.full(n, -1, dtype=np.int32),
+        lo=-1, hi=n_cubes - 1, integral=True,
+    )  # fmt: skip
+    frame_i = _optional(
+        "frame_index", frame_index, n, np.int32, lambda: np.arange(n, dtype=np.int32),
+        lo=0, integral=True,
+    )  # fmt: skip
+    return time_s, cube_i, frame_i
+
+
+def _plateaux(
+    temp: np.ndarray,
+    obsids: ArrayLike | None,
+    observations: list[ObservationInfo] | None,
+    flags: ArrayLike | None,
+) -> tuple[np.ndarray, list[ObservationInfo], np.ndarray]:
+    """OBSIDs, observations and flags, given or derived (see :meth:`CampaignFrames.from_arrays`)."""
+    n = temp.size
+    if obsids is None:
+        obsid = _plateau_ids(temp)
+    else:
+        obsid = _per_frame("obsids", obsids, n, np.int64, lo=0, integral=True)
+    if observations is None:
+        observations = _observations_of(obsid, temp)
+    _check_observations(obsid, observations)
+    if flags is None:
+        unstable = [o.obsid for o in observations if o.unstable]
+        fl = np.where(np.isin(obsid, unstable), FLAG_UNSTABLE, 0).astype(np.uint16)
+    else:
+        fl = _per_frame("flags", flags, n, np.uint16, lo=0, hi=0xFFFF, integral=True)
+    return obsid, observations, fl
 
 
 def _checked_stamps(stamps: ArrayLike) -> np.ndarray:
@@ -702,7 +741,7 @@ class _Drops:
             self.report.frames[err.reason] += int(n_frames)
         if file is not None:
             self.report.files.append((str(file), err.reason, msg))
-        self.report.warnings.append(msg)
+        self.report.warnings.append(warn(msg))
 
 
 @dataclass
@@ -1045,8 +1084,10 @@ def _observation_temperatures(
     unstable = bool(good.size and trange > UNSTABLE_RANGE_DEGC)
     if unstable:
         report.warnings.append(
-            f"{obs_dir}: TRP1 varied by {trange:.2f} degC over the frames "
-            f"(> {UNSTABLE_RANGE_DEGC} degC): not a plateau, kept separate and flagged"
+            warn(
+                f"{obs_dir}: TRP1 varied by {trange:.2f} degC over the frames "
+                f"(> {UNSTABLE_RANGE_DEGC} degC): not a plateau, kept separate and flagged"
+            )
         )
     return ObservationInfo(obsid, obs_dir, int(good.size), tmean, trange, unstable)
 
@@ -1107,8 +1148,10 @@ def _list_observations(
         if not p.is_dir():
             if p.is_symlink():  # an observation folder that cannot be reached: say so
                 report.warnings.append(
-                    f"{p}: observation folder is a symbolic link that does not resolve "
-                    "(broken or a loop), ignored"
+                    warn(
+                        f"{p}: observation folder is a symbolic link that does not resolve "
+                        "(broken or a loop), ignored"
+                    )
                 )
             continue
         if parsed[0] in obs_dirs:

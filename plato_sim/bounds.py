@@ -98,6 +98,7 @@ import torch
 from torch.func import jacfwd, jvp
 
 from plato_sim.detector import DetectorModel
+from plato_sim.errors import ParameterError
 from plato_sim.optics.model import CameraModel, OpticalModel
 from plato_sim.optics.spectra import Spectrum, ogse_spectrum
 from plato_sim.optics.thermal import S_PRIOR_UM_PER_DEGC, ThermalModel
@@ -496,6 +497,12 @@ def camera_from_truth(truth: dict) -> CameraModel:
     """The :class:`~plato_sim.optics.model.CameraModel` of an emulated campaign's truth sidecar."""
     from plato_sim.optics.camera import PLATO_NORMAL_CAMERA
 
+    family = truth.get("family", "design")
+    if family != "design":
+        raise ParameterError(
+            f"truth family={family!r}: the bound is available for the design family only "
+            "(its nuisances are CameraPerturbation's terms)"
+        )
     th = truth["thermal"]
     return CameraModel(
         OpticalModel(

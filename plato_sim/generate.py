@@ -204,6 +204,9 @@ class _Dask:
 
 
 # ----------------------------------------------------------------------------- main
+# Long because: resumable generation: manifest identity, camera pool, the shard
+# loop over local or Dask workers and the atomic manifest updates must stay in one
+# transaction-like sequence.
 def generate(
     out: str | Path,
     config: str | Path | dict | None = None,

@@ -260,3 +260,26 @@ def test_emulate_or_load_reuses_a_complete_campaign_and_redoes_an_interrupted_on
     truth_path(d).unlink()  # as if killed before the sidecar was written
     assert emulate_or_load(d, **kw)["t_bf_degC"] == first["t_bf_degC"]
     assert truth_path(d).is_file()
+
+
+def test_a_design_object_and_keyword_overrides_write_the_same_campaign(tiny, tmp_path):
+    """One CampaignDesign for the emulator and the bound; keywords override its fields."""
+    from plato_sim.bounds import CampaignDesign as BoundDesign
+    from plato_sim.scenes.design import CampaignDesign
+
+    assert BoundDesign is CampaignDesign
+    root, _, kw = tiny
+    kw = dict(kw)
+    design = CampaignDesign(
+        **{k: kw.pop(k) for k in ("plateaux_degC", "n_fields", "n_dithers", "frames_per_dither",
+                                  "window_px", "n_wavelengths")}
+    )  # fmt: skip
+    emulate_campaign(tmp_path / "camp", design, engine=FastEngine(fov_px=12), **kw)
+    for a in sorted((root / "camp").rglob("*.*")):
+        b = tmp_path / "camp" / a.parent.name / a.name
+        assert a.read_bytes() == b.read_bytes(), a.name
+    with pytest.raises(ValueError, match="n_dithers"):
+        CampaignDesign(n_dithers=0)
+    assert design.with_(n_fields=7).n_fields == 7
+    explicit = CampaignDesign(theta_deg=(1.0, 2.0), phi_deg=(0.0, 90.0))
+    assert explicit.n_fields == 2 and explicit.field_table_deg()[0].tolist() == [1.0, 2.0]

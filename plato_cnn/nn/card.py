@@ -7,17 +7,25 @@ manifest hash, package version, and the EEF template of :mod:`plato_cnn.fit`.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
+from plato_cnn.fit import EEFTemplate
 from plato_cnn.nn.model import FocusNet, FocusNetConfig
 from plato_sim._version import __version__
 from plato_sim.errors import ModelFormatError
 from plato_sim.io.atomic import atomic_write_text
+from plato_sim.optics.thermal import S_PRIOR_UM_PER_DEGC
 
 __all__ = [
+    "ModelCard",
+    "SigmaCalibration",
     "save_model",
     "load_model",
     "default_model_dir",
@@ -40,11 +48,170 @@ INPUT_CONTRACT = (
 )
 
 
+@dataclass(frozen=True)
+class SigmaCalibration:
+    """One calibrated sigma table: per plateau count (``"5"``, ..., ``"1"``, ``RECHECK_KEY``).
+
+    Attributes:
+        systematic_sigma_degC: systematic term added in quadrature to the bootstrap sigma.
+        bootstrap_scale: factor applied to the bootstrap sigma first (1 where not calibrated).
+    """
+
+    systematic_sigma_degC: dict[str, float]
+    bootstrap_scale: dict[str, float]
+
+    def entry(self, n_plateaux: int, recheck: bool = False) -> tuple[str, float, float] | None:
+        """``(key, systematic, scale)`` for a fit of ``n_plateaux`` (largest count not above)."""
+        table = self.systematic_sigma_degC
+        if not table:
+            return None
+        keys = sorted(int(k) for k in table if k.isdigit())
+        key = str(max([x for x in keys if x <= n_plateaux] or [keys[0]]))
+        if recheck and RECHECK_KEY in table:
+            key = RECHECK_KEY
+        return key, float(table[key]), float(self.bootstrap_scale.get(key, 1.0))
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model directory's ``model.json`` says, typed and checked.
+
+    The fields are the entries that inference reads; every other entry (training set-up,
+    provenance, commands that reproduce the model) stays in :attr:`raw`, the whole JSON
+    object, also reachable as ``card["key"]`` / ``card.get("key")``.
+
+    Attributes:
+        architecture: the network's configuration.
+        package_version: version of the package that wrote the model.
+        s_prior_um_per_degC: prior ``(mean, sigma)`` on ``s`` (um/degC).
+        eef_template: the EEF curve shape used by the thermal-model fit (or ``None``).
+        sigma: calibration made with the plateau head on every plateau (or ``None``).
+        sigma_without_head: calibration for fits in which the head is not used (or ``None``).
+        plateau_head: the head's entry (config, features, weights file, training summary).
+        imagette_size_px, focus_map, focus_check_systematic_um: the in-orbit model's entries.
+        raw: the whole JSON object.
+    """
+
+    architecture: FocusNetConfig
+    package_version: str
+    s_prior_um_per_degC: tuple[float, float]
+    eef_template: EEFTemplate | None
+    sigma: SigmaCalibration | None
+    sigma_without_head: SigmaCalibration | None
+    plateau_head: dict | None
+    imagette_size_px: int | None
+    focus_map: dict | None
+    focus_check_systematic_um: float | None
+    raw: dict = field(repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = MODEL_JSON) -> ModelCard:
+        """Check and type ``d``; a bad entry raises :class:`ModelFormatError` naming it."""
+        if not isinstance(d, dict):
+            raise ModelFormatError(f"{where}: a model description must be a JSON object")
+
+        def bad(key: str, why: str) -> ModelFormatError:
+            return ModelFormatError(f"{where}: {key} = {d.get(key)!r} {why}")
+
+        try:
+            arch = FocusNetConfig.from_dict(d["architecture"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{where}: unusable architecture ({exc})") from exc
+        prior = d.get("s_prior_um_per_degC", S_PRIOR_UM_PER_DEGC)
+        try:
+            mean, sd = (float(v) for v in prior)
+        except (TypeError, ValueError) as exc:
+            raise bad("s_prior_um_per_degC", "is not [mean, sigma] in um/degC") from exc
+        if not (math.isfinite(mean) and mean != 0 and math.isfinite(sd) and sd > 0):
+            raise bad("s_prior_um_per_degC", "needs a finite non-zero mean and a sigma > 0")
+        template = None
+        if d.get("eef_template") is not None:
+            try:
+                template = EEFTemplate.from_dict(d["eef_template"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise bad("eef_template", f"is not an EEF template ({exc})") from exc
+        size = d.get("imagette_size_px")
+        if size is not None and not (isinstance(size, int) and 6 <= size <= 16):
+            raise bad("imagette_size_px", "must be an integer in [6, 16]")
+        fc_sys = d.get("focus_check_systematic_um")
+        if fc_sys is not None and not _finite_at_least(fc_sys, 0.0):
+            raise bad("focus_check_systematic_um", "must be a finite number >= 0 (um)")
+        head = d.get("plateau_head")
+        if head is not None and not isinstance(head, dict):
+            raise bad("plateau_head", "must be an object")
+        fmap = d.get("focus_map")
+        if fmap is not None and not isinstance(fmap, dict):
+            raise bad("focus_map", "must be an object")
+        nh = d.get("without_plateau_head")
+        return cls(
+            architecture=arch,
+            package_version=str(d.get("package_version", "?")),
+            s_prior_um_per_degC=(mean, sd),
+            eef_template=template,
+            sigma=_sigma_table(d, where),
+            sigma_without_head=_sigma_table(nh, f"{where}: without_plateau_head") if nh else None,
+            plateau_head=head,
+            imagette_size_px=size,
+            focus_map=fmap,
+            focus_check_systematic_um=None if fc_sys is None else float(fc_sys),
+            raw=d,
+        )
+
+    def __getitem__(self, key: str):
+        return self.raw[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.raw
+
+    def get(self, key: str, default=None):
+        """The raw JSON entry ``key`` (``default`` when absent)."""
+        return self.raw.get(key, default)
+
+    def sha256(self) -> str:
+        """SHA-256 of the card's canonical JSON (what a report cites as the model's identity)."""
+        text = json.dumps(self.raw, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _finite_at_least(v, lo: float) -> bool:
+    try:
+        return math.isfinite(float(v)) and float(v) >= lo
+    except (TypeError, ValueError):
+        return False
+
+
+def _sigma_table(d: dict | None, where: str) -> SigmaCalibration | None:
+    """The calibrated sigma table in ``d`` (``None`` when the model was not calibrated)."""
+    if not isinstance(d, dict):
+        raise ModelFormatError(f"{where}: without_plateau_head must be an object")
+    sys_t = d.get("systematic_sigma_degC")
+    if sys_t is None:
+        return None
+    scale = d.get("bootstrap_scale", {})
+    for key, table, lo in (("systematic_sigma_degC", sys_t, 0.0), ("bootstrap_scale", scale, 0.0)):
+        if not isinstance(table, dict) or not all(
+            isinstance(k, str) and _finite_at_least(v, lo) for k, v in table.items()
+        ):
+            raise ModelFormatError(
+                f"{where}: {key} = {table!r} must map plateau counts to finite numbers >= {lo}"
+            )
+    if not sys_t:
+        return None
+    if not any(k.isdigit() for k in sys_t):
+        raise ModelFormatError(f"{where}: systematic_sigma_degC has no plateau count: {sys_t!r}")
+    return SigmaCalibration(
+        {k: float(v) for k, v in sys_t.items()}, {k: float(v) for k, v in scale.items()}
+    )
+
+
 def save_model(model: FocusNet, out_dir: str | Path, metadata: dict | None = None) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for k, v in state.items():
+        if not torch.isfinite(v).all():
+            raise ModelFormatError(f"{out}: weight {k} is not finite; the model is not saved")
     save_file(state, str(out / "model.safetensors"))
     desc = {
         "format": "plato-focus FocusNet v1",
@@ -87,8 +254,12 @@ def update_model_json(model_dir: str | Path, drop: tuple[str, ...] = (), **entri
     return desc
 
 
-def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[FocusNet, dict]:
-    """Load a model directory; refuses one whose config does not match its weights."""
+def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[FocusNet, ModelCard]:
+    """Load a model directory: the network and its checked :class:`ModelCard`.
+
+    Refuses (:class:`ModelFormatError`) a card with a bad entry, weights that do not match
+    the architecture, and non-finite weights.
+    """
     d = Path(model_dir)
     jpath, wpath = d / "model.json", d / "model.safetensors"
     for p in (jpath, wpath):
@@ -96,9 +267,10 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[FocusNet, di
             raise ModelFormatError(f"{d}: missing {p.name} (not a plato-focus model directory)")
     try:
         desc = json.loads(jpath.read_text())
-        cfg = FocusNetConfig.from_dict(desc["architecture"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFormatError(f"{jpath}: unreadable model description ({exc})") from exc
+    card = ModelCard.from_dict(desc, str(jpath))
+    cfg = card.architecture
     try:
         state = load_file(str(wpath), device="cpu")
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types
@@ -115,11 +287,14 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[FocusNet, di
             f"{d}: model.json does not match model.safetensors "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}, shape mismatch {shapes[:3]})"
         )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelFormatError(f"{wpath}: non-finite weights in {bad[:3]}")
     model.load_state_dict(state)
     model.to(device).eval()
-    return model, desc
+    return model, card
 
 
 def default_model_dir() -> Path:
     """The model shipped with the package (plato_cnn/data/default_model)."""
-    return Path(__file__).parent / "data" / "default_model"
+    return Path(__file__).resolve().parents[1] / "data" / "default_model"

@@ -255,13 +255,16 @@ def predict_correction_um(head: PlateauHead, x: np.ndarray) -> float:
         return float(head(torch.from_numpy(np.asarray(x, np.float32))[None])[0])
 
 
-def load_plateau_head(model_dir: str | Path, desc: dict) -> PlateauHead | None:
-    """The model directory's plateau head, or ``None`` when it has none."""
+def load_plateau_head(model_dir: str | Path, card) -> PlateauHead | None:
+    """The model directory's plateau head, or ``None`` when it has none.
+
+    ``card``: the directory's :class:`plato_cnn.nn.card.ModelCard` (or its JSON object).
+    """
     from safetensors.torch import load_file
 
     from plato_cnn.nn.card import ModelFormatError
 
-    entry = desc.get("plateau_head")
+    entry = card.get("plateau_head")
     if not entry:
         return None
     w = Path(model_dir) / entry.get("weights", WEIGHTS_FILE)

@@ -52,6 +52,7 @@ from plato_cnn.nn.data import ArrayFocusDataset
 from plato_cnn.nn.model import FocusNet, prepare_inputs
 from plato_cnn.predict import network_stamps
 from plato_sim.errors import ParameterError
+from plato_sim.io.atomic import atomic_write_text
 
 __all__ = [
     "FinetuneConfig",
@@ -262,6 +263,8 @@ def _l2sp(model: FocusNet, ref: dict[str, torch.Tensor]) -> torch.Tensor:
     return tot
 
 
+# Long because: set-up, the epoch loop and the model card share the anchors,
+# optimiser and reference weights; the loop body is already in helpers.
 def finetune(
     frames_list: list,
     out_dir: str | Path,
@@ -285,9 +288,9 @@ def finetune(
     model, desc = load_model(base)
     template = None
     if cfg.anchor == "template":
-        if "eef_template" not in desc:
+        if desc.eef_template is None:
             raise ParameterError(f"{base}: model has no EEF template (needed to anchor the fields)")
-        template = EEFTemplate.from_dict(desc["eef_template"])
+        template = desc.eef_template
     for k, fr in enumerate(frames_list):
         n_plat = len(np.unique(fr.obsid))
         if n_plat < cfg.min_plateaux:
@@ -365,7 +368,7 @@ def finetune(
     # fine-tuned one, which therefore has none (plato_cnn.nn.plateau_head); the bootstrap scale
     # measured the simulator's spread of s, which says nothing of the cameras fine-tuned on
     drop = ("architecture", "plateau_head", "bootstrap_scale", "without_plateau_head")
-    meta = {k: v for k, v in desc.items() if k not in drop}
+    meta = {k: v for k, v in desc.raw.items() if k not in drop}
     meta["finetune"] = {
         "config": asdict(cfg),
         "base_model": str(base),
@@ -378,11 +381,12 @@ def finetune(
     # classical sigma; the base model's calibration (the one without the plateau head, which
     # the fine-tuned model lacks), made in the simulator's population, cannot see how far a
     # real camera lies from it.  So the anchors' RMS sigma is added in quadrature.
-    sys_table = desc.get("without_plateau_head", desc).get("systematic_sigma_degC")
+    calib = desc.sigma_without_head or desc.sigma
+    sys_table = calib.systematic_sigma_degC if calib else None
     if sys_table:
         a = float(np.sqrt(np.mean(np.square(anchor_sigmas)))) if anchor_sigmas else 0.0
         meta["systematic_sigma_degC"] = {k: float(np.hypot(v, a)) for k, v in sys_table.items()}
         meta["finetune"]["anchor_sigma_degC"] = a
     save_model(model, out_dir, meta)
-    (Path(out_dir) / "finetune.json").write_text(json.dumps(meta["finetune"], indent=2))
+    atomic_write_text(Path(out_dir) / "finetune.json", json.dumps(meta["finetune"], indent=2))
     return meta["finetune"]

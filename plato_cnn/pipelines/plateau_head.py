@@ -27,7 +27,6 @@ from plato_cnn.nn.plateau_head import (
     stack_snapshots,
 )
 from plato_sim.errors import ParameterError
-from plato_sim.optics.thermal import S_PRIOR_UM_PER_DEGC
 
 __all__ = ["TRAINING_SEED", "train_plateau_head", "save_plateau_head", "build_plateau_head"]
 
@@ -142,8 +141,8 @@ def build_plateau_head(
 
     if not 0 <= validation_cameras < n_cameras:
         raise ParameterError("need 0 <= validation_cameras < n_cameras")
-    _, desc = load_model(model_dir)
-    s0 = float(desc.get("s_prior_um_per_degC", S_PRIOR_UM_PER_DEGC)[0])
+    _, card = load_model(model_dir)
+    s0 = card.s_prior_um_per_degC[0]
     cams = emulate_calibration_set(workdir, n_cameras, seed, fields, dithers, frames, workers)
     jobs = [(str(f), str(model_dir), s0) for f, _ in cams]
     if workers > 1:

@@ -23,8 +23,9 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from plato_cnn.nn.card import save_model
 from plato_cnn.nn.data import BlockShuffleSampler
 from plato_cnn.nn.model import FocusNet, FocusNetConfig, prepare_inputs
 from plato_sim._version import __version__
+from plato_sim.errors import ParameterError
 
 __all__ = ["TrainConfig", "pretrain", "split_by_group", "augment"]
 
@@ -62,7 +64,10 @@ def split_by_group(group_ids: np.ndarray, val_fraction: float, seed: int):
     """Indices ``(train, val)`` holding out whole groups (camera perturbations)."""
     groups = np.unique(group_ids)
     if len(groups) < 2:
-        raise ValueError("need at least two camera perturbations to hold one out for validation")
+        raise ParameterError(
+            f"group_ids hold {len(groups)} camera perturbation(s); need at least 2 to hold one "
+            "out for validation"
+        )
     rng = np.random.default_rng(seed)
     n_val = max(1, int(round(val_fraction * len(groups))))
     val_groups = rng.choice(groups, n_val, replace=False)
@@ -117,6 +122,330 @@ def _model_meta(cfg, state, tr_idx, va_idx, groups, metadata) -> dict:
     return meta
 
 
+@dataclass
+class _Run:
+    """One pretraining run: its settings, data split, model, optimiser and progress.
+
+    Attributes:
+        cfg, mcfg: training and model settings; ``out`` the output folder; ``device`` the
+            torch device (``cuda:<LOCAL_RANK>`` under DDP on CUDA).
+        rank, world, distributed: the process group (rank 0 alone writes).
+        dataset, groups, tr_idx, va_idx: the data, each sample's camera id, the split.
+        model: the FocusNet; ``net`` the module trained (``model`` or its DDP wrapper).
+        opt, sched, steps_per_epoch: AdamW, its warm-up + cosine schedule, steps per epoch.
+        state: ``epoch``, ``best_val``, ``best_rmse_um``, ``bad_epochs`` (checkpointed).
+        metadata: extra entries for the model description; ``progress`` show progress.
+        train_sampler: the DDP sampler (None on one process); ``tb`` a TensorBoard writer.
+    """
+
+    cfg: TrainConfig
+    mcfg: FocusNetConfig
+    out: Path
+    device: str
+    rank: int
+    world: int
+    distributed: bool
+    dataset: Dataset
+    groups: np.ndarray
+    tr_idx: np.ndarray
+    va_idx: np.ndarray
+    model: FocusNet
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    steps_per_epoch: int
+    metadata: dict | None
+    progress: bool
+    state: dict = field(
+        default_factory=lambda: {
+            "epoch": 0,
+            "best_val": float("inf"),
+            "best_rmse_um": float("nan"),
+            "bad_epochs": 0,
+        }
+    )
+    net: nn.Module | None = None
+    train_sampler: Any = None
+    tb: Any = None
+    t_start: float = 0.0
+
+    @property
+    def checkpoint(self) -> Path:
+        """The resumable checkpoint file."""
+        return self.out / "checkpoint.pt"
+
+    def meta(self) -> dict:
+        """The model description's training entries (:func:`_model_meta`)."""
+        return _model_meta(
+            self.cfg, self.state, self.tr_idx, self.va_idx, self.groups, self.metadata
+        )
+
+
+def _setup_distributed(device: str, out: Path) -> tuple[int, int, bool, str]:
+    """``(rank, world, distributed, device)``; joins the process group under ``torchrun``.
+
+    Under DDP on CUDA each process takes the GPU of its ``LOCAL_RANK``; rank 0 makes ``out``.
+    """
+    rank, world, distributed = _dist()
+    if distributed and not torch.distributed.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend)
+    if device.startswith("cuda") and distributed:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    return rank, world, distributed, device
+
+
+def _split(dataset: Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(groups, train indices, validation indices)``: whole cameras held out, capped."""
+    groups = np.asarray(dataset.group_ids)
+    tr_idx, va_idx = split_by_group(groups, cfg.val_fraction, cfg.seed)
+    if cfg.max_val_samples and len(va_idx) > cfg.max_val_samples:
+        pick = np.random.default_rng(cfg.seed).choice(len(va_idx), cfg.max_val_samples, False)
+        va_idx = np.sort(va_idx[pick])
+    return groups, tr_idx, va_idx
+
+
+def _schedule(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, n_train: int, world: int
+) -> tuple[torch.optim.lr_scheduler.LambdaLR, int]:
+    """Linear warm-up then cosine decay over the whole run; and the steps per epoch."""
+    steps_per_epoch = math.ceil(n_train / (cfg.batch_size * world))
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    total = max(1, steps_per_epoch * cfg.epochs)
+    warm = max(1, int(cfg.warmup_fraction * total))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_at), steps_per_epoch
+
+
+def _new_run(
+    dataset: Dataset,
+    out: Path,
+    cfg: TrainConfig,
+    mcfg: FocusNetConfig,
+    device: str,
+    metadata: dict | None,
+    progress: bool,
+) -> _Run:
+    """Process group, seeds, split, model, optimiser and schedule (in this order: the RNG)."""
+    rank, world, distributed, device = _setup_distributed(device, out)
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    groups, tr_idx, va_idx = _split(dataset, cfg)
+    model = FocusNet(mcfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched, steps_per_epoch = _schedule(opt, cfg, len(tr_idx), world)
+    return _Run(
+        cfg, mcfg, out, device, rank, world, distributed, dataset, groups, tr_idx, va_idx,
+        model, opt, sched, steps_per_epoch, metadata, progress,
+    )  # fmt: skip
+
+
+def _resume(run: _Run) -> None:
+    """Load ``out/checkpoint.pt`` when present (made with the same settings, else an error)."""
+    ckpt = run.checkpoint
+    if not ckpt.exists():
+        return
+    # on the CPU: the RNG states must stay CPU byte tensors, and load_state_dict copies
+    # the weights and the optimiser's moments to the model's device anyway
+    c = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if c.get("train_config") != asdict(run.cfg) or c.get("model_config") != run.mcfg.to_dict():
+        raise ParameterError(
+            f"{ckpt}: checkpoint was made with other settings; use another --out or delete it"
+        )
+    run.model.load_state_dict(c["model"])
+    run.opt.load_state_dict(c["optimizer"])
+    run.sched.load_state_dict(c["scheduler"])
+    run.state = c["state"]
+    torch.set_rng_state(c["torch_rng"])
+    if run.device.startswith("cuda") and c.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(c["cuda_rng"], run.device)
+
+
+def _prepare_training(run: _Run) -> None:
+    """DDP wrapper and sampler when distributed; TensorBoard (optional) on rank 0."""
+    run.net = run.model
+    if run.distributed:
+        cuda = run.device.startswith("cuda")
+        run.net = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[torch.device(run.device).index] if cuda else None
+        )
+        run.train_sampler = torch.utils.data.distributed.DistributedSampler(
+            Subset(run.dataset, run.tr_idx),
+            num_replicas=run.world,
+            rank=run.rank,
+            seed=run.cfg.seed,
+        )
+    if run.rank == 0:
+        try:  # optional
+            from torch.utils.tensorboard import SummaryWriter
+
+            run.tb = SummaryWriter(str(run.out / "tensorboard"))
+        except Exception:  # noqa: BLE001 - TensorBoard is optional
+            run.tb = None
+
+
+def _epoch_loader(run: _Run, epoch: int) -> DataLoader:
+    """The epoch's training batches: DDP sampler, chunk-by-chunk shuffle, or plain shuffle."""
+    cfg, tr_idx = run.cfg, run.tr_idx
+    train = Subset(run.dataset, tr_idx)
+    if run.train_sampler is not None:
+        run.train_sampler.set_epoch(epoch)
+        return DataLoader(
+            train,
+            batch_size=cfg.batch_size,
+            sampler=run.train_sampler,
+            num_workers=cfg.num_workers,
+            drop_last=True,
+        )
+    if hasattr(run.dataset, "block_ids"):  # stored in chunks: stream chunk by chunk
+        sampler = BlockShuffleSampler(np.asarray(run.dataset.block_ids)[tr_idx], cfg.seed)
+        sampler.set_epoch(epoch)
+        return DataLoader(
+            train,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            num_workers=cfg.num_workers,
+            drop_last=len(tr_idx) > cfg.batch_size,
+        )
+    return DataLoader(
+        train,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg.seed + epoch),
+        num_workers=cfg.num_workers,
+        drop_last=len(tr_idx) > cfg.batch_size,
+    )
+
+
+def _train_epoch(run: _Run, epoch: int) -> tuple[float, int]:
+    """One epoch of (at most ``steps_per_epoch``) optimiser steps: ``(loss sum, samples)``."""
+    cfg, net, device = run.cfg, run.net, run.device
+    # per-epoch seeds: a resumed run draws exactly what an uninterrupted one would
+    gen = torch.Generator().manual_seed(cfg.seed + 1000 * epoch + run.rank)
+    net.train()
+    loader = _epoch_loader(run, epoch)
+    it = loader
+    if run.progress and run.rank == 0:
+        from tqdm import tqdm
+
+        n = min(len(loader), run.steps_per_epoch)
+        it = tqdm(loader, total=n, desc=f"epoch {epoch + 1}")
+    use_amp = device.startswith("cuda")
+    tr_loss, n_seen = 0.0, 0
+    for step, (stamp, theta, phi, target) in enumerate(it):
+        if step >= run.steps_per_epoch:
+            break
+        if cfg.augment:
+            stamp, phi = augment(stamp, phi, gen)
+        img, sc = prepare_inputs(stamp, theta, phi, run.mcfg.crop)
+        img, sc, target = img.to(device), sc.to(device), target.to(device).float()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            out_t = net(img, sc)
+        loss, _ = FocusNet.loss(out_t.float(), target)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        run.opt.step()
+        run.sched.step()
+        tr_loss += float(loss.detach()) * len(target)
+        n_seen += len(target)
+    return tr_loss, n_seen
+
+
+def _validate(run: _Run) -> tuple[float, float]:
+    """Validation loss and RMSE (um), every rank on rank 0's BatchNorm statistics."""
+    if run.distributed:
+        # DDP keeps parameters equal; BatchNorm running statistics are each rank's own:
+        # take rank 0's so that every rank validates and ends with the same model
+        for buf in run.model.buffers():
+            torch.distributed.broadcast(buf, 0)
+    # looked up at call time: tests replace ``evaluate`` to interrupt a run
+    return evaluate(run.model, Subset(run.dataset, run.va_idx), run.cfg.batch_size, run.device)
+
+
+def _update_best(run: _Run, epoch: int, val_loss: float, val_rmse: float) -> None:
+    """Advance the epoch; on an improvement keep the weights (``best.pt``, model directory)."""
+    state = run.state
+    state["epoch"] = epoch + 1
+    if val_loss < state["best_val"] - 1e-4:
+        state.update(best_val=val_loss, best_rmse_um=val_rmse, bad_epochs=0)
+        if run.rank == 0:
+            _atomic_save(run.model.state_dict(), run.out / "best.pt")
+            # a usable model directory at every improvement: nothing lost on a crash
+            save_model(run.model, run.out, run.meta())
+    else:
+        state["bad_epochs"] += 1
+
+
+def _log_epoch(run: _Run, row: dict) -> None:
+    """Append the epoch's row to ``log.csv`` (and TensorBoard); show it when ``progress``."""
+    log_path = run.out / "log.csv"
+    new = not log_path.exists()
+    with open(log_path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+    if run.tb is not None:
+        for k, v in row.items():
+            run.tb.add_scalar(k, v, row["epoch"])
+    if run.progress:
+        print(
+            f"epoch {row['epoch']}: train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
+            f"val RMSE {row['val_rmse_um']:.2f} um",
+            flush=True,
+        )
+
+
+def _save_checkpoint(run: _Run) -> None:
+    """Everything needed to resume (weights, optimiser, schedule, state, RNG), atomically."""
+    cuda = run.device.startswith("cuda")
+    _atomic_save(
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.opt.state_dict(),
+            "scheduler": run.sched.state_dict(),
+            "state": run.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(run.device) if cuda else None,
+            "train_config": asdict(run.cfg),
+            "model_config": run.mcfg.to_dict(),
+        },
+        run.checkpoint,
+    )
+
+
+def _finish(run: _Run) -> dict:
+    """Every rank on the best weights; rank 0 writes the model directory and summary."""
+    if run.distributed:
+        torch.distributed.barrier()
+    best = run.out / "best.pt"  # every rank ends on the best weights (OUT on a shared filesystem)
+    if best.exists():
+        run.model.load_state_dict(torch.load(best, map_location=run.device, weights_only=True))
+    if run.rank == 0:
+        meta = run.meta()
+        save_model(run.model, run.out, meta)
+        (run.out / "summary.json").write_text(json.dumps(meta, indent=2))
+    state = run.state
+    return {
+        "best_val_loss": state["best_val"],
+        "best_val_rmse_um": state["best_rmse_um"],
+        "epochs": state["epoch"],
+        "wall_s": time.time() - run.t_start,
+        "rank": run.rank,
+        "weights_sha256": weights_digest(run.model),
+    }
+
+
 def pretrain(
     dataset: Dataset,
     out_dir: str | Path,
@@ -135,205 +464,27 @@ def pretrain(
     """
     cfg = config or TrainConfig()
     mcfg = model_config or FocusNetConfig()
-    out = Path(out_dir)
-    rank, world, distributed = _dist()
-    if distributed and not torch.distributed.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        torch.distributed.init_process_group(backend)
-    if device.startswith("cuda") and distributed:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        torch.cuda.set_device(device)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-
-    groups = np.asarray(dataset.group_ids)
-    tr_idx, va_idx = split_by_group(groups, cfg.val_fraction, cfg.seed)
-    if cfg.max_val_samples and len(va_idx) > cfg.max_val_samples:
-        pick = np.random.default_rng(cfg.seed).choice(len(va_idx), cfg.max_val_samples, False)
-        va_idx = np.sort(va_idx[pick])
-    model = FocusNet(mcfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(tr_idx) / (cfg.batch_size * world))
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    total = max(1, steps_per_epoch * cfg.epochs)
-    warm = max(1, int(cfg.warmup_fraction * total))
-
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    state = {"epoch": 0, "best_val": float("inf"), "best_rmse_um": float("nan"), "bad_epochs": 0}
-    ckpt = out / "checkpoint.pt"
-    if ckpt.exists():
-        # on the CPU: the RNG states must stay CPU byte tensors, and load_state_dict copies
-        # the weights and the optimiser's moments to the model's device anyway
-        c = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if c.get("train_config") != asdict(cfg) or c.get("model_config") != mcfg.to_dict():
-            raise ValueError(
-                f"{ckpt}: checkpoint was made with other settings; use another --out or delete it"
-            )
-        model.load_state_dict(c["model"])
-        opt.load_state_dict(c["optimizer"])
-        sched.load_state_dict(c["scheduler"])
-        state = c["state"]
-        torch.set_rng_state(c["torch_rng"])
-        if device.startswith("cuda") and c.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(c["cuda_rng"], device)
-    net: nn.Module = model
-    if distributed:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
-        )
-
-    train_sampler = None
-    if distributed:
-        train_sampler = torch.utils.data.distributed.DistributedSampler(
-            Subset(dataset, tr_idx), num_replicas=world, rank=rank, seed=cfg.seed
-        )
-    log_path = out / "log.csv"
-    tb = None
-    if rank == 0:
-        try:  # optional
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(str(out / "tensorboard"))
-        except Exception:  # noqa: BLE001 - TensorBoard is optional
-            tb = None
-    use_amp = device.startswith("cuda")
-    t_start = time.time()
-    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
-        epoch = state["epoch"]
-        # per-epoch seeds: a resumed run draws exactly what an uninterrupted one would
-        gen = torch.Generator().manual_seed(cfg.seed + 1000 * epoch + rank)
-        net.train()
-        if train_sampler is not None:
-            train_sampler.set_epoch(epoch)
-            loader = DataLoader(
-                Subset(dataset, tr_idx),
-                batch_size=cfg.batch_size,
-                sampler=train_sampler,
-                num_workers=cfg.num_workers,
-                drop_last=True,
-            )
-        elif hasattr(dataset, "block_ids"):  # stored in chunks: stream chunk by chunk
-            sampler = BlockShuffleSampler(np.asarray(dataset.block_ids)[tr_idx], cfg.seed)
-            sampler.set_epoch(epoch)
-            loader = DataLoader(
-                Subset(dataset, tr_idx),
-                batch_size=cfg.batch_size,
-                sampler=sampler,
-                num_workers=cfg.num_workers,
-                drop_last=len(tr_idx) > cfg.batch_size,
-            )
-        else:
-            loader = DataLoader(
-                Subset(dataset, tr_idx),
-                batch_size=cfg.batch_size,
-                shuffle=True,
-                generator=torch.Generator().manual_seed(cfg.seed + epoch),
-                num_workers=cfg.num_workers,
-                drop_last=len(tr_idx) > cfg.batch_size,
-            )
-        it = loader
-        if progress and rank == 0:
-            from tqdm import tqdm
-
-            it = tqdm(loader, total=min(len(loader), steps_per_epoch), desc=f"epoch {epoch + 1}")
-        tr_loss, n_seen = 0.0, 0
-        for step, (stamp, theta, phi, target) in enumerate(it):
-            if step >= steps_per_epoch:
-                break
-            if cfg.augment:
-                stamp, phi = augment(stamp, phi, gen)
-            img, sc = prepare_inputs(stamp, theta, phi, mcfg.crop)
-            img, sc, target = img.to(device), sc.to(device), target.to(device).float()
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                out_t = net(img, sc)
-            loss, _ = FocusNet.loss(out_t.float(), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            opt.step()
-            sched.step()
-            tr_loss += float(loss.detach()) * len(target)
-            n_seen += len(target)
-        if distributed:
-            # DDP keeps parameters equal; BatchNorm running statistics are each rank's own:
-            # take rank 0's so that every rank validates and ends with the same model
-            for buf in model.buffers():
-                torch.distributed.broadcast(buf, 0)
-        val_loss, val_rmse = evaluate(model, Subset(dataset, va_idx), cfg.batch_size, device)
-        state["epoch"] = epoch + 1
-        if val_loss < state["best_val"] - 1e-4:
-            state.update(best_val=val_loss, best_rmse_um=val_rmse, bad_epochs=0)
-            if rank == 0:
-                _atomic_save(model.state_dict(), out / "best.pt")
-                # a usable model directory at every improvement: nothing lost on a crash
-                save_model(model, out, _model_meta(cfg, state, tr_idx, va_idx, groups, metadata))
-        else:
-            state["bad_epochs"] += 1
-        if rank == 0:
+    run = _new_run(dataset, Path(out_dir), cfg, mcfg, device, metadata, progress)
+    _resume(run)
+    _prepare_training(run)
+    run.t_start = time.time()
+    while run.state["epoch"] < cfg.epochs and run.state["bad_epochs"] < cfg.patience:
+        epoch = run.state["epoch"]
+        tr_loss, n_seen = _train_epoch(run, epoch)
+        val_loss, val_rmse = _validate(run)
+        _update_best(run, epoch, val_loss, val_rmse)
+        if run.rank == 0:
             row = {
                 "epoch": epoch + 1,
                 "train_loss": tr_loss / max(1, n_seen),
                 "val_loss": val_loss,
                 "val_rmse_um": val_rmse,
-                "lr": sched.get_last_lr()[0],
-                "elapsed_s": time.time() - t_start,
+                "lr": run.sched.get_last_lr()[0],
+                "elapsed_s": time.time() - run.t_start,
             }
-            new = not log_path.exists()
-            with open(log_path, "a", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=list(row))
-                if new:
-                    w.writeheader()
-                w.writerow(row)
-            if tb is not None:
-                for k, v in row.items():
-                    tb.add_scalar(k, v, epoch + 1)
-            _atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "state": state,
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device)
-                    if device.startswith("cuda")
-                    else None,
-                    "train_config": asdict(cfg),
-                    "model_config": mcfg.to_dict(),
-                },
-                ckpt,
-            )
-            if progress:
-                print(
-                    f"epoch {epoch + 1}: train {row['train_loss']:.4f}  val {val_loss:.4f}  "
-                    f"val RMSE {val_rmse:.2f} um",
-                    flush=True,
-                )
-    if distributed:
-        torch.distributed.barrier()
-    best = out / "best.pt"  # every rank ends on the best weights (OUT on a shared filesystem)
-    if best.exists():
-        model.load_state_dict(torch.load(best, map_location=device, weights_only=True))
-    if rank == 0:
-        meta = _model_meta(cfg, state, tr_idx, va_idx, groups, metadata)
-        save_model(model, out, meta)
-        (out / "summary.json").write_text(json.dumps(meta, indent=2))
-    return {
-        "best_val_loss": state["best_val"],
-        "best_val_rmse_um": state["best_rmse_um"],
-        "epochs": state["epoch"],
-        "wall_s": time.time() - t_start,
-        "rank": rank,
-        "weights_sha256": weights_digest(model),
-    }
+            _log_epoch(run, row)
+            _save_checkpoint(run)
+    return _finish(run)
 
 
 def weights_digest(model: nn.Module) -> str:

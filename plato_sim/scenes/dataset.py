@@ -59,6 +59,8 @@ from plato_sim.truth.eef import eef
 __all__ = ["make_shard"]
 
 
+# Long because: the numbered steps of the module docstring (render, detector,
+# background, cut, labels) over per-sample arrays that every step fills.
 def make_shard(
     cfg: dict,
     seed: int,

@@ -232,6 +232,8 @@ def _patch_size(size_px: int) -> int:
     return max(17, 2 * (size_px // 2 + int(_POINTING_CLIP_PX) + 2) + 1)
 
 
+# Long because: one rendering pass (OTFs, jitter, drift, pixel sampling)
+# over batched per-star arrays.
 def render_windows(
     engine: FastEngine,
     optics: OpticalModel,
@@ -386,6 +388,8 @@ def _draw_stars_on_ccds(
     return th, ph, k.astype(int), r, c
 
 
+# Long because: draws stars, renders, adds sky and detector noise and builds the
+# truth table in the order of the module docstring, over shared per-star arrays.
 def emulate_imagettes(
     camera,
     temperature_degC: float,
@@ -621,6 +625,8 @@ def imagette_label_dtype() -> np.dtype:
     return np.dtype([(n, t) for n, t, _ in LABEL_FIELDS + EXTRA_LABEL_FIELDS])
 
 
+# Long because: the training-sample twin of emulate_imagettes, with the same
+# steps over per-state and per-sample arrays.
 def make_imagette_shard(
     cfg: dict,
     seed: int,

@@ -1,0 +1,206 @@
+"""Accuracy and speed of the physics forward-model fit (:func:`plato_cnn.forward.forward_bft`).
+
+Cameras: the emulated campaigns of ``benchmarks/classical_bft.py`` (same seed, same sizes,
+same cache; emulated here when absent): random camera perturbations drawn by the emulator,
+true T_BF uniform in [-84, -72] degC.  Each camera is fitted with 5, 3, 2 and 1 plateaux
+(:data:`plato_cnn.pipelines.calibrate.PLATEAU_SUBSETS`: -90..-70; -90, -80, -70; -85, -75;
+-80).  Per row: RMS error, bias, median sigma, coverage (|error| <= sigma), failures, cameras
+flagged ``outside_model``, mean wall time per camera.
+
+Timing row: the default 10,000-frame campaign (40 fields x 25 dithers x 2 frames x 5 plateaux,
+``plato-sim campaign --camera cam10k --bft-degC -78.5 --seed 3``), read and fitted in this
+process with ``--timing-threads`` torch threads (2 = the project's machine).
+
+Usage::
+
+    python -m benchmarks.forward_bft [--quick] [--cameras 50] [--skip-timing] \
+        --json out/forward_bft.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/forward_bft.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import (  # noqa: E402
+    machine_info,
+    markdown_table,
+    parse_with_quick,
+    percent,
+    report,
+)
+from benchmarks.classical_bft import (  # noqa: E402
+    QUICK_CAMPAIGNS,
+    _emulate,
+    add_campaign_arguments,
+    build_rows,
+    campaign_jobs,
+)
+from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
+
+#: (label, plateaux)
+ROWS = [("forward-model fit", n) for n in (5, 3, 2, 1)]
+#: The 10,000-frame timing campaign (the ``plato-sim campaign`` defaults).
+TIMING_CAMPAIGN = dict(camera_name="cam10k", bft_degC=-78.5, seed=3)
+
+
+def _evaluate(job: dict) -> dict:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    from plato_cnn.forward import forward_bft
+    from plato_cnn.reader import read_campaign
+
+    t0 = time.perf_counter()
+    frames = read_campaign(job["dir"])
+    t_read = time.perf_counter() - t0
+    out = []
+    for k, (_label, n_pl) in enumerate(ROWS):
+        t1 = time.perf_counter()
+        try:
+            r = forward_bft(frames, plateaux=SUBSETS[n_pl], max_iter=job["max_iter"])
+            out.append(
+                {
+                    "row": k,
+                    "bft": r["bft_degC"],
+                    "sigma": r["sigma_degC"],
+                    "outside": r["outside_model"],
+                    "chi2": r["chi2"]["reduced"],
+                    "s": r["s_um_per_degC"],
+                    "iterations": r["diagnostics"]["iterations"],
+                    "wall_s": time.perf_counter() - t1,
+                }
+            )
+        except Exception as exc:  # counted as a failure of that row
+            out.append(
+                {
+                    "row": k,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "wall_s": time.perf_counter() - t1,
+                }
+            )
+    return {"i": job["i"], "truth": job["truth"], "results": out, "read_s": t_read}
+
+
+def _timing(args: argparse.Namespace) -> dict:
+    """Read + fit the 10,000-frame campaign in this process."""
+    import json
+
+    import torch
+
+    from plato_cnn.forward import forward_bft
+    from plato_cnn.reader import read_campaign
+    from plato_sim.scenes.ground_test import emulate_or_load
+
+    folder = Path(args.cache) / "forward_c10k"
+    truth = emulate_or_load(folder, **TIMING_CAMPAIGN)
+    torch.set_num_threads(args.timing_threads)
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    frames = read_campaign(folder)
+    t_read = time.perf_counter() - t0
+    r = forward_bft(frames, max_iter=args.max_iter)
+    wall = time.perf_counter() - t0
+    return dict(
+        frames=len(frames),
+        threads=args.timing_threads,
+        read_s=t_read,
+        fit_s=wall - t_read,
+        total_s=wall,
+        error_degC=r["bft_degC"] - truth["t_bf_degC"],
+        sigma_degC=r["sigma_degC"],
+        chi2_reduced=r["chi2"]["reduced"],
+        iterations=r["diagnostics"]["iterations"],
+        load_avg_before=list(load0),
+        load_avg_after=list(os.getloadavg()),
+        truth_n_sub=truth.get("n_sub_truth"),
+        report=json.loads(json.dumps({k: v for k, v in r.items() if k != "wavefront"})),
+    )
+
+
+def markdown(result: dict) -> str:
+    cols = [
+        ("estimator", "estimator", ""),
+        ("plateaux", "plateaux", "d"),
+        ("rms_error_degC", "RMS error (degC)", ".3f"),
+        ("bias_degC", "bias (degC)", "+.3f"),
+        ("max_abs_error_degC", "max abs (degC)", ".3f"),
+        ("median_sigma_degC", "median sigma (degC)", ".3f"),
+        ("frac_within_sigma", "|error| <= sigma", percent),
+        ("n_cameras", "cameras", "d"),
+        ("failures", "failures", "d"),
+        ("outside_model", "outside model", "d"),
+        ("wall_s_per_camera", "wall s / camera", ".0f"),
+    ]
+    text = markdown_table(result["rows"], cols)
+    t = result.get("timing")
+    if t:
+        text += (
+            f"\n\n10,000-frame campaign ({t['frames']} frames, {t['threads']} torch threads): "
+            f"read {t['read_s']:.0f} s + fit {t['fit_s']:.0f} s = **{t['total_s']:.0f} s**; "
+            f"error {t['error_degC']:+.3f} degC, sigma {t['sigma_degC']:.3f}, chi2_red "
+            f"{t['chi2_reduced']:.2f}; load {t['load_avg_before'][0]:.1f} -> "
+            f"{t['load_avg_after'][0]:.1f}"
+        )
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_campaign_arguments(ap)
+    ap.add_argument("--max-iter", type=int, default=12, help="Levenberg-Marquardt iterations")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    ap.add_argument("--timing-threads", type=int, default=2)
+    ap.add_argument("--skip-timing", action="store_true", help="no 10,000-frame timing row")
+    ap.add_argument("--skip-accuracy", action="store_true", help="only the timing row")
+    args = parse_with_quick(ap, argv, QUICK_CAMPAIGNS)
+    rows, evals, t_emul, t_eval = [], [], 0.0, 0.0
+    if not args.skip_accuracy and args.cameras > 0:
+        jobs = campaign_jobs(args, threads=args.threads, max_iter=args.max_iter)
+        t0 = time.perf_counter()
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(args.workers) as pool:
+            truths = pool.map(_emulate, jobs, chunksize=1)
+        t_emul = time.perf_counter() - t0
+        for j, tr in zip(jobs, truths, strict=True):
+            j["truth"] = tr["t_bf_degC"]
+        t1 = time.perf_counter()
+        with ctx.Pool(args.workers) as pool:
+            evals = pool.map(_evaluate, jobs, chunksize=1)
+        t_eval = time.perf_counter() - t1
+        heads = [dict(estimator=lb, plateaux=n) for lb, n in ROWS]
+        rows = build_rows(
+            evals, heads, dict(outside_model="outside"), dict(estimator="prior only", plateaux=0)
+        )
+        for k, row in enumerate(rows[: len(ROWS)]):
+            walls = [e["results"][k].get("wall_s", float("nan")) for e in evals]
+            row["wall_s_per_camera"] = sum(walls) / max(len(walls), 1)
+    timing = None if args.skip_timing else _timing(args)
+    info = dict(
+        machine=machine_info(),
+        config=vars(args),
+        plateau_subsets={str(k): list(v) for k, v in SUBSETS.items()},
+        seconds_emulation=t_emul,
+        seconds_evaluation=t_eval,
+        rows=rows,
+        timing=timing,
+        per_camera=[dict(i=e["i"], truth_degC=e["truth"], results=e["results"]) for e in evals],
+    )
+    if evals:
+        print(
+            f"{len(evals)} cameras, {args.fields} fields x {args.dithers} dithers x "
+            f"{args.frames} frames; emulation {t_emul:.0f} s, evaluation {t_eval:.0f} s"
+        )
+    report(info, markdown(info), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,278 @@
+"""Every BFT estimator scored in family and out of family (nodal optical family), 5/3/2/1 plateaux.
+
+In family: the design-family cameras exactly as ``benchmarks/classical_bft.py`` emulates them
+(same options, seed and cache: random :class:`~plato_sim.optics.wavefront.CameraPerturbation`
+of the design, true T_BF uniform in [-84, -72] degC, ``--fields`` x ``--dithers`` x
+``--frames``).  Out of family: ``--oof-cameras`` cameras of the nodal family
+(:mod:`plato_sim.optics.family_nodal`: NAT field dependences through Z22, quadratic thermal
+response, CCD height steps, other charge diffusion, spectrum and vignetting), each with its
+own random test design (:func:`plato_sim.scenes.out_of_family.random_design`: 10-40 fields,
+5-25 dithers, 1-4 frames) but the standard five plateaux -90..-70 degC, so that both families
+use the same plateau subsets (``CampaignFrames.plateau_mask`` with
+:data:`plato_cnn.pipelines.calibrate.PLATEAU_SUBSETS`: 5 = -90..-70, 3 = -90/-80/-70,
+2 = -85/-75, 1 = -80), and the true T_BF drawn in the in-family range (``--oof-bft-range``;
+the family's own default -92..-68 adds extrapolation on top of the family change).
+
+Estimators: the test houses' cubic (5 plateaux; a cubic needs 4), the improved classical
+(gauss; 5 and 3), the CNN (shipped default model unless ``--model``; 5, 3, 2, 1) and, when
+``plato_cnn.forward`` exists and exposes ``forward_bft(frames, ...)``, the forward method (5,
+3, 2, 1; imported lazily, rows skipped otherwise).  Columns: RMS error, bias, median sigma,
+coverage (|error| <= sigma), failures, and RMS error / Cramer-Rao bound where a bound is
+available: the design family's median bound for the same design, read from the limits
+benchmark's JSON (``--bounds``, default ``results/limits.json``).  No bound is given out of
+family (:func:`plato_sim.bounds.camera_from_truth` refuses nodal truths: the bound's
+nuisances are the design family's terms).
+
+How the nodal family stays out of training and calibration:
+
+* separate seeds: every nodal draw (camera, design, T_BF, emulator seed) comes from
+  ``SeedSequence([NODAL_SEED_TAG, seed, i])`` (:mod:`plato_sim.scenes.out_of_family`), a
+  stream disjoint from the plain-integer seeds of datasets, calibration sets and the
+  design-family benchmarks;
+* no import: the pretraining, fine-tuning, plateau-head and calibration code
+  (``plato_cnn.pipelines``, ``plato_cnn.nn``, ``plato_sim.generate``,
+  ``plato_sim.scenes.dataset``) never imports ``plato_sim.optics.family_nodal`` or
+  ``plato_sim.scenes.out_of_family``; this benchmark only reads the campaigns and scores;
+* its campaigns live in their own cache (``--oof-cache``) with the family in the truth
+  sidecar (``"family": "nodal"``).
+
+Usage::
+
+    python -m benchmarks.out_of_family [--quick] [--json out/out_of_family.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/out_of_family.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import (  # noqa: E402
+    REPO_ROOT,
+    error_stats,
+    machine_info,
+    markdown_table,
+    parse_with_quick,
+    percent,
+    report,
+    script_argv,
+)
+from benchmarks.classical_bft import (  # noqa: E402
+    TRUTH_RANGE_DEGC,
+    _emulate,
+    add_campaign_arguments,
+    campaign_jobs,
+)
+from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
+
+#: ``--quick``: a few small campaigns per family (their own folders in the same caches).
+QUICK = dict(cameras=4, oof_cameras=4, fields=20, dithers=3)
+#: (label, method, fit, plateaux); rows a fit cannot do (too few plateaux) are left out.
+ROWS = [
+    ("test houses: cubic (baseline)", "eef", "cubic", 5),
+    ("improved classical (gauss)", "eef", "gauss", 5),
+    ("improved classical (gauss)", "eef", "gauss", 3),
+    ("CNN + thermal-model fit", "cnn", "-", 5),
+    ("CNN + thermal-model fit", "cnn", "-", 3),
+    ("CNN + thermal-model fit", "cnn", "-", 2),
+    ("CNN + thermal-model fit", "cnn", "-", 1),
+    ("forward method", "forward", "-", 5),
+    ("forward method", "forward", "-", 3),
+    ("forward method", "forward", "-", 2),
+    ("forward method", "forward", "-", 1),
+]
+
+
+def forward_available() -> bool:
+    """Whether ``plato_cnn.forward.forward_bft`` exists (another engineer's work in progress)."""
+    try:
+        from plato_cnn.forward import forward_bft  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _forward(frames, seed: int) -> tuple[float, float]:
+    """``forward_bft`` on ``frames``: (T_BF, sigma), whatever its result object looks like."""
+    from plato_cnn.forward import forward_bft
+
+    r = forward_bft(frames, seed=seed)  # a report dict (bft_degC, sigma_degC, ...)
+    r = r[0] if isinstance(r, tuple) else r
+    get = r.get if isinstance(r, dict) else lambda k, d=None: getattr(r, k, d)
+    bft = get("t_bf_degC", get("bft_degC"))
+    sig = get("sigma_degC", get("sigma_tbf_degC", float("nan")))
+    return float(bft), float(sig)
+
+
+def _evaluate(job: dict) -> dict:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    import warnings
+
+    from plato_cnn.classical import estimate_bft
+    from plato_cnn.metrics import frame_eef
+    from plato_cnn.predict import cnn_bft
+    from plato_cnn.reader import read_campaign
+    from plato_sim.errors import PlatoFocusWarning
+
+    warnings.simplefilter("ignore", PlatoFocusWarning)  # per-camera notes: not the table's
+
+    t0 = time.perf_counter()
+    frames = read_campaign(job["dir"])
+    frames = frames.select(frames.usable)
+    e = frame_eef(frames.stamps, "2x2")
+    out = []
+    for k in job["rows"]:
+        _label, method, fit, n_pl = ROWS[k]
+        m = frames.plateau_mask(SUBSETS[n_pl])
+        try:
+            if method == "eef":
+                r = estimate_bft(frames.select(m), fit, "2x2", e[m], seed=job["i"], n_boot=100)
+                bft, sig = r.bft_degC, r.sigma_degC
+            elif method == "cnn":
+                f, _ = cnn_bft(frames.select(m), job["model"], n_boot=100, seed=job["i"])
+                bft, sig = f.t_bf_degC, f.sigma_degC
+            else:
+                bft, sig = _forward(frames.select(m), job["i"])
+            out.append({"row": k, "bft": bft, "sigma": sig})
+        except Exception as exc:  # counted as a failure of that row
+            out.append({"row": k, "error": f"{type(exc).__name__}: {exc}"})
+    return {"i": job["i"], "family": job["family"], "truth": job["truth"], "results": out,
+            "s": time.perf_counter() - t0}  # fmt: skip
+
+
+def crb_medians(path: str | None, fields: int, dithers: int, frames: int) -> dict[int, float]:
+    """Median design-family T_BF bound (degC) per plateau count for this design, from the
+    limits benchmark's JSON (``per_field`` aberrations); empty if absent or not matching."""
+    if not path or not Path(path).is_file():
+        return {}
+    rows = json.loads(Path(path).read_text()).get("rows", [])
+    return {
+        int(r["plateaux"]): float(r["median_bound_degC"])
+        for r in rows
+        if (r.get("fields"), r.get("dithers"), r.get("frames")) == (fields, dithers, frames)
+        and r.get("aberrations") == "per_field"
+        and r.get("median_bound_degC") is not None
+    }
+
+
+def build_rows(evals: list[dict], rows: list[int], family: str, crb: dict[int, float]) -> list:
+    """One row of statistics per estimator and plateau count, for one family."""
+    truth = np.asarray([ev["truth"] for ev in evals])
+    out = []
+    for k in rows:
+        label, _m, fit, n_pl = ROWS[k]
+        res = [next(r for r in ev["results"] if r["row"] == k) for ev in evals]
+        fails = [r["error"] for r in res if "error" in r]
+        st = error_stats([r.get("bft", np.nan) for r in res],
+                         [r.get("sigma", np.nan) for r in res], truth)  # fmt: skip
+        bound = crb.get(n_pl)
+        rms = st["rms_error_degC"]
+        out.append(
+            dict(family=family, estimator=label, fit=fit, plateaux=n_pl, **st,
+                 failures=len(fails), first_failure=fails[0] if fails else None,
+                 crb_median_degC=bound,
+                 rms_over_crb=None if bound is None or rms is None else rms / bound)
+        )  # fmt: skip
+    return out
+
+
+def markdown(result: dict) -> str:
+    """The rows of a result (as written to ``--json``) as a Markdown table."""
+    cols = [
+        ("family", "family", ""),
+        ("estimator", "estimator", ""),
+        ("plateaux", "plateaux", "d"),
+        ("rms_error_degC", "RMS error (degC)", ".2f"),
+        ("bias_degC", "bias (degC)", "+.2f"),
+        ("median_sigma_degC", "median sigma (degC)", ".2f"),
+        ("frac_within_sigma", "|error| <= sigma", percent),
+        ("n_cameras", "cameras", "d"),
+        ("failures", "failures", "d"),
+        ("rms_over_crb", "RMS / CRB", ".3g"),
+    ]
+    return markdown_table(result["rows"], cols)
+
+
+def _oof_truths(args: argparse.Namespace) -> list[tuple[Path, dict]]:
+    from plato_sim.scenes.out_of_family import emulate_out_of_family
+
+    return emulate_out_of_family(
+        args.oof_cache, args.oof_cameras, seed=args.oof_seed,
+        bft_range_degC=tuple(args.oof_bft_range), n_sub_truth=args.n_sub_truth,
+        workers=args.workers, plateaux_degC=SUBSETS[5],
+    )  # fmt: skip
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_campaign_arguments(ap)  # in family: the cameras, seeds and cache of classical_bft.py
+    ap.add_argument("--model", default=None, help="CNN model directory (default: shipped)")
+    ap.add_argument("--oof-cameras", type=int, default=50, help="nodal-family cameras")
+    ap.add_argument("--oof-seed", type=int, default=1, help="nodal evaluation-set seed")
+    ap.add_argument(
+        "--oof-bft-range",
+        type=lambda s: [float(v) for v in s.split(",")],
+        default=list(TRUTH_RANGE_DEGC),
+        help="true T_BF range (degC) out of family",
+    )
+    ap.add_argument("--oof-cache", default="out/out_of_family_cache")
+    ap.add_argument("--bounds", default=str(REPO_ROOT / "results" / "limits.json"),
+                    help="limits benchmark JSON with the design family's bounds")  # fmt: skip
+    return parse_with_quick(ap, argv, QUICK)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    rows = [k for k, r in enumerate(ROWS) if r[1] != "forward" or forward_available()]
+    t0 = time.perf_counter()
+    ctx = mp.get_context("spawn")
+    jobs = campaign_jobs(args, model=args.model, family="in", rows=rows)
+    with ctx.Pool(args.workers) as pool:
+        truths = pool.map(_emulate, jobs, chunksize=1)
+    for j, tr in zip(jobs, truths, strict=True):
+        j["truth"] = tr["t_bf_degC"]
+    for i, (d, tr) in enumerate(_oof_truths(args)):
+        jobs.append(dict(i=i, dir=str(d), truth=tr["t_bf_degC"], model=args.model,
+                         family="out", rows=rows))  # fmt: skip
+    t_emul = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    with ctx.Pool(args.workers) as pool:
+        evals = pool.map(_evaluate, jobs, chunksize=1)
+    t_eval = time.perf_counter() - t1
+    crb = crb_medians(args.bounds, args.fields, args.dithers, args.frames)
+    table = build_rows([e for e in evals if e["family"] == "in"], rows, "in", crb)
+    table += build_rows([e for e in evals if e["family"] == "out"], rows, "out", {})
+    info = dict(
+        machine=machine_info(),
+        command=script_argv(),
+        config=vars(args),
+        plateau_subsets={str(k): list(v) for k, v in SUBSETS.items()},
+        forward_method=forward_available(),
+        bounds_used={str(k): v for k, v in crb.items()},
+        seconds_emulation=t_emul,
+        seconds_evaluation=t_eval,
+        rows=table,
+        per_camera=evals,
+    )
+    print(
+        f"in family: {args.cameras} cameras ({args.fields} fields x {args.dithers} dithers x "
+        f"{args.frames} frames); out of family: {args.oof_cameras} nodal cameras (random "
+        f"designs); emulation {t_emul:.0f} s, evaluation {t_eval:.0f} s"
+    )
+    report(info, markdown(info), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1154 @@
+"""Physics forward-model fit of a whole campaign: ``T_BF`` from a fitted camera wavefront.
+
+Every usable frame of every chosen plateau is modelled at once, pixel by pixel, through the
+project's differentiable fast engine (:class:`plato_sim.psf.fast.FastEngine`) and the
+detector response; the plateaux are *phase diversity*: the same field-dependent wavefront
+seen through several known-spacing defocus steps.
+
+Model of one frame ``i`` (field ``f``, plateau ``k``), electrons, focal-plane pixel axes::
+
+    stamp_i = flux_i * PSF(u_fk; dx_i, dy_i, sigma_d) + bg_i
+
+* ``u_fk`` the local optical state (:data:`LOCAL_TERMS`): total focal offset ``dz`` (um),
+  Noll Z5..Z11 (nm RMS, :mod:`plato_sim.optics.wavefront`), chromatic-shift scale;
+* ``dz = dz_th(T_k) + fo(x, y)``, ``dz_th = b + s (T - T_ref) [+ q (T - T_ref)^2]``,
+  ``fo`` = focal-plane tilt ``tx x + ty y`` + field curvature ``c2 h^2 + c4 h^4``;
+* astigmatism ``Z5 = a5 + a5x x + a5y y + A 2xy``, ``Z6 = a6 + a6x x + a6y y + A (x^2 - y^2)``
+  (``h^2`` with orientation ``2 phi`` plus constant and linear misalignment terms);
+  coma ``Z7 = k7 + C y``, ``Z8 = k8 + C x`` (``h`` with orientation ``phi``); trefoil Z9, Z10
+  constant; spherical ``Z11 = p0 + p2 h^2``;  ``(x, y) = h (cos phi, sin phi)``,
+  ``h = theta / 18.89 deg``.  Every coefficient is **free**; the design
+  (:class:`plato_sim.optics.wavefront.FieldAberrations`) is only the starting point and the
+  centre of a wide, weak prior (:data:`PRIOR_SIGMA`) that keeps degenerate directions finite;
+* ``PSF``: the fast engine's polychromatic OTF (OGSE spectrum) times the pixel box and a
+  Gaussian charge diffusion of free width ``sigma_d`` (one per camera), evaluated by an exact
+  DFT at the frame's sub-pixel offset;
+* per frame: flux, background, offset ``(dx, dy)`` free.
+
+Noise: ``var = max(model, 0) + (f_prnu model)^2 + read^2 (1 + 1/n_bg)`` (Poisson, the 1 %
+pixel-response non-uniformity that follows the star across the window, read noise of the
+frame and of the subtracted closed-shutter mean); a Cauchy loss on the normalised residuals
+down-weights cosmic rays, hot pixels and stray light that the reader did not flag.
+
+Fit: Levenberg-Marquardt on all parameters; per iteration one OTF and its forward-mode
+Jacobian (:func:`torch.func.jacfwd`) per *distinct optical state* (field x plateau), the
+stamps of every frame of that state and their derivatives by the DFT (exact), and the
+per-frame nuisances eliminated by a Schur complement (bundle adjustment).  A coarse scan of
+the thermal offset on a subset of fields starts it.
+
+``T_BF`` is the exact definition (plato-facts.md, :mod:`plato_sim.truth.bestfocus`): the
+argmax over TRP1 of the field-averaged expected EEF (uniform sub-pixel positions, an
+``n_sub x n_sub`` grid, noise-free, OGSE spectrum) of the *fitted* model, over every field
+position of the campaign.  Its sigma: the Laplace covariance of the parameters (scaled by
+the reduced chi^2 when above 1) propagated through the implicit-function derivative of that
+argmax, plus an optional calibrated systematic term (:data:`SYSTEMATIC_SIGMA_DEGC`, empty
+until calibrated on in-family cameras).
+
+What one plateau gives and does not give
+----------------------------------------
+One plateau still measures the wavefront of every field (the aberrations and the field
+dependence of focus are seen in each defocused image; the sign of defocus is fixed by the
+other aberrations, which is weaker near focus) and hence the *focal shift* separating the
+plateau from best focus, in um.  It does not measure the thermal sensitivity ``s``: the
+shift is turned into degC with the prior ``s = 10 +- 3 um/degC`` (:data:`S_PRIOR_ONE_PLATEAU`),
+so the answer is ``T_plateau + shift / s`` with a sigma that grows with the distance from
+best focus (30 % of it).  Two plateaux measure ``s``; the quadratic term ``q`` needs four.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+import torch
+
+from plato_sim.errors import InsufficientPlateaux, ParameterError, warn
+from plato_sim.optics.camera import PLATO_NORMAL_CAMERA
+from plato_sim.optics.spectra import ogse_spectrum
+from plato_sim.optics.wavefront import N_ZERNIKE, FieldAberrations, dz_to_z4_nm
+from plato_sim.psf.base import DEFAULT_DIFFUSION_SIGMA_PX
+from plato_sim.psf.fast import FastEngine
+from plato_sim.stamps import ccd_to_focal_plane_orientation
+from plato_sim.truth.bestfocus import subpixel_grid
+
+__all__ = [
+    "forward_bft",
+    "plot_forward_bft",
+    "ForwardModel",
+    "PARAM_NAMES",
+    "LOCAL_TERMS",
+    "SYSTEMATIC_SIGMA_DEGC",
+    "CHI2_WARN",
+]
+
+log = logging.getLogger(__name__)
+
+#: Local optical state of one (field, plateau): the OTF's free directions.
+LOCAL_TERMS = ("dz_um", "Z5", "Z6", "Z7", "Z8", "Z9", "Z10", "Z11", "chrom_scale")
+#: Global parameters (``q`` only with >= 4 plateaux and ``quadratic=True``).
+PARAM_NAMES = (
+    "b_um", "s_um_per_degC", "q_um_per_degC2",
+    "tilt_x_um", "tilt_y_um", "curv_c2_um", "curv_c4_um",
+    "astig_A_nm", "Z5_0_nm", "Z6_0_nm", "Z5_x_nm", "Z5_y_nm", "Z6_x_nm", "Z6_y_nm",
+    "coma_C_nm", "Z7_0_nm", "Z8_0_nm",
+    "Z9_0_nm", "Z10_0_nm",
+    "sph_0_nm", "sph_2_nm",
+    "chrom_scale", "diffusion_sigma_px",
+)  # fmt: skip
+_IX = {n: i for i, n in enumerate(PARAM_NAMES)}
+#: Weak Gaussian prior sigmas around the design (starting) values: wide against anything the
+#: data measure (ASSUMED; they only keep unmeasured directions finite).
+PRIOR_SIGMA = {
+    "b_um": 1e4, "s_um_per_degC": 1e3, "q_um_per_degC2": 5.0,
+    "tilt_x_um": 100.0, "tilt_y_um": 100.0, "curv_c2_um": 200.0, "curv_c4_um": 200.0,
+    "astig_A_nm": 1000.0, "Z5_0_nm": 300.0, "Z6_0_nm": 300.0, "Z5_x_nm": 300.0,
+    "Z5_y_nm": 300.0, "Z6_x_nm": 300.0, "Z6_y_nm": 300.0,
+    "coma_C_nm": 1000.0, "Z7_0_nm": 300.0, "Z8_0_nm": 300.0,
+    "Z9_0_nm": 300.0, "Z10_0_nm": 300.0,
+    "sph_0_nm": 1000.0, "sph_2_nm": 500.0,
+    "chrom_scale": 2.0, "diffusion_sigma_px": 0.2,
+}  # fmt: skip
+#: Thermal sensitivity prior used when one plateau cannot measure ``s`` (um/degC).
+S_PRIOR_ONE_PLATEAU = (10.0, 3.0)
+#: Calibrated systematic sigma (degC) by number of plateaux, added in quadrature.  Empty until
+#: calibrated on in-family emulated cameras (``{"5": 0.02, ...}``); the hook is here.
+SYSTEMATIC_SIGMA_DEGC: dict[str, float] = {}
+#: Reduced chi^2 (whole fit, or any single field) above which the model is declared
+#: inadequate (an aberration outside the fitted basis): warning and ``outside_model``.
+CHI2_WARN = 1.5
+CHI2_WARN_FIELD = 2.5
+#: The OTF derivatives are recomputed after a step that lowered the cost by more than this
+#: fraction; smaller steps reuse them (exact residuals, approximate Jacobian).
+JACOBIAN_REFRESH = 0.05
+#: Pixel-response non-uniformity (fraction) in the variance (detector default, ASSUMED 1 %).
+PRNU_FRACTION = 0.01
+#: Cauchy scale of the robust loss (in sigmas of the normalised residual).
+CAUCHY_C = 5.0
+#: Total read noise (e-) per frame (plato-facts.md: 38.7 and 32 e- in quadrature).
+READ_NOISE_E = math.hypot(38.7, 32.0)
+
+
+# ------------------------------------------------------------------------------ model
+class ForwardModel:
+    """The differentiable forward model of one camera's campaign (see the module docstring).
+
+    Args:
+        theta_deg, phi_deg: ``(F,)`` field positions.
+        spectrum: the source spectrum (OGSE).
+        engine: the fast engine (its camera gives pixel, f-number, design field radius).
+        design: the design aberrations (starting point, chromatic shape).
+        t_ref_degC: reference temperature of the thermal model.
+        quadratic: fit ``q``.
+    """
+
+    def __init__(
+        self,
+        theta_deg,
+        phi_deg,
+        spectrum,
+        engine: FastEngine,
+        design: FieldAberrations,
+        t_ref_degC: float,
+        quadratic: bool = False,
+    ) -> None:
+        self.eng = engine
+        self.sp = spectrum
+        self.design = design
+        self.t_ref = float(t_ref_degC)
+        self.quadratic = bool(quadratic)
+        h = np.asarray(theta_deg, float) / design.field_radius_deg
+        ph = np.radians(np.asarray(phi_deg, float))
+        self.fx, self.fy, self.fh2 = h * np.cos(ph), h * np.sin(ph), h * h
+        self.kz4 = float(dz_to_z4_nm(1.0, engine.camera.f_number))
+        self.chrom = np.asarray(design.chromatic_shift_um(spectrum.wavelengths_array_nm), float)
+        self.dtype = engine.dtype
+        self.dev = engine.device
+        # direction e_j (L, J) of each local term in Noll space
+        n_l = spectrum.n
+        e = np.zeros((len(LOCAL_TERMS), n_l, N_ZERNIKE))
+        e[0, :, 3] = self.kz4
+        for j in range(7):
+            e[1 + j, :, 4 + j] = 1.0
+        e[8, :, 3] = self.kz4 * self.chrom
+        self.dirs = torch.as_tensor(e, dtype=self.dtype, device=self.dev)
+        self.k = engine.n_freq(spectrum)
+        self.set_jacobian_spectrum(spectrum)
+        self.free = np.ones(len(PARAM_NAMES), bool)
+        if not self.quadratic:
+            self.free[_IX["q_um_per_degC2"]] = False
+
+    def coarse(self, n_wavelengths: int) -> ForwardModel:
+        """The same model with a coarser OGSE spectrum (starting scans, coarse searches)."""
+        sp = ogse_spectrum(self.eng.camera, n_wavelengths)
+        if sp.n >= self.sp.n:
+            return self
+        m = ForwardModel.__new__(ForwardModel)
+        m.__dict__.update(self.__dict__)
+        m.sp = sp
+        m.chrom = np.asarray(self.design.chromatic_shift_um(sp.wavelengths_array_nm), float)
+        e = np.zeros((len(LOCAL_TERMS), sp.n, N_ZERNIKE))
+        e[0, :, 3] = self.kz4
+        for j in range(7):
+            e[1 + j, :, 4 + j] = 1.0
+        e[8, :, 3] = self.kz4 * m.chrom
+        m.dirs = torch.as_tensor(e, dtype=self.dtype, device=self.dev)
+        return m
+
+    def set_jacobian_spectrum(self, spectrum) -> None:
+        """Spectrum (same band) used for the Jacobian only."""
+        self.sp_jac = spectrum
+        lam = spectrum.wavelengths_array_nm
+        e = np.zeros((len(LOCAL_TERMS), spectrum.n, N_ZERNIKE))
+        e[0, :, 3] = self.kz4
+        for j in range(7):
+            e[1 + j, :, 4 + j] = 1.0
+        e[8, :, 3] = self.kz4 * np.asarray(self.design.chromatic_shift_um(lam), float)
+        self.dirs_jac = torch.as_tensor(e, dtype=self.dtype, device=self.dev)
+
+    # ---- parameters
+    def initial_params(self, b_um: float, s: float = 10.0) -> np.ndarray:
+        """Design values as the starting point."""
+        d = self.design
+        p = np.zeros(len(PARAM_NAMES))
+        p[_IX["b_um"]] = b_um
+        p[_IX["s_um_per_degC"]] = s
+        p[_IX["curv_c2_um"]] = d.curvature_c2_um
+        p[_IX["curv_c4_um"]] = d.curvature_c4_um
+        p[_IX["astig_A_nm"]] = d.astig_nm
+        p[_IX["coma_C_nm"]] = d.coma_nm
+        p[_IX["sph_0_nm"]] = d.spherical0_nm
+        p[_IX["sph_2_nm"]] = d.spherical2_nm
+        p[_IX["chrom_scale"]] = 1.0
+        p[_IX["diffusion_sigma_px"]] = DEFAULT_DIFFUSION_SIGMA_PX
+        return p
+
+    def local_matrix(self, field_idx: np.ndarray, t_degC: np.ndarray) -> np.ndarray:
+        """``A (B, 9, P)``: ``u = A p`` for the local terms but ``chrom_scale`` (row 8 too)."""
+        f = np.asarray(field_idx, int)
+        tc = np.asarray(t_degC, float) - self.t_ref
+        x, y, h2 = self.fx[f], self.fy[f], self.fh2[f]
+        a = np.zeros((len(f), len(LOCAL_TERMS), len(PARAM_NAMES)))
+        ix = _IX
+        a[:, 0, ix["b_um"]] = 1.0
+        a[:, 0, ix["s_um_per_degC"]] = tc
+        a[:, 0, ix["q_um_per_degC2"]] = tc * tc
+        a[:, 0, ix["tilt_x_um"]] = x
+        a[:, 0, ix["tilt_y_um"]] = y
+        a[:, 0, ix["curv_c2_um"]] = h2
+        a[:, 0, ix["curv_c4_um"]] = h2 * h2
+        a[:, 1, ix["astig_A_nm"]] = 2 * x * y
+        a[:, 1, ix["Z5_0_nm"]] = 1.0
+        a[:, 1, ix["Z5_x_nm"]] = x
+        a[:, 1, ix["Z5_y_nm"]] = y
+        a[:, 2, ix["astig_A_nm"]] = x * x - y * y
+        a[:, 2, ix["Z6_0_nm"]] = 1.0
+        a[:, 2, ix["Z6_x_nm"]] = x
+        a[:, 2, ix["Z6_y_nm"]] = y
+        a[:, 3, ix["coma_C_nm"]] = y
+        a[:, 3, ix["Z7_0_nm"]] = 1.0
+        a[:, 4, ix["coma_C_nm"]] = x
+        a[:, 4, ix["Z8_0_nm"]] = 1.0
+        a[:, 5, ix["Z9_0_nm"]] = 1.0
+        a[:, 6, ix["Z10_0_nm"]] = 1.0
+        a[:, 7, ix["sph_0_nm"]] = 1.0
+        a[:, 7, ix["sph_2_nm"]] = h2
+        a[:, 8, ix["chrom_scale"]] = 1.0
+        return a
+
+    def zernikes(self, u: torch.Tensor) -> torch.Tensor:
+        """Local states ``(B, 9)`` -> Noll coefficients ``(B, L, J)`` (nm)."""
+        return torch.einsum("bt,tlj->blj", u, self.dirs)
+
+    # ---- OTF
+    def otf(self, u: np.ndarray | torch.Tensor, with_jac: bool = False, chunk: int = 4):
+        """OTF ``(B, 2K+1, K+1)`` of local states ``u (B, 9)`` and, optionally, its
+        derivatives ``(B, 9, 2K+1, K+1)``.
+
+        The derivatives are analytic forward-mode (``dP = i 2 pi/lambda dW P``, ``dI = 2
+        Re(E* dE)``, normalisation included), computed with the coarser spectrum
+        ``self.sp_jac``: an approximate Jacobian only changes the Levenberg-Marquardt path,
+        not the fixed point, whose residuals are those of the full model.
+        """
+        u = torch.as_tensor(u, dtype=self.dtype, device=self.dev)
+        outs, jacs = [], []
+        with torch.no_grad():
+            for s in range(0, u.shape[0], chunk):
+                z0 = self.zernikes(u[s : s + chunk])
+                outs.append(self.eng.otf(z0, self.sp))
+                if with_jac:
+                    jacs.append(self._jac(u[s : s + chunk]))
+        o = torch.cat(outs)
+        return (o, torch.cat(jacs)) if with_jac else o
+
+    def _jac(self, u: torch.Tensor) -> torch.Tensor:
+        eng, sp, k = self.eng, self.sp_jac, self.k
+        z = torch.einsum("bt,tlj->blj", u, self.dirs_jac)
+        b = u.shape[0]
+        n_t = len(LOCAL_TERMS) - 1  # the chromatic direction is chrom(lambda) x the dz one
+        chrom = self.design.chromatic_shift_um(sp.wavelengths_array_nm)
+        total = None
+        for li, (lam, w) in enumerate(zip(sp.wavelengths_nm, sp.weights, strict=True)):
+            g = eng._grid(lam, N_ZERNIKE, k)
+            n, m = g["n"], g["m"]
+            kk = 2.0 * math.pi / lam
+            phase = (z[:, li, :] @ g["basis"]) * kk
+            vals = torch.polar(g["amp"].expand_as(phase), phase)  # (b, npx)
+            dw = (self.dirs_jac[:n_t, li, :] @ g["basis"]) * kk  # (T, npx)
+            dvals = 1j * dw[None] * vals[:, None]  # (b, T, npx)
+            allv = torch.cat([vals[:, None], dvals], dim=1).reshape(b * (1 + n_t), -1)
+            pupil = torch.zeros((allv.shape[0], n * n), dtype=eng.cdtype, device=self.dev)
+            pupil = pupil.index_copy(1, g["idx"], allv).reshape(-1, n, n)
+            field = torch.fft.ifft2(pupil, s=(m, m)).reshape(b, 1 + n_t, m, m)
+            e0 = field[:, :1]
+            inten = torch.cat(
+                [e0.real**2 + e0.imag**2, 2.0 * (e0.conj() * field[:, 1:]).real], dim=1
+            )
+            o = torch.fft.rfft2(inten)
+            o = torch.cat([o[..., m - k :, : k + 1], o[..., : k + 1, : k + 1]], dim=-2)
+            nrm = o[:, :1, k : k + 1, 0:1].real
+            dn = o[:, 1:, k : k + 1, 0:1].real
+            d = o[:, 1:] / nrm - o[:, :1] * dn / nrm**2
+            d = torch.cat([d, d[:, :1] * float(chrom[li])], dim=1)
+            total = d * w if total is None else total + d * w
+        return total
+
+    def transfer(self, sigma_px: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel box x diffusion ``(2K+1, K+1)`` with the Hermitian weights, and its
+        derivative with respect to the diffusion sigma (px)."""
+        eng, k = self.eng, self.k
+        q = torch.arange(-k, k + 1, dtype=self.dtype, device=self.dev)
+        qx = torch.arange(0, k + 1, dtype=self.dtype, device=self.dev)
+        p = eng.camera.pixel_um
+        fy = q[:, None] / eng.fov_um
+        fx = qx[None, :] / eng.fov_um
+        f2 = (fx**2 + fy**2) * p * p
+        box = torch.sinc(fy * p) * torch.sinc(fx * p)
+        t = box * torch.exp(-2.0 * math.pi**2 * sigma_px**2 * f2)
+        wq = torch.full((k + 1,), 2.0, dtype=self.dtype, device=self.dev)
+        wq[0] = 1.0
+        t = t * wq
+        return t, t * (-4.0 * math.pi**2 * sigma_px * f2)
+
+    def stamps(self, h: torch.Tensor, off: torch.Tensor, size: int, deriv: bool = False):
+        """Stamps ``(B, F, C, S, S)`` of transfer-multiplied OTF channels ``h (B, C, ...)`` at
+        offsets ``off (B, F, 2)``; with ``deriv`` also d/d(dx), d/d(dy) of channel 0."""
+        k = self.k
+        n_l = self.eng.fov_px
+        w = 2.0 * math.pi / n_l
+        pos = torch.arange(size, dtype=self.dtype, device=self.dev) - size // 2
+        xs = pos - off[..., 0:1]
+        ys = pos - off[..., 1:2]
+        q = torch.arange(-k, k + 1, dtype=self.dtype, device=self.dev)
+        qx = torch.arange(0, k + 1, dtype=self.dtype, device=self.dev)
+        ey = torch.polar(torch.ones_like(ys[..., None] * q), ys[..., None] * q * w)
+        ex = torch.polar(torch.ones_like(xs[..., None] * qx), xs[..., None] * qx * w)
+        tmp = torch.einsum("bfiy,bcyx->bfcix", ey, h)
+        st = torch.einsum("bfcix,bfjx->bfcij", tmp, ex).real / n_l**2
+        if not deriv:
+            return st
+        dqx = (-1j * w) * qx.to(ex.dtype)
+        dq = (-1j * w) * q.to(ey.dtype)
+        sdx = torch.einsum("bfix,bfjx->bfij", tmp[:, :, 0], ex * dqx).real / n_l**2
+        tmpy = torch.einsum("bfiy,byx->bfix", ey * dq, h[:, 0])
+        sdy = torch.einsum("bfix,bfjx->bfij", tmpy, ex).real / n_l**2
+        return st, sdx, sdy
+
+
+# ------------------------------------------------------------------------------ data
+def _prepare(frames, plateaux, size: int, include_unstable: bool):
+    from plato_cnn.reader import FLAG_UNSTABLE
+
+    ignore = FLAG_UNSTABLE if include_unstable else 0
+    use = (frames.flags & ~np.uint16(ignore)) == 0
+    if plateaux is not None:
+        use &= frames.plateau_mask(list(plateaux))
+    if not np.any(use):
+        raise InsufficientPlateaux(
+            "forward fit: no usable frame in the chosen plateaux "
+            f"({plateaux if plateaux is not None else 'all'}); need >= 1 plateau with frames"
+        )
+    sel = frames.select(use)
+    st = ccd_to_focal_plane_orientation(
+        sel.stamps, sel.ccd, PLATO_NORMAL_CAMERA.ccd_orientation_deg
+    )
+    c, r = st.shape[-1] // 2, size // 2
+    if st.shape[-1] < size + 2:
+        raise ParameterError(f"stamp_px={size}: must be <= {st.shape[-1] - 2} for these stamps")
+    crop = st[:, c - r : c - r + size, c - r : c - r + size].astype(np.float64)
+    return sel, crop
+
+
+def _centroids(crop: np.ndarray) -> np.ndarray:
+    s = crop.shape[-1]
+    pos = np.arange(s) - s // 2
+    a = np.clip(crop, 0, None)
+    tot = a.sum(axis=(1, 2)) + 1e-9
+    dx = (a.sum(axis=1) * pos).sum(axis=1) / tot
+    dy = (a.sum(axis=2) * pos).sum(axis=1) / tot
+    return np.clip(np.stack([dx, dy], axis=1), -0.8, 0.8)
+
+
+# ------------------------------------------------------------------------------ fitter
+class _Fit:
+    """State of one campaign fit (states padded to the same frame count)."""
+
+    def __init__(self, model: ForwardModel, data, state_field, state_temp, frame_state, size):
+        self.m = model
+        dev, dt = model.dev, model.dtype
+        n_states = len(state_field)
+        counts = np.bincount(frame_state, minlength=n_states)
+        fm = int(counts.max())
+        slot = np.zeros(len(frame_state), int)
+        for s in range(n_states):
+            slot[frame_state == s] = np.arange(counts[s])
+        self.frame_state, self.slot = frame_state, slot
+        d = np.zeros((n_states, fm, size, size))
+        d[frame_state, slot] = data
+        valid = np.zeros((n_states, fm), bool)
+        valid[frame_state, slot] = True
+        self.data = torch.as_tensor(d, dtype=dt, device=dev)
+        self.valid = torch.as_tensor(valid, dtype=dt, device=dev)
+        self.size = size
+        self.a = torch.as_tensor(
+            model.local_matrix(state_field, state_temp), dtype=torch.float64, device=dev
+        )
+        self.state_field, self.state_temp = state_field, state_temp
+        self.var_floor = READ_NOISE_E**2 * 1.5
+        self.n_obs = int(valid.sum()) * size * size
+
+    def local(self, p: np.ndarray) -> np.ndarray:
+        return (self.a.cpu().numpy() @ p).astype(float)
+
+    def _model_chunk(self, o, j, n, sig, sl, deriv):
+        tr, dtr = self.m.transfer(sig)
+        chans = [o[:, None] * tr]
+        if j is not None:
+            chans += [j * tr, (o * dtr)[:, None]]
+        h = torch.cat(chans, dim=1)
+        off = n[sl, :, 2:4]
+        res = self.m.stamps(h, off, self.size, deriv=deriv)
+        return res
+
+    def evaluate(self, p, n, o, jac=None, var=None, chunk=8, want_normal=True):
+        """Cost, and with ``jac`` the Schur-ready normal-equation blocks."""
+        sig = float(p[_IX["diffusion_sigma_px"]])
+        b_all = self.data.shape[0]
+        cost = 0.0
+        chi2_state = np.zeros(b_all)
+        nn_list, np_list, gn_list = [], [], []
+        hpp = torch.zeros((len(PARAM_NAMES),) * 2, dtype=torch.float64, device=self.m.dev)
+        gp = torch.zeros(len(PARAM_NAMES), dtype=torch.float64, device=self.m.dev)
+        var_out = []
+        for s in range(0, b_all, chunk):
+            sl = slice(s, s + chunk)
+            deriv = jac is not None
+            out = self._model_chunk(o[sl], jac[sl] if deriv else None, n, sig, sl, deriv)
+            st = out[0] if deriv else out
+            flux = n[sl, :, 0, None, None]
+            bg = n[sl, :, 1, None, None]
+            mod = flux * st[:, :, 0] + bg
+            r = self.data[sl] - mod
+            v = (
+                var[sl]
+                if var is not None
+                else (mod.clamp(min=0) + (PRNU_FRACTION * mod) ** 2 + self.var_floor)
+            )
+            var_out.append(v)
+            e2 = r * r / v * self.valid[sl, :, None, None]
+            rho = 0.5 * CAUCHY_C**2 * torch.log1p(e2 / CAUCHY_C**2)
+            cost += float(rho.sum())
+            chi2_state[sl] = e2.sum(dim=(1, 2, 3)).double().cpu().numpy()
+            if not deriv:
+                continue
+            _, sdx, sdy = out
+            wgt = self.valid[sl, :, None, None] / v / (1.0 + e2 / CAUCHY_C**2)
+            jn = torch.stack(
+                [st[:, :, 0], torch.ones_like(mod), flux * sdx, flux * sdy], dim=2
+            ).double()
+            ju = (flux[:, :, None] * st[:, :, 1:]).double()  # (b, f, 10, S, S)
+            wd, rd = wgt.double(), r.double()
+            a = self.a[sl]  # (b, 9, P)
+            a10 = torch.cat([a, torch.zeros_like(a[:, :1])], dim=1)
+            a10[:, 9, _IX["diffusion_sigma_px"]] = 1.0
+            jw = ju * wd[:, :, None]
+            m_uu = torch.einsum("bfkij,bflij->bkl", jw, ju)
+            g_u = torch.einsum("bfkij,bfij->bk", jw, rd)
+            hpp += torch.einsum("bkp,bkl,blq->pq", a10, m_uu, a10)
+            gp += torch.einsum("bkp,bk->p", a10, g_u)
+            jnw = jn * wd[:, :, None]
+            nn_list.append(torch.einsum("bfkij,bflij->bfkl", jnw, jn))
+            np_list.append(torch.einsum("bfkij,bflij,blp->bfkp", jnw, ju, a10))
+            gn_list.append(torch.einsum("bfkij,bfij->bfk", jnw, rd))
+        self.last_var = torch.cat(var_out)
+        if jac is None:
+            return cost, chi2_state
+        return (
+            cost,
+            chi2_state,
+            (hpp, gp, torch.cat(nn_list), torch.cat(np_list), torch.cat(gn_list)),
+        )
+
+
+def _prior(model: ForwardModel, p0: np.ndarray, s_prior):
+    mean = p0.copy()
+    sig = np.array([PRIOR_SIGMA[n] for n in PARAM_NAMES], float)
+    if s_prior is not None:
+        mean[_IX["s_um_per_degC"]], sig[_IX["s_um_per_degC"]] = s_prior
+    return mean, sig
+
+
+def _solve(blocks, p, n, valid, lam, free, prior_mean, prior_sig):
+    hpp, gp, hnn, hnp, gn = blocks
+    dev = hpp.device
+    pm = torch.as_tensor(prior_mean, dtype=torch.float64, device=dev)
+    ps = torch.as_tensor(prior_sig, dtype=torch.float64, device=dev)
+    pt = torch.as_tensor(p, dtype=torch.float64, device=dev)
+    hpp = hpp + torch.diag(1.0 / ps**2)
+    gp = gp - (pt - pm) / ps**2
+    fr = torch.as_tensor(free, device=dev)
+    # frozen parameters: identity rows
+    hpp = torch.where(fr[:, None] & fr[None, :], hpp, torch.zeros_like(hpp))
+    hpp = hpp + torch.diag((~fr).double())
+    gp = torch.where(fr, gp, torch.zeros_like(gp))
+    hnp = hnp * fr.double()
+    vm = valid.double()[..., None]
+    eye4 = torch.eye(4, dtype=torch.float64, device=dev)
+    hnn = hnn * vm[..., None] + eye4 * (1.0 - vm[..., None])
+    hnn_d = hnn + lam * torch.diag_embed(torch.diagonal(hnn, dim1=-2, dim2=-1)) + 1e-9 * eye4
+    hpp_d = hpp + lam * torch.diag(torch.diagonal(hpp))
+    inv = torch.linalg.inv(hnn_d)
+    x = torch.einsum("bfkl,bflp->bfkp", inv, hnp)
+    y = torch.einsum("bfkl,bfl->bfk", inv, gn)
+    schur = hpp_d - torch.einsum("bfkp,bfkq->pq", hnp, x)
+    rhs = gp - torch.einsum("bfkp,bfk->p", hnp, y)
+    dp = torch.linalg.solve(schur, rhs)
+    dn = y - torch.einsum("bfkp,p->bfk", x, dp)
+    # undamped Schur complement: the Laplace precision of p (nuisances marginalised)
+    inv0 = torch.linalg.inv(hnn + 1e-9 * eye4)
+    prec = hpp - torch.einsum("bfkp,bfkl,bflq->pq", hnp, inv0, hnp)
+    return dp.cpu().numpy(), dn * vm, prec.cpu().numpy()
+
+
+# ------------------------------------------------------------------------------ T_BF
+def _eef_torch(st: torch.Tensor) -> torch.Tensor:
+    """EEF (definition) of stamps ``(..., H, W)``, differentiable with the boxes held fixed."""
+    a = st.detach()
+    c = torch.nn.functional.pad(a.cumsum(-1).cumsum(-2), (1, 0, 1, 0))
+    s2 = c[..., 2:, 2:] - c[..., :-2, 2:] - c[..., 2:, :-2] + c[..., :-2, :-2]
+    hh, ww = a.shape[-2:]
+    flat = s2.reshape(s2.shape[:-2] + (-1,))
+    k = flat.argmax(-1)
+    r, cc = k // s2.shape[-1], k % s2.shape[-1]
+    rows = torch.arange(hh, device=st.device)
+    cols = torch.arange(ww, device=st.device)
+    rr, cl = r[..., None], cc[..., None]
+    in_r = (rows >= rr) & (rows < rr + 2)
+    in_c = (cols >= cl) & (cols < cl + 2)
+    out_r = (rows >= rr - 4) & (rows < rr + 6)
+    out_c = (cols >= cl - 4) & (cols < cl + 6)
+    mi = (in_r[..., :, None] & in_c[..., None, :]).to(st.dtype)
+    mo = (out_r[..., :, None] & out_c[..., None, :]).to(st.dtype)
+    return (st * mi).sum((-2, -1)) / (st * mo).sum((-2, -1))
+
+
+def _field_curves(model, p, dz_th, n_sub, grad=False, chunk=4):
+    """Expected EEF of every field at thermal shifts ``dz_th (D,)``: ``(F, D)``; with
+    ``grad`` the gradient of the field mean summed over ``dz_th`` w.r.t. ``p`` too."""
+    n_f = len(model.fx)
+    fields = np.repeat(np.arange(n_f), len(dz_th))
+    dzs = np.tile(np.asarray(dz_th, float), n_f)
+    a = model.local_matrix(fields, np.full(len(fields), model.t_ref))
+    # thermal part replaced by the given dz_th
+    a[:, 0, _IX["b_um"]] = 0.0
+    a[:, 0, _IX["s_um_per_degC"]] = 0.0
+    a[:, 0, _IX["q_um_per_degC2"]] = 0.0
+    offs = subpixel_grid(n_sub)
+    size = model.eng.fov_px
+    vals = np.empty(len(fields))
+    g = np.zeros(len(PARAM_NAMES))
+    pt = torch.tensor(p, dtype=model.dtype, device=model.dev, requires_grad=grad)
+    for s in range(0, len(fields), chunk):
+        sl = slice(s, s + chunk)
+        at = torch.as_tensor(a[sl], dtype=model.dtype, device=model.dev)
+        dzt = torch.as_tensor(dzs[sl], dtype=model.dtype, device=model.dev)
+        with torch.set_grad_enabled(grad):
+            u = torch.einsum("btp,p->bt", at, pt)
+            u = u + torch.nn.functional.pad(dzt[:, None], (0, len(LOCAL_TERMS) - 1))
+            o = model.eng.otf(model.zernikes(u), model.sp)
+            sig = pt[_IX["diffusion_sigma_px"]]
+            tr = _transfer_t(model, sig)
+            off = torch.as_tensor(offs, dtype=model.dtype, device=model.dev)
+            off = off[None].expand(o.shape[0], -1, -1)
+            st = model.stamps((o * tr)[:, None], off, size)[:, :, 0]
+            e = _eef_torch(st).mean(-1)
+            if grad:
+                (gg,) = torch.autograd.grad(e.sum() / n_f, pt)
+                g += gg.double().cpu().numpy()
+        vals[sl] = e.detach().double().cpu().numpy()
+    v = vals.reshape(n_f, len(dz_th))
+    return (v, g) if grad else v
+
+
+def _transfer_t(model, sig):
+    """The transfer of :meth:`ForwardModel.transfer` with a tensor sigma (autograd)."""
+    eng, k = model.eng, model.k
+    q = torch.arange(-k, k + 1, dtype=model.dtype, device=model.dev)
+    qx = torch.arange(0, k + 1, dtype=model.dtype, device=model.dev)
+    p = eng.camera.pixel_um
+    fy = q[:, None] / eng.fov_um
+    fx = qx[None, :] / eng.fov_um
+    f2 = (fx**2 + fy**2) * p * p
+    t = torch.sinc(fy * p) * torch.sinc(fx * p) * torch.exp(-2.0 * math.pi**2 * sig**2 * f2)
+    wq = torch.full((k + 1,), 2.0, dtype=model.dtype, device=model.dev)
+    wq[0] = 1.0
+    return t * wq
+
+
+def _best_focus(model, p, n_sub, centre_um, step_um=8.0, fine_um=2.5, coarse_model=None):
+    """Thermal shift maximising the field-averaged expected EEF; ``(dz*, F'', curve pts)``.
+
+    A coarse grid (``coarse_model``'s spectrum, default the model's) brackets the maximum;
+    a fine grid of the full model around it, fitted by a parabola, places it.
+    """
+    centre = float(centre_um)
+    pts_dz, pts_v = [], []
+    cm = coarse_model or model
+    for _ in range(6):
+        grid = centre + step_um * np.arange(-3, 4)
+        v = _field_curves(cm, p, grid, n_sub).mean(0)
+        pts_dz += list(grid)
+        pts_v += list(v)
+        k = int(np.argmax(v))
+        if 0 < k < len(grid) - 1:
+            break
+        centre = float(grid[k])
+    y0, y1, y2 = v[k - 1], v[k], v[k + 1]
+    den = y0 - 2 * y1 + y2
+    x1 = grid[k] + (0.5 * step_um * (y0 - y2) / den if den < 0 else 0.0)
+    fine = x1 + fine_um * np.arange(-2, 3)
+    vf = _field_curves(model, p, fine, n_sub).mean(0)
+    c2, c1, _ = np.polyfit(fine - x1, vf, 2)
+    xs = x1 - c1 / (2 * c2) if c2 < 0 else fine[int(np.argmax(vf))]
+    xs = float(np.clip(xs, fine[0] - fine_um, fine[-1] + fine_um))
+    pts_dz += list(fine)
+    pts_v += list(vf)
+    return xs, 2 * c2, (np.asarray(pts_dz), np.asarray(pts_v))
+
+
+def _thermal_t(p, model, dz):
+    """TRP1 temperature where ``dz_th = dz`` (root nearest T_ref) and d(dz_th)/dT there."""
+    b, s, q = (p[_IX[k]] for k in ("b_um", "s_um_per_degC", "q_um_per_degC2"))
+    d = dz - b
+    if abs(q) < 1e-12:
+        tc = d / s
+    else:
+        disc = s * s + 4 * q * d
+        tc = 2 * d / (s + np.sign(s) * math.sqrt(max(disc, 0.0)))
+    return model.t_ref + tc, s + 2 * q * tc, tc
+
+
+# ------------------------------------------------------------------------------ public
+def forward_bft(
+    frames,
+    *,
+    plateaux=None,
+    device: str = "cpu",
+    seed: int = 0,
+    max_iter: int = 12,
+    stamp_px: int = 11,
+    n_sub: int = 8,
+    n_wavelengths: int = 10,
+    n_wavelengths_jacobian: int = 5,
+    quadratic: bool = False,
+    s_prior: tuple[float, float] | None = None,
+    include_unstable: bool = False,
+    systematic: bool = True,
+    min_frames: int = 8,
+    chunk: int = 8,
+    tol: float = 1e-4,
+) -> dict:
+    """Best-focus temperature of one camera by the physics forward-model fit.
+
+    Args:
+        frames: :class:`plato_cnn.reader.CampaignFrames` of the camera.
+        plateaux: nominal TRP1 plateaux (degC) to use (each maps to its nearest observation,
+            :meth:`CampaignFrames.plateau_mask`); ``None``: every observation.
+        device: torch device (``"cpu"`` or ``"cuda"``).
+        seed: seeds torch (the fit itself is deterministic).
+        max_iter: Levenberg-Marquardt iterations.
+        stamp_px: side of the fitted central box of each stamp (odd, pixels).
+        n_sub: sub-pixel grid (n x n) of the expected EEF in ``T_BF``.
+        n_wavelengths: OGSE spectrum samples (the emulator uses 10).
+        n_wavelengths_jacobian: samples of the (approximate) Jacobian's spectrum.
+        quadratic: also fit ``q`` (only with >= 4 plateaux).
+        s_prior: ``(mean, sigma)`` um/degC; default none, or 10 +- 3 with one plateau.
+        include_unstable: use observations flagged as not a plateau.
+        systematic: add :data:`SYSTEMATIC_SIGMA_DEGC` (when calibrated) in quadrature.
+        min_frames: fewest usable frames accepted.
+        chunk: optical states per batch.
+        tol: relative cost change that ends the iterations.
+
+    Returns:
+        The report dict: the keys of the CNN report (``fit``, ``bft_degC``, ``sigma_degC``,
+        ``obsids``, ``frames_used``, ``sign_ambiguous``, ``s_um_per_degC``,
+        ``s_sigma_um_per_degC``, ``s_measured``, ``s_prior_um_per_degC``,
+        ``plateau_head_correction_um``, ``n_plateaux``, ``template_shift_degC``,
+        ``p_behind_mean``, ``model``, ``model_version``, ``warnings``) plus ``wavefront``,
+        ``params``, ``chi2``, ``outside_model``, ``diagnostics`` and ``eef_curve``.
+    """
+    from plato_sim._version import __version__
+
+    t_start = time.perf_counter()
+    if stamp_px % 2 == 0 or not 5 <= stamp_px <= 13:
+        raise ParameterError(f"stamp_px={stamp_px}: must be odd, in [5, 13]")
+    if max_iter < 1:
+        raise ParameterError(f"max_iter={max_iter}: must be >= 1")
+    if n_sub < 2:
+        raise ParameterError(f"n_sub={n_sub}: must be >= 2")
+    torch.manual_seed(seed)
+    warnings_out: list[str] = []
+    all_theta, all_phi = _field_table(frames)
+    sel, crop = _prepare(frames, plateaux, stamp_px, include_unstable)
+    n_frames = len(sel)
+    obsids = np.unique(sel.obsid)
+    n_pl = len(obsids)
+    if n_frames < min_frames:
+        raise InsufficientPlateaux(
+            f"forward fit: {n_frames} usable frames; need at least {min_frames}"
+        )
+    if quadratic and n_pl < 4:
+        raise InsufficientPlateaux(
+            f"forward fit: the quadratic thermal term needs >= 4 plateaux, got {n_pl}"
+        )
+    if s_prior is None and n_pl == 1:
+        s_prior = S_PRIOR_ONE_PLATEAU
+    if s_prior is not None and not (np.isfinite(s_prior[0]) and s_prior[1] > 0):
+        raise ParameterError(f"s_prior {s_prior}: need a finite mean and a sigma > 0")
+    t_pl = np.array([float(np.mean(sel.temperature_degC[sel.obsid == o])) for o in obsids])
+    t_ref = float(np.mean(t_pl))
+
+    eng = FastEngine(device=device, dtype=torch.float32)
+    sp = ogse_spectrum(eng.camera, n_wavelengths)
+    design = FieldAberrations()
+    model = ForwardModel(all_theta, all_phi, sp, eng, design, t_ref, quadratic)
+    if 3 <= n_wavelengths_jacobian < n_wavelengths:
+        model.set_jacobian_spectrum(ogse_spectrum(eng.camera, n_wavelengths_jacobian))
+    fid = _field_index(all_theta, all_phi, sel.field_theta_deg, sel.field_phi_deg)
+    pl_idx = np.searchsorted(obsids, sel.obsid)
+    key = fid * n_pl + pl_idx
+    ukeys, frame_state = np.unique(key, return_inverse=True)
+    state_field, state_pl = ukeys // n_pl, ukeys % n_pl
+    fit = _Fit(model, crop, state_field, t_pl[state_pl], frame_state, stamp_px)
+
+    # ---- per-frame nuisances: flux from the box sum, offsets from centroids
+    cen = _centroids(crop)
+    nu = np.zeros((fit.data.shape[0], fit.data.shape[1], 4))
+    nu[frame_state, fit.slot, 0] = np.maximum(crop.sum(axis=(1, 2)), 1.0) / 0.97
+    nu[frame_state, fit.slot, 2:4] = cen
+    n_t = torch.as_tensor(nu, dtype=model.dtype, device=model.dev)
+
+    # ---- start: scan the thermal offset on a subset of fields
+    p = model.initial_params(0.0)
+    prior_mean, prior_sig = _prior(model, p, s_prior)
+    p, n_t = _start(model, fit, p, n_t, t_pl, state_pl, chunk)
+    prior_mean[_IX["b_um"]] = p[_IX["b_um"]]
+    if s_prior is None:
+        prior_mean[_IX["s_um_per_degC"]] = p[_IX["s_um_per_degC"]]
+
+    # ---- Levenberg-Marquardt
+    lam = 1e-3
+    n_iter, n_otf, n_jac = 0, 0, 0
+    hist = []
+    cost = None
+    prec = None
+    jac, fresh = None, True
+    for it in range(max_iter):
+        if jac is None or fresh:
+            o, jac = model.otf(fit.local(p), with_jac=True)
+            n_otf += len(o) * len(LOCAL_TERMS)
+            n_jac += 1
+        else:  # near convergence the OTF derivatives barely move: keep them
+            o = model.otf(fit.local(p))
+            n_otf += len(o)
+        cost, _, blocks = fit.evaluate(p, n_t, o, jac, chunk=chunk)
+        cost += _prior_cost(p, prior_mean, prior_sig, model.free)
+        var = fit.last_var
+        hist.append(cost)
+        accepted = False
+        for _ in range(6):
+            dp, dn, prec = _solve(blocks, p, n_t, fit.valid, lam, model.free, prior_mean, prior_sig)
+            p_new = p + dp
+            p_new[_IX["diffusion_sigma_px"]] = max(p_new[_IX["diffusion_sigma_px"]], 0.01)
+            n_new = n_t + dn.to(model.dtype)
+            n_new[..., 2:4] = n_new[..., 2:4].clamp(-1.5, 1.5)
+            o_new = model.otf(fit.local(p_new))
+            n_otf += len(o_new)
+            c_new, _ = fit.evaluate(p_new, n_new, o_new, var=var, chunk=chunk)
+            c_new += _prior_cost(p_new, prior_mean, prior_sig, model.free)
+            if c_new < cost:
+                accepted = True
+                rel = (cost - c_new) / max(cost, 1e-30)
+                if cost - c_new < 0.05:  # cost is chi^2 / 2: an insignificant change
+                    rel = 0.0
+                p, n_t, lam = p_new, n_new, max(lam / 5.0, 1e-7)
+                fresh = rel > JACOBIAN_REFRESH
+                break
+            lam *= 8.0
+        n_iter = it + 1
+        log.info("forward fit iteration %d: cost %.6g, lambda %.2g", it, cost, lam)
+        if not accepted or rel < tol:
+            break
+
+    # ---- covariance from the last Jacobian (one step before the solution: converged, the
+    # difference is negligible), chi^2 at the solution
+    o = model.otf(fit.local(p))
+    n_otf += len(o)
+    _, chi2_state = fit.evaluate(p, n_t, o, chunk=chunk)
+    _, _, prec = _solve(blocks, p, n_t, fit.valid, 0.0, model.free, prior_mean, prior_sig)
+    n_par = int(model.free.sum()) + 4 * n_frames
+    dof = max(fit.n_obs - n_par, 1)
+    chi2_red = float(chi2_state.sum() / dof)
+    fr = model.free
+    cov = np.zeros((len(p), len(p)))
+    cov[np.ix_(fr, fr)] = np.linalg.pinv(prec[np.ix_(fr, fr)])
+    scale = max(1.0, chi2_red)
+    cov *= scale
+
+    # ---- T_BF by the definition, and its sigma
+    centre = _predicted_dz(model, p, fit, n_t, chi2_state, state_pl, t_pl)
+    dz_star, curv, (cdz, cval) = _best_focus(
+        model, p, n_sub, centre, coarse_model=model.coarse(n_wavelengths_jacobian)
+    )
+    h = 2.5
+    _, g_plus = _field_curves(model, p, [dz_star + h], n_sub, grad=True)
+    _, g_minus = _field_curves(model, p, [dz_star - h], n_sub, grad=True)
+    ddz_dp = -((g_plus - g_minus) / (2 * h)) / curv if curv < 0 else np.zeros(len(p))
+    t_bf, slope, tc = _thermal_t(p, model, dz_star)
+    grad_t = ddz_dp / slope
+    grad_t[_IX["b_um"]] = -1.0 / slope
+    grad_t[_IX["s_um_per_degC"]] = -tc / slope
+    grad_t[_IX["q_um_per_degC2"]] = -tc * tc / slope
+    sigma_stat = float(math.sqrt(max(grad_t @ cov @ grad_t, 0.0)))
+    sigma = sigma_stat
+    key_sys = str(n_pl)
+    if systematic and key_sys in SYSTEMATIC_SIGMA_DEGC:
+        sigma = float(math.hypot(sigma, SYSTEMATIC_SIGMA_DEGC[key_sys]))
+    elif systematic:
+        warnings_out.append(
+            "forward fit: no calibrated systematic sigma yet: sigma is the fit's own "
+            "(Laplace, scaled by the reduced chi^2)"
+        )
+    s_hat = float(p[_IX["s_um_per_degC"]] + 2 * p[_IX["q_um_per_degC2"]] * tc)
+    s_sig = float(math.sqrt(max(cov[_IX["s_um_per_degC"], _IX["s_um_per_degC"]], 0.0)))
+
+    # ---- chi^2 per field and per plateau; outside-model test
+    sfield = np.asarray(state_field)
+    npx = stamp_px * stamp_px
+    cnt_state = np.bincount(frame_state, minlength=len(state_field)) * npx
+    dof_frac = max(1.0 - n_par / fit.n_obs, 0.05)
+    chi2_field = {}
+    for f in np.unique(sfield):
+        m = sfield == f
+        chi2_field[int(f)] = float(chi2_state[m].sum() / (cnt_state[m].sum() * dof_frac))
+    chi2_plateau = {}
+    for k, ob in enumerate(obsids):
+        m = state_pl == k
+        chi2_plateau[int(ob)] = float(chi2_state[m].sum() / (cnt_state[m].sum() * dof_frac))
+    worst_f = max(chi2_field, key=chi2_field.get)
+    outside = chi2_red > CHI2_WARN or chi2_field[worst_f] > CHI2_WARN_FIELD
+    if outside:
+        warnings_out.append(
+            warn(
+                f"forward fit: reduced chi^2 {chi2_red:.2f} (worst field {worst_f}: "
+                f"{chi2_field[worst_f]:.2f}; thresholds {CHI2_WARN}, {CHI2_WARN_FIELD}): the "
+                "camera's images are not described by the fitted wavefront basis (an "
+                "aberration outside it?); T_BF may be biased beyond its sigma"
+            )
+        )
+    if n_pl == 1:
+        warnings_out.append(
+            warn(
+                f"forward fit: one plateau: s is the prior {s_prior[0]:g} +- {s_prior[1]:g} "
+                "um/degC; T_BF = plateau + focal shift / s"
+            )
+        )
+    if not (min(t_pl) - 2.0 <= t_bf <= max(t_pl) + 2.0):
+        warnings_out.append(
+            warn(
+                f"forward fit: T_BF {t_bf:.2f} degC lies outside the plateaux "
+                f"[{min(t_pl):.2f}, {max(t_pl):.2f}] degC (extrapolated)"
+            )
+        )
+
+    # ---- wavefront per field (nm), at T_BF
+    u_bf = model.local_matrix(np.arange(len(all_theta)), np.full(len(all_theta), t_bf)) @ p
+    wavefront = []
+    for f in range(len(all_theta)):
+        d = {"theta_deg": float(all_theta[f]), "phi_deg": float(all_phi[f])}
+        d["Z4_nm"] = float(model.kz4 * u_bf[f, 0])
+        d["focal_offset_um"] = _focal_only(model, p, f)
+        for j in range(5, 12):
+            d[f"Z{j}_nm"] = float(u_bf[f, j - 4])
+        wavefront.append(d)
+    wall = time.perf_counter() - t_start
+    sigma_p = np.sqrt(np.clip(np.diag(cov), 0, None))
+    report = {
+        "fit": "forward-model",
+        "bft_degC": float(t_bf),
+        "sigma_degC": float(sigma),
+        "obsids": [int(o) for o in obsids],
+        "frames_used": int(n_frames),
+        "sign_ambiguous": False,
+        "s_um_per_degC": s_hat,
+        "s_sigma_um_per_degC": s_sig,
+        "s_measured": bool(n_pl >= 2),
+        "s_prior_um_per_degC": list(s_prior) if s_prior is not None else None,
+        "plateau_head_correction_um": None,
+        "n_plateaux": int(n_pl),
+        "template_shift_degC": 0.0,
+        "p_behind_mean": float("nan"),
+        "model": "forward (fast engine, free field-dependent Zernikes)",
+        "model_version": __version__,
+        "warnings": warnings_out,
+        # own keys
+        "sigma_stat_degC": sigma_stat,
+        "t0_degC": float(_thermal_t(p, model, 0.0)[0]),
+        "dz_th_at_bf_um": float(dz_star),
+        "plateaux_degC": [float(t) for t in t_pl],
+        "params": {n: float(v) for n, v in zip(PARAM_NAMES, p, strict=True)},
+        "params_sigma": {n: float(v) for n, v in zip(PARAM_NAMES, sigma_p, strict=True)},
+        "wavefront": wavefront,
+        "chi2": {
+            "reduced": chi2_red,
+            "dof": int(dof),
+            "per_field": {str(k): v for k, v in chi2_field.items()},
+            "per_plateau": {str(k): v for k, v in chi2_plateau.items()},
+        },
+        "outside_model": bool(outside),
+        "eef_curve": {
+            "dz_th_um": [float(x) for x in cdz],
+            "eef": [float(x) for x in cval],
+            "temperature_degC": [float(_thermal_t(p, model, x)[0]) for x in cdz],
+        },
+        "diagnostics": {
+            "iterations": int(n_iter),
+            "cost_history": [float(c) for c in hist],
+            "otf_evaluations": int(n_otf),
+            "jacobian_evaluations": int(n_jac),
+            "wall_s": float(wall),
+            "device": str(device),
+            "states": int(len(state_field)),
+            "stamp_px": int(stamp_px),
+            "n_wavelengths": int(n_wavelengths),
+            "n_sub": int(n_sub),
+            "lm_lambda": float(lam),
+        },
+        "examples": _examples(model, fit, p, n_t, o, state_field, state_pl, obsids, t_pl, t_bf),
+    }
+    log.info(
+        "forward fit: T_BF %.3f +- %.3f degC, chi2_red %.3f, %.1f s", t_bf, sigma, chi2_red, wall
+    )
+    return report
+
+
+def _examples(model, fit, p, n_t, o, state_field, state_pl, obsids, t_pl, t_bf, n_show=3):
+    """Data and model stamps (e-, focal-plane axes) of one frame of a few fields, on the
+    plateau nearest T_BF: for the plot and for a reader of the JSON report."""
+    k = int(np.argmin(np.abs(np.asarray(t_pl) - t_bf)))
+    fields = np.unique(state_field[state_pl == k])
+    pick = fields[
+        np.unique(np.linspace(0, len(fields) - 1, min(n_show, len(fields))).round().astype(int))
+    ]
+    tr, _ = model.transfer(float(p[_IX["diffusion_sigma_px"]]))
+    out = []
+    for f in pick:
+        s = int(np.flatnonzero((state_field == f) & (state_pl == k))[0])
+        with torch.no_grad():
+            st = model.stamps((o[s : s + 1] * tr)[:, None], n_t[s : s + 1, :1, 2:4], fit.size)
+        mod = n_t[s, 0, 0] * st[0, 0, 0] + n_t[s, 0, 1]
+        out.append(
+            {
+                "field_id": int(f),
+                "obsid": int(obsids[k]),
+                "data_e": fit.data[s, 0].double().cpu().numpy().round(1).tolist(),
+                "model_e": mod.double().cpu().numpy().round(1).tolist(),
+            }
+        )
+    return out
+
+
+def _focal_only(model, p, f):
+    u = model.local_matrix(np.array([f]), np.array([model.t_ref])) @ p
+    return float(u[0, 0] - p[_IX["b_um"]])
+
+
+def _prior_cost(p, mean, sig, free) -> float:
+    return float(0.5 * np.sum(((p - mean) / sig)[free] ** 2))
+
+
+def _field_table(frames):
+    """Distinct field positions of the campaign (every frame, any flag), in field_id order."""
+    ids = np.unique(frames.field_id)
+    th = np.array([frames.field_theta_deg[frames.field_id == i][0] for i in ids])
+    ph = np.array([frames.field_phi_deg[frames.field_id == i][0] for i in ids])
+    return th, ph
+
+
+def _field_index(th_all, ph_all, th, ph):
+    d = np.abs(th[:, None] - th_all[None]) + np.abs(
+        ((ph[:, None] - ph_all[None] + 180.0) % 360.0) - 180.0
+    )
+    return np.argmin(d, axis=1)
+
+
+def _start(model, fit, p, n_t, t_pl, state_pl, chunk):
+    """Scan the thermal offset ``b`` (s = 10) on a subset of states; flux/bg by linear LS."""
+    n_fields = len(model.fx)
+    sub_fields = np.unique(np.linspace(0, n_fields - 1, min(n_fields, 8)).round().astype(int))
+    sub = np.flatnonzero(np.isin(fit.state_field, sub_fields))
+    foc = np.array([_focal_only(model, p, f) for f in range(n_fields)]).mean()
+    best = None
+    t_mid = float(np.mean(t_pl))
+    mc = model.coarse(3)
+    for b in np.arange(-60.0, 60.1, 10.0) - foc - 10.0 * (t_mid - model.t_ref):
+        q = p.copy()
+        q[_IX["b_um"]] = b
+        o = mc.otf(fit.local(q)[sub])
+        cost = _profiled_cost(model, fit, q, n_t, o, sub)
+        if best is None or cost < best[0]:
+            best = (cost, b)
+    p = p.copy()
+    p[_IX["b_um"]] = best[1]
+    # nuisance-only Gauss-Newton on all states
+    o = model.otf(fit.local(p))
+    for _ in range(3):
+        n_t = _nuisance_step(model, fit, p, n_t, o, chunk)
+    return p, n_t
+
+
+def _profiled_cost(model, fit, p, n_t, o, sub):
+    sig = float(p[_IX["diffusion_sigma_px"]])
+    tr, _ = model.transfer(sig)
+    st = model.stamps((o * tr)[:, None], n_t[sub, :, 2:4], fit.size)[:, :, 0]
+    d = fit.data[sub]
+    v = fit.valid[sub]
+    # flux, bg by unweighted linear least squares per frame
+    s1 = st.sum((-2, -1))
+    s2 = (st * st).sum((-2, -1))
+    npx = fit.size**2
+    sd = (st * d).sum((-2, -1))
+    dd = d.sum((-2, -1))
+    det = s2 * npx - s1 * s1
+    flux = (sd * npx - s1 * dd) / det
+    bg = (s2 * dd - s1 * sd) / det
+    mod = flux[..., None, None] * st + bg[..., None, None]
+    var = mod.clamp(min=0) + (PRNU_FRACTION * mod) ** 2 + fit.var_floor
+    e2 = (d - mod) ** 2 / var * v[..., None, None]
+    return float((0.5 * CAUCHY_C**2 * torch.log1p(e2 / CAUCHY_C**2)).sum())
+
+
+def _nuisance_step(model, fit, p, n_t, o, chunk):
+    sig = float(p[_IX["diffusion_sigma_px"]])
+    tr, _ = model.transfer(sig)
+    out = []
+    for s in range(0, o.shape[0], chunk):
+        sl = slice(s, s + chunk)
+        st, sdx, sdy = model.stamps((o[sl] * tr)[:, None], n_t[sl, :, 2:4], fit.size, deriv=True)
+        st = st[:, :, 0]
+        flux = n_t[sl, :, 0, None, None]
+        mod = flux * st + n_t[sl, :, 1, None, None]
+        r = fit.data[sl] - mod
+        v = mod.clamp(min=0) + (PRNU_FRACTION * mod) ** 2 + fit.var_floor
+        e2 = r * r / v
+        w = (fit.valid[sl, :, None, None] / v / (1 + e2 / CAUCHY_C**2)).double()
+        jn = torch.stack([st, torch.ones_like(st), flux * sdx, flux * sdy], dim=2).double()
+        jw = jn * w[:, :, None]
+        hnn = torch.einsum("bfkij,bflij->bfkl", jw, jn)
+        gn = torch.einsum("bfkij,bfij->bfk", jw, r.double())
+        eye = torch.eye(4, dtype=torch.float64, device=hnn.device)
+        vm = fit.valid[sl].double()[..., None, None]
+        hnn = hnn * vm + eye * (1 - vm) + 1e-9 * eye
+        dn = torch.linalg.solve(hnn, gn[..., None])[..., 0]
+        nn = n_t[sl] + dn.to(n_t.dtype)
+        nn[..., 2:4] = nn[..., 2:4].clamp(-1.5, 1.5)
+        out.append(nn)
+    return torch.cat(out)
+
+
+def _predicted_dz(model, p, fit, n_t, chi2_state, state_pl, t_pl):
+    """Starting centre of the T_BF search: minus the mean focal offset of the fields."""
+    n_f = len(model.fx)
+    return -float(np.mean([_focal_only(model, p, f) for f in range(n_f)]))
+
+
+# ------------------------------------------------------------------------------ plot
+def plot_forward_bft(report: dict, frames, ax=None, n_fields_shown: int = 3):
+    """EEF against TRP1 (model curve and each plateau's measured mean EEF), and data / model /
+    residual stamps of a few fields.  Returns the :class:`matplotlib.figure.Figure`; does not
+    change the matplotlib backend (``ax``: draw the EEF panel there, no stamp panels)."""
+    from matplotlib.figure import Figure
+
+    from plato_cnn.metrics import frame_eef
+
+    if ax is not None:
+        fig = ax.figure
+        axes_stamps = None
+    else:
+        fig = Figure(figsize=(10, 3.2 + 1.9 * n_fields_shown))
+        gs = fig.add_gridspec(1 + n_fields_shown, 3, height_ratios=[2.2] + [1] * n_fields_shown)
+        ax = fig.add_subplot(gs[0, :])
+        axes_stamps = [
+            [fig.add_subplot(gs[1 + r, c]) for c in range(3)] for r in range(n_fields_shown)
+        ]
+    curve = report["eef_curve"]
+    order = np.argsort(curve["temperature_degC"])
+    tt = np.asarray(curve["temperature_degC"])[order]
+    ax.plot(tt, np.asarray(curve["eef"])[order], "-", color="tab:blue",
+            label="model: field-mean expected EEF")  # fmt: skip
+    use = frames.usable & np.isin(frames.obsid, report["obsids"])
+    e = frame_eef(frames.stamps[use])
+    for ob in report["obsids"]:
+        m = frames.obsid[use] == ob
+        if not np.any(m):
+            continue
+        t = float(np.mean(frames.temperature_degC[use][m]))
+        ax.errorbar(t, float(np.nanmean(e[m])), yerr=float(np.nanstd(e[m]) / math.sqrt(m.sum())),
+                    fmt="o", color="k", ms=4)  # fmt: skip
+    ax.plot([], [], "ok", ms=4, label="plateau mean measured EEF (frames)")
+    t_bf, s_bf = report["bft_degC"], report["sigma_degC"]
+    ax.axvline(t_bf, color="tab:red", label=f"T_BF = {t_bf:.2f} ± {s_bf:.2f} °C")
+    ax.axvspan(t_bf - s_bf, t_bf + s_bf, color="tab:red", alpha=0.15)
+    ax.set_xlabel("TRP1 temperature (°C)")
+    ax.set_ylabel("EEF")
+    chi = report["chi2"]["reduced"]
+    ax.set_title(
+        f"forward-model fit, χ²_red = {chi:.2f}"
+        + (" (outside model!)" if report["outside_model"] else "")
+    )
+    ax.legend(loc="best", fontsize=8)
+    if axes_stamps is not None:
+        for r, row in enumerate(axes_stamps):
+            if r >= len(report.get("examples", [])):
+                for a in row:
+                    a.set_axis_off()
+                continue
+            ex = report["examples"][r]
+            d, mdl = np.asarray(ex["data_e"]), np.asarray(ex["model_e"])
+            title = f"field {ex['field_id']}, OBSID {ex['obsid']}"
+            vmax = float(np.max(d))
+            for a, img, lab in zip(
+                row, (d, mdl, d - mdl), ("data", "model", "residual"), strict=True
+            ):
+                if lab == "residual":
+                    lim = float(np.max(np.abs(img))) or 1.0
+                    im = a.imshow(img, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
+                else:
+                    im = a.imshow(img, origin="lower", cmap="viridis", vmin=0, vmax=vmax)
+                a.set_title(f"{title}: {lab} (e-)", fontsize=7)
+                a.set_xticks([])
+                a.set_yticks([])
+                fig.colorbar(im, ax=a, fraction=0.046)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,161 @@
+"""The physics forward-model fit (plato_cnn.forward): recovery, noise, model misfit, bad input.
+
+Small and fast: 6 field positions x 3 dithers x 1 frame on 3 plateaux, a 4-wavelength OGSE
+spectrum in both the generator and the fit (the fit's cost is per optical state and
+wavelength), 11 x 11 fitted boxes, a 4 x 4 sub-pixel grid for the expected EEF.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from plato_cnn.forward import forward_bft
+from plato_cnn.reader import CampaignFrames, DropReport, ObservationInfo
+from plato_sim.errors import InsufficientPlateaux, PlatoFocusWarning
+from plato_sim.optics.model import CameraModel
+from plato_sim.optics.spectra import ogse_spectrum
+from plato_sim.psf.fast import FastEngine
+from plato_sim.scenes.fields import ground_test_fields
+from plato_sim.truth.bestfocus import t0_for_best_focus
+
+N_LAMBDA = 4
+N_SUB = 4
+PLATEAUX = (-86.0, -80.0, -74.0)
+FIT_KW = dict(n_wavelengths=N_LAMBDA, n_wavelengths_jacobian=N_LAMBDA, n_sub=N_SUB, max_iter=10)
+#: numerical floor of the truth itself (bestfocus: parabola through a 5 um grid), degC
+TRUTH_FLOOR_DEGC = 0.02
+
+
+def _camera(seed: int, t_bf: float, theta, phi, sp, eng):
+    cam = CameraModel.random(np.random.default_rng(seed), seed)
+    return t0_for_best_focus(
+        cam, t_bf, theta_deg=theta, phi_deg=phi, spectrum=sp, engine=eng, n_sub=N_SUB
+    )
+
+
+def _frames(cam, theta, phi, sp, eng, seed, noise=False, extra_nm=None, n_dith=3):
+    """Frames of ``cam`` (CCD 3: focal-plane axes), optional Poisson + read noise + PRNU,
+    optional extra Noll terms beyond Z11 (``{j: nm}``, constant over the field)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, t in enumerate(PLATEAUX):
+        dz = float(cam.thermal.focal_shift_um(t))
+        z = cam.optics.zernikes_nm(theta, phi, dz, sp.wavelengths_array_nm)
+        if extra_nm:
+            jmax = max(extra_nm)
+            z = np.concatenate([z, np.zeros(z.shape[:2] + (jmax - z.shape[2],))], axis=2)
+            for j, v in extra_nm.items():
+                z[..., j - 1] = v
+        with torch.no_grad():
+            otf = eng.otf(z, sp)
+            offs = rng.uniform(-0.5, 0.5, (len(theta), n_dith, 2))
+            st = eng.stamps_from_otf(otf, sp, offs, 17).numpy()
+        for f in range(len(theta)):
+            for d in range(n_dith):
+                img = np.zeros((32, 32))
+                img[8:25, 8:25] = 8e5 * np.clip(st[f, d], 0, None)
+                if noise:
+                    img = rng.poisson(img * (1 + 0.01 * rng.standard_normal(img.shape)).clip(0))
+                    img = img + rng.normal(0.0, 50.0 * np.sqrt(1.5), img.shape)
+                rows.append((img, t + rng.normal(0, 0.01), f, k))
+    n = len(rows)
+    obsid = np.array([1000 + 11 * r[3] for r in rows], np.int64)
+    fid = np.array([r[2] for r in rows], np.int32)
+    obs = [
+        ObservationInfo(1000 + 11 * k, None, n // 3, t, 0.02, False) for k, t in enumerate(PLATEAUX)
+    ]
+    return CampaignFrames(
+        stamps=np.stack([r[0] for r in rows]).astype(np.float32),
+        temperature_degC=np.array([r[1] for r in rows]),
+        time_s=np.arange(n, dtype=float),
+        obsid=obsid,
+        field_id=fid,
+        field_theta_deg=np.asarray(theta)[fid],
+        field_phi_deg=np.asarray(phi)[fid],
+        ccd=np.full(n, 3, np.int8),
+        row=np.full(n, 1000.0),
+        col=np.full(n, 1000.0),
+        flags=np.zeros(n, np.uint16),
+        peak_e=np.ones(n, np.float32),
+        cube_index=np.zeros(n, np.int32),
+        frame_index=np.arange(n, dtype=np.int32),
+        cube_paths=[],
+        camera="fwtest",
+        site="TEST",
+        observations=obs,
+        drops=DropReport(),
+    )
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.set_num_threads(1)
+    eng = FastEngine()
+    sp = ogse_spectrum(eng.camera, N_LAMBDA)
+    theta, phi = ground_test_fields(6)
+    cam, bf = _camera(5, -79.2, theta, phi, sp, eng)
+    return dict(eng=eng, sp=sp, theta=theta, phi=phi, cam=cam, bf=bf)
+
+
+def test_noise_free_recovers_wavefront_and_bft(setup):
+    s = setup
+    fr = _frames(s["cam"], s["theta"], s["phi"], s["sp"], s["eng"], seed=1)
+    rep = forward_bft(fr, **FIT_KW)
+    p, cam = rep["params"], s["cam"]
+    pert, des = cam.optics.perturbation, cam.optics.design
+    assert abs(rep["bft_degC"] - s["bf"].t_bf_degC) < TRUTH_FLOOR_DEGC
+    assert abs(p["s_um_per_degC"] - cam.thermal.s_um_per_degC) < 0.02
+    assert abs(p["astig_A_nm"] - des.astig_nm * pert.astig_scale) < 3.0
+    assert abs(p["coma_C_nm"] - des.coma_nm * pert.coma_scale) < 3.0
+    assert abs(p["sph_0_nm"] - des.spherical0_nm * pert.spherical_scale - pert.extra_nm[6]) < 5.0
+    assert abs(p["Z5_0_nm"] - pert.extra_nm[0]) < 3.0
+    assert abs(p["Z8_0_nm"] - pert.extra_nm[3]) < 3.0
+    assert abs(p["Z9_0_nm"] - pert.extra_nm[4]) < 3.0
+    assert abs(p["Z10_0_nm"] - pert.extra_nm[5]) < 3.0
+    assert abs(p["diffusion_sigma_px"] - 0.2) < 0.01
+    assert not rep["outside_model"]
+    # the CNN report's keys are all there
+    keys = ("fit", "bft_degC", "sigma_degC", "obsids", "frames_used", "sign_ambiguous")
+    keys += ("s_um_per_degC", "s_sigma_um_per_degC", "s_measured", "n_plateaux", "warnings")
+    assert all(k in rep for k in keys)
+    assert len(rep["wavefront"]) == 6 and "Z11_nm" in rep["wavefront"][0]
+    assert set(rep["chi2"]["per_plateau"]) == {"1000", "1011", "1022"}
+
+
+def test_noisy_within_reported_sigma(setup):
+    s = setup
+    fr = _frames(s["cam"], s["theta"], s["phi"], s["sp"], s["eng"], seed=2, noise=True)
+    rep = forward_bft(fr, **FIT_KW)
+    err = rep["bft_degC"] - s["bf"].t_bf_degC
+    assert rep["sigma_degC"] > 0
+    assert abs(err) <= 3.0 * rep["sigma_degC"] + TRUTH_FLOOR_DEGC
+    assert 0.7 < rep["chi2"]["reduced"] < 1.3
+    assert not rep["outside_model"]
+
+
+def test_aberration_outside_basis_is_flagged(setup):
+    s = setup
+    fr = _frames(
+        s["cam"], s["theta"], s["phi"], s["sp"], s["eng"], seed=3, noise=True,
+        extra_nm={14: 120.0, 15: -90.0},
+    )  # fmt: skip
+    with pytest.warns(PlatoFocusWarning, match="chi"):
+        rep = forward_bft(fr, **(FIT_KW | dict(max_iter=3)))
+    assert rep["outside_model"]
+    assert rep["chi2"]["reduced"] > 1.5
+    assert any("chi^2" in w for w in rep["warnings"])
+
+
+def test_bad_input_raises_project_errors(setup):
+    s = setup
+    fr = _frames(s["cam"], s["theta"], s["phi"], s["sp"], s["eng"], seed=4, n_dith=1)
+    few = fr.select(np.arange(len(fr)) < 3)
+    with pytest.raises(InsufficientPlateaux, match="usable frames"):
+        forward_bft(few, **FIT_KW)
+    with pytest.raises(InsufficientPlateaux, match="quadratic"):
+        forward_bft(fr, quadratic=True, **FIT_KW)
+    none = fr.select(np.zeros(len(fr), bool) | (fr.flags != 0))
+    with pytest.raises((InsufficientPlateaux, Exception)):
+        forward_bft(none, **FIT_KW)
