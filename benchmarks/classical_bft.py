@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -37,6 +36,7 @@ from benchmarks._common import (  # noqa: E402
     report,
 )
 from plato_sim.truth.bestfocus import TRUTH_N_SUB  # noqa: E402
+from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
 
 PLATEAUX = (-90.0, -85.0, -80.0, -75.0, -70.0)
 SUBSETS = {5: PLATEAUX, 4: (-85.0, -80.0, -75.0, -70.0), 3: (-90.0, -80.0, -70.0)}
@@ -58,10 +58,7 @@ ROWS = [
 
 
 def _emulate(job: dict) -> dict:
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
+    pin_one_thread()
     from plato_sim.scenes.ground_test import emulate_or_load
 
     return emulate_or_load(
@@ -213,15 +210,12 @@ def main(argv: list[str] | None = None) -> int:
 
     n_cached = sum(truth_path(j["dir"]).is_file() for j in jobs)
     t0 = time.perf_counter()
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(args.workers) as pool:
-        truths = pool.map(_emulate, jobs, chunksize=1)
+    truths = map_jobs(_emulate, jobs, args.workers)
     t_emul = time.perf_counter() - t0
     for j, tr in zip(jobs, truths, strict=True):
         j["truth"] = tr["t_bf_degC"]
     t1 = time.perf_counter()
-    with ctx.Pool(args.workers) as pool:
-        evals = pool.map(_evaluate, jobs, chunksize=1)
+    evals = map_jobs(_evaluate, jobs, args.workers)
     t_eval = time.perf_counter() - t1
 
     heads = [dict(estimator=lb, fit=f, eef_variant=v, plateaux=n) for lb, f, v, n in ROWS]

@@ -20,8 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import os
 import sys
 import time
 from pathlib import Path
@@ -43,6 +41,7 @@ from benchmarks.classical_bft import (  # noqa: E402
     campaign_jobs,
 )
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402  (one definition)
+from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
 
 #: (label, method, fit, plateaux)
 ROWS = [
@@ -66,10 +65,7 @@ ROWS = [
 
 
 def _evaluate(job: dict) -> dict:
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
+    pin_one_thread()
     from plato_cnn.classical import estimate_bft
     from plato_cnn.metrics import frame_eef
     from plato_cnn.pipelines.calibrate import earlier_sweep_s_prior
@@ -132,15 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_with_quick(ap, argv, QUICK_CAMPAIGNS)
     jobs = campaign_jobs(args, boot=100, model=args.model)
     t0 = time.perf_counter()
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(args.workers) as pool:
-        truths = pool.map(_emulate, jobs, chunksize=1)
+    truths = map_jobs(_emulate, jobs, args.workers)
     t_emul = time.perf_counter() - t0
     for j, tr in zip(jobs, truths, strict=True):
         j["truth"] = tr["t_bf_degC"]
     t1 = time.perf_counter()
-    with ctx.Pool(args.workers) as pool:
-        evals = pool.map(_evaluate, jobs, chunksize=1)
+    evals = map_jobs(_evaluate, jobs, args.workers)
     t_eval = time.perf_counter() - t1
 
     heads = [dict(estimator=lb, method=m, fit=f, plateaux=n) for lb, m, f, n in ROWS]

@@ -25,8 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +44,7 @@ from benchmarks._common import (  # noqa: E402
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS, TRUTH_RANGE_DEGC  # noqa: E402
 from plato_cnn.pipelines.finetune import FinetuneConfig  # noqa: E402
 from plato_sim.truth.bestfocus import TRUTH_N_SUB  # noqa: E402
+from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
 
 #: The shifted domain (see the module docstring for what lies outside pretraining's range).
 SHIFT = dict(
@@ -91,10 +90,7 @@ def shifted_camera(seed: int):
 
 
 def _emulate(job: dict) -> dict:
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
+    pin_one_thread()
     from plato_sim.scenes.ground_test import emulate_or_load
 
     model, engine, det = shifted_camera(job["seed"])
@@ -107,10 +103,7 @@ def _emulate(job: dict) -> dict:
 
 
 def _evaluate(job: dict) -> dict:
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
+    pin_one_thread()
     from plato_cnn.classical import estimate_bft
     from plato_cnn.metrics import frame_eef
     from plato_cnn.predict import cnn_bft
@@ -180,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, b in enumerate(bfts)
     ]  # fmt: skip
     t0 = time.perf_counter()
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(args.workers) as pool:
-        truths = pool.map(_emulate, jobs, chunksize=1)
+    truths = map_jobs(_emulate, jobs, args.workers)
     t_emul = time.perf_counter() - t0
     for j, tr in zip(jobs, truths, strict=True):
         j["truth"] = float(tr["t_bf_degC"])
@@ -206,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
     evals_jobs = [dict(j, base=base, tuned=tuned) for j in jobs[args.finetune_cameras :]]
     t2 = time.perf_counter()
-    with ctx.Pool(args.workers) as pool:
-        evals = pool.map(_evaluate, evals_jobs, chunksize=1)
+    evals = map_jobs(_evaluate, evals_jobs, args.workers)
     t_eval = time.perf_counter() - t2
 
     truth = np.array([e["truth"] for e in evals])

@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -43,6 +42,7 @@ from benchmarks.classical_bft import (  # noqa: E402
     campaign_jobs,
 )
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
+from plato_sim.workers import map_jobs  # noqa: E402
 
 #: (label, plateaux)
 ROWS = [("forward-model fit", n) for n in (5, 3, 2, 1)]
@@ -165,15 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_accuracy and args.cameras > 0:
         jobs = campaign_jobs(args, threads=args.threads, max_iter=args.max_iter)
         t0 = time.perf_counter()
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(args.workers) as pool:
-            truths = pool.map(_emulate, jobs, chunksize=1)
+        truths = map_jobs(_emulate, jobs, args.workers)
         t_emul = time.perf_counter() - t0
         for j, tr in zip(jobs, truths, strict=True):
             j["truth"] = tr["t_bf_degC"]
         t1 = time.perf_counter()
-        with ctx.Pool(args.workers) as pool:
-            evals = pool.map(_evaluate, jobs, chunksize=1)
+        evals = map_jobs(_evaluate, jobs, args.workers)
         t_eval = time.perf_counter() - t1
         heads = [dict(estimator=lb, plateaux=n) for lb, n in ROWS]
         rows = build_rows(

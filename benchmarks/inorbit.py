@@ -38,6 +38,7 @@ from benchmarks._common import (  # noqa: E402
     percent,
     report,
 )
+from plato_sim.workers import pin_one_thread  # noqa: E402
 
 QUICK = dict(cameras=2, v_ranges="8.5-13", max_subsets=10)
 TARGET_DEGC = 0.5
@@ -53,9 +54,7 @@ def _v_ranges(text: str) -> list[tuple[float, float]]:
 
 def _job(job: dict) -> list[dict]:
     """One camera: its fields (one per V range) and the focus checks of their star subsets."""
-    import torch
-
-    torch.set_num_threads(1)
+    pin_one_thread()
     from plato_cnn.focuscheck import focus_check, inorbit_model_dir
     from plato_cnn.nn.card import load_model
     from plato_sim.io.imagette_format import ImagetteField

@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import multiprocessing as mp
-import os
 import sys
 import time
 from pathlib import Path
@@ -47,6 +45,7 @@ from benchmarks._common import (  # noqa: E402
 )
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS, TRUTH_RANGE_DEGC  # noqa: E402
 from plato_sim.truth.bestfocus import TRUTH_N_SUB  # noqa: E402
+from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
 
 MODES = ("per_field", "per_frame", "known")
 #: ``--quick``: fewer cameras and states (the campaign design follows classical_bft --quick)
@@ -129,10 +128,7 @@ def stamp_tables(thetas, deltas_um, fluxes_e, n_offsets: int = 3) -> dict:
 # ---------------------------------------------------------------- campaign
 def _camera_job(job: dict) -> dict:
     """One camera: its campaign information on all plateaux, then every bound."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
+    pin_one_thread()
     from dataclasses import replace
 
     from plato_sim.bounds import CampaignDesign, camera_from_truth, campaign_information
@@ -332,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             for i, b in enumerate(bfts)
         ]  # fmt: skip
     t0 = time.perf_counter()
-    with mp.get_context("spawn").Pool(max(1, args.workers)) as pool:
-        cams = pool.map(_camera_job, jobs, chunksize=1)
+    cams = map_jobs(_camera_job, jobs, max(1, args.workers))
     result["seconds_campaign"] = time.perf_counter() - t0
     result["rows"] = campaign_rows(cams)
     result["per_camera"] = cams

@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import os
 import sys
 import time
 from pathlib import Path
@@ -72,6 +70,7 @@ from benchmarks.classical_bft import (  # noqa: E402
     campaign_jobs,
 )
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
+from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
 
 #: ``--quick``: a few small campaigns per family (their own folders in the same caches).
 QUICK = dict(cameras=4, oof_cameras=4, fields=20, dithers=3)
@@ -113,10 +112,7 @@ def _forward(frames, seed: int) -> tuple[float, float]:
 
 
 def _evaluate(job: dict) -> dict:
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
+    pin_one_thread()
     import warnings
 
     from plato_cnn.classical import estimate_bft
@@ -236,10 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     rows = [k for k, r in enumerate(ROWS) if r[1] != "forward" or forward_available()]
     t0 = time.perf_counter()
-    ctx = mp.get_context("spawn")
     jobs = campaign_jobs(args, model=args.model, family="in", rows=rows)
-    with ctx.Pool(args.workers) as pool:
-        truths = pool.map(_emulate, jobs, chunksize=1)
+    truths = map_jobs(_emulate, jobs, args.workers)
     for j, tr in zip(jobs, truths, strict=True):
         j["truth"] = tr["t_bf_degC"]
     for i, (d, tr) in enumerate(_oof_truths(args)):
@@ -247,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                          family="out", rows=rows))  # fmt: skip
     t_emul = time.perf_counter() - t0
     t1 = time.perf_counter()
-    with ctx.Pool(args.workers) as pool:
-        evals = pool.map(_evaluate, jobs, chunksize=1)
+    evals = map_jobs(_evaluate, jobs, args.workers)
     t_eval = time.perf_counter() - t1
     crb = crb_medians(args.bounds, args.fields, args.dithers, args.frames)
     table = build_rows([e for e in evals if e["family"] == "in"], rows, "in", crb)

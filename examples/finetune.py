@@ -47,6 +47,7 @@ from plato_cnn.pipelines.calibrate import TRUTH_RANGE_DEGC
 from plato_sim.detector import DetectorModel
 from plato_sim.optics.wavefront import FieldAberrations
 from plato_sim.truth.bestfocus import TRUTH_N_SUB
+from plato_sim.workers import pin_one_thread
 
 #: ASSUMED "as-built" design residuals unlike the pretraining model's (see the docstring).
 _NOMINAL = FieldAberrations()
@@ -66,10 +67,7 @@ SHIFTED_DETECTOR = DetectorModel(
 
 def _emulate(job: dict) -> dict:
     """Emulate one campaign (or read back its truth when it already exists)."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
+    pin_one_thread()
     from plato_sim.optics.model import CameraModel
     from plato_sim.scenes.ground_test import emulate_or_load
 

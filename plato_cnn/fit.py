@@ -35,13 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
+from plato_cnn.robust import huber_weights
 from plato_sim.errors import ParameterError, warn
 from plato_sim.optics.thermal import S_PRIOR_UM_PER_DEGC
 
 __all__ = [
     "EEFTemplate",
     "FocusFit",
-    "huber_weights",
     "fit_thermal_model",
     "fit_bft",
     "make_eef_template",
@@ -131,17 +131,6 @@ class FocusFit:
         d["t_field_degC"] = [float(v) for v in self.t_field_degC]
         d["field_ids"] = [int(v) for v in self.field_ids]
         return d
-
-
-def huber_weights(res: np.ndarray, huber_k: float = 2.0) -> np.ndarray:
-    """Huber weights of residuals given in units of their stated sigmas.
-
-    The scale is the residuals' robust spread (1.4826 x median absolute value), never below 1:
-    residuals within their stated sigmas are never treated as outliers.
-    """
-    scale = max(1.0, 1.4826 * float(np.median(np.abs(res)))) if res.size > 3 else 1.0
-    u = np.abs(res) / (huber_k * scale)
-    return np.where(u <= 1.0, 1.0, 1.0 / np.maximum(u, 1e-12))
 
 
 def fit_thermal_model(

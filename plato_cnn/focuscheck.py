@@ -49,12 +49,12 @@ import numpy as np
 
 from plato_cnn.fit import SIGN_BOUNDS
 from plato_cnn.nn.card import ModelCard, load_model, update_model_json
+from plato_cnn.robust import robust_mean
 from plato_sim.errors import ParameterError, warn
 
 __all__ = [
     "FocusCheck",
     "inorbit_model_dir",
-    "robust_mean",
     "focus_check",
     "focus_check_file",
     "attach_focus_map",
@@ -156,47 +156,6 @@ class FocusCheck:
         d["s_prior_um_per_degC"] = list(self.s_prior_um_per_degC)
         d["direction_significant"] = self.direction_significant
         return d
-
-
-def robust_mean(
-    values: np.ndarray, sigma: np.ndarray, huber_k: float = 2.0, iterations: int = 10
-) -> tuple[float, float, np.ndarray, float]:
-    """Robust inverse-variance mean of ``values`` with 1-sigma ``sigma``.
-
-    Huber re-weighting on residuals scaled by the median absolute deviation (never below
-    the stated sigmas), rejection beyond :data:`OUTLIER_SIGMAS` scaled sigmas.
-
-    Returns:
-        ``(mean, sigma_of_mean, kept mask, birge_ratio)``; the sigma is the formal one
-        multiplied by the Birge ratio when it exceeds one.
-    """
-    x = np.asarray(values, float)
-    s = np.maximum(np.asarray(sigma, float), 1e-6)
-    if x.size == 0:
-        raise ParameterError("robust_mean: no values")
-    keep = np.ones(x.size, bool)
-    w_h = np.ones(x.size)
-    mean = float(np.sum(x / s**2) / np.sum(1 / s**2))
-    for _ in range(iterations):
-        r = (x - mean) / s
-        scale = max(1.0, 1.4826 * float(np.median(np.abs(r[keep])))) if keep.sum() > 3 else 1.0
-        keep = np.abs(r) <= OUTLIER_SIGMAS * scale
-        if not keep.any():
-            keep = np.abs(r) == np.min(np.abs(r))
-        u = np.abs(r) / (huber_k * scale)
-        w_h = np.where(u <= 1.0, 1.0, 1.0 / np.maximum(u, 1e-12)) * keep
-        w = w_h / s**2
-        new = float(np.sum(w * x) / np.sum(w))
-        if abs(new - mean) < 1e-9 * (1.0 + abs(mean)):
-            mean = new
-            break
-        mean = new
-    w = w_h / s**2
-    formal = math.sqrt(1.0 / float(np.sum(w)))
-    n = int(keep.sum())
-    chi2 = float(np.sum(w * (x - mean) ** 2))
-    birge = math.sqrt(chi2 / (n - 1)) if n > 1 else 1.0
-    return mean, formal * max(1.0, birge), keep, birge
 
 
 # ----------------------------------------------------------------------------- the focus map
@@ -335,7 +294,7 @@ def focus_check(
         fmap = _nominal_focus_map()
     c_um[sel] = field_offsets_um(fmap, stars["theta_deg"][sel], stars["phi_deg"][sel])
     g = mu[sel] + c_um[sel]
-    mean, s_stat, keep, birge = robust_mean(g, sig[sel])
+    mean, s_stat, keep, birge = robust_mean(g, sig[sel], outlier_sigmas=OUTLIER_SIGMAS)
     used = np.zeros(n, bool)
     used[sel[keep]] = True
     fc_sys = desc.focus_check_systematic_um

@@ -11,7 +11,8 @@ import pytest
 from astropy.io import fits
 
 from plato_cnn.cli import main as cnn_main
-from plato_cnn.focuscheck import focus_check, robust_mean
+from plato_cnn.focuscheck import focus_check
+from plato_cnn.robust import robust_mean
 from plato_sim import cli as sim_cli
 from plato_sim.clitools import fix_negative_values
 from plato_sim.io.imagette_format import ImagetteFormatError, read_imagettes, write_imagettes

@@ -21,6 +21,7 @@ import numpy as np
 
 from plato_cnn.nn.card import RECHECK_KEY, update_model_json
 from plato_sim.truth.bestfocus import TRUTH_N_SUB
+from plato_sim.workers import map_jobs, pin_one_thread
 
 __all__ = [
     "PLATEAU_SUBSETS",
@@ -56,12 +57,7 @@ def earlier_sweep_s_prior(frames, model_dir, plateaux_degC) -> tuple[float, floa
 
 
 def _emulate(job: dict) -> dict:
-    import os
-
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
+    pin_one_thread()
     from plato_sim.scenes.ground_test import emulate_or_load
 
     return emulate_or_load(
@@ -82,7 +78,6 @@ def emulate_calibration_set(
     workers: int = 2,
 ) -> list[tuple[Path, float]]:
     """Emulate (or reuse) the calibration campaigns; returns ``(folder, true T_BF)`` pairs."""
-    import multiprocessing as mp
 
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -93,8 +88,7 @@ def emulate_calibration_set(
              bft=float(b), seed=seed * 1000 + i, fields=fields, dithers=dithers, frames=frames)
         for i, b in enumerate(bfts)
     ]  # fmt: skip
-    with mp.get_context("spawn").Pool(workers) as pool:
-        truths = pool.map(_emulate, jobs, chunksize=1)
+    truths = map_jobs(_emulate, jobs, workers)
     return [(Path(j["dir"]), float(t["t_bf_degC"])) for j, t in zip(jobs, truths, strict=True)]
 
 
@@ -102,12 +96,7 @@ def _camera_errors(job: tuple[str, float, str]) -> dict[str, dict[str, tuple[flo
     """``{"head"|"no_head": {"5"|"3"|"2"|"1"|"1s": (error, bootstrap sigma)}}`` (degC) of one
     calibration camera, with and without the model's plateau head (only "head" without one).
     """
-    import os
-
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
+    pin_one_thread()
     from plato_cnn.nn.card import load_model
     from plato_cnn.predict import cnn_bft
     from plato_cnn.reader import read_campaign
@@ -172,13 +161,7 @@ def calibrate_systematic(
     used on every plateau.  ``workers`` processes share the cameras.
     """
     jobs = [(str(f), float(t), str(model_dir)) for f, t in campaigns]
-    if workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
-            per_cam = pool.map(_camera_errors, jobs, chunksize=1)
-    else:
-        per_cam = [_camera_errors(j) for j in jobs]
+    per_cam = map_jobs(_camera_errors, jobs, workers)
     out = _sigma_table([c["head"] for c in per_cam])
     result = {"n_cameras": len(campaigns), "by_plateaux": out}
     if "no_head" in per_cam[0]:

@@ -46,11 +46,12 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from plato_cnn.classical import EXTRAPOLATE_DEGC, _shape_fit, improved_bft
-from plato_cnn.fit import EEFTemplate, fit_thermal_model, huber_weights
+from plato_cnn.fit import EEFTemplate, fit_thermal_model
 from plato_cnn.nn.card import load_model, save_model
 from plato_cnn.nn.data import ArrayFocusDataset
 from plato_cnn.nn.model import FocusNet, prepare_inputs
 from plato_cnn.predict import network_stamps
+from plato_cnn.robust import huber_weights
 from plato_sim.errors import ParameterError
 from plato_sim.io.atomic import atomic_write_text
 

@@ -27,6 +27,7 @@ from plato_cnn.nn.plateau_head import (
     stack_snapshots,
 )
 from plato_sim.errors import ParameterError
+from plato_sim.workers import map_jobs, pin_one_thread
 
 __all__ = ["TRAINING_SEED", "train_plateau_head", "save_plateau_head", "build_plateau_head"]
 
@@ -99,10 +100,7 @@ TRAINING_SEED = 95_000
 
 def _camera_snapshots(job: tuple[str, str, float]) -> list[Snapshot]:
     """Snapshots of every plateau of one emulated training camera (worker process)."""
-    import os
-
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    torch.set_num_threads(1)
+    pin_one_thread()
     from plato_cnn.metrics import frame_eef
     from plato_cnn.predict import predict_frames
     from plato_cnn.reader import read_campaign
@@ -134,7 +132,6 @@ def build_plateau_head(
     and only reported.  ``fields``, ``dithers`` and ``frames`` (per dither) shape the emulated
     campaigns (the calibration set's defaults).  Returns the training summary.
     """
-    import multiprocessing as mp
 
     from plato_cnn.nn.card import load_model
     from plato_cnn.pipelines.calibrate import emulate_calibration_set
@@ -145,11 +142,7 @@ def build_plateau_head(
     s0 = card.s_prior_um_per_degC[0]
     cams = emulate_calibration_set(workdir, n_cameras, seed, fields, dithers, frames, workers)
     jobs = [(str(f), str(model_dir), s0) for f, _ in cams]
-    if workers > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            per_cam = pool.map(_camera_snapshots, jobs, chunksize=1)
-    else:
-        per_cam = [_camera_snapshots(j) for j in jobs]
+    per_cam = map_jobs(_camera_snapshots, jobs, workers)
     n_train = n_cameras - validation_cameras
     train = [s for c in per_cam[:n_train] for s in c]
     val = [s for c in per_cam[n_train:] for s in c]

@@ -1,0 +1,40 @@
+"""Worker processes, set up one way: one thread each, a ``spawn`` pool or a plain loop.
+
+Why one thread: several processes each running multi-threaded BLAS or torch would fight over
+the cores, and torch's FFTs give the same bits whatever the number of workers only when each
+runs single-threaded (the determinism of the synthetic data rests on it).  Why ``spawn``: a
+forked child inherits torch's thread pools and locks from the parent, which can deadlock.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = ["ONE_THREAD_ENV", "pin_one_thread", "map_jobs"]
+
+#: environment that keeps the numerical libraries of a worker to one thread
+ONE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def pin_one_thread() -> None:
+    """Make the calling worker process single-threaded (BLAS libraries not yet loaded, torch)."""
+    for key, value in ONE_THREAD_ENV.items():
+        os.environ.setdefault(key, value)
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def map_jobs(func: Callable[[Any], Any], jobs: Iterable[Any], workers: int = 1) -> list:
+    """``[func(j) for j in jobs]``, over ``workers`` spawned processes when ``workers > 1``.
+
+    ``func`` must be importable (a module-level function); results keep the jobs' order.
+    """
+    jobs = list(jobs)
+    if workers > 1 and len(jobs) > 1:
+        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            return pool.map(func, jobs, chunksize=1)
+    return [func(j) for j in jobs]
