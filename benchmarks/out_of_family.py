@@ -223,6 +223,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="true T_BF range (degC) out of family",
     )
     ap.add_argument("--oof-cache", default="out/out_of_family_cache")
+    ap.add_argument("--skip-forward", action="store_true", help="leave out the forward method")
     ap.add_argument("--bounds", default=str(REPO_ROOT / "results" / "limits.json"),
                     help="limits benchmark JSON with the design family's bounds")  # fmt: skip
     return parse_with_quick(ap, argv, QUICK)
@@ -230,7 +231,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    rows = [k for k, r in enumerate(ROWS) if r[1] != "forward" or forward_available()]
+    use_forward = forward_available() and not args.skip_forward
+    rows = [k for k, r in enumerate(ROWS) if r[1] != "forward" or use_forward]
     t0 = time.perf_counter()
     jobs = campaign_jobs(args, model=args.model, family="in", rows=rows)
     truths = map_jobs(_emulate, jobs, args.workers)
@@ -251,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         command=script_argv(),
         config=vars(args),
         plateau_subsets={str(k): list(v) for k, v in SUBSETS.items()},
-        forward_method=forward_available(),
+        forward_method=use_forward,
         bounds_used={str(k): v for k, v in crb.items()},
         seconds_emulation=t_emul,
         seconds_evaluation=t_eval,

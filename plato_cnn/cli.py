@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from plato_sim.clitools import fix_negative_values, run_command
+from plato_sim.clitools import add_verbosity, fix_negative_values, run_command
 
 __all__ = ["main", "BFT_METHODS", "int_list"]
 
@@ -258,6 +258,7 @@ def _cmd_bft(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="plato-cnn", description=__doc__.splitlines()[0])
+    add_verbosity(ap)
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("bft", help="best-focus temperature of a ground-test campaign")
     p.add_argument("campaign_dir", help="campaign folder (format v1)")

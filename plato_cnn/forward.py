@@ -661,6 +661,7 @@ def forward_bft(
     n_sub: int = 8,
     n_wavelengths: int = 10,
     n_wavelengths_jacobian: int = 5,
+    fov_px: int = 16,
     quadratic: bool = False,
     s_prior: tuple[float, float] | None = None,
     include_unstable: bool = False,
@@ -682,6 +683,7 @@ def forward_bft(
         n_sub: sub-pixel grid (n x n) of the expected EEF in ``T_BF``.
         n_wavelengths: OGSE spectrum samples (the emulator uses 10).
         n_wavelengths_jacobian: samples of the (approximate) Jacobian's spectrum.
+        fov_px: image period of the fast engine (16 = the emulator's and the truth's).
         quadratic: also fit ``q`` (only with >= 4 plateaux).
         s_prior: ``(mean, sigma)`` um/degC; default none, or 10 +- 3 with one plateau.
         include_unstable: use observations flagged as not a plateau.
@@ -729,7 +731,9 @@ def forward_bft(
     t_pl = np.array([float(np.mean(sel.temperature_degC[sel.obsid == o])) for o in obsids])
     t_ref = float(np.mean(t_pl))
 
-    eng = FastEngine(device=device, dtype=torch.float32)
+    if stamp_px > fov_px - 3:
+        raise ParameterError(f"stamp_px={stamp_px}: must be <= fov_px - 3 = {fov_px - 3}")
+    eng = FastEngine(fov_px=fov_px, device=device, dtype=torch.float32)
     sp = ogse_spectrum(eng.camera, n_wavelengths)
     design = FieldAberrations()
     model = ForwardModel(all_theta, all_phi, sp, eng, design, t_ref, quadratic)

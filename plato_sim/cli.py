@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from plato_sim.clitools import fix_negative_values, float_list, run_command
+from plato_sim.clitools import add_verbosity, fix_negative_values, float_list, run_command
 from plato_sim.errors import ParameterError
 
 __all__ = ["main"]
@@ -22,6 +22,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="plato-sim", description=__doc__.splitlines()[0])
+    add_verbosity(ap)
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("psf", help="render one PSF stamp to a FITS file")

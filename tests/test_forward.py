@@ -1,8 +1,9 @@
 """The physics forward-model fit (plato_cnn.forward): recovery, noise, model misfit, bad input.
 
-Small and fast: 6 field positions x 3 dithers x 1 frame on 3 plateaux, a 4-wavelength OGSE
-spectrum in both the generator and the fit (the fit's cost is per optical state and
-wavelength), 11 x 11 fitted boxes, a 4 x 4 sub-pixel grid for the expected EEF.
+Small and fast: 5 field positions x 3 dithers x 1 frame on 3 plateaux, a 3-wavelength OGSE
+spectrum and a 12-px image period in the generator, the truth and the fit alike (the fit's
+cost is per optical state, wavelength and pupil size), 9 x 9 fitted boxes, a 4 x 4
+sub-pixel grid for the expected EEF.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from plato_cnn.forward import forward_bft
+from plato_cnn.forward import forward_bft, plot_forward_bft
 from plato_cnn.reader import CampaignFrames, DropReport, ObservationInfo
 from plato_sim.errors import InsufficientPlateaux, PlatoFocusWarning
 from plato_sim.optics.model import CameraModel
@@ -20,10 +21,14 @@ from plato_sim.psf.fast import FastEngine
 from plato_sim.scenes.fields import ground_test_fields
 from plato_sim.truth.bestfocus import t0_for_best_focus
 
-N_LAMBDA = 4
+N_LAMBDA = 3
 N_SUB = 4
+FOV_PX = 12
 PLATEAUX = (-86.0, -80.0, -74.0)
-FIT_KW = dict(n_wavelengths=N_LAMBDA, n_wavelengths_jacobian=N_LAMBDA, n_sub=N_SUB, max_iter=10)
+FIT_KW = dict(
+    n_wavelengths=N_LAMBDA, n_wavelengths_jacobian=N_LAMBDA, n_sub=N_SUB, max_iter=10,
+    fov_px=FOV_PX, stamp_px=9,
+)  # fmt: skip
 #: numerical floor of the truth itself (bestfocus: parabola through a 5 um grid), degC
 TRUTH_FLOOR_DEGC = 0.02
 
@@ -92,9 +97,9 @@ def _frames(cam, theta, phi, sp, eng, seed, noise=False, extra_nm=None, n_dith=3
 @pytest.fixture(scope="module")
 def setup():
     torch.set_num_threads(1)
-    eng = FastEngine()
+    eng = FastEngine(fov_px=FOV_PX)
     sp = ogse_spectrum(eng.camera, N_LAMBDA)
-    theta, phi = ground_test_fields(6)
+    theta, phi = ground_test_fields(5)
     cam, bf = _camera(5, -79.2, theta, phi, sp, eng)
     return dict(eng=eng, sp=sp, theta=theta, phi=phi, cam=cam, bf=bf)
 
@@ -120,14 +125,20 @@ def test_noise_free_recovers_wavefront_and_bft(setup):
     keys = ("fit", "bft_degC", "sigma_degC", "obsids", "frames_used", "sign_ambiguous")
     keys += ("s_um_per_degC", "s_sigma_um_per_degC", "s_measured", "n_plateaux", "warnings")
     assert all(k in rep for k in keys)
-    assert len(rep["wavefront"]) == 6 and "Z11_nm" in rep["wavefront"][0]
+    assert len(rep["wavefront"]) == 5 and "Z11_nm" in rep["wavefront"][0]
     assert set(rep["chi2"]["per_plateau"]) == {"1000", "1011", "1022"}
 
 
-def test_noisy_within_reported_sigma(setup):
+@pytest.fixture(scope="module")
+def noisy(setup):
     s = setup
     fr = _frames(s["cam"], s["theta"], s["phi"], s["sp"], s["eng"], seed=2, noise=True)
-    rep = forward_bft(fr, **FIT_KW)
+    return fr, forward_bft(fr, **FIT_KW)
+
+
+def test_noisy_within_reported_sigma(setup, noisy):
+    s = setup
+    fr, rep = noisy
     err = rep["bft_degC"] - s["bf"].t_bf_degC
     assert rep["sigma_degC"] > 0
     assert abs(err) <= 3.0 * rep["sigma_degC"] + TRUTH_FLOOR_DEGC
@@ -159,3 +170,16 @@ def test_bad_input_raises_project_errors(setup):
     none = fr.select(np.zeros(len(fr), bool) | (fr.flags != 0))
     with pytest.raises((InsufficientPlateaux, Exception)):
         forward_bft(none, **FIT_KW)
+
+
+def test_report_is_json_and_plot_keeps_the_backend(noisy):
+    import json
+
+    import matplotlib
+
+    fr, rep = noisy
+    json.dumps(rep)
+    backend = matplotlib.get_backend()
+    fig = plot_forward_bft(rep, fr)
+    assert matplotlib.get_backend() == backend
+    assert len(fig.axes) >= 4

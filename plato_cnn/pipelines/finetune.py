@@ -37,6 +37,7 @@ every epoch.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,6 +55,8 @@ from plato_cnn.predict import network_stamps
 from plato_cnn.robust import huber_weights
 from plato_sim.errors import ParameterError
 from plato_sim.io.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FinetuneConfig",
@@ -357,7 +360,7 @@ def finetune(
             n_seen += len(target)
         history.append({"epoch": epoch + 1, "loss": tot / max(1, n_seen)})
         if progress:
-            print(f"finetune epoch {epoch + 1}/{cfg.epochs}: loss {tot / max(1, n_seen):.4f}")
+            log.info("finetune epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, tot / max(1, n_seen))
     model.eval()
     after = [
         pseudo_labels(

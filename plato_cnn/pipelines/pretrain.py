@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -37,6 +38,8 @@ from plato_cnn.nn.data import BlockShuffleSampler
 from plato_cnn.nn.model import FocusNet, FocusNetConfig, prepare_inputs
 from plato_sim._version import __version__
 from plato_sim.errors import ParameterError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "pretrain", "split_by_group", "augment"]
 
@@ -399,11 +402,10 @@ def _log_epoch(run: _Run, row: dict) -> None:
         for k, v in row.items():
             run.tb.add_scalar(k, v, row["epoch"])
     if run.progress:
-        print(
-            f"epoch {row['epoch']}: train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
-            f"val RMSE {row['val_rmse_um']:.2f} um",
-            flush=True,
-        )
+        log.info(
+            "epoch %d: train %.4f  val %.4f  val RMSE %.2f um",
+            row["epoch"], row["train_loss"], row["val_loss"], row["val_rmse_um"],
+        )  # fmt: skip
 
 
 def _save_checkpoint(run: _Run) -> None:
