@@ -20,6 +20,8 @@ def get_engine(name: str, **kwargs) -> PSFEngine:
     """Engine by name (``fast``, ``poppy`` or ``galsim``); keyword arguments go to it."""
     if name == "fast":
         return FastEngine(**kwargs)
+    if name in ("poppy", "galsim"):
+        _require(name)
     if name == "poppy":
         from plato_sim.psf.poppy_engine import PoppyEngine
 
@@ -29,3 +31,14 @@ def get_engine(name: str, **kwargs) -> PSFEngine:
 
         return GalSimEngine(**kwargs)
     raise ParameterError(f"unknown engine {name!r}; choose one of {ENGINES}")
+
+
+def _require(module: str) -> None:
+    """Refuse clearly when an optional reference engine's library is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ParameterError(
+            f"the {module} engine needs the {module} package: "
+            "pip install 'plato-focus[engines]' (or pip install " + module + ")"
+        )
