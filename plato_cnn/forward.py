@@ -1016,7 +1016,8 @@ def _start(model, fit, p, n_t, t_pl, state_pl, chunk):
     best = None
     t_mid = float(np.mean(t_pl))
     mc = model.coarse(3)
-    for b in np.arange(-60.0, 60.1, 10.0) - foc - 10.0 * (t_mid - model.t_ref):
+    # +-100 um: best focus within ~10 degC of the plateaux' mean temperature
+    for b in np.arange(-100.0, 100.1, 10.0) - foc - 10.0 * (t_mid - model.t_ref):
         q = p.copy()
         q[_IX["b_um"]] = b
         o = mc.otf(fit.local(q)[sub])

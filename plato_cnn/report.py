@@ -33,6 +33,8 @@ from plato_sim.io.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "SCHEMA_VERSION",
+    "SCHEMA_PATH",
+    "report_schema",
     "eef_result",
     "cnn_result",
     "campaign_report",
@@ -46,6 +48,8 @@ __all__ = [
 
 #: version of the JSON report's layout (bumped when a key changes meaning or goes away)
 SCHEMA_VERSION = "1"
+#: the JSON Schema of the report, shipped with the package
+SCHEMA_PATH = Path(__file__).parent / "data" / "report.schema.json"
 
 
 # ----------------------------------------------------------------------------- JSON
@@ -110,6 +114,11 @@ def campaign_report(frames, campaign_dir: str | Path, method: str, result: dict)
         "unstable_obsids": [o.obsid for o in frames.observations if o.unstable],
         "provenance": provenance(),
     }
+
+
+def report_schema() -> dict:
+    """The JSON Schema every report follows (shipped as ``plato_cnn/data/report.schema.json``)."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
 def provenance() -> dict:
