@@ -18,9 +18,11 @@ freedom left.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import math
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,8 @@ __all__ = [
     "eef_result",
     "cnn_result",
     "campaign_report",
+    "provenance",
+    "input_checksum",
     "jsonable",
     "write_json",
     "check_output_path",
@@ -112,7 +116,7 @@ def campaign_report(frames, campaign_dir: str | Path, method: str, result: dict)
         "drops": drops,
         "warnings": frames.drops.warnings + result.get("warnings", []),
         "unstable_obsids": [o.obsid for o in frames.observations if o.unstable],
-        "provenance": provenance(),
+        "provenance": {**provenance(), "input_checksum": input_checksum(campaign_dir)},
     }
 
 
@@ -128,6 +132,32 @@ def provenance() -> dict:
         "command_line": list(sys.argv),
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def input_checksum(folder: str | Path) -> dict:
+    """What identifies an input folder: its regular files, their bytes and one SHA-256.
+
+    The digest covers every regular file below ``folder`` (relative path and contents, in
+    sorted order), so two reports of the same bytes carry the same digest whatever the folder
+    is called or where it lies.  Links and special files are not followed.
+    """
+    root = Path(folder)
+    h = hashlib.sha256()
+    n_files = n_bytes = 0
+    for p in sorted(root.rglob("*")):
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        h.update(str(p.relative_to(root)).encode() + b"\0")
+        with open(p, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+        n_files += 1
+        n_bytes += st.st_size
+    return {"sha256": h.hexdigest(), "files": n_files, "bytes": n_bytes}
 
 
 def jsonable(obj: Any, path: str = "", nulls: dict | None = None) -> Any:

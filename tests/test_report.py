@@ -35,7 +35,12 @@ def _minimal(**changes) -> dict:
         "drops": {"saturated": 2},
         "warnings": [],
         "unstable_obsids": [],
-        "provenance": {"package_version": "0", "command_line": ["x"], "created_utc": "t"},
+        "provenance": {
+            "package_version": "0",
+            "command_line": ["x"],
+            "created_utc": "t",
+            "input_checksum": {"sha256": "0" * 64, "files": 3, "bytes": 100},
+        },
     }
     r.update(changes)
     return r
@@ -60,6 +65,20 @@ def test_non_finite_numbers_become_null_with_a_reason(tmp_path):
     assert r["sigma_degC"] is None and r["extra"][1] is None
     assert set(r["null_reasons"]) == {"sigma_degC", "extra[1]"}
     jsonschema.validate(r, report_schema())
+
+
+def test_input_checksum_names_the_bytes_not_the_folder(tmp_path):
+    from plato_cnn.report import input_checksum
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        (d / "sub").mkdir(parents=True)
+        (d / "x.fits").write_bytes(b"1234")
+        (d / "sub" / "hk.csv").write_text("t,v\n")
+    ca, cb = input_checksum(a), input_checksum(b)
+    assert ca == cb and ca["files"] == 2 and ca["bytes"] == 8
+    (b / "x.fits").write_bytes(b"1235")
+    assert input_checksum(b)["sha256"] != ca["sha256"]
 
 
 def test_jsonable_makes_numpy_plain():
