@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     cam_cpu_each = tim["camera_task_cpu_s_sum"] / args.n_cameras
     cpu_ms_per_sample = tim["shard_task_cpu_s_sum"] / args.n * 1e3
     shard_rate = args.n / tim["shard_phase_wall_s"]
-    pool_default = int(sampling.load_config()["cameras"]["n_pool"])
+    pool_default = sampling.camera_pool_size(sampling.load_config(), 1_000_000)
     # what the cores give when this is their only load: task CPU time spread over the workers
     cpu_rate = args.workers / (cpu_ms_per_sample * 1e-3)
     proj_1m_cpu_s = (pool_default * cam_cpu_each + 1e6 * cpu_ms_per_sample * 1e-3) / args.workers

@@ -47,6 +47,7 @@ from plato_sim.scenes.sampling import (
     build_camera,
     config_json,
     load_config,
+    resolve_camera_pool,
     validate_config,
 )
 
@@ -215,6 +216,7 @@ def generate(
     workers: int | None = None,
     scheduler: str | None = None,
     progress: bool = True,
+    camera_pool: int | None = None,
 ) -> dict:
     """Generate (or resume) a dataset in folder ``out``; returns the manifest.
 
@@ -226,6 +228,8 @@ def generate(
         workers: local worker processes (default: CPU cores); 1 runs in this process.
         scheduler: address of a running Dask scheduler (overrides ``workers``).
         progress: show a tqdm progress bar (samples).
+        camera_pool: cameras in the pool, overriding ``cameras.n_pool`` (whose ``auto`` follows
+            ``n``: :func:`plato_sim.scenes.sampling.camera_pool_size`).
     """
     from tqdm import tqdm
 
@@ -241,6 +245,7 @@ def generate(
     if workers < 1:
         raise ParameterError(f"--workers must be >= 1, got {workers}")
     plan = shard_plan(n, per_shard)
+    cfg = resolve_camera_pool(cfg, n, camera_pool)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)

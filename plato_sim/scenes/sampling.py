@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -60,6 +61,8 @@ __all__ = [
     "validate_config",
     "validate_imagette_config",
     "config_json",
+    "camera_pool_size",
+    "resolve_camera_pool",
     "single_thread_torch",
     "make_engine",
     "render_spectrum",
@@ -158,7 +161,12 @@ def validate_config(cfg: dict) -> None:
     need(int(sh["samples_per_optical_state"]) >= 1, "shards.samples_per_optical_state", ">= 1")
     need(cfg["spectrum"]["kind"] in ("ogse", "blackbody"), "spectrum.kind", "ogse|blackbody")
     need(int(cfg["spectrum"]["n_wavelengths"]) >= 1, "spectrum.n_wavelengths", "must be >= 1")
-    need(int(cfg["cameras"]["n_pool"]) >= 1, "cameras.n_pool", "must be >= 1")
+    pool = cfg["cameras"]["n_pool"]
+    need(
+        pool == "auto" or (isinstance(pool, int) and pool >= 1),
+        "cameras.n_pool",
+        f"must be 'auto' or an integer >= 1, got {pool!r}",
+    )
     for key in ("s_um_per_degC", "t_bf_degC"):
         v = cfg["cameras"][key]
         need(
@@ -187,6 +195,41 @@ def validate_config(cfg: dict) -> None:
     DetectorModel.random(rng, cfg["detector"])
     if "imagettes" in cfg:
         validate_imagette_config(cfg)
+
+
+#: ``cameras.n_pool: auto``: one camera per this many optical states, at least
+#: :data:`AUTO_POOL_MIN`, at most :data:`AUTO_POOL_MAX` cameras.  A camera costs ~3.4 s of
+#: CPU (its best-focus map); an optical state ~8.5 ms: a small dataset needs a small pool.
+AUTO_STATES_PER_CAMERA = 8
+AUTO_POOL_MIN = 2
+AUTO_POOL_MAX = 32
+
+
+def camera_pool_size(cfg: dict, n_samples: int) -> int:
+    """Cameras of the pool of an ``n_samples`` dataset: ``cameras.n_pool``, or the 'auto' rule.
+
+    ``auto``: ``ceil(n_samples / samples_per_optical_state / AUTO_STATES_PER_CAMERA)``,
+    clipped to ``[AUTO_POOL_MIN, AUTO_POOL_MAX]`` (32 cameras from 4096 samples up).
+    """
+    pool = cfg["cameras"]["n_pool"]
+    if pool != "auto":
+        return int(pool)
+    states = math.ceil(int(n_samples) / int(cfg["shards"]["samples_per_optical_state"]))
+    auto = math.ceil(states / AUTO_STATES_PER_CAMERA)
+    return int(min(AUTO_POOL_MAX, max(AUTO_POOL_MIN, auto)))
+
+
+def resolve_camera_pool(cfg: dict, n_samples: int, camera_pool: int | None = None) -> dict:
+    """A copy of ``cfg`` whose ``cameras.n_pool`` is a number: ``camera_pool`` if given, else
+    :func:`camera_pool_size`."""
+    out = copy.deepcopy(cfg)
+    if camera_pool is not None:
+        if int(camera_pool) < 1:
+            raise ParameterError(f"--camera-pool must be >= 1, got {camera_pool}")
+        out["cameras"]["n_pool"] = int(camera_pool)
+    else:
+        out["cameras"]["n_pool"] = camera_pool_size(cfg, n_samples)
+    return out
 
 
 def single_thread_torch():
