@@ -18,9 +18,29 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from plato_sim.clitools import add_verbosity, fix_negative_values, run_command
+from plato_sim._version import __version__
+from plato_sim.clitools import (
+    SEED_MAX,
+    ArgumentParser,
+    add_verbosity,
+    existing_dir,
+    existing_file,
+    fix_negative_values,
+    float_in,
+    int_in,
+    int_list_in,
+    output_file,
+    run_command,
+    temperature_degC,
+)
 
-__all__ = ["main", "BFT_METHODS", "int_list"]
+__all__ = ["main", "BFT_METHODS", "int_list", "torch_device"]
+
+#: ``--seed`` of every subcommand
+SEED = int_in(0, SEED_MAX)
+#: ``--n-boot``: the classical bootstrap warns below 10 usable replicates, the thermal-model
+#: fit needs 2 for a sigma (plato_cnn.classical.improved_bft, plato_cnn.fit.fit_bft)
+N_BOOT = int_in(10)
 
 
 def int_list(text: str) -> list[int]:
@@ -29,6 +49,30 @@ def int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip() != ""]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers: {text!r}") from exc
+
+
+def torch_device(text: str) -> str:
+    """``type=`` for ``--device``: ``cpu``, ``cuda`` or ``cuda:N``, refused if CUDA is absent."""
+    name = text.strip().lower()
+    if name == "cpu":
+        return name
+    kind, _, index = name.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, got {text!r}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(
+            f"{text}: CUDA is not available on this machine (torch.cuda.is_available() is "
+            "False); use --device cpu"
+        )
+    n = torch.cuda.device_count()
+    if index and int(index) >= n:
+        raise argparse.ArgumentTypeError(f"{text}: this machine has CUDA devices 0..{n - 1}")
+    return name
+
+
+torch_device.allowed = "cpu, cuda or cuda:N (CUDA only where torch sees a GPU)"  # type: ignore[attr-defined]
 
 
 def s_prior_arg(text: str) -> tuple[float, float]:
@@ -53,8 +97,15 @@ def _eef_arguments(p: argparse.ArgumentParser) -> None:
         default="cubic",
         help="cubic (test houses, default), quartic, quadratic, or gauss (improved)",
     )
-    g.add_argument("--variant", choices=("2x2", "3x3", "8x8"), default="2x2", help="EEF variant")
-    g.add_argument("--n-boot", type=int, default=200, help="bootstrap draws (gauss)")
+    g.add_argument(
+        "--variant", choices=("2x2", "3x3", "8x8"), default="2x2", help="EEF box (pixels)"
+    )
+    g.add_argument(
+        "--n-boot",
+        type=N_BOOT,
+        default=200,
+        help="bootstrap replicates of the uncertainty (--fit gauss and --method cnn)",
+    )
 
 
 def _eef_run(args: argparse.Namespace, frames) -> dict:
@@ -72,10 +123,17 @@ def _eef_run(args: argparse.Namespace, frames) -> dict:
 # ----------------------------------------------------------------------------- bft: cnn
 def _cnn_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("--method cnn")
-    g.add_argument("--model", default=None, help="model directory (default: the shipped model)")
-    g.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     g.add_argument(
+        "--model",
+        type=existing_dir,
+        default=None,
+        help="model directory (default: the shipped model)",
+    )
+    g.add_argument("--device", type=torch_device, default="cpu", help="torch device")
+    g.add_argument(
+        "--s-prior-um-per-degC",
         "--s-prior",
+        dest="s_prior",
         type=s_prior_arg,
         default=None,
         metavar="MEAN,SIGMA",
@@ -130,7 +188,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         max_val_samples=args.max_val_samples,
         deterministic=args.deterministic,
     )
-    mcfg = FocusNetConfig(crop=args.crop)
+    mcfg = FocusNetConfig(crop=args.crop_px)
     summary = pretrain_from_dataset(args.data, args.out, cfg, mcfg, args.device)
     print(json.dumps(summary, indent=1))
     return 0
@@ -256,55 +314,100 @@ def _cmd_bft(args: argparse.Namespace) -> int:
     return 0
 
 
+# Long because: the whole command line in one place, every flag with its type, range and help.
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="plato-cnn", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="plato-cnn", description=__doc__.splitlines()[0])
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_verbosity(ap)
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("bft", help="best-focus temperature of a ground-test campaign")
     p.add_argument("campaign_dir", help="campaign folder (format v1)")
-    p.add_argument("--method", choices=tuple(BFT_METHODS), default="eef")
-    p.add_argument("--obsids", type=int_list, default=None, help="e.g. 1024,1035 (default all)")
-    p.add_argument("--json", default=None, help="write the report here")
-    p.add_argument("--plot", default=None, help="PNG of EEF vs temperature, fit and BFT")
+    p.add_argument("--method", choices=tuple(BFT_METHODS), default="eef", help="estimator")
+    p.add_argument(
+        "--obsids",
+        type=int_list_in(0),
+        default=None,
+        metavar="ID,ID,...",
+        help="plateaux (OBSIDs) to use, e.g. 1024,1035 (default: all)",
+    )
+    p.add_argument("--json", type=output_file(), default=None, help="write the report here")
+    p.add_argument(
+        "--plot", type=output_file(), default=None, help="PNG of EEF vs temperature, fit and BFT"
+    )
     p.add_argument("--strict", action="store_true", help="fail on the first bad file")
-    p.add_argument("--seed", type=int, default=0, help="seed of the uncertainty draws")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the uncertainty draws")
     for add_args, _run in BFT_METHODS.values():
         add_args(p)
     p.set_defaults(func=_cmd_bft)
 
     p = sub.add_parser("pretrain", help="pretrain FocusNet on a synthetic dataset")
-    p.add_argument("--data", required=True, help="dataset folder (plato-sim generate)")
+    p.add_argument(
+        "--data", type=existing_dir, required=True, help="dataset folder (plato-sim generate)"
+    )
     p.add_argument("--out", required=True, help="model directory (rerun to resume)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--max-steps-per-epoch", type=int, default=0, help="0: whole split")
-    p.add_argument("--max-val-samples", type=int, default=8192, help="0: all held-out samples")
+    p.add_argument("--epochs", type=int_in(1), default=20, help="training epochs")
+    p.add_argument("--batch-size", type=int_in(1), default=256, help="samples per step")
+    p.add_argument(
+        "--lr", type=float_in(0.0, None, lo_open=True), default=2e-3, help="peak learning rate"
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the split, weights and order")
+    p.add_argument("--workers", type=int_in(0), default=0, help="DataLoader worker processes")
+    p.add_argument(
+        "--max-steps-per-epoch", type=int_in(0), default=0, help="steps per epoch (0: whole split)"
+    )
+    p.add_argument(
+        "--max-val-samples",
+        type=int_in(0),
+        default=8192,
+        help="validation samples (0: all held-out samples)",
+    )
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--crop", type=int, default=20, help="network input side (8: 10x10 imagettes)")
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device")
+    p.add_argument(
+        "--crop-px",
+        "--crop",
+        dest="crop_px",
+        type=int_in(8, 64),
+        default=20,
+        help="network input side (pixels; 8 for 10x10 imagettes)",
+    )
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("finetune", help="adapt a model to ground-test campaigns")
-    p.add_argument("--campaign", nargs="+", required=True, help="campaign folders")
-    p.add_argument("--model", default=None, help="base model directory (default: shipped)")
+    p.add_argument("--campaign", nargs="+", required=True, help="campaign folders (format v1)")
+    p.add_argument(
+        "--model",
+        type=existing_dir,
+        default=None,
+        help="base model directory (default: the shipped model)",
+    )
     p.add_argument("--out", required=True, help="fine-tuned model directory")
-    p.add_argument("--synthetic", default=None, help="dataset folder replayed against collapse")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--synthetic",
+        type=existing_dir,
+        default=None,
+        help="dataset folder replayed against collapse (default: none)",
+    )
+    p.add_argument("--epochs", type=int_in(1), default=4, help="fine-tuning epochs")
+    p.add_argument(
+        "--lr", type=float_in(0.0, None, lo_open=True), default=3e-4, help="learning rate"
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the fine-tuning")
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser(
         "calibrate", help="calibrate a model's systematic sigma on emulated calibration cameras"
     )
-    p.add_argument("--model", required=True, help="model directory (its model.json is updated)")
+    p.add_argument(
+        "--model",
+        type=existing_dir,
+        required=True,
+        help="model directory (its model.json is updated)",
+    )
     p.add_argument("--workdir", default="out/calibration", help="calibration campaigns (cache)")
-    p.add_argument("--cameras", type=int, default=40, help="calibration cameras")
-    p.add_argument("--seed", type=int, default=91_000, help="calibration camera set seed")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--cameras", type=int_in(1), default=40, help="calibration cameras")
+    p.add_argument("--seed", type=SEED, default=91_000, help="calibration camera set seed")
+    p.add_argument("--workers", type=int_in(1), default=2, help="worker processes")
     p.add_argument("--dry-run", action="store_true", help="measure, do not write model.json")
     p.set_defaults(func=_cmd_calibrate)
 
@@ -312,22 +415,46 @@ def _parser() -> argparse.ArgumentParser:
         "plateau-head",
         help="train a model's camera-level correction of each plateau on emulated cameras",
     )
-    p.add_argument("--model", required=True, help="model directory (the head is stored there)")
+    p.add_argument(
+        "--model",
+        type=existing_dir,
+        required=True,
+        help="model directory (the head is stored there)",
+    )
     p.add_argument("--workdir", default="out/plateau_head", help="training campaigns (cache)")
-    p.add_argument("--cameras", type=int, default=1140, help="emulated training cameras")
-    p.add_argument("--validation-cameras", type=int, default=40, help="of those, held out")
-    p.add_argument("--seed", type=int, default=95_000, help="training camera set seed")
-    p.add_argument("--epochs", type=int, default=150)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--cameras", type=int_in(1), default=1140, help="emulated training cameras")
+    p.add_argument(
+        "--validation-cameras",
+        type=int_in(0),
+        default=40,
+        help="of those, held out (fewer than --cameras)",
+    )
+    p.add_argument("--seed", type=SEED, default=95_000, help="training camera set seed")
+    p.add_argument("--epochs", type=int_in(1), default=150, help="training epochs")
+    p.add_argument("--workers", type=int_in(1), default=2, help="worker processes")
     p.add_argument("--dry-run", action="store_true", help="train and report, do not write")
     p.set_defaults(func=_cmd_plateau_head)
 
     p = sub.add_parser("focus-check", help="in orbit: TRP1 change to best focus from imagettes")
-    p.add_argument("imagettes", help="imagette FITS file (plato_sim.io.imagette_format)")
-    p.add_argument("--temperature-degC", type=float, required=True, help="TRP1 temperature")
-    p.add_argument("--model", default=None, help="model directory (default: the in-orbit model)")
-    p.add_argument("--json", default=None, help="write the report here")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument(
+        "imagettes", type=existing_file, help="imagette FITS file (plato_sim.io.imagette_format)"
+    )
+    p.add_argument(
+        "--temperature-degC",
+        type=temperature_degC,
+        required=True,
+        help="TRP1 temperature at the imagettes (degC)",
+    )
+    p.add_argument(
+        "--model",
+        type=existing_dir,
+        default=None,
+        help="model directory (default: the in-orbit model)",
+    )
+    p.add_argument(
+        "--json", type=output_file(make_parents=True), default=None, help="write the report here"
+    )
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device")
     p.set_defaults(func=_cmd_focus_check)
     return ap
 

@@ -268,7 +268,7 @@ def test_imagettes_cli_parses_negative_values_and_refuses_bad_ranges(tmp_path, c
     argv = ["imagettes", "--out", str(tmp_path / "x.fits"), "--temperature-degC", "-75"]
     argv += ["--bft-degC", "-78.5", "--v-mag", "9,12"]
     a = sim_cli._parser().parse_args(fix_negative_values(argv))
-    assert (a.temperature_degC, a.bft_degC, a.v_mag, a.size) == (-75.0, -78.5, [9.0, 12.0], 10)
+    assert (a.temperature_degC, a.bft_degC, a.v_mag, a.size_px) == (-75.0, -78.5, [9.0, 12.0], 10)
     assert sim_cli.main(argv[:-1] + ["9"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--v-mag and --teff-K need two values" in err

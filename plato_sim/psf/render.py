@@ -8,6 +8,7 @@ import numpy as np
 from astropy.io import fits
 
 from plato_sim._version import __version__
+from plato_sim.errors import ParameterError
 from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, Camera
 from plato_sim.optics.model import OpticalModel
 from plato_sim.optics.spectra import Spectrum, monochromatic, ogse_spectrum
@@ -42,6 +43,26 @@ def psf_stamp(
     return engine.render(z, sp, np.asarray([offset_px], dtype=float), size)[0]
 
 
+def _check_request(
+    camera: Camera, theta_deg: float, wavelength_nm: float | None, n_wavelengths: int, size: int
+) -> None:
+    """Refuse a stamp this camera cannot make, naming the value and its allowed range."""
+    if not 0.0 <= theta_deg <= camera.field_radius_deg:
+        raise ParameterError(
+            f"field angle {theta_deg} deg outside the camera's field [0, "
+            f"{camera.field_radius_deg}] deg"
+        )
+    lo, hi = camera.band_nm
+    if wavelength_nm is not None and not lo <= wavelength_nm <= hi:
+        raise ParameterError(
+            f"wavelength {wavelength_nm} nm outside the camera's band [{lo:g}, {hi:g}] nm"
+        )
+    if int(n_wavelengths) < 1:
+        raise ParameterError(f"n_wavelengths must be >= 1, got {n_wavelengths}")
+    if int(size) < 4:
+        raise ParameterError(f"size must be >= 4 pixels, got {size}")
+
+
 def write_psf_fits(
     out: str | Path,
     engine: str = "fast",
@@ -54,10 +75,20 @@ def write_psf_fits(
     size: int = 32,
     camera_yaml: str | None = None,
 ) -> Path:
-    """Render one stamp and write it as a FITS image whose header records every parameter."""
+    """Render one stamp and write it as a FITS image whose header records every parameter.
+
+    Raises:
+        ParameterError: a field angle outside ``[0, camera.field_radius_deg]``, a wavelength
+            outside the camera's band, ``n_wavelengths < 1`` or ``size < 4``.
+    """
     camera = Camera.from_yaml(camera_yaml) if camera_yaml else PLATO_NORMAL_CAMERA
+    _check_request(camera, theta_deg, wavelength_nm, n_wavelengths, size)
     optics = OpticalModel(camera=camera)
-    sp = monochromatic(wavelength_nm) if wavelength_nm else ogse_spectrum(camera, n_wavelengths)
+    sp = (
+        monochromatic(wavelength_nm)
+        if wavelength_nm is not None
+        else ogse_spectrum(camera, n_wavelengths)
+    )
     eng = get_engine(engine, camera=camera)
     stamp = psf_stamp(eng, optics, theta_deg, phi_deg, dz_th_um, offset_px, sp, size)
     hdu = fits.PrimaryHDU(stamp.astype(np.float32))
