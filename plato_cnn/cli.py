@@ -292,20 +292,99 @@ def _cmd_focus_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bft(args: argparse.Namespace) -> int:
+def _bft_report(args: argparse.Namespace, campaign_dir: str) -> dict:
+    """Read one campaign and run ``args.method`` on it: the full report."""
     from plato_cnn.reader import read_campaign
-    from plato_cnn.report import campaign_report, check_output_path, write_json
+    from plato_cnn.report import campaign_report
 
+    frames = read_campaign(campaign_dir, obsids=args.obsids, strict=args.strict)
+    result = BFT_METHODS[args.method][1](args, frames)
+    return campaign_report(frames, campaign_dir, args.method, result)
+
+
+def _bft_batch_job(job: tuple[argparse.Namespace, str, str]) -> dict:
+    """One campaign of a batch (worker process): write its report, return its summary row."""
+    from plato_cnn.report import write_json
+    from plato_sim.errors import PlatoFocusError
+    from plato_sim.workers import pin_one_thread
+
+    args, campaign_dir, name = job
+    pin_one_thread()
+    row = {"campaign": str(Path(campaign_dir).resolve()), "method": args.method}
+    path = Path(args.out_dir) / name
+    plot = str(path.with_suffix(".png")) if args.plots else None
+    args = argparse.Namespace(**{**vars(args), "plot": plot})
+    try:
+        out = _bft_report(args, campaign_dir)
+        write_json(path, out)
+    except (PlatoFocusError, OSError) as exc:
+        return {**row, "error": " ".join(str(exc).split())}
+    return {
+        **row,
+        "camera": out["camera"],
+        "bft_degC": out["bft_degC"],
+        "sigma_degC": out["sigma_degC"],
+        "n_plateaux": out.get("n_plateaux", len(out.get("obsids", []))),
+        "frames_used": out["frames_used"],
+        "frames_dropped": out["frames_dropped"],
+        "warnings": len(out["warnings"]),
+        "report": str(path),
+    }
+
+
+def _cmd_bft_batch(args: argparse.Namespace) -> int:
+    from plato_cnn.batch import report_names, run_campaigns, write_summary
+    from plato_cnn.report import check_output_path
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = check_output_path(out_dir / "summary.csv", inputs=args.campaign_dir)
+    names = report_names(args.campaign_dir)
+    jobs = [(args, d, n) for d, n in zip(args.campaign_dir, names, strict=True)]
+    rows = run_campaigns(_bft_batch_job, jobs, args.workers, args.scheduler)
+    write_summary(summary, rows)
+    for r in rows:
+        if r.get("error"):
+            print(f"{r['campaign']}: failed: {r['error']}", file=sys.stderr)
+        else:
+            print(
+                f"{r['camera']}: BFT = {r['bft_degC']:.2f} +- {r['sigma_degC']:.2f} degC "
+                f"({r['frames_used']} frames used, {r['warnings']} warnings)"
+            )
+    n_bad = sum(1 for r in rows if r.get("error"))
+    print(f"{len(rows) - n_bad} of {len(rows)} campaigns done; summary: {summary}")
+    return 2 if n_bad == len(rows) else 0
+
+
+def _cmd_bft(args: argparse.Namespace) -> int:
+    from plato_cnn.report import check_output_path, write_json
+    from plato_sim.errors import ParameterError
+
+    if len(args.campaign_dir) > 1 or args.out_dir:
+        if args.json or args.plot:
+            raise ParameterError(
+                "--json and --plot name one file: with --out-dir each campaign's report goes "
+                "there (and its plot with --plots)"
+            )
+        if not args.out_dir:
+            raise ParameterError("several campaigns need --out-dir (one report each there)")
+        out = Path(args.out_dir).resolve()
+        for d in args.campaign_dir:
+            if Path(d).resolve() in (out, *out.parents):
+                raise ParameterError(f"--out-dir {args.out_dir} lies inside the input {d}")
+        return _cmd_bft_batch(args)
+    if args.workers != 1 or args.scheduler:
+        raise ParameterError("--workers and --scheduler need several campaigns and --out-dir")
+    campaign_dir = args.campaign_dir[0]
     for out_path in (args.json, args.plot):
         if out_path:
-            check_output_path(out_path, inputs=[args.campaign_dir])
-    frames = read_campaign(args.campaign_dir, obsids=args.obsids, strict=args.strict)
-    result = BFT_METHODS[args.method][1](args, frames)
-    out = campaign_report(frames, args.campaign_dir, args.method, result)
+            check_output_path(out_path, inputs=[campaign_dir])
+    out = _bft_report(args, campaign_dir)
+    frames_camera = out["camera"]
     for w in out["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(
-        f"{frames.camera}: BFT = {out['bft_degC']:.2f} +- {out['sigma_degC']:.2f} degC "
+        f"{frames_camera}: BFT = {out['bft_degC']:.2f} +- {out['sigma_degC']:.2f} degC "
         f"({args.method}, {out.get('fit', '')}; {out['frames_used']} frames used, "
         f"{out['frames_dropped']} dropped)"
     )
@@ -321,7 +400,28 @@ def _parser() -> argparse.ArgumentParser:
     add_verbosity(ap)
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("bft", help="best-focus temperature of a ground-test campaign")
-    p.add_argument("campaign_dir", help="campaign folder (format v1)")
+    p.add_argument(
+        "campaign_dir",
+        nargs="+",
+        help="campaign folder(s) (format v1); several need --out-dir (one report each)",
+    )
+    p.add_argument(
+        "--out-dir",
+        default=None,
+        help="batch mode: folder for one FOLDER.json per campaign and summary.csv",
+    )
+    p.add_argument(
+        "--workers",
+        type=int_in(1),
+        default=1,
+        help="batch mode: campaigns processed at once in local processes",
+    )
+    p.add_argument(
+        "--scheduler", default=None, help="batch mode: address of a Dask scheduler instead"
+    )
+    p.add_argument(
+        "--plots", action="store_true", help="batch mode: also a FOLDER.png per campaign"
+    )
     p.add_argument("--method", choices=tuple(BFT_METHODS), default="eef", help="estimator")
     p.add_argument(
         "--obsids",

@@ -141,6 +141,12 @@ def _add_dataset_commands(sub) -> None:
         "--n", type=int_in(1), default=None, help="number of samples (default: one shard)"
     )
     p.add_argument("--seed", type=SEED, default=0, help="dataset seed")
+    p.add_argument(
+        "--camera-pool",
+        type=int_in(1),
+        default=None,
+        help="cameras in the pool (default: the config's cameras.n_pool; 'auto' follows --n)",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--workers", type=int_in(1), default=None, help="local processes (default: CPU cores)"
@@ -175,6 +181,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         progress=not args.no_progress,
+        camera_pool=args.camera_pool,
     )
     t = m["timing"]
     print(
