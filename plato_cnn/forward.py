@@ -119,9 +119,10 @@ SYSTEMATIC_SIGMA_DEGC: dict[str, float] = {}
 #: inadequate (an aberration outside the fitted basis): warning and ``outside_model``.
 CHI2_WARN = 1.5
 CHI2_WARN_FIELD = 2.5
-#: The OTF derivatives are recomputed after a step that lowered the cost by more than this
-#: fraction; smaller steps reuse them (exact residuals, approximate Jacobian).
-JACOBIAN_REFRESH = 0.05
+#: The OTF derivatives (the costly part: ~6 OTFs' worth per state) are recomputed after a
+#: step that lowered the cost by more than this fraction; smaller steps reuse them (exact
+#: residuals, approximate Jacobian: slower convergence near the end, same fixed point).
+JACOBIAN_REFRESH = 0.25
 #: Pixel-response non-uniformity (fraction) in the variance (detector default, ASSUMED 1 %).
 PRNU_FRACTION = 0.01
 #: Cauchy scale of the robust loss (in sigmas of the normalised residual).
@@ -528,7 +529,9 @@ def _solve(blocks, p, n, valid, lam, free, prior_mean, prior_sig):
     # undamped Schur complement: the Laplace precision of p (nuisances marginalised)
     inv0 = torch.linalg.inv(hnn + 1e-9 * eye4)
     prec = hpp - torch.einsum("bfkp,bfkl,bflq->pq", hnp, inv0, hnp)
-    return dp.cpu().numpy(), dn * vm, prec.cpu().numpy()
+    # predicted cost decrease of the (damped) Gauss-Newton step: 1/2 delta . gradient
+    pred = 0.5 * float(dp @ gp + (dn * gn * vm).sum())
+    return dp.cpu().numpy(), dn * vm, prec.cpu().numpy(), pred
 
 
 # ------------------------------------------------------------------------------ T_BF
@@ -780,9 +783,14 @@ def forward_bft(
         cost += _prior_cost(p, prior_mean, prior_sig, model.free)
         var = fit.last_var
         hist.append(cost)
-        accepted = False
-        for _ in range(6):
-            dp, dn, prec = _solve(blocks, p, n_t, fit.valid, lam, model.free, prior_mean, prior_sig)
+        accepted, converged = False, False
+        for _ in range(5):
+            dp, dn, prec, pred = _solve(
+                blocks, p, n_t, fit.valid, lam, model.free, prior_mean, prior_sig
+            )
+            if pred < max(0.05, tol * cost):  # nothing significant left to gain
+                converged = True
+                break
             p_new = p + dp
             p_new[_IX["diffusion_sigma_px"]] = max(p_new[_IX["diffusion_sigma_px"]], 0.01)
             n_new = n_t + dn.to(model.dtype)
@@ -802,7 +810,7 @@ def forward_bft(
             lam *= 8.0
         n_iter = it + 1
         log.info("forward fit iteration %d: cost %.6g, lambda %.2g", it, cost, lam)
-        if not accepted or rel < tol:
+        if converged or not accepted or rel < tol:
             break
 
     # ---- covariance from the last Jacobian (one step before the solution: converged, the
@@ -810,7 +818,7 @@ def forward_bft(
     o = model.otf(fit.local(p))
     n_otf += len(o)
     _, chi2_state = fit.evaluate(p, n_t, o, chunk=chunk)
-    _, _, prec = _solve(blocks, p, n_t, fit.valid, 0.0, model.free, prior_mean, prior_sig)
+    _, _, prec, _ = _solve(blocks, p, n_t, fit.valid, 0.0, model.free, prior_mean, prior_sig)
     n_par = int(model.free.sum()) + 4 * n_frames
     dof = max(fit.n_obs - n_par, 1)
     chi2_red = float(chi2_state.sum() / dof)

@@ -4,9 +4,12 @@ What it does, per observation (one TRP1 plateau) and cube file, in acquisition o
 
 1. reads the HK CSV file(s) and interpolates TRP1 at each frame's time
    (``DATE-OBS + k * CYCLETIM``); a frame farther than 60 s from every HK sample is dropped;
-2. memory-maps each cube once (:func:`plato_sim.io.campaign_format.read_cube`); a
-   closed-shutter cube becomes the background (mean of its frames, float ADU) of the next
-   source cubes of the same extension and field position;
+2. opens each cube once, after checking it is a regular file
+   (:func:`plato_sim.io.campaign_format.read_cube`), and reads its frames a block at a time
+   (memory bounded whatever the cube's size); a closed-shutter cube becomes the background
+   (mean of its frames, float ADU) of the next source cubes of the same extension and field
+   position, once it looks like bias + dark and leaves ~0 far from the star in the source
+   frames (:func:`check_background_level`, :func:`background_problem`);
 3. subtracts the background from every source frame in float (the raw uint16 values are
    never cast to a signed type), converts to **electrons** with the cube's ``GAIN`` (or the
    nominal 25 e-/ADU), and cuts a ``32 x 32`` stamp centred on the star's centroid with
@@ -14,7 +17,11 @@ What it does, per observation (one TRP1 plateau) and cube file, in acquisition o
 4. flags frames: saturated (65535 ADU, or above 90 % of the full well), no detectable star,
    cosmic ray, star too close to the window edge for the 10x10 EEF box, and all frames of an
    observation whose TRP1 varied by more than 0.5 degC (not a plateau: warned, kept as its
-   own observation, excluded from fits by default).
+   own observation, excluded from fits by default);
+5. checks TRP1 is plausible degC (:data:`TRP1_PLAUSIBLE_DEGC`) and that repeated HK time
+   stamps agree, and counts plateaux by distinct temperature: observations within
+   :data:`PLATEAU_GAP_DEGC` of each other are one plateau (warned; their frames carry the
+   lowest OBSID).
 
 Beyond the format's list, a cube is also refused when its primary ``OBSID`` or ``CAMERA``
 contradicts its folder, when a header value is not finite or out of range (``CCD_ID`` not
@@ -64,6 +71,15 @@ __all__ = [
     "FLAG_NAMES",
     "UNSTABLE_RANGE_DEGC",
     "PLATEAU_GAP_DEGC",
+    "TRP1_PLAUSIBLE_DEGC",
+    "BIAS_LEVEL_RANGE_ADU",
+    "BG_RESIDUAL_TOL_E",
+    "BG_DIFFUSE_MAX_E",
+    "BG_RESIDUAL_NSIGMA",
+    "check_trp1",
+    "check_background_level",
+    "background_residual_adu",
+    "plateau_groups",
 ]
 
 FLAG_SATURATED = 1
@@ -83,6 +99,11 @@ FLAG_NAMES = {
 #: An observation whose TRP1 spans more than this over its frames is not a plateau
 #: (ground-test-format.md).
 UNSTABLE_RANGE_DEGC = 0.5
+#: Plateaux are counted by distinct temperature: sorted temperatures more than this apart
+#: (degC) belong to different plateaux (plateaux are degrees apart, TRP1 noise within one is
+#: ~0.01 degC).  Used by :meth:`CampaignFrames.from_arrays` without OBSIDs, and by the reader
+#: to merge observations at one temperature into one plateau.
+PLATEAU_GAP_DEGC = UNSTABLE_RANGE_DEGC
 #: A star is detected when the 3x3 box sum around its peak exceeds this many times its noise.
 #: ASSUMED: far below any usable star (>1e5 e- in 3x3 against ~150 e- of read noise), far
 #: above a noise peak among 4096 pixels (< 5 sigma).
@@ -100,6 +121,122 @@ _REPEAT_TOL_PX = 0.05
 READ_NOISE_E = math.hypot(38.7, 32.0)
 #: Half side of the EEF's outer box: the 10x10 box must lie inside the window.
 _EEF_HALF_BOX_PX = 6
+
+# ------------------------------------------------------------------ physical checks
+#: Plausible TRP1 (degC).  TVAC plateaux lie at -90 ... -70 degC (docs/facts.md, "Ground
+#: test"); the camera's operating range reaches a few tens of degrees either side, and a
+#: room-temperature test is near +20 degC.  Values outside (TRP1 in kelvin: 180-300; a sign
+#: lost: +70 ... +90; millikelvin) are not degC: the HK file is refused (``implausible_trp1``).
+TRP1_PLAUSIBLE_DEGC = (-120.0, 40.0)
+#: A TRP1 column whose samples are all equal over at least this many samples is a stuck sensor
+#: (TRP1 noise is ~0.01 degC and the format writes 4 decimals): warned about.
+TRP1_STUCK_MIN_SAMPLES = 10
+#: A closed-shutter frame is bias + dark: its median must lie within this range (ADU), an
+#: order of magnitude either side of the nominal ~1000 ADU offset (docs/facts.md, "Detector";
+#: ASSUMED), and its pixels must not all be equal (a readout always has read noise).
+BIAS_LEVEL_RANGE_ADU = (100.0, 10000.0)
+#: The background-subtracted source frames far from the star (the window's outer ring of
+#: ``BG_RING_PX`` pixels) must be ~0 (``bad_background`` otherwise): their median level,
+#: in electrons, must lie within ``-BG_RESIDUAL_TOL_E`` ... ``BG_DIFFUSE_MAX_E +
+#: BG_RESIDUAL_TOL_E``, widened by ``BG_RESIDUAL_NSIGMA`` standard errors.  50 e-/px is one
+#: read-noise sigma (2 ADU at the nominal gain); diffuse light reaching the detector with the
+#: shutter open (absent from the closed-shutter frames) is allowed up to the 100 e-/px the
+#: training datasets cover (``plato_sim/data/default_dataset.yaml``).  A zeroed background
+#: is ~25 000 e-/px off, one off by 100 ADU 2500 e-/px.
+BG_RESIDUAL_TOL_E = 50.0
+BG_DIFFUSE_MAX_E = 100.0
+BG_RESIDUAL_NSIGMA = 5.0
+BG_RING_PX = 2
+#: Source frames (spread over the cube) on which the residual is measured.
+BG_CHECK_FRAMES = 8
+#: Longest run of repeats the cosmic-ray test holds in memory at once (frames of one dither,
+#: typically 2-4; a longer run is tested in consecutive pieces of this length).
+COSMIC_GROUP_MAX = 16
+
+
+def check_trp1(trp1_degC: np.ndarray) -> str:
+    """Why TRP1 samples (degC) are not plausible, or ``""`` (non-finite ones are ignored).
+
+    Outside :data:`TRP1_PLAUSIBLE_DEGC` they are not degC (kelvin, a lost sign, mK).
+    """
+    v = np.asarray(trp1_degC, dtype=float)
+    v = v[np.isfinite(v)]
+    lo, hi = TRP1_PLAUSIBLE_DEGC
+    bad = v[(v < lo) | (v > hi)]
+    if not bad.size:
+        return ""
+    hint = " (kelvin?)" if np.all((bad > 150) & (bad < 320)) else ""
+    return (
+        f"{bad.size} TRP1 value(s) outside the plausible {lo:g} ... {hi:g} degC, e.g. "
+        f"{bad[0]:g}{hint}"
+    )
+
+
+def check_background_level(bg_adu: np.ndarray) -> str:
+    """Why a mean closed-shutter frame (ADU) is not bias + dark, or ``""``.
+
+    Its median must lie in :data:`BIAS_LEVEL_RANGE_ADU` and its pixels must differ.
+    """
+    b = np.asarray(bg_adu, dtype=np.float64)
+    med = float(np.median(b))
+    lo, hi = BIAS_LEVEL_RANGE_ADU
+    if not lo <= med <= hi:
+        return (
+            f"median level {med:.1f} ADU outside {lo:g} ... {hi:g} ADU (the electronic offset, "
+            f"~{cf.NOMINAL_OFFSET_ADU:g} ADU, plus dark): not a bias + dark frame"
+        )
+    if float(np.ptp(b)) == 0.0:
+        return f"every pixel equals {med:g} ADU: no read noise, not a readout"
+    return ""
+
+
+def background_residual_adu(sub_adu: np.ndarray, ring_px: int = BG_RING_PX) -> tuple[float, float]:
+    """Level of background-subtracted frames ``(n, h, w)`` (ADU) on their outer ring.
+
+    Returns ``(level, standard_error)``: the mean over the frames of each frame's median on
+    the outer ``ring_px`` pixels (far from the star), and its standard error (from the
+    pixels' MAD, or from the frames' scatter when larger).  ~0 when the background is the
+    source's own; see :data:`BG_RESIDUAL_TOL_ADU`.
+    """
+    a = np.asarray(sub_adu, dtype=np.float64)
+    n, h, w = a.shape
+    r = max(1, min(int(ring_px), h // 2, w // 2))
+    mask = np.ones((h, w), dtype=bool)
+    mask[r : h - r, r : w - r] = False
+    ring = a[:, mask]
+    meds = np.median(ring, axis=1)
+    mad = np.median(np.abs(ring - meds[:, None]), axis=1) * 1.4826
+    # a median's standard error is ~1.25 sigma / sqrt(pixels)
+    se_pix = 1.25 * float(np.sqrt(np.mean(mad**2))) / np.sqrt(ring.shape[1] * n)
+    se_frames = float(np.std(meds, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    return float(np.mean(meds)), max(se_pix, se_frames)
+
+
+def background_problem(sub_adu: np.ndarray, gain_e_per_adu: float) -> str:
+    """Why the background does not fit these background-subtracted source frames (ADU), or
+    ``""`` (limits: :data:`BG_RESIDUAL_TOL_E`, :data:`BG_DIFFUSE_MAX_E`)."""
+    level, se = background_residual_adu(sub_adu)
+    g = float(gain_e_per_adu)
+    lo = -(BG_RESIDUAL_TOL_E / g + BG_RESIDUAL_NSIGMA * se)
+    hi = (BG_DIFFUSE_MAX_E + BG_RESIDUAL_TOL_E) / g + BG_RESIDUAL_NSIGMA * se
+    if lo <= level <= hi:
+        return ""
+    return (
+        f"background-subtracted level far from the star is {level:+.1f} ADU ({level * g:+.0f} "
+        f"e-/px; allowed {lo:+.1f} ... {hi:+.1f} ADU): the background is not bias + dark of "
+        "this window"
+    )
+
+
+def plateau_groups(temperatures_degC: np.ndarray, gap_degC: float = PLATEAU_GAP_DEGC) -> np.ndarray:
+    """Group index of each temperature: sorted values split where neighbours are more than
+    ``gap_degC`` apart (one group per distinct plateau; numbered from the coldest)."""
+    t = np.asarray(temperatures_degC, dtype=float)
+    order = np.argsort(t, kind="stable")
+    new = np.concatenate([[True], np.diff(t[order]) > gap_degC])
+    g = np.empty(t.size, dtype=np.int64)
+    g[order] = np.cumsum(new) - 1
+    return g
 
 
 @dataclass
@@ -140,6 +277,9 @@ class ObservationInfo:
         temperature_mean_degC: mean TRP1 over those frames (NaN if none).
         temperature_range_degC: max - min of TRP1 over those frames.
         unstable: range above :data:`UNSTABLE_RANGE_DEGC`.
+        merged_obsids: when several observations were at one temperature (within
+            :data:`PLATEAU_GAP_DEGC`), all of them: they are one plateau, whose frames carry
+            the lowest OBSID (``obsid``); empty otherwise.
     """
 
     obsid: int
@@ -148,6 +288,7 @@ class ObservationInfo:
     temperature_mean_degC: float
     temperature_range_degC: float
     unstable: bool
+    merged_obsids: tuple = ()
 
 
 @dataclass
@@ -159,7 +300,9 @@ class CampaignFrames:
             central pixel ``S // 2``.
         temperature_degC: ``(N,)`` TRP1 at the frame time.
         time_s: ``(N,)`` frame time, seconds since 1970 UTC.
-        obsid: ``(N,)`` int64.
+        obsid: ``(N,)`` int64, the frame's plateau: its observation's OBSID, or, when
+            several observations were at one temperature, the lowest of their OBSIDs
+            (:attr:`ObservationInfo.merged_obsids`).
         field_id: ``(N,)`` int32, index into the campaign's distinct field positions.
         field_theta_deg, field_phi_deg: ``(N,)`` commanded field position (deg).
         ccd: ``(N,)`` int8 CCD id (1-4).
@@ -324,10 +467,6 @@ class CampaignFrames:
 
 
 # ------------------------------------------------------------------ from_arrays helpers
-#: Plateaux of :meth:`CampaignFrames.from_arrays` without OBSIDs: sorted temperatures more
-#: than this apart (degC) belong to different plateaux (plateaux are degrees apart, TRP1
-#: noise within one is ~0.01 degC).
-PLATEAU_GAP_DEGC = UNSTABLE_RANGE_DEGC
 
 
 def _per_frame(
@@ -619,80 +758,88 @@ def _primary_mismatch(primary, obsid: int, camera: str) -> str:
     return "; ".join(problems)
 
 
-def _n_frames_of(path: Path) -> int:
-    """Best-effort frame count of an unreadable cube (0 when even the headers fail)."""
-    import warnings
+def _group_hits(windows_e: np.ndarray) -> np.ndarray:
+    """Cosmic-ray test of one run of repeats of a dither ``(n, h, w)`` (electrons).
 
-    from astropy.io import fits
-    from astropy.utils.exceptions import AstropyWarning
+    A pixel far above the repeats' minimum is a hit (tolerances: lamp flicker, 5 % of the
+    level, and a residual shift of up to ``_REPEAT_TOL_PX`` between the repeats: local
+    gradient x tolerance).  A run of one frame has no hit.
+    """
+    n = windows_e.shape[0]
+    if n < 2:
+        return np.zeros(n, dtype=bool)
+    ref = windows_e.min(axis=0)
+    sig = np.sqrt(2.0 * (np.clip(ref, 0, None) + READ_NOISE_E**2))
+    rp = np.pad(ref, ((1, 1), (1, 1)), mode="edge")
+    grad = np.max(
+        np.abs(np.stack([rp[:-2, 1:-1], rp[2:, 1:-1], rp[1:-1, :-2], rp[1:-1, 2:]]) - ref), axis=0
+    )
+    tol = COSMIC_NSIGMA * sig + 0.05 * np.abs(ref) + grad * _REPEAT_TOL_PX
+    return np.any(windows_e - ref - tol > 0, axis=(1, 2))
 
-    try:
-        n = 0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)
-            with fits.open(path, memmap=True, do_not_scale_image_data=True) as hl:
-                for hdu in hl[1:]:
-                    shutter = str(hdu.header.get("SHUTTER", "")).strip().upper()
-                    if cf.parse_image_ext_name(str(hdu.name)) and shutter == cf.SHUTTER_OPEN:
-                        n += int(hdu.header.get("NAXIS3", 0))
-        return n
-    except Exception:
-        return 0
+
+def _isolated_hit(window_e: np.ndarray, cen: tuple[float, float]) -> bool:
+    """A pixel beyond :data:`COSMIC_FAR_RADIUS_PX` from the star's centroid that stands far
+    above the median of its 8 neighbours (one background-subtracted window, electrons)."""
+    r_i, c_i = np.nonzero(window_e > 2.0 * COSMIC_NSIGMA * READ_NOISE_E)
+    far = np.hypot(r_i - cen[0], c_i - cen[1]) > COSMIC_FAR_RADIUS_PX
+    r_i, c_i = r_i[far], c_i[far]
+    if not r_i.size:
+        return False
+    pad = np.pad(window_e, ((1, 1), (1, 1)), mode="edge")
+    neigh = np.stack(
+        [pad[r_i + i, c_i + j] for i in range(3) for j in range(3) if (i, j) != (1, 1)]
+    )
+    med = np.median(neigh, axis=0)
+    sig = np.sqrt(np.clip(med, 0, None) + READ_NOISE_E**2)
+    return bool(np.any((window_e[r_i, c_i] - med) > 2.0 * COSMIC_NSIGMA * sig))
 
 
-def _cosmic_flags(windows_e: np.ndarray, cen: np.ndarray) -> np.ndarray:
-    """Cosmic-ray test of the background-subtracted frames of one source cube (electrons).
+class _CosmicTest:
+    """The cosmic-ray test, frame by frame: holds only the current run of repeats.
 
     Consecutive frames whose centroids agree within ``_REPEAT_TOL_PX`` are repeats of one
-    dither: a pixel far above the repeats' minimum is a hit.  Any frame: a pixel beyond
-    :data:`COSMIC_FAR_RADIUS_PX` from the star's centroid that stands far above the median
-    of its 8 neighbours.  The test works in window pixels (the stamps of two repeats may be
-    cut one pixel apart when the centroid sits on a pixel boundary).
+    dither (tested together by :func:`_group_hits`, at most :data:`COSMIC_GROUP_MAX` at a
+    time); every frame also goes through :func:`_isolated_hit`.  The test works in window
+    pixels (the stamps of two repeats may be cut one pixel apart).
     """
-    n, h, w = windows_e.shape
-    out = np.zeros(n, dtype=bool)
-    var_floor = READ_NOISE_E**2
-    # groups of consecutive repeats (contiguous runs of frames at the same position)
-    same = np.all(np.abs(np.diff(cen, axis=0)) < _REPEAT_TOL_PX, axis=1)
-    starts = np.flatnonzero(np.concatenate([[True], ~same]))
-    group = np.cumsum(np.concatenate([[True], ~same])) - 1
-    sizes = np.diff(np.append(starts, n))
-    if np.any(sizes >= 2):
-        a = windows_e
-        ref = np.minimum.reduceat(a, starts, axis=0)  # (G, H, W)
-        sig = np.sqrt(2.0 * (np.clip(ref, 0, None) + var_floor))
-        # tolerances: lamp flicker (5 % of the level) and a residual shift of up to
-        # _REPEAT_TOL_PX between the repeats (local gradient x tolerance)
-        rp = np.pad(ref, ((0, 0), (1, 1), (1, 1)), mode="edge")
-        grad = np.max(
-            np.abs(
-                np.stack([rp[:, :-2, 1:-1], rp[:, 2:, 1:-1], rp[:, 1:-1, :-2], rp[:, 1:-1, 2:]])
-                - ref
-            ),
-            axis=0,
+
+    def __init__(self) -> None:
+        self.flags: list[bool] = []
+        self._run: list[np.ndarray] = []
+        self._last: tuple[float, float] | None = None
+
+    def add(self, window_e: np.ndarray, cen: tuple[float, float]) -> None:
+        """One kept frame, in order."""
+        same = self._last is not None and all(
+            abs(a - b) < _REPEAT_TOL_PX for a, b in zip(cen, self._last, strict=True)
         )
-        tol = COSMIC_NSIGMA * sig + 0.05 * np.abs(ref) + grad * _REPEAT_TOL_PX
-        excess = a - ref[group] - tol[group]
-        out |= np.any(excess > 0, axis=(1, 2)) & (sizes[group] >= 2)
-    # far from the star: only pixels above 2 x COSMIC_NSIGMA read-noise sigmas are candidates
-    f_i, r_i, c_i = np.nonzero(windows_e > 2.0 * COSMIC_NSIGMA * READ_NOISE_E)
-    far = np.hypot(r_i - cen[f_i, 0], c_i - cen[f_i, 1]) > COSMIC_FAR_RADIUS_PX
-    f_i, r_i, c_i = f_i[far], r_i[far], c_i[far]
-    if f_i.size:
-        pad = np.pad(windows_e, ((0, 0), (1, 1), (1, 1)), mode="edge")
-        neigh = np.stack(
-            [pad[f_i, r_i + i, c_i + j] for i in range(3) for j in range(3) if (i, j) != (1, 1)]
-        )
-        med = np.median(neigh, axis=0)
-        sig = np.sqrt(np.clip(med, 0, None) + var_floor)
-        hit = (windows_e[f_i, r_i, c_i] - med) > 2.0 * COSMIC_NSIGMA * sig
-        out[np.unique(f_i[hit])] = True
-    return out
+        if not same or len(self._run) >= COSMIC_GROUP_MAX:
+            self._close_run()
+        self._last = cen
+        self._run.append(window_e)
+        self.flags.append(_isolated_hit(window_e, cen))
+
+    def _close_run(self) -> None:
+        if self._run:
+            hits = _group_hits(np.stack(self._run))
+            n0 = len(self.flags) - len(self._run)
+            for i, h in enumerate(hits):
+                self.flags[n0 + i] = self.flags[n0 + i] or bool(h)
+        self._run = []
+
+    def result(self) -> np.ndarray:
+        """Hit flag of every frame added."""
+        self._close_run()
+        return np.asarray(self.flags, dtype=bool)
 
 
 # ------------------------------------------------------------------------------ reading
 class _Drops:
     """The reader's one rule for a bad file: raise when strict, else record it and go on.
+
+    Every record names its file (or folder), its reason, and counts its frames under that
+    reason (0 when it held none or they are counted elsewhere).
 
     Attributes:
         report: the :class:`DropReport` being filled.
@@ -711,37 +858,44 @@ class _Drops:
         ext: str | None = None,
         *,
         n_frames: int | None = None,
-        listed: bool = True,
         cause: BaseException | None = None,
     ) -> None:
-        """Make a format error for ``path`` and :meth:`reject` it (``file=path`` if ``listed``)."""
+        """Make a format error for ``path`` and :meth:`reject` it."""
         err = cf.FormatError(path, reason, detail, ext)
-        self.reject(err, n_frames=n_frames, file=path if listed else None, cause=cause)
+        self.reject(err, n_frames=n_frames, cause=cause)
 
     def reject(
         self,
         err: cf.FormatError,
         *,
         n_frames: int | None = None,
-        file: Path | None = None,
         cause: BaseException | None = None,
     ) -> None:
-        """Raise ``err`` (from ``cause``) when strict; else record it.
-
-        Recorded: its message as a warning; ``n_frames`` dropped frames under its reason
-        (``None``: the frames are counted elsewhere, or there are none); ``file`` (when
-        given) in the report's list of skipped files.
-        """
+        """Raise ``err`` (from ``cause``) when strict; else :meth:`record` it."""
         if self.strict:
             if cause is None or cause is err:
                 raise err
             raise err from cause
+        self.record(err, n_frames)
+
+    def record(self, err: cf.FormatError, n_frames: int | None = None) -> None:
+        """Record ``err`` whatever the mode (bad frames, not a bad file): its message as a
+        warning, its file in the list of skipped files (once per file and reason),
+        ``n_frames`` (default: the error's own count) under its reason."""
         msg = str(err)
-        if n_frames is not None:
-            self.report.frames[err.reason] += int(n_frames)
-        if file is not None:
-            self.report.files.append((str(file), err.reason, msg))
+        n = err.n_frames if n_frames is None else n_frames
+        self.report.frames[err.reason] += int(n)
+        if not any(f[:2] == (str(err.path), err.reason) for f in self.report.files):
+            self.report.files.append((str(err.path), err.reason, msg))  # first message kept
         self.report.warnings.append(warn(msg))
+
+    def frames(self, reason: str, path: Path, detail: str, n: int, ext: str | None = None):
+        """Record ``n`` frames of ``path`` dropped for ``reason`` (never raises)."""
+        self.record(cf.FormatError(path, reason, detail, ext), n)
+
+    def warning(self, message: str) -> None:
+        """A warning that drops nothing."""
+        self.report.warnings.append(warn(message))
 
 
 @dataclass
@@ -790,33 +944,40 @@ class _Source:
     size: int
 
 
-def _checked_frames(src: _Source, report: DropReport) -> tuple[np.ndarray, np.ndarray]:
-    """The extension's frames as float32 ADU and the mask of those that are raw 16-bit data.
+@dataclass
+class _Background:
+    """A closed-shutter window: its mean frame (ADU), its file, and why it is unusable."""
 
-    Frames with NaN/inf or values outside 0-65535 ADU are recorded as dropped (in strict
-    mode too: they are frames, not a bad file).
-    """
-    path, ext = src.path, src.ext
-    frames = ext.data.astype(np.float32)  # from uint16 (or float): exact, no signed overflow
-    finite, in_range = _raw_frame_checks(frames)
-    if not np.all(finite):
-        bad = np.flatnonzero(~finite)
-        report.add(
-            "non_finite",
-            bad.size,
-            f"{path}[{ext.name}] frame(s) {bad.tolist()}: NaN or infinite values, dropped",
-            path,
-        )
-    if not np.all(in_range[finite]):
-        bad = np.flatnonzero(finite & ~in_range)
-        report.add(
-            "out_of_range",
-            bad.size,
-            f"{path}[{ext.name}] frame(s) {bad.tolist()}: values outside the raw 16-bit range "
-            f"0-{cf.ADC_MAX_ADU} ADU (not raw data), dropped",
-            path,
-        )
-    return frames, finite & in_range
+    adu: np.ndarray | None
+    path: Path
+    problem: str = ""
+
+
+def _frame_blocks(ext: cf.CubeExtension):
+    """``(start, frames as float32)`` a block at a time (FormatError if unreadable)."""
+    step = ext.block_frames()
+    for start in range(0, ext.n_frames, step):
+        yield start, ext.read_frames(start, start + step).astype(np.float32)
+
+
+def _report_bad_frames(src_path: Path, ext_name: str, bad: dict, drops: _Drops) -> None:
+    """Record the frames left out as ``non_finite`` or ``out_of_range``."""
+    why = {
+        "non_finite": "NaN or infinite values",
+        "out_of_range": f"values outside the raw 16-bit range 0-{cf.ADC_MAX_ADU} ADU (not raw "
+        "data)",
+    }
+    for reason, frames in bad.items():
+        if frames:
+            detail = f"frame(s) {frames}: {why[reason]}, dropped"
+            drops.frames(reason, src_path, detail, len(frames), ext_name)
+
+
+def _sort_bad(start: int, finite: np.ndarray, in_range: np.ndarray, bad: dict) -> np.ndarray:
+    """Add a block's bad frames to ``bad`` (reason -> frame list); the block's good mask."""
+    bad["non_finite"].extend((start + np.flatnonzero(~finite)).tolist())
+    bad["out_of_range"].extend((start + np.flatnonzero(finite & ~in_range)).tolist())
+    return finite & in_range
 
 
 def _frame_noise_e(frames: np.ndarray, bg: np.ndarray, gain: float) -> np.ndarray:
@@ -831,42 +992,57 @@ def _frame_noise_e(frames: np.ndarray, bg: np.ndarray, gain: float) -> np.ndarra
     return np.maximum(1.4826 * np.nan_to_num(mad, nan=1e-3), 1e-3)
 
 
-def _process_source(src: _Source, acc: _Acc, drops: DropReport) -> None:
-    """Background-subtract, convert to e-, cut and flag every usable frame of a source."""
-    frames, ok = _checked_frames(src, drops)
-    hv, bg = src.hv, src.bg
-    gain = hv["gain"]
-    sat_adu = saturation_level_adu(gain)
-    noise_e = _frame_noise_e(frames, bg, gain)
-    h, w = frames.shape[1:]
-    cuts, flags, wins = [], [], []
-    for k in np.flatnonzero(ok):
-        raw = frames[k]
-        sub_adu = raw - bg
-        sub_e = sub_adu * np.float32(gain)
-        f = 0
-        if raw.max() >= cf.ADC_MAX_ADU or sub_adu.max() > sat_adu:
-            f |= FLAG_SATURATED
-        cut = extract_stamp(sub_e, src.size)
-        wins.append(sub_e)
-        if 3.0 * cut.peak / noise_e[k] < STAR_DETECTION_SNR:
-            f |= FLAG_NO_STAR
-        r, c = cut.centre_row, cut.centre_col
-        if (
-            r - _EEF_HALF_BOX_PX < 0
-            or c - _EEF_HALF_BOX_PX < 0
-            or r + _EEF_HALF_BOX_PX > h
-            or c + _EEF_HALF_BOX_PX > w
-        ):
-            f |= FLAG_EDGE
-        cuts.append(cut)
-        flags.append(f)
-    if not cuts:
-        return
-    keep = np.flatnonzero(ok)
-    cens = np.asarray([(cut.centroid_row, cut.centroid_col) for cut in cuts])
+def _frame_flags(src: _Source, raw: np.ndarray, sub_adu: np.ndarray, cut, noise_e: float) -> int:
+    """Saturation, detection and window-edge flags of one source frame."""
+    f = 0
+    if raw.max() >= cf.ADC_MAX_ADU or sub_adu.max() > saturation_level_adu(src.hv["gain"]):
+        f |= FLAG_SATURATED
+    if 3.0 * cut.peak / noise_e < STAR_DETECTION_SNR:
+        f |= FLAG_NO_STAR
+    h, w = raw.shape
+    r, c = cut.centre_row, cut.centre_col
+    if (
+        r - _EEF_HALF_BOX_PX < 0
+        or c - _EEF_HALF_BOX_PX < 0
+        or r + _EEF_HALF_BOX_PX > h
+        or c + _EEF_HALF_BOX_PX > w
+    ):
+        f |= FLAG_EDGE
+    return f
+
+
+def _process_source(src: _Source, acc: _Acc, drops: _Drops) -> None:
+    """Background-subtract, convert to e-, cut and flag every usable frame of a source, a
+    block of frames at a time (memory bounded by one block and the stamps)."""
+    gain = np.float32(src.hv["gain"])
+    bad: dict = {"non_finite": [], "out_of_range": []}
+    cosmic = _CosmicTest()
+    keep, cuts, flags = [], [], []
+    try:
+        for start, block in _frame_blocks(src.ext):
+            ok = _sort_bad(start, *_raw_frame_checks(block), bad)
+            noise_e = _frame_noise_e(block, src.bg, src.hv["gain"])
+            for k in np.flatnonzero(ok):
+                sub_adu = block[k] - src.bg
+                sub_e = sub_adu * gain
+                cut = extract_stamp(sub_e, src.size)
+                flags.append(_frame_flags(src, block[k], sub_adu, cut, noise_e[k]))
+                cosmic.add(sub_e, (cut.centroid_row, cut.centroid_col))
+                keep.append(start + int(k))
+                cuts.append(cut)
+    except cf.FormatError as err:  # a block that cannot be read: it and the rest dropped
+        done = keep[-1] + 1 if keep else 0
+        drops.reject(err, n_frames=src.ext.n_frames - done)
+    _report_bad_frames(src.path, src.ext.name, bad, drops)
+    if cuts:
+        _accumulate(src, acc, np.asarray(keep), cuts, flags, cosmic.result())
+
+
+def _accumulate(src: _Source, acc: _Acc, keep, cuts, flags, cosmic_hits) -> None:
+    """Append one source's kept frames to the accumulator."""
+    hv = src.hv
     fl = np.asarray(flags, dtype=np.uint16)
-    fl |= np.where(_cosmic_flags(np.stack(wins), cens), FLAG_COSMIC, 0).astype(np.uint16)
+    fl |= np.where(cosmic_hits, FLAG_COSMIC, 0).astype(np.uint16)
     acc.stamps.append(np.stack([cut.stamp for cut in cuts]))
     acc.time_s.append(src.t0_s + keep * hv["cycle_s"])
     acc.obsid.append(np.full(keep.size, src.obsid))
@@ -881,36 +1057,84 @@ def _process_source(src: _Source, acc: _Acc, drops: DropReport) -> None:
     acc.frame.append(keep)
 
 
-def _read_hk(obs_dir: Path, obsid: int, drops: _Drops) -> tuple[cf.HKTable | None, str]:
-    """The observation's HK table (None if unusable) and, if None, the reason."""
-    files = sorted(
-        p for p in obs_dir.iterdir() if (m := cf.parse_hk_file_name(p.name)) and m[0] == obsid
-    )
-    if not files:
-        reason = "missing_hk"
-        drops.fail(
-            reason, obs_dir, f"no HK file *_TCS-HK_<YYYYMMDD>.csv in {obs_dir}", listed=False
+def _checked_hk(path: Path, drops: _Drops) -> cf.HKTable:
+    """One HK file, read and checked: TRP1 plausible (degC), repeats that agree.
+
+    Raises:
+        FormatError: the format's reasons, ``implausible_trp1``, ``conflicting_hk``.
+    """
+    hk = cf.read_hk_csv(path)
+    why = check_trp1(hk.trp1_degC)
+    if why:
+        raise cf.FormatError(path, "implausible_trp1", f"{why}: not a temperature in degC")
+    if hk.duplicate_spread_degC > cf.HK_DUPLICATE_TOL_DEGC:
+        raise cf.FormatError(
+            path,
+            "conflicting_hk",
+            f"samples at {cf.format_utc(hk.duplicate_time_s)} share a time stamp but differ by "
+            f"{hk.duplicate_spread_degC:.3f} degC (> {cf.HK_DUPLICATE_TOL_DEGC} degC)",
         )
-        return None, reason
+    if hk.trp1_degC.size >= TRP1_STUCK_MIN_SAMPLES and np.ptp(hk.trp1_degC) == 0.0:
+        drops.warning(
+            f"{path}: TRP1 reads {hk.trp1_degC[0]:g} degC in all {hk.trp1_degC.size} samples: "
+            "a stuck sensor? (TRP1 noise is ~0.01 degC)"
+        )
+    return hk
+
+
+def _read_hk(
+    obs_dir: Path, obsid: int, listing: list[Path], drops: _Drops
+) -> tuple[cf.HKTable | None, str, Path]:
+    """The observation's HK table (None if unusable) and, if None, the reason and the file
+    to name (the observation folder when it has no HK file)."""
+    files = sorted(p for p in listing if (m := cf.parse_hk_file_name(p.name)) and m[0] == obsid)
+    if not files:
+        drops.fail("missing_hk", obs_dir, f"no HK file *_TCS-HK_<YYYYMMDD>.csv in {obs_dir}")
+        return None, "missing_hk", obs_dir
     tables = []
-    reason = ""
+    reason, where = "", obs_dir
     for p in files:
         try:
-            tables.append(cf.read_hk_csv(p))
+            tables.append(_checked_hk(p, drops))
         except cf.FormatError as err:
-            drops.reject(err, file=p)
-            reason = err.reason
-    return (cf.HKTable.merge(tables), "") if tables else (None, reason)
+            drops.reject(err)
+            reason, where = err.reason, p
+    if not tables:
+        return None, reason, where
+    hk = cf.HKTable.merge(tables)
+    if hk.duplicate_spread_degC > cf.HK_DUPLICATE_TOL_DEGC:
+        names = ", ".join(p.name for p in hk.paths)
+        drops.fail(
+            "conflicting_hk",
+            hk.paths[0],
+            f"HK files {names} hold samples at {cf.format_utc(hk.duplicate_time_s)} that differ "
+            f"by {hk.duplicate_spread_degC:.3f} degC (> {cf.HK_DUPLICATE_TOL_DEGC} degC)",
+        )
+        return None, "conflicting_hk", hk.paths[0]
+    return hk, "", obs_dir
+
+
+def _cube_source_frames(cube: cf.CubeFile) -> int:
+    """Open-shutter frames of an opened cube (for the drop count)."""
+    return sum(
+        e.n_frames
+        for e in cube.extensions
+        if str(e.header.get("SHUTTER", "")).strip().upper() == cf.SHUTTER_OPEN
+    )
 
 
 def _open_cube(
     cpath: Path, obsid: int, camera: str, drops: _Drops
 ) -> tuple[cf.CubeFile, float] | None:
-    """The cube and its ``DATE-OBS`` (s), or None (recorded) when it cannot be used."""
+    """The cube and its ``DATE-OBS`` (s), or None (recorded) when it cannot be used.
+
+    The file is opened once (:func:`plato_sim.io.campaign_format.read_cube`); the frames
+    of a cube that fails are counted from the headers it was read with.
+    """
     try:
         cube = cf.read_cube(cpath)
     except cf.FormatError as err:
-        drops.reject(err, n_frames=_n_frames_of(cpath), file=cpath)
+        drops.reject(err)
         return None
     try:
         t0 = cf.parse_utc(str(cube.primary["DATE-OBS"]))
@@ -918,13 +1142,14 @@ def _open_cube(
         if mismatch:
             raise cf.FormatError(cpath, "header_mismatch", mismatch)
     except (ValueError, OverflowError) as exc:
+        n = _cube_source_frames(cube)
         cube.close()
         err = (
             exc
             if isinstance(exc, cf.FormatError)
             else cf.FormatError(cpath, "bad_key_value", f"DATE-OBS unparsable ({exc})")
         )
-        drops.reject(err, n_frames=_n_frames_of(cpath), file=cpath, cause=exc)
+        drops.reject(err, n_frames=n, cause=exc)
         return None
     return cube, t0
 
@@ -932,38 +1157,58 @@ def _open_cube(
 def _extension_values(cpath: Path, ext: cf.CubeExtension) -> dict:
     """Checked header values of an extension whose data can hold a star (else FormatError)."""
     hv = _header_values(cpath, ext)
-    if ext.data.shape[0] < 1:
-        raise cf.FormatError(
-            cpath, "wrong_shape", f"no frame (data shape {ext.data.shape})", ext.name
-        )
-    if min(ext.data.shape[1:]) < 2 * _EEF_HALF_BOX_PX:
-        raise cf.FormatError(
-            cpath, "wrong_shape", f"unusable data shape {ext.data.shape}", ext.name
-        )
+    if ext.shape[0] < 1:
+        raise cf.FormatError(cpath, "wrong_shape", f"no frame (data shape {ext.shape})", ext.name)
+    if min(ext.shape[1:]) < 2 * _EEF_HALF_BOX_PX:
+        raise cf.FormatError(cpath, "wrong_shape", f"unusable data shape {ext.shape}", ext.name)
     return hv
 
 
-def _store_background(
-    cpath: Path, ext: cf.CubeExtension, hv: dict, backgrounds: dict, report: DropReport
-) -> None:
-    """A closed-shutter extension: its mean raw frame becomes the background of its field."""
-    bgf = ext.data.astype(np.float64)
-    finite, in_range = _raw_frame_checks(bgf)
-    ok = finite & in_range
-    if not np.any(ok):
-        why = "non_finite" if not np.any(finite) else "out_of_range"
-        report.add(
-            why,
-            0,
-            f"{cpath}[{ext.name}]: background has no finite frame within the "
-            f"raw 16-bit range 0-{cf.ADC_MAX_ADU} ADU",
-            cpath,
+def _mean_background(cpath: Path, ext: cf.CubeExtension, drops: _Drops) -> np.ndarray | None:
+    """Mean raw frame (float32 ADU) of a closed-shutter extension's usable frames, a block at
+    a time; None (recorded) when no frame is usable or the data cannot be read."""
+    total, n = None, 0
+    any_finite = False
+    try:
+        for _start, block in _frame_blocks(ext):
+            finite, in_range = _raw_frame_checks(block)
+            any_finite |= bool(np.any(finite))
+            ok = finite & in_range
+            if ext.n_frames <= ext.block_frames() and np.any(ok):
+                return background_adu(block[ok])  # the dataset generator's very bits
+            if np.any(ok):
+                s = block[ok].astype(np.float64).sum(axis=0)
+                total = s if total is None else total + s
+                n += int(ok.sum())
+    except cf.FormatError as err:
+        drops.record(err, 0)
+        return None
+    if n == 0:
+        why = "non_finite" if not any_finite else "out_of_range"
+        detail = (
+            f"background has no finite frame within the raw 16-bit range 0-{cf.ADC_MAX_ADU} ADU"
         )
+        drops.frames(why, cpath, detail, 0, ext.name)
+        return None
+    return (total / n).astype(np.float32)
+
+
+def _store_background(
+    cpath: Path, ext: cf.CubeExtension, hv: dict, backgrounds: dict, drops: _Drops
+) -> None:
+    """A closed-shutter extension: its mean raw frame becomes the background of its field,
+    unless it does not look like bias + dark (then its sources are dropped, naming it)."""
+    bg = _mean_background(cpath, ext, drops)
+    if bg is None:
         return
-    backgrounds[(ext.name, hv["theta_deg"], hv["phi_deg"])] = (background_adu(bgf[ok]), hv["ccd"])
+    problem = check_background_level(bg)
+    if problem:
+        drops.frames("bad_background", cpath, problem, 0, ext.name)
+    key = (ext.name, hv["theta_deg"], hv["phi_deg"])
+    backgrounds[key] = _Background(bg, cpath, problem)
 
 
-def _match_background(backgrounds: dict, ext_name: str, hv: dict) -> np.ndarray | None:
+def _match_background(backgrounds: dict, ext_name: str, hv: dict) -> _Background | None:
     """The latest background of the same extension and field position (None if none)."""
     bg = None
     for (en, th, ph), val in backgrounds.items():
@@ -972,8 +1217,48 @@ def _match_background(backgrounds: dict, ext_name: str, hv: dict) -> np.ndarray 
             and abs(th - hv["theta_deg"]) <= cf.FIELD_MATCH_DEG
             and abs(((ph - hv["phi_deg"] + 180.0) % 360.0) - 180.0) <= cf.FIELD_MATCH_DEG
         ):
-            bg = val[0]  # dict keeps insertion order: the last match is latest
+            bg = val  # dict keeps insertion order: the last match is latest
     return bg
+
+
+def _residual_problem(ext: cf.CubeExtension, bg: np.ndarray, gain: float) -> str:
+    """Why ``bg`` is not the background of this source (:func:`background_problem` on up to
+    :data:`BG_CHECK_FRAMES` usable frames spread over the cube), or ``""``."""
+    idx = np.unique(np.linspace(0, ext.n_frames - 1, min(BG_CHECK_FRAMES, ext.n_frames)))
+    subs = []
+    for k in idx.astype(int):
+        f = ext.read_frames(k, k + 1).astype(np.float32)
+        finite, in_range = _raw_frame_checks(f)
+        if finite[0] and in_range[0]:
+            subs.append(f[0] - bg)
+    return background_problem(np.stack(subs), gain) if subs else ""
+
+
+def _source_background(cpath: Path, ext: cf.CubeExtension, hv: dict, backgrounds: dict, drops):
+    """The checked background (ADU) of a source extension, or None (its frames recorded)."""
+    nf = ext.n_frames
+    bg = _match_background(backgrounds, ext.name, hv)
+    if bg is None:
+        detail = (
+            "source cube without a preceding closed-shutter cube of the same "
+            f"extension and field (FOV_TH={hv['theta_deg']}, FOV_PHI={hv['phi_deg']})"
+        )
+        drops.fail("no_background", cpath, detail, ext.name, n_frames=nf)
+        return None
+    if bg.adu.shape != ext.shape[1:]:
+        detail = f"window {ext.shape[1:]} differs from its background {bg.adu.shape}"
+        drops.fail("wrong_shape", cpath, detail, ext.name, n_frames=nf)
+        return None
+    try:
+        problem = bg.problem or _residual_problem(ext, bg.adu, hv["gain"])
+    except cf.FormatError as err:
+        drops.reject(err, n_frames=nf)
+        return None
+    if problem:
+        detail = f"background {bg.path}[{ext.name}]: {problem}; frames dropped"
+        drops.fail("bad_background", cpath, detail, ext.name, n_frames=nf)
+        return None
+    return bg.adu
 
 
 def _read_extension(
@@ -986,29 +1271,18 @@ def _read_extension(
 ) -> None:
     """One extension: a background to store, or a source to cut (``cube_info`` is
     ``(t0_s, cube_idx, obsid, stamp_size)``)."""
-    nf = int(ext.data.shape[0])
     try:
         hv = _extension_values(cpath, ext)
     except cf.FormatError as err:
-        drops.reject(err, n_frames=nf, file=cpath)
+        drops.reject(err, n_frames=ext.n_frames)
         return
     if hv["shutter"] == cf.SHUTTER_CLOSED:
-        _store_background(cpath, ext, hv, backgrounds, drops.report)
+        _store_background(cpath, ext, hv, backgrounds, drops)
         return
-    bg = _match_background(backgrounds, ext.name, hv)
-    if bg is None:
-        detail = (
-            "source cube without a preceding closed-shutter cube of the same "
-            f"extension and field (FOV_TH={hv['theta_deg']}, FOV_PHI={hv['phi_deg']})"
-        )
-        drops.fail("no_background", cpath, detail, ext.name, n_frames=nf)
-        return
-    if bg.shape != ext.data.shape[1:]:
-        detail = f"window {ext.data.shape[1:]} differs from its background {bg.shape}"
-        drops.fail("wrong_shape", cpath, detail, ext.name, n_frames=nf)
-        return
-    t0, ci, obsid, size = cube_info
-    _process_source(_Source(cpath, ext, hv, bg, t0, ci, obsid, size), acc, drops.report)
+    bg = _source_background(cpath, ext, hv, backgrounds, drops)
+    if bg is not None:
+        t0, ci, obsid, size = cube_info
+        _process_source(_Source(cpath, ext, hv, bg, t0, ci, obsid, size), acc, drops)
 
 
 def _read_cubes(
@@ -1042,38 +1316,36 @@ def _read_cubes(
 def _observation_temperatures(
     obs_dir: Path,
     obsid: int,
-    hk: cf.HKTable | None,
-    hk_reason: str,
+    hk_info: tuple[cf.HKTable | None, str, Path],
     n_before: int,
     acc: _Acc,
-    report: DropReport,
+    drops: _Drops,
 ) -> ObservationInfo:
     """TRP1 at the observation's frames (those from ``n_before`` on) and its summary.
 
     Frames without a temperature (no usable HK, or farther than the format's gap from every
-    sample) are recorded as dropped; an observation whose TRP1 varies by more than
-    :data:`UNSTABLE_RANGE_DEGC` is warned about and marked unstable.
+    sample) are recorded as dropped, naming the HK file (or the folder without one); an
+    observation whose TRP1 varies by more than :data:`UNSTABLE_RANGE_DEGC` is warned about
+    and marked unstable.
     """
-    n_after = acc.n_frames
-    sl = slice(n_before, n_after)
-    times = np.concatenate(acc.time_s)[sl] if n_after > n_before else np.zeros(0)
+    hk, hk_reason, hk_where = hk_info
+    sl = slice(n_before, acc.n_frames)
+    times = np.concatenate(acc.time_s)[sl] if acc.n_frames > n_before else np.zeros(0)
     if hk is None:
         temp = np.full(times.shape, np.nan)
         covered = np.zeros(times.shape, dtype=bool)
         if times.size:
-            report.add(
-                hk_reason, times.size, f"{obs_dir}: no usable HK, {times.size} frames dropped"
-            )
+            detail = f"no usable HK for {obs_dir.name}, {times.size} frames dropped"
+            drops.frames(hk_reason, hk_where, detail, times.size)
     else:
         temp, covered = hk.temperature_at(times)
         if times.size and not np.all(covered):
             nbad = int(np.sum(~covered))
-            report.add(
-                "hk_not_covering",
-                nbad,
-                f"{obs_dir}: {nbad} frames more than {cf.HK_MAX_GAP_S:g} s from every HK "
-                f"sample of {[str(p) for p in hk.paths]}, dropped",
+            detail = (
+                f"{nbad} frames of {obs_dir.name} more than {cf.HK_MAX_GAP_S:g} s from every HK "
+                f"sample of {[str(p) for p in hk.paths]}, dropped"
             )
+            drops.frames("hk_not_covering", hk.paths[0], detail, nbad)
     acc.temp.append(temp)
     acc.covered.append(covered)
     good = temp[covered]
@@ -1083,11 +1355,9 @@ def _observation_temperatures(
         tmean, trange = math.nan, math.nan
     unstable = bool(good.size and trange > UNSTABLE_RANGE_DEGC)
     if unstable:
-        report.warnings.append(
-            warn(
-                f"{obs_dir}: TRP1 varied by {trange:.2f} degC over the frames "
-                f"(> {UNSTABLE_RANGE_DEGC} degC): not a plateau, kept separate and flagged"
-            )
+        drops.warning(
+            f"{obs_dir}: TRP1 varied by {trange:.2f} degC over the frames "
+            f"(> {UNSTABLE_RANGE_DEGC} degC): not a plateau, kept separate and flagged"
         )
     return ObservationInfo(obsid, obs_dir, int(good.size), tmean, trange, unstable)
 
@@ -1106,12 +1376,12 @@ def _read_observation(
         listing = sorted(obs_dir.iterdir())
     except OSError as exc:
         detail = f"cannot list the folder ({exc})"
-        drops.fail("unreadable_folder", obs_dir, detail, listed=False, cause=exc)
+        drops.fail("unreadable_folder", obs_dir, detail, n_frames=0, cause=exc)
         return None
-    hk, hk_reason = _read_hk(obs_dir, obsid, drops)
+    hk_info = _read_hk(obs_dir, obsid, listing, drops)
     n_before = acc.n_frames
     _read_cubes(listing, obsid, camera, stamp_size, acc, cube_paths, drops)
-    return _observation_temperatures(obs_dir, obsid, hk, hk_reason, n_before, acc, drops.report)
+    return _observation_temperatures(obs_dir, obsid, hk_info, n_before, acc, drops)
 
 
 def _campaign_root(path: str | Path) -> Path:
@@ -1128,7 +1398,7 @@ def _campaign_root(path: str | Path) -> Path:
 
 
 def _list_observations(
-    root: Path, obsids: list[int] | None, report: DropReport
+    root: Path, obsids: list[int] | None, drops: _Drops
 ) -> tuple[dict[int, Path], str, str]:
     """The observation folders to read (OBSID -> folder), the camera and the site.
 
@@ -1147,12 +1417,8 @@ def _list_observations(
             continue
         if not p.is_dir():
             if p.is_symlink():  # an observation folder that cannot be reached: say so
-                report.warnings.append(
-                    warn(
-                        f"{p}: observation folder is a symbolic link that does not resolve "
-                        "(broken or a loop), ignored"
-                    )
-                )
+                detail = "observation folder is a symbolic link that does not resolve (broken "
+                drops.frames("unreadable_folder", p, detail + "or a loop), ignored", 0)
             continue
         if parsed[0] in obs_dirs:
             raise CampaignError(
@@ -1182,13 +1448,15 @@ def _assemble(
     cube_paths: list[Path],
     names: tuple[str, str],
     observations: list[ObservationInfo],
-    report: DropReport,
+    drops: _Drops,
 ) -> CampaignFrames:
     """The frames with a temperature, through :meth:`CampaignFrames.from_arrays`.
 
-    Unstable observations' frames get :data:`FLAG_UNSTABLE`; field ids are given over all
-    frames (before the frames without temperature are dropped), in first-seen order.
+    Observations at one temperature become one plateau (:func:`_merge_plateaux`); unstable
+    observations' frames get :data:`FLAG_UNSTABLE`; field ids are given over all frames
+    (before the frames without temperature are dropped), in first-seen order.
     """
+    report = drops.report
     if not acc.obsid:
         raise CampaignError(
             f"{root}: no usable source frame; problems: " + "; ".join(report.warnings[:10])
@@ -1199,8 +1467,9 @@ def _assemble(
             f"{root}: no source frame with a temperature; problems: "
             + "; ".join(report.warnings[:10])
         )
-    unstable_ids = [o.obsid for o in observations if o.unstable]
     obsid = np.concatenate(acc.obsid).astype(np.int64)
+    obsid, observations = _merge_plateaux(obsid, np.concatenate(acc.temp), observations, drops)
+    unstable_ids = [o.obsid for o in observations if o.unstable]
     flags = np.concatenate(acc.flags).astype(np.uint16)
     flags |= np.where(np.isin(obsid, unstable_ids), FLAG_UNSTABLE, 0).astype(np.uint16)
     theta = np.concatenate(acc.theta)
@@ -1229,6 +1498,46 @@ def _assemble(
     )
 
 
+def _merge_plateaux(
+    obsid: np.ndarray, temp: np.ndarray, observations: list[ObservationInfo], drops: _Drops
+) -> tuple[np.ndarray, list[ObservationInfo]]:
+    """Plateaux counted by distinct temperature, not by OBSID.
+
+    Stable observations whose mean TRP1 lie within :data:`PLATEAU_GAP_DEGC` of each other
+    (chained, :func:`plateau_groups`) are one plateau: warned about, and their frames carry
+    the lowest OBSID of the group, so that every estimator sees the true number of plateaux
+    (a TRP1 stuck at one value collapses the whole campaign into one plateau).  Returns the
+    frames' OBSIDs and the observations (a merged one lists ``merged_obsids``).
+    """
+    stable = [o for o in observations if not o.unstable and math.isfinite(o.temperature_mean_degC)]
+    if len(stable) < 2:
+        return obsid, observations
+    groups = plateau_groups(np.array([o.temperature_mean_degC for o in stable]))
+    out = [o for o in observations if o not in stable]
+    obsid = obsid.copy()
+    for g in np.unique(groups):
+        members = [o for o, gg in zip(stable, groups, strict=True) if gg == g]
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        ids = [o.obsid for o in members]
+        sel = np.isin(obsid, ids) & np.isfinite(temp)
+        obsid[np.isin(obsid, ids)] = min(ids)
+        t = temp[sel]
+        temps = ", ".join(f"{o.obsid}: {o.temperature_mean_degC:.2f}" for o in members)
+        drops.warning(
+            f"OBSIDs {ids} are one plateau: mean TRP1 ({temps} degC) within "
+            f"{PLATEAU_GAP_DEGC} degC of each other; counted as one plateau (OBSID {min(ids)}) "
+            f"of the {len(np.unique(groups))} distinct temperature(s) in the campaign"
+        )
+        tmean = float(t.mean()) if t.size else math.nan
+        trange = float(t.max() - t.min()) if t.size else math.nan
+        first = min(members, key=lambda o: o.obsid)
+        n = sum(o.n_frames for o in members)
+        out.append(ObservationInfo(min(ids), first.path, n, tmean, trange, False, tuple(ids)))
+    return obsid, sorted(out, key=lambda o: o.obsid)
+
+
 def read_campaign(
     path: str | Path,
     obsids: list[int] | None = None,
@@ -1251,7 +1560,7 @@ def read_campaign(
     """
     root = _campaign_root(path)
     drops = _Drops(strict)
-    obs_dirs, camera, site = _list_observations(root, obsids, drops.report)
+    obs_dirs, camera, site = _list_observations(root, obsids, drops)
     acc = _Acc()
     cube_paths: list[Path] = []
     observations: list[ObservationInfo] = []
@@ -1259,7 +1568,7 @@ def read_campaign(
         info = _read_observation(obs_dirs[obsid], obsid, camera, stamp_size, acc, cube_paths, drops)
         if info is not None:
             observations.append(info)
-    return _assemble(root, acc, cube_paths, (camera, site), observations, drops.report)
+    return _assemble(root, acc, cube_paths, (camera, site), observations, drops)
 
 
 def _field_ids(theta: np.ndarray, phi: np.ndarray) -> np.ndarray:

@@ -172,7 +172,7 @@ def test_bad_input_raises_project_errors(setup):
         forward_bft(none, **FIT_KW)
 
 
-def test_report_is_json_and_plot_keeps_the_backend(noisy):
+def test_report_is_json_and_plot_keeps_the_backend(noisy, tmp_path):
     import json
 
     import matplotlib
@@ -183,3 +183,5 @@ def test_report_is_json_and_plot_keeps_the_backend(noisy):
     fig = plot_forward_bft(rep, fr)
     assert matplotlib.get_backend() == backend
     assert len(fig.axes) >= 4
+    fig.savefig(tmp_path / "forward.png", dpi=60)
+    assert (tmp_path / "forward.png").stat().st_size > 1000

@@ -15,7 +15,15 @@ Cube data are raw unsigned 16-bit ADU stored the FITS way (BITPIX = 16, BZERO = 
 astropy refuses to memory-map scaled integer data, so :func:`read_cube` opens the file with
 ``do_not_scale_image_data=True`` (a true memory map of the stored big-endian int16) and
 restores the unsigned values by flipping the sign bit, which is exact: ``u = s + 32768``.
-No int16 arithmetic ever touches the physical values, so nothing overflows.
+No int16 arithmetic ever touches the physical values, so nothing overflows.  Tile-compressed
+extensions (astropy ``CompImageHDU``) are decoded by astropy, tile by tile, into native-endian
+int16 and restored the same way.
+
+Only regular files are opened (a FIFO or a device would block or never end): the file is
+checked with ``os.stat`` once, opened once, and the same open file serves the headers and
+every frame.  Frames are read a block at a time (:meth:`CubeExtension.read_frames`, with
+``os.pread`` for uncompressed data), so reading a cube never holds more than one block of
+frames in memory, whatever the cube's size.
 
 Times are handled as float64 seconds since 1970-01-01 UTC (microsecond resolution over the
 span of a campaign).
@@ -24,7 +32,9 @@ span of a campaign).
 from __future__ import annotations
 
 import csv
+import os
 import re
+import stat
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +60,7 @@ __all__ = [
     "FULL_WELL_E",
     "SATURATION_FULL_WELL_FRACTION",
     "NOMINAL_GAIN_E_PER_ADU",
+    "NOMINAL_OFFSET_ADU",
     "FIELD_MATCH_DEG",
     "PRIMARY_KEYS",
     "IMAGE_KEYS",
@@ -70,6 +81,8 @@ __all__ = [
     "read_hk_csv",
     "CubeExtension",
     "CubeFile",
+    "HK_DUPLICATE_TOL_DEGC",
+    "check_regular_file",
     "write_cube",
     "read_cube",
 ]
@@ -84,6 +97,11 @@ HK_TRP1 = "GTCS_TRP1_T_AVG"
 HK_TRP22 = "GTCS_TRP22_T_AVG"
 #: A frame farther than this from every HK sample has no temperature (format v1).
 HK_MAX_GAP_S = 60.0
+#: Samples that share a time stamp are averaged when they agree within this (degC); the
+#: reader refuses a file whose repeats disagree by more (``conflicting_hk``).  TRP1 noise
+#: within a plateau is ~0.01 degC, so 0.1 degC is ten times the noise and a fifth of the
+#: plateau-stability limit (0.5 degC).
+HK_DUPLICATE_TOL_DEGC = 0.1
 
 # ---------------------------------------------------------------------------- FITS
 BZERO_UINT16 = 32768
@@ -95,6 +113,8 @@ ADC_MAX_ADU = _det.ADC_MAX_ADU
 FULL_WELL_E = _det.FULL_WELL_E
 SATURATION_FULL_WELL_FRACTION = _det.SATURATION_FRACTION_OF_FULL_WELL
 NOMINAL_GAIN_E_PER_ADU = _det.NOMINAL_GAIN_E_PER_ADU
+#: Electronic offset (bias) of the detector, ~1000 ADU (docs/facts.md).
+NOMINAL_OFFSET_ADU = _det.NOMINAL_OFFSET_ADU
 #: Two cubes are at the same field position when FOV_TH and FOV_PHI agree within this (deg).
 FIELD_MATCH_DEG = 1e-4
 
@@ -130,6 +150,8 @@ class FormatError(PlatoFocusError, ValueError):
         detail: human-readable explanation.
         ext: FITS extension name, if any.
         frame: frame index inside the extension, if any.
+        n_frames: source (open-shutter) frames the file held, as far as its headers told
+            before the error (0 when unknown); the reader counts them as dropped.
     """
 
     def __init__(
@@ -139,8 +161,10 @@ class FormatError(PlatoFocusError, ValueError):
         detail: str,
         ext: str | None = None,
         frame: int | None = None,
+        n_frames: int = 0,
     ) -> None:
         self.path = Path(path)
+        self.n_frames = int(n_frames)
         self.reason = reason
         # one line: details quoted from other libraries may hold line breaks
         self.detail = " ".join(str(detail).split())
@@ -226,6 +250,44 @@ def format_utc(unix_s: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
+# ---------------------------------------------------------------------------- files
+def check_regular_file(path: Path, missing_reason: str) -> int:
+    """The size of ``path`` (bytes) after checking, with one ``os.stat``, that it is a
+    regular file (links followed).
+
+    A FIFO would block the reader and a device (``/dev/zero``) would never end, so anything
+    that is not a regular file is refused before it is opened.
+
+    Raises:
+        FormatError: ``missing_reason`` when it does not exist (or is a link that does not
+            resolve), ``not_regular_file`` when it is a FIFO, a device, a socket or a folder.
+    """
+    try:
+        st_ = os.stat(path)
+    except FileNotFoundError as exc:
+        what = "symbolic link that does not resolve" if path.is_symlink() else "does not exist"
+        raise FormatError(path, missing_reason, f"file {what}") from exc
+    except OSError as exc:  # a link loop, permissions on the folder, ...
+        what = "symbolic link that does not resolve" if path.is_symlink() else "cannot stat it"
+        raise FormatError(path, missing_reason, f"{what} ({exc})") from exc
+    if not stat.S_ISREG(st_.st_mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(st_.st_mode)
+            else "a character device"
+            if stat.S_ISCHR(st_.st_mode)
+            else "a block device"
+            if stat.S_ISBLK(st_.st_mode)
+            else "a folder"
+            if stat.S_ISDIR(st_.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st_.st_mode)
+            else "not a regular file"
+        )
+        raise FormatError(path, "not_regular_file", f"{kind}, not a regular file: not opened")
+    return int(st_.st_size)
+
+
 # ---------------------------------------------------------------------------- HK CSV
 @dataclass(frozen=True)
 class HKTable:
@@ -236,12 +298,18 @@ class HKTable:
         trp1_degC: ``(M,)`` TRP1 temperature (degC).
         paths: the files read.
         columns: other numeric columns that were present in every file, same length.
+        duplicate_spread_degC: the largest ``max - min`` of TRP1 among samples that shared a
+            time stamp (0 without repeats); the reader refuses more than
+            :data:`HK_DUPLICATE_TOL_DEGC`.
+        duplicate_time_s: the time stamp of that largest spread (NaN without repeats).
     """
 
     time_s: np.ndarray
     trp1_degC: np.ndarray
     paths: tuple[Path, ...] = ()
     columns: dict = field(default_factory=dict)
+    duplicate_spread_degC: float = 0.0
+    duplicate_time_s: float = float("nan")
 
     def temperature_at(self, time_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """TRP1 (degC) linearly interpolated at ``time_s``, and whether each time is covered.
@@ -261,25 +329,37 @@ class HKTable:
 
     @staticmethod
     def merge(tables: Sequence[HKTable]) -> HKTable:
-        """Concatenate HK tables (several HK files of one observation)."""
+        """Concatenate HK tables (several HK files of one observation); repeats across files
+        are averaged and their spread recorded as within one file."""
         if not tables:
             raise DataError("no HK tables to merge")
         t = np.concatenate([x.time_s for x in tables])
         v = np.concatenate([x.trp1_degC for x in tables])
-        t, v = _sorted_unique(t, v)
-        return HKTable(t, v, tuple(p for x in tables for p in x.paths))
+        t, v, spread, at = _sorted_unique(t, v)
+        worst = max(tables, key=lambda x: x.duplicate_spread_degC)
+        if worst.duplicate_spread_degC > spread:
+            spread, at = worst.duplicate_spread_degC, worst.duplicate_time_s
+        return HKTable(t, v, tuple(p for x in tables for p in x.paths), {}, spread, at)
 
 
-def _sorted_unique(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort by time and average samples that share a time stamp."""
+def _sorted_unique(t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Sort by time and average samples that share a time stamp; also the largest spread
+    (max - min) among such samples and its time stamp (0 and NaN without repeats)."""
     order = np.argsort(t, kind="stable")
     t, v = t[order], v[order]
     ut, inv = np.unique(t, return_inverse=True)
     if ut.size == t.size:
-        return t, v
+        return t, v, 0.0, float("nan")
+    inv = inv.ravel()
     sums = np.bincount(inv, weights=v)
     counts = np.bincount(inv)
-    return ut, sums / counts
+    hi = np.full(ut.size, -np.inf)
+    lo = np.full(ut.size, np.inf)
+    np.maximum.at(hi, inv, v)
+    np.minimum.at(lo, inv, v)
+    spread = hi - lo
+    k = int(np.argmax(spread))
+    return ut, sums / counts, float(spread[k]), float(ut[k])
 
 
 def write_hk_csv(
@@ -301,28 +381,39 @@ def write_hk_csv(
     return path
 
 
-def read_hk_csv(path: str | Path) -> HKTable:
-    """Read one HK CSV file.
-
-    Raises:
-        FormatError: missing or empty file, no header, a required column missing, an
-            unparsable time stamp or temperature, or no valid sample.
-    """
-    path = Path(path)
-    if not path.is_file():
-        if path.is_symlink():
-            raise FormatError(path, "missing_hk", "symbolic link that does not resolve (a loop?)")
-        raise FormatError(path, "missing_hk", "HK file does not exist")
+def _hk_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """The non-blank rows of a regular HK file with their line numbers (1-based)."""
+    check_regular_file(path, "missing_hk")
     try:
         # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first name
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
+            reader = csv.reader(fh)
+            rows = []
+            for r in reader:
+                if any(c.strip() for c in r):
+                    rows.append((reader.line_num, r))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise FormatError(path, "unreadable_hk", f"cannot read HK file ({exc})") from exc
-    rows = [r for r in rows if any(c.strip() for c in r)]
+    return rows
+
+
+def read_hk_csv(path: str | Path) -> HKTable:
+    """Read one HK CSV file.
+
+    Every row must have as many cells as the header: an unquoted decimal comma
+    (``-85,6083``) makes one more, and reading its first part would silently truncate the
+    temperature.
+
+    Raises:
+        FormatError: missing file or not a regular file, no header, a required column
+            missing, a row with another number of cells than the header, an unparsable time
+            stamp or temperature, or no valid sample.
+    """
+    path = Path(path)
+    rows = _hk_rows(path)
     if not rows:
         raise FormatError(path, "empty_hk", "HK file is empty")
-    header = [c.strip() for c in rows[0]]
+    header = [c.strip() for c in rows[0][1]]
     for col in (HK_TIME, HK_TRP1):
         if col not in header:
             raise FormatError(
@@ -333,34 +424,123 @@ def read_hk_csv(path: str | Path) -> HKTable:
     it, iv = header.index(HK_TIME), header.index(HK_TRP1)
     t = np.empty(len(rows) - 1)
     v = np.empty(len(rows) - 1)
-    for n, r in enumerate(rows[1:], start=2):
+    for i, (n, r) in enumerate(rows[1:]):
+        if len(r) != len(header):
+            raise FormatError(
+                path,
+                "bad_hk_row",
+                f"line {n} has {len(r)} cells but the header has {len(header)} "
+                f"(an unquoted decimal comma?): {r!r}",
+            )
         try:
-            t[n - 2] = parse_utc(r[it])
-            v[n - 2] = float(r[iv])
+            t[i] = parse_utc(r[it])
+            v[i] = float(r[iv])
         except (ValueError, IndexError) as exc:
             raise FormatError(path, "bad_hk_row", f"line {n}: cannot parse {r!r} ({exc})") from exc
     good = np.isfinite(v)
     if not np.any(good):
         raise FormatError(path, "empty_hk", f"no finite {HK_TRP1} value")
-    t, v = _sorted_unique(t[good], v[good])
-    return HKTable(t, v, (path,))
+    t, v, spread, at = _sorted_unique(t[good], v[good])
+    return HKTable(t, v, (path,), {}, spread, at)
 
 
 # ---------------------------------------------------------------------------- cubes
-@dataclass
+#: Frames are read this many bytes (of float32) at a time at most (at least one frame).
+READ_BLOCK_BYTES = 32 * 2**20
+
+
 class CubeExtension:
-    """One image extension of a cube file.
+    """One image extension of a cube file, read lazily.
 
     Attributes:
         name: ``IMAGE_<ccd>_<side>``.
-        header: the extension header (astropy Header or a plain dict when writing).
-        data: ``(frames, rows, columns)``: uint16 ADU (a memory-mapped view when read), or
-            float for data written by an adapter.
+        header: the extension header.
+        shape: ``(frames, rows, columns)``.
+        compressed: a tile-compressed extension (decoded by astropy).
+
+    Frames come through :meth:`read_frames` (a block at a time, physical values);
+    :attr:`data` is the whole cube (a memory-mapped uint16 view for uncompressed 16-bit
+    data) for callers that want it.
     """
 
-    name: str
-    header: Mapping
-    data: np.ndarray
+    def __init__(self, name: str, header: Mapping, hdu, fd: int, path: Path) -> None:
+        self.name = name
+        self.header = header
+        self._hdu = hdu
+        self._fd = fd
+        self.path = path
+        h = hdu.header
+        self.bitpix = int(h.get("BITPIX", 0))
+        self.bzero = float(h.get("BZERO", 0.0))
+        self.bscale = float(h.get("BSCALE", 1.0))
+        self.compressed = isinstance(hdu, fits.CompImageHDU)
+        self.shape = tuple(int(h.get(f"NAXIS{i}", 0)) for i in (3, 2, 1))
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames."""
+        return self.shape[0]
+
+    def block_frames(self) -> int:
+        """Frames per block of :meth:`read_frames` (``READ_BLOCK_BYTES`` of float32)."""
+        per = 4 * self.shape[1] * self.shape[2]
+        return max(1, READ_BLOCK_BYTES // max(per, 1))
+
+    def _physical(self, raw: np.ndarray) -> np.ndarray:
+        if self.bitpix == 16:
+            # stored int16 s (either byte order); physical u = s + 32768 = s, sign bit flipped
+            return raw.view(raw.dtype.str.replace("i", "u")) ^ np.uint16(0x8000)
+        return (np.asarray(raw, dtype=np.float64) * self.bscale + self.bzero).astype(np.float32)
+
+    def read_frames(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``start:stop`` in physical units: uint16 ADU, or float32 for float data.
+
+        Uncompressed data are read with ``os.pread`` from the cube's one open file (not
+        through the memory map, whose touched pages would stay resident); compressed data
+        are decoded by astropy's section access (only the tiles needed).
+
+        Raises:
+            FormatError: the data cannot be read or decoded (``corrupt``, ``truncated``).
+        """
+        start, stop = max(0, int(start)), min(self.n_frames, int(stop))
+        if stop <= start:
+            return self._physical(np.zeros((0, *self.shape[1:]), dtype=self._stored_dtype()))
+        try:
+            if self.compressed:
+                raw = np.asarray(self._hdu.section[start:stop])
+            else:
+                dt = self._stored_dtype()
+                per = dt.itemsize * self.shape[1] * self.shape[2]
+                off = self._hdu._data_offset + start * per
+                n = (stop - start) * per
+                buf = os.pread(self._fd, n, off)
+                if len(buf) != n:
+                    raise FormatError(
+                        self.path,
+                        "truncated",
+                        f"frames {start}-{stop - 1} beyond the end",
+                        self.name,
+                    )
+                raw = np.frombuffer(buf, dtype=dt).reshape(stop - start, *self.shape[1:])
+        except FormatError:
+            raise
+        except Exception as exc:  # zlib errors, astropy decoding errors, OSError
+            raise FormatError(
+                self.path, "corrupt", f"cannot read frames {start}-{stop - 1} ({exc})", self.name
+            ) from exc
+        return self._physical(raw)
+
+    def _stored_dtype(self) -> np.dtype:
+        return np.dtype({16: ">i2", -32: ">f4", -64: ">f8"}[self.bitpix])
+
+    @property
+    def data(self) -> np.ndarray:
+        """The whole cube in physical units: for uncompressed 16-bit data a memory-mapped
+        uint16 view (no copy), otherwise decoded or converted (a copy of the whole cube)."""
+        if self.bitpix == 16 and not self.compressed:
+            raw = self._hdu.data
+            return raw.view(raw.dtype.str.replace("i", "u")) ^ np.uint16(0x8000)
+        return self.read_frames(0, self.n_frames)
 
 
 @dataclass
@@ -372,12 +552,16 @@ class CubeFile:
     extensions: list[CubeExtension]
     ignored_extensions: list[str] = field(default_factory=list)
     _hdul: object = None
+    _fh: object = None
 
     def close(self) -> None:
-        """Release the memory map."""
+        """Release the memory map and the file."""
         if self._hdul is not None:
             self._hdul.close()
             self._hdul = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 def write_cube(
@@ -424,8 +608,8 @@ def _check_keys(path: Path, header: Mapping, keys: Sequence[str], ext: str | Non
         raise FormatError(path, "missing_key", f"header key(s) {missing} missing", ext=ext)
 
 
-def _ext_data(path: Path, hdu, name: str) -> np.ndarray:
-    """Physical data of an image extension as a memory-mapped view (uint16) or float."""
+def _check_ext(path: Path, hdu, name: str, size: int) -> None:
+    """Shape (3-D), data type (16-bit unsigned or float) and extent of an image extension."""
     h = hdu.header
     bitpix = int(h.get("BITPIX", 0))
     naxis = int(h.get("NAXIS", 0))
@@ -452,64 +636,87 @@ def _ext_data(path: Path, hdu, name: str) -> np.ndarray:
             f"BITPIX {bitpix}: expected 16 (unsigned 16-bit with BZERO=32768)",
             ext=name,
         )
-    try:
-        raw = hdu.data
-    except Exception as exc:  # astropy raises several types on truncated data
-        raise FormatError(path, "truncated", f"cannot map the data ({exc})", ext=name) from exc
-    if raw is None or raw.ndim != 3:
-        raise FormatError(path, "wrong_shape", "no 3-D data", ext=name)
-    if bitpix == 16:
-        # Stored big-endian int16 s; physical u = s + 32768 = s with its sign bit flipped.
-        return raw.view(raw.dtype.newbyteorder(">").str.replace("i", "u")) ^ np.uint16(0x8000)
-    return (np.asarray(raw, dtype=np.float64) * bscale + bzero).astype(np.float32)
+    end = hdu._data_offset + hdu._data_size  # astropy's own bookkeeping
+    if end > size:
+        raise FormatError(
+            path, "truncated", f"data end at byte {end} beyond file size {size}", ext=name
+        )
+    if isinstance(hdu, fits.CompImageHDU):
+        return  # decoded tile by tile when read
+    n_bytes = abs(bitpix) // 8 * int(np.prod([int(h.get(f"NAXIS{i}", 0)) for i in (1, 2, 3)]))
+    if hdu._data_offset + n_bytes > size:
+        raise FormatError(path, "truncated", "data end beyond the end of the file", ext=name)
 
 
-def read_cube(path: str | Path) -> CubeFile:
-    """Open a cube file, memory-mapped, and check its structure.
-
-    Every ``IMAGE_<ccd>_<side>`` extension is returned with its physical data (uint16 ADU,
-    or float32 for float files); other extensions are listed in ``ignored_extensions``.
-
-    Raises:
-        FormatError: empty (0 bytes), unreadable/corrupt/truncated file, missing header key,
-            wrong shape or data type, no image extension.
-    """
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise FormatError(path, "empty", "cube file is empty (0 bytes)")
-    except OSError as exc:
-        raise FormatError(path, "corrupt", f"cannot open the file ({exc})") from exc
+def _open_fits(path: Path, fh) -> fits.HDUList:
     with warnings.catch_warnings():
         # truncation is reported as a FormatError below, not as an astropy warning
         warnings.simplefilter("ignore", AstropyWarning)
         try:
-            hdul = fits.open(path, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=False)
+            return fits.open(fh, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=False)
         except Exception as exc:
             raise FormatError(path, "corrupt", f"not a readable FITS file ({exc})") from exc
+
+
+def _source_frames(hdul) -> int:
+    """Open-shutter frames announced by the headers (best effort, for the drop count)."""
+    n = 0
+    for hdu in hdul[1:]:
+        try:
+            shutter = str(hdu.header.get("SHUTTER", "")).strip().upper()
+            if parse_image_ext_name(str(hdu.name)) and shutter == SHUTTER_OPEN:
+                n += int(hdu.header.get("NAXIS3", 0))
+        except Exception:  # a header too damaged to count
+            continue
+    return n
+
+
+def read_cube(path: str | Path) -> CubeFile:
+    """Open a cube file and check its structure; frames are read later, a block at a time.
+
+    The path is checked once (:func:`check_regular_file`) and opened once; astropy reads
+    the headers from that open file (memory-mapped) and :meth:`CubeExtension.read_frames`
+    reads the frames from it.  Every ``IMAGE_<ccd>_<side>`` extension is returned; other
+    extensions are listed in ``ignored_extensions``.
+
+    Raises:
+        FormatError: not a regular file, empty (0 bytes), unreadable/corrupt/truncated file,
+            missing header key, wrong shape or data type, no image extension; its
+            ``n_frames`` is the number of source frames the headers announced.
+    """
+    path = Path(path)
+    size = check_regular_file(path, "corrupt")
+    if size == 0:
+        raise FormatError(path, "empty", "cube file is empty (0 bytes)")
     try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed by CubeFile.close or below)
+    except OSError as exc:
+        raise FormatError(path, "corrupt", f"cannot open the file ({exc})") from exc
+    hdul = None
+    try:
+        hdul = _open_fits(path, fh)
         _check_keys(path, hdul[0].header, PRIMARY_KEYS, None)
         exts: list[CubeExtension] = []
         ignored: list[str] = []
-        size = path.stat().st_size
         for hdu in hdul[1:]:
             name = str(hdu.name).strip().upper()
             if parse_image_ext_name(name) is None:
                 ignored.append(name)
                 continue
             _check_keys(path, hdu.header, IMAGE_KEYS, name)
-            end = hdu._data_offset + hdu._data_size  # astropy's own bookkeeping
-            if end > size:
-                raise FormatError(
-                    path, "truncated", f"data end at byte {end} beyond file size {size}", ext=name
-                )
-            exts.append(CubeExtension(name, hdu.header, _ext_data(path, hdu, name)))
+            _check_ext(path, hdu, name, size)
+            exts.append(CubeExtension(name, hdu.header, hdu, fh.fileno(), path))
         if not exts:
             raise FormatError(path, "no_image", "no IMAGE_<ccd>_<side> extension")
-    except FormatError:
-        hdul.close()
-        raise
     except Exception as exc:
-        hdul.close()
-        raise FormatError(path, "corrupt", f"cannot parse FITS structure ({exc})") from exc
-    return CubeFile(path, hdul[0].header, exts, ignored, hdul)
+        n = _source_frames(hdul) if hdul is not None else 0
+        if hdul is not None:
+            hdul.close()
+        fh.close()
+        if isinstance(exc, FormatError):
+            exc.n_frames = n
+            raise
+        raise FormatError(
+            path, "corrupt", f"cannot parse FITS structure ({exc})", n_frames=n
+        ) from exc
+    return CubeFile(path, hdul[0].header, exts, ignored, hdul, fh)
