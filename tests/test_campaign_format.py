@@ -231,8 +231,8 @@ def test_campaign_cli_parses_negative_lists():
         ["campaign", "--out", "x", "--camera", "c", "--bft-degC=-78.5", "--plateaux=-90,-85"],
     ):
         a = ap.parse_args(fix_negative_values(argv))
-        assert a.bft_degC == -78.5 and a.plateaux == [-90.0, -85.0]
-        assert a.fields == 40 and a.dithers == 25 and a.frames_per_dither == 2 and a.window == 64
+        assert a.bft_degC == -78.5 and a.plateaux_degC == [-90.0, -85.0]
+        assert a.fields == 40 and a.dithers == 25 and a.frames_per_dither == 2 and a.window_px == 64
 
 
 def test_emulator_rejects_bad_arguments(tmp_path):
