@@ -1,6 +1,6 @@
 """``plato-cnn``: a thin command line over :mod:`plato_cnn`.
 
-Subcommands: ``bft`` (``--method eef`` or ``cnn``), ``pretrain``, ``finetune``,
+Subcommands: ``bft`` (``--method eef``, ``cnn`` or ``forward``), ``pretrain``, ``finetune``,
 ``focus-check`` (in orbit: the TRP1 change to best focus from star imagettes).
 
 ``bft CAMPAIGN_DIR --method eef``: best-focus temperature of a ground-test campaign
@@ -122,13 +122,7 @@ def _eef_run(args: argparse.Namespace, frames) -> dict:
 
 # ----------------------------------------------------------------------------- bft: cnn
 def _cnn_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("--method cnn")
-    g.add_argument(
-        "--model",
-        type=existing_dir,
-        default=None,
-        help="model directory (default: the shipped model)",
-    )
+    g = p.add_argument_group("--method cnn and forward")
     g.add_argument("--device", type=torch_device, default="cpu", help="torch device")
     g.add_argument(
         "--s-prior-um-per-degC",
@@ -139,6 +133,13 @@ def _cnn_arguments(p: argparse.ArgumentParser) -> None:
         metavar="MEAN,SIGMA",
         help="thermal sensitivity prior (um/degC) instead of the model's 10,3; with one plateau, "
         "give s_um_per_degC,s_sigma_um_per_degC of an earlier sweep of the same camera",
+    )
+    g = p.add_argument_group("--method cnn")
+    g.add_argument(
+        "--model",
+        type=existing_dir,
+        default=None,
+        help="model directory (default: the shipped model)",
     )
     g.add_argument(
         "--no-plateau-head",
@@ -166,10 +167,44 @@ def _cnn_run(args: argparse.Namespace, frames) -> dict:
     return cnn_result(fit, info, frames.obsid[frames.usable].tolist(), args.s_prior)
 
 
+# ----------------------------------------------------------------------------- bft: forward
+def _forward_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("--method forward (--device and --s-prior-um-per-degC as for cnn)")
+    g.add_argument(
+        "--max-iter",
+        type=int_in(1, 200),
+        default=12,
+        help="Levenberg-Marquardt iterations of the forward-model fit",
+    )
+    g.add_argument(
+        "--quadratic-thermal",
+        action="store_true",
+        help="also fit q of dz = s (T - T0) + q (T - T0)^2 (needs >= 4 plateaux)",
+    )
+
+
+def _forward_run(args: argparse.Namespace, frames) -> dict:
+    from plato_cnn.forward import forward_bft, plot_forward_bft
+    from plato_cnn.report import save_figure
+
+    report = forward_bft(
+        frames,
+        device=args.device,
+        seed=args.seed,
+        max_iter=args.max_iter,
+        quadratic=args.quadratic_thermal,
+        s_prior=args.s_prior,
+    )
+    if args.plot:
+        save_figure(plot_forward_bft(report, frames), args.plot)
+    return {k: v for k, v in report.items() if not k.startswith("_")}
+
+
 #: ``--method`` name -> (add its arguments, run it on the frames).
 BFT_METHODS: dict[str, tuple[Callable, Callable]] = {
     "eef": (_eef_arguments, _eef_run),
     "cnn": (_cnn_arguments, _cnn_run),
+    "forward": (_forward_arguments, _forward_run),
 }
 
 

@@ -168,3 +168,19 @@ def test_long_functions_say_why():
             if not any(c.startswith("# Long because:") for c in block):
                 offenders.append(f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert offenders == []
+
+
+def test_the_evaluation_family_never_reaches_training_or_calibration():
+    """The out-of-family cameras score estimators; nothing that learns or calibrates sees them."""
+    family = {"plato_sim.optics.family_nodal", "plato_sim.scenes.out_of_family"}
+    learners = [m for m in GRAPH if m.startswith(("plato_cnn.pipelines", "plato_cnn.nn"))]
+    reach: dict[str, set[str]] = {}
+
+    def closure(m: str) -> set[str]:
+        if m not in reach:
+            reach[m] = set()
+            for d in GRAPH.get(m, ()):
+                reach[m] |= {d} | closure(d)
+        return reach[m]
+
+    assert {m: sorted(closure(m) & family) for m in learners if closure(m) & family} == {}
