@@ -894,6 +894,17 @@ def forward_bft(
             )
         )
 
+    # ---- the model's EEF curve over the plateaux (for the plot; 5-wavelength spectrum away
+    # from the maximum, whose points are the full model's)
+    t_grid = np.linspace(min(t_pl) - 1.0, max(t_pl) + 1.0, 7)
+    tcg = t_grid - model.t_ref
+    dz_grid = p[_IX["b_um"]] + p[_IX["s_um_per_degC"]] * tcg + p[_IX["q_um_per_degC2"]] * tcg**2
+    v_grid = _field_curves(model.coarse(n_wavelengths_jacobian), p, dz_grid, n_sub).mean(0)
+    cdz = np.concatenate([cdz, dz_grid])
+    cval = np.concatenate([cval, v_grid])
+    order = np.argsort(cdz)
+    cdz, cval = cdz[order], cval[order]
+
     # ---- wavefront per field (nm), at T_BF
     u_bf = model.local_matrix(np.arange(len(all_theta)), np.full(len(all_theta), t_bf)) @ p
     wavefront = []
@@ -920,7 +931,7 @@ def forward_bft(
         "plateau_head_correction_um": None,
         "n_plateaux": int(n_pl),
         "template_shift_degC": 0.0,
-        "p_behind_mean": float("nan"),
+        "p_behind_mean": None,  # no side-of-focus classifier: the fit sees the side directly
         "model": "forward (fast engine, free field-dependent Zernikes)",
         "model_version": __version__,
         "warnings": warnings_out,
