@@ -377,6 +377,8 @@ class CampaignFrames:
             kw[name] = v[m] if isinstance(v, np.ndarray) and v.shape[:1] == m.shape else v
         return CampaignFrames(**kw)
 
+    # Long because: 34 of its lines are the docstring (every array, its shape and unit); the
+    # body fills each default and delegates the checks to small helpers.
     @classmethod
     def from_arrays(
         cls,
