@@ -123,6 +123,7 @@ __all__ = [
     "CHROM_SCALE",
     "FRAME_NUISANCES",
     "PixelNoise",
+    "design_noise",
     "StampFisher",
     "stamp_fisher",
     "crb_from_fisher",
@@ -177,9 +178,9 @@ class PixelNoise:
 
     def __post_init__(self) -> None:
         if self.read_noise_e < 0 or self.gain_e_per_adu <= 0 or self.dark_e < 0:
-            raise ValueError(f"PixelNoise: invalid values {self}")
+            raise ParameterError(f"PixelNoise: invalid values {self}")
         if self.n_background_frames is not None and self.n_background_frames < 1:
-            raise ValueError("PixelNoise: n_background_frames must be >= 1 or None")
+            raise ParameterError("PixelNoise: n_background_frames must be >= 1 or None")
 
     @classmethod
     def from_detector(
@@ -217,6 +218,11 @@ class PixelNoise:
         return np.maximum(mean_e, 0.0) + self.floor_e2
 
 
+def design_noise(design: CampaignDesign) -> PixelNoise:
+    """Pixel noise of a campaign design's frames (its detector, exposure, background frames)."""
+    return PixelNoise.from_detector(design.detector, design.exptime_s, design.n_background_frames)
+
+
 # ---------------------------------------------------------------------------------- linear algebra
 def _scaled(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d = np.sqrt(np.clip(np.diagonal(m, axis1=-2, axis2=-1), 0.0, None))
@@ -239,7 +245,7 @@ def _inv_psd(m: np.ndarray) -> np.ndarray:
 def _index(params: Sequence[str], names: Sequence[str]) -> list[int]:
     missing = [n for n in names if n not in params]
     if missing:
-        raise ValueError(f"unknown parameter(s) {missing}; known: {list(params)}")
+        raise ParameterError(f"unknown parameter(s) {missing}; known: {list(params)}")
     return [list(params).index(n) for n in names]
 
 
@@ -286,7 +292,7 @@ def crb_from_fisher(
     if nuisances is None:
         nuisances = [p for p in params if p != target]
     if target in nuisances:
-        raise ValueError(f"{target!r} cannot be its own nuisance")
+        raise ParameterError(f"{target!r} cannot be its own nuisance")
     info = marginal_information(fisher, params, [target], list(nuisances))[..., 0, 0]
     with np.errstate(divide="ignore"):
         return np.where(info > 0, 1.0 / np.sqrt(np.where(info > 0, info, 1.0)), np.inf)
@@ -333,7 +339,7 @@ def _wavefront_basis(
     """
     n_j = N_ZERNIKE
     if any(j - 1 >= n_j for j in zernikes):
-        raise ValueError(f"Noll index beyond the wavefront's {n_j} terms: {list(zernikes)}")
+        raise ParameterError(f"Noll index beyond the wavefront's {n_j} terms: {list(zernikes)}")
     n_l = spectrum.n
     rows = [np.zeros((n_l, n_j))]
     rows[0][:, 3] = dz_to_z4_nm(1.0, optics.camera.f_number)
@@ -378,6 +384,8 @@ def _offset_derivative(
     return jvp(lambda o: engine.stamps_from_otf(otf, spectrum, o, size), (offs,), (tan,))[1]
 
 
+# Long because: half of it is the docstring (every argument's shape and unit); the body is one
+# pass (OTFs, Jacobian columns per nuisance, Fisher sums) over shared batched tensors.
 def stamp_fisher(
     optics: OpticalModel,
     theta_deg: float | np.ndarray,
@@ -433,18 +441,20 @@ def stamp_fisher(
     if off.ndim == 2:
         off = np.array(np.broadcast_to(off, (n_b,) + off.shape))
     if off.ndim != 3 or off.shape[0] != n_b or off.shape[2] != 2:
-        raise ValueError(f"offsets_px must be (2,), (D, 2) or (B={n_b}, D, 2), got {off.shape}")
+        raise ParameterError(f"offsets_px must be (2,), (D, 2) or (B={n_b}, D, 2), got {off.shape}")
     if np.any(np.abs(off) > 0.5 + 1e-9):
-        raise ValueError("sub-pixel offsets must lie within [-0.5, 0.5] pixel")
+        raise ParameterError("sub-pixel offsets must lie within [-0.5, 0.5] pixel")
     n_d = off.shape[1]
     flux = np.array(np.broadcast_to(np.asarray(flux_e, dtype=float), (n_b, n_d)))
     if np.any(flux <= 0) or not np.all(np.isfinite(flux)):
-        raise ValueError("flux_e must be finite and > 0")
+        raise ParameterError("flux_e must be finite and > 0")
     if background_e < 0:
-        raise ValueError("background_e must be >= 0")
+        raise ParameterError("background_e must be >= 0")
     zernikes = tuple(int(j) for j in zernikes)
     if any(j in (1, 2, 3, 4) for j in zernikes):
-        raise ValueError("Zernike nuisances exclude Z1-Z4 (piston, tilt = offset, defocus = dz)")
+        raise ParameterError(
+            "Zernike nuisances exclude Z1-Z4 (piston, tilt = offset, defocus = dz)"
+        )
     params = _params(zernikes, chromatic)
     basis = _wavefront_basis(optics, sp, zernikes, chromatic)
     z_all = optics.zernikes_nm(t, p, dz, sp.wavelengths_array_nm)
@@ -585,10 +595,12 @@ class CampaignInformation:
         c = self.eef_curvature_per_um2
         tot = float(c.sum())
         if not tot > 0:
-            raise ValueError("field-averaged EEF curve not concave at best focus")
+            raise ParameterError("field-averaged EEF curve not concave at best focus")
         d_s = -float(np.sum(c * (self.t_bf_degC - self.t_field_degC))) / (self.s_um_per_degC * tot)
         return d_s, c / tot
 
+    # Long because: it selects the design subset, assembles the per-field information in the
+    # chosen aberration mode and marginalises in one place, as the module docstring describes.
     def bound(
         self,
         plateaux_degC: Sequence[float] | None = None,
@@ -610,23 +622,29 @@ class CampaignInformation:
             use_s_prior: default only where needed (one plateau).
         """
         if aberrations not in _ABERRATION_MODES:
-            raise ValueError(f"aberrations must be one of {_ABERRATION_MODES}, got {aberrations!r}")
+            raise ParameterError(
+                f"aberrations must be one of {_ABERRATION_MODES}, got {aberrations!r}"
+            )
         design = self.design
         all_t = np.asarray(design.plateaux_degC, dtype=float)
         want = all_t if plateaux_degC is None else np.asarray(plateaux_degC, dtype=float)
         if want.size == 0:
-            raise ValueError("at least one plateau")
+            raise ParameterError("at least one plateau")
         idx = [int(np.argmin(np.abs(all_t - t))) for t in want]
         if any(abs(all_t[i] - t) > 0.5 for i, t in zip(idx, want, strict=True)):
-            raise ValueError(f"plateaux {list(want)} not all in the computed design {list(all_t)}")
+            raise ParameterError(
+                f"plateaux {list(want)} not all in the computed design {list(all_t)}"
+            )
         if len(set(idx)) != len(idx):
-            raise ValueError(f"plateaux {list(want)}: repeated")
+            raise ParameterError(f"plateaux {list(want)}: repeated")
         n_d = self.fisher.shape[2] if n_dithers is None else int(n_dithers)
         if not 1 <= n_d <= self.fisher.shape[2]:
-            raise ValueError(f"n_dithers must be in [1, {self.fisher.shape[2]}], got {n_dithers}")
+            raise ParameterError(
+                f"n_dithers must be in [1, {self.fisher.shape[2]}], got {n_dithers}"
+            )
         fpd = design.frames_per_dither if frames_per_dither is None else int(frames_per_dither)
         if fpd < 1:
-            raise ValueError("frames_per_dither >= 1")
+            raise ParameterError("frames_per_dither >= 1")
         zern = [p for p in self.params if p != "dz_um" and p not in FRAME_NUISANCES]
         if aberrations == "per_field":
             keep, nuis = ["dz_um"] + zern, list(FRAME_NUISANCES)
@@ -731,7 +749,7 @@ def _optimum_sensitivity(
                          spectrum, engine, n_sub)  # fmt: skip
         den = e[:, 0] - 2.0 * e[:, 1] + e[:, 2]
         if np.any(den >= 0):
-            raise ValueError("expected EEF not concave at a field's optimum: no sensitivity")
+            raise ParameterError("expected EEF not concave at a field's optimum: no sensitivity")
         return dz_opt_um + 0.5 * step_um * (e[:, 0] - e[:, 2]) / den
 
     cols = []
@@ -805,8 +823,8 @@ def campaign_information(
     dd = np.tile(dz_th, n_f)
     oo = np.repeat(offs, n_p, axis=0)
     sf = stamp_fisher(
-        optics, tt, pp, dd, oo, design.flux_e, 0.0, design.noise(), sp, engine, design.stamp_px,
-        zernikes, chromatic,
+        optics, tt, pp, dd, oo, design.flux_e, 0.0, design_noise(design), sp, engine,
+        design.stamp_px, zernikes, chromatic,
     )  # fmt: skip
     n_d = offs.shape[1]
     k = len(sf.params)

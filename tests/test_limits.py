@@ -22,6 +22,7 @@ from plato_sim.bounds import (
     camera_from_truth,
     campaign_information,
     crb_from_fisher,
+    design_noise,
     marginal_information,
     stamp_fisher,
 )
@@ -273,4 +274,4 @@ def test_truth_sidecar_gives_the_emulated_camera_and_design(tmp_path):
     assert d.plateaux_degC == tuple(truth["plateaux_achieved_degC"])
     assert d.theta_deg == tuple(truth["fields"]["theta_deg"])
     assert (d.n_dithers, d.frames_per_dither, d.n_wavelengths) == (2, 1, 2)
-    assert d.noise().read_noise_e == pytest.approx(DetectorModel().read_noise_e)
+    assert design_noise(d).read_noise_e == pytest.approx(DetectorModel().read_noise_e)

@@ -189,18 +189,12 @@ class CampaignDesign:
         names = {f.name for f in fields(self)}
         unknown = sorted(set(changes) - names)
         if unknown:
-            raise TypeError(f"CampaignDesign has no field(s) {unknown}")
+            raise ParameterError(f"CampaignDesign has no field(s) {unknown}")
         changes = {k: v for k, v in changes.items() if v is not None}
         if ("theta_deg" in changes or "phi_deg" in changes) or "n_fields" not in changes:
             return replace(self, **changes)
         # a new field count replaces explicit positions
         return replace(self, theta_deg=None, phi_deg=None, **changes)
-
-    def noise(self):
-        """Pixel noise of this design's frames (:class:`plato_sim.bounds.PixelNoise`)."""
-        from plato_sim.bounds import PixelNoise
-
-        return PixelNoise.from_detector(self.detector, self.exptime_s, self.n_background_frames)
 
     def offsets_px(self) -> np.ndarray:
         """``(n_fields, n_dithers, 2)`` sub-pixel offsets of the dithers for the bound (the
