@@ -115,6 +115,32 @@ REGISTRY: tuple[Benchmark, ...] = (
         notes="runs on classical_bft's cached campaigns (same seed and sizes)",
     ),
     Benchmark(
+        "forward_bft",
+        "Forward-model fit: accuracy with 5/3/2/1 plateaux, 10,000-frame timing",
+        quick_args=("--quick", "--skip-timing", "--subsets", "5"),
+        expected_quick_s=300,
+        expected_full_s=9000,
+        notes="runs on classical_bft's cached campaigns (same seed and sizes); the full run "
+        "(50 cameras x 4 plateau subsets, ~2 CPU-hours, and the 10,000-frame timing) is longer "
+        "than the runner's budget on 2 cores",
+    ),
+    Benchmark(
+        "out_of_family",
+        "Every estimator in family and out of family (nodal cameras, random test designs)",
+        quick_args=("--quick", "--skip-forward"),
+        expected_quick_s=600,
+        expected_full_s=7200,
+        notes="out-of-family cameras cached in out/out_of_family_cache; the quick run leaves the "
+        "forward method out (4 + 4 cameras with it took 70 min on the loaded 2-core machine); "
+        "the full run includes it",
+    ),
+    Benchmark(
+        "read_memory",
+        "Peak memory of reading a large campaign cube",
+        expected_quick_s=60,
+        expected_full_s=400,
+    ),
+    Benchmark(
         "domain_shift",
         "CNN on cameras unlike its training set, before and after fine-tuning",
         expected_quick_s=60,
