@@ -157,7 +157,12 @@ def _add_dataset_commands(sub) -> None:
 
     p = sub.add_parser("info", help="counts, label distributions and a gallery of a dataset")
     p.add_argument("dir", help="dataset folder")
-    p.add_argument("--gallery", default=None, help="gallery PNG (default: DIR/gallery.png)")
+    p.add_argument(
+        "--gallery",
+        type=output_file(),
+        default=None,
+        help="write a gallery PNG of samples here (never inside the dataset)",
+    )
     p.add_argument("--verify", action="store_true", help="check every shard's checksum")
     p.add_argument("--json", default=None, help="also write the summary as JSON to this file")
     p.add_argument("--fits", default=None, help="export the samples of --indices to this FITS")
@@ -209,8 +214,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     if info.get("status") == "complete":
-        png = write_gallery(args.dir, args.gallery or Path(args.dir) / "gallery.png")
-        print(f"gallery: {png}")
+        if args.gallery:
+            ds = Path(args.dir).resolve()
+            if ds in (Path(args.gallery).resolve(), *Path(args.gallery).resolve().parents):
+                raise ParameterError(f"--gallery {args.gallery} lies inside the dataset {args.dir}")
+            print(f"gallery: {write_gallery(args.dir, args.gallery)}")
     if args.fits:
         from plato_sim.io.store import ShardedDataset, export_fits
 

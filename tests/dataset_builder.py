@@ -16,9 +16,18 @@ from plato_sim.scenes.sampling import label_dtype
 
 
 def write_tiny_dataset(
-    root: Path, n_shards: int = 2, n_per_shard: int = 8, size_px: int = 8, seed: int = 7
+    root: Path,
+    n_shards: int = 2,
+    n_per_shard: int = 8,
+    size_px: int = 8,
+    seed: int = 7,
+    damage: str | None = None,
 ) -> Path:
-    """A complete dataset folder; every label an integer in 1..4 (camera ids among them)."""
+    """A complete dataset folder; every label an integer in 1..4 (camera ids among them).
+
+    ``damage``: ``"nan_label"`` (one target label NaN) or ``"nan_stamp"`` (one stamp pixel
+    NaN), written with valid checksums, as a buggy generator would.
+    """
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     shards = []
@@ -28,6 +37,10 @@ def write_tiny_dataset(
             lab[name] = rng.integers(1, 5, n_per_shard)
         lab["saturated"] = 0
         stamps = rng.normal(0.0, 1.0, (n_per_shard, size_px, size_px)).astype(np.float32)
+        if k == n_shards - 1 and damage == "nan_label":
+            lab["dz_from_best_um"][0] = np.nan
+        if k == n_shards - 1 and damage == "nan_stamp":
+            stamps[0, 1, 1] = np.nan
         digest = write_shard(root / shard_name(k), stamps, lab, {"shard": k})
         shards.append({"file": shard_name(k), "n": n_per_shard, "sha256": digest})
     manifest = {

@@ -101,3 +101,37 @@ def test_info_corrupt_manifest_is_one_line(tiny_dataset):
     (tiny_dataset / MANIFEST_NAME).write_text(json.dumps({"shards": []}), encoding="utf-8")
     msg = _one_line_exit(["info", str(tiny_dataset)])
     assert str(tiny_dataset / MANIFEST_NAME) in msg and "corrupt manifest" in msg
+
+
+# ------------------------------------------------------------------------ pretrain: damaged data
+def _pretrain_fails(ds: Path, tmp_path: Path, says: str) -> None:
+    from plato_cnn import cli as cnn_cli
+
+    buf = io.StringIO()
+    argv = ["pretrain", "--data", str(ds), "--out", str(tmp_path / "m"), "--epochs", "1"]
+    with redirect_stderr(buf):
+        rc = cnn_cli.main(argv)
+    text = buf.getvalue()
+    errors = [m for m in text.splitlines() if m.startswith("plato-cnn pretrain: ")]
+    # progress bars may come first; the error is one line and the last
+    assert rc == 2 and len(errors) == 1 and says in errors[0], text
+    assert text.strip().splitlines()[-1] == errors[0] and "Traceback" not in text
+    assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_pretrain_refuses_a_shard_that_fails_its_checksum(tiny_dataset, tmp_path):
+    shard = tiny_dataset / shard_name(1)
+    data = bytearray(shard.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte inside the file
+    shard.write_bytes(bytes(data))
+    _pretrain_fails(tiny_dataset, tmp_path, "do not match their checksums")
+
+
+def test_pretrain_refuses_nan_labels(tmp_path):
+    ds = write_tiny_dataset(tmp_path / "ds", damage="nan_label")
+    _pretrain_fails(ds, tmp_path, "non-finite values")
+
+
+def test_pretrain_stops_on_nan_stamps(tmp_path):
+    ds = write_tiny_dataset(tmp_path / "ds", damage="nan_stamp", size_px=32)
+    _pretrain_fails(ds, tmp_path, "non-finite stamps")

@@ -133,6 +133,7 @@ def test_cli_generate_and_info(tmp_path, config_file, capsys):
     rc = cli_main(
         ["info", str(out), "--verify", "--json", str(tmp_path / "i.json")]
         + ["--fits", str(tmp_path / "s.fits"), "--indices", "0,39"]
+        + ["--gallery", str(tmp_path / "g.png")]
     )
     assert rc == 0
     text = capsys.readouterr().out
@@ -140,7 +141,8 @@ def test_cli_generate_and_info(tmp_path, config_file, capsys):
     info = json.loads((tmp_path / "i.json").read_text())
     assert info["invalid_shards"] == []
     assert info["labels"]["dz_from_best_um"]["min"] >= -200.0
-    assert (out / "gallery.png").stat().st_size > 1000
+    assert (tmp_path / "g.png").stat().st_size > 1000
+    assert not (out / "gallery.png").exists()  # nothing written into the dataset
     assert (tmp_path / "s.fits").is_file()
     capsys.readouterr()
     # a count below 1 is refused by the parser: exit 2, the last line names the flag and range

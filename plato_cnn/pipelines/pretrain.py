@@ -37,7 +37,7 @@ from plato_cnn.nn.card import save_model
 from plato_cnn.nn.data import BlockShuffleSampler
 from plato_cnn.nn.model import FocusNet, FocusNetConfig, prepare_inputs
 from plato_sim._version import __version__
-from plato_sim.errors import ParameterError
+from plato_sim.errors import DataError, ParameterError
 
 log = logging.getLogger(__name__)
 
@@ -349,11 +349,18 @@ def _train_epoch(run: _Run, epoch: int) -> tuple[float, int]:
             break
         if cfg.augment:
             stamp, phi = augment(stamp, phi, gen)
+        if not (torch.isfinite(stamp).all() and torch.isfinite(target).all()):
+            raise DataError(
+                f"epoch {epoch + 1}, step {step}: a training batch holds non-finite stamps or "
+                "targets (NaN or inf); the dataset is damaged"
+            )
         img, sc = prepare_inputs(stamp, theta, phi, run.mcfg.crop)
         img, sc, target = img.to(device), sc.to(device), target.to(device).float()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             out_t = net(img, sc)
         loss, _ = FocusNet.loss(out_t.float(), target)
+        if not torch.isfinite(loss):
+            raise DataError(f"epoch {epoch + 1}, step {step}: the loss is not finite; stopped")
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -519,6 +526,34 @@ def evaluate(
     return tot / max(1, n), math.sqrt(se / max(1, n))
 
 
+def check_dataset(data_dir: str | Path) -> None:
+    """Refuse a dataset before training on it: a shard whose checksum does not match the
+    manifest, or labels that are not finite (the stamps are checked batch by batch)."""
+    from plato_sim.generate import describe
+    from plato_sim.io.store import ShardedDataset, shard_is_valid
+
+    store = ShardedDataset(data_dir, require_complete=False)
+    status = store.manifest.get("status")
+    if status != "complete":
+        raise DataError(f"{data_dir}: dataset is not complete (status {status!r})")
+    invalid = [
+        f.name
+        for f, s in zip(store.files, store.manifest["shards"], strict=True)
+        if not shard_is_valid(f, s.get("sha256"))
+    ]
+    if invalid:
+        raise DataError(
+            f"{data_dir}: shards {invalid} do not match their checksums in the manifest; "
+            "rerun plato-sim generate to regenerate them"
+        )
+    info = describe(data_dir)
+    bad = [k for k, d in info.get("labels", {}).items() if not all(
+        math.isfinite(float(d[s])) for s in ("mean", "min", "max")
+    )]  # fmt: skip
+    if bad:
+        raise DataError(f"{data_dir}: labels {bad} hold non-finite values (NaN or inf)")
+
+
 def pretrain_from_dataset(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -536,6 +571,7 @@ def pretrain_from_dataset(
     from plato_cnn.fit import DEFAULT_S_PRIOR_UM_PER_DEGC, make_eef_template
     from plato_cnn.nn.data import ShardFocusDataset
 
+    check_dataset(data_dir)
     ds = ShardFocusDataset(data_dir)
     out = Path(out_dir)
     tpl_path = out / "eef_template.json"
