@@ -125,6 +125,12 @@ def _cnn_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("--method cnn and forward")
     g.add_argument("--device", type=torch_device, default="cpu", help="torch device")
     g.add_argument(
+        "--no-cross-check",
+        action="store_true",
+        help="do not compare with the improved classical estimate (which flags a camera "
+        "outside what the model knows and widens sigma)",
+    )
+    g.add_argument(
         "--s-prior-um-per-degC",
         "--s-prior",
         dest="s_prior",
@@ -164,7 +170,17 @@ def _cnn_run(args: argparse.Namespace, frames) -> dict:
     if args.plot:
         use = frames.usable
         save_figure(plot_cnn_bft(frames.select(use), fit, info["frame_mu_um"]), args.plot)
-    return cnn_result(fit, info, frames.obsid[frames.usable].tolist(), args.s_prior)
+    result = cnn_result(fit, info, frames.obsid[frames.usable].tolist(), args.s_prior)
+    return _cross_checked(args, frames, result)
+
+
+def _cross_checked(args: argparse.Namespace, frames, result: dict) -> dict:
+    """The model-based result checked against the improved classical one (unless disabled)."""
+    if args.no_cross_check:
+        return result
+    from plato_cnn.crosscheck import cross_check
+
+    return cross_check(frames, result, seed=args.seed)
 
 
 # ----------------------------------------------------------------------------- bft: forward
@@ -197,7 +213,7 @@ def _forward_run(args: argparse.Namespace, frames) -> dict:
     )
     if args.plot:
         save_figure(plot_forward_bft(report, frames), args.plot)
-    return {k: v for k, v in report.items() if not k.startswith("_")}
+    return _cross_checked(args, frames, {k: v for k, v in report.items() if not k.startswith("_")})
 
 
 #: ``--method`` name -> (add its arguments, run it on the frames).

@@ -1,0 +1,44 @@
+"""The cross-check: a model-based estimate far from the improved classical one is flagged
+and its sigma widened; one that agrees is left as it is; too few plateaux: not run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from campaign_builder import make_campaign
+
+from plato_cnn.classical import improved_bft
+from plato_cnn.crosscheck import DISAGREE_SIGMAS, cross_check
+from plato_cnn.reader import read_campaign
+from plato_sim.errors import PlatoFocusWarning
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    return read_campaign(make_campaign(tmp_path_factory.mktemp("xc")))
+
+
+def test_agreeing_estimate_is_left_alone(frames):
+    cl = improved_bft(frames, "gauss", n_boot=100, seed=0)
+    r = cross_check(frames, {"bft_degC": cl.bft_degC + 0.01, "sigma_degC": 0.2, "warnings": []})
+    assert r["sigma_degC"] == 0.2 and r["outside_model"] is False and not r["warnings"]
+    assert r["cross_check"]["ran"] and r["cross_check"]["disagreement_sigmas"] < DISAGREE_SIGMAS
+
+
+def test_disagreeing_estimate_is_flagged_and_widened(frames):
+    cl = improved_bft(frames, "gauss", n_boot=100, seed=0)
+    far = cl.bft_degC + 3.0
+    with pytest.warns(PlatoFocusWarning, match="outside what the model knows"):
+        r = cross_check(frames, {"bft_degC": far, "sigma_degC": 0.05, "warnings": ["w"]})
+    assert r["outside_model"] is True and r["warnings"][0] == "w" and len(r["warnings"]) == 2
+    assert r["sigma_degC"] == pytest.approx(math.hypot(0.05, far - cl.bft_degC))
+    assert abs(far - cl.bft_degC) <= r["sigma_degC"]  # the widened sigma covers the gap
+    assert r["cross_check"]["sigma_before_degC"] == 0.05
+
+
+def test_too_few_plateaux_is_reported_not_run(frames):
+    two = frames.select(frames.plateau_mask([-90.0, -80.0]))
+    r = cross_check(two, {"bft_degC": -80.0, "sigma_degC": 0.1, "warnings": []})
+    assert r["cross_check"]["ran"] is False and "plateaux" in r["cross_check"]["reason"]
+    assert r["sigma_degC"] == 0.1
