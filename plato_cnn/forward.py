@@ -123,6 +123,12 @@ CHI2_WARN_FIELD = 2.5
 #: step that lowered the cost by more than this fraction; smaller steps reuse them (exact
 #: residuals, approximate Jacobian: slower convergence near the end, same fixed point).
 JACOBIAN_REFRESH = 0.25
+#: Frames per optical state (the first ones) in the starting scan of the thermal offset.
+START_FRAMES_PER_STATE = 8
+#: Spectrum samples and sub-pixel grid (n x n) of the coarse grid that brackets the maximum
+#: of the expected EEF (and of the plot's curve over the plateaux); the maximum itself is
+#: placed by the full model with the exact ``n_sub x n_sub`` definition.
+COARSE_SEARCH = {"n_wavelengths": 3, "n_sub": 4}
 #: Pixel-response non-uniformity (fraction) in the variance (detector default, ASSUMED 1 %).
 PRNU_FRACTION = 0.01
 #: Cauchy scale of the robust loss (in sigmas of the normalised residual).
@@ -283,6 +289,12 @@ class ForwardModel:
         o = torch.cat(outs)
         return (o, torch.cat(jacs)) if with_jac else o
 
+    def jac(self, u: np.ndarray | torch.Tensor, chunk: int = 4) -> torch.Tensor:
+        """The derivatives of :meth:`otf` alone (its OTF already known at ``u``)."""
+        u = torch.as_tensor(u, dtype=self.dtype, device=self.dev)
+        with torch.no_grad():
+            return torch.cat([self._jac(u[s : s + chunk]) for s in range(0, u.shape[0], chunk)])
+
     def _jac(self, u: torch.Tensor) -> torch.Tensor:
         eng, sp, k = self.eng, self.sp_jac, self.k
         z = torch.einsum("bt,tlj->blj", u, self.dirs_jac)
@@ -306,8 +318,9 @@ class ForwardModel:
             inten = torch.cat(
                 [e0.real**2 + e0.imag**2, 2.0 * (e0.conj() * field[:, 1:]).real], dim=1
             )
-            o = torch.fft.rfft2(inten)
-            o = torch.cat([o[..., m - k :, : k + 1], o[..., : k + 1, : k + 1]], dim=-2)
+            # rfft2 pruned to the K+1 columns kept (the same numbers, ~1/3 fewer FFTs)
+            o = torch.fft.fft(torch.fft.rfft(inten, dim=-1)[..., : k + 1], dim=-2)
+            o = torch.cat([o[..., m - k :, :], o[..., : k + 1, :]], dim=-2)
             nrm = o[:, :1, k : k + 1, 0:1].real
             dn = o[:, 1:, k : k + 1, 0:1].real
             d = o[:, 1:] / nrm - o[:, :1] * dn / nrm**2
@@ -609,18 +622,21 @@ def _transfer_t(model, sig):
     return t * wq
 
 
-def _best_focus(model, p, n_sub, centre_um, step_um=8.0, fine_um=2.5, coarse_model=None):
+def _best_focus(
+    model, p, n_sub, centre_um, step_um=8.0, fine_um=2.5, coarse_model=None, coarse_n_sub=None
+):
     """Thermal shift maximising the field-averaged expected EEF; ``(dz*, F'', curve pts)``.
 
-    A coarse grid (``coarse_model``'s spectrum, default the model's) brackets the maximum;
-    a fine grid of the full model around it, fitted by a parabola, places it.
+    A coarse grid (``coarse_model``'s spectrum and a ``coarse_n_sub`` sub-pixel grid, default
+    the model's and ``n_sub``) brackets the maximum; a fine grid of the full model and the
+    exact ``n_sub x n_sub`` definition around it, fitted by a parabola, places it.
     """
     centre = float(centre_um)
     pts_dz, pts_v = [], []
     cm = coarse_model or model
     for _ in range(6):
         grid = centre + step_um * np.arange(-3, 4)
-        v = _field_curves(cm, p, grid, n_sub).mean(0)
+        v = _field_curves(cm, p, grid, coarse_n_sub or n_sub).mean(0)
         pts_dz += list(grid)
         pts_v += list(v)
         k = int(np.argmax(v))
@@ -631,13 +647,19 @@ def _best_focus(model, p, n_sub, centre_um, step_um=8.0, fine_um=2.5, coarse_mod
     den = y0 - 2 * y1 + y2
     x1 = grid[k] + (0.5 * step_um * (y0 - y2) / den if den < 0 else 0.0)
     fine = x1 + fine_um * np.arange(-2, 3)
-    vf = _field_curves(model, p, fine, n_sub).mean(0)
+    # the two points next to the centre carry the gradient w.r.t. p too (for the sigma)
+    v_out = _field_curves(model, p, fine[[0, 2, 4]], n_sub).mean(0)
+    v_m, g_m = _field_curves(model, p, fine[1:2], n_sub, grad=True)
+    v_p, g_p = _field_curves(model, p, fine[3:4], n_sub, grad=True)
+    vf = np.array([v_out[0], v_m.mean(), v_out[1], v_p.mean(), v_out[2]])
     c2, c1, _ = np.polyfit(fine - x1, vf, 2)
     xs = x1 - c1 / (2 * c2) if c2 < 0 else fine[int(np.argmax(vf))]
     xs = float(np.clip(xs, fine[0] - fine_um, fine[-1] + fine_um))
     pts_dz += list(fine)
     pts_v += list(vf)
-    return xs, 2 * c2, (np.asarray(pts_dz), np.asarray(pts_v))
+    # d(field-mean EEF)/dp at dz* from the central difference of dF/dp around it
+    dfdz_dp = (g_p - g_m) / (2 * fine_um)
+    return xs, 2 * c2, (np.asarray(pts_dz), np.asarray(pts_v)), dfdz_dp
 
 
 def _thermal_t(p, model, dz):
@@ -663,7 +685,7 @@ def forward_bft(
     stamp_px: int = 11,
     n_sub: int = 8,
     n_wavelengths: int = 10,
-    n_wavelengths_jacobian: int = 5,
+    n_wavelengths_jacobian: int = 3,
     fov_px: int = 16,
     quadratic: bool = False,
     s_prior: tuple[float, float] | None = None,
@@ -697,146 +719,225 @@ def forward_bft(
 
     Returns:
         The report dict: the keys of the CNN report (``fit``, ``bft_degC``, ``sigma_degC``,
-        ``obsids``, ``frames_used``, ``sign_ambiguous``, ``s_um_per_degC``,
-        ``s_sigma_um_per_degC``, ``s_measured``, ``s_prior_um_per_degC``,
-        ``plateau_head_correction_um``, ``n_plateaux``, ``template_shift_degC``,
-        ``p_behind_mean``, ``model``, ``model_version``, ``warnings``) plus ``wavefront``,
-        ``params``, ``chi2``, ``outside_model``, ``diagnostics`` and ``eef_curve``.
+        ``n_plateaux``, ``warnings``, ...) plus ``wavefront``, ``params``, ``chi2``,
+        ``outside_model``, ``diagnostics`` and ``eef_curve`` (docs/forward.md, API).
     """
-    from plato_sim._version import __version__
-
     t_start = time.perf_counter()
+    _check_args(stamp_px, max_iter, n_sub, fov_px)
+    torch.manual_seed(seed)
+    timing: dict[str, float] = {}
+    tick = _Ticker(timing)
+    c = _setup(frames, plateaux, include_unstable, stamp_px, min_frames, quadratic, s_prior)
+    c.model, c.fit = _build_model(
+        c, device, n_wavelengths, n_wavelengths_jacobian, fov_px, quadratic, stamp_px
+    )
+    tick("setup")
+    p, n_t, o, prior = _starting_point(c, chunk)
+    tick("start")
+    lm = _levenberg_marquardt(c.model, c.fit, p, n_t, o, prior, max_iter, tol, chunk)
+    tick("levenberg_marquardt")
+    cov, chi2_state, chi2_red, dof, n_par = _covariance(c, lm, prior, chunk)
+    tick("covariance")
+    warnings_out: list[str] = []
+    bf = _bft_and_sigma(c, lm.p, cov, n_sub, n_wavelengths_jacobian, systematic, warnings_out)
+    tick("t_bf")
+    chi2_tab = _chi2_tables(c, chi2_state, chi2_red, n_par, stamp_px)
+    _fit_warnings(c, chi2_tab, chi2_red, bf["t_bf"], warnings_out)
+    cdz, cval = _eef_curve(c, lm.p, bf["curve"], n_sub, n_wavelengths_jacobian)
+    wavefront = _wavefront_table(c.model, lm.p, c.all_theta, c.all_phi, bf["t_bf"])
+    tick("report")
+    report = _report(c, lm, cov, bf, chi2_tab, chi2_red, dof, wavefront, (cdz, cval), warnings_out)
+    report["diagnostics"] = _diagnostics(c, lm, device, n_wavelengths, n_sub, stamp_px, timing)
+    report["diagnostics"]["wall_s"] = wall = float(time.perf_counter() - t_start)
+    log.info(
+        "forward fit: T_BF %.3f +- %.3f degC, chi2_red %.3f, %.1f s",
+        bf["t_bf"], bf["sigma"], chi2_red, wall,
+    )  # fmt: skip
+    return report
+
+
+class _Ticker:
+    """Wall time of the named steps of one fit (``diagnostics["timing_s"]``)."""
+
+    def __init__(self, out: dict) -> None:
+        self.out, self.t = out, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        t = time.perf_counter()
+        self.out[name] = round(t - self.t, 3)
+        self.t = t
+
+
+def _check_args(stamp_px, max_iter, n_sub, fov_px) -> None:
     if stamp_px % 2 == 0 or not 5 <= stamp_px <= 13:
         raise ParameterError(f"stamp_px={stamp_px}: must be odd, in [5, 13]")
     if max_iter < 1:
         raise ParameterError(f"max_iter={max_iter}: must be >= 1")
     if n_sub < 2:
         raise ParameterError(f"n_sub={n_sub}: must be >= 2")
-    torch.manual_seed(seed)
-    warnings_out: list[str] = []
-    all_theta, all_phi = _field_table(frames)
-    sel, crop = _prepare(frames, plateaux, stamp_px, include_unstable)
-    n_frames = len(sel)
-    obsids = np.unique(sel.obsid)
-    n_pl = len(obsids)
-    if n_frames < min_frames:
+
+
+def _setup(frames, plateaux, include_unstable, stamp_px, min_frames, quadratic, s_prior):
+    """The frames used, their plateaux and temperatures (a namespace, ``c`` below)."""
+    from types import SimpleNamespace
+
+    c = SimpleNamespace()
+    c.all_theta, c.all_phi = _field_table(frames)
+    c.sel, c.crop = _prepare(frames, plateaux, stamp_px, include_unstable)
+    c.n_frames = len(c.sel)
+    c.obsids = np.unique(c.sel.obsid)
+    c.n_pl = len(c.obsids)
+    if c.n_frames < min_frames:
         raise InsufficientPlateaux(
-            f"forward fit: {n_frames} usable frames; need at least {min_frames}"
+            f"forward fit: {c.n_frames} usable frames; need at least {min_frames}"
         )
-    if quadratic and n_pl < 4:
+    if quadratic and c.n_pl < 4:
         raise InsufficientPlateaux(
-            f"forward fit: the quadratic thermal term needs >= 4 plateaux, got {n_pl}"
+            f"forward fit: the quadratic thermal term needs >= 4 plateaux, got {c.n_pl}"
         )
-    if s_prior is None and n_pl == 1:
+    if s_prior is None and c.n_pl == 1:
         s_prior = S_PRIOR_ONE_PLATEAU
     if s_prior is not None and not (np.isfinite(s_prior[0]) and s_prior[1] > 0):
         raise ParameterError(f"s_prior {s_prior}: need a finite mean and a sigma > 0")
-    t_pl = np.array([float(np.mean(sel.temperature_degC[sel.obsid == o])) for o in obsids])
-    t_ref = float(np.mean(t_pl))
+    c.s_prior = s_prior
+    c.t_pl = np.array(
+        [float(np.mean(c.sel.temperature_degC[c.sel.obsid == o])) for o in c.obsids]
+    )
+    return c
 
+
+def _build_model(c, device, n_wavelengths, n_wavelengths_jacobian, fov_px, quadratic, stamp_px):
+    """The forward model and the fit state (optical states = field x plateau)."""
     if stamp_px > fov_px - 3:
         raise ParameterError(f"stamp_px={stamp_px}: must be <= fov_px - 3 = {fov_px - 3}")
     eng = FastEngine(fov_px=fov_px, device=device, dtype=torch.float32)
     sp = ogse_spectrum(eng.camera, n_wavelengths)
-    design = FieldAberrations()
-    model = ForwardModel(all_theta, all_phi, sp, eng, design, t_ref, quadratic)
+    t_ref = float(np.mean(c.t_pl))
+    model = ForwardModel(c.all_theta, c.all_phi, sp, eng, FieldAberrations(), t_ref, quadratic)
     if 3 <= n_wavelengths_jacobian < n_wavelengths:
         model.set_jacobian_spectrum(ogse_spectrum(eng.camera, n_wavelengths_jacobian))
-    fid = _field_index(all_theta, all_phi, sel.field_theta_deg, sel.field_phi_deg)
-    pl_idx = np.searchsorted(obsids, sel.obsid)
-    key = fid * n_pl + pl_idx
-    ukeys, frame_state = np.unique(key, return_inverse=True)
-    state_field, state_pl = ukeys // n_pl, ukeys % n_pl
-    fit = _Fit(model, crop, state_field, t_pl[state_pl], frame_state, stamp_px)
+    fid = _field_index(c.all_theta, c.all_phi, c.sel.field_theta_deg, c.sel.field_phi_deg)
+    pl_idx = np.searchsorted(c.obsids, c.sel.obsid)
+    ukeys, c.frame_state = np.unique(fid * c.n_pl + pl_idx, return_inverse=True)
+    c.state_field, c.state_pl = ukeys // c.n_pl, ukeys % c.n_pl
+    fit = _Fit(model, c.crop, c.state_field, c.t_pl[c.state_pl], c.frame_state, stamp_px)
+    return model, fit
 
-    # ---- per-frame nuisances: flux from the box sum, offsets from centroids
-    cen = _centroids(crop)
+
+def _initial_nuisances(c) -> torch.Tensor:
+    """Per-frame nuisances: flux from the box sum, offsets from centroids, background 0."""
+    fit, model = c.fit, c.model
+    cen = _centroids(c.crop)
     nu = np.zeros((fit.data.shape[0], fit.data.shape[1], 4))
-    nu[frame_state, fit.slot, 0] = np.maximum(crop.sum(axis=(1, 2)), 1.0) / 0.97
-    nu[frame_state, fit.slot, 2:4] = cen
-    n_t = torch.as_tensor(nu, dtype=model.dtype, device=model.dev)
+    nu[c.frame_state, fit.slot, 0] = np.maximum(c.crop.sum(axis=(1, 2)), 1.0) / 0.97
+    nu[c.frame_state, fit.slot, 2:4] = cen
+    return torch.as_tensor(nu, dtype=model.dtype, device=model.dev)
 
-    # ---- start: scan the thermal offset on a subset of fields
-    p = model.initial_params(0.0)
-    prior_mean, prior_sig = _prior(model, p, s_prior)
-    p, n_t = _start(model, fit, p, n_t, t_pl, state_pl, chunk)
+
+def _starting_point(c, chunk):
+    """Design parameters, the scanned thermal offset and the per-frame nuisances; the prior
+    (centred on the design, the scanned ``b`` and, unless given, ``s``)."""
+    n_t = _initial_nuisances(c)
+    p = c.model.initial_params(0.0)
+    prior_mean, prior_sig = _prior(c.model, p, c.s_prior)
+    p, n_t, o = _start(c.model, c.fit, p, n_t, c.t_pl, c.state_pl, chunk)
     prior_mean[_IX["b_um"]] = p[_IX["b_um"]]
-    if s_prior is None:
+    if c.s_prior is None:
         prior_mean[_IX["s_um_per_degC"]] = p[_IX["s_um_per_degC"]]
+    return p, n_t, o, (prior_mean, prior_sig)
 
-    # ---- Levenberg-Marquardt
-    lam = 1e-3
-    n_iter, n_otf, n_jac = 0, 0, 0
-    hist = []
-    cost = None
-    prec = None
-    jac, fresh = None, True
+
+def _levenberg_marquardt(model, fit, p, n_t, o, prior, max_iter, tol, chunk):
+    """Levenberg-Marquardt on every parameter (nuisances by Schur complement), from ``p``
+    whose OTFs ``o`` are known.
+
+    Returns a namespace: ``p``, ``n_t``, ``blocks`` (the last normal equations), ``o_last``
+    (the OTFs at ``p``), ``lam``, ``n_iter``, ``n_otf``, ``n_jac``, ``hist``.
+    """
+    from types import SimpleNamespace
+
+    prior_mean, prior_sig = prior
+    lm = SimpleNamespace(p=p, n_t=n_t, o_last=o, lam=1e-3, n_iter=0, n_otf=0, n_jac=0, hist=[])
+    jac, fresh, rel = None, True, 0.0
     for it in range(max_iter):
+        # the OTFs at p are those of the accepted step (or of the start): never recomputed;
+        # near convergence the OTF derivatives barely move: kept
         if jac is None or fresh:
-            o, jac = model.otf(fit.local(p), with_jac=True)
-            n_otf += len(o) * len(LOCAL_TERMS)
-            n_jac += 1
-        else:  # near convergence the OTF derivatives barely move: keep them
-            o = model.otf(fit.local(p))
-            n_otf += len(o)
-        cost, _, blocks = fit.evaluate(p, n_t, o, jac, chunk=chunk)
-        cost += _prior_cost(p, prior_mean, prior_sig, model.free)
-        var = fit.last_var
-        hist.append(cost)
-        accepted, converged = False, False
-        for _ in range(5):
-            dp, dn, prec, pred = _solve(
-                blocks, p, n_t, fit.valid, lam, model.free, prior_mean, prior_sig
-            )
-            if pred < max(0.05, tol * cost):  # nothing significant left to gain
-                converged = True
-                break
-            p_new = p + dp
-            p_new[_IX["diffusion_sigma_px"]] = max(p_new[_IX["diffusion_sigma_px"]], 0.01)
-            n_new = n_t + dn.to(model.dtype)
-            n_new[..., 2:4] = n_new[..., 2:4].clamp(-1.5, 1.5)
-            o_new = model.otf(fit.local(p_new))
-            n_otf += len(o_new)
-            c_new, _ = fit.evaluate(p_new, n_new, o_new, var=var, chunk=chunk)
-            c_new += _prior_cost(p_new, prior_mean, prior_sig, model.free)
-            if c_new < cost:
-                accepted = True
-                rel = (cost - c_new) / max(cost, 1e-30)
-                if cost - c_new < 0.05:  # cost is chi^2 / 2: an insignificant change
-                    rel = 0.0
-                p, n_t, lam = p_new, n_new, max(lam / 5.0, 1e-7)
-                fresh = rel > JACOBIAN_REFRESH
-                break
-            lam *= 8.0
-        n_iter = it + 1
-        log.info("forward fit iteration %d: cost %.6g, lambda %.2g", it, cost, lam)
+            jac = model.jac(fit.local(lm.p))
+            lm.n_otf += len(jac) * (len(LOCAL_TERMS) - 1)
+            lm.n_jac += 1
+        cost, _, lm.blocks = fit.evaluate(lm.p, lm.n_t, lm.o_last, jac, chunk=chunk)
+        cost += _prior_cost(lm.p, prior_mean, prior_sig, model.free)
+        lm.hist.append(cost)
+        accepted, converged, rel = _lm_step(model, fit, lm, cost, prior, tol, chunk)
+        if accepted:
+            fresh = rel > JACOBIAN_REFRESH
+        lm.n_iter = it + 1
+        log.info("forward fit iteration %d: cost %.6g, lambda %.2g", it, cost, lm.lam)
         if converged or not accepted or rel < tol:
             break
+    return lm
 
-    # ---- covariance from the last Jacobian (one step before the solution: converged, the
-    # difference is negligible), chi^2 at the solution
-    o = model.otf(fit.local(p))
-    n_otf += len(o)
-    _, chi2_state = fit.evaluate(p, n_t, o, chunk=chunk)
-    _, _, prec, _ = _solve(blocks, p, n_t, fit.valid, 0.0, model.free, prior_mean, prior_sig)
-    n_par = int(model.free.sum()) + 4 * n_frames
+
+def _lm_step(model, fit, lm, cost, prior, tol, chunk):
+    """One damped step (up to 5 damping increases); updates ``lm`` when accepted.
+
+    Returns ``(accepted, converged, relative cost decrease)``.
+    """
+    prior_mean, prior_sig = prior
+    var = fit.last_var
+    for _ in range(5):
+        dp, dn, _, pred = _solve(
+            lm.blocks, lm.p, lm.n_t, fit.valid, lm.lam, model.free, prior_mean, prior_sig
+        )
+        if pred < max(0.05, tol * cost):  # nothing significant left to gain
+            return False, True, 0.0
+        p_new = lm.p + dp
+        p_new[_IX["diffusion_sigma_px"]] = max(p_new[_IX["diffusion_sigma_px"]], 0.01)
+        n_new = lm.n_t + dn.to(model.dtype)
+        n_new[..., 2:4] = n_new[..., 2:4].clamp(-1.5, 1.5)
+        o_new = model.otf(fit.local(p_new))
+        lm.n_otf += len(o_new)
+        c_new, _ = fit.evaluate(p_new, n_new, o_new, var=var, chunk=chunk)
+        c_new += _prior_cost(p_new, prior_mean, prior_sig, model.free)
+        if c_new < cost:
+            rel = (cost - c_new) / max(cost, 1e-30)
+            if cost - c_new < 0.05:  # cost is chi^2 / 2: an insignificant change
+                rel = 0.0
+            lm.p, lm.n_t, lm.lam = p_new, n_new, max(lm.lam / 5.0, 1e-7)
+            lm.o_last = o_new
+            return True, False, rel
+        lm.lam *= 8.0
+    return False, False, 0.0
+
+
+def _covariance(c, lm, prior, chunk):
+    """Laplace covariance of the camera parameters (from the last Jacobian: one step before
+    the solution; converged, the difference is negligible), scaled by ``max(1, chi2_red)``;
+    chi^2 per state at the solution.  Returns ``cov, chi2_state, chi2_red, dof, n_par``."""
+    model, fit, p = c.model, c.fit, lm.p
+    _, chi2_state = fit.evaluate(p, lm.n_t, lm.o_last, chunk=chunk)
+    _, _, prec, _ = _solve(lm.blocks, p, lm.n_t, fit.valid, 0.0, model.free, *prior)
+    n_par = int(model.free.sum()) + 4 * c.n_frames
     dof = max(fit.n_obs - n_par, 1)
     chi2_red = float(chi2_state.sum() / dof)
     fr = model.free
     cov = np.zeros((len(p), len(p)))
     cov[np.ix_(fr, fr)] = np.linalg.pinv(prec[np.ix_(fr, fr)])
-    scale = max(1.0, chi2_red)
-    cov *= scale
+    cov *= max(1.0, chi2_red)
+    return cov, chi2_state, chi2_red, dof, n_par
 
-    # ---- T_BF by the definition, and its sigma
-    centre = _predicted_dz(model, p, fit, n_t, chi2_state, state_pl, t_pl)
-    dz_star, curv, (cdz, cval) = _best_focus(
-        model, p, n_sub, centre, coarse_model=model.coarse(n_wavelengths_jacobian)
-    )
-    h = 2.5
-    _, g_plus = _field_curves(model, p, [dz_star + h], n_sub, grad=True)
-    _, g_minus = _field_curves(model, p, [dz_star - h], n_sub, grad=True)
-    ddz_dp = -((g_plus - g_minus) / (2 * h)) / curv if curv < 0 else np.zeros(len(p))
+
+def _bft_and_sigma(c, p, cov, n_sub, n_wavelengths_jacobian, systematic, warnings_out):
+    """``T_BF`` by the definition and its sigma (implicit-function derivative of the argmax,
+    the thermal parameters analytic; the calibrated systematic term in quadrature)."""
+    model, n_pl = c.model, c.n_pl
+    centre = _predicted_dz(model, p)
+    dz_star, curv, curve, dfdz_dp = _best_focus(
+        model, p, n_sub, centre, coarse_model=model.coarse(COARSE_SEARCH["n_wavelengths"]),
+        coarse_n_sub=min(n_sub, COARSE_SEARCH["n_sub"]),
+    )  # fmt: skip
+    ddz_dp = -dfdz_dp / curv if curv < 0 else np.zeros(len(p))
     t_bf, slope, tc = _thermal_t(p, model, dz_star)
     grad_t = ddz_dp / slope
     grad_t[_IX["b_um"]] = -1.0 / slope
@@ -854,32 +955,46 @@ def forward_bft(
         )
     s_hat = float(p[_IX["s_um_per_degC"]] + 2 * p[_IX["q_um_per_degC2"]] * tc)
     s_sig = float(math.sqrt(max(cov[_IX["s_um_per_degC"], _IX["s_um_per_degC"]], 0.0)))
+    return dict(
+        t_bf=t_bf, sigma=sigma, sigma_stat=sigma_stat, dz_star=dz_star, curve=curve,
+        s_hat=s_hat, s_sig=s_sig,
+    )  # fmt: skip
 
-    # ---- chi^2 per field and per plateau; outside-model test
-    sfield = np.asarray(state_field)
+
+def _chi2_tables(c, chi2_state, chi2_red, n_par, stamp_px):
+    """Reduced chi^2 per field and per plateau, and the outside-model verdict."""
+    sfield = np.asarray(c.state_field)
     npx = stamp_px * stamp_px
-    cnt_state = np.bincount(frame_state, minlength=len(state_field)) * npx
-    dof_frac = max(1.0 - n_par / fit.n_obs, 0.05)
+    cnt_state = np.bincount(c.frame_state, minlength=len(c.state_field)) * npx
+    dof_frac = max(1.0 - n_par / c.fit.n_obs, 0.05)
     chi2_field = {}
     for f in np.unique(sfield):
         m = sfield == f
         chi2_field[int(f)] = float(chi2_state[m].sum() / (cnt_state[m].sum() * dof_frac))
     chi2_plateau = {}
-    for k, ob in enumerate(obsids):
-        m = state_pl == k
+    for k, ob in enumerate(c.obsids):
+        m = c.state_pl == k
         chi2_plateau[int(ob)] = float(chi2_state[m].sum() / (cnt_state[m].sum() * dof_frac))
     worst_f = max(chi2_field, key=chi2_field.get)
     outside = chi2_red > CHI2_WARN or chi2_field[worst_f] > CHI2_WARN_FIELD
-    if outside:
+    return dict(field=chi2_field, plateau=chi2_plateau, worst=worst_f, outside=outside)
+
+
+def _fit_warnings(c, chi2_tab, chi2_red, t_bf, warnings_out) -> None:
+    """Outside-model, one-plateau and extrapolation warnings (issued and collected)."""
+    t_pl, s_prior = c.t_pl, c.s_prior
+    if chi2_tab["outside"]:
+        worst_f = chi2_tab["worst"]
         warnings_out.append(
             warn(
                 f"forward fit: reduced chi^2 {chi2_red:.2f} (worst field {worst_f}: "
-                f"{chi2_field[worst_f]:.2f}; thresholds {CHI2_WARN}, {CHI2_WARN_FIELD}): the "
-                "camera's images are not described by the fitted wavefront basis (an "
-                "aberration outside it?); T_BF may be biased beyond its sigma"
+                f"{chi2_tab['field'][worst_f]:.2f}; thresholds {CHI2_WARN}, "
+                f"{CHI2_WARN_FIELD}): the camera's images are not described by the fitted "
+                "wavefront basis (an aberration outside it?); T_BF may be biased beyond its "
+                "sigma"
             )
         )
-    if n_pl == 1:
+    if c.n_pl == 1:
         warnings_out.append(
             warn(
                 f"forward fit: one plateau: s is the prior {s_prior[0]:g} +- {s_prior[1]:g} "
@@ -894,18 +1009,25 @@ def forward_bft(
             )
         )
 
-    # ---- the model's EEF curve over the plateaux (for the plot; 5-wavelength spectrum away
-    # from the maximum, whose points are the full model's)
+
+def _eef_curve(c, p, curve, n_sub, n_wavelengths_jacobian):
+    """The model's EEF curve over the plateaux (for the plot): the search points near the
+    maximum (full model) and 7 points over the plateaux (coarse spectrum), sorted."""
+    cdz, cval = curve
+    t_pl, model = c.t_pl, c.model
     t_grid = np.linspace(min(t_pl) - 1.0, max(t_pl) + 1.0, 7)
     tcg = t_grid - model.t_ref
     dz_grid = p[_IX["b_um"]] + p[_IX["s_um_per_degC"]] * tcg + p[_IX["q_um_per_degC2"]] * tcg**2
-    v_grid = _field_curves(model.coarse(n_wavelengths_jacobian), p, dz_grid, n_sub).mean(0)
+    coarse = model.coarse(COARSE_SEARCH["n_wavelengths"])
+    v_grid = _field_curves(coarse, p, dz_grid, min(n_sub, COARSE_SEARCH["n_sub"])).mean(0)
     cdz = np.concatenate([cdz, dz_grid])
     cval = np.concatenate([cval, v_grid])
     order = np.argsort(cdz)
-    cdz, cval = cdz[order], cval[order]
+    return cdz[order], cval[order]
 
-    # ---- wavefront per field (nm), at T_BF
+
+def _wavefront_table(model, p, all_theta, all_phi, t_bf):
+    """Per field: position, Z4..Z11 (nm) at ``T_BF`` and the focal offset (um)."""
     u_bf = model.local_matrix(np.arange(len(all_theta)), np.full(len(all_theta), t_bf)) @ p
     wavefront = []
     for f in range(len(all_theta)):
@@ -915,30 +1037,55 @@ def forward_bft(
         for j in range(5, 12):
             d[f"Z{j}_nm"] = float(u_bf[f, j - 4])
         wavefront.append(d)
-    wall = time.perf_counter() - t_start
+    return wavefront
+
+
+def _diagnostics(c, lm, device, n_wavelengths, n_sub, stamp_px, timing) -> dict:
+    return {
+        "iterations": int(lm.n_iter),
+        "cost_history": [float(x) for x in lm.hist],
+        "otf_evaluations": int(lm.n_otf),
+        "jacobian_evaluations": int(lm.n_jac),
+        "wall_s": None,
+        "device": str(device),
+        "states": int(len(c.state_field)),
+        "stamp_px": int(stamp_px),
+        "n_wavelengths": int(n_wavelengths),
+        "n_sub": int(n_sub),
+        "lm_lambda": float(lm.lam),
+        "timing_s": timing,
+    }
+
+
+def _report(c, lm, cov, bf, chi2_tab, chi2_red, dof, wavefront, curve, warnings_out):
+    """The report dict (but ``diagnostics``)."""
+    from plato_sim._version import __version__
+
+    p, model, t_pl, s_prior = lm.p, c.model, c.t_pl, c.s_prior
+    cdz, cval = curve
     sigma_p = np.sqrt(np.clip(np.diag(cov), 0, None))
-    report = {
+    return {
         "fit": "forward-model",
-        "bft_degC": float(t_bf),
-        "sigma_degC": float(sigma),
-        "obsids": [int(o) for o in obsids],
-        "frames_used": int(n_frames),
+        "bft_degC": float(bf["t_bf"]),
+        "sigma_degC": float(bf["sigma"]),
+        "obsids": [int(o) for o in c.obsids],
+        "frames_used": int(c.n_frames),
         "sign_ambiguous": False,
-        "s_um_per_degC": s_hat,
-        "s_sigma_um_per_degC": s_sig,
-        "s_measured": bool(n_pl >= 2),
+        "s_um_per_degC": bf["s_hat"],
+        "s_sigma_um_per_degC": bf["s_sig"],
+        "s_measured": bool(c.n_pl >= 2),
         "s_prior_um_per_degC": list(s_prior) if s_prior is not None else None,
         "plateau_head_correction_um": None,
-        "n_plateaux": int(n_pl),
+        "n_plateaux": int(c.n_pl),
         "template_shift_degC": 0.0,
         "p_behind_mean": None,  # no side-of-focus classifier: the fit sees the side directly
         "model": "forward (fast engine, free field-dependent Zernikes)",
         "model_version": __version__,
         "warnings": warnings_out,
         # own keys
-        "sigma_stat_degC": sigma_stat,
+        "sigma_stat_degC": bf["sigma_stat"],
         "t0_degC": float(_thermal_t(p, model, 0.0)[0]),
-        "dz_th_at_bf_um": float(dz_star),
+        "dz_th_at_bf_um": float(bf["dz_star"]),
         "plateaux_degC": [float(t) for t in t_pl],
         "params": {n: float(v) for n, v in zip(PARAM_NAMES, p, strict=True)},
         "params_sigma": {n: float(v) for n, v in zip(PARAM_NAMES, sigma_p, strict=True)},
@@ -946,34 +1093,20 @@ def forward_bft(
         "chi2": {
             "reduced": chi2_red,
             "dof": int(dof),
-            "per_field": {str(k): v for k, v in chi2_field.items()},
-            "per_plateau": {str(k): v for k, v in chi2_plateau.items()},
+            "per_field": {str(k): v for k, v in chi2_tab["field"].items()},
+            "per_plateau": {str(k): v for k, v in chi2_tab["plateau"].items()},
         },
-        "outside_model": bool(outside),
+        "outside_model": bool(chi2_tab["outside"]),
         "eef_curve": {
             "dz_th_um": [float(x) for x in cdz],
             "eef": [float(x) for x in cval],
             "temperature_degC": [float(_thermal_t(p, model, x)[0]) for x in cdz],
         },
-        "diagnostics": {
-            "iterations": int(n_iter),
-            "cost_history": [float(c) for c in hist],
-            "otf_evaluations": int(n_otf),
-            "jacobian_evaluations": int(n_jac),
-            "wall_s": float(wall),
-            "device": str(device),
-            "states": int(len(state_field)),
-            "stamp_px": int(stamp_px),
-            "n_wavelengths": int(n_wavelengths),
-            "n_sub": int(n_sub),
-            "lm_lambda": float(lam),
-        },
-        "examples": _examples(model, fit, p, n_t, o, state_field, state_pl, obsids, t_pl, t_bf),
+        "examples": _examples(
+            model, c.fit, p, lm.n_t, lm.o_last, c.state_field, c.state_pl, c.obsids, t_pl,
+            bf["t_bf"],
+        ),
     }
-    log.info(
-        "forward fit: T_BF %.3f +- %.3f degC, chi2_red %.3f, %.1f s", t_bf, sigma, chi2_red, wall
-    )
-    return report
 
 
 def _examples(model, fit, p, n_t, o, state_field, state_pl, obsids, t_pl, t_bf, n_show=3):
@@ -1040,7 +1173,7 @@ def _start(model, fit, p, n_t, t_pl, state_pl, chunk):
         q = p.copy()
         q[_IX["b_um"]] = b
         o = mc.otf(fit.local(q)[sub])
-        cost = _profiled_cost(model, fit, q, n_t, o, sub)
+        cost = _profiled_cost(model, fit, q, n_t, o, sub, START_FRAMES_PER_STATE)
         if best is None or cost < best[0]:
             best = (cost, b)
     p = p.copy()
@@ -1049,15 +1182,18 @@ def _start(model, fit, p, n_t, t_pl, state_pl, chunk):
     o = model.otf(fit.local(p))
     for _ in range(3):
         n_t = _nuisance_step(model, fit, p, n_t, o, chunk)
-    return p, n_t
+    return p, n_t, o
 
 
-def _profiled_cost(model, fit, p, n_t, o, sub):
+def _profiled_cost(model, fit, p, n_t, o, sub, n_frames=None):
+    """Robust cost of the states ``sub`` (their first ``n_frames`` frames), flux and
+    background profiled out."""
     sig = float(p[_IX["diffusion_sigma_px"]])
     tr, _ = model.transfer(sig)
-    st = model.stamps((o * tr)[:, None], n_t[sub, :, 2:4], fit.size)[:, :, 0]
-    d = fit.data[sub]
-    v = fit.valid[sub]
+    fs = slice(0, n_frames)
+    st = model.stamps((o * tr)[:, None], n_t[sub, fs, 2:4], fit.size)[:, :, 0]
+    d = fit.data[sub, fs]
+    v = fit.valid[sub, fs]
     # flux, bg by unweighted linear least squares per frame
     s1 = st.sum((-2, -1))
     s2 = (st * st).sum((-2, -1))
@@ -1101,7 +1237,7 @@ def _nuisance_step(model, fit, p, n_t, o, chunk):
     return torch.cat(out)
 
 
-def _predicted_dz(model, p, fit, n_t, chi2_state, state_pl, t_pl):
+def _predicted_dz(model, p):
     """Starting centre of the T_BF search: minus the mean focal offset of the fields."""
     n_f = len(model.fx)
     return -float(np.mean([_focal_only(model, p, f) for f in range(n_f)]))

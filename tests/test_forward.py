@@ -185,3 +185,52 @@ def test_report_is_json_and_plot_keeps_the_backend(noisy, tmp_path):
     assert len(fig.axes) >= 4
     fig.savefig(tmp_path / "forward.png", dpi=60)
     assert (tmp_path / "forward.png").stat().st_size > 1000
+
+
+def test_systematic_term_is_added_in_quadrature(noisy):
+    import math
+
+    from plato_cnn.forward import SYSTEMATIC_SIGMA_DEGC
+
+    _, rep = noisy
+    sys_sigma = SYSTEMATIC_SIGMA_DEGC.get(str(rep["n_plateaux"]))
+    if sys_sigma is None:
+        assert rep["sigma_degC"] == rep["sigma_stat_degC"]
+        assert any("systematic" in w for w in rep["warnings"])
+    else:
+        assert rep["sigma_degC"] == pytest.approx(math.hypot(rep["sigma_stat_degC"], sys_sigma))
+        assert not any("systematic" in w for w in rep["warnings"])
+    # the named steps of the fit are timed
+    steps = {"setup", "start", "levenberg_marquardt", "covariance", "t_bf", "report"}
+    assert steps <= set(rep["diagnostics"]["timing_s"])
+
+
+def test_jacobian_pass_alone_matches_the_joint_one(setup):
+    from plato_cnn.forward import ForwardModel
+    from plato_sim.optics.wavefront import FieldAberrations
+
+    s = setup
+    m = ForwardModel(s["theta"], s["phi"], s["sp"], s["eng"], FieldAberrations(), -80.0)
+    p = m.initial_params(-20.0)
+    u = m.local_matrix(np.arange(len(s["theta"])), np.full(len(s["theta"]), -80.0)) @ p
+    o, j = m.otf(u, with_jac=True)
+    assert torch.equal(m.jac(u), j)
+    assert torch.equal(o, m.otf(u))
+    assert torch.allclose(o, s["eng"].otf(m.zernikes(torch.as_tensor(u, dtype=m.dtype)), s["sp"]))
+
+
+def test_systematic_table_gives_68_percent_coverage():
+    from plato_cnn.pipelines.calibrate_forward import systematic_from_errors
+
+    rng = np.random.default_rng(0)
+    per_cam = []
+    for _ in range(200):
+        stat = 0.002
+        e = {n: (float(rng.normal(0, 0.02 if n != "1" else 0.3)), stat, 1.0) for n in "5321"}
+        per_cam.append(e)
+    tab = systematic_from_errors(per_cam)
+    for n in "5321":
+        assert 0.66 <= tab[n]["coverage"] <= 0.70
+        assert tab[n]["coverage_stat_only"] < 0.2
+    assert tab["5"]["systematic_sigma_degC"] == pytest.approx(0.02, rel=0.2)
+    assert tab["1"]["systematic_sigma_degC"] == pytest.approx(0.3, rel=0.2)
