@@ -137,7 +137,7 @@ def test_runner_runs_records_failures_and_fills_the_readme(tmp_path, monkeypatch
 
 
 # ---------------------------------------------------------------- the examples
-@pytest.mark.parametrize("name", ["quickstart", "pretrain_small", "finetune"])
+@pytest.mark.parametrize("name", ["quickstart", "pretrain_small", "finetune", "own_arrays"])
 def test_examples_have_a_main_with_an_output_folder(name, capsys):
     with pytest.raises(SystemExit) as exc:
         _example(name).main(["--help"])
