@@ -113,7 +113,9 @@ PRIOR_SIGMA = {
 #: Thermal sensitivity prior used when one plateau cannot measure ``s`` (um/degC).
 S_PRIOR_ONE_PLATEAU = (10.0, 3.0)
 #: Calibrated systematic sigma (degC) by number of plateaux, added in quadrature.  Empty until
-#: calibrated on in-family emulated cameras (``{"5": 0.02, ...}``); the hook is here.
+#: calibrated on in-family emulated cameras (``{"5": 0.02, ...}``) by
+#: ``python -m plato_cnn.pipelines.calibrate_forward --cameras N --workdir DIR`` (not yet run
+#: to the end as of 2026-12-03: the table goes here with N, the date and the command).
 SYSTEMATIC_SIGMA_DEGC: dict[str, float] = {}
 #: Reduced chi^2 (whole fit, or any single field) above which the model is declared
 #: inadequate (an aberration outside the fitted basis): warning and ``outside_model``.
@@ -800,9 +802,7 @@ def _setup(frames, plateaux, include_unstable, stamp_px, min_frames, quadratic, 
     if s_prior is not None and not (np.isfinite(s_prior[0]) and s_prior[1] > 0):
         raise ParameterError(f"s_prior {s_prior}: need a finite mean and a sigma > 0")
     c.s_prior = s_prior
-    c.t_pl = np.array(
-        [float(np.mean(c.sel.temperature_degC[c.sel.obsid == o])) for o in c.obsids]
-    )
+    c.t_pl = np.array([float(np.mean(c.sel.temperature_degC[c.sel.obsid == o])) for o in c.obsids])
     return c
 
 
@@ -1103,7 +1103,15 @@ def _report(c, lm, cov, bf, chi2_tab, chi2_red, dof, wavefront, curve, warnings_
             "temperature_degC": [float(_thermal_t(p, model, x)[0]) for x in cdz],
         },
         "examples": _examples(
-            model, c.fit, p, lm.n_t, lm.o_last, c.state_field, c.state_pl, c.obsids, t_pl,
+            model,
+            c.fit,
+            p,
+            lm.n_t,
+            lm.o_last,
+            c.state_field,
+            c.state_pl,
+            c.obsids,
+            t_pl,
             bf["t_bf"],
         ),
     }

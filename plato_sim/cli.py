@@ -159,7 +159,6 @@ def _add_dataset_commands(sub) -> None:
     p.add_argument("dir", help="dataset folder")
     p.add_argument(
         "--gallery",
-        type=output_file(),
         default=None,
         help="write a gallery PNG of samples here (never inside the dataset)",
     )

@@ -1,0 +1,132 @@
+"""Calibration of the forward-model fit's sigma (:func:`plato_cnn.forward.forward_bft`).
+
+The Laplace sigma of the forward fit only sees the photon and read noise through the fitted
+model; what the model cannot represent (the emulator's aberrations beyond the fitted field
+dependence, the parabola placing the maximum, the truth's own numerical floor) is a
+systematic error.  It is measured here on emulated **in-family** calibration cameras (the
+calibration seed stream of :func:`plato_cnn.pipelines.calibrate.emulate_calibration_set`,
+none of them in a benchmark's camera set; never the out-of-family cameras), for each number
+of plateaux (:data:`plato_cnn.pipelines.calibrate.PLATEAU_SUBSETS`), by the method of
+:func:`plato_cnn.pipelines.calibrate.calibrate_systematic`: the quadrature term that makes
+``|error| <= sigma`` hold for ~68 % of the cameras.  The result is the table to paste into
+:data:`plato_cnn.forward.SYSTEMATIC_SIGMA_DEGC`.
+
+Usage::
+
+    python -m plato_cnn.pipelines.calibrate_forward --cameras 12 --workdir /tmp/fw_calib \
+        [--workers 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS, emulate_calibration_set
+from plato_sim.workers import map_jobs, pin_one_thread
+
+__all__ = ["calibrate_forward_systematic", "forward_camera_errors", "systematic_from_errors"]
+
+#: The calibration campaigns' size (small: 20 fields x 3 dithers x 2 frames x 5 plateaux).
+CALIB_CAMPAIGN = dict(seed=91_000, fields=20, dithers=3, frames=2)
+
+
+def forward_camera_errors(job: tuple) -> dict[str, tuple[float, float, float]]:
+    """``{"5"|"3"|"2"|"1": (error, sigma without systematic, wall s)}`` of one camera;
+    ``job = (folder, true T_BF[, cache])``: the result is kept in ``cache`` (default
+    ``folder + ".forward_errors.json"``; ``""``: not kept)."""
+    pin_one_thread()
+    import warnings
+
+    from plato_cnn.forward import forward_bft
+    from plato_cnn.reader import read_campaign
+
+    folder, truth = job[:2]
+    cache = Path(job[2] if len(job) > 2 else folder + ".forward_errors.json")
+    if job[2:] == ("",):
+        cache = None
+    if (
+        cache is not None and cache.exists()
+    ):  # one camera's result, kept so that an interrupted run resumes
+        return {k: tuple(v) for k, v in json.loads(cache.read_text()).items()}
+    fr = read_campaign(folder)
+    out = {}
+    for n, sub in PLATEAU_SUBSETS.items():
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = forward_bft(fr, plateaux=sub, systematic=False)
+        out[str(n)] = (r["bft_degC"] - truth, r["sigma_degC"], time.perf_counter() - t)
+    if cache is not None:
+        cache.write_text(json.dumps(out))
+    return out
+
+
+def systematic_from_errors(per_cam: list[dict]) -> dict[str, dict]:
+    """Per plateau count: the quadrature systematic term giving 68 % coverage, and stats.
+
+    ``sys`` is the smallest value with ``|e_i| <= hypot(sigma_i, sys)`` for 68.27 % of the
+    cameras: the 68.27th percentile of ``sqrt(max(0, e_i^2 - sigma_i^2))``.
+    """
+    out = {}
+    for n in [str(k) for k in PLATEAU_SUBSETS]:
+        e = np.asarray([c[n][0] for c in per_cam])
+        s = np.asarray([c[n][1] for c in per_cam])
+        need = np.sqrt(np.maximum(0.0, e**2 - s**2))
+        sys_sigma = float(np.percentile(need, 68.27))
+        out[n] = {
+            "systematic_sigma_degC": sys_sigma,
+            "rms_error_degC": float(np.sqrt(np.mean(e**2))),
+            "bias_degC": float(np.mean(e)),
+            "median_stat_sigma_degC": float(np.median(s)),
+            "coverage_stat_only": float(np.mean(np.abs(e) <= s)),
+            "coverage": float(np.mean(np.abs(e) <= np.hypot(s, sys_sigma) * (1 + 1e-9))),
+            "mean_wall_s": float(np.mean([c[n][2] for c in per_cam])),
+        }
+    return out
+
+
+def calibrate_forward_systematic(workdir: str | Path, n_cameras: int = 12, workers: int = 2):
+    """Emulate (or reuse) ``n_cameras`` in-family calibration cameras under ``workdir``, fit
+    each with 5, 3, 2 and 1 plateaux and return the systematic table and per-camera errors."""
+    campaigns = emulate_calibration_set(
+        workdir, n_cameras, workers=workers, **CALIB_CAMPAIGN
+    )  # fmt: skip
+    jobs = [(str(f), float(t)) for f, t in campaigns]
+    per_cam = map_jobs(forward_camera_errors, jobs, workers)
+    table = systematic_from_errors(per_cam)
+    return {
+        "n_cameras": len(campaigns),
+        "campaign": CALIB_CAMPAIGN,
+        "date": time.strftime("%Y-%m-%d"),
+        "systematic_sigma_degC": {
+            k: round(v["systematic_sigma_degC"], 4) for k, v in table.items()
+        },
+        "by_plateaux": table,
+        "per_camera": [
+            {"folder": f, "truth_degC": t, "results": c}
+            for (f, t), c in zip(jobs, per_cam, strict=True)
+        ],
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cameras", type=int, default=12)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json", default=None, help="write the full result here")
+    a = ap.parse_args(argv)
+    res = calibrate_forward_systematic(a.workdir, a.cameras, a.workers)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k != "per_camera"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
