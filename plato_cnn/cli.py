@@ -200,8 +200,8 @@ def _forward_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _forward_run(args: argparse.Namespace, frames) -> dict:
-    from plato_cnn.forward import forward_bft, plot_forward_bft
-    from plato_cnn.report import save_figure
+    from plato_cnn.forward import forward_bft
+    from plato_cnn.report import plot_forward_bft, save_figure
 
     report = forward_bft(
         frames,

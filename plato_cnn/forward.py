@@ -76,7 +76,6 @@ from plato_sim.truth.bestfocus import subpixel_grid
 
 __all__ = [
     "forward_bft",
-    "plot_forward_bft",
     "ForwardModel",
     "PARAM_NAMES",
     "LOCAL_TERMS",
@@ -1256,71 +1255,3 @@ def _predicted_dz(model, p):
 
 
 # ------------------------------------------------------------------------------ plot
-def plot_forward_bft(report: dict, frames, ax=None, n_fields_shown: int = 3):
-    """EEF against TRP1 (model curve and each plateau's measured mean EEF), and data / model /
-    residual stamps of a few fields.  Returns the :class:`matplotlib.figure.Figure`; does not
-    change the matplotlib backend (``ax``: draw the EEF panel there, no stamp panels)."""
-    from matplotlib.figure import Figure
-
-    from plato_cnn.metrics import frame_eef
-
-    if ax is not None:
-        fig = ax.figure
-        axes_stamps = None
-    else:
-        fig = Figure(figsize=(10, 3.2 + 1.9 * n_fields_shown))
-        gs = fig.add_gridspec(1 + n_fields_shown, 3, height_ratios=[2.2] + [1] * n_fields_shown)
-        ax = fig.add_subplot(gs[0, :])
-        axes_stamps = [
-            [fig.add_subplot(gs[1 + r, c]) for c in range(3)] for r in range(n_fields_shown)
-        ]
-    curve = report["eef_curve"]
-    order = np.argsort(curve["temperature_degC"])
-    tt = np.asarray(curve["temperature_degC"])[order]
-    ax.plot(tt, np.asarray(curve["eef"])[order], "-", color="tab:blue",
-            label="model: field-mean expected EEF")  # fmt: skip
-    use = frames.usable & np.isin(frames.obsid, report["obsids"])
-    e = frame_eef(frames.stamps[use])
-    for ob in report["obsids"]:
-        m = frames.obsid[use] == ob
-        if not np.any(m):
-            continue
-        t = float(np.mean(frames.temperature_degC[use][m]))
-        ax.errorbar(t, float(np.nanmean(e[m])), yerr=float(np.nanstd(e[m]) / math.sqrt(m.sum())),
-                    fmt="o", color="k", ms=4)  # fmt: skip
-    ax.plot([], [], "ok", ms=4, label="plateau mean measured EEF (frames)")
-    t_bf, s_bf = report["bft_degC"], report["sigma_degC"]
-    ax.axvline(t_bf, color="tab:red", label=f"T_BF = {t_bf:.2f} ± {s_bf:.2f} °C")
-    ax.axvspan(t_bf - s_bf, t_bf + s_bf, color="tab:red", alpha=0.15)
-    ax.set_xlabel("TRP1 temperature (°C)")
-    ax.set_ylabel("EEF")
-    chi = report["chi2"]["reduced"]
-    ax.set_title(
-        f"forward-model fit, χ²_red = {chi:.2f}"
-        + (" (outside model!)" if report["outside_model"] else "")
-    )
-    ax.legend(loc="best", fontsize=8)
-    if axes_stamps is not None:
-        for r, row in enumerate(axes_stamps):
-            if r >= len(report.get("examples", [])):
-                for a in row:
-                    a.set_axis_off()
-                continue
-            ex = report["examples"][r]
-            d, mdl = np.asarray(ex["data_e"]), np.asarray(ex["model_e"])
-            title = f"field {ex['field_id']}, OBSID {ex['obsid']}"
-            vmax = float(np.max(d))
-            for a, img, lab in zip(
-                row, (d, mdl, d - mdl), ("data", "model", "residual"), strict=True
-            ):
-                if lab == "residual":
-                    lim = float(np.max(np.abs(img))) or 1.0
-                    im = a.imshow(img, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
-                else:
-                    im = a.imshow(img, origin="lower", cmap="viridis", vmin=0, vmax=vmax)
-                a.set_title(f"{title}: {lab} (e-)", fontsize=7)
-                a.set_xticks([])
-                a.set_yticks([])
-                fig.colorbar(im, ax=a, fraction=0.046)
-    fig.tight_layout()
-    return fig

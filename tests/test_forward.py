@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from plato_cnn.forward import forward_bft, plot_forward_bft
+from plato_cnn.forward import forward_bft
 from plato_cnn.reader import CampaignFrames, DropReport, ObservationInfo
+from plato_cnn.report import plot_forward_bft
 from plato_sim.errors import InsufficientPlateaux, PlatoFocusWarning
 from plato_sim.optics.model import CameraModel
 from plato_sim.optics.spectra import ogse_spectrum
