@@ -52,7 +52,7 @@ from benchmarks._common import (  # noqa: E402
 
 README_BEGIN = "<!-- results:begin -->"
 README_END = "<!-- results:end -->"
-#: wall-time budgets of the whole run (issue 6), seconds
+#: wall-time budgets of the whole run, seconds
 BUDGET_S = {True: 15 * 60, False: 2 * 3600}
 
 
@@ -65,7 +65,7 @@ class Benchmark:
     quick_args: tuple[str, ...] = ("--quick",)
     full_args: tuple[str, ...] = ()
     #: expected wall time on the project's 2-core machine (s), quick and full: the measured
-    #: times of session 3's clean-clone runs (results/quick/runner.json, results/runner.json),
+    #: times of clean-clone runs (results/quick/runner.json, results/runner.json),
     #: rounded up
     expected_quick_s: float = 60.0
     expected_full_s: float = 600.0

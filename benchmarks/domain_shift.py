@@ -7,7 +7,7 @@ parameters around PlatoSim3's.  The *shifted* cameras here (:data:`SHIFT`) chang
 itself: astigmatism x1.5, coma x0.6, spherical x1.4 plus a field-dependent spherical term (a
 term pretraining never has), chromatic focal shift x1.75, steeper field curvature, and the
 detector and engine: charge diffusion 0.3 px, 0.1 px jitter, gain 20 e-/ADU, read noise 55 + 40
-e-, PRNU 3 % (all outside pretraining's ranges).  Since session 3 the family scales are
+e-, PRNU 3 % (all outside pretraining's ranges).  Since the v4 model the family scales are
 inside the widened perturbation prior (at 1-2.5 sigma of it); the field-dependent spherical,
 the curvature design, the blur and the detector are not.
 

@@ -1,4 +1,4 @@
-"""Benchmark of synthetic-dataset generation (issue 3): speed, size, memory, label accuracy.
+"""Benchmark of synthetic-dataset generation: speed, size, memory, label accuracy.
 
 Measures, on this machine:
 
@@ -16,7 +16,7 @@ Measures, on this machine:
   the direct search (``bestfocus.field_best_focus_um``) at random field positions, and the
   camera best focus ``mean_field_optimum`` against ``exact`` (``best_focus_shift_um``).
 
-Target (issue 3): >= 1000 samples/s (1 M samples in < 20 min) and peak memory < 4 GB.
+Target: >= 1000 samples/s (1 M samples in < 20 min) and peak memory < 4 GB.
 
     python -m benchmarks.generate [--quick] [--n 65536] [--workers 2] [--json OUT]
 """

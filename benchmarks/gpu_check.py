@@ -1,4 +1,4 @@
-"""GPU check (issue 7): fast-engine stamps/s and one short FocusNet epoch, CUDA against CPU.
+"""GPU check: fast-engine stamps/s and one short FocusNet epoch, CUDA against CPU.
 
 On every device available (``cpu``, and ``cuda`` when torch sees one):
 

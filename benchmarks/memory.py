@@ -1,6 +1,6 @@
-"""Peak memory of generating and pretraining on a large dataset streamed from disk (issue 7).
+"""Peak memory of generating and pretraining on a large dataset streamed from disk.
 
-Issue 7: "Generating and pretraining on 1 million samples stream from disk: peak RSS stays
+Requirement: "Generating and pretraining on 1 million samples stream from disk: peak RSS stays
 under 4 GB (measured and reported)."  Two phases, each the command a user runs, in its own
 process:
 
@@ -51,7 +51,7 @@ from benchmarks._common import (  # noqa: E402
     script_argv,
 )
 
-#: issue 7's limit on the peak memory of either phase (GB = 1e9 bytes)
+#: the project's limit on the peak memory of either phase (GB = 1e9 bytes)
 LIMIT_GB = 4.0
 #: ``--quick``: a small dataset and camera pool, a few training steps (a few minutes)
 QUICK = dict(

@@ -1,4 +1,4 @@
-"""Cross-check and timing of the three PSF engines (issue 2).
+"""Cross-check and timing of the three PSF engines.
 
 1. Agreement.  For dz_th in {-150, -50, 0, 25, 50, 100, 150} um x theta in {0, 9, 18} deg
    (phi = 30 deg, star on a pixel centre) and a few random (theta, phi, dz_th, sub-pixel
@@ -17,7 +17,7 @@
    its accuracy against the GalSim sum on those states is reported with the timing.
 3. Peak resident memory of a batch of 4,096 fast stamps, in a fresh subprocess.
 
-Targets (issue 2): fast >= 30x ChromaticOpticalPSF for distinct states, >= 100x for stamps,
+Targets: fast >= 30x ChromaticOpticalPSF for distinct states, >= 100x for stamps,
 at the agreement above; peak memory of a 4,096-stamp batch < 4 GB.
 
 Timing on a shared machine: each reference stamp is timed on its own and the fastest counts;

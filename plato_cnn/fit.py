@@ -15,8 +15,8 @@ prior is weak and only decisive with a single plateau, where ``s`` cannot be mea
 ``T_BF = argmax_T sum_f EEF_f(s (T - T_f))``.  Near the peak each field's EEF is close to a
 parabola of similar curvature, so the default combination is the plain mean of the ``T_f``
 (``combine="mean"``), which needs nothing from the optical model.  Measured on 6 random
-cameras of the simulator with their exact per-field optima (n_sub 8, script of the session-2
-note): mean of the ``T_f`` vs the exact definition 0.010 degC RMS; the argmax of the nominal
+cameras of the simulator with their exact per-field optima (n_sub 8, a diagnostic script
+not shipped): mean of the ``T_f`` vs the exact definition 0.010 degC RMS; the argmax of the nominal
 field-averaged template ``g`` (:class:`EEFTemplate`, ``combine="template"``) 0.053 degC, so
 the template is kept as a diagnostic (``template_shift_degC``: what it would change) and as
 the anchor of fine-tuning, not as the default.

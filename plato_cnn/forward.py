@@ -36,7 +36,7 @@ stamps of every frame of that state and their derivatives by the DFT (exact), an
 per-frame nuisances eliminated by a Schur complement (bundle adjustment).  A coarse scan of
 the thermal offset on a subset of fields starts it.
 
-``T_BF`` is the exact definition (plato-facts.md, :mod:`plato_sim.truth.bestfocus`): the
+``T_BF`` is the exact definition (docs/facts.md, :mod:`plato_sim.truth.bestfocus`): the
 argmax over TRP1 of the field-averaged expected EEF (uniform sub-pixel positions, an
 ``n_sub x n_sub`` grid, noise-free, OGSE spectrum) of the *fitted* model, over every field
 position of the campaign.  Its sigma: the Laplace covariance of the parameters (scaled by
@@ -138,7 +138,7 @@ COARSE_SEARCH = {"n_wavelengths": 3, "n_sub": 4}
 PRNU_FRACTION = 0.01
 #: Cauchy scale of the robust loss (in sigmas of the normalised residual).
 CAUCHY_C = 5.0
-#: Total read noise (e-) per frame (plato-facts.md: 38.7 and 32 e- in quadrature).
+#: Total read noise (e-) per frame (docs/facts.md: 38.7 and 32 e- in quadrature).
 READ_NOISE_E = math.hypot(38.7, 32.0)
 
 

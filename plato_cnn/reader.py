@@ -97,7 +97,7 @@ FLAG_NAMES = {
 }
 
 #: An observation whose TRP1 spans more than this over its frames is not a plateau
-#: (ground-test-format.md).
+#: (docs/campaign-format.md).
 UNSTABLE_RANGE_DEGC = 0.5
 #: Plateaux are counted by distinct temperature: sorted temperatures more than this apart
 #: (degC) belong to different plateaux (plateaux are degrees apart, TRP1 noise within one is
@@ -117,7 +117,7 @@ COSMIC_FAR_RADIUS_PX = 7.0
 #: centroid noise of a repeat is ~0.003 px, while two consecutive random dithers land this
 #: close with probability ~3e-4.
 _REPEAT_TOL_PX = 0.05
-#: Total read noise used in the noise model (plato-facts.md: 38.7 and 32 e- in quadrature).
+#: Total read noise used in the noise model (docs/facts.md: 38.7 and 32 e- in quadrature).
 READ_NOISE_E = math.hypot(38.7, 32.0)
 #: Half side of the EEF's outer box: the 10x10 box must lie inside the window.
 _EEF_HALF_BOX_PX = 6

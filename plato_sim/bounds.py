@@ -72,7 +72,7 @@ Which nuisances are shared is a modelling choice (``aberrations=``):
   the frame's focus is ``dz = s (T_p - T_f,i) + D*_i(a_i)``, and ``dD*_i/da`` (from the
   expected EEF, :attr:`CampaignInformation.optimum_sensitivity`) enters the Jacobian: what the
   images leave unknown of the aberrations is unknown of the optimum.
-* ``"per_frame"``: every frame marginalises its own aberration nuisances, as the issue's
+* ``"per_frame"``: every frame marginalises its own aberration nuisances, as the requirement's
   first formulation has it; aberrations are then not a property of the field, so their effect
   on the field's optimum is left out (this mode is not an upper bound on ``per_field``).
 * ``"known"``: the camera's aberrations are known exactly (tighter).

@@ -4,7 +4,7 @@ Why it exists.  With one plateau the BFT is ``T_BF = T - m / s`` where ``m`` (um
 camera's mean offset from focus as FocusNet reads it frame by frame.  FocusNet sees one star
 at a time and cannot know the camera's own aberrations: in one undersampled image extra
 spherical aberration looks like extra defocus, and spherical is the same at every field
-position.  Measured on the 40 calibration cameras (``out/s4`` diagnostics of session 4), the
+position.  Measured on the 40 calibration cameras (diagnostic scripts, not shipped), the
 one-plateau error at -80 degC is 0.44 degC RMS *with the true s*, correlated with the
 camera's spherical scale and the side of focus; far from focus (-90 degC) it is 0.16.  Those
 errors are common to all field positions of a camera, so they cannot average out over the

@@ -48,13 +48,13 @@ Photometric zero point, exposure and background (sources and assumptions)
   (:class:`plato_sim.optics.camera.Camera`).  A 5800 K star of V = 11 gives 2.35e5 e- in 21 s;
   the brightest pixel of most stars brighter than V ~ 9.2 passes the 90 %-of-full-well
   saturation level (measured on an emulated field: 88 % of the stars of V 8.5-8.75, 38 % of
-  V 9.0-9.25, none fainter than 9.5), close to the issue's "brighter than 8.5 saturate";
+  V 9.0-9.25, none fainter than 9.5), close to the requirement's "brighter than 8.5 saturate";
 * exposure ``EXPTIME_S`` = 21 s of a 25 s cycle (PlatoSim3 documentation: CycleTime 25 s
   for the normal cameras; ASSUMED 4 s of readout, ``READOUT_S``);
 * sky ``SKY_PHOTONS_PER_PX_S`` = 220 photons/pixel/s, stellar + zodiacal background before
   the transmission (PlatoSim3 ObservingParameters/SkyBackground); detected with the
   transmission x QE averaged over a 5800 K photon spectrum (ASSUMED solar-like colour);
-* jitter ``JITTER_RMS_ARCSEC`` = 0.038 arcsec rms (issue 8; ASSUMED per axis); drift
+* jitter ``JITTER_RMS_ARCSEC`` = 0.038 arcsec rms (ASSUMED per axis); drift
   ``DRIFT_ARCSEC`` = 0.05 arcsec per exposure (ASSUMED: PlatoSim3 models a 2 arcsec rms
   drift with a 3600 s time scale, ~0.01 arcsec in 21 s; 0.05 is a generous bound).  Both are
   tiny against the 15 arcsec pixel;
@@ -131,7 +131,7 @@ READOUT_S = 4.0  # ASSUMED readout time of a full CCD frame (no shutter in orbit
 EXPTIME_S = CYCLE_S - READOUT_S
 SKY_PHOTONS_PER_PX_S = 220.0  # PlatoSim3 SkyBackground: stellar + zodiacal, photons/px/s
 SKY_TEFF_K = 5800.0  # ASSUMED colour of the sky background (zodiacal light ~ solar)
-JITTER_RMS_ARCSEC = 0.038  # issue 8: pointing jitter, rms (ASSUMED per axis)
+JITTER_RMS_ARCSEC = 0.038  # pointing jitter, rms (ASSUMED per axis)
 DRIFT_ARCSEC = 0.05  # ASSUMED pointing drift over one exposure (see the module docstring)
 COSMIC_RATE_L2_PER_CM2_S = 5.0  # plato_sim.detector: "use ~5 for L2"
 POINTING_ERROR_PX = 0.3  # ASSUMED rms error of the window placement per axis (pixels)
