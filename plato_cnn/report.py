@@ -243,7 +243,7 @@ def plot_eef_bft(frames, eef_values: np.ndarray, result, ax=None):
 
     Error bars: standard error of the field mean (std over field positions / sqrt(n)).
     """
-    from plato_cnn.classical import eef_table
+    from plato_cnn.classical import eef_table, min_plateaux
 
     fig, ax = _axes(ax)
     reducer = result.extra.get("reducer", "max")
@@ -262,14 +262,10 @@ def plot_eef_bft(frames, eef_values: np.ndarray, result, ax=None):
     )
     ax.plot(result.curve_t_degC, result.curve_eef, "-", color="C0", label=f"{result.fit} fit")
     ax.set_ylabel(f"EEF ({result.variant})")
-    dof = len(result.temperatures_degC) - _n_params(result.fit)
+    dof = len(result.temperatures_degC) - min_plateaux(result.fit)
     caveat = "fit has no degree of freedom left: sigma is not measured" if dof <= 0 else None
     _style(ax, frames.camera, f"EEF ({result.fit})", result.bft_degC, result.sigma_degC, caveat)
     return fig
-
-
-def _n_params(fit: str) -> int:
-    return {"quadratic": 3, "cubic": 4, "quartic": 5, "gauss": 3}.get(fit, 3)
 
 
 def plot_cnn_bft(frames, fit, mu_um: np.ndarray, ax=None):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 
 import jsonschema
 import numpy as np
@@ -105,6 +107,10 @@ def test_write_json_replaces_atomically(tmp_path):
     write_json(p, _minimal())
     assert json.loads(p.read_text())["camera"] == "cam"
     assert [x.name for x in tmp_path.iterdir()] == ["r.json"]  # no temporary left behind
+    new = write_json(tmp_path / "new.json", _minimal())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_plots_return_a_figure_take_ax_and_keep_the_backend(tmp_path):

@@ -13,7 +13,7 @@ of plateaux (:data:`plato_cnn.pipelines.calibrate.PLATEAU_SUBSETS`), by the meth
 
 Usage::
 
-    python -m plato_cnn.pipelines.calibrate_forward --cameras 12 --workdir /tmp/fw_calib \
+    python -m plato_cnn.pipelines.calibrate_forward --cameras 12 --workdir out/forward_calibration \
         [--workers 2] [--json out.json]
 """
 
