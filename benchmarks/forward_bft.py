@@ -162,7 +162,7 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_campaign_arguments(ap)
-    ap.add_argument("--max-iter", type=int, default=12, help="Levenberg-Marquardt iterations")
+    ap.add_argument("--max-iter", type=int, default=40, help="Levenberg-Marquardt iterations")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--timing-threads", type=int, default=2)
     ap.add_argument("--skip-timing", action="store_true", help="no 10,000-frame timing row")

@@ -13,11 +13,13 @@ use the same plateau subsets (``CampaignFrames.plateau_mask`` with
 2 = -85/-75, 1 = -80), and the true T_BF drawn in the in-family range (``--oof-bft-range``;
 the family's own default -92..-68 adds extrapolation on top of the family change).
 
-Estimators: the test houses' cubic (5 plateaux; a cubic needs 4), the improved classical
-(gauss; 5 and 3), the CNN (shipped default model unless ``--model``; 5, 3, 2, 1) and, when
-``plato_cnn.forward`` exists and exposes ``forward_bft(frames, ...)``, the forward method (5,
-3, 2, 1; imported lazily, rows skipped otherwise).  Columns: RMS error, bias, median sigma,
-coverage (|error| <= sigma), failures, and RMS error / Cramer-Rao bound where a bound is
+Estimators (``--methods``, default all): the test houses' cubic (5 plateaux; a cubic needs
+4), the improved classical (gauss; 5 and 3), the CNN (shipped default model unless
+``--model``; 5, 3, 2, 1) and the forward method (:func:`plato_cnn.forward.forward_bft`; 5, 3,
+2, 1; ``--skip-forward`` leaves it out).  ``--plateaux`` keeps only some plateau counts.
+Columns: RMS error, bias, median sigma, coverage (|error| <= sigma), the fraction of cameras
+the estimator flagged as outside its model (the forward fit's chi^2 test), failures, and RMS
+error / Cramer-Rao bound where a bound is
 available: the design family's median bound for the same design, read from the limits
 benchmark's JSON (``--bounds``, default ``results/limits.json``).  No bound is given out of
 family (:func:`plato_sim.bounds.camera_from_truth` refuses nodal truths: the bound's
@@ -90,25 +92,16 @@ ROWS = [
 ]
 
 
-def forward_available() -> bool:
-    """Whether ``plato_cnn.forward.forward_bft`` exists (another engineer's work in progress)."""
-    try:
-        from plato_cnn.forward import forward_bft  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _forward(frames, seed: int) -> tuple[float, float]:
-    """``forward_bft`` on ``frames``: (T_BF, sigma), whatever its result object looks like."""
+def _forward(frames, seed: int) -> dict:
+    """The forward method on ``frames``: the row's numbers."""
     from plato_cnn.forward import forward_bft
 
-    r = forward_bft(frames, seed=seed)  # a report dict (bft_degC, sigma_degC, ...)
-    r = r[0] if isinstance(r, tuple) else r
-    get = r.get if isinstance(r, dict) else lambda k, d=None: getattr(r, k, d)
-    bft = get("t_bf_degC", get("bft_degC"))
-    sig = get("sigma_degC", get("sigma_tbf_degC", float("nan")))
-    return float(bft), float(sig)
+    r = forward_bft(frames, seed=seed)
+    return {
+        "bft": r["bft_degC"], "sigma": r["sigma_degC"], "outside": r["outside_model"],
+        "chi2": r["chi2"]["reduced"], "iterations": r["diagnostics"]["iterations"],
+        "wall_s": r["diagnostics"]["wall_s"],
+    }  # fmt: skip
 
 
 def _evaluate(job: dict) -> dict:
@@ -134,13 +127,13 @@ def _evaluate(job: dict) -> dict:
         try:
             if method == "eef":
                 r = estimate_bft(frames.select(m), fit, "2x2", e[m], seed=job["i"], n_boot=100)
-                bft, sig = r.bft_degC, r.sigma_degC
+                res = {"bft": r.bft_degC, "sigma": r.sigma_degC}
             elif method == "cnn":
                 f, _ = cnn_bft(frames.select(m), job["model"], n_boot=100, seed=job["i"])
-                bft, sig = f.t_bf_degC, f.sigma_degC
+                res = {"bft": f.t_bf_degC, "sigma": f.sigma_degC}
             else:
-                bft, sig = _forward(frames.select(m), job["i"])
-            out.append({"row": k, "bft": bft, "sigma": sig})
+                res = _forward(frames.select(m), job["i"])
+            out.append({"row": k, **res})
         except Exception as exc:  # counted as a failure of that row
             out.append({"row": k, "error": f"{type(exc).__name__}: {exc}"})
     return {"i": job["i"], "family": job["family"], "truth": job["truth"], "results": out,
@@ -174,8 +167,10 @@ def build_rows(evals: list[dict], rows: list[int], family: str, crb: dict[int, f
                          [r.get("sigma", np.nan) for r in res], truth)  # fmt: skip
         bound = crb.get(n_pl)
         rms = st["rms_error_degC"]
+        flags = [r["outside"] for r in res if "outside" in r]
         out.append(
             dict(family=family, estimator=label, fit=fit, plateaux=n_pl, **st,
+                 frac_flagged=float(np.mean(flags)) if flags else None,
                  failures=len(fails), first_failure=fails[0] if fails else None,
                  crb_median_degC=bound,
                  rms_over_crb=None if bound is None or rms is None else rms / bound)
@@ -193,6 +188,7 @@ def markdown(result: dict) -> str:
         ("bias_degC", "bias (degC)", "+.2f"),
         ("median_sigma_degC", "median sigma (degC)", ".2f"),
         ("frac_within_sigma", "|error| <= sigma", percent),
+        ("frac_flagged", "flagged outside model", percent),
         ("n_cameras", "cameras", "d"),
         ("failures", "failures", "d"),
         ("rms_over_crb", "RMS / CRB", ".3g"),
@@ -224,6 +220,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--oof-cache", default="out/out_of_family_cache")
     ap.add_argument("--skip-forward", action="store_true", help="leave out the forward method")
+    ap.add_argument(
+        "--methods",
+        type=lambda s: s.split(","),
+        default=["eef", "cnn", "forward"],
+        help="estimators to score: any of eef (cubic and gauss), cnn, forward",
+    )
+    ap.add_argument(
+        "--plateaux",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=[5, 3, 2, 1],
+        help="plateau counts to score (of 5, 3, 2, 1)",
+    )
     ap.add_argument("--bounds", default=str(REPO_ROOT / "results" / "limits.json"),
                     help="limits benchmark JSON with the design family's bounds")  # fmt: skip
     return parse_with_quick(ap, argv, QUICK)
@@ -231,8 +239,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    use_forward = forward_available() and not args.skip_forward
-    rows = [k for k, r in enumerate(ROWS) if r[1] != "forward" or use_forward]
+    methods = set(args.methods) - ({"forward"} if args.skip_forward else set())
+    use_forward = "forward" in methods
+    rows = [k for k, r in enumerate(ROWS) if r[1] in methods and r[3] in args.plateaux]
     t0 = time.perf_counter()
     jobs = campaign_jobs(args, model=args.model, family="in", rows=rows)
     truths = map_jobs(_emulate, jobs, args.workers)

@@ -189,13 +189,14 @@ def _forward_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-iter",
         type=int_in(1, 200),
-        default=12,
+        default=40,
         help="Levenberg-Marquardt iterations of the forward-model fit",
     )
     g.add_argument(
-        "--quadratic-thermal",
+        "--linear-thermal",
         action="store_true",
-        help="also fit q of dz = s (T - T0) + q (T - T0)^2 (needs >= 4 plateaux)",
+        help="fix q = 0 in dz = b + s (T - T_ref) + q (T - T_ref)^2 (default: q free with "
+        "a prior of 0.05 um/degC^2)",
     )
 
 
@@ -208,7 +209,7 @@ def _forward_run(args: argparse.Namespace, frames) -> dict:
         device=args.device,
         seed=args.seed,
         max_iter=args.max_iter,
-        quadratic=args.quadratic_thermal,
+        quadratic=not args.linear_thermal,
         s_prior=args.s_prior,
     )
     if args.plot:

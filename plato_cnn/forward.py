@@ -10,14 +10,20 @@ Model of one frame ``i`` (field ``f``, plateau ``k``), electrons, focal-plane pi
     stamp_i = flux_i * PSF(u_fk; dx_i, dy_i, sigma_d) + bg_i
 
 * ``u_fk`` the local optical state (:data:`LOCAL_TERMS`): total focal offset ``dz`` (um),
-  Noll Z5..Z11 (nm RMS, :mod:`plato_sim.optics.wavefront`), chromatic-shift scale;
-* ``dz = dz_th(T_k) + fo(x, y)``, ``dz_th = b + s (T - T_ref) [+ q (T - T_ref)^2]``,
+  Noll Z5..Z22 (nm RMS, :mod:`plato_sim.optics.wavefront`), chromatic shift (a scale of the
+  design's quadratic shape and a linear term);
+* ``dz = dz_th(T_k) + fo(x, y) + r_f``, ``dz_th = b + s (T - T_ref) + q (T - T_ref)^2``
+  (``q`` with the prior :data:`Q_PRIOR_UM_PER_DEGC2`),
   ``fo`` = focal-plane tilt ``tx x + ty y`` + field curvature ``c2 h^2 + c4 h^4``;
 * astigmatism ``Z5 = a5 + a5x x + a5y y + A 2xy``, ``Z6 = a6 + a6x x + a6y y + A (x^2 - y^2)``
   (``h^2`` with orientation ``2 phi`` plus constant and linear misalignment terms);
   coma ``Z7 = k7 + C y``, ``Z8 = k8 + C x`` (``h`` with orientation ``phi``); trefoil Z9, Z10
   constant; spherical ``Z11 = p0 + p2 h^2``;  ``(x, y) = h (cos phi, sin phi)``,
-  ``h = theta / 18.89 deg``.  Every coefficient is **free**; the design
+  ``h = theta / 18.89 deg``;
+* per field position ``f`` a free residual (:data:`FIELD_TERMS`): its own focal offset
+  ``r_f`` and Z5..Z22 added to the smooth model (CCD height steps, misalignment terms of
+  any field order, secondary aberrations), with the prior :data:`FIELD_PRIOR_SIGMA`.
+  Every coefficient is **free**; the design
   (:class:`plato_sim.optics.wavefront.FieldAberrations`) is only the starting point and the
   centre of a wide, weak prior (:data:`PRIOR_SIGMA`) that keeps degenerate directions finite;
 * ``PSF``: the fast engine's polychromatic OTF (OGSE spectrum) times the pixel box and a
@@ -30,11 +36,12 @@ pixel-response non-uniformity that follows the star across the window, read nois
 frame and of the subtracted closed-shutter mean); a Cauchy loss on the normalised residuals
 down-weights cosmic rays, hot pixels and stray light that the reader did not flag.
 
-Fit: Levenberg-Marquardt on all parameters; per iteration one OTF and its forward-mode
-Jacobian (:func:`torch.func.jacfwd`) per *distinct optical state* (field x plateau), the
-stamps of every frame of that state and their derivatives by the DFT (exact), and the
-per-frame nuisances eliminated by a Schur complement (bundle adjustment).  A coarse scan of
-the thermal offset on a subset of fields starts it.
+Fit: Levenberg-Marquardt on all parameters (least squares first, then a Cauchy scale that
+anneals to :data:`CAUCHY_C`); per iteration one OTF and its analytic forward-mode Jacobian
+per *distinct optical state* (field x plateau), the stamps of every frame of that state and
+their derivatives by the DFT (exact), and the per-frame nuisances eliminated by a Schur
+complement (bundle adjustment) in each state's local space.  A coarse scan of the thermal
+offset on a subset of fields starts it.
 
 ``T_BF`` is the exact definition (docs/facts.md, :mod:`plato_sim.truth.bestfocus`): the
 argmax over TRP1 of the field-averaged expected EEF (uniform sub-pixel positions, an
@@ -52,7 +59,8 @@ other aberrations, which is weaker near focus) and hence the *focal shift* separ
 plateau from best focus, in um.  It does not measure the thermal sensitivity ``s``: the
 shift is turned into degC with the prior ``s = 10 +- 3 um/degC`` (:data:`S_PRIOR_ONE_PLATEAU`),
 so the answer is ``T_plateau + shift / s`` with a sigma that grows with the distance from
-best focus (30 % of it).  Two plateaux measure ``s``; the quadratic term ``q`` needs four.
+best focus (30 % of it).  Two plateaux measure ``s``; three measure ``q``, whose prior
+otherwise enters the sigma.
 """
 
 from __future__ import annotations
@@ -68,7 +76,7 @@ from plato_sim.errors import InsufficientPlateaux, ParameterError, warn
 from plato_sim.optics.camera import PLATO_NORMAL_CAMERA
 from plato_sim.optics.spectra import ogse_spectrum
 from plato_sim.optics.thermal import S_PRIOR_UM_PER_DEGC
-from plato_sim.optics.wavefront import N_ZERNIKE, FieldAberrations, dz_to_z4_nm
+from plato_sim.optics.wavefront import FieldAberrations, dz_to_z4_nm
 from plato_sim.psf.base import DEFAULT_DIFFUSION_SIGMA_PX
 from plato_sim.psf.fast import FastEngine
 from plato_sim.stamps import ccd_to_focal_plane_orientation
@@ -85,9 +93,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Names the fitted model (basis and fit schedule): calibration results of another are stale.
+MODEL_TAG = "z22-field-q"
+#: Noll terms of the fitted wavefront: every term through radial order 6 (Z22, secondary
+#: spherical).  The design model stops at Z11; real refractive cameras carry secondary
+#: astigmatism, coma, trefoil, quadrafoil and spherical at the tens of nm (docs/forward.md).
+N_FIT_ZERNIKE = 22
 #: Local optical state of one (field, plateau): the OTF's free directions.
-LOCAL_TERMS = ("dz_um", "Z5", "Z6", "Z7", "Z8", "Z9", "Z10", "Z11", "chrom_scale")
-#: Global parameters (``q`` only with >= 4 plateaux and ``quadratic=True``).
+LOCAL_TERMS = (
+    ("dz_um",) + tuple(f"Z{j}" for j in range(5, N_FIT_ZERNIKE + 1)) + ("chrom_scale", "chrom_lin")
+)
+_N_DIRECT = 1 + N_FIT_ZERNIKE - 4  # dz and the Zernike terms: derivatives through the pupil
+#: Global parameters (``q`` free with its prior unless ``quadratic=False``); the smooth field
+#: model of the module docstring.  They come first in the parameter vector.
 PARAM_NAMES = (
     "b_um", "s_um_per_degC", "q_um_per_degC2",
     "tilt_x_um", "tilt_y_um", "curv_c2_um", "curv_c4_um",
@@ -95,21 +113,37 @@ PARAM_NAMES = (
     "coma_C_nm", "Z7_0_nm", "Z8_0_nm",
     "Z9_0_nm", "Z10_0_nm",
     "sph_0_nm", "sph_2_nm",
-    "chrom_scale", "diffusion_sigma_px",
+    "chrom_scale", "chrom_lin_um", "diffusion_sigma_px",
 )  # fmt: skip
 _IX = {n: i for i, n in enumerate(PARAM_NAMES)}
+_G = len(PARAM_NAMES)
+#: Per-field residual terms, added to the smooth model at one field position: its own focal
+#: offset (CCD height steps, local flatness of the focal plane) and its own Z5..Z22.  They
+#: follow the global parameters, field by field.
+FIELD_TERMS = ("dz_um",) + tuple(f"Z{j}_nm" for j in range(5, N_FIT_ZERNIKE + 1))
+#: Prior sigma of the thermal curvature ``q`` (um/degC^2, ASSUMED): the non-linear expansion
+#: of the titanium and glass stack over the tens of degC between ambient and the plateaux;
+#: 0.05 um/degC^2 bends focus by 1.25 um (0.12 degC) 5 degC from ``T_ref``.  With three or
+#: more plateaux the data measure ``q``; with fewer, its prior enters the sigma of T_BF.
+Q_PRIOR_UM_PER_DEGC2 = 0.05
 #: Weak Gaussian prior sigmas around the design (starting) values: wide against anything the
-#: data measure (ASSUMED; they only keep unmeasured directions finite).
+#: data measure (ASSUMED; they only keep unmeasured directions finite) but ``q``'s.
 PRIOR_SIGMA = {
-    "b_um": 1e4, "s_um_per_degC": 1e3, "q_um_per_degC2": 5.0,
+    "b_um": 1e4, "s_um_per_degC": 1e3, "q_um_per_degC2": Q_PRIOR_UM_PER_DEGC2,
     "tilt_x_um": 100.0, "tilt_y_um": 100.0, "curv_c2_um": 200.0, "curv_c4_um": 200.0,
     "astig_A_nm": 1000.0, "Z5_0_nm": 300.0, "Z6_0_nm": 300.0, "Z5_x_nm": 300.0,
     "Z5_y_nm": 300.0, "Z6_x_nm": 300.0, "Z6_y_nm": 300.0,
     "coma_C_nm": 1000.0, "Z7_0_nm": 300.0, "Z8_0_nm": 300.0,
     "Z9_0_nm": 300.0, "Z10_0_nm": 300.0,
     "sph_0_nm": 1000.0, "sph_2_nm": 500.0,
-    "chrom_scale": 2.0, "diffusion_sigma_px": 0.2,
+    "chrom_scale": 2.0, "chrom_lin_um": 10.0, "diffusion_sigma_px": 0.2,
 }  # fmt: skip
+#: Prior sigmas of the per-field residuals (ASSUMED): a focal offset of 20 um (twice the CCD
+#: flatness and height tolerances of order 10 um), 100 nm for each Zernike term (several
+#: times the secondary aberrations expected of a refractive design): wide against what a
+#: field's frames measure over two or more plateaux, they carry a one-plateau fit, where one
+#: defocused image constrains a field's wavefront less, towards the smooth model.
+FIELD_PRIOR_SIGMA = {"dz_um": 20.0, "Z_nm": 100.0}
 #: Thermal sensitivity prior used when one plateau cannot measure ``s`` (um/degC).
 S_PRIOR_ONE_PLATEAU = S_PRIOR_UM_PER_DEGC
 #: Calibrated systematic sigma (degC) by number of plateaux, added in quadrature: measured on
@@ -136,8 +170,19 @@ START_FRAMES_PER_STATE = 8
 COARSE_SEARCH = {"n_wavelengths": 3, "n_sub": 4}
 #: Pixel-response non-uniformity (fraction) in the variance (detector default, ASSUMED 1 %).
 PRNU_FRACTION = 0.01
-#: Cauchy scale of the robust loss (in sigmas of the normalised residual).
+#: Cauchy scale of the robust loss (in sigmas of the normalised residual) at the solution.
 CAUCHY_C = 5.0
+#: Far from the solution the Cauchy scale grows with the measured spread of the normalised
+#: residuals (``CAUCHY_C sqrt(Q95(e^2) / 3.841)``, 3.841 the 95 % point of chi^2 with one
+#: degree of freedom: the value when the model fits).  A fixed 5-sigma scale there would
+#: down-weight the star's core, the few pixels that carry the wavefront, and leave the fit in
+#: a local minimum; the 95 % point follows the core (a tenth of the box) and not the rare
+#: cosmic ray or hot pixel; the scale reaches ``CAUCHY_C`` as the model converges.
+E2_QUANTILE = (0.95, 3.841)
+#: The first iterations are plain least squares (the fastest descent from a far start); they
+#: end when an accepted step lowers the cost by less than this fraction, and from then on
+#: each such step halves the Cauchy scale until it reaches ``CAUCHY_C``.
+L2_PHASE_END = 0.1
 #: Total read noise (e-) per frame (docs/facts.md: 38.7 and 32 e- in quadrature).
 READ_NOISE_E = math.hypot(38.7, 32.0)
 
@@ -152,7 +197,9 @@ class ForwardModel:
         engine: the fast engine (its camera gives pixel, f-number, design field radius).
         design: the design aberrations (starting point, chromatic shape).
         t_ref_degC: reference temperature of the thermal model.
-        quadratic: fit ``q``.
+        quadratic: fit ``q`` (with its prior :data:`Q_PRIOR_UM_PER_DEGC2`); ``False``: q = 0.
+        field_residuals: fit the per-field residual terms (:data:`FIELD_TERMS`); without
+            them the wavefront is the smooth field model alone.
     """
 
     def __init__(
@@ -163,7 +210,8 @@ class ForwardModel:
         engine: FastEngine,
         design: FieldAberrations,
         t_ref_degC: float,
-        quadratic: bool = False,
+        quadratic: bool = True,
+        field_residuals: bool = True,
     ) -> None:
         self.eng = engine
         self.sp = spectrum
@@ -174,22 +222,49 @@ class ForwardModel:
         ph = np.radians(np.asarray(phi_deg, float))
         self.fx, self.fy, self.fh2 = h * np.cos(ph), h * np.sin(ph), h * h
         self.kz4 = float(dz_to_z4_nm(1.0, engine.camera.f_number))
-        self.chrom = np.asarray(design.chromatic_shift_um(spectrum.wavelengths_array_nm), float)
         self.dtype = engine.dtype
         self.dev = engine.device
-        # direction e_j (L, J) of each local term in Noll space
-        n_l = spectrum.n
-        e = np.zeros((len(LOCAL_TERMS), n_l, N_ZERNIKE))
-        e[0, :, 3] = self.kz4
-        for j in range(7):
-            e[1 + j, :, 4 + j] = 1.0
-        e[8, :, 3] = self.kz4 * self.chrom
-        self.dirs = torch.as_tensor(e, dtype=self.dtype, device=self.dev)
+        self.dirs = self._directions(spectrum)
         self.k = engine.n_freq(spectrum)
         self.set_jacobian_spectrum(spectrum)
-        self.free = np.ones(len(PARAM_NAMES), bool)
+        n_f = len(self.fx)
+        self.param_names = PARAM_NAMES + tuple(
+            f"field{f}_{t}" for f in range(n_f) for t in FIELD_TERMS
+        )
+        self.n_par = len(self.param_names)
+        self.free = np.ones(self.n_par, bool)
         if not self.quadratic:
             self.free[_IX["q_um_per_degC2"]] = False
+        self.field_residuals = bool(field_residuals)
+        if not self.field_residuals:
+            self.free[_G:] = False
+
+    def _chrom_factors(self, lam_nm) -> np.ndarray:
+        """``(2, L)``: focal shift (um) per unit of ``chrom_scale`` and of ``chrom_lin_um``."""
+        lam = np.asarray(lam_nm, float)
+        return np.stack(
+            [
+                np.asarray(self.design.chromatic_shift_um(lam), float),
+                (lam - self.design.chrom_ref_nm) / 100.0,
+            ]
+        )
+
+    def _directions(self, spectrum) -> torch.Tensor:
+        """Direction ``(T, L, J)`` of each local term in Noll space (nm per unit)."""
+        e = np.zeros((len(LOCAL_TERMS), spectrum.n, N_FIT_ZERNIKE))
+        e[0, :, 3] = self.kz4
+        for j in range(_N_DIRECT - 1):
+            e[1 + j, :, 4 + j] = 1.0
+        e[_N_DIRECT:, :, 3] = self.kz4 * self._chrom_factors(spectrum.wavelengths_array_nm)
+        return torch.as_tensor(e, dtype=self.dtype, device=self.dev)
+
+    def prior_sigma(self) -> np.ndarray:
+        """Prior sigma of every parameter (:data:`PRIOR_SIGMA`, :data:`FIELD_PRIOR_SIGMA`)."""
+        sig = np.array([PRIOR_SIGMA[n] for n in PARAM_NAMES], float)
+        per_field = np.array(
+            [FIELD_PRIOR_SIGMA["dz_um"]] + [FIELD_PRIOR_SIGMA["Z_nm"]] * (len(FIELD_TERMS) - 1)
+        )
+        return np.concatenate([sig, np.tile(per_field, len(self.fx))])
 
     def coarse(self, n_wavelengths: int) -> ForwardModel:
         """The same model with a coarser OGSE spectrum (starting scans, coarse searches)."""
@@ -199,31 +274,19 @@ class ForwardModel:
         m = ForwardModel.__new__(ForwardModel)
         m.__dict__.update(self.__dict__)
         m.sp = sp
-        m.chrom = np.asarray(self.design.chromatic_shift_um(sp.wavelengths_array_nm), float)
-        e = np.zeros((len(LOCAL_TERMS), sp.n, N_ZERNIKE))
-        e[0, :, 3] = self.kz4
-        for j in range(7):
-            e[1 + j, :, 4 + j] = 1.0
-        e[8, :, 3] = self.kz4 * m.chrom
-        m.dirs = torch.as_tensor(e, dtype=self.dtype, device=self.dev)
+        m.dirs = self._directions(sp)
         return m
 
     def set_jacobian_spectrum(self, spectrum) -> None:
         """Spectrum (same band) used for the Jacobian only."""
         self.sp_jac = spectrum
-        lam = spectrum.wavelengths_array_nm
-        e = np.zeros((len(LOCAL_TERMS), spectrum.n, N_ZERNIKE))
-        e[0, :, 3] = self.kz4
-        for j in range(7):
-            e[1 + j, :, 4 + j] = 1.0
-        e[8, :, 3] = self.kz4 * np.asarray(self.design.chromatic_shift_um(lam), float)
-        self.dirs_jac = torch.as_tensor(e, dtype=self.dtype, device=self.dev)
+        self.dirs_jac = self._directions(spectrum)
 
     # ---- parameters
     def initial_params(self, b_um: float, s: float = 10.0) -> np.ndarray:
-        """Design values as the starting point."""
+        """Design values as the starting point (per-field residuals zero)."""
         d = self.design
-        p = np.zeros(len(PARAM_NAMES))
+        p = np.zeros(self.n_par)
         p[_IX["b_um"]] = b_um
         p[_IX["s_um_per_degC"]] = s
         p[_IX["curv_c2_um"]] = d.curvature_c2_um
@@ -237,11 +300,12 @@ class ForwardModel:
         return p
 
     def local_matrix(self, field_idx: np.ndarray, t_degC: np.ndarray) -> np.ndarray:
-        """``A (B, 9, P)``: ``u = A p`` for the local terms but ``chrom_scale`` (row 8 too)."""
+        """``A (B, T, P)``: the local states ``u = A p`` (:data:`LOCAL_TERMS`) of fields
+        ``field_idx`` at TRP1 temperatures ``t_degC``."""
         f = np.asarray(field_idx, int)
         tc = np.asarray(t_degC, float) - self.t_ref
         x, y, h2 = self.fx[f], self.fy[f], self.fh2[f]
-        a = np.zeros((len(f), len(LOCAL_TERMS), len(PARAM_NAMES)))
+        a = np.zeros((len(f), len(LOCAL_TERMS), self.n_par))
         ix = _IX
         a[:, 0, ix["b_um"]] = 1.0
         a[:, 0, ix["s_um_per_degC"]] = tc
@@ -266,17 +330,28 @@ class ForwardModel:
         a[:, 6, ix["Z10_0_nm"]] = 1.0
         a[:, 7, ix["sph_0_nm"]] = 1.0
         a[:, 7, ix["sph_2_nm"]] = h2
-        a[:, 8, ix["chrom_scale"]] = 1.0
+        a[:, _N_DIRECT, ix["chrom_scale"]] = 1.0
+        a[:, _N_DIRECT + 1, ix["chrom_lin_um"]] = 1.0
+        rows = np.arange(len(f))
+        for t in range(_N_DIRECT):  # per-field residuals: dz and Z5..Z22
+            a[rows, t, _G + f * len(FIELD_TERMS) + t] = 1.0
         return a
 
+    def field_columns(self, field_idx) -> np.ndarray:
+        """``(B, C)``: the parameters that a state of field ``field_idx`` depends on (the
+        globals and that field's residuals): the sparsity of :meth:`local_matrix`."""
+        f = np.asarray(field_idx, int)
+        own = _G + f[:, None] * len(FIELD_TERMS) + np.arange(len(FIELD_TERMS))[None]
+        return np.concatenate([np.broadcast_to(np.arange(_G), (len(f), _G)), own], axis=1)
+
     def zernikes(self, u: torch.Tensor) -> torch.Tensor:
-        """Local states ``(B, 9)`` -> Noll coefficients ``(B, L, J)`` (nm)."""
+        """Local states ``(B, T)`` -> Noll coefficients ``(B, L, J)`` (nm)."""
         return torch.einsum("bt,tlj->blj", u, self.dirs)
 
     # ---- OTF
     def otf(self, u: np.ndarray | torch.Tensor, with_jac: bool = False, chunk: int = 4):
-        """OTF ``(B, 2K+1, K+1)`` of local states ``u (B, 9)`` and, optionally, its
-        derivatives ``(B, 9, 2K+1, K+1)``.
+        """OTF ``(B, 2K+1, K+1)`` of local states ``u (B, T)`` and, optionally, its
+        derivatives ``(B, T, 2K+1, K+1)``.
 
         The derivatives are analytic forward-mode (``dP = i 2 pi/lambda dW P``, ``dI = 2
         Re(E* dE)``, normalisation included), computed with the coarser spectrum
@@ -304,11 +379,11 @@ class ForwardModel:
         eng, sp, k = self.eng, self.sp_jac, self.k
         z = torch.einsum("bt,tlj->blj", u, self.dirs_jac)
         b = u.shape[0]
-        n_t = len(LOCAL_TERMS) - 1  # the chromatic direction is chrom(lambda) x the dz one
-        chrom = self.design.chromatic_shift_um(sp.wavelengths_array_nm)
+        n_t = _N_DIRECT  # the chromatic directions are chrom(lambda) x the dz one
+        chrom = self._chrom_factors(sp.wavelengths_array_nm)
         total = None
         for li, (lam, w) in enumerate(zip(sp.wavelengths_nm, sp.weights, strict=True)):
-            g = eng._grid(lam, N_ZERNIKE, k)
+            g = eng._grid(lam, N_FIT_ZERNIKE, k)
             n, m = g["n"], g["m"]
             kk = 2.0 * math.pi / lam
             phase = (z[:, li, :] @ g["basis"]) * kk
@@ -329,7 +404,7 @@ class ForwardModel:
             nrm = o[:, :1, k : k + 1, 0:1].real
             dn = o[:, 1:, k : k + 1, 0:1].real
             d = o[:, 1:] / nrm - o[:, :1] * dn / nrm**2
-            d = torch.cat([d, d[:, :1] * float(chrom[li])], dim=1)
+            d = torch.cat([d] + [d[:, :1] * float(c) for c in chrom[:, li]], dim=1)
             total = d * w if total is None else total + d * w
         return total
 
@@ -430,9 +505,21 @@ class _Fit:
         self.data = torch.as_tensor(d, dtype=dt, device=dev)
         self.valid = torch.as_tensor(valid, dtype=dt, device=dev)
         self.size = size
-        self.a = torch.as_tensor(
-            model.local_matrix(state_field, state_temp), dtype=torch.float64, device=dev
+        a = model.local_matrix(state_field, state_temp)
+        self.a = torch.as_tensor(a, dtype=torch.float64, device=dev)
+        # the normal equations live in local-state space (T + 1: the diffusion sigma last)
+        # and reach the parameters through each state's few columns (sparse A)
+        cols = model.field_columns(state_field)
+        a_red = np.take_along_axis(a, cols[:, None, :], axis=2)
+        diff = np.zeros((len(cols), 1, cols.shape[1]))
+        diff[:, 0, _IX["diffusion_sigma_px"]] = 1.0
+        self.cols = torch.as_tensor(cols, device=dev)
+        self.a_red = torch.as_tensor(
+            np.concatenate([a_red, diff], axis=1), dtype=torch.float64, device=dev
         )
+        self.n_par = model.n_par
+        self.cauchy_c = CAUCHY_C
+        self.last_e2_q = E2_QUANTILE[1]
         self.state_field, self.state_temp = state_field, state_temp
         self.var_floor = READ_NOISE_E**2 * 1.5
         self.n_obs = int(valid.sum()) * size * size
@@ -456,10 +543,8 @@ class _Fit:
         b_all = self.data.shape[0]
         cost = 0.0
         chi2_state = np.zeros(b_all)
-        nn_list, np_list, gn_list = [], [], []
-        hpp = torch.zeros((len(PARAM_NAMES),) * 2, dtype=torch.float64, device=self.m.dev)
-        gp = torch.zeros(len(PARAM_NAMES), dtype=torch.float64, device=self.m.dev)
-        var_out = []
+        nn_list, nl_list, gn_list, uu_list, gu_list = [], [], [], [], []
+        var_out, e2_q = [], []
         for s in range(0, b_all, chunk):
             sl = slice(s, s + chunk)
             deriv = jac is not None
@@ -476,50 +561,74 @@ class _Fit:
             )
             var_out.append(v)
             e2 = r * r / v * self.valid[sl, :, None, None]
-            rho = 0.5 * CAUCHY_C**2 * torch.log1p(e2 / CAUCHY_C**2)
+            cc = self.cauchy_c
+            rho = 0.5 * e2 if math.isinf(cc) else 0.5 * cc**2 * torch.log1p(e2 / cc**2)
+            e2_q.append(e2[self.valid[sl].bool()].flatten())
             cost += float(rho.sum())
             chi2_state[sl] = e2.sum(dim=(1, 2, 3)).double().cpu().numpy()
             if not deriv:
                 continue
             _, sdx, sdy = out
-            wgt = self.valid[sl, :, None, None] / v / (1.0 + e2 / CAUCHY_C**2)
+            wgt = self.valid[sl, :, None, None] / v / (1.0 + e2 / cc**2)
             jn = torch.stack(
                 [st[:, :, 0], torch.ones_like(mod), flux * sdx, flux * sdy], dim=2
             ).double()
-            ju = (flux[:, :, None] * st[:, :, 1:]).double()  # (b, f, 10, S, S)
+            ju = (flux[:, :, None] * st[:, :, 1:]).double()  # (b, f, T + 1, S, S)
             wd, rd = wgt.double(), r.double()
-            a = self.a[sl]  # (b, 9, P)
-            a10 = torch.cat([a, torch.zeros_like(a[:, :1])], dim=1)
-            a10[:, 9, _IX["diffusion_sigma_px"]] = 1.0
             jw = ju * wd[:, :, None]
-            m_uu = torch.einsum("bfkij,bflij->bkl", jw, ju)
-            g_u = torch.einsum("bfkij,bfij->bk", jw, rd)
-            hpp += torch.einsum("bkp,bkl,blq->pq", a10, m_uu, a10)
-            gp += torch.einsum("bkp,bk->p", a10, g_u)
+            uu_list.append(torch.einsum("bfkij,bflij->bkl", jw, ju))
+            gu_list.append(torch.einsum("bfkij,bfij->bk", jw, rd))
             jnw = jn * wd[:, :, None]
             nn_list.append(torch.einsum("bfkij,bflij->bfkl", jnw, jn))
-            np_list.append(torch.einsum("bfkij,bflij,blp->bfkp", jnw, ju, a10))
+            nl_list.append(torch.einsum("bfkij,bflij->bfkl", jnw, ju))
             gn_list.append(torch.einsum("bfkij,bfij->bfk", jnw, rd))
         self.last_var = torch.cat(var_out)
+        self.last_e2_q = float(np.quantile(torch.cat(e2_q).double().cpu().numpy(), E2_QUANTILE[0]))
         if jac is None:
             return cost, chi2_state
+        m_uu, g_u = torch.cat(uu_list), torch.cat(gu_list)
+        hpp = self.scatter_pp(m_uu)
+        gp = self.scatter_p(g_u)
         return (
             cost,
             chi2_state,
-            (hpp, gp, torch.cat(nn_list), torch.cat(np_list), torch.cat(gn_list)),
+            (hpp, gp, torch.cat(nn_list), torch.cat(nl_list), torch.cat(gn_list)),
         )
+
+    def scatter_pp(self, m_loc: torch.Tensor) -> torch.Tensor:
+        """``sum_b A_b^T M_b A_b`` for local-space matrices ``M (B, T+1, T+1)``: ``(P, P)``."""
+        small = torch.einsum("bkc,bkl,bld->bcd", self.a_red, m_loc, self.a_red)
+        out = torch.zeros((self.n_par, self.n_par), dtype=torch.float64, device=small.device)
+        rows = self.cols[:, :, None].expand_as(small)
+        cols = self.cols[:, None, :].expand_as(small)
+        return out.index_put_((rows.reshape(-1), cols.reshape(-1)), small.reshape(-1), True)
+
+    def scatter_p(self, g_loc: torch.Tensor) -> torch.Tensor:
+        """``sum_b A_b^T g_b`` for local-space vectors ``g (B, T+1)``: ``(P,)``."""
+        small = torch.einsum("bkc,bk->bc", self.a_red, g_loc)
+        out = torch.zeros(self.n_par, dtype=torch.float64, device=small.device)
+        return out.index_put_((self.cols.reshape(-1),), small.reshape(-1), True)
+
+    def gather_u(self, dp: torch.Tensor) -> torch.Tensor:
+        """Local-space change ``A_b dp`` of every state: ``(B, T+1)``."""
+        return torch.einsum("bkc,bc->bk", self.a_red, dp[self.cols])
 
 
 def _prior(model: ForwardModel, p0: np.ndarray, s_prior):
     mean = p0.copy()
-    sig = np.array([PRIOR_SIGMA[n] for n in PARAM_NAMES], float)
+    sig = model.prior_sigma()
     if s_prior is not None:
         mean[_IX["s_um_per_degC"]], sig[_IX["s_um_per_degC"]] = s_prior
     return mean, sig
 
 
-def _solve(blocks, p, n, valid, lam, free, prior_mean, prior_sig):
-    hpp, gp, hnn, hnp, gn = blocks
+def _solve(fit, blocks, p, lam, free, prior_mean, prior_sig):
+    """One damped Gauss-Newton step: the per-frame nuisances eliminated by the Schur
+    complement, state by state in local space (bundle adjustment).  Returns ``dp, dn``, the
+    Laplace precision of ``p`` (nuisances marginalised, undamped) and the predicted cost
+    decrease."""
+    hpp, gp, hnn, hnl, gn = blocks
+    valid = fit.valid
     dev = hpp.device
     pm = torch.as_tensor(prior_mean, dtype=torch.float64, device=dev)
     ps = torch.as_tensor(prior_sig, dtype=torch.float64, device=dev)
@@ -531,22 +640,24 @@ def _solve(blocks, p, n, valid, lam, free, prior_mean, prior_sig):
     hpp = torch.where(fr[:, None] & fr[None, :], hpp, torch.zeros_like(hpp))
     hpp = hpp + torch.diag((~fr).double())
     gp = torch.where(fr, gp, torch.zeros_like(gp))
-    hnp = hnp * fr.double()
     vm = valid.double()[..., None]
     eye4 = torch.eye(4, dtype=torch.float64, device=dev)
     hnn = hnn * vm[..., None] + eye4 * (1.0 - vm[..., None])
+    hnl = hnl * vm[..., None]
     hnn_d = hnn + lam * torch.diag_embed(torch.diagonal(hnn, dim1=-2, dim2=-1)) + 1e-9 * eye4
     hpp_d = hpp + lam * torch.diag(torch.diagonal(hpp))
     inv = torch.linalg.inv(hnn_d)
-    x = torch.einsum("bfkl,bflp->bfkp", inv, hnp)
+    x = torch.einsum("bfkl,bflt->bfkt", inv, hnl)  # (B, F, 4, T+1)
     y = torch.einsum("bfkl,bfl->bfk", inv, gn)
-    schur = hpp_d - torch.einsum("bfkp,bfkq->pq", hnp, x)
-    rhs = gp - torch.einsum("bfkp,bfk->p", hnp, y)
-    dp = torch.linalg.solve(schur, rhs)
-    dn = y - torch.einsum("bfkp,p->bfk", x, dp)
+    fm = fr.double()
+    schur = hpp_d - fm[:, None] * fit.scatter_pp(torch.einsum("bfkt,bfku->btu", hnl, x)) * fm
+    rhs = gp - fm * fit.scatter_p(torch.einsum("bfkt,bfk->bt", hnl, y))
+    dp = torch.linalg.solve(schur, rhs) * fm
+    dn = y - torch.einsum("bfkt,bt->bfk", x, fit.gather_u(dp))
     # undamped Schur complement: the Laplace precision of p (nuisances marginalised)
     inv0 = torch.linalg.inv(hnn + 1e-9 * eye4)
-    prec = hpp - torch.einsum("bfkp,bfkl,bflq->pq", hnp, inv0, hnp)
+    s0 = torch.einsum("bfkt,bfkl,bflu->btu", hnl, inv0, hnl)
+    prec = hpp - fm[:, None] * fit.scatter_pp(s0) * fm
     # predicted cost decrease of the (damped) Gauss-Newton step: 1/2 delta . gradient
     pred = 0.5 * float(dp @ gp + (dn * gn * vm).sum())
     return dp.cpu().numpy(), dn * vm, prec.cpu().numpy(), pred
@@ -588,7 +699,7 @@ def _field_curves(model, p, dz_th, n_sub, grad=False, chunk=4):
     offs = subpixel_grid(n_sub)
     size = model.eng.fov_px
     vals = np.empty(len(fields))
-    g = np.zeros(len(PARAM_NAMES))
+    g = np.zeros(model.n_par)
     pt = torch.tensor(p, dtype=model.dtype, device=model.dev, requires_grad=grad)
     for s in range(0, len(fields), chunk):
         sl = slice(s, s + chunk)
@@ -686,13 +797,14 @@ def forward_bft(
     plateaux=None,
     device: str = "cpu",
     seed: int = 0,
-    max_iter: int = 12,
+    max_iter: int = 40,
     stamp_px: int = 11,
     n_sub: int = 8,
     n_wavelengths: int = 10,
     n_wavelengths_jacobian: int = 3,
     fov_px: int = 16,
-    quadratic: bool = False,
+    quadratic: bool = True,
+    field_residuals: bool = True,
     s_prior: tuple[float, float] | None = None,
     include_unstable: bool = False,
     systematic: bool = True,
@@ -714,7 +826,10 @@ def forward_bft(
         n_wavelengths: OGSE spectrum samples (the emulator uses 10).
         n_wavelengths_jacobian: samples of the (approximate) Jacobian's spectrum.
         fov_px: image period of the fast engine (16 = the emulator's and the truth's).
-        quadratic: also fit ``q`` (only with >= 4 plateaux).
+        quadratic: fit the thermal curvature ``q`` (prior :data:`Q_PRIOR_UM_PER_DEGC2`; the
+            data measure it from three plateaux on); ``False``: a linear thermal response.
+        field_residuals: fit each field's own focal offset and Z5..Z22 on top of the smooth
+            field model (:data:`FIELD_TERMS`); ``False``: the smooth model alone.
         s_prior: ``(mean, sigma)`` um/degC; default none, or 10 +- 3 with one plateau.
         include_unstable: use observations flagged as not a plateau.
         systematic: add :data:`SYSTEMATIC_SIGMA_DEGC` (when calibrated) in quadrature.
@@ -733,6 +848,7 @@ def forward_bft(
     timing: dict[str, float] = {}
     tick = _Ticker(timing)
     c = _setup(frames, plateaux, include_unstable, stamp_px, min_frames, quadratic, s_prior)
+    c.field_residuals = field_residuals
     c.model, c.fit = _build_model(
         c, device, n_wavelengths, n_wavelengths_jacobian, fov_px, quadratic, stamp_px
     )
@@ -796,10 +912,6 @@ def _setup(frames, plateaux, include_unstable, stamp_px, min_frames, quadratic, 
         raise InsufficientPlateaux(
             f"forward fit: {c.n_frames} usable frames; need at least {min_frames}"
         )
-    if quadratic and c.n_pl < 4:
-        raise InsufficientPlateaux(
-            f"forward fit: the quadratic thermal term needs >= 4 plateaux, got {c.n_pl}"
-        )
     if s_prior is None and c.n_pl == 1:
         s_prior = S_PRIOR_ONE_PLATEAU
     if s_prior is not None and not (np.isfinite(s_prior[0]) and s_prior[1] > 0):
@@ -816,7 +928,9 @@ def _build_model(c, device, n_wavelengths, n_wavelengths_jacobian, fov_px, quadr
     eng = FastEngine(fov_px=fov_px, device=device, dtype=torch.float32)
     sp = ogse_spectrum(eng.camera, n_wavelengths)
     t_ref = float(np.mean(c.t_pl))
-    model = ForwardModel(c.all_theta, c.all_phi, sp, eng, FieldAberrations(), t_ref, quadratic)
+    model = ForwardModel(
+        c.all_theta, c.all_phi, sp, eng, FieldAberrations(), t_ref, quadratic, c.field_residuals
+    )
     if 3 <= n_wavelengths_jacobian < n_wavelengths:
         model.set_jacobian_spectrum(ogse_spectrum(eng.camera, n_wavelengths_jacobian))
     fid = _field_index(c.all_theta, c.all_phi, c.sel.field_theta_deg, c.sel.field_phi_deg)
@@ -862,12 +976,18 @@ def _levenberg_marquardt(model, fit, p, n_t, o, prior, max_iter, tol, chunk):
     prior_mean, prior_sig = prior
     lm = SimpleNamespace(p=p, n_t=n_t, o_last=o, lam=1e-3, n_iter=0, n_otf=0, n_jac=0, hist=[])
     jac, fresh, rel = None, True, 0.0
+    fit.evaluate(lm.p, lm.n_t, lm.o_last, chunk=chunk)  # the residuals' scale at the start
+    lm.e2_q = fit.last_e2_q
+    fit.cauchy_c, least_squares = math.inf, True
     for it in range(max_iter):
+        if not least_squares:
+            fit.cauchy_c = min(fit.cauchy_c, _cauchy_scale(lm.e2_q))
+        annealing = fit.cauchy_c > 1.01 * CAUCHY_C
         # the OTFs at p are those of the accepted step (or of the start): never recomputed;
         # near convergence the OTF derivatives barely move: kept
         if jac is None or fresh:
             jac = model.jac(fit.local(lm.p))
-            lm.n_otf += len(jac) * (len(LOCAL_TERMS) - 1)
+            lm.n_otf += len(jac) * _N_DIRECT
             lm.n_jac += 1
         cost, _, lm.blocks = fit.evaluate(lm.p, lm.n_t, lm.o_last, jac, chunk=chunk)
         cost += _prior_cost(lm.p, prior_mean, prior_sig, model.free)
@@ -876,10 +996,24 @@ def _levenberg_marquardt(model, fit, p, n_t, o, prior, max_iter, tol, chunk):
         if accepted:
             fresh = rel > JACOBIAN_REFRESH
         lm.n_iter = it + 1
-        log.info("forward fit iteration %d: cost %.6g, lambda %.2g", it, cost, lm.lam)
-        if converged or not accepted or rel < tol:
+        log.info(
+            "forward fit iteration %d: cost %.6g, lambda %.2g, Cauchy scale %.3g",
+            it, cost, lm.lam, fit.cauchy_c,
+        )  # fmt: skip
+        if least_squares and (converged or not accepted or rel < L2_PHASE_END):
+            least_squares = False  # near the basin: robust from here on
+            fresh = True
+        elif annealing and (converged or not accepted or rel < L2_PHASE_END):
+            fit.cauchy_c = max(CAUCHY_C, 0.5 * fit.cauchy_c)  # little progress at this scale
+            fresh = True
+        elif not annealing and (converged or not accepted or rel < tol):
             break
     return lm
+
+
+def _cauchy_scale(e2_q: float) -> float:
+    """Cauchy scale for residuals whose squared normalised 95 % point is ``e2_q``."""
+    return CAUCHY_C * math.sqrt(max(1.0, e2_q / E2_QUANTILE[1]))
 
 
 def _lm_step(model, fit, lm, cost, prior, tol, chunk):
@@ -890,9 +1024,7 @@ def _lm_step(model, fit, lm, cost, prior, tol, chunk):
     prior_mean, prior_sig = prior
     var = fit.last_var
     for _ in range(5):
-        dp, dn, _, pred = _solve(
-            lm.blocks, lm.p, lm.n_t, fit.valid, lm.lam, model.free, prior_mean, prior_sig
-        )
+        dp, dn, _, pred = _solve(fit, lm.blocks, lm.p, lm.lam, model.free, prior_mean, prior_sig)
         if pred < max(0.05, tol * cost):  # nothing significant left to gain
             return False, True, 0.0
         p_new = lm.p + dp
@@ -908,6 +1040,7 @@ def _lm_step(model, fit, lm, cost, prior, tol, chunk):
             if cost - c_new < 0.05:  # cost is chi^2 / 2: an insignificant change
                 rel = 0.0
             lm.p, lm.n_t, lm.lam = p_new, n_new, max(lm.lam / 5.0, 1e-7)
+            lm.e2_q = fit.last_e2_q
             lm.o_last = o_new
             return True, False, rel
         lm.lam *= 8.0
@@ -920,7 +1053,7 @@ def _covariance(c, lm, prior, chunk):
     chi^2 per state at the solution.  Returns ``cov, chi2_state, chi2_red, dof, n_par``."""
     model, fit, p = c.model, c.fit, lm.p
     _, chi2_state = fit.evaluate(p, lm.n_t, lm.o_last, chunk=chunk)
-    _, _, prec, _ = _solve(lm.blocks, p, lm.n_t, fit.valid, 0.0, model.free, *prior)
+    _, _, prec, _ = _solve(fit, lm.blocks, p, 0.0, model.free, *prior)
     n_par = int(model.free.sum()) + 4 * c.n_frames
     dof = max(fit.n_obs - n_par, 1)
     chi2_red = float(chi2_state.sum() / dof)
@@ -1030,14 +1163,14 @@ def _eef_curve(c, p, curve, n_sub, n_wavelengths_jacobian):
 
 
 def _wavefront_table(model, p, all_theta, all_phi, t_bf):
-    """Per field: position, Z4..Z11 (nm) at ``T_BF`` and the focal offset (um)."""
+    """Per field: position, Z4..Z22 (nm) at ``T_BF`` and the focal offset (um)."""
     u_bf = model.local_matrix(np.arange(len(all_theta)), np.full(len(all_theta), t_bf)) @ p
     wavefront = []
     for f in range(len(all_theta)):
         d = {"theta_deg": float(all_theta[f]), "phi_deg": float(all_phi[f])}
         d["Z4_nm"] = float(model.kz4 * u_bf[f, 0])
         d["focal_offset_um"] = _focal_only(model, p, f)
-        for j in range(5, 12):
+        for j in range(5, N_FIT_ZERNIKE + 1):
             d[f"Z{j}_nm"] = float(u_bf[f, j - 4])
         wavefront.append(d)
     return wavefront
@@ -1090,8 +1223,9 @@ def _report(c, lm, cov, bf, chi2_tab, chi2_red, dof, wavefront, curve, warnings_
         "t0_degC": float(_thermal_t(p, model, 0.0)[0]),
         "dz_th_at_bf_um": float(bf["dz_star"]),
         "plateaux_degC": [float(t) for t in t_pl],
-        "params": {n: float(v) for n, v in zip(PARAM_NAMES, p, strict=True)},
-        "params_sigma": {n: float(v) for n, v in zip(PARAM_NAMES, sigma_p, strict=True)},
+        "params": {n: float(v) for n, v in zip(PARAM_NAMES, p[:_G], strict=True)},
+        "params_sigma": {n: float(v) for n, v in zip(PARAM_NAMES, sigma_p[:_G], strict=True)},
+        "field_residuals": bool(model.field_residuals),
         "wavefront": wavefront,
         "chi2": {
             "reduced": chi2_red,

@@ -38,15 +38,16 @@ CALIB_CAMPAIGN = dict(seed=91_000, fields=20, dithers=3, frames=2)
 def forward_camera_errors(job: tuple) -> dict[str, tuple[float, float, float]]:
     """``{"5"|"3"|"2"|"1": (error, sigma without systematic, wall s)}`` of one camera;
     ``job = (folder, true T_BF[, cache])``: the result is kept in ``cache`` (default
-    ``folder + ".forward_errors.json"``; ``""``: not kept)."""
+    ``folder + ".forward_errors.<MODEL_TAG>.json"``, so that a result of another model of the
+    fit is never reused; ``""``: not kept)."""
     pin_one_thread()
     import warnings
 
-    from plato_cnn.forward import forward_bft
+    from plato_cnn.forward import MODEL_TAG, forward_bft
     from plato_cnn.reader import read_campaign
 
     folder, truth = job[:2]
-    cache = Path(job[2] if len(job) > 2 else folder + ".forward_errors.json")
+    cache = Path(job[2] if len(job) > 2 else f"{folder}.forward_errors.{MODEL_TAG}.json")
     if job[2:] == ("",):
         cache = None
     if (
