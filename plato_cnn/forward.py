@@ -866,6 +866,18 @@ def forward_bft(
     tick("t_bf")
     chi2_tab = _chi2_tables(c, chi2_state, chi2_red, n_par, stamp_px)
     _fit_warnings(c, chi2_tab, chi2_red, bf["t_bf"], warnings_out)
+    if not lm.converged:
+        warnings_out.append(
+            warn(
+                f"forward fit: stopped at max_iter={max_iter} before convergence ("
+                + (
+                    "still in its least-squares phase"
+                    if math.isinf(c.fit.cauchy_c)
+                    else f"Cauchy scale {c.fit.cauchy_c:.3g}, final {CAUCHY_C:g}"
+                )
+                + "): T_BF and sigma may not be final"
+            )
+        )
     cdz, cval = _eef_curve(c, lm.p, bf["curve"], n_sub, n_wavelengths_jacobian)
     wavefront = _wavefront_table(c.model, lm.p, c.all_theta, c.all_phi, bf["t_bf"])
     tick("report")
@@ -976,7 +988,9 @@ def _levenberg_marquardt(model, fit, p, n_t, o, prior, max_iter, tol, chunk):
     from types import SimpleNamespace
 
     prior_mean, prior_sig = prior
-    lm = SimpleNamespace(p=p, n_t=n_t, o_last=o, lam=1e-3, n_iter=0, n_otf=0, n_jac=0, hist=[])
+    lm = SimpleNamespace(
+        p=p, n_t=n_t, o_last=o, lam=1e-3, n_iter=0, n_otf=0, n_jac=0, hist=[], converged=False
+    )
     jac, fresh, rel = None, True, 0.0
     fit.evaluate(lm.p, lm.n_t, lm.o_last, chunk=chunk)  # the residuals' scale at the start
     lm.e2_q = fit.last_e2_q
@@ -1009,6 +1023,7 @@ def _levenberg_marquardt(model, fit, p, n_t, o, prior, max_iter, tol, chunk):
             fit.cauchy_c = max(CAUCHY_C, 0.5 * fit.cauchy_c)  # little progress at this scale
             fresh = True
         elif not annealing and (converged or not accepted or rel < tol):
+            lm.converged = True
             break
     return lm
 
@@ -1181,6 +1196,7 @@ def _wavefront_table(model, p, all_theta, all_phi, t_bf):
 def _diagnostics(c, lm, device, n_wavelengths, n_sub, stamp_px, timing) -> dict:
     return {
         "iterations": int(lm.n_iter),
+        "converged": bool(lm.converged),
         "cost_history": [float(x) for x in lm.hist],
         "otf_evaluations": int(lm.n_otf),
         "jacobian_evaluations": int(lm.n_jac),

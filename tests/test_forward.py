@@ -180,7 +180,8 @@ def test_aberration_outside_basis_is_flagged(setup):
         extra_nm={23: 150.0, 24: -120.0},
     )  # fmt: skip
     with pytest.warns(PlatoFocusWarning, match="chi"):
-        rep = forward_bft(fr, **(FIT_KW | dict(max_iter=3)))
+        rep = forward_bft(fr, **(FIT_KW | dict(max_iter=30)))
+    assert rep["diagnostics"]["converged"]  # the chi^2 is the basis's, not an unfinished fit's
     assert rep["outside_model"]
     assert rep["chi2"]["reduced"] > 1.5
     assert any("chi^2" in w for w in rep["warnings"])
@@ -259,3 +260,12 @@ def test_systematic_table_gives_68_percent_coverage():
         assert tab[n]["coverage_stat_only"] < 0.2
     assert tab["5"]["systematic_sigma_degC"] == pytest.approx(0.02, rel=0.2)
     assert tab["1"]["systematic_sigma_degC"] == pytest.approx(0.3, rel=0.2)
+
+
+def test_unconverged_fit_says_so(setup):
+    s = setup
+    fr = _frames(s["cam"], s["theta"], s["phi"], s["sp"], s["eng"], seed=1)
+    with pytest.warns(PlatoFocusWarning, match="before convergence"):
+        rep = forward_bft(fr, **(FIT_KW | dict(max_iter=1)))
+    assert rep["diagnostics"]["converged"] is False
+    assert any("max_iter=1" in w for w in rep["warnings"])
