@@ -200,7 +200,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from plato_sim.generate import describe, write_gallery
+    from plato_sim.io.atomic import atomic_write_text
 
+    ds_dir = Path(args.dir).resolve()
+    for flag, out in (("--gallery", args.gallery), ("--json", args.json), ("--fits", args.fits)):
+        if out and ds_dir in (Path(out).resolve(), *Path(out).resolve().parents):
+            raise ParameterError(f"{flag} {out} lies inside the dataset {args.dir}")
     info = describe(args.dir, verify=args.verify)
     for k, v in info.items():
         if k != "labels":
@@ -211,13 +216,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
             f"min {d['min']:11.4g} median {d['median']:11.4g} max {d['max']:11.4g}"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    if info.get("status") == "complete":
-        if args.gallery:
-            ds = Path(args.dir).resolve()
-            if ds in (Path(args.gallery).resolve(), *Path(args.gallery).resolve().parents):
-                raise ParameterError(f"--gallery {args.gallery} lies inside the dataset {args.dir}")
-            print(f"gallery: {write_gallery(args.dir, args.gallery)}")
+        atomic_write_text(args.json, json.dumps(info, indent=1) + "\n")
+    if info.get("status") == "complete" and args.gallery:
+        print(f"gallery: {write_gallery(args.dir, args.gallery)}")
     if args.fits:
         from plato_sim.io.store import ShardedDataset, export_fits
 

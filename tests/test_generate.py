@@ -145,6 +145,14 @@ def test_cli_generate_and_info(tmp_path, config_file, capsys):
     assert not (out / "gallery.png").exists()  # nothing written into the dataset
     assert (tmp_path / "s.fits").is_file()
     capsys.readouterr()
+    # no output inside the dataset: one line, exit 2, before anything is written
+    before = sorted(p.name for p in out.iterdir())
+    for flag, name in (("--json", "x.json"), ("--fits", "x.fits"), ("--gallery", "x.png")):
+        extra = ["--indices", "0"] if flag == "--fits" else []
+        assert cli_main(["info", str(out), flag, str(out / name), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0] and "inside the dataset" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == before
     # a count below 1 is refused by the parser: exit 2, the last line names the flag and range
     with pytest.raises(SystemExit) as exc:
         cli_main(["generate", "--out", str(tmp_path / "x"), "--n", "0", "--workers", "1"])
