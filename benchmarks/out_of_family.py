@@ -41,9 +41,13 @@ How the nodal family stays out of training and calibration:
 * its campaigns live in their own cache (``--oof-cache``) with the family in the truth
   sidecar (``"family": "nodal"``).
 
+Each camera's results are kept next to its campaign (``*.oof_eval.<key>.json``, the key naming
+the rows, the CNN model, the forward fit's model tag, the package version and the truth), so
+that an interrupted run (the full one is hours long) resumes; ``--fresh`` recomputes.
+
 Usage::
 
-    python -m benchmarks.out_of_family [--quick] [--json out/out_of_family.json]
+    python -m benchmarks.out_of_family [--quick] [--fresh] [--json out/out_of_family.json]
 """
 
 from __future__ import annotations
@@ -108,7 +112,32 @@ def _forward(frames, seed: int) -> dict:
     }  # fmt: skip
 
 
+def _result_cache(job: dict) -> Path:
+    """Where one camera's results are kept (next to its campaign), named by what produced
+    them: the rows, the CNN model, the forward fit's model tag and the package version."""
+    import hashlib
+
+    from plato_cnn.forward import MODEL_TAG
+    from plato_sim._version import __version__
+
+    key = json.dumps([job["rows"], job["model"], MODEL_TAG, __version__, job["truth"]])
+    return Path(f"{job['dir']}.oof_eval.{hashlib.sha256(key.encode()).hexdigest()[:12]}.json")
+
+
 def _evaluate(job: dict) -> dict:
+    """One camera's rows; kept next to its campaign so that an interrupted run resumes
+    (``--fresh`` recomputes)."""
+    cache = _result_cache(job)
+    if cache.is_file() and not job.get("fresh"):
+        return json.loads(cache.read_text())
+    out = _evaluate_camera(job)
+    from plato_sim.io.atomic import atomic_write_text
+
+    atomic_write_text(cache, json.dumps(out))
+    return out
+
+
+def _evaluate_camera(job: dict) -> dict:
     pin_one_thread()
     import warnings
 
@@ -238,6 +267,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--oof-cache", default="out/out_of_family_cache")
     ap.add_argument("--skip-forward", action="store_true", help="leave out the forward method")
     ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="recompute every camera (default: reuse each camera's kept results, so that an "
+        "interrupted run resumes)",
+    )
+    ap.add_argument(
         "--methods",
         type=lambda s: s.split(","),
         default=["eef", "cnn", "forward"],
@@ -260,13 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     use_forward = "forward" in methods
     rows = [k for k, r in enumerate(ROWS) if r[1] in methods and r[3] in args.plateaux]
     t0 = time.perf_counter()
-    jobs = campaign_jobs(args, model=args.model, family="in", rows=rows)
+    jobs = campaign_jobs(args, model=args.model, family="in", rows=rows, fresh=args.fresh)
     truths = map_jobs(_emulate, jobs, args.workers)
     for j, tr in zip(jobs, truths, strict=True):
         j["truth"] = tr["t_bf_degC"]
     for i, (d, tr) in enumerate(_oof_truths(args)):
         jobs.append(dict(i=i, dir=str(d), truth=tr["t_bf_degC"], model=args.model,
-                         family="out", rows=rows))  # fmt: skip
+                         family="out", rows=rows, fresh=args.fresh))  # fmt: skip
     t_emul = time.perf_counter() - t0
     t1 = time.perf_counter()
     evals = map_jobs(_evaluate, jobs, args.workers)
