@@ -95,7 +95,7 @@ def _evaluate(job: dict) -> dict:
                 out.append(
                     {
                         "row": k,
-                        "bft": f.t_bf_degC,
+                        "bft": f.bft_degC,
                         "sigma": f.sigma_degC,
                         "ambiguous": f.sign_ambiguous,
                     }
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     truths = map_jobs(_emulate, jobs, args.workers)
     t_emul = time.perf_counter() - t0
     for j, tr in zip(jobs, truths, strict=True):
-        j["truth"] = tr["t_bf_degC"]
+        j["truth"] = tr["bft_degC"]
     t1 = time.perf_counter()
     evals = map_jobs(_evaluate, jobs, args.workers)
     t_eval = time.perf_counter() - t1

@@ -121,7 +121,7 @@ def _evaluate(job: dict) -> dict:
             else:
                 model = job["base"] if method == "base" else job["tuned"]
                 f, _ = cnn_bft(sub, model, n_boot=100, seed=job["i"])
-                out.append({"row": k, "bft": f.t_bf_degC, "sigma": f.sigma_degC})
+                out.append({"row": k, "bft": f.bft_degC, "sigma": f.sigma_degC})
         except Exception as exc:  # counted as a failure of that row
             out.append({"row": k, "error": f"{type(exc).__name__}: {exc}"})
     return {"i": job["i"], "truth": job["truth"], "results": out}
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     truths = map_jobs(_emulate, jobs, args.workers)
     t_emul = time.perf_counter() - t0
     for j, tr in zip(jobs, truths, strict=True):
-        j["truth"] = float(tr["t_bf_degC"])
+        j["truth"] = float(tr["bft_degC"])
 
     base = str(args.model or default_model_dir())
     tuned = str(cache / f"finetuned_{args.finetune_cameras}cams_{args.epochs}ep")

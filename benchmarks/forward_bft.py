@@ -120,7 +120,7 @@ def _timing(args: argparse.Namespace) -> dict:
         read_s=t_read,
         fit_s=wall - t_read,
         total_s=wall,
-        error_degC=r["bft_degC"] - truth["t_bf_degC"],
+        error_degC=r["bft_degC"] - truth["bft_degC"],
         sigma_degC=r["sigma_degC"],
         chi2_reduced=r["chi2"]["reduced"],
         iterations=r["diagnostics"]["iterations"],
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         truths = map_jobs(_emulate, jobs, args.workers)
         t_emul = time.perf_counter() - t0
         for j, tr in zip(jobs, truths, strict=True):
-            j["truth"] = tr["t_bf_degC"]
+            j["truth"] = tr["bft_degC"]
         t1 = time.perf_counter()
         evals = map_jobs(_evaluate, jobs, args.workers)
         t_eval = time.perf_counter() - t1

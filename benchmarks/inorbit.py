@@ -84,7 +84,7 @@ def _job(job: dict) -> list[dict]:
                 idx = np.sort(order[k * n : (k + 1) * n])
                 sub = ImagetteField(f.imagettes[idx], f.stars[idx], f.header, None)
                 rec = dict(camera_seed=job["seed"], v_range=list(vr), n_stars=n, subset=k)
-                rec.update(t_bf_degC=t_bf, temperature_degC=temp, dt_true_degC=dt_true)
+                rec.update(bft_degC=t_bf, temperature_degC=temp, dt_true_degC=dt_true)
                 try:
                     fc = focus_check(sub, temp, loaded=loaded)
                 except ValueError as exc:  # e.g. every star of a small set saturated

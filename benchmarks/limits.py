@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import sys
 import time
 from pathlib import Path
@@ -135,15 +134,16 @@ def _camera_job(job: dict) -> dict:
     from plato_sim.optics.model import CameraModel
     from plato_sim.optics.spectra import ogse_spectrum
     from plato_sim.scenes.fields import ground_test_fields
+    from plato_sim.scenes.ground_test import read_truth
     from plato_sim.truth.bestfocus import t0_for_best_focus
 
     t0, c0 = time.perf_counter(), time.process_time()
     n_dith = max(job["dithers_list"])
     if job.get("truth"):
-        truth = json.loads(Path(job["truth"]).read_text())
+        truth = read_truth(job["truth"])
         camera = camera_from_truth(truth)
         design = CampaignDesign.from_truth(truth, n_dithers=n_dith)
-        t_bf = float(truth["t_bf_degC"])
+        t_bf = float(truth["bft_degC"])
     else:
         theta, phi = ground_test_fields(job["fields"])
         design = CampaignDesign(
@@ -156,7 +156,7 @@ def _camera_job(job: dict) -> dict:
             camera, job["bft"], theta_deg=theta, phi_deg=phi,
             spectrum=ogse_spectrum(camera.optics.camera), n_sub=TRUTH_N_SUB,
         )  # fmt: skip
-        t_bf = bf.t_bf_degC
+        t_bf = bf.bft_degC
     design = replace(design, plateaux_degC=tuple(sorted(set(design.plateaux_degC))))
     info = campaign_information(camera, design)
     out = []
@@ -167,8 +167,8 @@ def _camera_job(job: dict) -> dict:
                 out.append(dict(b.to_dict(), dithers=n_d, plateaux=n_pl))
     return dict(
         i=job["i"],
-        t_bf_degC=t_bf,
-        t_bf_linearised_degC=info.t_bf_degC,
+        bft_degC=t_bf,
+        bft_linearised_degC=info.bft_degC,
         s_um_per_degC=info.s_um_per_degC,
         fields=design.n_fields,
         frames=design.frames_per_dither,
@@ -313,11 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     result["accuracy_design"] = acc
     dithers_list = [acc["dithers"], 25] if acc["dithers"] != 25 else [25]
     if args.truths:
+        from plato_sim.scenes.ground_test import read_truth
+
         paths = sorted(glob.glob(args.truths))
         if not paths:
             raise SystemExit(f"--truths {args.truths!r}: no file matches")
         # the truths' own dithers first (one design per glob), then the emulator's 25
-        n_truth = int(json.loads(Path(paths[0]).read_text())["n_dithers"])
+        n_truth = int(read_truth(paths[0])["n_dithers"])
         dithers_list = [n_truth, 25] if n_truth != 25 else [25]
         jobs = [dict(i=i, truth=p, dithers_list=dithers_list) for i, p in enumerate(paths)]
     else:

@@ -163,7 +163,7 @@ def _evaluate_camera(job: dict) -> dict:
                 res = {"bft": r.bft_degC, "sigma": r.sigma_degC}
             elif method == "cnn":
                 f, _ = cnn_bft(frames.select(m), job["model"], n_boot=100, seed=job["i"])
-                res = {"bft": f.t_bf_degC, "sigma": f.sigma_degC}
+                res = {"bft": f.bft_degC, "sigma": f.sigma_degC}
             else:
                 res = _forward(frames.select(m), job["i"])
             out.append({"row": k, **res})
@@ -298,9 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     jobs = campaign_jobs(args, model=args.model, family="in", rows=rows, fresh=args.fresh)
     truths = map_jobs(_emulate, jobs, args.workers)
     for j, tr in zip(jobs, truths, strict=True):
-        j["truth"] = tr["t_bf_degC"]
+        j["truth"] = tr["bft_degC"]
     for i, (d, tr) in enumerate(_oof_truths(args)):
-        jobs.append(dict(i=i, dir=str(d), truth=tr["t_bf_degC"], model=args.model,
+        jobs.append(dict(i=i, dir=str(d), truth=tr["bft_degC"], model=args.model,
                          family="out", rows=rows, fresh=args.fresh))  # fmt: skip
     t_emul = time.perf_counter() - t0
     t1 = time.perf_counter()

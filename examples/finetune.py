@@ -118,7 +118,7 @@ def evaluate(jobs: list[dict], models: dict[str, str | None]) -> list[dict]:
         row["classical cubic"] = {"bft_degC": r.bft_degC, "sigma_degC": r.sigma_degC}
         for label, model_dir in models.items():
             fit, _ = cnn_bft(fr, model_dir, n_boot=100, seed=job["i"])
-            row[label] = {"bft_degC": fit.t_bf_degC, "sigma_degC": fit.sigma_degC}
+            row[label] = {"bft_degC": fit.bft_degC, "sigma_degC": fit.sigma_degC}
         rows.append(row)
     return rows
 
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     for job, tr in zip(jobs, emulate_all(jobs, args.workers), strict=True):
-        job["truth"] = float(tr["t_bf_degC"])
+        job["truth"] = float(tr["bft_degC"])
     train, test = jobs[: args.train_cameras], jobs[args.train_cameras :]
 
     base = str(Path(args.model) if args.model else default_model_dir())

@@ -51,7 +51,7 @@ def your_arrays(out: Path) -> tuple[dict, float]:
         "timestamps": np.asarray(fr.time_s),
         "ccd": np.asarray(fr.ccd),
     }
-    return arrays, float(truth["t_bf_degC"])
+    return arrays, float(truth["bft_degC"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(out / f"{name}.json", r)
         err = r["bft_degC"] - t_true
         print(f"{name:8s} {r['bft_degC']:8.2f} +- {r['sigma_degC']:.2f} degC  error {err:+.2f}")
-    (out / "truth.json").write_text(json.dumps({"t_bf_degC": t_true}) + "\n", encoding="utf-8")
+    (out / "truth.json").write_text(json.dumps({"bft_degC": t_true}) + "\n", encoding="utf-8")
     return 0
 
 

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     model, bf = t0_for_best_focus(CameraModel(), args.t_bf, engine=fast)
     print(
         f"camera: s = {model.thermal.s_um_per_degC:.1f} um/degC, T0 = "
-        f"{model.thermal.t0_degC:.2f} degC, T_BF = {bf.t_bf_degC:.2f} degC "
+        f"{model.thermal.t0_degC:.2f} degC, T_BF = {bf.bft_degC:.2f} degC "
         f"(dz_th at best focus {bf.dz_th_um:+.1f} um, field-mean EEF {bf.eef_max:.3f})"
     )
     optics = model.optics
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 ax.set_ylabel(f"{t:g} degC\ndz_th {dz_th:+.0f} um", fontsize=8)
     fig.suptitle(
         f"{args.engine} engine, OGSE 10 wavelengths, phi = {args.phi_deg:g} deg, star on a pixel "
-        f"centre; T_BF = {bf.t_bf_degC:.1f} degC",
+        f"centre; T_BF = {bf.bft_degC:.1f} degC",
         fontsize=9,
     )
     fig.tight_layout()
@@ -110,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     ft, fp = ground_test_fields()
     e_all = expected_eef(optics, ft[:, None], fp[:, None], dz_grid[None, :], sp, fast)
     ax.plot(t_grid, e_all.mean(axis=0), "k", lw=2.2, label="mean over the 40 test positions")
-    ax.axvline(bf.t_bf_degC, color="k", ls=":", lw=1)
+    ax.axvline(bf.bft_degC, color="k", ls=":", lw=1)
     ax.axhline(0.77, color="grey", ls="--", lw=0.8, label="PLT-CAM-872: 0.77")
     ax.set_xlabel("TRP1 temperature (degC)")
     ax.set_ylabel("expected EEF (2x2 / 10x10, sub-pixel averaged)")
-    ax.set_title(f"EEF vs temperature, phi = {args.phi_deg:g} deg; T_BF = {bf.t_bf_degC:.2f} degC")
+    ax.set_title(f"EEF vs temperature, phi = {args.phi_deg:g} deg; T_BF = {bf.bft_degC:.2f} degC")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

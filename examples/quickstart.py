@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cl = json.loads((out / "classical.json").read_text())
     cn = json.loads((out / "cnn.json").read_text())
-    t_true = float(truth["t_bf_degC"])
+    t_true = float(truth["bft_degC"])
     report = {
         "true_bft_degC": t_true,
         "classical": {

@@ -37,6 +37,7 @@ import numpy as np
 
 from plato_cnn.robust import huber_weights
 from plato_sim.errors import ParameterError, warn
+from plato_sim.names import deprecated_alias
 from plato_sim.optics.thermal import S_PRIOR_UM_PER_DEGC
 
 __all__ = [
@@ -109,9 +110,12 @@ def make_eef_template(
 
 @dataclass
 class FocusFit:
-    """Result of :func:`fit_bft` (temperatures in degC, s in um/degC)."""
+    """Result of :func:`fit_bft` (temperatures in degC, s in um/degC).
 
-    t_bf_degC: float
+    ``bft_degC`` is the best-focus temperature (``t_bf_degC``: deprecated read-only alias).
+    """
+
+    bft_degC: float
     sigma_degC: float
     s_um_per_degC: float
     s_sigma_um_per_degC: float
@@ -124,6 +128,8 @@ class FocusFit:
     p_behind_mean: float
     template_shift_degC: float
     warnings: list[str] = field(default_factory=list)
+
+    t_bf_degC = deprecated_alias("bft_degC", "t_bf_degC")
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -297,7 +303,7 @@ def fit_bft(
             warn(f"side of focus undecided from one plateau (mean P(behind) = {p_mean:.2f})")
         )
     return FocusFit(
-        t_bf_degC=t_bf,
+        bft_degC=t_bf,
         sigma_degC=sigma,
         s_um_per_degC=s,
         s_sigma_um_per_degC=s_sig,

@@ -430,7 +430,7 @@ def calibrate_focus_check(
     for k in range(n_cameras):
         cam = make_camera(seed + k, bft_degC=-78.0)
         for _ in range(temperatures_per_camera):
-            t = cam.t_bf_degC + float(rng.uniform(-3.0, 3.0))
+            t = cam.bft_degC + float(rng.uniform(-3.0, 3.0))
             f = emulate_imagettes(cam, t, n_stars, seed=int(rng.integers(2**31)))
             fc = focus_check(f, t, model_dir, systematic=False)
             true_shift = f.truth["dz_th_um"] - f.truth["dz_bf_um"]

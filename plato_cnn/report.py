@@ -81,7 +81,7 @@ def cnn_result(fit, info: dict, obsids: list[int], s_prior: tuple[float, float] 
     """The method part of a report from :func:`plato_cnn.predict.cnn_bft`'s ``(fit, info)``."""
     return {
         "fit": "thermal-model",
-        "bft_degC": fit.t_bf_degC,
+        "bft_degC": fit.bft_degC,
         "sigma_degC": fit.sigma_degC,
         "obsids": sorted({int(o) for o in obsids}),
         "frames_used": info["frames_used"],
@@ -281,7 +281,7 @@ def plot_cnn_bft(frames, fit, mu_um: np.ndarray, ax=None):
     s = f"s = {fit.s_um_per_degC:.2f} ± {fit.s_sigma_um_per_degC:.2f} µm/°C"
     what = f"CNN, {s}" + ("" if fit.s_measured else " (prior)")
     caveat = None if fit.s_measured else "one plateau: s is the prior's, not measured"
-    _style(ax, frames.camera, what, fit.t_bf_degC, fit.sigma_degC, caveat)
+    _style(ax, frames.camera, what, fit.bft_degC, fit.sigma_degC, caveat)
     return fig
 
 

@@ -99,6 +99,7 @@ from torch.func import jacfwd, jvp
 
 from plato_sim.detector import DetectorModel
 from plato_sim.errors import ParameterError
+from plato_sim.names import deprecated_alias
 from plato_sim.optics.model import CameraModel, OpticalModel
 from plato_sim.optics.spectra import Spectrum, ogse_spectrum
 from plato_sim.optics.thermal import S_PRIOR_UM_PER_DEGC, ThermalModel
@@ -571,7 +572,8 @@ class CampaignInformation:
         fisher: ``(F, P_l, D, P, P)`` one frame's Fisher matrix per field, plateau, dither.
         s_um_per_degC: the camera's thermal sensitivity.
         t_field_degC: ``(F,)`` true per-field EEF-optimal temperatures.
-        t_bf_degC: the camera's true best-focus temperature (field-averaged EEF).
+        bft_degC: the camera's true best-focus temperature (field-averaged EEF;
+            ``t_bf_degC``: deprecated alias).
         eef_curvature_per_um2: ``(F,)`` ``-d^2 EEF_i / d dz^2`` at the camera's best focus.
         optimum_sensitivity: ``(F, A)`` shift of each field's EEF-optimal focus (um) per unit
             of each aberration nuisance (the parameters after ``dz_um`` and
@@ -584,10 +586,12 @@ class CampaignInformation:
     fisher: np.ndarray
     s_um_per_degC: float
     t_field_degC: np.ndarray
-    t_bf_degC: float
+    bft_degC: float
     eef_curvature_per_um2: np.ndarray
     optimum_sensitivity: np.ndarray
     max_e: np.ndarray
+
+    t_bf_degC = deprecated_alias("bft_degC", "t_bf_degC")
 
     @property
     def tbf_gradient(self) -> tuple[float, np.ndarray]:
@@ -596,7 +600,7 @@ class CampaignInformation:
         tot = float(c.sum())
         if not tot > 0:
             raise ParameterError("field-averaged EEF curve not concave at best focus")
-        d_s = -float(np.sum(c * (self.t_bf_degC - self.t_field_degC))) / (self.s_um_per_degC * tot)
+        d_s = -float(np.sum(c * (self.bft_degC - self.t_field_degC))) / (self.s_um_per_degC * tot)
         return d_s, c / tot
 
     # Long because: it selects the design subset, assembles the per-field information in the
@@ -834,7 +838,7 @@ def campaign_information(
         fisher=sf.fisher.reshape(n_f, n_p, n_d, k, k),
         s_um_per_degC=s_local,
         t_field_degC=t_field,
-        t_bf_degC=t_bf,
+        bft_degC=t_bf,
         eef_curvature_per_um2=curv,
         optimum_sensitivity=sens,
         max_e=sf.max_e.reshape(n_f, n_p, n_d),

@@ -303,7 +303,7 @@ def _cmd_campaign(args: argparse.Namespace) -> int:
     )
     print(
         f"{args.out}: {truth['n_source_frames']} source frames on {len(truth['obsids'])} "
-        f"plateaux (OBSIDs {truth['obsids']}), true T_BF {truth['t_bf_degC']:.2f} degC, "
+        f"plateaux (OBSIDs {truth['obsids']}), true T_BF {truth['bft_degC']:.2f} degC, "
         f"{truth['seconds_total']:.1f} s; truth: {truth_path(args.out)}"
     )
     return 0
@@ -384,8 +384,8 @@ def _cmd_imagettes(args: argparse.Namespace) -> int:
     path = write_imagettes(args.out, field, overwrite=args.overwrite)
     print(
         f"wrote {path}: {args.n_stars} imagettes at TRP1 {args.temperature_degC:.2f} degC, "
-        f"true T_BF {cam.t_bf_degC:.2f} degC (change to best focus "
-        f"{cam.t_bf_degC - args.temperature_degC:+.2f} degC)"
+        f"true T_BF {cam.bft_degC:.2f} degC (change to best focus "
+        f"{cam.bft_degC - args.temperature_degC:+.2f} degC)"
     )
     return 0
 

@@ -45,6 +45,7 @@ from plato_sim.scenes import dataset, inorbit
 from plato_sim.scenes.sampling import (
     CameraEntry,
     build_camera,
+    canonical_config,
     config_json,
     load_config,
     resolve_camera_pool,
@@ -257,6 +258,8 @@ def generate(
             old = read_manifest(out)
         except ValueError as exc:  # corrupt: which dataset the folder holds is unknown
             raise ParameterError(f"{exc}; choose a new --out or delete the folder") from exc
+        if isinstance(old.get("config"), dict):  # written by an earlier version: old key names
+            old["config"] = canonical_config(old["config"], str(manifest_path))
         mismatch = [k for k, v in identity.items() if old.get(k) != v]
         if mismatch:
             raise ParameterError(
@@ -365,7 +368,7 @@ SUMMARY_LABELS = (
     ("dz_from_best_um", "um"),
     ("dz_th_um", "um"),
     ("temperature_degC", "degC"),
-    ("t_bf_degC", "degC"),
+    ("bft_degC", "degC"),
     ("theta_deg", "deg"),
     ("flux_e", "e-"),
     ("background_e_per_px", "e-/px"),

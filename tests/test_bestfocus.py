@@ -36,7 +36,7 @@ def test_t0_puts_the_eef_maximum_at_the_requested_temperature(setup):
     kw = dict(theta_deg=th, phi_deg=ph, spectrum=sp, engine=eng, n_sub=3)
     new, bf = t0_for_best_focus(model, -78.3, **kw)
     again = best_focus_temperature(new, **kw)
-    assert again.t_bf_degC == pytest.approx(-78.3, abs=0.05)
+    assert again.bft_degC == pytest.approx(-78.3, abs=0.05)
     # the maximum is a maximum: 1 degC either side the field-mean EEF is lower
     s = new.thermal.s_um_per_degC
     e = [

@@ -178,7 +178,7 @@ def test_emulator_writes_format_and_truth_beside(tiny):
     assert truth_path(camp) == root / "camp.truth.json"
     assert not list(camp.rglob("*.json"))  # readers never see the truth
     saved = json.loads(truth_path(camp).read_text())
-    assert saved["t_bf_degC"] == pytest.approx(-79.0)
+    assert saved["bft_degC"] == pytest.approx(-79.0)
     assert saved["obsids"] == [1024, 1035, 1046]
     # thermal zero solved: T0 differs from T_BF (other aberrations move the EEF optimum)
     assert saved["thermal"]["t0_degC"] != pytest.approx(-79.0, abs=1e-3)
@@ -258,7 +258,7 @@ def test_emulate_or_load_reuses_a_complete_campaign_and_redoes_an_interrupted_on
     assert emulate_or_load(d, **kw) == first  # read back, not emulated again
     assert truth_path(d).stat().st_mtime_ns == stamp
     truth_path(d).unlink()  # as if killed before the sidecar was written
-    assert emulate_or_load(d, **kw)["t_bf_degC"] == first["t_bf_degC"]
+    assert emulate_or_load(d, **kw)["bft_degC"] == first["bft_degC"]
     assert truth_path(d).is_file()
 
 

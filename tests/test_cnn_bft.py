@@ -40,7 +40,7 @@ def test_cnn_bft_library(campaign, model_dir):
     frames = read_campaign(campaign)
     fit, info = cnn_bft(frames, model_dir, n_boot=20)
     assert info["frames_used"] == int(frames.usable.sum())
-    assert np.isfinite(fit.t_bf_degC) and np.isfinite(fit.sigma_degC)
+    assert np.isfinite(fit.bft_degC) and np.isfinite(fit.sigma_degC)
     assert fit.n_plateaux == 5 and fit.s_measured
     assert len(fit.t_field_degC) == 3
 
@@ -97,7 +97,7 @@ def test_calibrated_systematic_sigma_is_added(campaign, model_dir, tmp_path):
     raw, _ = cnn_bft(frames, d, n_boot=20, systematic=False)
     cal, _ = cnn_bft(frames, d, n_boot=20)
     assert cal.sigma_degC == pytest.approx(np.hypot(raw.sigma_degC, 0.5))
-    assert cal.t_bf_degC == raw.t_bf_degC
+    assert cal.bft_degC == raw.bft_degC
     assert any("systematic" in w for w in cal.warnings)
     # a calibrated bootstrap scale multiplies the bootstrap sigma before the sum
     desc["bootstrap_scale"] = {"1": 1.0, "3": 1.0, "5": 0.5}
@@ -199,7 +199,7 @@ def test_calibrate_systematic_measures_what_the_bootstrap_misses(campaign, model
     shutil.copytree(model_dir, d)
     frames = read_campaign(campaign)
     full, _ = cnn_bft(frames, d, n_boot=100, systematic=False)
-    truth = full.t_bf_degC - 1.5  # a camera whose estimate is 1.5 degC off
+    truth = full.bft_degC - 1.5  # a camera whose estimate is 1.5 degC off
     res = calibrate_systematic(d, [(campaign, truth)], write=True)
     desc = json.loads((d / "model.json").read_text())
     keys = {str(n) for n in PLATEAU_SUBSETS} | {RECHECK_KEY}
@@ -239,7 +239,7 @@ def test_s_prior_from_an_earlier_sweep_sets_the_one_plateau_scale(campaign, mode
     a, _ = cnn_bft(one, model_dir, n_boot=5, systematic=False, s_prior=(5.0, 1e-3))
     b, _ = cnn_bft(one, model_dir, n_boot=5, systematic=False, s_prior=(20.0, 1e-3))
     assert not a.s_measured and a.s_um_per_degC == pytest.approx(5.0, rel=1e-3)
-    assert (t - a.t_bf_degC) == pytest.approx(4.0 * (t - b.t_bf_degC), rel=0.02)
+    assert (t - a.bft_degC) == pytest.approx(4.0 * (t - b.bft_degC), rel=0.02)
     with pytest.raises(ValueError, match="prior"):
         cnn_bft(one, model_dir, n_boot=5, s_prior=(0.0, 1.0))
     assert s_prior_arg("9.5,0.3") == (9.5, 0.3)

@@ -151,16 +151,16 @@ def test_fit_bft_recovers_the_thermal_model():
     d[::97] += 300.0  # a few wild frames: the fit is robust
     r = fit_bft(d, np.full(d.size, 6.0), temps, fid, n_boot=50)
     assert r.s_measured and r.s_um_per_degC == pytest.approx(s_true, rel=0.03)
-    assert r.t_bf_degC == pytest.approx(t_f.mean(), abs=0.1)
+    assert r.bft_degC == pytest.approx(t_f.mean(), abs=0.1)
     assert 0.0 < r.sigma_degC < 0.3
     # an asymmetric EEF template moves T_BF towards the side where the EEF falls slowly
     g = EEFTemplate((-200.0, 0.0, 400.0), (0.0, 1.0, 0.0))
     r2 = fit_bft(d, np.full(d.size, 6.0), temps, fid, template=g, n_boot=10, combine="template")
     assert r2.template_shift_degC > 0.0
-    assert r2.t_bf_degC == pytest.approx(r.t_bf_degC + r2.template_shift_degC, abs=1e-9)
+    assert r2.bft_degC == pytest.approx(r.bft_degC + r2.template_shift_degC, abs=1e-9)
     # by default the template is a diagnostic only: T_BF stays the mean of the T_f
     r4 = fit_bft(d, np.full(d.size, 6.0), temps, fid, template=g, n_boot=10)
-    assert r4.t_bf_degC == pytest.approx(r.t_bf_degC, abs=1e-12)
+    assert r4.bft_degC == pytest.approx(r.bft_degC, abs=1e-12)
     assert r4.template_shift_degC == pytest.approx(r2.template_shift_degC, abs=1e-12)
     # one plateau: s is the prior's, the sign head decides or flags ambiguity
     one = np.abs(temps + 80) < 1

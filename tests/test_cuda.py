@@ -87,9 +87,9 @@ def test_cnn_bft_on_cuda_matches_cpu(tmp_path):
     mu_gpu = predict_frames(frames, device="cuda")["mu_um"]
     fit_cpu, _ = cnn_bft(frames, n_boot=20, device="cpu")
     fit_gpu, _ = cnn_bft(frames, n_boot=20, device="cuda")
-    d_mu, d_t = np.abs(mu_gpu - mu_cpu).max(), abs(fit_gpu.t_bf_degC - fit_cpu.t_bf_degC)
+    d_mu, d_t = np.abs(mu_gpu - mu_cpu).max(), abs(fit_gpu.bft_degC - fit_cpu.bft_degC)
     print(f"CUDA - CPU: max |d mu| {d_mu:.2e} um, |d T_BF| {d_t:.2e} degC")
-    assert -90.0 < fit_cpu.t_bf_degC < -70.0  # a well-posed fit, not an extrapolation
+    assert -90.0 < fit_cpu.bft_degC < -70.0  # a well-posed fit, not an extrapolation
     assert d_mu < 0.5  # um; TF32 convolutions may round at 1e-3 relative
     assert d_t < 0.02
     assert abs(fit_gpu.sigma_degC - fit_cpu.sigma_degC) < 0.02

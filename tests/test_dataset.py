@@ -66,8 +66,8 @@ def test_camera_pool_entry_is_deterministic_and_consistent(cfg, camera):
     assert sampling.CameraEntry.from_dict(camera.to_dict()) == camera
     model = camera.model()
     # T0 puts the camera's best focus at its drawn T_BF
-    assert model.thermal.temperature_degC(camera.dz_bf_um) == pytest.approx(camera.t_bf_degC)
-    assert -84 <= camera.t_bf_degC <= -72
+    assert model.thermal.temperature_degC(camera.dz_bf_um) == pytest.approx(camera.bft_degC)
+    assert -84 <= camera.bft_degC <= -72
     # the fitted map reproduces the grid it was fitted to
     fit = camera.field_best_focus_um(np.array(camera.grid_theta_deg), np.array(camera.grid_phi_deg))
     assert np.max(np.abs(fit - np.array(camera.grid_dz_opt_um))) < 1.0

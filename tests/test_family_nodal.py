@@ -146,7 +146,7 @@ def test_truth_is_the_argmax_of_the_field_averaged_expected_eef(campaign):
     _, _, truth = campaign
     cam = NodalCamera.from_dict(truth["nodal"])
     th, ph = np.asarray(truth["fields"]["theta_deg"]), np.asarray(truth["fields"]["phi_deg"])
-    t_bf = truth["t_bf_degC"]
+    t_bf = truth["bft_degC"]
     temps = t_bf + np.linspace(-1.5, 1.5, 7)
     dz = cam.thermal.focal_shift_um(temps)
     sp = cam.spectrum(truth["n_wavelengths"])

@@ -118,7 +118,7 @@ def test_noise_free_recovers_wavefront_and_bft(setup):
     fr = _frames(s["cam"], s["theta"], s["phi"], s["sp"], s["eng"], seed=1)
     rep = forward_bft(fr, **FIT_KW)
     cam = s["cam"]
-    assert abs(rep["bft_degC"] - s["bf"].t_bf_degC) < TRUTH_FLOOR_DEGC
+    assert abs(rep["bft_degC"] - s["bf"].bft_degC) < TRUTH_FLOOR_DEGC
     assert abs(rep["params"]["s_um_per_degC"] - cam.thermal.s_um_per_degC) < 0.05
     assert abs(rep["params"]["diffusion_sigma_px"] - 0.2) < 0.01
     # each field's fitted wavefront (smooth model + that field's residual) is the camera's
@@ -143,7 +143,7 @@ def test_smooth_model_alone_recovers_its_coefficients(setup):
     assert rep["field_residuals"] is False
     p, cam = rep["params"], s["cam"]
     pert, des = cam.optics.perturbation, cam.optics.design
-    assert abs(rep["bft_degC"] - s["bf"].t_bf_degC) < TRUTH_FLOOR_DEGC
+    assert abs(rep["bft_degC"] - s["bf"].bft_degC) < TRUTH_FLOOR_DEGC
     assert abs(p["s_um_per_degC"] - cam.thermal.s_um_per_degC) < 0.02
     assert abs(p["astig_A_nm"] - des.astig_nm * pert.astig_scale) < 3.0
     assert abs(p["coma_C_nm"] - des.coma_nm * pert.coma_scale) < 3.0
@@ -166,7 +166,7 @@ def noisy(setup):
 def test_noisy_within_reported_sigma(setup, noisy):
     s = setup
     fr, rep = noisy
-    err = rep["bft_degC"] - s["bf"].t_bf_degC
+    err = rep["bft_degC"] - s["bf"].bft_degC
     assert rep["sigma_degC"] > 0
     assert abs(err) <= 3.0 * rep["sigma_degC"] + TRUTH_FLOOR_DEGC
     assert 0.7 < rep["chi2"]["reduced"] < 1.3

@@ -130,8 +130,8 @@ def test_estimators_run_on_frames_from_arrays(frames, model_dir):
     assert mine.bft_degC == pytest.approx(read.bft_degC, abs=1e-9)
     fit, _ = cnn_bft(made, model_dir, n_boot=20)
     ref, _ = cnn_bft(frames, model_dir, n_boot=20)
-    assert np.isfinite(fit.t_bf_degC) and np.isfinite(fit.sigma_degC)
-    assert fit.t_bf_degC == pytest.approx(ref.t_bf_degC, abs=1e-9)
+    assert np.isfinite(fit.bft_degC) and np.isfinite(fit.sigma_degC)
+    assert fit.bft_degC == pytest.approx(ref.bft_degC, abs=1e-9)
 
 
 N = 4

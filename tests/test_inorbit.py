@@ -56,7 +56,7 @@ def test_fits_round_trip_and_same_seed_same_bytes(tmp_path, camera, field):
     assert back.stars.tobytes() == field.stars.tobytes()
     assert back.header == field.header
     assert back.truth["star_truth"].tobytes() == field.truth["star_truth"].tobytes()
-    assert back.truth["t_bf_degC"] == pytest.approx(field.truth["t_bf_degC"])
+    assert back.truth["bft_degC"] == pytest.approx(field.truth["bft_degC"])
     assert read_imagettes(a, with_truth=False).truth is None
     again = im.emulate_imagettes(camera, -76.5, 24, seed=5, n_wavelengths=4)
     b = write_imagettes(tmp_path / "b.fits", again)
@@ -240,7 +240,7 @@ def test_robust_mean_rejects_outliers():
 
 @pytest.mark.parametrize("delta_t_degC", [3.0, -3.0])
 def test_focus_check_recovers_a_large_defocus(camera, delta_t_degC):
-    t = camera.t_bf_degC - delta_t_degC  # TRP1 now; best focus is delta_t away
+    t = camera.bft_degC - delta_t_degC  # TRP1 now; best focus is delta_t away
     f = im.emulate_imagettes(camera, t, 80, seed=11, v_mag_range=(9.0, 12.0))
     fc = focus_check(f, t)
     assert np.sign(fc.delta_t_degC) == np.sign(delta_t_degC)

@@ -26,7 +26,7 @@ def test_walkthrough_notebook_runs(tmp_path, monkeypatch):
     out = tmp_path / "out" / "walkthrough"
     for name in ("classical.png", "cnn.png", "forward.png"):
         assert (out / name).stat().st_size > 1000, name
-    truth = namespace["truth"]["t_bf_degC"]
+    truth = namespace["truth"]["bft_degC"]
     for name, t, _sigma in namespace["rows"][1:]:
         assert abs(t - truth) < 5.0, (name, t, truth)
     assert os.path.isdir(out / "democam")

@@ -91,7 +91,7 @@ def test_cnn_bft_applies_the_head_to_each_plateau(tmp_path):
     plain, info0 = cnn_bft(one, model_dir, n_boot=0, systematic=False, plateau_head=False)
     assert list(info["plateau_head_correction_um"].values()) == pytest.approx([20.0])
     assert info0["plateau_head_correction_um"] is None
-    assert fit.t_bf_degC == pytest.approx(plain.t_bf_degC - 20.0 / fit.s_um_per_degC, abs=1e-6)
+    assert fit.bft_degC == pytest.approx(plain.bft_degC - 20.0 / fit.s_um_per_degC, abs=1e-6)
     assert any("plateau head" in w for w in fit.warnings)
     # several plateaux: each plateau's offsets get its own correction (here +20 um on all
     # five, which moves every T_f by -20/s and leaves s alone)
@@ -99,7 +99,7 @@ def test_cnn_bft_applies_the_head_to_each_plateau(tmp_path):
     full0, _ = cnn_bft(frames, model_dir, n_boot=0, systematic=False, plateau_head=False)
     assert list(info5["plateau_head_correction_um"].values()) == pytest.approx([20.0] * 5)
     assert full.s_um_per_degC == pytest.approx(full0.s_um_per_degC, rel=1e-9)
-    assert full.t_bf_degC == pytest.approx(full0.t_bf_degC - 20.0 / full.s_um_per_degC)
+    assert full.bft_degC == pytest.approx(full0.bft_degC - 20.0 / full.s_um_per_degC)
     # a head trained on 40 field positions is not used on a plateau with 3, and the sigma
     # then comes from the calibration made without the head
     save_plateau_head(head, model_dir, {"fields_per_snapshot": 40})
@@ -111,7 +111,7 @@ def test_cnn_bft_applies_the_head_to_each_plateau(tmp_path):
     assert any("systematic 7.00 degC" in w for w in few_sys.warnings)
     few, info3 = cnn_bft(one, model_dir, n_boot=0, systematic=False)
     assert info3["plateau_head_correction_um"] is None
-    assert few.t_bf_degC == plain.t_bf_degC
+    assert few.bft_degC == plain.bft_degC
     assert any("plateau head not used on OBSID" in w and "(3 field positions" in w
                for w in few.warnings)  # fmt: skip
 

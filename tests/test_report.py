@@ -128,7 +128,7 @@ def test_plots_return_a_figure_take_ax_and_keep_the_backend(tmp_path):
         s_um_per_degC=10.0,
         s_sigma_um_per_degC=0.2,
         s_measured=True,
-        t_bf_degC=-78.5,
+        bft_degC=-78.5,
         sigma_degC=0.1,
     )
     mu = 10.0 * (frames.temperature_degC + 78.5)

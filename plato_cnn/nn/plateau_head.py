@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from plato_sim.errors import ParameterError
+from plato_sim.names import BFT_KEY, normalise_keys
 
 __all__ = [
     "FIELD_FEATURES",
@@ -216,7 +217,7 @@ def campaign_snapshots(
         pred: FocusNet predictions for those frames (:func:`plato_cnn.predict.predict_frames`).
         eef: per-frame EEF (2x2 variant).
         s_prior_um_per_degC: the ``s`` at which the fit's offset ``m0`` is read.
-        truth: the emulator's truth (``t_bf_degC``, ``thermal.s_um_per_degC``) for training;
+        truth: the emulator's truth (``bft_degC``, ``thermal.s_um_per_degC``) for training;
             ``None`` leaves the target NaN.
     """
     from plato_sim.optics.camera import PLATO_NORMAL_CAMERA
@@ -236,7 +237,7 @@ def campaign_snapshots(
         s_true = t_bf = target = float("nan")
         if truth is not None:
             s_true = float(truth["thermal"]["s_um_per_degC"])
-            t_bf = float(truth["t_bf_degC"])
+            t_bf = float(normalise_keys(truth, "truth")[BFT_KEY])
             target = s_true * (t_mean - t_bf) - m0
         out.append(Snapshot(camera, x, m0, t_mean, target, s_true, t_bf))
     return out

@@ -89,7 +89,7 @@ def emulate_calibration_set(
         for i, b in enumerate(bfts)
     ]  # fmt: skip
     truths = map_jobs(_emulate, jobs, workers)
-    return [(Path(j["dir"]), float(t["t_bf_degC"])) for j, t in zip(jobs, truths, strict=True)]
+    return [(Path(j["dir"]), float(t["bft_degC"])) for j, t in zip(jobs, truths, strict=True)]
 
 
 def _camera_errors(job: tuple[str, float, str]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -113,12 +113,12 @@ def _camera_errors(job: tuple[str, float, str]) -> dict[str, dict[str, tuple[flo
         for n, sub in PLATEAU_SUBSETS.items():
             fit, _ = cnn_bft(fr.select(fr.plateau_mask(sub)), model_dir, n_boot=100,
                              systematic=False, plateau_head=head)  # fmt: skip
-            errs[str(n)] = (fit.t_bf_degC - truth, fit.sigma_degC)
+            errs[str(n)] = (fit.bft_degC - truth, fit.sigma_degC)
         earlier = [t for t in PLATEAU_SUBSETS[5] if t not in PLATEAU_SUBSETS[1]]
         prior = earlier_sweep_s_prior(fr, model_dir, earlier)
         fit, _ = cnn_bft(fr.select(fr.plateau_mask(PLATEAU_SUBSETS[1])), model_dir, n_boot=100,
                          systematic=False, s_prior=prior, plateau_head=head)  # fmt: skip
-        errs[RECHECK_KEY] = (fit.t_bf_degC - truth, fit.sigma_degC)
+        errs[RECHECK_KEY] = (fit.bft_degC - truth, fit.sigma_degC)
         out[name] = errs
     return out
 

@@ -7,7 +7,6 @@ pretraining, the calibration nor the benchmarks use.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -104,9 +103,10 @@ def _camera_snapshots(job: tuple[str, str, float]) -> list[Snapshot]:
     from plato_cnn.metrics import frame_eef
     from plato_cnn.predict import predict_frames
     from plato_cnn.reader import read_campaign
+    from plato_sim.scenes.ground_test import read_truth
 
     folder, model_dir, s0 = job
-    truth = json.loads(Path(folder + ".truth.json").read_text())
+    truth = read_truth(folder)
     fr = read_campaign(folder)
     fr = fr.select(fr.usable)
     pred = predict_frames(fr, model_dir)

@@ -33,6 +33,7 @@ import numpy as np
 from astropy.io import fits
 
 from plato_sim.errors import ImagetteFormatError, ParameterError
+from plato_sim.names import BFT_KEY, LegacyNameDict, normalise_keys
 
 __all__ = [
     "FORMAT_NAME",
@@ -75,7 +76,7 @@ _TRUTH_COLUMNS = (
     ("SATURATD", "saturated", "B"),
 )
 _TRUTH_KEYS = (
-    ("T_BF", "t_bf_degC", "true best-focus TRP1 temperature (degC)"),
+    ("T_BF", BFT_KEY, "true best-focus TRP1 temperature (degC)"),
     ("DELTA_T", "delta_t_degC", "T_BF - TRP1_T: change to best focus (degC)"),
     ("DZ_TH", "dz_th_um", "thermal focal shift at TRP1_T (um)"),
     ("DZ_BF", "dz_bf_um", "thermal focal shift at best focus (um)"),
@@ -104,7 +105,7 @@ class ImagetteField:
             0-based CCD row and column), ``row, col`` (catalogue star position, pixels),
             ``theta_deg, phi_deg, v_mag, teff_K``.
         header: ``trp1_degC, exptime_s, cycle_s, gain_e_per_adu, camera, date_obs``.
-        truth: None for real data; for emulated fields the camera's ``t_bf_degC``,
+        truth: None for real data; for emulated fields the camera's ``bft_degC``,
             ``dz_th_um`` (at this temperature), ``dz_bf_um``, ``s_um_per_degC``, ``t0_degC``,
             ``delta_t_degC`` (= T_BF - T: the TRP1 change that reaches best focus) and
             per-star ``star_truth`` (structured: true row/col, flux_e, sky_e_per_px,
@@ -168,11 +169,12 @@ def write_imagettes(path: str | Path, data: ImagetteField, overwrite: bool = Fal
     ]
     hdus = [prim, img, fits.BinTableHDU.from_columns(cols, name=STARS_EXT)]
     if data.truth is not None:
-        st = np.asarray(data.truth["star_truth"])
+        truth = normalise_keys(data.truth, "ImagetteField.truth")
+        st = np.asarray(truth["star_truth"])
         tcols = [fits.Column(name=c, format=f, array=st[n]) for c, n, f in _TRUTH_COLUMNS]
         th = fits.BinTableHDU.from_columns(tcols, name=TRUTH_EXT)
         for key, name, comment in _TRUTH_KEYS:
-            th.header[key] = (data.truth[name], comment)
+            th.header[key] = (truth[name], comment)
         th.header["COMMENT"] = "simulation truth: never used by an estimator"
         hdus.append(th)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -273,7 +275,9 @@ def _read_open(path: Path, hdul: fits.HDUList, with_truth: bool) -> ImagetteFiel
     if with_truth and TRUTH_EXT in names:
         th = hdul[TRUTH_EXT]
         st = _read_table(path, th, _TRUTH_COLUMNS, STAR_TRUTH_DTYPE, n, TRUTH_EXT)
-        truth = {name: th.header[key] for key, name, _ in _TRUTH_KEYS if key in th.header}
+        truth = LegacyNameDict(
+            (name, th.header[key]) for key, name, _ in _TRUTH_KEYS if key in th.header
+        )
         truth["star_truth"] = st
     return ImagetteField(cube, stars, header, truth)
 

@@ -15,6 +15,10 @@ Bit-identical files: HDF5 object timestamps are disabled (``track_times=False``)
 version bounds are fixed, and labels are one compound dataset (no groups, whose creation
 times HDF5 would record).  The same arrays then give the same bytes.
 
+Label names: shards written by earlier versions may carry a label under a deprecated name
+(``t_bf_degC`` for ``bft_degC``, :mod:`plato_sim.names`); :func:`read_shard` and
+:class:`ShardedDataset` return it under the canonical name, with a :class:`DeprecationWarning`.
+
 Reading: :class:`ShardedDataset` opens each HDF5 file lazily, once per process, and re-opens
 after a fork (an open h5py handle must never cross a fork), so one instance can be handed to
 the worker processes of a torch ``DataLoader``.  ``__getitem__`` returns plain numpy arrays
@@ -33,6 +37,7 @@ import h5py
 import numpy as np
 
 from plato_sim.errors import DataError
+from plato_sim.names import canonical_dtype, canonical_name, warn_deprecated_name
 
 __all__ = [
     "SHARD_FORMAT",
@@ -169,13 +174,28 @@ def shard_is_valid(path: str | Path, expected_sha256: str | None = None) -> bool
 
 
 def read_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Read a whole shard: ``(stamps, labels, meta)``."""
+    """Read a whole shard: ``(stamps, labels, meta)`` (labels under their canonical names)."""
     try:
         with h5py.File(path, "r") as f:
             _check_format(f, path)
-            return f["stamps"][...], f["labels"][...], json.loads(f.attrs["meta"])
+            labels = f["labels"][...]
+            stamps, meta = f["stamps"][...], json.loads(f.attrs["meta"])
     except OSError as exc:
         raise OSError(f"{path}: cannot read the shard ({exc})") from exc
+    renamed = _renamed_labels(labels.dtype, path, stacklevel=2)
+    return stamps, (labels.view(canonical_dtype(labels.dtype)) if renamed else labels), meta
+
+
+def _renamed_labels(dtype: np.dtype, path, stacklevel: int = 2) -> dict[str, str]:
+    """``{stored: canonical}`` for the labels of a shard stored under a deprecated name
+    (shards of earlier versions; each issues a :class:`DeprecationWarning`)."""
+    new = canonical_dtype(dtype)
+    if new is None:
+        return {}
+    out = {a: b for a, b in zip(dtype.names, new.names, strict=True) if a != b}
+    for a, b in out.items():
+        warn_deprecated_name(a, b, f"{path}: label", stacklevel + 1)
+    return out
 
 
 def _check_format(f: h5py.File, path) -> None:
@@ -253,6 +273,8 @@ class ShardedDataset:
         counts = np.array([int(s["n"]) for s in shards], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
         self._handles: dict[int, h5py.File] = {}
+        #: per shard, ``{stored: canonical}`` for labels stored under a deprecated name
+        self._renamed: dict[int, dict[str, str]] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -283,6 +305,7 @@ class ShardedDataset:
                             f"{self.files[k]}: shard does not hold the {n} {name} "
                             "its manifest lists; rerun the generate command to repair it"
                         )
+                self._renamed[k] = _renamed_labels(f["labels"].dtype, self.files[k], 3)
             except Exception:
                 f.close()
                 raise
@@ -305,16 +328,29 @@ class ShardedDataset:
         f = self._file(k)
         stamp = f["stamps"][r]
         row = f["labels"][r]
-        return stamp, {name: row[name] for name in row.dtype.names}
+        ren = self._renamed.get(k, {})
+        return stamp, {ren.get(name, name): row[name] for name in row.dtype.names}
 
     def label_column(self, name: str) -> np.ndarray:
-        """One label for every sample (reads only the label datasets)."""
-        cols = [self._file(k)["labels"].fields(name)[...] for k in range(len(self.files))]
+        """One label for every sample (reads only the label datasets).
+
+        ``name`` is a label's canonical name (a deprecated one is accepted with a warning).
+        """
+        name = canonical_name(name, "label", stacklevel=2)
+        cols = []
+        for k in range(len(self.files)):
+            labels = self._file(k)["labels"]
+            stored = {b: a for a, b in self._renamed.get(k, {}).items()}.get(name, name)
+            cols.append(labels.fields(stored)[...])
         return np.concatenate(cols) if cols else np.empty(0)
 
     def labels(self) -> np.ndarray:
         """All labels as one structured array (small: ~300 bytes per sample)."""
-        return np.concatenate([self._file(k)["labels"][...] for k in range(len(self.files))])
+        parts = []
+        for k in range(len(self.files)):
+            lab = self._file(k)["labels"][...]
+            parts.append(lab.view(canonical_dtype(lab.dtype)) if self._renamed.get(k) else lab)
+        return np.concatenate(parts)
 
     def close(self) -> None:
         """Close the open files of this process."""

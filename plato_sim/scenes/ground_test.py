@@ -9,7 +9,9 @@ temperature in the sense of docs/facts.md is the requested one
 (:func:`plato_sim.truth.bestfocus.t0_for_best_focus`).  What the campaign measures (plateaux,
 field table, dithers, frames, flux, window, timing, detector) is one
 :class:`~plato_sim.scenes.design.CampaignDesign`.  The truth goes to a sidecar JSON file
-*next to* the campaign folder (``<campaign>.truth.json``), never inside it.
+*next to* the campaign folder (``<campaign>.truth.json``), never inside it; read it back with
+:func:`read_truth` (the true best-focus temperature is ``"bft_degC"``; sidecars written by
+earlier versions call it ``"t_bf_degC"``, which :func:`read_truth` maps to ``"bft_degC"``).
 
 Physics per frame:
 
@@ -41,6 +43,7 @@ import torch
 from plato_sim._version import __version__
 from plato_sim.errors import ParameterError
 from plato_sim.io import campaign_format as cf
+from plato_sim.names import BFT_KEY, LegacyNameDict, normalise_keys
 from plato_sim.optics.camera import ccd_of_field
 from plato_sim.optics.model import CameraModel
 from plato_sim.optics.spectra import Spectrum, ogse_spectrum
@@ -59,6 +62,7 @@ __all__ = [
     "CampaignTiming",
     "emulate_campaign",
     "emulate_or_load",
+    "read_truth",
     "truth_path",
     "DEFAULT_PLATEAUX_DEGC",
     "DEFAULT_FLUX_E",
@@ -76,6 +80,26 @@ def truth_path(out_dir: str | Path) -> Path:
     """The truth sidecar of a campaign folder: ``<folder>.truth.json`` beside it."""
     p = Path(out_dir)
     return p.parent / (p.name + ".truth.json")
+
+
+def read_truth(path: str | Path) -> dict:
+    """The truth sidecar of a campaign, as a dict.
+
+    Args:
+        path: the sidecar (``*.truth.json``) or the campaign folder it belongs to
+            (:func:`truth_path`).
+
+    Returns:
+        The sidecar's JSON object.  A sidecar written by an earlier version holds the true
+        best-focus temperature under the deprecated key ``"t_bf_degC"``: it is returned under
+        ``"bft_degC"``, with a :class:`DeprecationWarning`.  The dict (a
+        :class:`~plato_sim.names.LegacyNameDict`) still answers ``d["t_bf_degC"]``, with the
+        same warning.
+    """
+    p = Path(path)
+    if not p.name.endswith(".truth.json"):
+        p = truth_path(p)
+    return normalise_keys(json.loads(p.read_text()), str(p))
 
 
 def _placed_fields(
@@ -383,7 +407,7 @@ def _truth(
         "camera": run["camera"],
         "site": run["site"],
         "seed": int(run["seed"]),
-        "t_bf_degC": bf.t_bf_degC,
+        BFT_KEY: bf.bft_degC,
         "dz_th_at_bf_um": bf.dz_th_um,
         "eef_max_expected": bf.eef_max,
         **_camera_truth(setup.model, run["perturbation_strength"]),
@@ -472,7 +496,8 @@ def emulate_campaign(
             ``n_wavelengths``, ...); ``None`` values are ignored.
 
     Returns:
-        The truth dict (also written to :func:`truth_path`).
+        The truth dict (also written to :func:`truth_path`; the true best-focus temperature is
+        ``"bft_degC"``).
     """
     t_start = time.perf_counter()
     out = Path(out_dir)
@@ -493,10 +518,12 @@ def emulate_campaign(
 
     run = dict(camera=camera_name, site=site, seed=seed, n_sub_truth=n_sub_truth,
                perturbation_strength=perturbation_strength)  # fmt: skip
-    truth = _truth(design, setup, cursor, run, (t_truth, time.perf_counter() - t_start))
+    truth = LegacyNameDict(
+        _truth(design, setup, cursor, run, (t_truth, time.perf_counter() - t_start))
+    )
     _write_truth(out, truth)
     log.info("campaign %s: %d source frames, true T_BF %.2f degC", out, cursor.n_frames,
-             truth["t_bf_degC"])  # fmt: skip
+             truth[BFT_KEY])  # fmt: skip
     return truth
 
 
@@ -507,9 +534,10 @@ def emulate_or_load(out_dir: str | Path, design: CampaignDesign | None = None, *
     atomically by :func:`emulate_campaign`, so a folder with a sidecar is complete, and a
     folder without one (absent, or interrupted mid-write) is emulated anew with
     ``emulate_campaign(out_dir, design, overwrite=True, **kwargs)``.  The caller names the
-    folder so that different settings never share it.
+    folder so that different settings never share it.  A cached sidecar is read with
+    :func:`read_truth` (sidecars of earlier versions included).
     """
     tp = truth_path(out_dir)
     if tp.is_file():
-        return json.loads(tp.read_text())
+        return read_truth(tp)
     return emulate_campaign(out_dir, design, overwrite=True, **kwargs)

@@ -4,7 +4,7 @@ Cameras.  A pool of ``cameras.n_pool`` random camera perturbations
 (:meth:`plato_sim.optics.model.CameraModel.random`) is drawn once per dataset (seed and index
 only).  For each camera:
 
-* its T_BF is drawn (``cameras.t_bf_degC``) and ``T0 = T_BF - dz_bf / s`` where ``dz_bf`` is the
+* its T_BF is drawn (``cameras.bft_degC``) and ``T0 = T_BF - dz_bf / s`` where ``dz_bf`` is the
   thermal focal shift at best focus (independent of T0);
 * the per-field EEF-optimal thermal focal shift ``dz_opt(theta, phi)``
   (:func:`plato_sim.truth.bestfocus.field_best_focus_um`) is computed on a grid (the centre plus
@@ -42,6 +42,7 @@ import yaml
 
 from plato_sim.detector import DetectorModel, draw_value
 from plato_sim.errors import ParameterError
+from plato_sim.names import canonical_name, deprecated_alias, normalise_keys
 from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, ccd_of_field
 from plato_sim.optics.model import CameraModel, OpticalModel
 from plato_sim.optics.spectra import Spectrum, blackbody_spectrum, ogse_spectrum
@@ -59,6 +60,7 @@ __all__ = [
     "default_config",
     "load_config",
     "validate_config",
+    "canonical_config",
     "validate_imagette_config",
     "config_json",
     "camera_pool_size",
@@ -119,10 +121,25 @@ def _merge(base: dict, over: dict, path: str, src: str) -> dict:
     return out
 
 
+def canonical_config(cfg: dict, where: str = "config") -> dict:
+    """A copy of ``cfg`` with deprecated key names replaced by the canonical ones, at every level.
+
+    For configs written by earlier versions (a YAML file, a dataset manifest's ``config``):
+    ``cameras.t_bf_degC`` is read as ``cameras.bft_degC``, with a :class:`DeprecationWarning`
+    naming ``where``.
+    """
+    out = {}
+    for k, v in cfg.items():
+        name = canonical_name(k, where, stacklevel=2) if isinstance(k, str) else k
+        out[name] = canonical_config(v, where) if isinstance(v, dict) else v
+    return out
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
     """The dataset config: the default, merged with a YAML file, then with ``overrides``.
 
-    Unknown keys are errors naming the file and the key; the result is validated.
+    Unknown keys are errors naming the file and the key; deprecated key names are read as
+    their canonical names (:func:`canonical_config`); the result is validated.
     """
     cfg = default_config()
     if path is not None:
@@ -135,9 +152,9 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise ParameterError(f"{path}: not valid YAML ({exc})") from exc
         if not isinstance(data, dict):
             raise ParameterError(f"{path}: a dataset config must hold a mapping")
-        cfg = _merge(cfg, data, "", str(path))
+        cfg = _merge(cfg, canonical_config(data, str(path)), "", str(path))
     if overrides:
-        cfg = _merge(cfg, overrides, "", "overrides")
+        cfg = _merge(cfg, canonical_config(overrides, "overrides"), "", "overrides")
     validate_config(cfg)
     return cfg
 
@@ -167,7 +184,7 @@ def validate_config(cfg: dict) -> None:
         "cameras.n_pool",
         f"must be 'auto' or an integer >= 1, got {pool!r}",
     )
-    for key in ("s_um_per_degC", "t_bf_degC"):
+    for key in ("s_um_per_degC", "bft_degC"):
         v = cfg["cameras"][key]
         need(
             isinstance(v, list | tuple) and len(v) == 2 and v[0] <= v[1],
@@ -278,7 +295,7 @@ class CameraEntry:
         perturbation: :class:`plato_sim.optics.wavefront.CameraPerturbation` as a dict.
         s_um_per_degC: thermal sensitivity (um/degC).
         t0_degC: TRP1 temperature of zero thermal focal shift.
-        t_bf_degC: best-focus temperature (drawn).
+        bft_degC: best-focus temperature (drawn; ``t_bf_degC``: deprecated alias).
         dz_bf_um: thermal focal shift at best focus (um).
         map_coef_um: coefficients (um) of the best-focus remainder on ``_MAP_NOLL`` polynomials.
         grid_theta_deg, grid_phi_deg, grid_dz_opt_um, grid_eef_max: the search grid results.
@@ -289,7 +306,7 @@ class CameraEntry:
     perturbation: dict
     s_um_per_degC: float
     t0_degC: float
-    t_bf_degC: float
+    bft_degC: float
     dz_bf_um: float
     map_coef_um: tuple[float, ...]
     grid_theta_deg: tuple[float, ...]
@@ -297,6 +314,8 @@ class CameraEntry:
     grid_dz_opt_um: tuple[float, ...]
     grid_eef_max: tuple[float, ...]
     field_radius_deg: float
+
+    t_bf_degC = deprecated_alias("bft_degC", "t_bf_degC")
 
     @property
     def camera_id(self) -> int:
@@ -327,7 +346,8 @@ class CameraEntry:
 
     @classmethod
     def from_dict(cls, d: dict) -> CameraEntry:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (also reads the deprecated key ``t_bf_degC``, warning)."""
+        d = normalise_keys(d, "camera entry", stacklevel=2)
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
         return cls(**kw)
 
@@ -364,7 +384,7 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
     model = CameraModel.random(
         rng, index + 1, strength=strength, s_range_um_per_degC=tuple(c["s_um_per_degC"])
     )
-    t_bf = float(rng.uniform(*c["t_bf_degC"]))
+    t_bf = float(rng.uniform(*c["bft_degC"]))
     optics = model.optics
     bf = cfg["best_focus"]
     engine = engine or make_engine(cfg)
@@ -392,7 +412,7 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
         perturbation=optics.perturbation.to_dict(),
         s_um_per_degC=float(s),
         t0_degC=float(t0),
-        t_bf_degC=t_bf,
+        bft_degC=t_bf,
         dz_bf_um=float(dz_bf),
         map_coef_um=tuple(float(v) for v in coef),
         grid_theta_deg=tuple(float(v) for v in gth),
@@ -424,7 +444,7 @@ LABEL_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("dz_camera_best_um", "f8", "dz_th at the camera's best focus (T_BF) (um)"),
     ("temperature_degC", "f8", "TRP1 temperature of dz_th for this camera (degC)"),
     ("t0_degC", "f8", "camera T0: temperature of zero thermal focal shift (degC)"),
-    ("t_bf_degC", "f8", "camera best-focus temperature (degC)"),
+    ("bft_degC", "f8", "camera best-focus temperature (degC)"),
     ("s_um_per_degC", "f8", "camera thermal sensitivity (um/degC)"),
     ("offset_x_px", "f8", "true star x - stamp centre pixel column (pixels)"),
     ("offset_y_px", "f8", "true star y - stamp centre pixel row (pixels)"),
@@ -544,7 +564,7 @@ def state_labels(
     temp = [models[int(cam_idx[s])].thermal.temperature_degC(dz_th[s]) for s in range(len(cam_idx))]
     lab["temperature_degC"] = np.asarray(temp, dtype=float)[st]
     lab["t0_degC"] = np.array([cm.t0_degC for cm in cams])[st]
-    lab["t_bf_degC"] = np.array([cm.t_bf_degC for cm in cams])[st]
+    lab["bft_degC"] = np.array([cm.bft_degC for cm in cams])[st]
     lab["s_um_per_degC"] = np.array([cm.s_um_per_degC for cm in cams])[st]
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from plato_sim.names import deprecated_alias, warn_deprecated_name
 from plato_sim.optics.model import CameraModel, OpticalModel
 from plato_sim.optics.spectra import Spectrum, ogse_spectrum
 from plato_sim.optics.thermal import ThermalModel
@@ -169,14 +170,16 @@ class BestFocus:
     """Best focus of a camera model.
 
     Attributes:
-        t_bf_degC: best-focus TRP1 temperature.
+        bft_degC: best-focus TRP1 temperature (``t_bf_degC``: deprecated alias).
         dz_th_um: thermal focal shift at best focus.
         eef_max: field-averaged expected EEF at best focus.
     """
 
-    t_bf_degC: float
+    bft_degC: float
     dz_th_um: float
     eef_max: float
+
+    t_bf_degC = deprecated_alias("bft_degC", "t_bf_degC")
 
 
 def best_focus_temperature(model: CameraModel, **kwargs) -> BestFocus:
@@ -186,14 +189,20 @@ def best_focus_temperature(model: CameraModel, **kwargs) -> BestFocus:
 
 
 def t0_for_best_focus(
-    model: CameraModel, t_bf_degC: float, **kwargs
+    model: CameraModel, bft_degC: float | None = None, **kwargs
 ) -> tuple[CameraModel, BestFocus]:
-    """The same camera with ``T0`` moved so that its best-focus temperature is ``t_bf_degC``.
+    """The same camera with ``T0`` moved so that its best-focus temperature is ``bft_degC``.
 
-    Returns the new model and its :class:`BestFocus`.
+    Other keyword arguments go to :func:`best_focus_shift_um` (``t_bf_degC``: deprecated name
+    of ``bft_degC``).  Returns the new model and its :class:`BestFocus`.
     """
+    if "t_bf_degC" in kwargs:
+        warn_deprecated_name("t_bf_degC", "bft_degC", "t0_for_best_focus")
+        bft_degC = kwargs.pop("t_bf_degC")
+    if bft_degC is None:
+        raise TypeError("t0_for_best_focus() missing required argument: 'bft_degC'")
     dz, e = best_focus_shift_um(model.optics, **kwargs)
     th = model.thermal
     d = ThermalModel(th.s_um_per_degC, 0.0, th.q_um_per_degC2).temperature_degC(dz)
-    new = model.with_t0(float(t_bf_degC - d))
-    return new, BestFocus(float(t_bf_degC), dz, e)
+    new = model.with_t0(float(bft_degC - d))
+    return new, BestFocus(float(bft_degC), dz, e)
