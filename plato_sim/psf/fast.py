@@ -113,6 +113,21 @@ class FastEngine(PSFEngine):
         self.chunk = int(chunk)
         self._grids: dict = {}
 
+    def replace(self, **changes) -> FastEngine:
+        """A new engine with the same settings but ``changes`` (constructor keywords)."""
+        kw = dict(
+            camera=self.camera,
+            diffusion_sigma_px=self.diffusion_sigma_px,
+            jitter_sigma_px=self.jitter_sigma_px,
+            fov_px=self.fov_px,
+            mtf_tol=self.mtf_tol,
+            device=self.device,
+            dtype=self.dtype,
+            chunk=self.chunk,
+        )
+        kw.update(changes)
+        return FastEngine(**kw)
+
     # ------------------------------------------------------------------ geometry
     @property
     def fov_um(self) -> float:
@@ -143,10 +158,14 @@ class FastEngine(PSFEngine):
             m = _good_size(n + k + 1)
             amp, basis = _pupil_grid(n, step, n_terms)
             sel = amp.ravel() > 0
+            idx = np.flatnonzero(sel)
             g = dict(
                 n=n,
                 m=m,
-                idx=torch.as_tensor(np.flatnonzero(sel), device=self.device),
+                idx=torch.as_tensor(idx, device=self.device),
+                # the same cells in the zero-padded m x m layout: the pupil is written there
+                # directly (ifft2's own padding copies the whole array once more)
+                idx_m=torch.as_tensor((idx // n) * m + idx % n, device=self.device),
                 amp=torch.as_tensor(amp.ravel()[sel], dtype=self.dtype, device=self.device),
                 basis=torch.as_tensor(
                     basis.reshape(n_terms, -1)[:, sel], dtype=self.dtype, device=self.device
@@ -178,12 +197,12 @@ class FastEngine(PSFEngine):
         total = None
         for li, (lam, w) in enumerate(zip(spectrum.wavelengths_nm, spectrum.weights, strict=True)):
             g = self._grid(lam, n_terms, k)
-            n, m = g["n"], g["m"]
+            m = g["m"]
             phase = (z[:, li, :] @ g["basis"]) * (2.0 * math.pi / lam)
             vals = torch.polar(g["amp"].expand_as(phase), phase)
-            pupil = torch.zeros((b, n * n), dtype=self.cdtype, device=self.device)
-            pupil = pupil.index_copy(1, g["idx"], vals).reshape(b, n, n)
-            field = torch.fft.ifft2(pupil, s=(m, m))  # kernel exp(+2 pi i u.x): poppy/GalSim
+            pupil = torch.zeros((b, m * m), dtype=self.cdtype, device=self.device)
+            pupil = pupil.index_copy_(1, g["idx_m"], vals).reshape(b, m, m)
+            field = torch.fft.ifft2(pupil)  # kernel exp(+2 pi i u.x): poppy/GalSim
             inten = field.real**2 + field.imag**2
             o = torch.fft.rfft2(inten)  # (B, m, m//2+1), exp(-2 pi i f.x)
             o = torch.cat([o[:, m - k :, : k + 1], o[:, : k + 1, : k + 1]], dim=1)

@@ -80,6 +80,7 @@ import torch
 from plato_sim.detector import DetectorModel, draw_value, saturation_mask
 from plato_sim.errors import ParameterError
 from plato_sim.io.imagette_format import STAR_DTYPE, STAR_TRUTH_DTYPE, ImagetteField
+from plato_sim.names import BFT_KEY, LegacyNameDict
 from plato_sim.optics.camera import Camera, ccd_of_field
 from plato_sim.optics.model import OpticalModel
 from plato_sim.optics.spectra import Spectrum, blackbody_spectrum, monochromatic
@@ -213,8 +214,8 @@ def make_camera(
     cfg = load_config(_inorbit_config_path(), overrides=over)
     entry = build_camera(cfg, int(seed), int(index))
     if bft_degC is not None:
-        shift = float(bft_degC) - entry.t_bf_degC
-        entry = replace(entry, t_bf_degC=float(bft_degC), t0_degC=entry.t0_degC + shift)
+        shift = float(bft_degC) - entry.bft_degC
+        entry = replace(entry, bft_degC=float(bft_degC), t0_degC=entry.t0_degC + shift)
     return entry
 
 
@@ -495,12 +496,12 @@ def emulate_imagettes(
     st["dz_from_best_um"] = dz_th - st["dz_field_best_um"]
     st["saturated"] = saturation_mask(raw, det).reshape(n_stars, -1).any(axis=1)
     truth = {
-        "t_bf_degC": float(camera.t_bf_degC),
+        BFT_KEY: float(camera.bft_degC),
         "dz_th_um": dz_th,
         "dz_bf_um": float(camera.dz_bf_um),
         "s_um_per_degC": float(model.thermal.s_um_per_degC),
         "t0_degC": float(model.thermal.t0_degC),
-        "delta_t_degC": float(camera.t_bf_degC - temperature_degC),
+        "delta_t_degC": float(camera.bft_degC - temperature_degC),
         "camera_id": int(camera.camera_id),
         "seed": int(seed),
         "star_truth": st,
@@ -513,23 +514,14 @@ def emulate_imagettes(
         "camera": str(camera_name),
         "date_obs": str(date_obs),
     }
-    return ImagetteField(raw, stars, header, truth)
+    return ImagetteField(raw, stars, header, LegacyNameDict(truth))
 
 
 def _engine_with_jitter(engine: FastEngine | None, camera: Camera, jitter_arcsec: float):
     jit = jitter_arcsec / camera.pixel_arcsec
     if engine is None:
         return FastEngine(camera=camera, jitter_sigma_px=jit)
-    return FastEngine(
-        camera=engine.camera,
-        diffusion_sigma_px=engine.diffusion_sigma_px,
-        jitter_sigma_px=jit,
-        fov_px=engine.fov_px,
-        mtf_tol=engine.mtf_tol,
-        device=engine.device,
-        dtype=engine.dtype,
-        chunk=engine.chunk,
-    )
+    return engine.replace(jitter_sigma_px=jit)
 
 
 # ----------------------------------------------------------------------------- estimator input
