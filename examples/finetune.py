@@ -166,7 +166,8 @@ def plot_errors(rows: list[dict], labels: list[str], png: Path) -> Path:
 
 
 def plot_finetune(summary: dict, png: Path) -> Path:
-    """Fine-tuning loss per epoch, and the network-minus-EEF field offset per camera."""
+    """Fine-tuning loss per epoch, and per camera the network's disagreement with its labels
+    before and after (physics labels: RMS in um; EEF labels: mean field offset in degC)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,12 +180,16 @@ def plot_finetune(summary: dict, png: Path) -> Path:
     a1.set_ylabel("fine-tuning loss (NLL + L2-SP)")
     cams = summary["cameras"]
     x = np.arange(len(cams))
+    physics = "net_minus_label_um_rms" in summary["before"][0]
+    key_v = "net_minus_label_um_rms" if physics else "net_minus_eef_degC_mean"
     for k, (key, lab) in enumerate((("before", "before"), ("after", "after"))):
-        v = [c["net_minus_eef_degC_mean"] for c in summary[key]]
+        v = [c[key_v] for c in summary[key]]
         a2.bar(x + (k - 0.5) * 0.4, v, 0.4, label=lab)
     a2.axhline(0.0, color="k", lw=0.8)
     a2.set_xticks(x, cams)
-    a2.set_ylabel("network - EEF field temperature (degC)")
+    a2.set_ylabel(
+        "network - physics label, RMS (um)" if physics else "network - EEF field temperature (degC)"
+    )
     a2.legend(fontsize=8)
     fig.suptitle("fine-tuning on the training cameras (temperatures only, no truth)", fontsize=9)
     fig.tight_layout()
@@ -230,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fields", type=int, default=20, help="field positions per campaign")
     ap.add_argument("--dithers", type=int, default=3, help="dithers per field position")
     ap.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs")
+    ap.add_argument(
+        "--labels", choices=("forward", "eef"), default="forward", help="fine-tuning labels"
+    )
     ap.add_argument("--model", default=None, help="base model directory (default: shipped)")
     ap.add_argument("--replay-samples", type=int, default=4096, help="synthetic replay set")
     ap.add_argument("--synthetic", default=None, help="existing dataset to replay instead")
@@ -279,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         fr = read_campaign(job["dir"])
         frames.append(fr.select(fr.usable))
     synthetic = replay_set(args, out / "replay")
-    cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed)
+    cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed, labels=args.labels)
     summary = finetune(frames, tuned, base, cfg, synthetic, progress=True)
 
     print(f"[3/4] estimating T_BF of the {len(test)} held-out cameras", flush=True)

@@ -198,6 +198,12 @@ def _forward_arguments(p: argparse.ArgumentParser) -> None:
         help="fix q = 0 in dz = b + s (T - T_ref) + q (T - T_ref)^2 (default: q free with "
         "a prior of 0.05 um/degC^2)",
     )
+    g.add_argument(
+        "--field-focus",
+        action="store_true",
+        help="also report each field position's best focus under the fitted optics "
+        "(key field_focus: the physics labels that finetune --forward-json reuses)",
+    )
 
 
 def _forward_run(args: argparse.Namespace, frames) -> dict:
@@ -211,6 +217,7 @@ def _forward_run(args: argparse.Namespace, frames) -> dict:
         max_iter=args.max_iter,
         quadratic=not args.linear_thermal,
         s_prior=args.s_prior,
+        field_focus=args.field_focus,
     )
     if args.plot:
         save_figure(plot_forward_bft(report, frames), args.plot)
@@ -247,6 +254,19 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- finetune
+def _read_report(path: str) -> dict:
+    """A JSON report written by ``bft`` (one object), or a :class:`DataError`."""
+    from plato_sim.errors import DataError
+
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable JSON report ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: a report is one JSON object")
+    return obj
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from plato_cnn.nn.data import ShardFocusDataset
     from plato_cnn.pipelines.finetune import FinetuneConfig, finetune
@@ -257,9 +277,16 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         fr = read_campaign(d)
         frames.append(fr.select(fr.usable))
     synthetic = ShardFocusDataset(args.synthetic) if args.synthetic else None
-    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
-    summary = finetune(frames, args.out, args.model, cfg, synthetic)
+    reports = [_read_report(p) for p in args.forward_json] if args.forward_json else None
+    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, labels=args.labels)
+    summary = finetune(frames, args.out, args.model, cfg, synthetic, forward_reports=reports)
     for cam, b, a in zip(summary["cameras"], summary["before"], summary["after"], strict=True):
+        if args.labels == "forward":
+            print(
+                f"{cam}: network offsets minus physics labels, RMS "
+                f"{b['net_minus_label_um_rms']:.2f} -> {a['net_minus_label_um_rms']:.2f} um"
+            )
+            continue
         print(
             f"{cam}: s = {a['s_um_per_degC']:.2f} um/degC; network field temperatures minus "
             f"EEF-anchored ones: {b['net_minus_eef_degC_mean']:+.2f} -> "
@@ -539,6 +566,22 @@ def _parser() -> argparse.ArgumentParser:
         type=existing_dir,
         default=None,
         help="dataset folder replayed against collapse (default: none)",
+    )
+    p.add_argument(
+        "--labels",
+        choices=("forward", "eef"),
+        default="forward",
+        help="forward: each frame's focal offset from its field's best focus under the optics "
+        "the forward fit measures on the camera (minutes per camera); eef: EEF-anchored "
+        "self-consistent pseudo-labels",
+    )
+    p.add_argument(
+        "--forward-json",
+        nargs="+",
+        type=existing_file,
+        default=None,
+        help="forward reports made with bft --method forward --field-focus, one per "
+        "--campaign in the same order (default: fit each campaign)",
     )
     p.add_argument("--epochs", type=int_in(1), default=4, help="fine-tuning epochs")
     p.add_argument(

@@ -84,6 +84,8 @@ from plato_sim.truth.bestfocus import subpixel_grid
 
 __all__ = [
     "forward_bft",
+    "physics_labels",
+    "thermal_shift_um",
     "ForwardModel",
     "PARAM_NAMES",
     "LOCAL_TERMS",
@@ -169,6 +171,10 @@ JACOBIAN_REFRESH = 0.25
 #: only by the wrap-around of the far wings (a Levenberg-Marquardt path change; the
 #: loss cannot change because the residuals always come from the full model).
 JACOBIAN_FOV_PX = 12
+#: Sub-pixel grid (n x n) of the per-field best focus (``field_focus``): the grid of the
+#: synthetic datasets' ``dz_field_best_um`` labels (docs/datasets.md), which physics labels
+#: for fine-tuning must match.
+FIELD_FOCUS_N_SUB = 4
 #: Frames per optical state (the first ones) in the starting scan of the thermal offset.
 START_FRAMES_PER_STATE = 8
 #: Spectrum samples and sub-pixel grid (n x n) of the coarse grid that brackets the maximum
@@ -716,11 +722,14 @@ def _eef_torch(st: torch.Tensor) -> torch.Tensor:
 
 
 def _field_curves(model, p, dz_th, n_sub, grad=False, chunk=4):
-    """Expected EEF of every field at thermal shifts ``dz_th (D,)``: ``(F, D)``; with
-    ``grad`` the gradient of the field mean summed over ``dz_th`` w.r.t. ``p`` too."""
+    """Expected EEF of every field at thermal shifts ``dz_th``, ``(D,)`` shared or ``(F, D)``
+    per field: ``(F, D)``; with ``grad`` the gradient of the field mean summed over
+    ``dz_th`` w.r.t. ``p`` too."""
     n_f = len(model.fx)
-    fields = np.repeat(np.arange(n_f), len(dz_th))
-    dzs = np.tile(np.asarray(dz_th, float), n_f)
+    dz_th = np.asarray(dz_th, float)
+    n_d = dz_th.shape[-1]
+    fields = np.repeat(np.arange(n_f), n_d)
+    dzs = np.broadcast_to(dz_th, (n_f, n_d)).reshape(-1).copy()
     a = model.local_matrix(fields, np.full(len(fields), model.t_ref))
     # thermal part replaced by the given dz_th
     a[:, 0, _IX["b_um"]] = 0.0
@@ -749,7 +758,7 @@ def _field_curves(model, p, dz_th, n_sub, grad=False, chunk=4):
                 (gg,) = torch.autograd.grad(e.sum() / n_f, pt)
                 g += gg.double().cpu().numpy()
         vals[sl] = e.detach().double().cpu().numpy()
-    v = vals.reshape(n_f, len(dz_th))
+    v = vals.reshape(n_f, n_d)
     return (v, g) if grad else v
 
 
@@ -808,6 +817,25 @@ def _best_focus(
     return xs, 2 * c2, (np.asarray(pts_dz), np.asarray(pts_v)), dfdz_dp
 
 
+def _field_best_focus(model, p, centre_um, n_sub=FIELD_FOCUS_N_SUB):
+    """Per field, the thermal shift (um) maximising its expected EEF (``n_sub`` grid): a
+    coarse shared grid (3-wavelength spectrum) over +-60 um, then a fine grid of the full
+    model around each field's maximum, placed by a parabola through its three best points."""
+    cm = model.coarse(COARSE_SEARCH["n_wavelengths"])
+    grid = centre_um + 6.0 * np.arange(-10, 11)
+    v = _field_curves(cm, p, grid, n_sub)
+    best = grid[np.argmax(v, axis=1)]
+    h = 1.5
+    fine = best[:, None] + h * np.arange(-4, 5)[None, :]
+    v = _field_curves(model, p, fine, n_sub)
+    k = np.clip(np.argmax(v, axis=1), 1, fine.shape[1] - 2)
+    r = np.arange(len(k))
+    y0, y1, y2 = v[r, k - 1], v[r, k], v[r, k + 1]
+    den = y0 - 2 * y1 + y2
+    shift = np.where(den < 0, 0.5 * h * (y0 - y2) / np.where(den < 0, den, -1.0), 0.0)
+    return fine[r, k] + np.clip(shift, -h, h)
+
+
 def _thermal_t(p, model, dz):
     """TRP1 temperature where ``dz_th = dz`` (root nearest T_ref) and d(dz_th)/dT there."""
     b, s, q = (p[_IX[k]] for k in ("b_um", "s_um_per_degC", "q_um_per_degC2"))
@@ -843,6 +871,7 @@ def forward_bft(
     min_frames: int = 8,
     chunk: int = 8,
     tol: float = 1e-4,
+    field_focus: bool = False,
 ) -> dict:
     """Best-focus temperature of one camera by the physics forward-model fit.
 
@@ -868,6 +897,8 @@ def forward_bft(
         min_frames: fewest usable frames accepted.
         chunk: optical states per batch.
         tol: relative cost change that ends the iterations.
+        field_focus: also each field position's EEF-optimal focus under the fitted optics
+            (report key ``field_focus``; the physics labels of fine-tuning, ~10 s more).
 
     Returns:
         The report dict: the keys of the CNN report (``fit``, ``bft_degC``, ``sigma_degC``,
@@ -901,6 +932,9 @@ def forward_bft(
     wavefront = _wavefront_table(c.model, lm.p, c.all_theta, c.all_phi, bf["t_bf"])
     tick("report")
     report = _report(c, lm, cov, bf, chi2_tab, chi2_red, dof, wavefront, (cdz, cval), warnings_out)
+    if field_focus:
+        report["field_focus"] = _field_focus_table(c, lm.p, bf["dz_star"])
+        tick("field_focus")
     report["diagnostics"] = _diagnostics(c, lm, device, n_wavelengths, n_sub, stamp_px, timing)
     report["diagnostics"]["wall_s"] = wall = float(time.perf_counter() - t_start)
     log.info(
@@ -908,6 +942,53 @@ def forward_bft(
         bf["t_bf"], bf["sigma"], chi2_red, wall,
     )  # fmt: skip
     return report
+
+
+def _field_focus_table(c, p, dz_star: float) -> dict:
+    """Per field position of the campaign: the EEF-optimal thermal shift (um) and its
+    temperature under the fitted thermal model, with that model (report ``field_focus``)."""
+    model = c.model
+    dz_best = _field_best_focus(model, p, dz_star)
+    return {
+        "theta_deg": [float(x) for x in c.all_theta],
+        "phi_deg": [float(x) for x in c.all_phi],
+        "dz_th_best_um": [float(x) for x in dz_best],
+        "t_best_degC": [float(_thermal_t(p, model, x)[0]) for x in dz_best],
+        "n_sub": FIELD_FOCUS_N_SUB,
+        "thermal": {
+            "t_ref_degC": float(model.t_ref),
+            "b_um": float(p[_IX["b_um"]]),
+            "s_um_per_degC": float(p[_IX["s_um_per_degC"]]),
+            "q_um_per_degC2": float(p[_IX["q_um_per_degC2"]]),
+        },
+    }
+
+
+def thermal_shift_um(field_focus: dict, t_degC) -> np.ndarray:
+    """Thermal focal shift ``dz_th`` (um) at TRP1 temperatures ``t_degC`` under the fitted
+    thermal model of a report's ``field_focus`` block: ``b + s dT + q dT^2``, ``dT = T -
+    t_ref``."""
+    th = field_focus["thermal"]
+    d = np.asarray(t_degC, float) - th["t_ref_degC"]
+    return th["b_um"] + th["s_um_per_degC"] * d + th["q_um_per_degC2"] * d * d
+
+
+def physics_labels(frames, report: dict) -> np.ndarray:
+    """Per frame, its focal offset from its field's best focus (um), ``dz_th(T_i) -
+    dz_th,best(field)``, from a forward report made with ``field_focus=True``: the quantity
+    the network is trained on (``dz_from_best_um``, docs/datasets.md), for real frames.
+
+    Frames whose field position is not in the report's table get NaN.
+    """
+    ff = report.get("field_focus")
+    if not ff:
+        raise ParameterError("the forward report has no field_focus block (fit with field_focus)")
+    th_all, ph_all = np.asarray(ff["theta_deg"]), np.asarray(ff["phi_deg"])
+    d = _field_distance(th_all, ph_all, frames.field_theta_deg, frames.field_phi_deg)
+    k = np.argmin(d, axis=1)
+    best = np.asarray(ff["dz_th_best_um"])[k]
+    out = thermal_shift_um(ff, frames.temperature_degC) - best
+    return np.where(d[np.arange(len(k)), k] < 1e-3, out, np.nan)
 
 
 class _Ticker:
@@ -1350,11 +1431,16 @@ def _field_table(frames):
     return th, ph
 
 
-def _field_index(th_all, ph_all, th, ph):
-    d = np.abs(th[:, None] - th_all[None]) + np.abs(
+def _field_distance(th_all, ph_all, th, ph):
+    """``(N, F)`` distance (deg, |d theta| + |d phi|) of positions ``th, ph`` to the table."""
+    th, ph = np.asarray(th, float), np.asarray(ph, float)
+    return np.abs(th[:, None] - th_all[None]) + np.abs(
         ((ph[:, None] - ph_all[None] + 180.0) % 360.0) - 180.0
     )
-    return np.argmin(d, axis=1)
+
+
+def _field_index(th_all, ph_all, th, ph):
+    return np.argmin(_field_distance(th_all, ph_all, th, ph), axis=1)
 
 
 def _start(model, fit, p, n_t, t_pl, state_pl, chunk):

@@ -232,7 +232,8 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
             return w(args.data)  # --out: the model folder written (and resumed)
         if cmd == "finetune":
             campaigns = [x for d in args.campaign for x in w(d)]
-            return campaigns + w(args.model or DEFAULT_MODEL) + w(args.synthetic)
+            reports = [x for r in (args.forward_json or ()) for x in w(r)]
+            return campaigns + w(args.model or DEFAULT_MODEL) + w(args.synthetic) + reports
         if cmd == "calibrate":
             return w(args.model, *(() if args.dry_run else ("model.json",)))
         if cmd == "plateau-head":

@@ -174,6 +174,14 @@ USAGE_ERRORS = [
     ("plato-cnn", "finetune", ["--synthetic", "/missing/ds"], "--synthetic", "no such folder"),
     ("plato-cnn", "finetune", ["--model", "/missing/model"], "--model", "no such folder"),
     ("plato-cnn", "finetune", ["--seed", "-1"], "--seed", "[0, 2**63 - 1]"),
+    (
+        "plato-cnn",
+        "finetune",
+        ["--forward-json", "/missing/r.json"],
+        "--forward-json",
+        "no such file",
+    ),  # fmt: skip
+    ("plato-cnn", "finetune", ["--labels", "truth"], "--labels", "forward"),
     # plato-cnn calibrate / plateau-head
     ("plato-cnn", "calibrate", ["--cameras", "0"], "--cameras", ">= 1"),
     ("plato-cnn", "calibrate", ["--workers", "0"], "--workers", ">= 1"),

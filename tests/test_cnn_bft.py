@@ -123,8 +123,8 @@ def test_finetune_on_campaigns(tmp_path, model_dir):
     d0["systematic_sigma_degC"] = {"5": 0.1, "1": 0.3}
     (base / "model.json").write_text(json.dumps(d0))
     out = tmp_path / "ft"
-    summary = finetune(frames, out, base, FinetuneConfig(epochs=1, batch_size=32),
-                       progress=False)  # fmt: skip
+    cfg = FinetuneConfig(epochs=1, batch_size=32, labels="eef")
+    summary = finetune(frames, out, base, cfg, progress=False)
     model, desc = load_model(out)
     # the anchors' classical sigma is added in quadrature to the base calibration
     a = summary["anchor_sigma_degC"]
@@ -138,7 +138,8 @@ def test_finetune_on_campaigns(tmp_path, model_dir):
     # too few plateaux to anchor the fields with the EEF: a clear error
     one = frames[0].select(frames[0].obsid == frames[0].obsid[0])
     with pytest.raises(ValueError, match="plateaux"):
-        finetune([one], tmp_path / "ft1", model_dir, FinetuneConfig(epochs=1), progress=False)
+        finetune([one], tmp_path / "ft1", model_dir, FinetuneConfig(epochs=1, labels="eef"),
+                 progress=False)  # fmt: skip
     # the EEF anchor finds a field's peak from its EEF-vs-temperature curve
     t = np.repeat([-90.0, -85.0, -80.0, -75.0, -70.0], 4)
     e = TEMPLATE(10.0 * (t + 78.0))
@@ -246,3 +247,21 @@ def test_s_prior_from_an_earlier_sweep_sets_the_one_plateau_scale(campaign, mode
     for bad in ("9.5", "a,b", "10,0", "0,1"):
         with pytest.raises(argparse.ArgumentTypeError):
             s_prior_arg(bad)
+
+
+def test_finetune_refuses_forward_reports_without_field_focus(campaign, model_dir, tmp_path,
+                                                              capsys):  # fmt: skip
+    """Physics labels need the fit's per-field best focus: a report without it, a report that
+    is not one JSON object, or one report too few end in one line and exit 2."""
+    no_block = tmp_path / "r.json"
+    no_block.write_text(json.dumps({"bft_degC": -80.0, "sigma_degC": 0.1}))
+    not_object = tmp_path / "list.json"
+    not_object.write_text("[1, 2]")
+    base = ["finetune", "--campaign", str(campaign), "--model", str(model_dir), "--out",
+            str(tmp_path / "ft"), "--epochs", "1"]  # fmt: skip
+    for reports, says in (([no_block], "field_focus"), ([not_object], "one JSON object"),
+                          ([no_block, no_block], "one per campaign")):  # fmt: skip
+        rc = main(base + ["--forward-json", *map(str, reports)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and says in err[0], err
+        assert not (tmp_path / "ft").exists()

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from plato_cnn.forward import forward_bft
+from plato_cnn.forward import forward_bft, physics_labels, thermal_shift_um
 from plato_cnn.reader import CampaignFrames, DropReport, ObservationInfo
 from plato_cnn.report import plot_forward_bft
-from plato_sim.errors import InsufficientPlateaux, PlatoFocusWarning
+from plato_sim.errors import InsufficientPlateaux, ParameterError, PlatoFocusWarning
 from plato_sim.optics.model import CameraModel
 from plato_sim.optics.spectra import ogse_spectrum
 from plato_sim.psf.fast import FastEngine
 from plato_sim.scenes.fields import ground_test_fields
-from plato_sim.truth.bestfocus import t0_for_best_focus
+from plato_sim.truth.bestfocus import field_best_focus_um, t0_for_best_focus
 
 N_LAMBDA = 3
 N_SUB = 4
@@ -113,10 +113,16 @@ def _true_wavefront(s, t_degC):
     return cam.optics.zernikes_nm(s["theta"], s["phi"], dz, np.array([700.0]))[:, 0, :]
 
 
-def test_noise_free_recovers_wavefront_and_bft(setup):
+@pytest.fixture(scope="module")
+def noise_free(setup):
     s = setup
     fr = _frames(s["cam"], s["theta"], s["phi"], s["sp"], s["eng"], seed=1)
-    rep = forward_bft(fr, **FIT_KW)
+    return fr, forward_bft(fr, field_focus=True, **FIT_KW)
+
+
+def test_noise_free_recovers_wavefront_and_bft(setup, noise_free):
+    s = setup
+    fr, rep = noise_free
     cam = s["cam"]
     assert abs(rep["bft_degC"] - s["bf"].bft_degC) < TRUTH_FLOOR_DEGC
     assert abs(rep["params"]["s_um_per_degC"] - cam.thermal.s_um_per_degC) < 0.05
@@ -269,3 +275,30 @@ def test_unconverged_fit_says_so(setup):
         rep = forward_bft(fr, **(FIT_KW | dict(max_iter=1)))
     assert rep["diagnostics"]["converged"] is False
     assert any("max_iter=1" in w for w in rep["warnings"])
+
+
+def test_physics_labels_are_each_frames_offset_from_its_fields_best_focus(setup, noise_free):
+    """The fine-tuning labels from the fitted optics match the camera's own (noise-free)."""
+    s = setup
+    fr, rep = noise_free
+    cam = s["cam"]
+    best, _ = field_best_focus_um(cam.optics, s["theta"], s["phi"], s["sp"], s["eng"], N_SUB)
+    truth = cam.thermal.focal_shift_um(fr.temperature_degC) - best[fr.field_id]
+    lab = physics_labels(fr, rep)
+    assert rep["field_focus"]["n_sub"] == N_SUB
+    # labels span ~+-60 um here; the fit places each field's best focus within ~0.5 um
+    assert np.ptp(truth) > 50.0
+    assert np.sqrt(np.mean((lab - truth) ** 2)) < 0.5
+    # dz_th(T) of the block is the fitted thermal model
+    ff = rep["field_focus"]
+    t = np.array([-85.0, -75.0])
+    d = t - ff["thermal"]["t_ref_degC"]
+    expect = ff["thermal"]["b_um"] + ff["thermal"]["s_um_per_degC"] * d
+    expect = expect + ff["thermal"]["q_um_per_degC2"] * d * d
+    assert np.allclose(thermal_shift_um(ff, t), expect)
+    # a frame at a field position the fit did not see has no label; no block: an error
+    other = fr.select(np.arange(len(fr.stamps)) < 2)
+    other.field_theta_deg[:] = 17.9
+    assert np.isnan(physics_labels(other, rep)).all()
+    with pytest.raises(ParameterError, match="field_focus"):
+        physics_labels(fr, {k: v for k, v in rep.items() if k != "field_focus"})

@@ -48,6 +48,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from plato_cnn.classical import EXTRAPOLATE_DEGC, _shape_fit, improved_bft
 from plato_cnn.fit import EEFTemplate, fit_thermal_model
+from plato_cnn.forward import physics_labels
 from plato_cnn.nn.card import load_model, save_model
 from plato_cnn.nn.data import ArrayFocusDataset
 from plato_cnn.nn.model import FocusNet, prepare_inputs
@@ -87,6 +88,10 @@ class FinetuneConfig:
     centre_on_classical: bool = True
     #: fixed scale of the offset's least-squares loss (um); None: Gaussian likelihood
     mu_sigma_um: float | None = 5.0
+    #: labels: "forward" (physics: each frame's focal offset from its field's best focus
+    #: under the optics the forward fit measured on the camera's own images) or "eef"
+    #: (the EEF-anchored self-consistent pseudo-labels above)
+    labels: str = "forward"
 
 
 def eef_field_optima(
@@ -260,6 +265,62 @@ def pseudo_labels(
     return labels, info
 
 
+def _forward_reports(frames_list: list, given: list[dict] | None, seed: int) -> list[dict]:
+    """Forward-fit reports with ``field_focus`` of every camera (given ones are checked)."""
+    from plato_cnn.forward import forward_bft
+
+    if given is not None:
+        if len(given) != len(frames_list):
+            raise ParameterError(
+                f"{len(given)} forward reports for {len(frames_list)} campaigns: one per campaign"
+            )
+        for k, r in enumerate(given):
+            if "field_focus" not in r:
+                raise ParameterError(
+                    f"forward report {k} has no field_focus block: fit with field_focus=True "
+                    "(plato-cnn bft --method forward --field-focus)"
+                )
+        return list(given)
+    out = []
+    for k, fr in enumerate(frames_list):
+        log.info("finetune: forward fit of camera %s (%d/%d)", fr.camera, k + 1, len(frames_list))
+        r = forward_bft(fr, seed=seed, field_focus=True)
+        if r["outside_model"]:
+            log.warning(
+                "finetune: the forward fit of %s has chi^2 beyond its model (%.2f): its labels "
+                "carry that misfit",
+                fr.camera,
+                r["chi2"]["reduced"],
+            )
+        out.append(r)
+    return out
+
+
+def _report_summary(r: dict) -> dict:
+    """What the fine-tuning summary keeps of one forward report."""
+    return {
+        "bft_degC": r["bft_degC"],
+        "sigma_degC": r["sigma_degC"],
+        "chi2_reduced": r["chi2"]["reduced"],
+        "outside_model": r["outside_model"],
+        "s_um_per_degC": r["s_um_per_degC"],
+    }
+
+
+@torch.no_grad()
+def _label_agreement(model: FocusNet, frames, labels: np.ndarray) -> dict:
+    """The network's predicted offsets against physics labels (um): mean and RMS difference."""
+    pred = model.predict(network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg)
+    d = pred["mu_um"] - labels
+    ok = np.isfinite(d)
+    return {
+        "labels": "forward",
+        "net_minus_label_um_mean": float(np.mean(d[ok])),
+        "net_minus_label_um_rms": float(np.sqrt(np.mean(d[ok] ** 2))),
+        "frames": int(ok.sum()),
+    }
+
+
 def _l2sp(model: FocusNet, ref: dict[str, torch.Tensor]) -> torch.Tensor:
     tot = torch.zeros(())
     for name, p in model.named_parameters():
@@ -276,11 +337,20 @@ def finetune(
     config: FinetuneConfig | None = None,
     synthetic: Dataset | None = None,
     progress: bool = True,
+    forward_reports: list[dict] | None = None,
 ) -> dict:
     """Fine-tune a model on campaigns (list of usable :class:`CampaignFrames`, one per camera).
 
-    Returns a summary (per camera: s, the EEF-anchored field temperatures, the mean offset of
-    the network's field temperatures from them before and after).
+    With ``config.labels == "forward"`` (the default) each camera is first fitted by the
+    forward method (:func:`plato_cnn.forward.forward_bft` with ``field_focus``; minutes per
+    camera) unless its report is given in ``forward_reports`` (same order as
+    ``frames_list``), and its frames are labelled with their focal offset from their field's
+    best focus under the fitted optics (:func:`plato_cnn.forward.physics_labels`).
+
+    Returns a summary (per camera, before and after: with physics labels the network's
+    agreement with them (um); with ``"eef"`` labels s, the EEF-anchored field temperatures and
+    the mean offset of the network's field temperatures from them; with physics labels also
+    each forward fit's T_BF, sigma and chi^2).
     """
     from plato_cnn.metrics import frame_eef
     from plato_cnn.nn.card import default_model_dir
@@ -295,18 +365,28 @@ def finetune(
         if desc.eef_template is None:
             raise ParameterError(f"{base}: model has no EEF template (needed to anchor the fields)")
         template = desc.eef_template
+    if cfg.labels not in ("forward", "eef"):
+        raise ParameterError(f"labels={cfg.labels!r}: 'forward' or 'eef'")
+    physics = cfg.labels == "forward"
+    need = 2 if physics else cfg.min_plateaux
     for k, fr in enumerate(frames_list):
         n_plat = len(np.unique(fr.obsid))
-        if n_plat < cfg.min_plateaux:
+        if n_plat < need:
+            why = "the forward fit to measure s" if physics else "the EEF to anchor the fields"
             raise ParameterError(
-                f"campaign {k} ({fr.camera}): {n_plat} plateaux; fine-tuning needs "
-                f">= {cfg.min_plateaux} to anchor the field temperatures with the EEF"
+                f"campaign {k} ({fr.camera}): {n_plat} plateaux; fine-tuning needs >= {need} "
+                f"for {why}"
             )
     torch.manual_seed(cfg.seed)
     eefs = [frame_eef(fr.stamps) for fr in frames_list]
     anchors = [None] * len(frames_list)
     anchor_sigmas: list[float] = []
-    if cfg.anchor == "logpoly":
+    fixed_labels: list[np.ndarray] | None = None
+    if physics:
+        reports = _forward_reports(frames_list, forward_reports, cfg.seed)
+        fixed_labels = [physics_labels(fr, r) for fr, r in zip(frames_list, reports, strict=True)]
+        anchor_sigmas = [float(r["sigma_degC"]) for r in reports]
+    elif cfg.anchor == "logpoly":
         for k, fr in enumerate(frames_list):
             t_f, rms, sig = field_anchors(fr, eefs[k], cfg.centre_on_classical, cfg.seed)
             anchors[k] = (t_f, rms)
@@ -320,9 +400,12 @@ def finetune(
     for epoch in range(cfg.epochs):
         parts, infos = [], []
         for k, fr in enumerate(frames_list):
-            lab, info = pseudo_labels(
-                model, fr, eefs[k], template, cfg.s_prior_um_per_degC, cfg.anchor, anchors[k]
-            )
+            if fixed_labels is not None:
+                lab, info = fixed_labels[k], _label_agreement(model, fr, fixed_labels[k])
+            else:
+                lab, info = pseudo_labels(
+                    model, fr, eefs[k], template, cfg.s_prior_um_per_degC, cfg.anchor, anchors[k]
+                )
             ok = np.isfinite(lab)
             parts.append(
                 ArrayFocusDataset(
@@ -362,12 +445,18 @@ def finetune(
         if progress:
             log.info("finetune epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, tot / max(1, n_seen))
     model.eval()
-    after = [
-        pseudo_labels(
-            model, fr, eefs[k], template, cfg.s_prior_um_per_degC, cfg.anchor, anchors[k]
-        )[1]
-        for k, fr in enumerate(frames_list)
-    ]
+    if fixed_labels is not None:
+        after = [
+            _label_agreement(model, fr, lab)
+            for fr, lab in zip(frames_list, fixed_labels, strict=True)
+        ]
+    else:
+        after = [
+            pseudo_labels(
+                model, fr, eefs[k], template, cfg.s_prior_um_per_degC, cfg.anchor, anchors[k]
+            )[1]
+            for k, fr in enumerate(frames_list)
+        ]
     # the plateau head was trained on the base network's outputs: it does not describe the
     # fine-tuned one, which therefore has none (plato_cnn.nn.plateau_head); the bootstrap scale
     # measured the simulator's spread of s, which says nothing of the cameras fine-tuned on
@@ -381,6 +470,8 @@ def finetune(
         "before": before,
         "after": after,
     }
+    if physics:
+        meta["finetune"]["forward"] = [_report_summary(r) for r in reports]
     # The fine-tuned network's T_BF is tied to its anchors, whose uncertainty is the improved
     # classical sigma; the base model's calibration (the one without the plateau head, which
     # the fine-tuned model lacks), made in the simulator's population, cannot see how far a

@@ -1,0 +1,215 @@
+"""The CNN fine-tuned on a few cameras of an unseen optical family, scored on the others.
+
+The family is the nodal one (:mod:`plato_sim.optics.family_nodal`), which neither the shipped
+model's pretraining, its plateau head nor its calibration saw (``benchmarks/out_of_family.py``
+says how that is ensured).  ``--finetune-cameras`` cameras of the family (evaluation-set seed
+``--finetune-seed``) are the test house's earlier cameras: the model is fine-tuned on their
+campaigns (:func:`plato_cnn.pipelines.finetune.finetune`) with the physics labels of the
+forward fit (``--labels forward``: each frame's focal offset from its field's best focus under
+the optics the forward method measured on that camera's images; their T_BFs are never used)
+or the EEF-anchored pseudo-labels (``--labels eef``).  The scored cameras are other cameras of
+the same family (seed ``--oof-seed``, the out-of-family benchmark's, so the two benchmarks score
+the same cameras): whole cameras held out, with their own random test designs.  Rows: the
+shipped model before fine-tuning and the fine-tuned model, each with 5, 3, 2 and 1 plateaux
+(the plateau subsets of the other benchmarks), RMS error, bias, median sigma and coverage.
+
+Each forward fit of a fine-tuning camera is kept next to its campaign
+(``*.forward_ff.<model tag>.json``), the fine-tuned model in ``--out``.
+
+Usage::
+
+    python -m benchmarks.finetune_transfer [--quick] [--json out/finetune_transfer.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/finetune_transfer.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import (  # noqa: E402
+    error_stats,
+    machine_info,
+    markdown_table,
+    parse_with_quick,
+    percent,
+    report,
+    script_argv,
+)
+from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
+from plato_cnn.pipelines.calibrate import TRUTH_RANGE_DEGC  # noqa: E402
+from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
+
+QUICK = dict(oof_cameras=4, epochs=3)
+PLATEAUX = (5, 3, 2, 1)
+
+
+def _nodal(cache: str, n: int, seed: int, workers: int) -> list[tuple[Path, dict]]:
+    from plato_sim.scenes.out_of_family import emulate_out_of_family
+
+    return emulate_out_of_family(
+        cache, n, seed=seed, bft_range_degC=TRUTH_RANGE_DEGC, workers=workers,
+        plateaux_degC=SUBSETS[5],
+    )  # fmt: skip
+
+
+def _forward_report(job: dict) -> dict:
+    """The forward fit (with ``field_focus``) of one fine-tuning camera, kept next to it."""
+    pin_one_thread()
+    from plato_cnn.forward import MODEL_TAG, forward_bft
+    from plato_cnn.reader import read_campaign
+    from plato_sim.io.atomic import atomic_write_text
+
+    cache = Path(f"{job['dir']}.forward_ff.{MODEL_TAG}.json")
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    fr = read_campaign(job["dir"])
+    r = forward_bft(fr.select(fr.usable), seed=job["i"], field_focus=True)
+    r = {k: v for k, v in r.items() if k != "examples"}
+    atomic_write_text(cache, json.dumps(r))
+    return r
+
+
+def _score(job: dict) -> dict:
+    """Both models on one held-out camera, every plateau count."""
+    pin_one_thread()
+    from plato_cnn.predict import cnn_bft
+    from plato_cnn.reader import read_campaign
+
+    fr = read_campaign(job["dir"])
+    fr = fr.select(fr.usable)
+    out = []
+    for name, model in (("shipped", job["base"]), ("fine-tuned", job["tuned"])):
+        for n_pl in PLATEAUX:
+            try:
+                f, _ = cnn_bft(fr.select(fr.plateau_mask(SUBSETS[n_pl])), model, n_boot=100,
+                               seed=job["i"])  # fmt: skip
+                out.append(dict(model=name, plateaux=n_pl, bft=f.bft_degC, sigma=f.sigma_degC))
+            except Exception as exc:  # counted as a failure of that row
+                out.append(dict(model=name, plateaux=n_pl, error=f"{type(exc).__name__}: {exc}"))
+    return {"i": job["i"], "camera": job["camera"], "truth": job["truth"], "results": out}
+
+
+def build_rows(evals: list[dict]) -> list[dict]:
+    """One row per model and plateau count."""
+    truth = np.asarray([e["truth"] for e in evals])
+    rows = []
+    for name in ("shipped", "fine-tuned"):
+        for n_pl in PLATEAUX:
+            res = [
+                next(r for r in e["results"] if r["model"] == name and r["plateaux"] == n_pl)
+                for e in evals
+            ]
+            fails = [r["error"] for r in res if "error" in r]
+            st = error_stats([r.get("bft", np.nan) for r in res],
+                             [r.get("sigma", np.nan) for r in res], truth)  # fmt: skip
+            rows.append(dict(model=name, plateaux=n_pl, **st, failures=len(fails),
+                             first_failure=fails[0] if fails else None))  # fmt: skip
+    return rows
+
+
+def markdown(result: dict) -> str:
+    cols = [
+        ("model", "CNN model", ""),
+        ("plateaux", "plateaux", "d"),
+        ("rms_error_degC", "RMS error (degC)", ".3f"),
+        ("bias_degC", "bias (degC)", "+.3f"),
+        ("median_sigma_degC", "median sigma (degC)", ".3f"),
+        ("frac_within_sigma", "|error| <= sigma", percent),
+        ("n_cameras", "cameras", "d"),
+        ("failures", "failures", "d"),
+    ]
+    return markdown_table(result["rows"], cols)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--finetune-cameras", type=int, default=4, help="cameras fine-tuned on")
+    ap.add_argument("--finetune-seed", type=int, default=2, help="their evaluation-set seed")
+    ap.add_argument("--oof-cameras", type=int, default=50, help="held-out cameras scored")
+    ap.add_argument("--oof-seed", type=int, default=1, help="their evaluation-set seed")
+    ap.add_argument("--labels", choices=("forward", "eef"), default="forward")
+    ap.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
+    ap.add_argument("--model", default=None, help="base model (default: the shipped one)")
+    ap.add_argument("--synthetic", default=None, help="pretraining dataset replayed")
+    ap.add_argument("--out", default="out/finetune_transfer", help="fine-tuned model folder")
+    ap.add_argument("--oof-cache", default="out/out_of_family_cache")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
+    ap.add_argument("--json", default=None, help="write the result here")
+    args = parse_with_quick(ap, argv, QUICK)
+    if args.finetune_seed == args.oof_seed:
+        ap.error("--finetune-seed must differ from --oof-seed: the scored cameras are held out")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    from plato_cnn.nn.card import default_model_dir
+    from plato_cnn.pipelines.finetune import FinetuneConfig, finetune
+    from plato_cnn.reader import read_campaign
+
+    base = str(args.model or default_model_dir())
+    t0 = time.perf_counter()
+    ft = _nodal(args.oof_cache, args.finetune_cameras, args.finetune_seed, args.workers)
+    held = _nodal(args.oof_cache, args.oof_cameras, args.oof_seed, args.workers)
+    t_emul = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    reports = None
+    if args.labels == "forward":
+        jobs = [dict(i=i, dir=str(d)) for i, (d, _) in enumerate(ft)]
+        reports = map_jobs(_forward_report, jobs, args.workers)
+    t_fit = time.perf_counter() - t1
+    frames = []
+    for d, _ in ft:
+        fr = read_campaign(d)
+        frames.append(fr.select(fr.usable))
+    synthetic = None
+    if args.synthetic:
+        from plato_cnn.nn.data import ShardFocusDataset
+
+        synthetic = ShardFocusDataset(args.synthetic)
+    t2 = time.perf_counter()
+    cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed, labels=args.labels)
+    summary = finetune(frames, args.out, base, cfg, synthetic, forward_reports=reports)
+    t_train = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    jobs = [
+        dict(i=i, dir=str(d), camera=tr["camera"], truth=tr["bft_degC"], base=base,
+             tuned=args.out)
+        for i, (d, tr) in enumerate(held)
+    ]  # fmt: skip
+    evals = map_jobs(_score, jobs, args.workers)
+    t_score = time.perf_counter() - t3
+    fw_err = None
+    if reports is not None:
+        fw_err = [r["bft_degC"] - tr["bft_degC"] for r, (_, tr) in zip(reports, ft, strict=True)]
+    result = dict(
+        machine=machine_info(),
+        command=script_argv(),
+        config=vars(args),
+        finetune_cameras=[tr["camera"] for _, tr in ft],
+        forward_errors_on_finetune_cameras_degC=fw_err,
+        finetune_summary={k: summary[k] for k in ("history", "before", "after")},
+        seconds=dict(emulation=t_emul, forward_fits=t_fit, finetune=t_train, scoring=t_score),
+        rows=build_rows(evals),
+        per_camera=evals,
+    )
+    print(
+        f"fine-tuned on {args.finetune_cameras} nodal cameras (seed {args.finetune_seed}, "
+        f"labels {args.labels}); scored on {args.oof_cameras} others (seed {args.oof_seed}); "
+        f"emulation {t_emul:.0f} s, forward fits {t_fit:.0f} s, fine-tuning {t_train:.0f} s, "
+        f"scoring {t_score:.0f} s"
+    )
+    report(result, markdown(result), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
