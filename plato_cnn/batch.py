@@ -70,7 +70,7 @@ def run_campaigns(
     if workers < 1:
         raise ParameterError(f"workers must be >= 1, got {workers}")
     if scheduler is None:
-        return map_jobs(func, jobs, workers)
+        return map_jobs(func, jobs, workers, desc="bft: campaigns")
     from distributed import Client
 
     log.info("sending %d campaigns to the Dask scheduler %s", len(jobs), scheduler)

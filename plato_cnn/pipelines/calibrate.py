@@ -88,7 +88,7 @@ def emulate_calibration_set(
              bft=float(b), seed=seed * 1000 + i, fields=fields, dithers=dithers, frames=frames)
         for i, b in enumerate(bfts)
     ]  # fmt: skip
-    truths = map_jobs(_emulate, jobs, workers)
+    truths = map_jobs(_emulate, jobs, workers, desc="calibration set: campaigns")
     return [(Path(j["dir"]), float(t["bft_degC"])) for j, t in zip(jobs, truths, strict=True)]
 
 
@@ -161,7 +161,7 @@ def calibrate_systematic(
     used on every plateau.  ``workers`` processes share the cameras.
     """
     jobs = [(str(f), float(t), str(model_dir)) for f, t in campaigns]
-    per_cam = map_jobs(_camera_errors, jobs, workers)
+    per_cam = map_jobs(_camera_errors, jobs, workers, desc="calibrate: cameras")
     out = _sigma_table([c["head"] for c in per_cam])
     result = {"n_cameras": len(campaigns), "by_plateaux": out}
     if "no_head" in per_cam[0]:

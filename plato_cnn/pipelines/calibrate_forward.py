@@ -98,7 +98,7 @@ def calibrate_forward_systematic(workdir: str | Path, n_cameras: int = 12, worke
         workdir, n_cameras, workers=workers, **CALIB_CAMPAIGN
     )  # fmt: skip
     jobs = [(str(f), float(t)) for f, t in campaigns]
-    per_cam = map_jobs(forward_camera_errors, jobs, workers)
+    per_cam = map_jobs(forward_camera_errors, jobs, workers, desc="forward calibration: cameras")
     table = systematic_from_errors(per_cam)
     return {
         "n_cameras": len(campaigns),

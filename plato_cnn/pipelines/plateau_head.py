@@ -142,7 +142,7 @@ def build_plateau_head(
     s0 = card.s_prior_um_per_degC[0]
     cams = emulate_calibration_set(workdir, n_cameras, seed, fields, dithers, frames, workers)
     jobs = [(str(f), str(model_dir), s0) for f, _ in cams]
-    per_cam = map_jobs(_camera_snapshots, jobs, workers)
+    per_cam = map_jobs(_camera_snapshots, jobs, workers, desc="plateau head: cameras")
     n_train = n_cameras - validation_cameras
     train = [s for c in per_cam[:n_train] for s in c]
     val = [s for c in per_cam[n_train:] for s in c]

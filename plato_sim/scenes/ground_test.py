@@ -376,7 +376,7 @@ def _render_plateau(
         counter = _write_field_cubes(obs_dir, design, setup, f, ids, cubes, cursor, counter)
         cursor.n_frames += design.n_dithers * design.frames_per_dither
     _write_hk(obs_dir, timing, t_plateau, hk_t0, ids, cursor, rngs["hk"])
-    log.debug("plateau %s (%.2f degC) written to %s", ids["obsid"], t_plateau, obs_dir)
+    log.info("plateau %s (%.2f degC): %d frames so far", ids["obsid"], t_plateau, cursor.n_frames)
 
 
 def _camera_truth(model, perturbation_strength: float) -> dict:
