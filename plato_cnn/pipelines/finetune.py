@@ -88,6 +88,10 @@ class FinetuneConfig:
     centre_on_classical: bool = True
     #: fixed scale of the offset's least-squares loss (um); None: Gaussian likelihood
     mu_sigma_um: float | None = 5.0
+    #: keep the batch-norm statistics of pretraining (the layers' scale and shift still
+    #: learn): a few cameras' batches are no estimate of the population statistics, and
+    #: updating them moves every prediction in eval mode (a shift of several um)
+    freeze_batchnorm: bool = True
     #: labels: "forward" (physics: each frame's focal offset from its field's best focus
     #: under the optics the forward fit measured on the camera's own images) or "eef"
     #: (the EEF-anchored self-consistent pseudo-labels above)
@@ -430,6 +434,10 @@ def finetune(
             generator=torch.Generator().manual_seed(cfg.seed + epoch),
         )
         model.train()
+        if cfg.freeze_batchnorm:
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         tot, n_seen = 0.0, 0
         for stamp, theta, phi, target in loader:
             img, sc = prepare_inputs(stamp, theta, phi, model.config.crop)
