@@ -265,3 +265,44 @@ def test_finetune_refuses_forward_reports_without_field_focus(campaign, model_di
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and says in err[0], err
         assert not (tmp_path / "ft").exists()
+
+
+def test_finetune_with_physics_labels_measures_its_sigma_by_cross_validation(tmp_path,
+                                                                            model_dir):  # fmt: skip
+    """Physics labels from forward reports (here written by hand: the labels' physics is
+    tested in test_forward.py); with 3 cameras the systematic sigma of the fine-tuned model
+    comes from leave-one-camera-out fine-tunings scored against the reports' T_BF."""
+    from plato_cnn.forward import physics_labels
+    from plato_cnn.nn.card import load_model
+    from plato_cnn.pipelines.finetune import FinetuneConfig, finetune
+
+    frames, reports = [], []
+    for k in range(3):
+        fr = read_campaign(make_campaign(tmp_path / f"c{k}", n_fields=3, n_dithers=3, seed=k))
+        fr = fr.select(fr.usable)
+        th, ph = np.unique(np.c_[fr.field_theta_deg, fr.field_phi_deg], axis=0).T
+        reports.append({
+            "bft_degC": -80.0 + k, "sigma_degC": 0.01, "outside_model": False,
+            "chi2": {"reduced": 1.0}, "s_um_per_degC": 10.0,
+            "field_focus": {
+                "theta_deg": th.tolist(), "phi_deg": ph.tolist(),
+                "dz_th_best_um": [0.0, 5.0, -5.0], "t_best_degC": [-80.0, -79.5, -80.5],
+                "n_sub": 4,
+                "thermal": {"t_ref_degC": -80.0, "b_um": 0.0, "s_um_per_degC": 10.0,
+                            "q_um_per_degC2": 0.0},
+            },
+        })  # fmt: skip
+        frames.append(fr)
+        assert np.isfinite(physics_labels(fr, reports[-1])).all()
+    out = tmp_path / "ft"
+    cfg = FinetuneConfig(epochs=1, batch_size=32)
+    summary = finetune(frames, out, model_dir, cfg, progress=False, forward_reports=reports)
+    _, desc = load_model(out)
+    cv = summary["cross_validation"]
+    assert set(cv) == {"5", "3", "2", "1"}
+    for key, row in cv.items():
+        assert desc["systematic_sigma_degC"][key] == row["systematic_sigma_degC"] >= 0.0
+        assert 0.0 <= row["coverage"] <= 1.0
+    assert [f["bft_degC"] for f in summary["forward"]] == [-80.0, -79.0, -78.0]
+    for info in summary["before"] + summary["after"]:
+        assert info["labels"] == "forward" and np.isfinite(info["net_minus_label_um_rms"])

@@ -67,14 +67,16 @@ def forward_camera_errors(job: tuple) -> dict[str, tuple[float, float, float]]:
     return out
 
 
-def systematic_from_errors(per_cam: list[dict]) -> dict[str, dict]:
+def systematic_from_errors(per_cam: list[dict], keys: list[str] | None = None) -> dict[str, dict]:
     """Per plateau count: the quadrature systematic term giving 68 % coverage, and stats.
 
+    ``per_cam``: per camera, ``{plateau count: (error, sigma, wall s)}`` (degC, degC, s);
+    ``keys``: the plateau counts (default every one of ``PLATEAU_SUBSETS``).
     ``sys`` is the smallest value with ``|e_i| <= hypot(sigma_i, sys)`` for 68.27 % of the
     cameras: the 68.27th percentile of ``sqrt(max(0, e_i^2 - sigma_i^2))``.
     """
     out = {}
-    for n in [str(k) for k in PLATEAU_SUBSETS]:
+    for n in keys if keys is not None else [str(k) for k in PLATEAU_SUBSETS]:
         e = np.asarray([c[n][0] for c in per_cam])
         s = np.asarray([c[n][1] for c in per_cam])
         need = np.sqrt(np.maximum(0.0, e**2 - s**2))

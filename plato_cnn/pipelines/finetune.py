@@ -92,6 +92,10 @@ class FinetuneConfig:
     #: learn): a few cameras' batches are no estimate of the population statistics, and
     #: updating them moves every prediction in eval mode (a shift of several um)
     freeze_batchnorm: bool = True
+    #: with physics labels and >= 3 cameras: measure the fine-tuned model's systematic sigma
+    #: by leave-one-camera-out (one extra fine-tuning per camera) instead of borrowing the base
+    #: model's, which was calibrated in the simulator's population
+    cv_sigma: bool = True
     #: labels: "forward" (physics: each frame's focal offset from its field's best focus
     #: under the optics the forward fit measured on the camera's own images) or "eef"
     #: (the EEF-anchored self-consistent pseudo-labels above)
@@ -325,6 +329,99 @@ def _label_agreement(model: FocusNet, frames, labels: np.ndarray) -> dict:
     }
 
 
+def _train(
+    model: FocusNet,
+    cams: list[int],
+    datasets,
+    cfg: FinetuneConfig,
+    synthetic: Dataset | None,
+    progress: bool,
+) -> tuple[list[dict], list[dict]]:
+    """The epochs of fine-tuning ``model`` (in place) on cameras ``cams``; ``datasets(model,
+    cams)`` gives each epoch's labelled frames.  Returns the loss history and the label
+    statistics before the first epoch."""
+    torch.manual_seed(cfg.seed)
+    ref = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed)
+    history: list[dict] = []
+    before: list[dict] = []
+    for epoch in range(cfg.epochs):
+        parts, infos = datasets(model, cams)
+        if epoch == 0:
+            before = infos
+        sets: list[Dataset] = list(parts)
+        if synthetic is not None and cfg.synthetic_samples_per_epoch > 0:
+            n = min(len(synthetic), cfg.synthetic_samples_per_epoch)
+            sets.append(Subset(synthetic, rng.choice(len(synthetic), n, replace=False).tolist()))
+        loader = DataLoader(
+            ConcatDataset(sets),
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(cfg.seed + epoch),
+        )
+        model.train()
+        if cfg.freeze_batchnorm:
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        tot, n_seen = 0.0, 0
+        for stamp, theta, phi, target in loader:
+            img, sc = prepare_inputs(stamp, theta, phi, model.config.crop)
+            loss, _ = FocusNet.loss(model(img, sc), target.float(), fixed_sigma_um=cfg.mu_sigma_um)
+            loss = loss + cfg.l2sp_weight * _l2sp(model, ref)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            tot += float(loss.detach()) * len(target)
+            n_seen += len(target)
+        history.append({"epoch": epoch + 1, "loss": tot / max(1, n_seen)})
+        if progress:
+            log.info("finetune epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, tot / max(1, n_seen))
+    model.eval()
+    return history, before
+
+
+def _cross_validated_errors(
+    base: Path, frames_list: list, reports: list[dict], meta: dict, cfg, synthetic, datasets
+) -> dict[str, dict]:
+    """Leave-one-camera-out: fine-tune on the other cameras, score the held-out one with
+    every plateau subset it allows against its forward-fit T_BF (the label source, ~0.01 degC);
+    per plateau count the systematic term that makes ``|error| <= sigma`` hold for 68 % of
+    the cameras (:func:`plato_cnn.pipelines.calibrate_forward.systematic_from_errors`)."""
+    import tempfile
+
+    from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS
+    from plato_cnn.pipelines.calibrate_forward import systematic_from_errors
+    from plato_cnn.predict import cnn_bft
+
+    n = len(frames_list)
+    per_cam: list[dict] = []
+    for j in range(n):
+        log.info("finetune: cross-validation, camera %d/%d held out", j + 1, n)
+        net, _ = load_model(base)
+        _train(net, [k for k in range(n) if k != j], datasets, cfg, synthetic, False)
+        errs = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(net, tmp, meta)
+            fr = frames_list[j]
+            for k, temps in PLATEAU_SUBSETS.items():
+                try:
+                    f, _ = cnn_bft(fr.select(fr.plateau_mask(temps)), tmp, n_boot=100,
+                                   seed=cfg.seed, systematic=False)  # fmt: skip
+                except (ValueError, RuntimeError) as exc:  # this campaign cannot give it
+                    log.info("finetune: cross-validation %d plateaux skipped: %s", k, exc)
+                    continue
+                errs[str(k)] = (f.bft_degC - reports[j]["bft_degC"], f.sigma_degC, 0.0)
+        per_cam.append(errs)
+    keys = [str(k) for k in PLATEAU_SUBSETS if all(str(k) in c for c in per_cam)]
+    table = systematic_from_errors([{k: c[k] for k in keys} for c in per_cam], keys)
+    for v in table.values():
+        v.pop("mean_wall_s", None)
+    return table
+
+
 def _l2sp(model: FocusNet, ref: dict[str, torch.Tensor]) -> torch.Tensor:
     tot = torch.zeros(())
     for name, p in model.named_parameters():
@@ -396,19 +493,17 @@ def finetune(
             anchors[k] = (t_f, rms)
             if np.isfinite(sig):
                 anchor_sigmas.append(sig)
-    ref = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    rng = np.random.default_rng(cfg.seed)
-    history = []
-    before = None
-    for epoch in range(cfg.epochs):
+
+    def datasets(net: FocusNet, cams: list[int]) -> tuple[list[Dataset], list[dict]]:
+        """This epoch's labelled frames of cameras ``cams`` and their label statistics."""
         parts, infos = [], []
-        for k, fr in enumerate(frames_list):
+        for k in cams:
+            fr = frames_list[k]
             if fixed_labels is not None:
-                lab, info = fixed_labels[k], _label_agreement(model, fr, fixed_labels[k])
+                lab, info = fixed_labels[k], _label_agreement(net, fr, fixed_labels[k])
             else:
                 lab, info = pseudo_labels(
-                    model, fr, eefs[k], template, cfg.s_prior_um_per_degC, cfg.anchor, anchors[k]
+                    net, fr, eefs[k], template, cfg.s_prior_um_per_degC, cfg.anchor, anchors[k]
                 )
             ok = np.isfinite(lab)
             parts.append(
@@ -421,37 +516,15 @@ def finetune(
                 )  # fmt: skip
             )
             infos.append(info)
-        if before is None:
-            before = infos
-        sets: list[Dataset] = list(parts)
-        if synthetic is not None and cfg.synthetic_samples_per_epoch > 0:
-            n = min(len(synthetic), cfg.synthetic_samples_per_epoch)
-            sets.append(Subset(synthetic, rng.choice(len(synthetic), n, replace=False).tolist()))
-        loader = DataLoader(
-            ConcatDataset(sets),
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(cfg.seed + epoch),
-        )
-        model.train()
-        if cfg.freeze_batchnorm:
-            for m in model.modules():
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        tot, n_seen = 0.0, 0
-        for stamp, theta, phi, target in loader:
-            img, sc = prepare_inputs(stamp, theta, phi, model.config.crop)
-            loss, _ = FocusNet.loss(model(img, sc), target.float(), fixed_sigma_um=cfg.mu_sigma_um)
-            loss = loss + cfg.l2sp_weight * _l2sp(model, ref)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            tot += float(loss.detach()) * len(target)
-            n_seen += len(target)
-        history.append({"epoch": epoch + 1, "loss": tot / max(1, n_seen)})
-        if progress:
-            log.info("finetune epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, tot / max(1, n_seen))
+        return parts, infos
+
+    all_cams = list(range(len(frames_list)))
+    drop = ("architecture", "plateau_head", "bootstrap_scale", "without_plateau_head")
+    meta = {k: v for k, v in desc.raw.items() if k not in drop and k != "systematic_sigma_degC"}
+    cv = None
+    if physics and cfg.cv_sigma and len(frames_list) >= 3:
+        cv = _cross_validated_errors(base, frames_list, reports, meta, cfg, synthetic, datasets)
+    history, before = _train(model, all_cams, datasets, cfg, synthetic, progress)
     model.eval()
     if fixed_labels is not None:
         after = [
@@ -468,8 +541,6 @@ def finetune(
     # the plateau head was trained on the base network's outputs: it does not describe the
     # fine-tuned one, which therefore has none (plato_cnn.nn.plateau_head); the bootstrap scale
     # measured the simulator's spread of s, which says nothing of the cameras fine-tuned on
-    drop = ("architecture", "plateau_head", "bootstrap_scale", "without_plateau_head")
-    meta = {k: v for k, v in desc.raw.items() if k not in drop}
     meta["finetune"] = {
         "config": asdict(cfg),
         "base_model": str(base),
@@ -486,7 +557,11 @@ def finetune(
     # real camera lies from it.  So the anchors' RMS sigma is added in quadrature.
     calib = desc.sigma_without_head or desc.sigma
     sys_table = calib.systematic_sigma_degC if calib else None
-    if sys_table:
+    if cv is not None:
+        # measured on the family itself: each camera scored by a model fine-tuned without it
+        meta["systematic_sigma_degC"] = {k: v["systematic_sigma_degC"] for k, v in cv.items()}
+        meta["finetune"]["cross_validation"] = cv
+    elif sys_table:
         a = float(np.sqrt(np.mean(np.square(anchor_sigmas)))) if anchor_sigmas else 0.0
         meta["systematic_sigma_degC"] = {k: float(np.hypot(v, a)) for k, v in sys_table.items()}
         meta["finetune"]["anchor_sigma_degC"] = a
