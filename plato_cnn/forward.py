@@ -80,7 +80,7 @@ from plato_sim.optics.wavefront import FieldAberrations, dz_to_z4_nm
 from plato_sim.psf.base import DEFAULT_DIFFUSION_SIGMA_PX
 from plato_sim.psf.fast import FastEngine
 from plato_sim.stamps import ccd_to_focal_plane_orientation
-from plato_sim.truth.bestfocus import subpixel_grid
+from plato_sim.truth.bestfocus import TRUTH_N_SUB, subpixel_grid
 
 __all__ = [
     "forward_bft",
@@ -859,7 +859,7 @@ def forward_bft(
     seed: int = 0,
     max_iter: int = 40,
     stamp_px: int = 11,
-    n_sub: int = 8,
+    n_sub: int = TRUTH_N_SUB,
     n_wavelengths: int = 10,
     n_wavelengths_jacobian: int = 3,
     fov_px: int = 16,
@@ -883,7 +883,8 @@ def forward_bft(
         seed: seeds torch (the fit itself is deterministic).
         max_iter: Levenberg-Marquardt iterations.
         stamp_px: side of the fitted central box of each stamp (odd, pixels).
-        n_sub: sub-pixel grid (n x n) of the expected EEF in ``T_BF``.
+        n_sub: sub-pixel grid (n x n) of the expected EEF in ``T_BF`` (default
+            :data:`~plato_sim.truth.bestfocus.TRUTH_N_SUB`: its discretisation, docs/forward.md).
         n_wavelengths: OGSE spectrum samples (the emulator uses 10).
         n_wavelengths_jacobian: samples of the (approximate) Jacobian's spectrum.
         fov_px: image period of the fast engine (16 = the emulator's and the truth's).

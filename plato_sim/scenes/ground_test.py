@@ -55,7 +55,7 @@ from plato_sim.scenes.design import (
     CampaignDesign,
     CampaignTiming,
 )
-from plato_sim.truth.bestfocus import BestFocus, t0_for_best_focus
+from plato_sim.truth.bestfocus import TRUTH_N_SUB, BestFocus, t0_for_best_focus
 
 __all__ = [
     "CampaignDesign",
@@ -460,7 +460,7 @@ def emulate_campaign(
     camera_model=None,
     engine: FastEngine | None = None,
     spectrum: Spectrum | None = None,
-    n_sub_truth: int = 4,
+    n_sub_truth: int = TRUTH_N_SUB,
     overwrite: bool = False,
     **design_overrides,
 ) -> dict:
