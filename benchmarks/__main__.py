@@ -135,6 +135,22 @@ REGISTRY: tuple[Benchmark, ...] = (
         "the full run includes it",
     ),
     Benchmark(
+        "finetune_transfer",
+        "CNN fine-tuned with physics labels on 4 cameras of an unseen family, scored on others",
+        expected_quick_s=900,
+        expected_full_s=3600,
+        notes="nodal cameras cached in out/out_of_family_cache (the out_of_family ones are the "
+        "scored ones); forward fits of the fine-tuning cameras kept next to them",
+    ),
+    Benchmark(
+        "truth_convergence",
+        "T_BF against the sub-pixel grid of its definition (4x4 .. 24x24)",
+        quick_args=("--quick", "--workers", "1"),
+        expected_quick_s=120,
+        expected_full_s=900,
+        notes="runs on classical_bft's cached campaigns (their truth sidecars)",
+    ),
+    Benchmark(
         "read_memory",
         "Peak memory of reading a large campaign cube",
         expected_quick_s=60,
