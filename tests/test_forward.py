@@ -135,6 +135,7 @@ def test_noise_free_recovers_wavefront_and_bft(setup, noise_free):
         for j in range(12, 23):  # the camera has none: the fit finds none
             assert abs(row[f"Z{j}_nm"]) < 4.0, (f, j)
     assert not rep["outside_model"]
+    assert len(rep["diagnostics"]["runs"]) == 1  # no restart when the first run fits
     keys = ("fit", "bft_degC", "sigma_degC", "obsids", "frames_used", "sign_ambiguous")
     keys += ("s_um_per_degC", "s_sigma_um_per_degC", "s_measured", "n_plateaux", "warnings")
     assert all(k in rep for k in keys)
@@ -191,6 +192,11 @@ def test_aberration_outside_basis_is_flagged(setup):
     assert rep["outside_model"]
     assert rep["chi2"]["reduced"] > 1.5
     assert any("chi^2" in w for w in rep["warnings"])
+    # before giving that verdict the fit was restarted from other starting points (a local
+    # minimum would look the same); the kept run is the one with the lowest chi^2
+    runs = rep["diagnostics"]["runs"]
+    assert len(runs) == 3 and all(r["chi2_reduced"] > 1.5 for r in runs)
+    assert min(r["chi2_reduced"] for r in runs) == pytest.approx(rep["chi2"]["reduced"], rel=1e-3)
 
 
 def test_bad_input_raises_project_errors(setup):
