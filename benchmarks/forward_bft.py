@@ -42,12 +42,13 @@ from benchmarks.classical_bft import (  # noqa: E402
     campaign_jobs,
 )
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
+from plato_sim.truth.bestfocus import TRUTH_N_SUB  # noqa: E402
 from plato_sim.workers import map_jobs  # noqa: E402
 
 #: (label, plateaux)
 ROWS = [("forward-model fit", n) for n in (5, 3, 2, 1)]
 #: The 10,000-frame timing campaign (the ``plato-sim campaign`` defaults).
-TIMING_CAMPAIGN = dict(camera_name="cam10k", bft_degC=-78.5, seed=3)
+TIMING_CAMPAIGN = dict(camera_name="cam10k", bft_degC=-78.5, seed=3, n_sub_truth=TRUTH_N_SUB)
 
 
 def _evaluate(job: dict) -> dict:
@@ -103,7 +104,7 @@ def _timing(args: argparse.Namespace) -> dict:
     from plato_cnn.reader import read_campaign
     from plato_sim.scenes.ground_test import emulate_or_load
 
-    folder = Path(args.cache) / "forward_c10k"
+    folder = Path(args.cache) / f"forward_c10k_n{TRUTH_N_SUB}"  # the truth's grid names it
     truth = emulate_or_load(folder, **TIMING_CAMPAIGN)
     torch.set_num_threads(args.timing_threads)
     load0 = os.getloadavg()
