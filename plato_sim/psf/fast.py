@@ -204,8 +204,10 @@ class FastEngine(PSFEngine):
             pupil = pupil.index_copy_(1, g["idx_m"], vals).reshape(b, m, m)
             field = torch.fft.ifft2(pupil)  # kernel exp(+2 pi i u.x): poppy/GalSim
             inten = field.real**2 + field.imag**2
-            o = torch.fft.rfft2(inten)  # (B, m, m//2+1), exp(-2 pi i f.x)
-            o = torch.cat([o[:, m - k :, : k + 1], o[:, : k + 1, : k + 1]], dim=1)
+            # rfft2 (kernel exp(-2 pi i f.x)) pruned to the K+1 columns kept before the second
+            # pass: the same numbers, ~1/3 fewer FFTs
+            o = torch.fft.fft(torch.fft.rfft(inten, dim=-1)[..., : k + 1], dim=-2)
+            o = torch.cat([o[:, m - k :, :], o[:, : k + 1, :]], dim=1)
             o = o / o[:, k : k + 1, 0:1].real
             total = o * w if total is None else total + o * w
         return total
