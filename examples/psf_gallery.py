@@ -4,7 +4,7 @@ Writes two PNG files (matplotlib, Agg backend) under ``--out`` (default ``out/ga
 
 * ``stamps_vs_temperature.png``: a grid of polychromatic (OGSE, 10 wavelengths) stamps, rows
   = TRP1 temperatures, columns = field angles, for the nominal camera whose best-focus
-  temperature is placed at ``--t-bf`` (default -80 degC) with ``bestfocus.t0_for_best_focus``;
+  temperature is placed at ``--bft-degC`` (default -80 degC) with ``bestfocus.t0_for_best_focus``;
 * ``eef_vs_temperature.png``: the expected EEF (sub-pixel averaged, noise-free) against
   temperature for each field angle, and the field average over the 40-position test table,
   whose maximum is T_BF.
@@ -41,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out/gallery", help="output folder")
     ap.add_argument("--engine", default="fast", choices=("fast", "poppy", "galsim"))
-    ap.add_argument("--t-bf", type=float, default=-80.0, help="best-focus temperature (degC)")
+    ap.add_argument(
+        "--bft-degC",
+        "--t-bf",  # the older spelling, still accepted
+        dest="bft_degC",
+        type=float,
+        default=-80.0,
+        help="best-focus temperature (degC)",
+    )
     ap.add_argument("--temps", default="-92,-88,-84,-80,-76,-72,-68", help="rows (degC)")
     ap.add_argument("--fields", default="0,4.5,9,13.5,18", help="columns, theta (deg)")
     ap.add_argument("--phi-deg", type=float, default=45.0, help="field azimuth (deg)")
@@ -58,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     fast = FastEngine()
-    model, bf = t0_for_best_focus(CameraModel(), args.t_bf, engine=fast)
+    model, bf = t0_for_best_focus(CameraModel(), args.bft_degC, engine=fast)
     print(
         f"camera: s = {model.thermal.s_um_per_degC:.1f} um/degC, T0 = "
         f"{model.thermal.t0_degC:.2f} degC, T_BF = {bf.bft_degC:.2f} degC "
