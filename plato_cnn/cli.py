@@ -131,6 +131,12 @@ def _cnn_arguments(p: argparse.ArgumentParser) -> None:
         "outside what the model knows and widens sigma)",
     )
     g.add_argument(
+        "--cross-check-forward",
+        action="store_true",
+        help="--method cnn: also compare with the forward fit of the same frames (minutes; "
+        "flags and widens sigma the same way; key cross_check_forward)",
+    )
+    g.add_argument(
         "--s-prior-um-per-degC",
         "--s-prior",
         dest="s_prior",
@@ -171,7 +177,12 @@ def _cnn_run(args: argparse.Namespace, frames) -> dict:
         use = frames.usable
         save_figure(plot_cnn_bft(frames.select(use), fit, info["frame_mu_um"]), args.plot)
     result = cnn_result(fit, info, frames.obsid[frames.usable].tolist(), args.s_prior)
-    return _cross_checked(args, frames, result)
+    result = _cross_checked(args, frames, result)
+    if args.cross_check_forward:
+        from plato_cnn.crosscheck import cross_check_forward
+
+        result = cross_check_forward(frames, result, seed=args.seed)
+    return result
 
 
 def _cross_checked(args: argparse.Namespace, frames, result: dict) -> dict:

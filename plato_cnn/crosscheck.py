@@ -20,7 +20,7 @@ from plato_cnn.classical import improved_bft
 from plato_cnn.reader import CampaignFrames
 from plato_sim.errors import InsufficientPlateaux, warn
 
-__all__ = ["DISAGREE_SIGMAS", "cross_check"]
+__all__ = ["DISAGREE_SIGMAS", "cross_check", "cross_check_forward"]
 
 #: disagreement (in combined sigmas) beyond which a model-based estimate is flagged: two
 #: standard normal estimates differ by more than 3 combined sigmas 0.3 % of the time
@@ -41,18 +41,47 @@ def cross_check(frames: CampaignFrames, result: dict, seed: int = 0, n_boot: int
     except InsufficientPlateaux as exc:
         out["cross_check"] = {"ran": False, "reason": str(exc)}
         return out
-    t, s = float(out["bft_degC"]), float(out["sigma_degC"])
-    diff = t - cl.bft_degC
-    combined = math.hypot(s, cl.sigma_degC) if math.isfinite(cl.sigma_degC) else s
-    n_sig = abs(diff) / combined if combined > 0 else math.inf
     check = {
         "ran": True,
         "classical_bft_degC": cl.bft_degC,
         "classical_sigma_degC": cl.sigma_degC,
-        "difference_degC": diff,
-        "disagreement_sigmas": n_sig,
-        "threshold_sigmas": DISAGREE_SIGMAS,
     }
+    out["cross_check"] = check
+    return _compare(out, check, "the improved classical one", cl.bft_degC, cl.sigma_degC)
+
+
+def cross_check_forward(frames: CampaignFrames, result: dict, seed: int = 0) -> dict:
+    """Compare a CNN ``result`` with the forward method's fit of the same frames (minutes);
+    return the updated result, with ``cross_check_forward`` (the fit's T_BF, sigma and chi^2,
+    the disagreement) and, when they disagree beyond :data:`DISAGREE_SIGMAS`, the same
+    flag, widening and warning as :func:`cross_check`.
+
+    The forward fit describes each camera's own optics (docs/forward.md), so it is the
+    reference that sees a camera unlike the network's training set, with 1 or 2 plateaux too.
+    """
+    from plato_cnn.forward import forward_bft
+
+    out = dict(result)
+    fw = forward_bft(frames.select(frames.usable), seed=seed)
+    check = {
+        "ran": True,
+        "forward_bft_degC": fw["bft_degC"],
+        "forward_sigma_degC": fw["sigma_degC"],
+        "forward_chi2_reduced": fw["chi2"]["reduced"],
+        "forward_outside_model": fw["outside_model"],
+    }
+    out["cross_check_forward"] = check
+    return _compare(out, check, "the forward fit", fw["bft_degC"], fw["sigma_degC"])
+
+
+def _compare(out: dict, check: dict, what: str, t_ref: float, s_ref: float) -> dict:
+    """Disagreement of ``out`` with a reference estimate (``check`` filled in place); beyond
+    :data:`DISAGREE_SIGMAS` combined sigmas: flagged, sigma widened, a warning."""
+    t, s = float(out["bft_degC"]), float(out["sigma_degC"])
+    diff = t - t_ref
+    combined = math.hypot(s, s_ref) if math.isfinite(s_ref) else s
+    n_sig = abs(diff) / combined if combined > 0 else math.inf
+    check.update(difference_degC=diff, disagreement_sigmas=n_sig, threshold_sigmas=DISAGREE_SIGMAS)
     if n_sig > DISAGREE_SIGMAS:
         widened = math.hypot(s, abs(diff))
         check["sigma_before_degC"] = s
@@ -60,12 +89,11 @@ def cross_check(frames: CampaignFrames, result: dict, seed: int = 0, n_boot: int
         out["outside_model"] = True
         out["warnings"] = list(out.get("warnings", [])) + [
             warn(
-                f"outside what the model knows: this estimate and the improved classical one "
-                f"({cl.bft_degC:.2f} +- {cl.sigma_degC:.2f} degC) differ by {diff:+.2f} degC, "
+                f"outside what the model knows: this estimate and {what} "
+                f"({t_ref:.2f} +- {s_ref:.2f} degC) differ by {diff:+.2f} degC, "
                 f"{n_sig:.1f} combined sigmas; sigma widened from {s:.2f} to {widened:.2f} degC"
             )
         ]
     else:
         out.setdefault("outside_model", False)
-    out["cross_check"] = check
     return out

@@ -42,3 +42,31 @@ def test_too_few_plateaux_is_reported_not_run(frames):
     r = cross_check(two, {"bft_degC": -80.0, "sigma_degC": 0.1, "warnings": []})
     assert r["cross_check"]["ran"] is False and "plateaux" in r["cross_check"]["reason"]
     assert r["sigma_degC"] == 0.1
+
+
+def test_cnn_checked_against_the_forward_fit(frames, monkeypatch):
+    """The forward fit as the reference (its fit replaced here by a fixed report: the fit
+    itself is tested in test_forward.py): agreement leaves the CNN's result alone,
+    disagreement flags it and widens sigma to cover the gap."""
+    import plato_cnn.forward as fw
+    from plato_cnn.crosscheck import cross_check_forward
+
+    seen = {}
+
+    def fake_fit(fr, seed=0):
+        seen["frames"] = len(fr)
+        return {"bft_degC": -79.0, "sigma_degC": 0.01, "chi2": {"reduced": 1.02},
+                "outside_model": False}  # fmt: skip
+
+    monkeypatch.setattr(fw, "forward_bft", fake_fit)
+    r = cross_check_forward(frames, {"bft_degC": -79.05, "sigma_degC": 0.1, "warnings": []})
+    assert seen["frames"] == int(frames.usable.sum())
+    assert r["outside_model"] is False and r["sigma_degC"] == 0.1
+    c = r["cross_check_forward"]
+    assert c["ran"] and c["forward_bft_degC"] == -79.0 and c["forward_chi2_reduced"] == 1.02
+    assert c["difference_degC"] == pytest.approx(-0.05)
+    with pytest.warns(PlatoFocusWarning, match="forward fit"):
+        r = cross_check_forward(frames, {"bft_degC": -78.0, "sigma_degC": 0.1, "warnings": []})
+    assert r["outside_model"] is True
+    assert r["sigma_degC"] == pytest.approx(math.hypot(0.1, 1.0))
+    assert r["cross_check_forward"]["sigma_before_degC"] == 0.1

@@ -308,3 +308,42 @@ def test_physics_labels_are_each_frames_offset_from_its_fields_best_focus(setup,
     assert np.isnan(physics_labels(other, rep)).all()
     with pytest.raises(ParameterError, match="field_focus"):
         physics_labels(fr, {k: v for k, v in rep.items() if k != "field_focus"})
+
+
+def test_command_line_forward_field_focus_feeds_finetune(tmp_path):
+    """plato-cnn bft --method forward --field-focus writes a report (validated against the
+    shipped schema by conftest) whose physics labels plato-cnn finetune --forward-json uses."""
+    import json
+
+    import torch
+
+    from plato_cnn.cli import main
+    from plato_cnn.nn.card import load_model, save_model
+    from plato_cnn.nn.model import FocusNet, FocusNetConfig
+    from plato_sim.scenes.ground_test import emulate_campaign
+
+    camp = tmp_path / "camp"
+    emulate_campaign(
+        camp, camera_name="fwcli", bft_degC=-79.0, n_fields=2, n_dithers=2,
+        frames_per_dither=1, window_px=32, seed=4, n_sub_truth=2,
+    )  # fmt: skip
+    rep = tmp_path / "fw.json"
+    assert main(["bft", str(camp), "--method", "forward", "--field-focus", "--no-cross-check",
+                 "--json", str(rep)]) == 0  # fmt: skip
+    r = json.loads(rep.read_text())
+    assert len(r["field_focus"]["dz_th_best_um"]) == 2 and r["field_focus"]["n_sub"] == 4
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    save_model(FocusNet(FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1, hidden=16)),
+               base, {})  # fmt: skip
+    out = tmp_path / "ft"
+    assert main(["finetune", "--campaign", str(camp), "--forward-json", str(rep), "--model",
+                 str(base), "--out", str(out), "--epochs", "1"]) == 0  # fmt: skip
+    _, desc = load_model(out)
+    assert desc["finetune"]["forward"][0]["bft_degC"] == r["bft_degC"]
+    # the CNN checked against the forward fit of the same frames
+    cnn = tmp_path / "cnn.json"
+    assert main(["bft", str(camp), "--method", "cnn", "--model", str(out), "--no-cross-check",
+                 "--cross-check-forward", "--json", str(cnn)]) == 0  # fmt: skip
+    c = json.loads(cnn.read_text())["cross_check_forward"]
+    assert c["ran"] and c["forward_bft_degC"] == pytest.approx(r["bft_degC"], abs=1e-6)
