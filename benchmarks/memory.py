@@ -307,7 +307,7 @@ def markdown(result: dict) -> str:
     notes = [f"- {r['phase']}: {r['note']}" for r in result["rows"]]
     gen = next((r for r in result["rows"] if r["phase"] == "generate"), None)
     if gen:
-        notes.append(f"- dataset on disk: {gen['disk_GB']:.2f} GB ({result['dataset']})")
+        notes.append(f"- dataset on disk: {gen['disk_GB']:.2f} GB")
     return markdown_table(rows, cols) + "\n\n" + "\n".join(notes)
 
 
