@@ -578,7 +578,7 @@ class _Fit:
         st = torch.cat([st[:, :, :1], st_j, st[:, :, 1:]], dim=2)
         return (st, *res[1:]) if deriv else st
 
-    def evaluate(self, p, n, o, jac=None, var=None, chunk=8, want_normal=True):
+    def evaluate(self, p, n, o, jac=None, var=None, chunk=8):
         """Cost, and with ``jac`` the Schur-ready normal-equation blocks."""
         sig = float(p[_IX["diffusion_sigma_px"]])
         b_all = self.data.shape[0]
