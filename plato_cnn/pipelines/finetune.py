@@ -1,5 +1,15 @@
 """Fine-tuning on ground-test campaigns whose only labels are the TRP1 temperatures.
 
+Two label sources (:attr:`FinetuneConfig.labels`, docs/cnn.md section 5):
+
+* ``"forward"`` (default): physics labels.  Each camera is fitted by the forward method
+  (:func:`plato_cnn.forward.forward_bft` with ``field_focus``), which measures its optics on
+  its own images; each frame is labelled with its focal offset from its field's best focus
+  under those optics (:func:`plato_cnn.forward.physics_labels`), the quantity the network is
+  pretrained on.  With three or more cameras the fine-tuned model's systematic sigma is
+  measured by leave-one-camera-out fine-tunings (:attr:`FinetuneConfig.cv_sigma`).
+* ``"eef"``: the EEF-anchored, self-consistent pseudo-labels described below.
+
 The true offsets of real frames are unknown, but the physics ties them together: within one
 camera the thermal focal shift is a piston, linear in temperature, so for every frame ``i`` of
 field position ``f``::
