@@ -14,7 +14,7 @@ shipped model before fine-tuning and the fine-tuned model, each with 5, 3, 2 and
 (the plateau subsets of the other benchmarks), RMS error, bias, median sigma and coverage.
 
 Each forward fit of a fine-tuning camera is kept next to its campaign
-(``*.forward_ff.<model tag>.json``), the fine-tuned model in ``--out``.
+(``*.forward_ff.<model tag>.v<fit version>.json``), the fine-tuned model in ``--out``.
 
 Usage::
 
@@ -62,11 +62,11 @@ def _nodal(cache: str, n: int, seed: int, workers: int) -> list[tuple[Path, dict
 def _forward_report(job: dict) -> dict:
     """The forward fit (with ``field_focus``) of one fine-tuning camera, kept next to it."""
     pin_one_thread()
-    from plato_cnn.forward import MODEL_TAG, forward_bft
+    from plato_cnn.forward import FIT_VERSION, MODEL_TAG, forward_bft
     from plato_cnn.reader import read_campaign
     from plato_sim.io.atomic import atomic_write_text
 
-    cache = Path(f"{job['dir']}.forward_ff.{MODEL_TAG}.json")
+    cache = Path(f"{job['dir']}.forward_ff.{MODEL_TAG}.v{FIT_VERSION}.json")
     if cache.is_file():
         return json.loads(cache.read_text())
     fr = read_campaign(job["dir"])

@@ -114,13 +114,14 @@ def _forward(frames, seed: int) -> dict:
 
 def _result_cache(job: dict) -> Path:
     """Where one camera's results are kept (next to its campaign), named by what produced
-    them: the rows, the CNN model, the forward fit's model tag and the package version."""
+    them: the rows, the CNN model, the forward fit's model tag and procedure version, the
+    package version and the truth."""
     import hashlib
 
-    from plato_cnn.forward import MODEL_TAG
+    from plato_cnn.forward import FIT_VERSION, MODEL_TAG
     from plato_sim._version import __version__
 
-    key = json.dumps([job["rows"], job["model"], MODEL_TAG, __version__, job["truth"]])
+    key = json.dumps([job["rows"], job["model"], MODEL_TAG, FIT_VERSION, __version__, job["truth"]])
     return Path(f"{job['dir']}.oof_eval.{hashlib.sha256(key.encode()).hexdigest()[:12]}.json")
 
 

@@ -95,6 +95,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Version of the fit's procedure (start, restarts, Jacobian, T_BF numerics), with
+#: :data:`MODEL_TAG` in the names of cached results: a change that moves answers bumps it.
+#: 2: restarts from b +-10 um, T_BF on the 24 x 24 grid, the Jacobian on a 12-px period.
+FIT_VERSION = 2
 #: Names the fitted model (basis and fit schedule): calibration results of another are stale.
 MODEL_TAG = "z22-field-q"
 #: Noll terms of the fitted wavefront: every term through radial order 6 (Z22, secondary

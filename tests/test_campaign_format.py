@@ -260,6 +260,16 @@ def test_emulate_or_load_reuses_a_complete_campaign_and_redoes_an_interrupted_on
     truth_path(d).unlink()  # as if killed before the sidecar was written
     assert emulate_or_load(d, **kw)["bft_degC"] == first["bft_degC"]
     assert truth_path(d).is_file()
+    # a truth computed by other numerics (another truth_version) is emulated again
+    from plato_sim.truth.bestfocus import TRUTH_VERSION
+
+    assert first["truth_version"] == TRUTH_VERSION
+    old = json.loads(truth_path(d).read_text())
+    old["truth_version"] = TRUTH_VERSION + 1
+    truth_path(d).write_text(json.dumps(old))
+    again = emulate_or_load(d, **kw)
+    assert again["truth_version"] == TRUTH_VERSION and again["bft_degC"] == first["bft_degC"]
+    assert json.loads(truth_path(d).read_text())["truth_version"] == TRUTH_VERSION
 
 
 def test_a_design_object_and_keyword_overrides_write_the_same_campaign(tiny, tmp_path):

@@ -347,3 +347,27 @@ def test_command_line_forward_field_focus_feeds_finetune(tmp_path):
                  "--cross-check-forward", "--json", str(cnn)]) == 0  # fmt: skip
     c = json.loads(cnn.read_text())["cross_check_forward"]
     assert c["ran"] and c["forward_bft_degC"] == pytest.approx(r["bft_degC"], abs=1e-6)
+
+
+def test_calibration_cache_is_reused_only_for_the_same_truth(tmp_path, monkeypatch):
+    """A camera's kept calibration errors are reused on a rerun, and recomputed when its
+    truth changed (a campaign emulated again) instead of being scored against the old one."""
+    import plato_cnn.forward as fw
+    import plato_cnn.reader as reader
+    from plato_cnn.pipelines.calibrate_forward import forward_camera_errors
+
+    calls = []
+
+    def fake_fit(fr, plateaux=None, systematic=False):
+        calls.append(plateaux)
+        return {"bft_degC": -80.0, "sigma_degC": 0.01}
+
+    monkeypatch.setattr(fw, "forward_bft", fake_fit)
+    monkeypatch.setattr(reader, "read_campaign", lambda d: None)
+    folder = str(tmp_path / "cam")
+    first = forward_camera_errors((folder, -80.5))
+    n = len(calls)
+    assert n == 4 and first["5"][0] == pytest.approx(0.5)
+    assert forward_camera_errors((folder, -80.5)) == first and len(calls) == n  # reused
+    again = forward_camera_errors((folder, -79.5))  # another truth: computed again
+    assert len(calls) == 2 * n and again["5"][0] == pytest.approx(-0.5)

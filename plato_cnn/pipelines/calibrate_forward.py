@@ -38,22 +38,22 @@ CALIB_CAMPAIGN = dict(seed=91_000, fields=20, dithers=3, frames=2)
 def forward_camera_errors(job: tuple) -> dict[str, tuple[float, float, float]]:
     """``{"5"|"3"|"2"|"1": (error, sigma without systematic, wall s)}`` of one camera;
     ``job = (folder, true T_BF[, cache])``: the result is kept in ``cache`` (default
-    ``folder + ".forward_errors.<MODEL_TAG>.json"``, so that a result of another model of the
-    fit is never reused; ``""``: not kept)."""
+    ``folder + ".forward_errors.<MODEL_TAG>.v<FIT_VERSION>.json"``, with the true T_BF it was
+    scored against, so that a result of another model or procedure of the fit, or against
+    another truth, is never reused; ``""``: not kept)."""
     pin_one_thread()
     import warnings
 
-    from plato_cnn.forward import MODEL_TAG, forward_bft
+    from plato_cnn.forward import FIT_VERSION, MODEL_TAG, forward_bft
     from plato_cnn.reader import read_campaign
 
     folder, truth = job[:2]
-    cache = Path(job[2] if len(job) > 2 else f"{folder}.forward_errors.{MODEL_TAG}.json")
-    if job[2:] == ("",):
-        cache = None
-    if (
-        cache is not None and cache.exists()
-    ):  # one camera's result, kept so that an interrupted run resumes
-        return {k: tuple(v) for k, v in json.loads(cache.read_text()).items()}
+    default = f"{folder}.forward_errors.{MODEL_TAG}.v{FIT_VERSION}.json"
+    cache = None if job[2:] == ("",) else Path(job[2] if len(job) > 2 else default)
+    if cache is not None and cache.exists():  # kept so that an interrupted run resumes
+        kept = json.loads(cache.read_text())
+        if kept.get("truth_degC") == truth:
+            return {k: tuple(v) for k, v in kept["errors"].items()}
     fr = read_campaign(folder)
     out = {}
     for n, sub in PLATEAU_SUBSETS.items():
@@ -63,7 +63,7 @@ def forward_camera_errors(job: tuple) -> dict[str, tuple[float, float, float]]:
             r = forward_bft(fr, plateaux=sub, systematic=False)
         out[str(n)] = (r["bft_degC"] - truth, r["sigma_degC"], time.perf_counter() - t)
     if cache is not None:
-        cache.write_text(json.dumps(out))
+        cache.write_text(json.dumps({"truth_degC": truth, "errors": out}))
     return out
 
 

@@ -55,7 +55,7 @@ from plato_sim.scenes.design import (
     CampaignDesign,
     CampaignTiming,
 )
-from plato_sim.truth.bestfocus import TRUTH_N_SUB, BestFocus, t0_for_best_focus
+from plato_sim.truth.bestfocus import TRUTH_N_SUB, TRUTH_VERSION, BestFocus, t0_for_best_focus
 
 __all__ = [
     "CampaignDesign",
@@ -430,6 +430,7 @@ def _truth(
         "n_source_frames": int(cursor.n_frames),
         "n_wavelengths": int(design.n_wavelengths),
         "n_sub_truth": int(run["n_sub_truth"]),
+        "truth_version": TRUTH_VERSION,
         "seconds_truth": round(seconds[0], 2),
         "seconds_total": round(seconds[1], 2),
         "note": "optics of every frame use the plateau's achieved mean TRP1; HK is noisy",
@@ -535,9 +536,15 @@ def emulate_or_load(out_dir: str | Path, design: CampaignDesign | None = None, *
     folder without one (absent, or interrupted mid-write) is emulated anew with
     ``emulate_campaign(out_dir, design, overwrite=True, **kwargs)``.  The caller names the
     folder so that different settings never share it.  A cached sidecar is read with
-    :func:`read_truth` (sidecars of earlier versions included).
+    :func:`read_truth` (sidecars of earlier versions included); one whose truth was computed by
+    other numerics (``truth_version`` other than
+    :data:`~plato_sim.truth.bestfocus.TRUTH_VERSION`; absent means 1) is emulated again.
     """
     tp = truth_path(out_dir)
     if tp.is_file():
-        return read_truth(tp)
+        truth = read_truth(tp)
+        if int(truth.get("truth_version", 1)) == TRUTH_VERSION:
+            return truth
+        log.info("%s: truth of version %s, now %d: emulated again", out_dir,
+                 truth.get("truth_version", 1), TRUTH_VERSION)  # fmt: skip
     return emulate_campaign(out_dir, design, overwrite=True, **kwargs)

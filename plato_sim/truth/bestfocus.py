@@ -30,6 +30,7 @@ __all__ = [
     "subpixel_grid",
     "expected_eef",
     "field_best_focus_um",
+    "TRUTH_VERSION",
     "best_focus_shift_um",
     "best_focus_temperature",
     "t0_for_best_focus",
@@ -166,6 +167,11 @@ def best_focus_shift_um(
 #: 12x12 and 0.014 on 16x16 (8 design-family cameras, ``benchmarks/truth_convergence.py``);
 #: extrapolating that trend, 24x24 is within ~0.01 degC RMS of the continuous average.
 TRUTH_N_SUB = 24
+#: Version of the truth's numerics (the sub-pixel grid aside): written into every truth
+#: sidecar; cached campaigns whose sidecar carries another version are emulated again
+#: (:func:`plato_sim.scenes.ground_test.emulate_or_load`), since their folder names, which
+#: carry the grid, do not change with the numerics.  Sidecars without one are version 1.
+TRUTH_VERSION = 1
 
 
 @dataclass(frozen=True)
