@@ -115,10 +115,15 @@ def test_canonical_dtype_renames_without_moving_bytes():
 
 # ------------------------------------------------------------------------------ truth sidecar
 def _old_sidecar(tmp_path, bft: float = -78.2):
+    """A sidecar with the old key, of the current truth numerics (``truth_version``: one of
+    other numerics is emulated again, tests/test_campaign_format.py)."""
+    from plato_sim.truth.bestfocus import TRUTH_VERSION
+
     folder = tmp_path / "oldcam"
     folder.mkdir()
     tp = truth_path(folder)
-    tp.write_text(json.dumps({"camera": "oldcam", OLD: bft, "n_dithers": 3}, indent=1))
+    old = {"camera": "oldcam", OLD: bft, "n_dithers": 3, "truth_version": TRUTH_VERSION}
+    tp.write_text(json.dumps(old, indent=1))
     return folder, tp
 
 
@@ -128,7 +133,7 @@ def test_old_truth_sidecar_is_read_with_a_warning(tmp_path):
         with _deprecated():
             truth = read_truth(where)
         assert truth[BFT_KEY] == -78.2 and OLD not in truth
-        assert list(truth) == ["camera", BFT_KEY, "n_dithers"]
+        assert list(truth) == ["camera", BFT_KEY, "n_dithers", "truth_version"]
     with _deprecated():  # code still using the old key reads the same value
         assert truth[OLD] == -78.2
     # a cached campaign folder with an old sidecar is read back, not emulated again
