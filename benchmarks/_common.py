@@ -164,6 +164,15 @@ def error_stats(
     )
 
 
+def row_stats(results: Sequence[Mapping[str, Any]], truth: Sequence[float]) -> dict:
+    """:func:`error_stats` of one benchmark row (per camera a result with ``bft`` and
+    ``sigma``, or ``error`` when it failed) plus ``failures`` and ``first_failure``."""
+    fails = [r["error"] for r in results if "error" in r]
+    st = error_stats([r.get("bft", np.nan) for r in results],
+                     [r.get("sigma", np.nan) for r in results], truth)  # fmt: skip
+    return st | dict(failures=len(fails), first_failure=fails[0] if fails else None)
+
+
 # ---------------------------------------------------------------- Markdown
 Column = tuple[str, str, "str | Callable[[Any], str]"]
 

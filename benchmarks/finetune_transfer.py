@@ -34,12 +34,12 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: python benchmarks/finetune_transfer.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (  # noqa: E402
-    error_stats,
     machine_info,
     markdown_table,
     parse_with_quick,
     percent,
     report,
+    row_stats,
     script_argv,
 )
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
@@ -106,11 +106,7 @@ def build_rows(evals: list[dict]) -> list[dict]:
                 next(r for r in e["results"] if r["model"] == name and r["plateaux"] == n_pl)
                 for e in evals
             ]
-            fails = [r["error"] for r in res if "error" in r]
-            st = error_stats([r.get("bft", np.nan) for r in res],
-                             [r.get("sigma", np.nan) for r in res], truth)  # fmt: skip
-            rows.append(dict(model=name, plateaux=n_pl, **st, failures=len(fails),
-                             first_failure=fails[0] if fails else None))  # fmt: skip
+            rows.append(dict(model=name, plateaux=n_pl, **row_stats(res, truth)))
     return rows
 
 

@@ -64,12 +64,12 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/out_of_famil
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import (  # noqa: E402
     REPO_ROOT,
-    error_stats,
     machine_info,
     markdown_table,
     parse_with_quick,
     percent,
     report,
+    row_stats,
     script_argv,
 )
 from benchmarks.classical_bft import (  # noqa: E402
@@ -209,16 +209,13 @@ def build_rows(evals: list[dict], rows: list[int], family: str, crb: dict[int, f
     for k in rows:
         label, _m, fit, n_pl = ROWS[k]
         res = [next(r for r in ev["results"] if r["row"] == k) for ev in evals]
-        fails = [r["error"] for r in res if "error" in r]
-        st = error_stats([r.get("bft", np.nan) for r in res],
-                         [r.get("sigma", np.nan) for r in res], truth)  # fmt: skip
+        st = row_stats(res, truth)
         bound = crb.get(n_pl)
         rms = st["rms_error_degC"]
         flags = [r["outside"] for r in res if "outside" in r]
         out.append(
             dict(family=family, estimator=label, fit=fit, plateaux=n_pl, **st,
                  frac_flagged=float(np.mean(flags)) if flags else None,
-                 failures=len(fails), first_failure=fails[0] if fails else None,
                  crb_median_degC=bound,
                  rms_over_crb=None if bound is None or rms is None else rms / bound)
         )  # fmt: skip
