@@ -89,6 +89,7 @@ def label_accuracy(n_cameras: int, n_fields: int, seed: int) -> dict:
         "camera_best_mean_vs_exact_max_um": float(np.max(np.abs(cam_diff_um))),
         "camera_best_mean_vs_exact_max_degC": float(np.max(np.abs(cam_diff_degC))),
         "camera_build_s_mean": float(np.mean(t_cam)),
+        "camera_best_focus_search": cfg["best_focus"].get("search", "fast"),
         "camera_best_exact_s_mean": float(np.mean(t_exact)),
     }
 

@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 
+from plato_sim.errors import ParameterError
 from plato_sim.optics.model import CameraModel
 from plato_sim.optics.spectra import ogse_spectrum
 from plato_sim.psf import FastEngine
 from plato_sim.scenes.fields import ground_test_fields
 from plato_sim.truth.bestfocus import (
+    _maximise_fast,
     best_focus_temperature,
     expected_eef,
     field_best_focus_um,
@@ -55,3 +57,38 @@ def test_field_optimum_differs_across_the_field(setup):
     # the optimum follows the local focal offset (curvature + tilt): dz_th + offset ~ const
     local = model.optics.local_focal_offset_um(th, ph, dz)
     assert np.std(local) < np.std(model.optics.field_focal_offset_um(th, ph))
+
+
+def test_fast_search_agrees_with_the_refined_search(setup):
+    model, th, ph, sp, eng = setup
+    ref, e_ref = field_best_focus_um(model.optics, th, ph, sp, eng, n_sub=4)
+    fast, e_fast = field_best_focus_um(model.optics, th, ph, sp, eng, n_sub=4, search="fast")
+    # 3 points 4 um apart on a flat-topped, skewed curve: the vertex is a few 0.01 um off
+    assert np.max(np.abs(fast - ref)) < 0.05
+    assert np.allclose(e_fast, e_ref, atol=1e-4)
+
+
+def test_fast_maximiser_on_analytic_curves(caplog):
+    peak = np.array([-30.0, 3.0, 41.0])
+
+    def parabola(rows, dz):
+        return 1.0 - 1e-3 * (dz - peak[rows, None]) ** 2
+
+    x, top = _maximise_fast(parabola, parabola, np.zeros(3), 100.0)
+    assert np.allclose(x, peak, atol=1e-9) and np.allclose(top, 1.0)
+    # a maximum out of reach of the scan and the steps is reported, not hidden
+    for width in (30.0, 3.0):  # rising everywhere the search looks; flat (zero) there
+
+        def far(rows, dz, w=width):
+            return np.exp(-0.5 * ((dz - 400.0) / w) ** 2)
+
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="plato_sim.truth.bestfocus"):
+            _maximise_fast(far, far, np.zeros(2), 100.0)
+        assert "2 field(s) not bracketed" in caplog.text
+
+
+def test_unknown_search_is_refused(setup):
+    model, th, ph, sp, eng = setup
+    with pytest.raises(ParameterError, match="search"):
+        field_best_focus_um(model.optics, th, ph, sp, eng, search="golden")

@@ -8,7 +8,8 @@ only).  For each camera:
   thermal focal shift at best focus (independent of T0);
 * the per-field EEF-optimal thermal focal shift ``dz_opt(theta, phi)``
   (:func:`plato_sim.truth.bestfocus.field_best_focus_um`) is computed on a grid (the centre plus
-  rings, 19 positions by default) and interpolated: curvature and tilt shift ``dz_opt``
+  rings, 19 positions by default; ``best_focus.search: fast``, docs/datasets.md) and
+  interpolated: curvature and tilt shift ``dz_opt``
   exactly (``dz_opt + field_focal_offset`` does not depend on them), and the remainder, due
   to the aberrations, is fitted with 16 Zernike polynomials of the field position (Noll
   1-15, every term up to radial order 4, and 22, secondary spherical: the optimum moves
@@ -196,6 +197,7 @@ def validate_config(cfg: dict) -> None:
     need(n_grid >= len(_MAP_NOLL), "best_focus", f"grid needs >= {len(_MAP_NOLL)} positions")
     need(all(0 < h <= 1 for h in bf["rings_h"]), "best_focus.rings_h", "must lie in (0, 1]")
     need(bf["camera"] in ("mean_field_optimum", "exact"), "best_focus.camera", "unknown mode")
+    need(bf.get("search", "fast") in ("fast", "refined"), "best_focus.search", "fast | refined")
     need(
         cfg["focus"]["reference"] in ("field_best", "camera_best", "zero"),
         "focus.reference",
@@ -215,7 +217,7 @@ def validate_config(cfg: dict) -> None:
 
 
 #: ``cameras.n_pool: auto``: one camera per this many optical states, at least
-#: :data:`AUTO_POOL_MIN`, at most :data:`AUTO_POOL_MAX` cameras.  A camera costs ~3.4 s of
+#: :data:`AUTO_POOL_MIN`, at most :data:`AUTO_POOL_MAX` cameras.  A camera costs ~1.2 s of
 #: CPU (its best-focus map); an optical state ~8.5 ms: a small dataset needs a small pool.
 AUTO_STATES_PER_CAMERA = 8
 AUTO_POOL_MIN = 2
@@ -374,7 +376,7 @@ def best_focus_grid(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = None) -> CameraEntry:
-    """Camera ``index`` of the pool of dataset ``seed`` (~3.4 s on one core with the default grid).
+    """Camera ``index`` of the pool of dataset ``seed`` (~1.2 s on one core with the default grid).
 
     Deterministic in ``(cfg, seed, index)``.
     """
@@ -392,7 +394,14 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
     gth, gph = best_focus_grid(cfg)
     with single_thread_torch(), torch.no_grad():
         dz_opt, e_max = field_best_focus_um(
-            optics, gth, gph, sp, engine, int(bf["n_sub"]), float(bf["half_width_um"])
+            optics,
+            gth,
+            gph,
+            sp,
+            engine,
+            int(bf["n_sub"]),
+            float(bf["half_width_um"]),
+            search=bf.get("search", "fast"),
         )
         radius = float(cfg["fields"]["radius_deg"])
         rest = dz_opt + optics.field_focal_offset_um(gth, gph)

@@ -13,11 +13,13 @@ points.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from plato_sim.errors import ParameterError
 from plato_sim.names import deprecated_alias, warn_deprecated_name
 from plato_sim.optics.model import CameraModel, OpticalModel
 from plato_sim.optics.spectra import Spectrum, ogse_spectrum
@@ -25,6 +27,8 @@ from plato_sim.optics.thermal import ThermalModel
 from plato_sim.psf.fast import FastEngine
 from plato_sim.scenes.fields import ground_test_fields
 from plato_sim.truth.eef import eef
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "subpixel_grid",
@@ -94,13 +98,11 @@ def _maximise(fn, centre: np.ndarray, half_width: float, n_coarse: int = 11, n_f
     v = fn(fine)
     k = np.clip(np.argmax(v, axis=1), 1, n_fine - 2)
     rows = np.arange(len(k))
-    x0, x1 = fine[rows, k - 1], fine[rows, k]
-    y0, y1, y2 = v[rows, k - 1], v[rows, k], v[rows, k + 1]
-    denom = y0 - 2.0 * y1 + y2
-    h = x1 - x0
-    shift = np.where(denom < 0, 0.5 * h * (y0 - y2) / np.where(denom < 0, denom, 1.0), 0.0)
-    shift = np.clip(shift, -h, h)
-    xm = x1 + shift
+    k3 = k[:, None] + np.arange(-1, 2)[None, :]
+    x3 = fine[rows[:, None], k3]
+    shift, _ = _vertex3(x3, v[rows[:, None], k3])
+    h = x3[:, 1] - x3[:, 0]
+    xm = x3[:, 1] + np.clip(shift, -h, h)
     # the curve is flat-topped and skewed: a parabola through points h apart leaves its
     # vertex up to ~0.03 um (~0.003 degC) off; a least-squares parabola through 5 points
     # h/5 apart around it places the maximum to ~0.001 um
@@ -115,6 +117,75 @@ def _maximise(fn, centre: np.ndarray, half_width: float, n_coarse: int = 11, n_f
     return x_out, y_out
 
 
+def _vertex3(x: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertex of the parabola through three equally spaced points per row of ``(R, 3)``.
+
+    Returns ``(shift from the middle point, value at the vertex)``; the shift is 0 where the
+    points are not concave.
+    """
+    y0, y1, y2 = v[:, 0], v[:, 1], v[:, 2]
+    h = x[:, 1] - x[:, 0]
+    den = y0 - 2.0 * y1 + y2
+    concave = den < 0
+    safe = np.where(concave, den, -1.0)
+    shift = np.where(concave, 0.5 * h * (y0 - y2) / safe, 0.0)
+    top = np.where(concave, y1 - 0.125 * (y0 - y2) ** 2 / safe, y1)
+    return shift, top
+
+
+#: ``search="fast"`` of :func:`field_best_focus_um`: the bracketing scan (points over
+#: +-half_width, OGSE wavelengths, sub-pixel grid) and the step (um) of the 3-point
+#: parabola steps on the full spectrum and grid; at most ``_FAST_MAX_STEPS`` of them.
+_FAST_COARSE = dict(n_points=7, n_wavelengths=2, n_sub=2)
+_FAST_STEP_UM = 4.0
+_FAST_MAX_STEPS = 4
+
+
+def _maximise_fast(fn_coarse, fn, centre: np.ndarray, half_width: float):
+    """Per-row maximum: a cheap bracketing scan ``fn_coarse``, then parabola steps on ``fn``.
+
+    ``fn(rows, dz (R, D)) -> (R, D)`` evaluates rows ``rows`` only.  The scan's best point and
+    its neighbours give a first vertex; each step evaluates ``fn`` at the vertex and
+    ``+-_FAST_STEP_UM`` and moves to the new vertex; a row is done once the vertex lies
+    within the three points (then the parabola through points 4 um apart places it to
+    ~0.02 um, ``benchmarks/generate.py``).  Returns ``(argmax, max)``.
+    """
+    centre = np.asarray(centre, dtype=float)
+    n = _FAST_COARSE["n_points"]
+    rows = np.arange(len(centre))
+    grid = centre[:, None] + np.linspace(-half_width, half_width, n)[None, :]
+    v = fn_coarse(rows, grid)
+    k = np.clip(np.argmax(v, axis=1), 1, n - 2)[:, None] + np.arange(-1, 2)[None, :]
+    g3 = grid[rows[:, None], k]
+    shift, _ = _vertex3(g3, v[rows[:, None], k])
+    h = g3[:, 1] - g3[:, 0]
+    x = g3[:, 1] + np.clip(shift, -h, h)
+    top = np.full(len(centre), np.nan)
+    todo = rows
+    d = _FAST_STEP_UM * np.arange(-1.0, 2.0)[None, :]
+    for _ in range(_FAST_MAX_STEPS):
+        pts = x[todo, None] + d
+        v = fn(todo, pts)
+        shift, top[todo] = _vertex3(pts, v)
+        concave = v[:, 0] - 2.0 * v[:, 1] + v[:, 2] < 0
+        inside = concave & (np.abs(shift) <= _FAST_STEP_UM)
+        # not concave: no maximum between the points, walk uphill (flat: cannot tell)
+        shift = np.where(concave, shift, 2.0 * _FAST_STEP_UM * np.sign(v[:, 2] - v[:, 0]))
+        # outside the three points the parabola extrapolates: move by at most two steps
+        x[todo] += np.clip(shift, -2.0 * _FAST_STEP_UM, 2.0 * _FAST_STEP_UM)
+        todo = todo[~inside]
+        if len(todo) == 0:
+            break
+    else:
+        log.warning(
+            "best-focus search: %d field(s) not bracketed after %d steps of %g um",
+            len(todo),
+            _FAST_MAX_STEPS,
+            _FAST_STEP_UM,
+        )
+    return x, top
+
+
 def field_best_focus_um(
     optics: OpticalModel,
     theta_deg: np.ndarray,
@@ -123,11 +194,21 @@ def field_best_focus_um(
     engine: FastEngine | None = None,
     n_sub: int = 4,
     half_width_um: float = 100.0,
+    search: str = "refined",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per field position, the thermal focal shift (um) that maximises its expected EEF.
 
+    Args:
+        search: ``"refined"`` (the truth's search: 11 + 9 + 5 evaluations per field, vertex to
+            ~0.001 um) or ``"fast"`` (the camera pool of synthetic datasets: a 7-point scan
+            on 2 wavelengths and a 2x2 sub-pixel grid to bracket the maximum, then 3-point
+            parabola steps 4 um apart on ``spectrum`` and ``n_sub``, usually one: ~6x
+            cheaper, vertex within ~0.02 um of ``"refined"``).
+
     Returns ``(dz_th_opt_um, eef_max)``, each of the shape of the field arrays.
     """
+    if search not in ("refined", "fast"):
+        raise ParameterError(f"search must be 'refined' or 'fast', got {search!r}")
     sp = spectrum or ogse_spectrum(optics.camera)
     t = np.atleast_1d(np.asarray(theta_deg, float))
     p = np.atleast_1d(np.asarray(phi_deg, float))
@@ -135,10 +216,19 @@ def field_best_focus_um(
     lam_mean = float(np.dot(sp.wavelengths_array_nm, sp.weights_array))
     centre = -optics.local_focal_offset_um(t, p, 0.0, lam_mean)
 
-    def fn(dz):
-        return expected_eef(optics, t[:, None], p[:, None], dz, sp, engine, n_sub)
+    def on(rows, dz, spec, ns):
+        return expected_eef(optics, t[rows, None], p[rows, None], dz, spec, engine, ns)
 
-    return _maximise(fn, centre, half_width_um)
+    if search == "fast":
+        sp_c = ogse_spectrum(optics.camera, _FAST_COARSE["n_wavelengths"])
+        return _maximise_fast(
+            lambda r, dz: on(r, dz, sp_c, _FAST_COARSE["n_sub"]),
+            lambda r, dz: on(r, dz, sp, n_sub),
+            centre,
+            half_width_um,
+        )
+    rows = np.arange(len(t))
+    return _maximise(lambda dz: on(rows, dz, sp, n_sub), centre, half_width_um)
 
 
 def best_focus_shift_um(
