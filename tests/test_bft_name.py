@@ -7,7 +7,9 @@ as ``bft_degC``; everything written now carries ``bft_degC`` only.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 
 import h5py
 import numpy as np
@@ -271,3 +273,24 @@ def test_imagette_truth_keeps_the_fits_keyword_and_reads_bft_degC(tmp_path):
     with _deprecated():  # a truth dict still built with the old key is written the same way
         old = write_imagettes(tmp_path / "old.fits", _field(_imagette_truth(OLD)))
     assert read_imagettes(old).truth[BFT_KEY] == -78.0
+
+
+@pytest.mark.parametrize("names_old", [True, False])
+def test_training_dataset_target_by_either_name(tmp_path, names_old):
+    from plato_cnn.nn.data import ShardFocusDataset
+
+    expected = _dataset(tmp_path, names_old=names_old)
+    with _deprecated():  # the old target name asked for, on either table: the same column
+        ds = ShardFocusDataset(tmp_path, target=OLD)
+    np.testing.assert_array_equal(ds.delta_um, expected.astype(np.float32))
+    ctx = _deprecated() if names_old else _no_warning()
+    with ctx:  # the new name on an old table reads it (the table's name warns)
+        ds = ShardFocusDataset(tmp_path, target=BFT_KEY)
+    np.testing.assert_array_equal(ds.delta_um, expected.astype(np.float32))
+
+
+@contextlib.contextmanager
+def _no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from plato_sim.errors import DataError
+from plato_sim.names import DEPRECATED_NAMES, canonical_name
 
 __all__ = ["ArrayFocusDataset", "ShardFocusDataset", "BlockShuffleSampler"]
 
@@ -88,7 +89,11 @@ class ShardFocusDataset(Dataset):
         from plato_sim.io.store import ShardedDataset
 
         self.store = ShardedDataset(root)
-        names = self.store._file(0)["labels"].dtype.names
+        # canonical names on both sides: a deprecated target name, or a shard written under
+        # the old label names, is the same label
+        target = canonical_name(target, "target", stacklevel=2)
+        stored = self.store._file(0)["labels"].dtype.names
+        names = tuple(DEPRECATED_NAMES.get(n, n) for n in stored)
         if target not in names:
             raise DataError(f"{root}: no label {target!r} (labels: {names})")
         # the label columns used, one at a time: the whole label table (~250 bytes a sample,
