@@ -184,3 +184,21 @@ def test_the_evaluation_family_never_reaches_training_or_calibration():
         return reach[m]
 
     assert {m: sorted(closure(m) & family) for m in learners if closure(m) & family} == {}
+
+
+def test_the_calibration_and_evaluation_families_never_meet():
+    """The high-order family calibrates what the nodal family scores: neither imports the other."""
+    nodal = {"plato_sim.optics.family_nodal", "plato_sim.scenes.out_of_family"}
+    highorder = {"plato_sim.optics.family_highorder", "plato_sim.scenes.calibration_family"}
+
+    def closure(m: str, seen: set[str] | None = None) -> set[str]:
+        seen = set() if seen is None else seen
+        for d in GRAPH.get(m, ()):
+            if d not in seen:
+                seen.add(d)
+                closure(d, seen)
+        return seen
+
+    assert all(closure(m).isdisjoint(highorder) for m in nodal)
+    assert all(closure(m).isdisjoint(nodal) for m in highorder)
+    assert all(m in GRAPH for m in nodal | highorder)

@@ -15,7 +15,8 @@ from plato_sim.optics.family_nodal import N_NODAL, NODAL_TERMS, NodalCamera, Nod
 from plato_sim.optics.spectra import ogse_spectrum
 from plato_sim.optics.wavefront import dz_to_z4_nm
 from plato_sim.psf.fast import FastEngine
-from plato_sim.scenes.out_of_family import emulate_out_of_family, nodal_camera_job, random_design
+from plato_sim.scenes.family_campaigns import random_design
+from plato_sim.scenes.out_of_family import emulate_out_of_family, nodal_camera_job
 from plato_sim.truth.bestfocus import expected_eef
 
 SMALL = dict(n_fields=4, n_dithers=3, frames_per_dither=1, n_wavelengths=3)

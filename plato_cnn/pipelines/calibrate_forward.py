@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS, emulate_calibration_set
+from plato_sim.errors import ParameterError
 from plato_sim.workers import map_jobs, pin_one_thread
 
 __all__ = ["calibrate_forward_systematic", "forward_camera_errors", "systematic_from_errors"]
@@ -93,38 +94,79 @@ def systematic_from_errors(per_cam: list[dict], keys: list[str] | None = None) -
     return out
 
 
-def calibrate_forward_systematic(workdir: str | Path, n_cameras: int = 12, workers: int = 2):
-    """Emulate (or reuse) ``n_cameras`` in-family calibration cameras under ``workdir``, fit
-    each with 5, 3, 2 and 1 plateaux and return the systematic table and per-camera errors."""
-    campaigns = emulate_calibration_set(
-        workdir, n_cameras, workers=workers, **CALIB_CAMPAIGN
-    )  # fmt: skip
-    jobs = [(str(f), float(t)) for f, t in campaigns]
+#: Seed of the high-order calibration set (its own stream: ``HIGHORDER_SEED_TAG``).
+HIGHORDER_CALIB_SEED = 0
+#: Calibration families: ``design`` (the model the fit's basis was made for) and ``highorder``
+#: (terms Z23-Z37 and field dependences outside the basis).
+FAMILIES = ("design", "highorder")
+
+
+def _family_campaigns(family: str, workdir: Path, n_cameras: int, workers: int) -> list:
+    """``(folder, true T_BF)`` of the calibration cameras of ``family``."""
+    if family == "design":
+        campaigns = emulate_calibration_set(workdir, n_cameras, workers=workers, **CALIB_CAMPAIGN)
+        return [(str(f), float(t)) for f, t in campaigns]
+    if family == "highorder":
+        from plato_sim.scenes.calibration_family import emulate_calibration_family
+
+        done = emulate_calibration_family(
+            workdir / "highorder", n_cameras, seed=HIGHORDER_CALIB_SEED, workers=workers,
+            plateaux_degC=PLATEAU_SUBSETS[5],
+        )  # fmt: skip
+        return [(str(f), float(t["bft_degC"])) for f, t in done]
+    raise ParameterError(f"family={family!r}: allowed {', '.join(FAMILIES)}")
+
+
+def calibrate_forward_systematic(
+    workdir: str | Path,
+    n_cameras: int = 12,
+    workers: int = 2,
+    families: tuple[str, ...] = ("design",),
+):
+    """Emulate (or reuse) ``n_cameras`` calibration cameras of each of ``families`` under
+    ``workdir``, fit each with 5, 3, 2 and 1 plateaux and return the systematic table of all
+    of them pooled, the table of each family, and the per-camera errors."""
+    work = Path(workdir)
+    jobs, fam_of = [], []
+    for family in families:
+        cams = _family_campaigns(family, work, n_cameras, workers)
+        jobs += cams
+        fam_of += [family] * len(cams)
     per_cam = map_jobs(forward_camera_errors, jobs, workers, desc="forward calibration: cameras")
     table = systematic_from_errors(per_cam)
+    by_family = {
+        f: systematic_from_errors([c for c, g in zip(per_cam, fam_of, strict=True) if g == f])
+        for f in families
+    }
     return {
-        "n_cameras": len(campaigns),
-        "campaign": CALIB_CAMPAIGN,
+        "n_cameras": len(jobs),
+        "families": list(families),
+        "campaign": {"design": CALIB_CAMPAIGN, "highorder": "random designs, 5 plateaux"},
         "date": time.strftime("%Y-%m-%d"),
         "systematic_sigma_degC": {
             k: round(v["systematic_sigma_degC"], 4) for k, v in table.items()
         },
         "by_plateaux": table,
+        "by_family": by_family,
         "per_camera": [
-            {"folder": f, "truth_degC": t, "results": c}
-            for (f, t), c in zip(jobs, per_cam, strict=True)
+            {"family": g, "folder": f, "truth_degC": t, "results": c}
+            for (f, t), c, g in zip(jobs, per_cam, fam_of, strict=True)
         ],
     }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cameras", type=int, default=12)
+    ap.add_argument("--cameras", type=int, default=12, help="cameras of each family")
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the full result here")
+    ap.add_argument(
+        "--family", nargs="+", default=["design"], choices=FAMILIES,
+        help="calibration families, pooled (--cameras of each)",
+    )  # fmt: skip
     a = ap.parse_args(argv)
-    res = calibrate_forward_systematic(a.workdir, a.cameras, a.workers)
+    res = calibrate_forward_systematic(a.workdir, a.cameras, a.workers, tuple(a.family))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
     print(json.dumps({k: v for k, v in res.items() if k != "per_camera"}, indent=1))

@@ -61,12 +61,13 @@ the very definition used for the design family (:mod:`plato_sim.truth.bestfocus`
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from plato_sim.errors import ParameterError
 from plato_sim.optics.camera import FIELD_RADIUS_DEG, PLATO_NORMAL_CAMERA, Camera, ccd_of_field
+from plato_sim.optics.family_base import FamilyCamera, binned_rate_spectrum
 from plato_sim.optics.spectra import Spectrum
 from plato_sim.optics.thermal import ThermalModel
 from plato_sim.optics.wavefront import dz_to_z4_nm, noll_to_nm
@@ -242,7 +243,7 @@ def _draw_wavefront(rng: np.random.Generator, strength: float) -> tuple[np.ndarr
 
 
 @dataclass(frozen=True)
-class NodalCamera:
+class NodalCamera(FamilyCamera):
     """One camera of the nodal family: optics, thermal model, detector-side differences.
 
     Attributes:
@@ -255,6 +256,8 @@ class NodalCamera:
         camera_id: integer id.
     """
 
+    family = FAMILY
+    optics_cls = NodalOptics
     optics: NodalOptics = field(default_factory=NodalOptics)
     thermal: ThermalModel = field(default_factory=ThermalModel)
     diffusion_sigma_px: float = 0.2
@@ -295,67 +298,18 @@ class NodalCamera:
             vignetting=0.09 + strength * (u(0.03, 0.15) - 0.09), camera_id=int(camera_id),
         )  # fmt: skip
 
-    def with_t0(self, t0_degC: float) -> NodalCamera:
-        """Same camera, thermal zero moved to ``t0_degC``."""
-        return replace(self, thermal=self.thermal.with_t0(t0_degC))
-
-    def engine(self, **kwargs):
-        """A :class:`~plato_sim.psf.fast.FastEngine` with this camera's charge diffusion."""
-        from plato_sim.psf.fast import FastEngine
-
-        return FastEngine(camera=self.optics.camera, diffusion_sigma_px=self.diffusion_sigma_px,
-                          **kwargs)  # fmt: skip
-
     def spectrum(self, n: int = 10) -> Spectrum:
         """The OGSE spectrum as this camera detects it (tilted lamp, drooping QE), ``n`` bins."""
-        cam = self.optics.camera
-        lo, hi = cam.band_nm
-        edges = np.linspace(lo, hi, n + 1)
-        fine = np.linspace(lo, hi, 40 * n + 1)
-        lamp = fine * (1.0 + self.ogse_slope * (fine - 750.0) / 250.0)
-        qe = cam.qe_at(fine) * (1.0 - self.qe_droop * ((fine - 500.0) / 500.0) ** 2)
-        rate = np.clip(lamp * cam.transmission_at(fine) * qe, 0.0, None)
-        w = np.array([np.trapezoid(rate[(fine >= a) & (fine <= b)], fine[(fine >= a) & (fine <= b)])
-                      for a, b in zip(edges[:-1], edges[1:], strict=True)])  # fmt: skip
-        w = w / w.sum()
-        mids = 0.5 * (edges[:-1] + edges[1:])
-        return Spectrum(tuple(float(x) for x in mids), tuple(float(x) for x in w),
-                        name=f"nodal-ogse{n}")  # fmt: skip
+
+        def lamp(lam):
+            return lam * (1.0 + self.ogse_slope * (lam - 750.0) / 250.0)
+
+        def droop(lam):
+            return 1.0 - self.qe_droop * ((lam - 500.0) / 500.0) ** 2
+
+        return binned_rate_spectrum(self.optics.camera, lamp, n, f"nodal-ogse{n}", droop)
 
     def relative_illumination(self, theta_deg, phi_deg) -> np.ndarray:
         """Flux factor of vignetting at each field position (1 on axis)."""
         t, _ = np.broadcast_arrays(np.asarray(theta_deg, float), np.asarray(phi_deg, float))
         return 1.0 - self.vignetting * (t / self.optics.field_radius_deg) ** 4
-
-    def to_dict(self) -> dict:
-        """JSON-ready parameters (thermal included)."""
-        return {
-            "camera_id": self.camera_id,
-            "optics": self.optics.to_dict(),
-            "thermal": {
-                "s_um_per_degC": self.thermal.s_um_per_degC,
-                "t0_degC": self.thermal.t0_degC,
-                "q_um_per_degC2": self.thermal.q_um_per_degC2,
-            },
-            "diffusion_sigma_px": self.diffusion_sigma_px,
-            "ogse_slope": self.ogse_slope,
-            "qe_droop": self.qe_droop,
-            "vignetting": self.vignetting,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> NodalCamera:
-        """Inverse of :meth:`to_dict` (also accepts a truth sidecar's ``"nodal"`` entry)."""
-        return cls(
-            optics=NodalOptics.from_dict(d["optics"]),
-            thermal=ThermalModel(**d["thermal"]),
-            diffusion_sigma_px=float(d["diffusion_sigma_px"]),
-            ogse_slope=float(d["ogse_slope"]),
-            qe_droop=float(d["qe_droop"]),
-            vignetting=float(d["vignetting"]),
-            camera_id=int(d["camera_id"]),
-        )
-
-    def truth_dict(self) -> dict:
-        """What the campaign emulator's truth sidecar records of this camera."""
-        return {"family": FAMILY, "nodal": self.to_dict()}

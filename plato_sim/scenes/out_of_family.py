@@ -22,10 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from plato_sim.errors import ParameterError
 from plato_sim.optics.family_nodal import NodalCamera
-from plato_sim.scenes.design import CampaignDesign
-from plato_sim.scenes.ground_test import emulate_or_load
+from plato_sim.scenes.family_campaigns import emulate_family, family_jobs, random_design
 from plato_sim.truth.bestfocus import TRUTH_N_SUB
 
 __all__ = [
@@ -44,24 +42,6 @@ NODAL_SEED_TAG = 0x00F_F00D
 OOF_BFT_RANGE_DEGC = (-92.0, -68.0)
 
 
-def random_design(rng: np.random.Generator, **fixed) -> CampaignDesign:
-    """A test design unlike the reference 40 x 25 x 2: 10-40 fields, 5-25 dithers, 1-4 frames,
-    2-6 plateaux 3-6 degC apart centred in -84..-76 degC (rounded to 0.5 degC), window 48 px.
-    ``fixed`` design fields replace the drawn ones (e.g. ``plateaux_degC``)."""
-    n_fields = int(rng.integers(10, 41))
-    n_dithers = int(rng.integers(5, 26))
-    frames = int(rng.integers(1, 5))
-    n_pl = int(rng.integers(2, 7))
-    spacing = float(rng.choice([3.0, 4.0, 5.0, 6.0]))
-    centre = float(rng.uniform(-84.0, -76.0))
-    plateaux = np.round(2.0 * (centre + spacing * (np.arange(n_pl) - (n_pl - 1) / 2.0))) / 2.0
-    design = CampaignDesign(
-        plateaux_degC=tuple(float(t) for t in plateaux), n_fields=n_fields, n_dithers=n_dithers,
-        frames_per_dither=frames, window_px=48,
-    )  # fmt: skip
-    return design.with_(**fixed)
-
-
 def nodal_camera_job(seed: int, i: int, bft_range_degC=OOF_BFT_RANGE_DEGC, **fixed) -> dict:
     """Camera ``i`` of the evaluation set ``seed``: its camera, design, true T_BF and the
     emulator's seed, all from ``SeedSequence([NODAL_SEED_TAG, seed, i])``."""
@@ -76,22 +56,6 @@ def nodal_camera_job(seed: int, i: int, bft_range_degC=OOF_BFT_RANGE_DEGC, **fix
         bft_degC=float(r_bft.uniform(*bft_range_degC)),
         emulator_seed=int(r_emul.integers(0, 2**31 - 1)),
     )
-
-
-def _emulate_one(job: dict) -> dict:
-    import os
-
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
-    cam: NodalCamera = job["camera"]
-    design: CampaignDesign = job["design"]
-    return emulate_or_load(
-        job["dir"], design, camera_name=f"nodal{job['i']:03d}", bft_degC=job["bft_degC"],
-        seed=job["emulator_seed"], camera_model=cam, engine=cam.engine(),
-        spectrum=cam.spectrum(design.n_wavelengths), n_sub_truth=job["n_sub_truth"],
-    )  # fmt: skip
 
 
 def emulate_out_of_family(
@@ -119,31 +83,8 @@ def emulate_out_of_family(
     Returns:
         ``(folder, truth)`` per camera, in camera order.
     """
-    if n_cameras < 1:
-        raise ParameterError(f"n_cameras={n_cameras}: outside the allowed range [1, inf)")
-    lo, hi = bft_range_degC
-    if not -120.0 <= lo <= hi <= -40.0:
-        raise ParameterError(f"bft_range_degC={bft_range_degC}: outside [-120, -40] or reversed")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    key = ""
-    if fixed or tuple(bft_range_degC) != OOF_BFT_RANGE_DEGC:
-        import hashlib
-
-        text = repr((sorted(fixed.items()), tuple(bft_range_degC)))
-        key = "_" + hashlib.sha256(text.encode()).hexdigest()[:8]
-    jobs = []
-    for i in range(n_cameras):
-        job = nodal_camera_job(seed, i, bft_range_degC, **fixed)
-        job.update(dir=str(out / f"nodal_s{seed}_c{i:03d}_n{n_sub_truth}{key}"),
-                   n_sub_truth=int(n_sub_truth))  # fmt: skip
-        jobs.append(job)
-    if workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
-            truths = pool.map(_emulate_one, jobs, chunksize=1)
-    else:
-        truths = [_emulate_one(j) for j in jobs]
-    log.info("%d nodal-family campaigns under %s", len(truths), out)
-    return [(Path(j["dir"]), t) for j, t in zip(jobs, truths, strict=True)]
+    jobs = family_jobs(nodal_camera_job, "nodal", out_dir, n_cameras, seed, bft_range_degC,
+                       OOF_BFT_RANGE_DEGC, n_sub_truth, fixed)  # fmt: skip
+    done = emulate_family(jobs, workers, desc="nodal-family campaigns")
+    log.info("%d nodal-family campaigns under %s", len(done), out_dir)
+    return done
