@@ -272,6 +272,9 @@ def test_systematic_table_gives_68_percent_coverage():
         assert tab[n]["coverage_stat_only"] < 0.2
     assert tab["5"]["systematic_sigma_degC"] == pytest.approx(0.02, rel=0.2)
     assert tab["1"]["systematic_sigma_degC"] == pytest.approx(0.3, rel=0.2)
+    assert tab["5"]["frac_outside_model"] is None  # kept results without the flag
+    flagged = [{n: (*c[n], 2.0, i % 4 == 0) for n in c} for i, c in enumerate(per_cam)]
+    assert systematic_from_errors(flagged)["3"]["frac_outside_model"] == pytest.approx(0.25)
 
 
 def test_unconverged_fit_says_so(setup):
@@ -360,7 +363,8 @@ def test_calibration_cache_is_reused_only_for_the_same_truth(tmp_path, monkeypat
 
     def fake_fit(fr, plateaux=None, systematic=False):
         calls.append(plateaux)
-        return {"bft_degC": -80.0, "sigma_degC": 0.01}
+        return {"bft_degC": -80.0, "sigma_degC": 0.01, "chi2": {"reduced": 1.1},
+                "outside_model": False}  # fmt: skip
 
     monkeypatch.setattr(fw, "forward_bft", fake_fit)
     monkeypatch.setattr(reader, "read_campaign", lambda d: None)

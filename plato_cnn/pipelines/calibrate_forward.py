@@ -36,8 +36,9 @@ __all__ = ["calibrate_forward_systematic", "forward_camera_errors", "systematic_
 CALIB_CAMPAIGN = dict(seed=91_000, fields=20, dithers=3, frames=2)
 
 
-def forward_camera_errors(job: tuple) -> dict[str, tuple[float, float, float]]:
-    """``{"5"|"3"|"2"|"1": (error, sigma without systematic, wall s)}`` of one camera;
+def forward_camera_errors(job: tuple) -> dict[str, tuple]:
+    """``{"5"|"3"|"2"|"1": (error, sigma without systematic, wall s, reduced chi^2, outside
+    the model)}`` of one camera (results kept by an earlier version lack the last two);
     ``job = (folder, true T_BF[, cache])``: the result is kept in ``cache`` (default
     ``folder + ".forward_errors.<MODEL_TAG>.v<FIT_VERSION>.json"``, with the true T_BF it was
     scored against, so that a result of another model or procedure of the fit, or against
@@ -62,7 +63,8 @@ def forward_camera_errors(job: tuple) -> dict[str, tuple[float, float, float]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             r = forward_bft(fr, plateaux=sub, systematic=False)
-        out[str(n)] = (r["bft_degC"] - truth, r["sigma_degC"], time.perf_counter() - t)
+        out[str(n)] = (r["bft_degC"] - truth, r["sigma_degC"], time.perf_counter() - t,
+                       r["chi2"]["reduced"], bool(r["outside_model"]))  # fmt: skip
     if cache is not None:
         cache.write_text(json.dumps({"truth_degC": truth, "errors": out}))
     return out
@@ -90,6 +92,7 @@ def systematic_from_errors(per_cam: list[dict], keys: list[str] | None = None) -
             "coverage_stat_only": float(np.mean(np.abs(e) <= s)),
             "coverage": float(np.mean(np.abs(e) <= np.hypot(s, sys_sigma) * (1 + 1e-9))),
             "mean_wall_s": float(np.mean([c[n][2] for c in per_cam])),
+            "frac_outside_model": _frac_flagged([c[n] for c in per_cam]),
         }
     return out
 
@@ -115,6 +118,12 @@ def _family_campaigns(family: str, workdir: Path, n_cameras: int, workers: int) 
         )  # fmt: skip
         return [(str(f), float(t["bft_degC"])) for f, t in done]
     raise ParameterError(f"family={family!r}: allowed {', '.join(FAMILIES)}")
+
+
+def _frac_flagged(results: list) -> float | None:
+    """Fraction of fits flagged ``outside_model`` (None where a kept result lacks the flag)."""
+    flags = [r[4] for r in results if len(r) > 4]
+    return float(np.mean(flags)) if flags and len(flags) == len(results) else None
 
 
 def calibrate_forward_systematic(
