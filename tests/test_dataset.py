@@ -193,3 +193,38 @@ def test_store_roundtrip_lazy_reader_and_fits(tmp_path, shard):
     path = tmp_path / shard_name(1)
     path.write_bytes(path.read_bytes()[:-100])
     assert not shard_is_valid(path)
+
+
+def _with_families(fraction: float) -> dict:
+    fam = {"families": {"highorder_fraction": fraction, "highorder_strength": 1.0}}
+    return sampling.load_config(overrides={**TINY, **fam})
+
+
+def test_families_section_draws_high_order_cameras_beside_the_design(cfg, camera):
+    # fraction 0: the design camera of the same seed and index, bit for bit
+    assert sampling.build_camera(_with_families(0.0), seed=11, index=0) == camera
+    cfg_ho = _with_families(1.0)
+    ho = sampling.build_camera(cfg_ho, seed=11, index=1)
+    assert ho.family == "highorder" and ho.camera_id == 2 and ho.perturbation == {}
+    assert sampling.CameraEntry.from_dict(ho.to_dict()) == ho
+    assert "family" not in camera.to_dict()  # pools of design cameras are written as before
+    model = ho.model()
+    assert type(model).__name__ == "HighOrderCamera" and model.thermal.q_um_per_degC2 != 0.0
+    # T0 puts this camera's best focus (quadratic thermal model) at its drawn T_BF
+    assert model.thermal.temperature_degC(ho.dz_bf_um) == pytest.approx(ho.bft_degC)
+    # a shard mixing both families: every state rendered, labels from each camera's model
+    stamps, lab = dsm.make_shard(cfg_ho, 11, 0, 64, [camera, ho])
+    assert set(np.unique(lab["camera_id"])) == {1, 2}
+    for cam in (camera, ho):
+        sel = lab["camera_id"] == cam.camera_id
+        np.testing.assert_allclose(
+            lab["temperature_degC"][sel], cam.model().thermal.temperature_degC(lab["dz_th_um"][sel])
+        )
+    assert np.all(np.isfinite(stamps)) and np.all((lab["eef_true"] > 0.05) & (lab["eef_true"] < 1))
+
+
+def test_bad_families_section_is_refused():
+    with pytest.raises(ValueError, match="families.highorder_fraction"):
+        _with_families(1.5)
+    with pytest.raises(ValueError, match="families"):
+        sampling.load_config(overrides={"families": {"nodal_fraction": 0.5}})

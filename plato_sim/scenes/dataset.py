@@ -59,6 +59,16 @@ from plato_sim.truth.eef import eef
 __all__ = ["make_shard"]
 
 
+def _stack_terms(zs: list[np.ndarray]) -> np.ndarray:
+    """``(S, L, J_max)``: states of cameras of other families carry more Noll terms than the
+    design's; the missing ones are zero (a pool of one family stacks unchanged)."""
+    j = max(z.shape[-1] for z in zs)
+    out = np.zeros((len(zs), zs[0].shape[0], j))
+    for k, z in enumerate(zs):
+        out[k, :, : z.shape[-1]] = z
+    return out
+
+
 # Long because: the numbered steps of the module docstring (render, detector,
 # background, cut, labels) over per-sample arrays that every step fills.
 def make_shard(
@@ -114,7 +124,7 @@ def make_shard(
     # --- optics: one OTF per state, one stamp per sample
     half = engine.fov_px // 2 + 1
     psize = 2 * half  # PSF patch: covers the engine's whole support around the star
-    zs = np.stack(
+    zs = _stack_terms(
         [
             models[int(cam_idx[s])].optics.zernikes_nm(
                 th[s], ph[s], dz_th[s], sp.wavelengths_array_nm

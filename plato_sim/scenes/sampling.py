@@ -100,9 +100,18 @@ def default_config() -> dict:
 
 
 #: Optional top-level config sections, absent from the default config: a config holding
-#: ``imagettes`` makes in-orbit imagette samples (:mod:`plato_sim.scenes.inorbit`); a config
-#: without it is exactly what it always was (same manifest, same shards).
-OPTIONAL_SECTIONS = ("imagettes",)
+#: ``imagettes`` makes in-orbit imagette samples (:mod:`plato_sim.scenes.inorbit`); one
+#: holding ``families`` draws part of the camera pool from other optical families
+#: (:func:`build_camera`); a config without them is exactly what it always was (same
+#: manifest, same shards).
+OPTIONAL_SECTIONS = ("imagettes", "families")
+#: ``families`` keys: the fraction of the pool drawn from the high-order family
+#: (:mod:`plato_sim.optics.family_highorder`) and its ``strength`` (a spec, like
+#: ``cameras.perturbation_strength``).  The nodal family is for evaluation only: never here.
+FAMILY_KEYS = {"highorder_fraction", "highorder_strength"}
+#: third spawn-key word of the per-camera family draw (its own stream: the design camera of
+#: a pool index is the same with or without the ``families`` section)
+_SEED_KEY_FAMILY = 1
 
 
 def _merge(base: dict, over: dict, path: str, src: str) -> dict:
@@ -212,6 +221,14 @@ def validate_config(cfg: dict) -> None:
     draw_value(rng, cfg["focus"]["dz_um"], "focus.dz_um")
     draw_value(rng, cfg["cameras"]["perturbation_strength"], "cameras.perturbation_strength")
     DetectorModel.random(rng, cfg["detector"])
+    if "families" in cfg:
+        fam = cfg["families"]
+        need(isinstance(fam, dict) and set(fam) == FAMILY_KEYS, "families",
+             f"must hold exactly {sorted(FAMILY_KEYS)}")  # fmt: skip
+        need(0.0 <= float(fam["highorder_fraction"]) <= 1.0, "families.highorder_fraction",
+             "must lie in [0, 1]")  # fmt: skip
+        draw_value(rng, fam["highorder_strength"], "families.highorder_strength")
+        need("imagettes" not in cfg, "families", "is for ground-test samples, not imagettes")
     if "imagettes" in cfg:
         validate_imagette_config(cfg)
 
@@ -302,6 +319,9 @@ class CameraEntry:
         map_coef_um: coefficients (um) of the best-focus remainder on ``_MAP_NOLL`` polynomials.
         grid_theta_deg, grid_phi_deg, grid_dz_opt_um, grid_eef_max: the search grid results.
         field_radius_deg: radius normalising the field position of the map.
+        family: optical family (``"design"``, or ``"highorder"`` from the ``families``
+            config section); ``camera``: that family's camera parameters (``None`` for the
+            design, whose camera is ``perturbation``).
     """
 
     index: int
@@ -316,16 +336,23 @@ class CameraEntry:
     grid_dz_opt_um: tuple[float, ...]
     grid_eef_max: tuple[float, ...]
     field_radius_deg: float
+    family: str = "design"
+    camera: dict | None = None
 
     t_bf_degC = deprecated_alias("bft_degC", "t_bf_degC")
 
     @property
     def camera_id(self) -> int:
-        """The perturbation id (pool index + 1; 0 is reserved for the nominal design)."""
-        return int(self.perturbation["perturbation_id"])
+        """The camera's id: pool index + 1 (0 is reserved for the nominal design)."""
+        return int(self.perturbation.get("perturbation_id", self.index + 1))
 
     def model(self) -> CameraModel:
-        """The camera model (optics + thermal with this T0)."""
+        """The camera model (optics + thermal with this T0); a family camera for ``family``
+        other than the design (it duck-types :class:`CameraModel`)."""
+        if self.family == "highorder":
+            from plato_sim.optics.family_highorder import HighOrderCamera
+
+            return HighOrderCamera.from_dict(self.camera).with_t0(self.t0_degC)
         pert = CameraPerturbation.from_dict(self.perturbation)
         return CameraModel(
             OpticalModel(perturbation=pert), ThermalModel(self.s_um_per_degC, self.t0_degC)
@@ -342,8 +369,11 @@ class CameraEntry:
         return rest - optics.field_focal_offset_um(theta_deg, phi_deg)
 
     def to_dict(self) -> dict:
-        """Plain JSON-able dict (floats round-trip exactly through JSON)."""
+        """Plain JSON-able dict (floats round-trip exactly through JSON); a design camera's
+        has no ``family`` and ``camera`` keys (pools written before families were added)."""
         d = asdict(self)
+        if self.family == "design":
+            d.pop("family"), d.pop("camera")
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
     @classmethod
@@ -387,6 +417,18 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
         rng, index + 1, strength=strength, s_range_um_per_degC=tuple(c["s_um_per_degC"])
     )
     t_bf = float(rng.uniform(*c["bft_degC"]))
+    family, family_camera = "design", None
+    if "families" in cfg:
+        fam = cfg["families"]
+        r_fam = np.random.default_rng(
+            np.random.SeedSequence(seed, spawn_key=(SEED_KEY_CAMERA, index, _SEED_KEY_FAMILY))
+        )
+        if r_fam.uniform() < float(fam["highorder_fraction"]):
+            from plato_sim.optics.family_highorder import HighOrderCamera
+
+            st = draw_value(r_fam, fam["highorder_strength"], "families.highorder_strength")
+            model = HighOrderCamera.random(r_fam, index + 1, strength=float(st))
+            family, family_camera = "highorder", model.to_dict()
     optics = model.optics
     bf = cfg["best_focus"]
     engine = engine or make_engine(cfg)
@@ -414,11 +456,11 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
         else:
             rest_t = _map_basis(tth, tph, radius).T @ coef
             dz_bf = float(np.mean(rest_t - optics.field_focal_offset_um(tth, tph)))
-    s = model.thermal.s_um_per_degC
-    t0 = t_bf - float(ThermalModel(s, 0.0).temperature_degC(dz_bf))
+    s, q = model.thermal.s_um_per_degC, model.thermal.q_um_per_degC2
+    t0 = t_bf - float(ThermalModel(s, 0.0, q).temperature_degC(dz_bf))
     return CameraEntry(
         index=int(index),
-        perturbation=optics.perturbation.to_dict(),
+        perturbation=optics.perturbation.to_dict() if family == "design" else {},
         s_um_per_degC=float(s),
         t0_degC=float(t0),
         bft_degC=t_bf,
@@ -429,6 +471,8 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
         grid_dz_opt_um=tuple(float(v) for v in dz_opt),
         grid_eef_max=tuple(float(v) for v in e_max),
         field_radius_deg=radius,
+        family=family,
+        camera=family_camera,
     )
 
 
