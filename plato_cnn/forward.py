@@ -90,6 +90,7 @@ __all__ = [
     "PARAM_NAMES",
     "LOCAL_TERMS",
     "SYSTEMATIC_SIGMA_DEGC",
+    "SYSTEMATIC_SIGMA_OUTSIDE_DEGC",
     "CHI2_WARN",
 ]
 
@@ -165,6 +166,9 @@ S_PRIOR_ONE_PLATEAU = S_PRIOR_UM_PER_DEGC
 #: cameras of the design family; out of family the chi^2 warning and the CLI's cross-check
 #: apply.
 SYSTEMATIC_SIGMA_DEGC: dict[str, float] = {"5": 0.0003, "3": 0.003, "2": 0.0, "1": 0.0}
+#: The same for fits flagged ``outside_model`` (the chi^2 test: aberrations outside the
+#: basis): calibrated on such fits only (``calibrate_forward``, the ``outside`` table).
+SYSTEMATIC_SIGMA_OUTSIDE_DEGC: dict[str, float] = {}
 #: Reduced chi^2 (whole fit, or any single field) above which the model is declared
 #: inadequate (an aberration outside the fitted basis): warning and ``outside_model``.
 CHI2_WARN = 1.5
@@ -944,9 +948,11 @@ def forward_bft(
     cov, chi2_state, chi2_red, dof, n_par = _covariance(c, lm, prior, chunk)
     tick("covariance")
     warnings_out: list[str] = []
-    bf = _bft_and_sigma(c, lm.p, cov, n_sub, n_wavelengths_jacobian, systematic, warnings_out)
-    tick("t_bf")
     chi2_tab = _chi2_tables(c, chi2_state, chi2_red, n_par, stamp_px)
+    table = (SYSTEMATIC_SIGMA_OUTSIDE_DEGC if chi2_tab["outside"] else SYSTEMATIC_SIGMA_DEGC)
+    bf = _bft_and_sigma(c, lm.p, cov, n_sub, n_wavelengths_jacobian,
+                        table if systematic else None, warnings_out)  # fmt: skip
+    tick("t_bf")
     _fit_warnings(c, chi2_tab, chi2_red, bf["t_bf"], warnings_out)
     _convergence_warning(c, lm, max_iter, warnings_out)
     cdz, cval = _eef_curve(c, lm.p, bf["curve"], n_sub, n_wavelengths_jacobian)
@@ -1241,7 +1247,8 @@ def _covariance(c, lm, prior, chunk):
 
 def _bft_and_sigma(c, p, cov, n_sub, n_wavelengths_jacobian, systematic, warnings_out):
     """``T_BF`` by the definition and its sigma (implicit-function derivative of the argmax,
-    the thermal parameters analytic; the calibrated systematic term in quadrature)."""
+    the thermal parameters analytic; the calibrated systematic term of table ``systematic``
+    (None: none) in quadrature)."""
     model, n_pl = c.model, c.n_pl
     centre = _predicted_dz(model, p)
     dz_star, curv, curve, dfdz_dp = _best_focus(
@@ -1257,9 +1264,9 @@ def _bft_and_sigma(c, p, cov, n_sub, n_wavelengths_jacobian, systematic, warning
     sigma_stat = float(math.sqrt(max(grad_t @ cov @ grad_t, 0.0)))
     sigma = sigma_stat
     key_sys = str(n_pl)
-    if systematic and key_sys in SYSTEMATIC_SIGMA_DEGC:
-        sigma = float(math.hypot(sigma, SYSTEMATIC_SIGMA_DEGC[key_sys]))
-    elif systematic:
+    if systematic is not None and key_sys in systematic:
+        sigma = float(math.hypot(sigma, systematic[key_sys]))
+    elif systematic is not None:
         warnings_out.append(
             "forward fit: no calibrated systematic sigma yet: sigma is the fit's own "
             "(Laplace, scaled by the reduced chi^2)"

@@ -275,6 +275,10 @@ def test_systematic_table_gives_68_percent_coverage():
     assert tab["5"]["frac_outside_model"] is None  # kept results without the flag
     flagged = [{n: (*c[n], 2.0, i % 4 == 0) for n in c} for i, c in enumerate(per_cam)]
     assert systematic_from_errors(flagged)["3"]["frac_outside_model"] == pytest.approx(0.25)
+    assert systematic_from_errors(flagged, outside=True)["3"]["n_fits"] == 50
+    within = systematic_from_errors(flagged, outside=False)["3"]
+    assert within["n_fits"] == 150 and within["frac_outside_model"] == 0.0
+    assert systematic_from_errors(per_cam, outside=True) == {}  # no flags kept: no fits
 
 
 def test_unconverged_fit_says_so(setup):

@@ -28,6 +28,7 @@ import numpy as np
 
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS, emulate_calibration_set
 from plato_sim.errors import ParameterError
+from plato_sim.truth.bestfocus import TRUTH_N_SUB
 from plato_sim.workers import map_jobs, pin_one_thread
 
 __all__ = ["calibrate_forward_systematic", "forward_camera_errors", "systematic_from_errors"]
@@ -70,38 +71,77 @@ def forward_camera_errors(job: tuple) -> dict[str, tuple]:
     return out
 
 
-def systematic_from_errors(per_cam: list[dict], keys: list[str] | None = None) -> dict[str, dict]:
+def systematic_from_errors(
+    per_cam: list[dict], keys: list[str] | None = None, outside: bool | None = None
+) -> dict[str, dict]:
     """Per plateau count: the quadrature systematic term giving 68 % coverage, and stats.
 
-    ``per_cam``: per camera, ``{plateau count: (error, sigma, wall s)}`` (degC, degC, s);
-    ``keys``: the plateau counts (default every one of ``PLATEAU_SUBSETS``).
+    ``per_cam``: per camera, ``{plateau count: (error, sigma, wall s[, chi2_red, outside])}``
+    (degC, degC, s); ``keys``: the plateau counts (default every one of ``PLATEAU_SUBSETS``);
+    ``outside``: only the fits flagged (True) or not flagged (False) outside the model (None:
+    all; a count with no such fit is left out).
     ``sys`` is the smallest value with ``|e_i| <= hypot(sigma_i, sys)`` for 68.27 % of the
     cameras: the 68.27th percentile of ``sqrt(max(0, e_i^2 - sigma_i^2))``.
     """
     out = {}
     for n in keys if keys is not None else [str(k) for k in PLATEAU_SUBSETS]:
-        e = np.asarray([c[n][0] for c in per_cam])
-        s = np.asarray([c[n][1] for c in per_cam])
+        res = [c[n] for c in per_cam if outside is None or (len(c[n]) > 4 and c[n][4] == outside)]
+        if not res:
+            continue
+        e = np.asarray([r[0] for r in res])
+        s = np.asarray([r[1] for r in res])
         need = np.sqrt(np.maximum(0.0, e**2 - s**2))
         sys_sigma = float(np.percentile(need, 68.27))
         out[n] = {
+            "n_fits": len(res),
             "systematic_sigma_degC": sys_sigma,
             "rms_error_degC": float(np.sqrt(np.mean(e**2))),
             "bias_degC": float(np.mean(e)),
             "median_stat_sigma_degC": float(np.median(s)),
             "coverage_stat_only": float(np.mean(np.abs(e) <= s)),
             "coverage": float(np.mean(np.abs(e) <= np.hypot(s, sys_sigma) * (1 + 1e-9))),
-            "mean_wall_s": float(np.mean([c[n][2] for c in per_cam])),
-            "frac_outside_model": _frac_flagged([c[n] for c in per_cam]),
+            "mean_wall_s": float(np.mean([r[2] for r in res])),
+            "frac_outside_model": _frac_flagged(res),
         }
     return out
 
 
 #: Seed of the high-order calibration set (its own stream: ``HIGHORDER_SEED_TAG``).
 HIGHORDER_CALIB_SEED = 0
-#: Calibration families: ``design`` (the model the fit's basis was made for) and ``highorder``
-#: (terms Z23-Z37 and field dependences outside the basis).
-FAMILIES = ("design", "highorder")
+#: Seed of the design-family calibration set with random test designs (its own stream).
+DESIGN_RANDOM_SEED = 0
+#: First entropy word of that set's random streams.
+DESIGN_RANDOM_SEED_TAG = 0x0DE5_1A
+#: Calibration families: ``design`` (the model the fit's basis was made for, the small
+#: 20 x 3 x 2 campaigns of CALIB_CAMPAIGN), ``design-random`` (design cameras with random test
+#: designs like real ones: 10-40 fields, 5-25 dithers, 1-4 frames, so that the fit's own
+#: sigma is small and a floor shows) and ``highorder`` (terms Z23-Z37 and field dependences
+#: outside the basis).
+FAMILIES = ("design", "design-random", "highorder")
+
+
+def _design_random_job(i: int, work: Path) -> dict:
+    from plato_sim.optics.model import CameraModel
+    from plato_sim.scenes.family_campaigns import random_design
+
+    ss = np.random.SeedSequence([DESIGN_RANDOM_SEED_TAG, DESIGN_RANDOM_SEED, i])
+    r_cam, r_design, r_bft, r_emul = (np.random.default_rng(x) for x in ss.spawn(4))
+    return dict(
+        dir=str(work / f"design_random_c{i:03d}_n{TRUTH_N_SUB}"),
+        camera=CameraModel.random(r_cam, i + 1, strength=1.0),
+        design=random_design(r_design, plateaux_degC=PLATEAU_SUBSETS[5]),
+        bft=float(r_bft.uniform(-92.0, -68.0)), seed=int(r_emul.integers(0, 2**31 - 1)),
+    )  # fmt: skip
+
+
+def _emulate_design_random(job: dict) -> float:
+    pin_one_thread()
+    from plato_sim.scenes.ground_test import emulate_or_load
+
+    truth = emulate_or_load(job["dir"], job["design"], camera_name=Path(job["dir"]).name,
+                            bft_degC=job["bft"], seed=job["seed"], camera_model=job["camera"],
+                            n_sub_truth=TRUTH_N_SUB)  # fmt: skip
+    return float(truth["bft_degC"])
 
 
 def _family_campaigns(family: str, workdir: Path, n_cameras: int, workers: int) -> list:
@@ -117,6 +157,10 @@ def _family_campaigns(family: str, workdir: Path, n_cameras: int, workers: int) 
             plateaux_degC=PLATEAU_SUBSETS[5],
         )  # fmt: skip
         return [(str(f), float(t["bft_degC"])) for f, t in done]
+    if family == "design-random":
+        jobs = [_design_random_job(i, workdir / "design_random") for i in range(n_cameras)]
+        truths = map_jobs(_emulate_design_random, jobs, workers, desc="design-random campaigns")
+        return [(j["dir"], t) for j, t in zip(jobs, truths, strict=True)]
     raise ParameterError(f"family={family!r}: allowed {', '.join(FAMILIES)}")
 
 
@@ -143,6 +187,8 @@ def calibrate_forward_systematic(
         fam_of += [family] * len(cams)
     per_cam = map_jobs(forward_camera_errors, jobs, workers, desc="forward calibration: cameras")
     table = systematic_from_errors(per_cam)
+    by_flag = {name: systematic_from_errors(per_cam, outside=flag)
+               for name, flag in (("within", False), ("outside", True))}  # fmt: skip
     by_family = {
         f: systematic_from_errors([c for c, g in zip(per_cam, fam_of, strict=True) if g == f])
         for f in families
@@ -150,12 +196,23 @@ def calibrate_forward_systematic(
     return {
         "n_cameras": len(jobs),
         "families": list(families),
-        "campaign": {"design": CALIB_CAMPAIGN, "highorder": "random designs, 5 plateaux"},
+        "campaign": {
+            "design": CALIB_CAMPAIGN,
+            "design-random": "random designs, 5 plateaux",
+            "highorder": "random designs, 5 plateaux",
+        },  # fmt: skip
         "date": time.strftime("%Y-%m-%d"),
         "systematic_sigma_degC": {
             k: round(v["systematic_sigma_degC"], 4) for k, v in table.items()
         },
         "by_plateaux": table,
+        "by_flag": by_flag,
+        "systematic_sigma_within_degC": {
+            k: round(v["systematic_sigma_degC"], 4) for k, v in by_flag["within"].items()
+        },
+        "systematic_sigma_outside_degC": {
+            k: round(v["systematic_sigma_degC"], 4) for k, v in by_flag["outside"].items()
+        },
         "by_family": by_family,
         "per_camera": [
             {"family": g, "folder": f, "truth_degC": t, "results": c}
