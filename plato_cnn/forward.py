@@ -949,7 +949,7 @@ def forward_bft(
     tick("covariance")
     warnings_out: list[str] = []
     chi2_tab = _chi2_tables(c, chi2_state, chi2_red, n_par, stamp_px)
-    table = (SYSTEMATIC_SIGMA_OUTSIDE_DEGC if chi2_tab["outside"] else SYSTEMATIC_SIGMA_DEGC)
+    table = SYSTEMATIC_SIGMA_OUTSIDE_DEGC if chi2_tab["outside"] else SYSTEMATIC_SIGMA_DEGC
     bf = _bft_and_sigma(c, lm.p, cov, n_sub, n_wavelengths_jacobian,
                         table if systematic else None, warnings_out)  # fmt: skip
     tick("t_bf")
