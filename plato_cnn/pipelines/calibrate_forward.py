@@ -138,7 +138,8 @@ def _emulate_design_random(job: dict) -> float:
     pin_one_thread()
     from plato_sim.scenes.ground_test import emulate_or_load
 
-    truth = emulate_or_load(job["dir"], job["design"], camera_name=Path(job["dir"]).name,
+    name = "designrandom" + Path(job["dir"]).name.split("_")[2][1:]  # no '_' in a camera name
+    truth = emulate_or_load(job["dir"], job["design"], camera_name=name,
                             bft_degC=job["bft"], seed=job["seed"], camera_model=job["camera"],
                             n_sub_truth=TRUTH_N_SUB)  # fmt: skip
     return float(truth["bft_degC"])
