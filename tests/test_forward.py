@@ -379,3 +379,42 @@ def test_calibration_cache_is_reused_only_for_the_same_truth(tmp_path, monkeypat
     assert forward_camera_errors((folder, -80.5)) == first and len(calls) == n  # reused
     again = forward_camera_errors((folder, -79.5))  # another truth: computed again
     assert len(calls) == 2 * n and again["5"][0] == pytest.approx(-0.5)
+
+
+def test_wide_scan_restarts_a_fit_stuck_far_from_focus(monkeypatch):
+    """When the +-10 um restarts still end above the chi^2 warning, the starting scan is
+    repeated over +-WIDE_SCAN_HALF_RANGE_UM and the fit runs again from a new basin."""
+    from types import SimpleNamespace
+
+    import plato_cnn.forward as fw
+
+    b = fw._IX["b_um"]
+    truth_b = -180.0  # the basin a +-100 um scan around -110 cannot reach
+
+    def lm_from(model, fit, p, n_t, o, prior, max_iter, tol, chunk):
+        return SimpleNamespace(p=p.copy(), start=float(p[b]))
+
+    def chi2(c, lm, chunk):
+        return 1.02 if abs(lm.start - truth_b) < 15 else 1240.0
+
+    scans = []
+
+    def start(model, fit, p, n_t, t_pl, state_pl, chunk, half_range_um=100.0):
+        scans.append(half_range_um)
+        q = p.copy()
+        q[b] = truth_b if half_range_um >= 180 else -110.0
+        return q, n_t, None
+
+    monkeypatch.setattr(fw, "_levenberg_marquardt", lm_from)
+    monkeypatch.setattr(fw, "_reduced_chi2", chi2)
+    monkeypatch.setattr(fw, "_start", start)
+    monkeypatch.setattr(fw, "_nuisance_step", lambda model, fit, q, n, o, chunk: n)
+    model = SimpleNamespace(otf=lambda u: None)
+    fit = SimpleNamespace(local=lambda q: q)
+    c = SimpleNamespace(model=model, fit=fit, t_pl=None, state_pl=None)
+    p = np.zeros(len(fw.PARAM_NAMES))
+    p[b] = -110.0
+    best = fw._fit_with_restarts(c, p, None, None, 10, 1e-6, 4, None)
+    assert scans == [fw.WIDE_SCAN_HALF_RANGE_UM]
+    assert best.start == truth_b and best.chi2_red == 1.02
+    assert [r.get("wide_scan", False) for r in best.runs] == [False, False, False, True]
