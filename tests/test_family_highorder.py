@@ -16,7 +16,11 @@ from plato_sim.optics.family_highorder import (
 )
 from plato_sim.optics.spectra import ogse_spectrum
 from plato_sim.optics.wavefront import dz_to_z4_nm
-from plato_sim.scenes.calibration_family import emulate_calibration_family, highorder_camera_job
+from plato_sim.scenes.calibration_family import (
+    design_camera_job,
+    emulate_calibration_family,
+    highorder_camera_job,
+)
 from plato_sim.scenes.ground_test import read_truth
 
 R = 18.89
@@ -87,3 +91,12 @@ def test_campaign_is_deterministic_and_records_the_family(tmp_path):
     assert d.name.startswith("highorder_s2_c000_n2_")
     with pytest.raises(ParameterError, match="n_cameras"):
         emulate_calibration_family(tmp_path / "c", 0)
+    with pytest.raises(ParameterError, match="family"):
+        emulate_calibration_family(tmp_path / "c", 1, family="nodal")
+
+
+def test_design_calibration_set_has_its_own_stream_and_random_designs():
+    a, b = design_camera_job(0, 1), design_camera_job(0, 1)
+    assert type(a["camera"]).__name__ == "CameraModel" and repr(a) == repr(b)
+    assert repr(design_camera_job(1, 1)["camera"]) != repr(a["camera"])
+    assert 10 <= a["design"].n_fields <= 40 and -92 <= a["bft_degC"] <= -68

@@ -28,7 +28,6 @@ import numpy as np
 
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS, emulate_calibration_set
 from plato_sim.errors import ParameterError
-from plato_sim.truth.bestfocus import TRUTH_N_SUB
 from plato_sim.workers import map_jobs, pin_one_thread
 
 __all__ = ["calibrate_forward_systematic", "forward_camera_errors", "systematic_from_errors"]
@@ -108,10 +107,9 @@ def systematic_from_errors(
 
 #: Seed of the high-order calibration set (its own stream: ``HIGHORDER_SEED_TAG``).
 HIGHORDER_CALIB_SEED = 0
-#: Seed of the design-family calibration set with random test designs (its own stream).
+#: Seed of the design-family calibration set with random test designs (stream tag
+#: :data:`plato_sim.scenes.calibration_family.DESIGN_SEED_TAG`).
 DESIGN_RANDOM_SEED = 0
-#: First entropy word of that set's random streams.
-DESIGN_RANDOM_SEED_TAG = 0x0DE5_1A
 #: Calibration families: ``design`` (the model the fit's basis was made for, the small
 #: 20 x 3 x 2 campaigns of CALIB_CAMPAIGN), ``design-random`` (design cameras with random test
 #: designs like real ones: 10-40 fields, 5-25 dithers, 1-4 frames, so that the fit's own
@@ -120,48 +118,22 @@ DESIGN_RANDOM_SEED_TAG = 0x0DE5_1A
 FAMILIES = ("design", "design-random", "highorder")
 
 
-def _design_random_job(i: int, work: Path) -> dict:
-    from plato_sim.optics.model import CameraModel
-    from plato_sim.scenes.family_campaigns import random_design
-
-    ss = np.random.SeedSequence([DESIGN_RANDOM_SEED_TAG, DESIGN_RANDOM_SEED, i])
-    r_cam, r_design, r_bft, r_emul = (np.random.default_rng(x) for x in ss.spawn(4))
-    return dict(
-        dir=str(work / f"design_random_c{i:03d}_n{TRUTH_N_SUB}"),
-        camera=CameraModel.random(r_cam, i + 1, strength=1.0),
-        design=random_design(r_design, plateaux_degC=PLATEAU_SUBSETS[5]),
-        bft=float(r_bft.uniform(-92.0, -68.0)), seed=int(r_emul.integers(0, 2**31 - 1)),
-    )  # fmt: skip
-
-
-def _emulate_design_random(job: dict) -> float:
-    pin_one_thread()
-    from plato_sim.scenes.ground_test import emulate_or_load
-
-    name = "designrandom" + Path(job["dir"]).name.split("_")[2][1:]  # no '_' in a camera name
-    truth = emulate_or_load(job["dir"], job["design"], camera_name=name,
-                            bft_degC=job["bft"], seed=job["seed"], camera_model=job["camera"],
-                            n_sub_truth=TRUTH_N_SUB)  # fmt: skip
-    return float(truth["bft_degC"])
-
-
 def _family_campaigns(family: str, workdir: Path, n_cameras: int, workers: int) -> list:
     """``(folder, true T_BF)`` of the calibration cameras of ``family``."""
     if family == "design":
         campaigns = emulate_calibration_set(workdir, n_cameras, workers=workers, **CALIB_CAMPAIGN)
         return [(str(f), float(t)) for f, t in campaigns]
-    if family == "highorder":
+    sets = {"highorder": ("highorder", "highorder", HIGHORDER_CALIB_SEED),
+            "design-random": ("design", "design_random", DESIGN_RANDOM_SEED)}  # fmt: skip
+    if family in sets:
         from plato_sim.scenes.calibration_family import emulate_calibration_family
 
+        kind, sub, seed = sets[family]
         done = emulate_calibration_family(
-            workdir / "highorder", n_cameras, seed=HIGHORDER_CALIB_SEED, workers=workers,
+            workdir / sub, n_cameras, seed=seed, workers=workers, family=kind,
             plateaux_degC=PLATEAU_SUBSETS[5],
         )  # fmt: skip
         return [(str(f), float(t["bft_degC"])) for f, t in done]
-    if family == "design-random":
-        jobs = [_design_random_job(i, workdir / "design_random") for i in range(n_cameras)]
-        truths = map_jobs(_emulate_design_random, jobs, workers, desc="design-random campaigns")
-        return [(j["dir"], t) for j, t in zip(jobs, truths, strict=True)]
     raise ParameterError(f"family={family!r}: allowed {', '.join(FAMILIES)}")
 
 

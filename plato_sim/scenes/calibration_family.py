@@ -16,16 +16,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
+from plato_sim.errors import ParameterError
 from plato_sim.optics.family_highorder import HighOrderCamera
-from plato_sim.scenes.family_campaigns import emulate_family, family_jobs, random_design
+from plato_sim.optics.model import CameraModel
+from plato_sim.scenes.family_campaigns import camera_job, emulate_family, family_jobs
 from plato_sim.truth.bestfocus import TRUTH_N_SUB
 
 __all__ = [
     "HIGHORDER_SEED_TAG",
     "CALIB_BFT_RANGE_DEGC",
+    "DESIGN_SEED_TAG",
     "highorder_camera_job",
+    "design_camera_job",
     "emulate_calibration_family",
 ]
 
@@ -33,23 +35,30 @@ log = logging.getLogger(__name__)
 
 #: First entropy word of every high-order-family random stream.
 HIGHORDER_SEED_TAG = 0x0CA1_1B
+#: First entropy word of the design-family calibration set with random test designs.
+DESIGN_SEED_TAG = 0x0DE5_1A
 #: Range of the calibration cameras' true best-focus temperatures (degC): the
 #: evaluation range of the nodal family, so that extrapolation is calibrated too.
 CALIB_BFT_RANGE_DEGC = (-92.0, -68.0)
 
 
 def highorder_camera_job(seed: int, i: int, bft_range_degC=CALIB_BFT_RANGE_DEGC, **fixed) -> dict:
-    """Camera ``i`` of calibration set ``seed``: its camera, design, true T_BF and the
-    emulator's seed, all from ``SeedSequence([HIGHORDER_SEED_TAG, seed, i])``."""
-    ss = np.random.SeedSequence([HIGHORDER_SEED_TAG, int(seed), int(i)])
-    r_cam, r_design, r_bft, r_emul = (np.random.default_rng(s) for s in ss.spawn(4))
-    return dict(
-        i=int(i),
-        camera=HighOrderCamera.random(r_cam, camera_id=i),
-        design=random_design(r_design, **fixed),
-        bft_degC=float(r_bft.uniform(*bft_range_degC)),
-        emulator_seed=int(r_emul.integers(0, 2**31 - 1)),
-    )
+    """Camera ``i`` of high-order calibration set ``seed``: its camera, design, true T_BF and
+    the emulator's seed, all from ``SeedSequence([HIGHORDER_SEED_TAG, seed, i])``."""
+    return camera_job(HIGHORDER_SEED_TAG, lambda rng, k: HighOrderCamera.random(rng, camera_id=k),
+                      seed, i, bft_range_degC, **fixed)  # fmt: skip
+
+
+def design_camera_job(seed: int, i: int, bft_range_degC=CALIB_BFT_RANGE_DEGC, **fixed) -> dict:
+    """Camera ``i`` of design-family calibration set ``seed`` (random perturbation at strength
+    1, random test design), all from ``SeedSequence([DESIGN_SEED_TAG, seed, i])``."""
+    return camera_job(DESIGN_SEED_TAG, lambda rng, k: CameraModel.random(rng, k + 1, strength=1.0),
+                      seed, i, bft_range_degC, **fixed)  # fmt: skip
+
+
+#: The calibration sets: job function and folder / camera-name prefix, by family.
+_SETS = {"highorder": (highorder_camera_job, "highorder"),
+         "design": (design_camera_job, "designrandom")}  # fmt: skip
 
 
 def emulate_calibration_family(
@@ -59,12 +68,15 @@ def emulate_calibration_family(
     bft_range_degC: tuple[float, float] = CALIB_BFT_RANGE_DEGC,
     n_sub_truth: int = TRUTH_N_SUB,
     workers: int = 1,
+    family: str = "highorder",
     **fixed,
 ) -> list[tuple[Path, dict]]:
-    """Write (or reuse) ``n_cameras`` high-order-family campaigns under ``out_dir``.
+    """Write (or reuse) ``n_cameras`` calibration campaigns of ``family`` under ``out_dir``:
+    ``"highorder"`` cameras, or ``"design"`` cameras with random test designs.
 
     Args:
-        out_dir: parent folder; camera ``i`` goes to ``highorder_s<seed>_c<i>_n<n_sub>[_<key>]``.
+        out_dir: parent folder; camera ``i`` goes to ``<prefix>_s<seed>_c<i>_n<n_sub>[_<key>]``
+            (prefix ``highorder`` or ``designrandom``).
         n_cameras: number of cameras (the first ``n`` are the same for any larger count).
         seed: calibration-set seed.
         bft_range_degC: range of the true T_BF (uniform, degC).
@@ -76,8 +88,11 @@ def emulate_calibration_family(
     Returns:
         ``(folder, truth)`` per camera, in camera order.
     """
-    jobs = family_jobs(highorder_camera_job, "highorder", out_dir, n_cameras, seed, bft_range_degC,
+    if family not in _SETS:
+        raise ParameterError(f"family={family!r}: allowed {', '.join(_SETS)}")
+    job_fn, prefix = _SETS[family]
+    jobs = family_jobs(job_fn, prefix, out_dir, n_cameras, seed, bft_range_degC,
                        CALIB_BFT_RANGE_DEGC, n_sub_truth, fixed)  # fmt: skip
-    done = emulate_family(jobs, workers, desc="high-order-family campaigns")
-    log.info("%d high-order-family campaigns under %s", len(done), out_dir)
+    done = emulate_family(jobs, workers, desc=f"{family} calibration campaigns")
+    log.info("%d %s calibration campaigns under %s", len(done), family, out_dir)
     return done

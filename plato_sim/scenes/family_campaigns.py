@@ -22,7 +22,14 @@ from plato_sim.scenes.design import CampaignDesign
 from plato_sim.scenes.ground_test import emulate_or_load
 from plato_sim.workers import map_jobs, pin_one_thread
 
-__all__ = ["random_design", "folder_key", "check_request", "family_jobs", "emulate_family"]
+__all__ = [
+    "random_design",
+    "camera_job",
+    "folder_key",
+    "check_request",
+    "family_jobs",
+    "emulate_family",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,21 @@ def random_design(rng: np.random.Generator, **fixed) -> CampaignDesign:
         frames_per_dither=frames, window_px=48,
     )  # fmt: skip
     return design.with_(**fixed)
+
+
+def camera_job(tag: int, camera_fn, seed: int, i: int, bft_range_degC, **fixed) -> dict:
+    """Camera ``i`` of set ``seed`` of a family whose streams start with ``tag``: the camera
+    (``camera_fn(rng, i)``), its test design, true T_BF and emulator seed, each from its own
+    child of ``SeedSequence([tag, seed, i])``."""
+    ss = np.random.SeedSequence([int(tag), int(seed), int(i)])
+    r_cam, r_design, r_bft, r_emul = (np.random.default_rng(s) for s in ss.spawn(4))
+    return dict(
+        i=int(i),
+        camera=camera_fn(r_cam, i),
+        design=random_design(r_design, **fixed),
+        bft_degC=float(r_bft.uniform(*bft_range_degC)),
+        emulator_seed=int(r_emul.integers(0, 2**31 - 1)),
+    )
 
 
 def check_request(n_cameras: int, bft_range_degC: tuple[float, float]) -> None:
@@ -86,17 +108,22 @@ def family_jobs(
 def _emulate_one(job: dict) -> dict:
     pin_one_thread()  # the same bits whatever the number of workers
     cam, design = job["camera"], job["design"]
+    # a family camera brings its own diffusion and detected spectrum; a design camera
+    # (CameraModel) takes the emulator's defaults
+    engine = cam.engine() if hasattr(cam, "engine") else None
+    spectrum = cam.spectrum(design.n_wavelengths) if hasattr(cam, "spectrum") else None
     return emulate_or_load(
         job["dir"], design, camera_name=job["name"], bft_degC=job["bft_degC"],
-        seed=job["emulator_seed"], camera_model=cam, engine=cam.engine(),
-        spectrum=cam.spectrum(design.n_wavelengths), n_sub_truth=job["n_sub_truth"],
+        seed=job["emulator_seed"], camera_model=cam, engine=engine, spectrum=spectrum,
+        n_sub_truth=job["n_sub_truth"],
     )  # fmt: skip
 
 
 def emulate_family(jobs: list[dict], workers: int = 1, desc: str = "campaigns") -> list:
     """Emulate (or reuse) one campaign per job; returns ``(folder, truth)`` in job order.
 
-    Each job holds ``dir``, ``name``, ``camera`` (with ``engine()`` and ``spectrum(n)``),
+    Each job holds ``dir``, ``name``, ``camera`` (a family camera with ``engine()`` and
+    ``spectrum(n)``, or a design :class:`~plato_sim.optics.model.CameraModel`),
     ``design``, ``bft_degC``, ``emulator_seed`` and ``n_sub_truth``.
     """
     truths = map_jobs(_emulate_one, jobs, workers, desc=desc)

@@ -20,10 +20,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from plato_sim.optics.family_nodal import NodalCamera
-from plato_sim.scenes.family_campaigns import emulate_family, family_jobs, random_design
+from plato_sim.scenes.family_campaigns import (
+    camera_job,
+    emulate_family,
+    family_jobs,
+    random_design,
+)
 from plato_sim.truth.bestfocus import TRUTH_N_SUB
 
 __all__ = [
@@ -45,17 +48,8 @@ OOF_BFT_RANGE_DEGC = (-92.0, -68.0)
 def nodal_camera_job(seed: int, i: int, bft_range_degC=OOF_BFT_RANGE_DEGC, **fixed) -> dict:
     """Camera ``i`` of the evaluation set ``seed``: its camera, design, true T_BF and the
     emulator's seed, all from ``SeedSequence([NODAL_SEED_TAG, seed, i])``."""
-    ss = np.random.SeedSequence([NODAL_SEED_TAG, int(seed), int(i)])
-    r_cam, r_design, r_bft, r_emul = (np.random.default_rng(s) for s in ss.spawn(4))
-    camera = NodalCamera.random(r_cam, camera_id=i)
-    design = random_design(r_design, **fixed)
-    return dict(
-        i=int(i),
-        camera=camera,
-        design=design,
-        bft_degC=float(r_bft.uniform(*bft_range_degC)),
-        emulator_seed=int(r_emul.integers(0, 2**31 - 1)),
-    )
+    return camera_job(NODAL_SEED_TAG, lambda rng, k: NodalCamera.random(rng, camera_id=k),
+                      seed, i, bft_range_degC, **fixed)  # fmt: skip
 
 
 def emulate_out_of_family(

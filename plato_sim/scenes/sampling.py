@@ -417,6 +417,8 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
         rng, index + 1, strength=strength, s_range_um_per_degC=tuple(c["s_um_per_degC"])
     )
     t_bf = float(rng.uniform(*c["bft_degC"]))
+    # the design camera is drawn even when replaced below: T_BF and every later draw of this
+    # stream stay those of the pool without the families section
     family, family_camera = "design", None
     if "families" in cfg:
         fam = cfg["families"]
