@@ -92,6 +92,8 @@ __all__ = [
     "SYSTEMATIC_SIGMA_DEGC",
     "SYSTEMATIC_SIGMA_OUTSIDE_DEGC",
     "CHI2_WARN",
+    "FIT_VERSION",
+    "same_fit_as_current",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,10 @@ log = logging.getLogger(__name__)
 #: 3: the T_BF maximum refined by a parabola through 5 points 0.5 um apart;
 #: 4: a wide starting scan (+-200 um) when the restarts end above the chi^2 warning.
 FIT_VERSION = 4
+#: Earliest procedure version whose fits ending at a reduced chi^2 <= :data:`CHI2_WARN` are
+#: those of the current one bit for bit (version 4 changed only what follows a fit that ends
+#: above it): kept results of such fits may be reused (:func:`same_fit_as_current`).
+SAME_WITHIN_MODEL_SINCE = 3
 #: Names the fitted model (basis and fit schedule): calibration results of another are stale.
 MODEL_TAG = "z22-field-q"
 #: Noll terms of the fitted wavefront: every term through radial order 6 (Z22, secondary
@@ -179,6 +185,16 @@ SYSTEMATIC_SIGMA_OUTSIDE_DEGC: dict[str, float] = {"5": 0.145, "3": 0.093, "2": 
 #: inadequate (an aberration outside the fitted basis): warning and ``outside_model``.
 CHI2_WARN = 1.5
 CHI2_WARN_FIELD = 2.5
+
+
+def same_fit_as_current(fit_version: int, chi2_reduced: float) -> bool:
+    """Whether a fit made by procedure ``fit_version`` that ended at ``chi2_reduced`` is the
+    one the current procedure would make (so that a result kept from it may be reused)."""
+    if fit_version == FIT_VERSION:
+        return True
+    return SAME_WITHIN_MODEL_SINCE <= fit_version < FIT_VERSION and chi2_reduced <= CHI2_WARN
+
+
 #: The OTF derivatives (the costly part: ~6 OTFs' worth per state) are recomputed after a
 #: step that lowered the cost by more than this fraction; smaller steps reuse them (exact
 #: residuals, approximate Jacobian: slower convergence near the end, same fixed point).

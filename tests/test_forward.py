@@ -381,6 +381,42 @@ def test_calibration_cache_is_reused_only_for_the_same_truth(tmp_path, monkeypat
     assert len(calls) == 2 * n and again["5"][0] == pytest.approx(-0.5)
 
 
+def test_calibration_reuses_earlier_fits_only_within_the_model(tmp_path, monkeypatch):
+    """Fits kept by an earlier procedure are reused when they ended within the model (the
+    current procedure makes the same fit); flagged ones, and results without chi^2, are
+    fitted again."""
+    import json
+
+    import plato_cnn.forward as fw
+    import plato_cnn.reader as reader
+    from plato_cnn.pipelines.calibrate_forward import forward_camera_errors
+
+    calls = []
+
+    def fake_fit(fr, plateaux=None, systematic=False):
+        calls.append(len(plateaux))
+        return {"bft_degC": -80.0, "sigma_degC": 0.01, "chi2": {"reduced": 3.0},
+                "outside_model": True}  # fmt: skip
+
+    monkeypatch.setattr(fw, "forward_bft", fake_fit)
+    monkeypatch.setattr(reader, "read_campaign", lambda d: None)
+    folder = str(tmp_path / "cam")
+    old = {"5": [0.01, 0.002, 9.0, 1.02, False], "3": [0.9, 0.002, 9.0, 40.0, True],
+           "2": [0.02, 0.003, 9.0], "1": [0.3, 0.2, 9.0, 1.1, False]}  # fmt: skip
+    v_old = fw.SAME_WITHIN_MODEL_SINCE
+    path = f"{folder}.forward_errors.{fw.MODEL_TAG}.v{v_old}.json"
+    with open(path, "w") as fh:
+        json.dump({"truth_degC": -80.5, "errors": old}, fh)
+    got = forward_camera_errors((folder, -80.5))
+    assert list(got) == ["5", "3", "2", "1"]
+    assert got["5"] == tuple(old["5"]) and got["1"] == tuple(old["1"])  # within: reused
+    assert sorted(calls) == [2, 3]  # flagged and chi^2-less results fitted again
+    assert got["3"][4] and got["2"][3] == 3.0
+    calls.clear()
+    forward_camera_errors((folder, -79.5))  # another truth: nothing reused
+    assert len(calls) == 4
+
+
 def test_wide_scan_restarts_a_fit_stuck_far_from_focus(monkeypatch):
     """When the +-10 um restarts still end above the chi^2 warning, the starting scan is
     repeated over +-WIDE_SCAN_HALF_RANGE_UM and the fit runs again from a new basin."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -29,6 +30,8 @@ import numpy as np
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS, emulate_calibration_set
 from plato_sim.errors import ParameterError
 from plato_sim.workers import map_jobs, pin_one_thread
+
+log = logging.getLogger(__name__)
 
 __all__ = ["calibrate_forward_systematic", "forward_camera_errors", "systematic_from_errors"]
 
@@ -42,7 +45,9 @@ def forward_camera_errors(job: tuple) -> dict[str, tuple]:
     ``job = (folder, true T_BF[, cache])``: the result is kept in ``cache`` (default
     ``folder + ".forward_errors.<MODEL_TAG>.v<FIT_VERSION>.json"``, with the true T_BF it was
     scored against, so that a result of another model or procedure of the fit, or against
-    another truth, is never reused; ``""``: not kept)."""
+    another truth, is never reused; ``""``: not kept).  With the default cache, the fits kept
+    by an earlier procedure that the current one reproduces (those that ended within the
+    model) are reused and only the others recomputed."""
     pin_one_thread()
     import warnings
 
@@ -56,17 +61,43 @@ def forward_camera_errors(job: tuple) -> dict[str, tuple]:
         kept = json.loads(cache.read_text())
         if kept.get("truth_degC") == truth:
             return {k: tuple(v) for k, v in kept["errors"].items()}
-    fr = read_campaign(folder)
-    out = {}
+    out = _still_current(folder, truth) if len(job) == 2 else {}
+    if out:
+        log.info("%s: %d fits kept from an earlier procedure that gives the same", folder, len(out))
+    fr = None
     for n, sub in PLATEAU_SUBSETS.items():
+        if str(n) in out:
+            continue
+        fr = read_campaign(folder) if fr is None else fr
         t = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             r = forward_bft(fr, plateaux=sub, systematic=False)
         out[str(n)] = (r["bft_degC"] - truth, r["sigma_degC"], time.perf_counter() - t,
                        r["chi2"]["reduced"], bool(r["outside_model"]))  # fmt: skip
+    out = {str(n): out[str(n)] for n in PLATEAU_SUBSETS}
     if cache is not None:
         cache.write_text(json.dumps({"truth_degC": truth, "errors": out}))
+    return out
+
+
+def _still_current(folder: str, truth: float) -> dict[str, tuple]:
+    """The fits kept by earlier procedure versions (default cache names) that the current one
+    reproduces bit for bit (:func:`plato_cnn.forward.same_fit_as_current`: they ended within
+    the model); results without their chi^2 are never reused."""
+    from plato_cnn.forward import FIT_VERSION, MODEL_TAG, same_fit_as_current
+
+    out: dict[str, tuple] = {}
+    for v in range(FIT_VERSION - 1, 0, -1):
+        path = Path(f"{folder}.forward_errors.{MODEL_TAG}.v{v}.json")
+        if not path.is_file():
+            continue
+        kept = json.loads(path.read_text())
+        if kept.get("truth_degC") != truth:
+            continue
+        for n, r in kept["errors"].items():
+            if n not in out and len(r) > 4 and same_fit_as_current(v, r[3]):
+                out[n] = tuple(r)
     return out
 
 
