@@ -59,6 +59,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -85,6 +87,8 @@ from benchmarks.classical_bft import (  # noqa: E402
 )
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
 from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 #: ``--quick``: a few small campaigns per family (their own folders in the same caches).
 QUICK = dict(cameras=4, oof_cameras=4, fields=20, dithers=3)
@@ -117,26 +121,57 @@ def _forward(frames, seed: int) -> dict:
     }  # fmt: skip
 
 
-def _result_cache(job: dict) -> Path:
+def _result_cache(job: dict, fit_version: int | None = None) -> Path:
     """Where one camera's results are kept (next to its campaign), named by what produced
-    them: the rows, the CNN model, the forward fit's model tag and procedure version, the
-    package version and the truth."""
+    them: the rows, the CNN model, the forward fit's model tag and procedure version (default:
+    the current one), the package version and the truth."""
     import hashlib
 
     from plato_cnn.forward import FIT_VERSION, MODEL_TAG
     from plato_sim._version import __version__
 
-    key = json.dumps([job["rows"], job["model"], MODEL_TAG, FIT_VERSION, __version__, job["truth"]])
+    v = FIT_VERSION if fit_version is None else fit_version
+    key = json.dumps([job["rows"], job["model"], MODEL_TAG, v, __version__, job["truth"]])
     return Path(f"{job['dir']}.oof_eval.{hashlib.sha256(key.encode()).hexdigest()[:12]}.json")
+
+
+def _still_current(job: dict) -> dict | None:
+    """The camera's results kept under an earlier forward procedure, less the forward rows
+    that the current one would fit differently (:func:`plato_cnn.forward.same_fit_as_current`:
+    only fits that ended within the model are the same); None if none are kept."""
+    from plato_cnn.forward import FIT_VERSION, same_fit_as_current
+
+    for v in range(FIT_VERSION - 1, 0, -1):
+        path = _result_cache(job, v)
+        if not path.is_file():
+            continue
+        kept = json.loads(path.read_text())
+        kept["results"] = [
+            r for r in kept["results"]
+            if "error" not in r and (ROWS[r["row"]][1] != "forward"
+                                     or same_fit_as_current(v, r.get("chi2", math.inf)))
+        ]  # fmt: skip
+        return kept
+    return None
 
 
 def _evaluate(job: dict) -> dict:
     """One camera's rows; kept next to its campaign so that an interrupted run resumes
-    (``--fresh`` recomputes)."""
+    (``--fresh`` recomputes).  Rows kept under an earlier forward procedure are reused where
+    the current one gives the same (:func:`_still_current`); only the others are computed."""
     cache = _result_cache(job)
     if cache.is_file() and not job.get("fresh"):
         return with_systematic(json.loads(cache.read_text()))
-    out = _evaluate_camera(job)
+    kept = None if job.get("fresh") else _still_current(job)
+    if kept is None:
+        out = _evaluate_camera(job)
+    else:
+        done = {r["row"] for r in kept["results"]}
+        todo = [k for k in job["rows"] if k not in done]
+        log.info("camera %s: %d rows kept, %d to compute", job["dir"], len(done), len(todo))
+        new = _evaluate_camera({**job, "rows": todo}) if todo else {"results": [], "s": 0.0}
+        by_row = {r["row"]: r for r in kept["results"] + new["results"]}
+        out = {**kept, "results": [by_row[k] for k in job["rows"]], "s": kept["s"] + new["s"]}
     from plato_sim.io.atomic import atomic_write_text
 
     atomic_write_text(cache, json.dumps(out))

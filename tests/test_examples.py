@@ -177,3 +177,41 @@ def test_finetune_statistics_and_figures(tmp_path):
     from plato_sim.optics.wavefront import FieldAberrations
 
     assert ft.SHIFTED_DESIGN != FieldAberrations()
+
+
+# ---------------------------------------------------------------- benchmarks/out_of_family.py
+
+
+def test_out_of_family_reuses_kept_rows_the_current_fit_would_repeat(tmp_path, monkeypatch):
+    """A camera's rows kept under an earlier forward procedure are reused, except forward
+    fits that ended outside the model (the current procedure fits those differently)."""
+    import benchmarks.out_of_family as oof
+    from plato_cnn.forward import FIT_VERSION, SAME_WITHIN_MODEL_SINCE
+
+    fwd = [k for k, r in enumerate(oof.ROWS) if r[1] == "forward"][:2]
+    other = next(k for k, r in enumerate(oof.ROWS) if r[1] != "forward")
+    job = {"dir": str(tmp_path / "cam"), "rows": [other, *fwd], "model": None,
+           "truth": -80.0, "i": 0, "family": "nodal"}  # fmt: skip
+    kept = {"i": 0, "family": "nodal", "truth": -80.0, "s": 5.0, "results": [
+        {"row": other, "bft": -80.3, "sigma": 0.2},
+        {"row": fwd[0], "bft": -80.01, "sigma": 0.01, "sigma_stat": 0.01, "outside": False,
+         "chi2": 1.02},
+        {"row": fwd[1], "bft": -75.0, "sigma": 0.01, "sigma_stat": 0.01, "outside": True,
+         "chi2": 40.0},
+    ]}  # fmt: skip
+    oof._result_cache(job, SAME_WITHIN_MODEL_SINCE).write_text(json.dumps(kept))
+    asked = []
+
+    def fake(j):
+        asked.append(j["rows"])
+        row = {"bft": -80.02, "sigma": 0.02, "sigma_stat": 0.02, "outside": False, "chi2": 1.0}
+        return {"results": [{"row": k, **row} for k in j["rows"]], "s": 2.0}
+
+    monkeypatch.setattr(oof, "_evaluate_camera", fake)
+    got = oof._evaluate(job)
+    assert asked == [[fwd[1]]]
+    assert [r["row"] for r in got["results"]] == job["rows"] and got["s"] == 7.0
+    assert [r["bft"] for r in got["results"]] == [-80.3, -80.01, -80.02]
+    assert FIT_VERSION > SAME_WITHIN_MODEL_SINCE and oof._result_cache(job).is_file()
+    asked.clear()
+    assert oof._evaluate(job)["results"] == got["results"] and asked == []  # now kept as is
