@@ -20,6 +20,7 @@ from plato_sim.scenes.calibration_family import (
     design_camera_job,
     emulate_calibration_family,
     highorder_camera_job,
+    highorder_mild_camera_job,
 )
 from plato_sim.scenes.ground_test import read_truth
 
@@ -100,3 +101,19 @@ def test_design_calibration_set_has_its_own_stream_and_random_designs():
     assert type(a["camera"]).__name__ == "CameraModel" and repr(a) == repr(b)
     assert repr(design_camera_job(1, 1)["camera"]) != repr(a["camera"])
     assert 10 <= a["design"].n_fields <= 40 and -92 <= a["bft_degC"] <= -68
+
+
+def test_mild_set_is_the_family_at_small_strength_on_its_own_stream():
+    """The mild set's terms beyond Z22 are a fraction of the strength-1 set's (strength
+    0.05-0.3), its cameras are its own (another stream), and its truths span the same range."""
+
+    def beyond(job):
+        z = job["camera"].optics.aberrations_nm(np.array([R]), np.array([40.0]))
+        return float(np.sqrt(np.mean(z[0, 22:] ** 2)))
+
+    full = np.mean([beyond(highorder_camera_job(0, i)) for i in range(8)])
+    mild = [highorder_mild_camera_job(0, i) for i in range(8)]
+    assert 0.0 < np.mean([beyond(j) for j in mild]) < 0.5 * full
+    assert mild[0]["camera"] != highorder_camera_job(0, 0)["camera"]
+    assert repr(mild[1]) == repr(highorder_mild_camera_job(0, 1))
+    assert all(-92 <= j["bft_degC"] <= -68 for j in mild)
