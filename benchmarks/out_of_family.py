@@ -108,6 +108,31 @@ ROWS = [
 ]
 
 
+def _derived_rows() -> dict[int, tuple[int, int]]:
+    """Append the rows derived from two others of the same camera (never computed again):
+    the CNN's estimate cross-checked against a reference as the command line does
+    (:mod:`plato_cnn.crosscheck`: beyond ``DISAGREE_SIGMAS`` combined sigmas the camera is
+    flagged outside the model and its sigma widened to cover the difference), by the improved
+    classical fit (the default, 4 plateaux or more: here 5) and by the forward fit
+    (``--cross-check-forward``).  Returns ``{row: (CNN row, reference row)}``."""
+    refs = (
+        ("CNN, cross-checked by the improved classical", "improved classical (gauss)", "eef",
+         "gauss", (5,)),
+        ("CNN, cross-checked by the forward fit", "forward method", "forward", "-", (5, 3, 2, 1)),
+    )  # fmt: skip
+    checks = {}
+    for label, ref_label, method, fit, counts in refs:
+        for n in counts:
+            cnn = ROWS.index(("CNN + thermal-model fit", "cnn", "-", n))
+            checks[len(ROWS)] = (cnn, ROWS.index((ref_label, method, fit, n)))
+            ROWS.append((label, "check", method, n))
+    return checks
+
+
+#: ``{derived row: (CNN row, reference row)}`` (:func:`_derived_rows`).
+CHECKS = _derived_rows()
+
+
 def _forward(frames, seed: int) -> dict:
     """The forward method on ``frames``: the row's numbers."""
     from plato_cnn.forward import forward_bft
@@ -161,7 +186,7 @@ def _evaluate(job: dict) -> dict:
     the current one gives the same (:func:`_still_current`); only the others are computed."""
     cache = _result_cache(job)
     if cache.is_file() and not job.get("fresh"):
-        return with_systematic(json.loads(cache.read_text()))
+        return _scored(json.loads(cache.read_text()))
     kept = None if job.get("fresh") else _still_current(job)
     if kept is None:
         out = _evaluate_camera(job)
@@ -175,7 +200,36 @@ def _evaluate(job: dict) -> dict:
     from plato_sim.io.atomic import atomic_write_text
 
     atomic_write_text(cache, json.dumps(out))
-    return with_systematic(out)
+    return _scored(out)
+
+
+def _scored(ev: dict) -> dict:
+    """A camera's kept rows as scored now: the forward sigma from the shipped calibration,
+    then the derived cross-check rows."""
+    return with_cross_checks(with_systematic(ev))
+
+
+def with_cross_checks(ev: dict) -> dict:
+    """Add the derived rows of :data:`CHECKS` whose two rows the camera has: the CNN's
+    estimate, its sigma widened where the reference disagrees beyond ``DISAGREE_SIGMAS``
+    (``outside``: flagged; ``disagreement_sigmas``), as :mod:`plato_cnn.crosscheck` does."""
+    from plato_cnn.crosscheck import disagreement
+
+    ev["results"] = [r for r in ev["results"] if ROWS[r["row"]][1] != "check"]
+    by_row = {r["row"]: r for r in ev["results"]}
+    for k, (a, b) in CHECKS.items():
+        if a not in by_row or b not in by_row:
+            continue
+        cnn, ref = by_row[a], by_row[b]
+        if "error" in cnn or "error" in ref:
+            ev["results"].append({"row": k, "error": cnn.get("error") or ref["error"]})
+            continue
+        _d, n_sig, widened = disagreement(cnn["bft"], cnn["sigma"], ref["bft"], ref["sigma"])
+        ev["results"].append({
+            "row": k, "bft": cnn["bft"], "sigma": cnn["sigma"] if widened is None else widened,
+            "outside": widened is not None, "disagreement_sigmas": n_sig,
+        })  # fmt: skip
+    return ev
 
 
 def with_systematic(ev: dict) -> dict:
@@ -354,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = set(args.methods) - ({"forward"} if args.skip_forward else set())
     use_forward = "forward" in methods
     rows = [k for k, r in enumerate(ROWS) if r[1] in methods and r[3] in args.plateaux]
+    scored = rows + [k for k, (a, b) in CHECKS.items() if a in rows and b in rows]
     t0 = time.perf_counter()
     jobs = campaign_jobs(args, model=args.model, family="in", rows=rows, fresh=args.fresh)
     truths = map_jobs(_emulate, jobs, args.workers)
@@ -367,9 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     evals = map_jobs(_evaluate, jobs, args.workers)
     t_eval = time.perf_counter() - t1
     crb = crb_medians(args.bounds, args.fields, args.dithers, args.frames)
-    table = build_rows([e for e in evals if e["family"] == "in"], rows, "in", crb)
+    table = build_rows([e for e in evals if e["family"] == "in"], scored, "in", crb)
     oof = [e for e in evals if e["family"] == "out"]
-    table += build_rows(oof, rows, "out", fisher_medians(oof))
+    table += build_rows(oof, scored, "out", fisher_medians(oof))
     info = dict(
         machine=machine_info(),
         command=script_argv(),

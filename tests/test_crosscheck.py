@@ -9,7 +9,7 @@ import pytest
 from campaign_builder import make_campaign
 
 from plato_cnn.classical import improved_bft
-from plato_cnn.crosscheck import DISAGREE_SIGMAS, cross_check
+from plato_cnn.crosscheck import DISAGREE_SIGMAS, MIN_PLATEAUX, cross_check
 from plato_cnn.reader import read_campaign
 from plato_sim.errors import PlatoFocusWarning
 
@@ -38,10 +38,14 @@ def test_disagreeing_estimate_is_flagged_and_widened(frames):
 
 
 def test_too_few_plateaux_is_reported_not_run(frames):
-    two = frames.select(frames.plateau_mask([-90.0, -80.0]))
-    r = cross_check(two, {"bft_degC": -80.0, "sigma_degC": 0.1, "warnings": []})
-    assert r["cross_check"]["ran"] is False and "plateaux" in r["cross_check"]["reason"]
-    assert r["sigma_degC"] == 0.1
+    """Below MIN_PLATEAUX (3 plateaux included: the classical fit runs but is biased) the
+    check is reported as not run and the result left alone."""
+    for temps in ([-90.0, -80.0], [-90.0, -80.0, -70.0]):
+        few = frames.select(frames.plateau_mask(temps))
+        r = cross_check(few, {"bft_degC": -70.0, "sigma_degC": 0.1, "warnings": []})
+        assert r["cross_check"]["ran"] is False and "plateaux" in r["cross_check"]["reason"]
+        assert r["sigma_degC"] == 0.1 and "outside_model" not in r
+    assert MIN_PLATEAUX == 4
 
 
 def test_cnn_checked_against_the_forward_fit(frames, monkeypatch):

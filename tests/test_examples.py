@@ -215,3 +215,23 @@ def test_out_of_family_reuses_kept_rows_the_current_fit_would_repeat(tmp_path, m
     assert FIT_VERSION > SAME_WITHIN_MODEL_SINCE and oof._result_cache(job).is_file()
     asked.clear()
     assert oof._evaluate(job)["results"] == got["results"] and asked == []  # now kept as is
+
+
+def test_out_of_family_cross_check_rows_widen_a_disagreeing_cnn():
+    """The derived rows take the CNN's estimate and widen its sigma to cover the reference
+    where they disagree beyond DISAGREE_SIGMAS combined sigmas (flagged), as the CLI does."""
+    import benchmarks.out_of_family as oof
+
+    k, (cnn, ref) = next((k, ab) for k, ab in oof.CHECKS.items() if oof.ROWS[k][2] == "forward")
+    ev = {"results": [{"row": cnn, "bft": -80.0, "sigma": 0.1},
+                      {"row": ref, "bft": -81.0, "sigma": 0.01}]}  # fmt: skip
+    got = next(r for r in oof.with_cross_checks(ev)["results"] if r["row"] == k)
+    assert (
+        got["bft"] == -80.0 and got["outside"] and got["sigma"] == pytest.approx(np.hypot(0.1, 1))
+    )
+    assert got["disagreement_sigmas"] == pytest.approx(1.0 / np.hypot(0.1, 0.01))
+    ev["results"][1]["bft"] = -80.2  # within 3 combined sigmas: unchanged
+    again = oof.with_cross_checks(ev)["results"]
+    got = next(r for r in again if r["row"] == k)
+    assert not got["outside"] and got["sigma"] == 0.1
+    assert sum(r["row"] == k for r in again) == 1  # recomputed, not appended twice
