@@ -1148,12 +1148,20 @@ def _reduced_chi2(c, lm, chunk) -> float:
 def _fit_with_restarts(c, p, n_t, prior, max_iter, tol, chunk, o):
     """Levenberg-Marquardt from the scanned start; when it ends above :data:`CHI2_WARN`,
     again from the start's ``b`` shifted by each of :data:`RESTART_SHIFTS_UM` (nuisances
-    refitted) until one ends below it; the run with the lowest reduced chi^2 is kept.  The
-    diagnostics list every run's start and chi^2 (``lm.runs``)."""
+    refitted) until one ends below it, then, if still above, from the best ``b`` of a scan
+    over +-:data:`WIDE_SCAN_HALF_RANGE_UM` when it lies in a new basin; the run with the
+    lowest reduced chi^2 is kept.  The diagnostics list every run's start and chi^2
+    (``lm.runs``)."""
     model, fit = c.model, c.fit
-    best = _levenberg_marquardt(model, fit, p, n_t, o, prior, max_iter, tol, chunk)
-    best.chi2_red = _reduced_chi2(c, best, chunk)
-    runs = [{"start_b_um": float(p[_IX["b_um"]]), "chi2_reduced": best.chi2_red}]
+    runs: list[dict] = []
+
+    def run(q, n_q, o_q, **tag):
+        lm = _levenberg_marquardt(model, fit, q, n_q, o_q, prior, max_iter, tol, chunk)
+        lm.chi2_red = _reduced_chi2(c, lm, chunk)
+        runs.append({"start_b_um": float(q[_IX["b_um"]]), "chi2_reduced": lm.chi2_red, **tag})
+        return lm
+
+    best = run(p, n_t, o)
     for shift in RESTART_SHIFTS_UM:
         if best.chi2_red <= CHI2_WARN:
             break
@@ -1167,11 +1175,7 @@ def _fit_with_restarts(c, p, n_t, prior, max_iter, tol, chunk, o):
         n_q = n_t
         for _ in range(3):
             n_q = _nuisance_step(model, fit, q, n_q, o_q, chunk)
-        lm = _levenberg_marquardt(model, fit, q, n_q, o_q, prior, max_iter, tol, chunk)
-        lm.chi2_red = _reduced_chi2(c, lm, chunk)
-        runs.append({"start_b_um": float(q[_IX["b_um"]]), "chi2_reduced": lm.chi2_red})
-        if lm.chi2_red < best.chi2_red:
-            best = lm
+        best = min(best, run(q, n_q, o_q), key=lambda lm: lm.chi2_red)
     if best.chi2_red > CHI2_WARN:
         q, n_q, o_q = _start(model, fit, p, n_t, c.t_pl, c.state_pl, chunk,
                              WIDE_SCAN_HALF_RANGE_UM)  # fmt: skip
@@ -1180,12 +1184,7 @@ def _fit_with_restarts(c, p, n_t, prior, max_iter, tol, chunk, o):
                 "forward fit: reduced chi^2 %.2f; the wide scan starts b at %.0f um (was %.0f)",
                 best.chi2_red, q[_IX["b_um"]], p[_IX["b_um"]],
             )  # fmt: skip
-            lm = _levenberg_marquardt(model, fit, q, n_q, o_q, prior, max_iter, tol, chunk)
-            lm.chi2_red = _reduced_chi2(c, lm, chunk)
-            runs.append({"start_b_um": float(q[_IX["b_um"]]), "chi2_reduced": lm.chi2_red,
-                         "wide_scan": True})  # fmt: skip
-            if lm.chi2_red < best.chi2_red:
-                best = lm
+            best = min(best, run(q, n_q, o_q, wide_scan=True), key=lambda lm: lm.chi2_red)
     best.runs = runs
     return best
 
