@@ -47,8 +47,10 @@ How the nodal family stays out of training and calibration:
   (:func:`with_systematic`), so a kept fit is scored with the current calibration.
 
 Each camera's results are kept next to its campaign (``*.oof_eval.<key>.json``, the key naming
-the rows, the CNN model, the forward fit's model tag, the package version and the truth), so
-that an interrupted run (the full one is hours long) resumes; ``--fresh`` recomputes.
+the rows, the CNN model and its description's hash, the forward fit's model tag and procedure
+version, the package version and the truth), so that an interrupted run (the full one is hours
+long) resumes; ``--fresh`` recomputes.  Rows kept under another forward procedure or CNN
+description are reused where they would come out the same (:func:`_still_current`).
 
 Usage::
 
@@ -146,35 +148,50 @@ def _forward(frames, seed: int) -> dict:
     }  # fmt: skip
 
 
-def _result_cache(job: dict, fit_version: int | None = None) -> Path:
+def _card_sha(model: str | None) -> str:
+    """SHA-256 of the CNN model's description (its calibrations included)."""
+    from plato_cnn.nn.card import ModelCard, default_model_dir, read_model_json
+
+    return ModelCard.from_dict(read_model_json(model or default_model_dir())).sha256()
+
+
+def _result_cache(job: dict, fit_version: int | None = None, with_card: bool = True) -> Path:
     """Where one camera's results are kept (next to its campaign), named by what produced
-    them: the rows, the CNN model, the forward fit's model tag and procedure version (default:
-    the current one), the package version and the truth."""
+    them: the rows, the CNN model and (``with_card``) its description's hash, the forward
+    fit's model tag and procedure version (default: the current one), the package version
+    and the truth."""
     import hashlib
 
     from plato_cnn.forward import FIT_VERSION, MODEL_TAG
     from plato_sim._version import __version__
 
     v = FIT_VERSION if fit_version is None else fit_version
-    key = json.dumps([job["rows"], job["model"], MODEL_TAG, v, __version__, job["truth"]])
-    return Path(f"{job['dir']}.oof_eval.{hashlib.sha256(key.encode()).hexdigest()[:12]}.json")
+    key = [job["rows"], job["model"], MODEL_TAG, v, __version__, job["truth"]]
+    if with_card:
+        key.append(_card_sha(job["model"]))
+    text = json.dumps(key)
+    return Path(f"{job['dir']}.oof_eval.{hashlib.sha256(text.encode()).hexdigest()[:12]}.json")
 
 
 def _still_current(job: dict) -> dict | None:
-    """The camera's results kept under an earlier forward procedure, less the forward rows
-    that the current one would fit differently (:func:`plato_cnn.forward.same_fit_as_current`:
-    only fits that ended within the model are the same); None if none are kept."""
+    """The camera's rows kept under an earlier forward procedure or CNN description, less
+    those that would now come out differently: forward fits the current procedure would make
+    otherwise (:func:`plato_cnn.forward.same_fit_as_current`: only fits that ended within the
+    model are the same) and CNN rows of another description (its calibrations set the sigma);
+    None if nothing is kept."""
     from plato_cnn.forward import FIT_VERSION, same_fit_as_current
 
-    for v in range(FIT_VERSION - 1, 0, -1):
-        path = _result_cache(job, v)
+    older = [(v, True) for v in range(FIT_VERSION - 1, 0, -1)]
+    for v, same_card in older + [(v, False) for v in range(FIT_VERSION, 0, -1)]:
+        path = _result_cache(job, v, with_card=same_card)
         if not path.is_file():
             continue
         kept = json.loads(path.read_text())
         kept["results"] = [
             r for r in kept["results"]
-            if "error" not in r and (ROWS[r["row"]][1] != "forward"
-                                     or same_fit_as_current(v, r.get("chi2", math.inf)))
+            if "error" not in r
+            and (same_card or ROWS[r["row"]][1] != "cnn")
+            and (ROWS[r["row"]][1] != "forward" or same_fit_as_current(v, r.get("chi2", math.inf)))
         ]  # fmt: skip
         return kept
     return None
@@ -212,7 +229,8 @@ def _scored(ev: dict) -> dict:
 def with_cross_checks(ev: dict) -> dict:
     """Add the derived rows of :data:`CHECKS` whose two rows the camera has: the CNN's
     estimate, its sigma widened where the reference disagrees beyond ``DISAGREE_SIGMAS``
-    (``outside``: flagged; ``disagreement_sigmas``), as :mod:`plato_cnn.crosscheck` does."""
+    (``outside``: flagged by the check or already by the CNN's own thermal-residual check;
+    ``disagreement_sigmas``), as :mod:`plato_cnn.crosscheck` does."""
     from plato_cnn.crosscheck import disagreement
 
     ev["results"] = [r for r in ev["results"] if ROWS[r["row"]][1] != "check"]
@@ -227,7 +245,8 @@ def with_cross_checks(ev: dict) -> dict:
         _d, n_sig, widened = disagreement(cnn["bft"], cnn["sigma"], ref["bft"], ref["sigma"])
         ev["results"].append({
             "row": k, "bft": cnn["bft"], "sigma": cnn["sigma"] if widened is None else widened,
-            "outside": widened is not None, "disagreement_sigmas": n_sig,
+            "outside": widened is not None or bool(cnn.get("outside")),
+            "disagreement_sigmas": n_sig,
         })  # fmt: skip
     return ev
 
@@ -273,8 +292,10 @@ def _evaluate_camera(job: dict) -> dict:
                 r = estimate_bft(frames.select(m), fit, "2x2", e[m], seed=job["i"], n_boot=100)
                 res = {"bft": r.bft_degC, "sigma": r.sigma_degC}
             elif method == "cnn":
-                f, _ = cnn_bft(frames.select(m), job["model"], n_boot=100, seed=job["i"])
-                res = {"bft": f.bft_degC, "sigma": f.sigma_degC}
+                f, info = cnn_bft(frames.select(m), job["model"], n_boot=100, seed=job["i"])
+                res = {"bft": f.bft_degC, "sigma": f.sigma_degC,
+                       "outside": info["thermal_residual"]["outside"],
+                       "thermal_residual_um": f.thermal_residual_um}  # fmt: skip
             else:
                 res = _forward(frames.select(m), job["i"])
             out.append({"row": k, **res})

@@ -336,6 +336,25 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate_residual(args: argparse.Namespace) -> int:
+    from plato_cnn.pipelines.calibrate_residual import calibrate_residual_check
+
+    r = calibrate_residual_check(
+        args.model, args.workdir, args.cameras, workers=args.workers, write=not args.dry_run
+    )
+    for n, st in r["by_plateaux"].items():
+        o = st["outside"]
+        print(
+            f"{n} plateaux: threshold {r['threshold_um'][n]:.2f} um (in family: median "
+            f"{st['in_family']['residual_um_median']:.2f}), k {r['sigma_per_residual'][n]:.3f}; "
+            f"other families: {100 * o['frac_flagged']:.0f} % flagged, coverage "
+            f"{100 * o['coverage_before']:.0f} -> {100 * o['coverage_after']:.0f} %"
+        )
+    what = "measured only (--dry-run):" if args.dry_run else "wrote"
+    print(f"{what} {args.model}/model.json")
+    return 0
+
+
 # ----------------------------------------------------------------------------- plateau-head
 def _cmd_plateau_head(args: argparse.Namespace) -> int:
     from plato_cnn.nn.plateau_head import PlateauHeadConfig
@@ -616,6 +635,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int_in(1), default=2, help="worker processes")
     p.add_argument("--dry-run", action="store_true", help="measure, do not write model.json")
     p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser(
+        "calibrate-residual",
+        help="calibrate a model's thermal-residual check (in-family threshold, widening "
+        "measured on other optical families)",
+    )
+    p.add_argument(
+        "--model", type=existing_dir, required=True, help="model directory (model.json updated)"
+    )
+    p.add_argument(
+        "--workdir", default="out/calibration_families", help="calibration campaigns (cache)"
+    )
+    p.add_argument("--cameras", type=int_in(1), default=12, help="cameras of each family")
+    p.add_argument("--workers", type=int_in(1), default=2, help="worker processes")
+    p.add_argument("--dry-run", action="store_true", help="measure, do not write model.json")
+    p.set_defaults(func=_cmd_calibrate_residual)
 
     p = sub.add_parser(
         "plateau-head",

@@ -45,6 +45,7 @@ __all__ = [
     "FocusFit",
     "fit_thermal_model",
     "fit_bft",
+    "thermal_residual_um",
     "make_eef_template",
 ]
 
@@ -128,6 +129,8 @@ class FocusFit:
     p_behind_mean: float
     template_shift_degC: float
     warnings: list[str] = field(default_factory=list)
+    #: how far the offsets depart from the fitted thermal model (:func:`thermal_residual_um`)
+    thermal_residual_um: float = float("nan")
 
     t_bf_degC = deprecated_alias("bft_degC", "t_bf_degC")
 
@@ -137,6 +140,44 @@ class FocusFit:
         d["t_field_degC"] = [float(v) for v in self.t_field_degC]
         d["field_ids"] = [int(v) for v in self.field_ids]
         return d
+
+
+def thermal_residual_um(
+    delta_um: np.ndarray,
+    temperature_degC: np.ndarray,
+    field_index: np.ndarray,
+    plateau_id: np.ndarray,
+    s_um_per_degC: float,
+    t_field_degC: np.ndarray,
+) -> float:
+    """Departure of the offsets from the fitted thermal model ``delta = s (T - T_f)`` (um).
+
+    The frames are grouped in cells (one field position on one plateau); the statistic is
+    ``sqrt(max(0, mean_c(rbar_c^2 - var_c / n_c)))``: the RMS over cells of the mean residual,
+    less its frame noise (``var_c``: the residuals' variance within the cell).  Frame noise
+    averages out of it; what stays is a bias of the offsets that depends on the field and the
+    temperature in a way the model's one ``s`` and one ``T_f`` per field cannot absorb: the
+    network reading a camera unlike its training set (docs/cnn.md, "Uncertainty").  Cells with
+    one frame are left out; NaN without any cell of two frames.  With one plateau every cell is
+    absorbed by its field's ``T_f`` and the statistic is 0.
+    """
+    d = np.asarray(delta_um, float)
+    f = np.asarray(field_index, int)
+    t_f = np.asarray(t_field_degC, float)[f]
+    r = d - s_um_per_degC * (np.asarray(temperature_degC, float) - t_f)
+    ok = np.isfinite(r)
+    _, plate = np.unique(np.asarray(plateau_id)[ok], return_inverse=True)
+    _, cell = np.unique(np.stack([f[ok], plate]), axis=1, return_inverse=True)
+    cell = cell.ravel()
+    r = r[ok]
+    n = np.bincount(cell).astype(float)
+    mean = np.bincount(cell, r) / n
+    ss = np.bincount(cell, (r - mean[cell]) ** 2)
+    two = n >= 2
+    if not np.any(two):
+        return float("nan")
+    var_of_mean = ss[two] / (n[two] - 1) / n[two]
+    return float(np.sqrt(max(0.0, float(np.mean(mean[two] ** 2 - var_of_mean)))))
 
 
 def fit_thermal_model(
@@ -316,4 +357,5 @@ def fit_bft(
         p_behind_mean=p_mean,
         template_shift_degC=float(shift),
         warnings=warnings,
+        thermal_residual_um=thermal_residual_um(d, t, f, plate, s, t_f),
     )

@@ -18,7 +18,7 @@ from plato_sim.errors import ParameterError, warn
 from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, Camera
 from plato_sim.stamps import ccd_to_focal_plane_orientation
 
-__all__ = ["cnn_bft", "predict_frames", "network_stamps"]
+__all__ = ["cnn_bft", "apply_residual_check", "predict_frames", "network_stamps"]
 
 
 def network_stamps(frames, camera: Camera = PLATO_NORMAL_CAMERA) -> np.ndarray:
@@ -53,6 +53,7 @@ def cnn_bft(
     systematic: bool = True,
     s_prior: tuple[float, float] | None = None,
     plateau_head: bool = True,
+    residual_check: bool = True,
 ) -> tuple[FocusFit, dict]:
     """Best-focus temperature of one camera from its (usable) frames.
 
@@ -70,6 +71,10 @@ def cnn_bft(
             prior; decisive with one plateau.  The best source is an earlier sweep of the same
             camera fitted with the same model: its ``s`` is in the network's own scale, so a
             per-camera scale error of the network cancels too.
+        residual_check: apply the model's calibrated thermal-residual check (with
+            ``systematic``): a fit whose offsets depart from the thermal model by more than
+            the in-family calibration cameras did is flagged outside the model and its sigma
+            widened (:func:`apply_residual_check`).
 
     Returns:
         ``(fit, info)`` with ``info`` holding the frame counts and the model's description.
@@ -130,6 +135,7 @@ def cnn_bft(
         )
     elif systematic:
         fit.warnings.append(warn("model has no sigma calibration: sigma is the bootstrap's only"))
+    check = apply_residual_check(fit, card) if systematic and residual_check else None
     info = {
         "frames_used": int(use.sum()),
         "model": str(model_dir or default_model_dir()),
@@ -138,8 +144,42 @@ def cnn_bft(
         "frame_mu_um": pred["mu_um"],
         "frame_sigma_um": pred["sigma_um"],
         "plateau_head_correction_um": corrections or None,
+        "thermal_residual": check
+        or {"residual_um": fit.thermal_residual_um, "ran": False, "outside": False},
     }
     return fit, info
+
+
+def apply_residual_check(fit: FocusFit, card: ModelCard) -> dict:
+    """The model's thermal-residual check on ``fit`` (changed in place when it fails).
+
+    A fit whose thermal residual (:func:`plato_cnn.fit.thermal_residual_um`) exceeds the largest
+    seen among the model's in-family calibration cameras is outside what the model knows:
+    its sigma is widened in quadrature by ``k * residual / |s|`` (``k`` calibrated on cameras
+    of other optical families, :mod:`plato_cnn.pipelines.calibrate_residual`) and a warning
+    says so.  Returns the check's record (``residual_um``, ``threshold_um``, ``ran``,
+    ``outside``, ``sigma_before_degC`` when widened).
+    """
+    rec = {"residual_um": fit.thermal_residual_um, "ran": False, "outside": False}
+    entry = card.residual_check.entry(fit.n_plateaux) if card.residual_check else None
+    if entry is None or not np.isfinite(fit.thermal_residual_um):
+        return rec
+    threshold, k = entry
+    rec.update(ran=True, threshold_um=threshold)
+    if fit.thermal_residual_um <= threshold:
+        return rec
+    widen = k * fit.thermal_residual_um / max(abs(fit.s_um_per_degC), 1e-9)
+    rec.update(outside=True, sigma_before_degC=fit.sigma_degC)
+    fit.sigma_degC = float(np.hypot(fit.sigma_degC, widen))
+    fit.warnings.append(
+        warn(
+            f"outside what the model knows: the offsets depart from the thermal model by "
+            f"{fit.thermal_residual_um:.1f} um, more than any in-family calibration camera "
+            f"({threshold:.1f} um); sigma widened from {rec['sigma_before_degC']:.2f} to "
+            f"{fit.sigma_degC:.2f} degC"
+        )
+    )
+    return rec
 
 
 def _plateau_corrections(

@@ -96,6 +96,8 @@ def cnn_result(fit, info: dict, obsids: list[int], s_prior: tuple[float, float] 
         "p_behind_mean": fit.p_behind_mean,
         "model": info["model"],
         "model_version": info["model_version"],
+        "thermal_residual": info["thermal_residual"],
+        "outside_model": bool(info["thermal_residual"]["outside"]),
         "warnings": list(fit.warnings),
     }
 

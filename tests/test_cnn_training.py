@@ -170,6 +170,32 @@ def test_fit_bft_recovers_the_thermal_model():
     assert not any("implausible" in w or "outside" in w for w in r.warnings)
 
 
+def test_thermal_residual_sees_a_bias_the_model_cannot_absorb_not_frame_noise():
+    """Offsets on the thermal model plus frame noise: ~0 um; plus a per-(field, plateau) bias
+    of known RMS that no s and T_f can absorb: that RMS back; one plateau: 0."""
+    from plato_cnn.fit import thermal_residual_um
+
+    rng = np.random.default_rng(3)
+    nf, per, plats = 30, 8, np.array([-90.0, -85, -80, -75, -70])
+    temps = np.repeat(plats, nf * per)
+    fid = np.tile(np.repeat(np.arange(nf), per), 5)
+    t_f = -79.0 + rng.normal(0, 1.0, nf)
+    clean = 9.0 * (temps - t_f[fid])
+    noisy = clean + rng.normal(0, 15.0, temps.size)
+    r = fit_bft(noisy, np.full(temps.size, 15.0), temps, fid, n_boot=0)
+    assert r.thermal_residual_um < 1.5  # 15 um frame noise: 5.3 um per cell mean, removed
+    # a bias alternating in sign between plateaux and fields: orthogonal to s and T_f
+    sign = np.where((fid + np.searchsorted(plats, temps)) % 2 == 0, 1.0, -1.0)
+    biased = noisy + 10.0 * sign
+    r = fit_bft(biased, np.full(temps.size, 15.0), temps, fid, n_boot=0)
+    assert r.thermal_residual_um == pytest.approx(10.0, rel=0.15)
+    one = temps == -80.0  # one plateau: each cell is its field's, absorbed by its T_f
+    t_f_one = -80.0 - np.bincount(fid[one], biased[one]) / per / 9.0
+    assert thermal_residual_um(biased[one], temps[one], fid[one], temps[one], 9.0, t_f_one) < 1e-6
+    assert np.isnan(thermal_residual_um(clean[::per], temps[::per], fid[::per], temps[::per],
+                                        9.0, t_f))  # fmt: skip
+
+
 def test_fit_bft_warns_when_the_offsets_do_not_follow_temperature():
     """A network blind to focus (offsets almost flat in T) must not pass silently."""
     rng = np.random.default_rng(1)

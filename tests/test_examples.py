@@ -235,3 +235,29 @@ def test_out_of_family_cross_check_rows_widen_a_disagreeing_cnn():
     got = next(r for r in again if r["row"] == k)
     assert not got["outside"] and got["sigma"] == 0.1
     assert sum(r["row"] == k for r in again) == 1  # recomputed, not appended twice
+
+
+def test_out_of_family_recomputes_cnn_rows_kept_without_the_model_description(
+    tmp_path, monkeypatch
+):
+    """Rows kept under a key without the CNN description's hash: the classical ones are
+    reused, the CNN's recomputed (its calibrations set its sigma)."""
+    import benchmarks.out_of_family as oof
+    from plato_cnn.forward import FIT_VERSION
+
+    cnn = oof.ROWS.index(("CNN + thermal-model fit", "cnn", "-", 5))
+    job = {"dir": str(tmp_path / "cam"), "rows": [0, cnn], "model": None, "truth": -80.0,
+           "i": 0, "family": "nodal"}  # fmt: skip
+    kept = {"i": 0, "family": "nodal", "truth": -80.0, "s": 5.0,
+            "results": [{"row": 0, "bft": -80.3, "sigma": 0.2},
+                        {"row": cnn, "bft": -81.0, "sigma": 0.1}]}  # fmt: skip
+    oof._result_cache(job, FIT_VERSION, with_card=False).write_text(json.dumps(kept))
+    asked = []
+
+    def fake(j):
+        asked.append(j["rows"])
+        return {"results": [{"row": k, "bft": -80.1, "sigma": 0.5} for k in j["rows"]], "s": 1.0}
+
+    monkeypatch.setattr(oof, "_evaluate_camera", fake)
+    got = oof._evaluate(job)["results"]
+    assert asked == [[cnn]] and [r["bft"] for r in got[:2]] == [-80.3, -80.1]

@@ -25,6 +25,7 @@ from plato_sim.optics.thermal import S_PRIOR_UM_PER_DEGC
 
 __all__ = [
     "ModelCard",
+    "ResidualCheck",
     "SigmaCalibration",
     "save_model",
     "load_model",
@@ -73,6 +74,55 @@ class SigmaCalibration:
 
 
 @dataclass(frozen=True)
+class ResidualCheck:
+    """The thermal-residual check calibrated for a model (docs/cnn.md, "Uncertainty"), per
+    plateau count (``"5"``, ``"3"``, ``"2"``; one plateau has no residual).
+
+    Attributes:
+        threshold_um: the largest thermal residual (:func:`plato_cnn.fit.thermal_residual_um`)
+            among the in-family calibration cameras: a fit above it is outside what the
+            calibration saw.
+        sigma_per_residual: ``k``: such a fit's sigma is widened in quadrature by
+            ``k * residual / |s|`` (degC), ``k`` measured on cameras of other optical families.
+    """
+
+    threshold_um: dict[str, float]
+    sigma_per_residual: dict[str, float]
+
+    def entry(self, n_plateaux: int) -> tuple[float, float] | None:
+        """``(threshold um, k)`` for a fit of ``n_plateaux`` (largest calibrated count not
+        above it); None below the smallest."""
+        keys = [int(k) for k in self.threshold_um if int(k) <= n_plateaux]
+        if not keys:
+            return None
+        key = str(max(keys))
+        return float(self.threshold_um[key]), float(self.sigma_per_residual.get(key, 0.0))
+
+    @classmethod
+    def from_dict(cls, d, where: str = MODEL_JSON) -> ResidualCheck:
+        """Check and type a ``thermal_residual_check`` entry."""
+        if not isinstance(d, dict):
+            raise ModelFormatError(f"{where}: thermal_residual_check must be an object")
+        out = {}
+        for key in ("threshold_um", "sigma_per_residual"):
+            t = d.get(key)
+            if (
+                not isinstance(t, dict)
+                or not t
+                or not all(
+                    isinstance(k, str) and k.isdigit() and int(k) >= 2 and _finite_at_least(v, 0.0)
+                    for k, v in t.items()
+                )
+            ):
+                raise ModelFormatError(
+                    f"{where}: thermal_residual_check.{key} = {t!r} must map plateau counts "
+                    ">= 2 to finite numbers >= 0"
+                )
+            out[key] = {k: float(v) for k, v in t.items()}
+        return cls(**out)
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What a model directory's ``model.json`` says, typed and checked.
 
@@ -88,6 +138,7 @@ class ModelCard:
         sigma: calibration made with the plateau head on every plateau (or ``None``).
         sigma_without_head: calibration for fits in which the head is not used (or ``None``).
         plateau_head: the head's entry (config, features, weights file, training summary).
+        residual_check: the calibrated thermal-residual check (or ``None``).
         imagette_size_px, focus_map, focus_check_systematic_um: the in-orbit model's entries.
         raw: the whole JSON object.
     """
@@ -103,6 +154,7 @@ class ModelCard:
     focus_map: dict | None
     focus_check_systematic_um: float | None
     raw: dict = field(repr=False)
+    residual_check: ResidualCheck | None = None
 
     @classmethod
     def from_dict(cls, d: dict, where: str = MODEL_JSON) -> ModelCard:
@@ -155,6 +207,9 @@ class ModelCard:
             focus_map=fmap,
             focus_check_systematic_um=None if fc_sys is None else float(fc_sys),
             raw=d,
+            residual_check=None
+            if d.get("thermal_residual_check") is None
+            else ResidualCheck.from_dict(d["thermal_residual_check"], where),
         )
 
     def __getitem__(self, key: str):

@@ -33,7 +33,12 @@ from plato_sim.workers import map_jobs, pin_one_thread
 
 log = logging.getLogger(__name__)
 
-__all__ = ["calibrate_forward_systematic", "forward_camera_errors", "systematic_from_errors"]
+__all__ = [
+    "calibrate_forward_systematic",
+    "family_campaigns",
+    "forward_camera_errors",
+    "systematic_from_errors",
+]
 
 #: The calibration campaigns' size (small: 20 fields x 3 dithers x 2 frames x 5 plateaux).
 CALIB_CAMPAIGN = dict(seed=91_000, fields=20, dithers=3, frames=2)
@@ -150,7 +155,7 @@ DESIGN_RANDOM_SEED = 0
 FAMILIES = ("design", "design-random", "highorder", "highorder-mild")
 
 
-def _family_campaigns(family: str, workdir: Path, n_cameras: int, workers: int) -> list:
+def family_campaigns(family: str, workdir: Path, n_cameras: int, workers: int) -> list:
     """``(folder, true T_BF)`` of the calibration cameras of ``family``."""
     if family == "design":
         campaigns = emulate_calibration_set(workdir, n_cameras, workers=workers, **CALIB_CAMPAIGN)
@@ -188,7 +193,7 @@ def calibrate_forward_systematic(
     work = Path(workdir)
     jobs, fam_of = [], []
     for family in families:
-        cams = _family_campaigns(family, work, n_cameras, workers)
+        cams = family_campaigns(family, work, n_cameras, workers)
         jobs += cams
         fam_of += [family] * len(cams)
     per_cam = map_jobs(forward_camera_errors, jobs, workers, desc="forward calibration: cameras")
