@@ -253,15 +253,14 @@ def with_cross_checks(ev: dict) -> dict:
 
 def with_systematic(ev: dict) -> dict:
     """The forward rows' sigma from their Laplace sigma and the *current* calibrated term
-    (:data:`plato_cnn.forward.SYSTEMATIC_SIGMA_DEGC`, or ``SYSTEMATIC_SIGMA_OUTSIDE_DEGC`` for
-    a fit flagged outside its model; in quadrature, as the method does), so
-    that a kept fit is scored with the shipped calibration, not the one it ran with."""
-    from plato_cnn.forward import SYSTEMATIC_SIGMA_DEGC, SYSTEMATIC_SIGMA_OUTSIDE_DEGC
+    (:func:`plato_cnn.forward.systematic_term_degC`: the constant within the model, the
+    misfit term from the fit's chi^2 outside it; in quadrature, as the method does), so that
+    a kept fit is scored with the shipped calibration, not the one it ran with."""
+    from plato_cnn.forward import systematic_term_degC
 
     for r in ev["results"]:
         if ROWS[r["row"]][1] == "forward" and "sigma_stat" in r:
-            table = SYSTEMATIC_SIGMA_OUTSIDE_DEGC if r["outside"] else SYSTEMATIC_SIGMA_DEGC
-            term = table.get(str(ROWS[r["row"]][3]), 0.0)
+            term = systematic_term_degC(ROWS[r["row"]][3], r["chi2"], r["outside"]) or 0.0
             r["systematic"] = term
             r["sigma"] = float(np.hypot(r["sigma_stat"], term))
     return ev
@@ -419,9 +418,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _systematic_table() -> dict:
-    from plato_cnn.forward import SYSTEMATIC_SIGMA_DEGC, SYSTEMATIC_SIGMA_OUTSIDE_DEGC
+    from plato_cnn.forward import MISFIT_SIGMA_DEGC, SYSTEMATIC_SIGMA_DEGC
 
-    return {"within": dict(SYSTEMATIC_SIGMA_DEGC), "outside": dict(SYSTEMATIC_SIGMA_OUTSIDE_DEGC)}
+    return {"within": dict(SYSTEMATIC_SIGMA_DEGC), "misfit": dict(MISFIT_SIGMA_DEGC)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -281,6 +281,31 @@ def test_systematic_table_gives_68_percent_coverage():
     assert systematic_from_errors(per_cam, outside=True) == {}  # no flags kept: no fits
 
 
+def test_misfit_term_scales_with_the_chi2_excess_and_covers_68_percent(monkeypatch):
+    """Flagged fits whose errors grow as sqrt(chi2 - 1): the calibrated coefficient covers
+    68 % of them; the method's term is the constant within the model and the coefficient
+    times sqrt(chi2 - 1) outside it."""
+    import plato_cnn.forward as fw
+    from plato_cnn.pipelines.calibrate_forward import misfit_from_errors
+
+    rng = np.random.default_rng(1)
+    per_cam = []
+    for i in range(300):
+        chi2 = float(rng.uniform(1.6, 40.0))
+        e = float(rng.normal(0, 0.02 * np.sqrt(chi2 - 1)))
+        per_cam.append({n: (e, 0.001, 1.0, chi2, i % 3 != 0) for n in "5321"})
+    tab = misfit_from_errors(per_cam)
+    assert tab["5"]["n_fits"] == 200 and 0.66 <= tab["5"]["coverage"] <= 0.70
+    assert tab["5"]["misfit_sigma_degC"] == pytest.approx(0.02, rel=0.15)
+    assert misfit_from_errors([{n: (0.1, 0.01, 1.0) for n in "5321"}]) == {}  # no flags
+    monkeypatch.setitem(fw.MISFIT_SIGMA_DEGC, "3", 0.02)
+    monkeypatch.setitem(fw.SYSTEMATIC_SIGMA_DEGC, "3", 0.004)
+    assert fw.systematic_term_degC(3, 10.0, True) == pytest.approx(0.06)
+    assert fw.systematic_term_degC(3, 10.0, False) == 0.004
+    assert fw.systematic_term_degC(3, 0.9, True) == 0.0
+    assert fw.systematic_term_degC(4, 10.0, True) is None
+
+
 def test_unconverged_fit_says_so(setup):
     s = setup
     fr = _frames(s["cam"], s["theta"], s["phi"], s["sp"], s["eng"], seed=1)

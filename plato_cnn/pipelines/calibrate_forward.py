@@ -37,6 +37,7 @@ __all__ = [
     "calibrate_forward_systematic",
     "family_campaigns",
     "forward_camera_errors",
+    "misfit_from_errors",
     "systematic_from_errors",
 ]
 
@@ -141,6 +142,30 @@ def systematic_from_errors(
     return out
 
 
+def misfit_from_errors(per_cam: list[dict], keys: list[str] | None = None) -> dict[str, dict]:
+    """Per plateau count, over the fits flagged outside the model: the coefficient ``A`` of
+    the misfit term ``A * sqrt(chi2_red - 1)`` giving 68 % coverage (the 68.27th percentile of
+    ``sqrt(max(0, e_i^2 - sigma_i^2)) / sqrt(chi2_i - 1)``), and stats; a count with no
+    flagged fit is left out.  ``per_cam`` as for :func:`systematic_from_errors` (5-tuples)."""
+    out = {}
+    for n in keys if keys is not None else [str(k) for k in PLATEAU_SUBSETS]:
+        res = [c[n] for c in per_cam if len(c[n]) > 4 and c[n][4]]
+        if not res:
+            continue
+        e, s, _, chi2, _ = (np.asarray(v, float) for v in zip(*res, strict=True))
+        x = np.sqrt(np.maximum(chi2 - 1.0, 1e-12))
+        a = float(np.percentile(np.sqrt(np.maximum(0.0, e**2 - s**2)) / x, 68.27))
+        out[n] = {
+            "n_fits": len(res),
+            "misfit_sigma_degC": a,
+            "rms_error_degC": float(np.sqrt(np.mean(e**2))),
+            "chi2_reduced_range": [float(chi2.min()), float(chi2.max())],
+            "coverage_stat_only": float(np.mean(np.abs(e) <= s)),
+            "coverage": float(np.mean(np.abs(e) <= np.hypot(s, a * x) * (1 + 1e-9))),
+        }
+    return out
+
+
 #: Seed of the high-order calibration set (its own stream: ``HIGHORDER_SEED_TAG``).
 HIGHORDER_CALIB_SEED = 0
 #: Seed of the design-family calibration set with random test designs (stream tag
@@ -200,6 +225,7 @@ def calibrate_forward_systematic(
     table = systematic_from_errors(per_cam)
     by_flag = {name: systematic_from_errors(per_cam, outside=flag)
                for name, flag in (("within", False), ("outside", True))}  # fmt: skip
+    misfit = misfit_from_errors(per_cam)
     by_family = {
         f: systematic_from_errors([c for c, g in zip(per_cam, fam_of, strict=True) if g == f])
         for f in families
@@ -222,9 +248,8 @@ def calibrate_forward_systematic(
         "systematic_sigma_within_degC": {
             k: round(v["systematic_sigma_degC"], 4) for k, v in by_flag["within"].items()
         },
-        "systematic_sigma_outside_degC": {
-            k: round(v["systematic_sigma_degC"], 4) for k, v in by_flag["outside"].items()
-        },
+        "misfit": misfit,
+        "misfit_sigma_degC": {k: round(v["misfit_sigma_degC"], 4) for k, v in misfit.items()},
         "by_family": by_family,
         "per_camera": [
             {"family": g, "folder": f, "truth_degC": t, "results": c}
