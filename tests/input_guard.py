@@ -201,10 +201,10 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
     Outputs (``--out``, ``--json``, ``--plot``, ``--out-dir``, ``--gallery``, ``--fits``,
     ``--workdir``) are not inputs; an output named inside an input is refused by the
     command, and the input stays guarded whole.  Written by design, so not guarded:
-    ``plato-cnn calibrate`` updates ``model.json`` of its ``--model`` and ``plato-cnn
-    plateau-head`` writes ``model.json`` and ``plateau_head.safetensors`` there (their
-    documented purpose; the rest of that folder, the network's weights, stays guarded, and
-    all of it with ``--dry-run``).
+    ``plato-cnn calibrate`` and ``calibrate-residual`` update ``model.json`` of their
+    ``--model`` and ``plato-cnn plateau-head`` writes ``model.json`` and
+    ``plateau_head.safetensors`` there (their documented purpose; the rest of that folder,
+    the network's weights, stays guarded, and all of it with ``--dry-run``).
     """
     base = Path(cwd or os.getcwd())
 
@@ -234,7 +234,7 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
             campaigns = [x for d in args.campaign for x in w(d)]
             reports = [x for r in (args.forward_json or ()) for x in w(r)]
             return campaigns + w(args.model or DEFAULT_MODEL) + w(args.synthetic) + reports
-        if cmd == "calibrate":
+        if cmd in ("calibrate", "calibrate-residual"):
             return w(args.model, *(() if args.dry_run else ("model.json",)))
         if cmd == "plateau-head":
             by_design = () if args.dry_run else ("model.json", "plateau_head.safetensors")
