@@ -999,10 +999,8 @@ def forward_bft(
     tick("covariance")
     warnings_out: list[str] = []
     chi2_tab = _chi2_tables(c, chi2_state, chi2_red, n_par, stamp_px)
-    term = systematic_term_degC(c.n_pl, chi2_red, chi2_tab["outside"])
-    table = {} if term is None else {str(c.n_pl): term}
-    bf = _bft_and_sigma(c, lm.p, cov, n_sub, n_wavelengths_jacobian,
-                        table if systematic else None, warnings_out)  # fmt: skip
+    term = systematic_term_degC(c.n_pl, chi2_red, chi2_tab["outside"]) if systematic else 0.0
+    bf = _bft_and_sigma(c, lm.p, cov, n_sub, n_wavelengths_jacobian, term, warnings_out)
     tick("t_bf")
     _fit_warnings(c, chi2_tab, chi2_red, bf["t_bf"], warnings_out)
     _convergence_warning(c, lm, max_iter, warnings_out)
@@ -1309,11 +1307,11 @@ def _covariance(c, lm, prior, chunk):
     return cov, chi2_state, chi2_red, dof, n_par
 
 
-def _bft_and_sigma(c, p, cov, n_sub, n_wavelengths_jacobian, systematic, warnings_out):
+def _bft_and_sigma(c, p, cov, n_sub, n_wavelengths_jacobian, systematic_degC, warnings_out):
     """``T_BF`` by the definition and its sigma (implicit-function derivative of the argmax,
-    the thermal parameters analytic; the calibrated systematic term of table ``systematic``
-    (None: none) in quadrature)."""
-    model, n_pl = c.model, c.n_pl
+    the thermal parameters analytic; the systematic term ``systematic_degC`` in quadrature,
+    None where it is not calibrated: a warning)."""
+    model = c.model
     centre = _predicted_dz(model, p)
     dz_star, curv, curve, dfdz_dp = _best_focus(
         model, p, n_sub, centre, coarse_model=model.coarse(COARSE_SEARCH["n_wavelengths"]),
@@ -1327,10 +1325,9 @@ def _bft_and_sigma(c, p, cov, n_sub, n_wavelengths_jacobian, systematic, warning
     grad_t[_IX["q_um_per_degC2"]] = -tc * tc / slope
     sigma_stat = float(math.sqrt(max(grad_t @ cov @ grad_t, 0.0)))
     sigma = sigma_stat
-    key_sys = str(n_pl)
-    if systematic is not None and key_sys in systematic:
-        sigma = float(math.hypot(sigma, systematic[key_sys]))
-    elif systematic is not None:
+    if systematic_degC is not None:
+        sigma = float(math.hypot(sigma, systematic_degC))
+    else:
         warnings_out.append(
             "forward fit: no calibrated systematic sigma yet: sigma is the fit's own "
             "(Laplace, scaled by the reduced chi^2)"

@@ -31,7 +31,6 @@ Usage::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -65,17 +64,14 @@ def camera_residuals(job: tuple[str, float, str]) -> dict[str, tuple[float, floa
     one camera (``job = (folder, true T_BF, model dir)``), the check itself not applied;
     kept in ``folder + ".cnn_residual.<card sha256[:12]>.json"``."""
     pin_one_thread()
-    from plato_cnn.nn.card import load_model
+    from plato_cnn.nn.card import ModelCard, read_model_json
     from plato_cnn.predict import cnn_bft
     from plato_cnn.reader import read_campaign
 
     folder, truth, model_dir = job
-    card = load_model(model_dir)[1]
     # the card without this check's own entry: calibrating it must not invalidate the results
-    key = dict(card.raw)
-    key.pop("thermal_residual_check", None)
-    sha = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode())
-    cache = Path(f"{folder}.cnn_residual.{sha.hexdigest()[:12]}.json")
+    raw = {k: v for k, v in read_model_json(model_dir).items() if k != "thermal_residual_check"}
+    cache = Path(f"{folder}.cnn_residual.{ModelCard.from_dict(raw).sha256()[:12]}.json")
     if cache.is_file():
         kept = json.loads(cache.read_text())
         if kept.get("truth_degC") == truth:
