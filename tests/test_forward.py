@@ -479,3 +479,33 @@ def test_wide_scan_restarts_a_fit_stuck_far_from_focus(monkeypatch):
     assert scans == [fw.WIDE_SCAN_HALF_RANGE_UM]
     assert best.start == truth_b and best.chi2_red == 1.02
     assert [r.get("wide_scan", False) for r in best.runs] == [False, False, False, True]
+
+
+def test_calibration_tables_from_kept_results_alone(tmp_path, monkeypatch):
+    """``kept_only`` fits nothing: a camera counts when its current results are all kept (or
+    earlier fits the current procedure reproduces), the others are listed as skipped."""
+    import json
+
+    import plato_cnn.forward as fw
+    import plato_cnn.pipelines.calibrate_forward as cf
+
+    def no_fit(*a, **k):
+        raise AssertionError("kept_only must not fit")
+
+    monkeypatch.setattr(fw, "forward_bft", no_fit)
+    folders = [str(tmp_path / f"cam{i}") for i in range(3)]
+    monkeypatch.setattr(
+        cf, "family_campaigns", lambda fam, work, n, workers: [(f, -80.0) for f in folders]
+    )
+    row = [0.01, 0.005, 1.0, 1.02, False]
+    errs = {n: row for n in ("5", "3", "2", "1")}
+    cur = f"{folders[0]}.forward_errors.{fw.MODEL_TAG}.v{fw.FIT_VERSION}.json"
+    old = f"{folders[1]}.forward_errors.{fw.MODEL_TAG}.v{fw.SAME_WITHIN_MODEL_SINCE}.json"
+    part = f"{folders[2]}.forward_errors.{fw.MODEL_TAG}.v{fw.SAME_WITHIN_MODEL_SINCE}.json"
+    for path, e in ((cur, errs), (old, errs), (part, {**errs, "3": [0.9, 0.01, 1.0, 9.0, True]})):
+        with open(path, "w") as fh:
+            json.dump({"truth_degC": -80.0, "errors": e}, fh)
+    res = cf.calibrate_forward_systematic(tmp_path, 3, 1, ("design-random",), kept_only=True)
+    assert res["n_cameras"] == 2 and res["cameras_skipped"] == [folders[2]]
+    assert [c["folder"] for c in res["per_camera"]] == folders[:2]
+    assert res["by_plateaux"]["5"]["n_fits"] == 2

@@ -14,7 +14,7 @@ of plateaux (:data:`plato_cnn.pipelines.calibrate.PLATEAU_SUBSETS`), by the meth
 Usage::
 
     python -m plato_cnn.pipelines.calibrate_forward --cameras 12 --workdir out/forward_calibration \
-        [--workers 2] [--json out.json]
+        [--workers 2] [--json out.json] [--family design-random highorder ...] [--kept-only]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "calibrate_forward_systematic",
     "family_campaigns",
     "forward_camera_errors",
+    "kept_camera_errors",
     "misfit_from_errors",
     "systematic_from_errors",
 ]
@@ -85,6 +86,24 @@ def forward_camera_errors(job: tuple) -> dict[str, tuple]:
     if cache is not None:
         cache.write_text(json.dumps({"truth_degC": truth, "errors": out}))
     return out
+
+
+def kept_camera_errors(folder: str, truth: float) -> dict[str, tuple] | None:
+    """The errors of one camera from kept results alone (no fit): the current procedure's
+    cache, else the earlier procedures' fits it would reproduce (:func:`_still_current`);
+    ``None`` unless all four plateau counts are there with their chi^2 and verdict."""
+    from plato_cnn.forward import FIT_VERSION, MODEL_TAG
+
+    cache = Path(f"{folder}.forward_errors.{MODEL_TAG}.v{FIT_VERSION}.json")
+    out: dict[str, tuple] = {}
+    if cache.is_file():
+        kept = json.loads(cache.read_text())
+        if kept.get("truth_degC") == truth:
+            out = {k: tuple(v) for k, v in kept["errors"].items()}
+    out = out or _still_current(folder, truth)
+    if all(len(out.get(str(n), ())) > 4 for n in PLATEAU_SUBSETS):
+        return {str(n): out[str(n)] for n in PLATEAU_SUBSETS}
+    return None
 
 
 def _still_current(folder: str, truth: float) -> dict[str, tuple]:
@@ -211,17 +230,31 @@ def calibrate_forward_systematic(
     n_cameras: int = 12,
     workers: int = 2,
     families: tuple[str, ...] = ("design",),
+    kept_only: bool = False,
 ):
     """Emulate (or reuse) ``n_cameras`` calibration cameras of each of ``families`` under
     ``workdir``, fit each with 5, 3, 2 and 1 plateaux and return the systematic table of all
-    of them pooled, the table of each family, and the per-camera errors."""
+    of them pooled, the table of each family, and the per-camera errors.  ``kept_only``: no
+    fit, the tables of the cameras whose current results are all kept
+    (:func:`kept_camera_errors`; a stopped run's tables), the others listed as skipped."""
     work = Path(workdir)
-    jobs, fam_of = [], []
+    jobs, fam_of, skipped = [], [], []
     for family in families:
         cams = family_campaigns(family, work, n_cameras, workers)
         jobs += cams
         fam_of += [family] * len(cams)
-    per_cam = map_jobs(forward_camera_errors, jobs, workers, desc="forward calibration: cameras")
+    if kept_only:
+        kept = [kept_camera_errors(f, t) for f, t in jobs]
+        kept_jobs = [(j, g, k) for j, g, k in zip(jobs, fam_of, kept, strict=True) if k]
+        skipped = [f for (f, _), k in zip(jobs, kept, strict=True) if k is None]
+        jobs, fam_of, per_cam = ([x[i] for x in kept_jobs] for i in range(3))
+        log.info("kept: %d cameras, %d skipped (fits missing)", len(jobs), len(skipped))
+        if not jobs:
+            raise ParameterError(f"no camera under {work} has all its fits kept")
+    else:
+        per_cam = map_jobs(
+            forward_camera_errors, jobs, workers, desc="forward calibration: cameras"
+        )
     table = systematic_from_errors(per_cam)
     by_flag = {name: systematic_from_errors(per_cam, outside=flag)
                for name, flag in (("within", False), ("outside", True))}  # fmt: skip
@@ -232,6 +265,8 @@ def calibrate_forward_systematic(
     }
     return {
         "n_cameras": len(jobs),
+        "kept_only": kept_only,
+        "cameras_skipped": skipped,
         "families": list(families),
         "campaign": {
             "design": CALIB_CAMPAIGN,
@@ -268,8 +303,14 @@ def main(argv=None) -> int:
         "--family", nargs="+", default=["design"], choices=FAMILIES,
         help="calibration families, pooled (--cameras of each)",
     )  # fmt: skip
+    ap.add_argument(
+        "--kept-only", action="store_true",
+        help="fit nothing: tables from the cameras whose results are all kept (a stopped run)",
+    )  # fmt: skip
     a = ap.parse_args(argv)
-    res = calibrate_forward_systematic(a.workdir, a.cameras, a.workers, tuple(a.family))
+    res = calibrate_forward_systematic(
+        a.workdir, a.cameras, a.workers, tuple(a.family), kept_only=a.kept_only
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
     print(json.dumps({k: v for k, v in res.items() if k != "per_camera"}, indent=1))
