@@ -10,7 +10,8 @@ the optics the forward method measured on that camera's images; their T_BFs are 
 or the EEF-anchored pseudo-labels (``--labels eef``).  The scored cameras are other cameras of
 the same family (seed ``--oof-seed``, the out-of-family benchmark's, so the two benchmarks score
 the same cameras): whole cameras held out, with their own random test designs.  Rows: the
-shipped model before fine-tuning and the fine-tuned model, each with 5, 3, 2 and 1 plateaux
+pretrained model before fine-tuning (``pretrained``: the shipped one, or ``--model``) and the
+fine-tuned model, each with 5, 3, 2 and 1 plateaux
 (the plateau subsets of the other benchmarks), RMS error, bias, median sigma and coverage.
 
 Each forward fit of a fine-tuning camera is kept next to its campaign
@@ -85,7 +86,7 @@ def _score(job: dict) -> dict:
     fr = read_campaign(job["dir"])
     fr = fr.select(fr.usable)
     out = []
-    for name, model in (("shipped", job["base"]), ("fine-tuned", job["tuned"])):
+    for name, model in (("pretrained", job["base"]), ("fine-tuned", job["tuned"])):
         for n_pl in PLATEAUX:
             try:
                 f, _ = cnn_bft(fr.select(fr.plateau_mask(SUBSETS[n_pl])), model, n_boot=100,
@@ -100,7 +101,7 @@ def build_rows(evals: list[dict]) -> list[dict]:
     """One row per model and plateau count."""
     truth = np.asarray([e["truth"] for e in evals])
     rows = []
-    for name in ("shipped", "fine-tuned"):
+    for name in ("pretrained", "fine-tuned"):
         for n_pl in PLATEAUX:
             res = [
                 next(r for r in e["results"] if r["model"] == name and r["plateaux"] == n_pl)
