@@ -230,8 +230,9 @@ def with_cross_checks(ev: dict) -> dict:
     """Add the derived rows of :data:`CHECKS` whose two rows the camera has: the CNN's
     estimate, its sigma widened where the reference disagrees beyond ``DISAGREE_SIGMAS``
     (``outside``: flagged by the check or already by the CNN's own thermal-residual check;
-    ``disagreement_sigmas``), as :mod:`plato_cnn.crosscheck` does."""
-    from plato_cnn.crosscheck import disagreement
+    ``disagreement_sigmas``), as :mod:`plato_cnn.crosscheck` does (against the forward fit,
+    one combined sigma for a CNN estimate its residual check flagged)."""
+    from plato_cnn.crosscheck import DISAGREE_SIGMAS, disagreement, forward_threshold
 
     ev["results"] = [r for r in ev["results"] if ROWS[r["row"]][1] != "check"]
     by_row = {r["row"]: r for r in ev["results"]}
@@ -242,10 +243,14 @@ def with_cross_checks(ev: dict) -> dict:
         if "error" in cnn or "error" in ref:
             ev["results"].append({"row": k, "error": cnn.get("error") or ref["error"]})
             continue
-        _d, n_sig, widened = disagreement(cnn["bft"], cnn["sigma"], ref["bft"], ref["sigma"])
+        flagged = bool(cnn.get("outside"))
+        threshold = forward_threshold(flagged) if ROWS[b][1] == "forward" else DISAGREE_SIGMAS
+        _d, n_sig, widened = disagreement(
+            cnn["bft"], cnn["sigma"], ref["bft"], ref["sigma"], threshold
+        )
         ev["results"].append({
             "row": k, "bft": cnn["bft"], "sigma": cnn["sigma"] if widened is None else widened,
-            "outside": widened is not None or bool(cnn.get("outside")),
+            "outside": widened is not None or flagged,
             "disagreement_sigmas": n_sig,
         })  # fmt: skip
     return ev

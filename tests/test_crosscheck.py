@@ -74,3 +74,25 @@ def test_cnn_checked_against_the_forward_fit(frames, monkeypatch):
     assert r["outside_model"] is True
     assert r["sigma_degC"] == pytest.approx(math.hypot(0.1, 1.0))
     assert r["cross_check_forward"]["sigma_before_degC"] == 0.1
+
+
+def test_an_estimate_already_outside_its_model_is_held_to_one_sigma(frames, monkeypatch):
+    """An estimate its own check already flagged (its sigma a widening, not a calibration) is
+    widened by the forward fit from one combined sigma on; an unflagged one at the same gap
+    (2 combined sigmas) is left alone."""
+    import plato_cnn.forward as fw
+    from plato_cnn.crosscheck import DISAGREE_SIGMAS_FLAGGED, cross_check_forward
+
+    def fake_fit(fr, seed=0):
+        return {"bft_degC": -79.0, "sigma_degC": 0.0, "chi2": {"reduced": 1.02},
+                "outside_model": False}  # fmt: skip
+
+    monkeypatch.setattr(fw, "forward_bft", fake_fit)
+    est = {"bft_degC": -78.0, "sigma_degC": 0.5, "warnings": []}
+    r = cross_check_forward(frames, est)
+    assert r["outside_model"] is False and r["sigma_degC"] == 0.5
+    assert r["cross_check_forward"]["threshold_sigmas"] == DISAGREE_SIGMAS
+    with pytest.warns(PlatoFocusWarning, match="forward fit"):
+        r = cross_check_forward(frames, {**est, "outside_model": True})
+    assert r["cross_check_forward"]["threshold_sigmas"] == DISAGREE_SIGMAS_FLAGGED
+    assert r["outside_model"] is True and r["sigma_degC"] == pytest.approx(math.hypot(0.5, 1.0))

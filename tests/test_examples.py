@@ -235,6 +235,9 @@ def test_out_of_family_cross_check_rows_widen_a_disagreeing_cnn():
     got = next(r for r in again if r["row"] == k)
     assert not got["outside"] and got["sigma"] == 0.1
     assert sum(r["row"] == k for r in again) == 1  # recomputed, not appended twice
+    ev["results"][0]["outside"] = True  # flagged by its residual check: one combined sigma
+    got = next(r for r in oof.with_cross_checks(ev)["results"] if r["row"] == k)
+    assert got["outside"] and got["sigma"] == pytest.approx(np.hypot(0.1, 0.2))
 
 
 def test_out_of_family_recomputes_cnn_rows_kept_without_the_model_description(
