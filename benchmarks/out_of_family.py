@@ -54,7 +54,7 @@ description are reused where they would come out the same (:func:`_still_current
 
 Usage::
 
-    python -m benchmarks.out_of_family [--quick] [--fresh] [--json out/out_of_family.json]
+    python -m benchmarks.out_of_family [--quick] [--fresh] [--kept-only] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ import logging
 import math
 import sys
 import time
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,9 @@ def _evaluate(job: dict) -> dict:
     if cache.is_file() and not job.get("fresh"):
         return _scored(json.loads(cache.read_text()))
     kept = None if job.get("fresh") else _still_current(job)
+    if job.get("kept_only"):  # score only what is kept, compute nothing
+        complete = kept is not None and {r["row"] for r in kept["results"]} >= set(job["rows"])
+        return _scored(kept) if complete else None
     if kept is None:
         out = _evaluate_camera(job)
     else:
@@ -406,6 +410,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "interrupted run resumes)",
     )
     ap.add_argument(
+        "--kept-only",
+        action="store_true",
+        help="compute nothing: score the cameras whose rows are all kept (a stopped run)",
+    )
+    ap.add_argument(
         "--methods",
         type=lambda s: s.split(","),
         default=["eef", "cnn", "forward"],
@@ -435,16 +444,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = [k for k, r in enumerate(ROWS) if r[1] in methods and r[3] in args.plateaux]
     scored = rows + [k for k, (a, b) in CHECKS.items() if a in rows and b in rows]
     t0 = time.perf_counter()
-    jobs = campaign_jobs(args, model=args.model, family="in", rows=rows, fresh=args.fresh)
+    common = dict(model=args.model, rows=rows, fresh=args.fresh, kept_only=args.kept_only)
+    jobs = campaign_jobs(args, family="in", **common)
     truths = map_jobs(_emulate, jobs, args.workers)
     for j, tr in zip(jobs, truths, strict=True):
         j["truth"] = tr["bft_degC"]
-    for i, (d, tr) in enumerate(_oof_truths(args)):
-        jobs.append(dict(i=i, dir=str(d), truth=tr["bft_degC"], model=args.model,
-                         family="out", rows=rows, fresh=args.fresh))  # fmt: skip
+    out_jobs = [dict(i=i, dir=str(d), truth=tr["bft_degC"], family="out", **common)
+                for i, (d, tr) in enumerate(_oof_truths(args))]  # fmt: skip
     t_emul = time.perf_counter() - t0
     t1 = time.perf_counter()
-    evals = map_jobs(_evaluate, jobs, args.workers)
+    # the two families alternate, so that a run stopped early has scored both alike
+    order = [j for pair in zip_longest(jobs, out_jobs) for j in pair if j is not None]
+    evals = [e for e in map_jobs(_evaluate, order, args.workers) if e is not None]
+    if args.kept_only:
+        log.warning(
+            "--kept-only: %d of %d cameras have all their rows kept", len(evals), len(order)
+        )
     t_eval = time.perf_counter() - t1
     crb = crb_medians(args.bounds, args.fields, args.dithers, args.frames)
     table = build_rows([e for e in evals if e["family"] == "in"], scored, "in", crb)

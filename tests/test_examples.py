@@ -264,3 +264,27 @@ def test_out_of_family_recomputes_cnn_rows_kept_without_the_model_description(
     monkeypatch.setattr(oof, "_evaluate_camera", fake)
     got = oof._evaluate(job)["results"]
     assert asked == [[cnn]] and [r["bft"] for r in got[:2]] == [-80.3, -80.1]
+
+
+def test_out_of_family_kept_only_scores_complete_cameras_and_computes_nothing(
+    tmp_path, monkeypatch
+):
+    """``--kept-only`` (a stopped run's table): a camera whose rows are all kept is scored,
+    one with rows missing or nothing kept is left out (None), and nothing is computed."""
+    import benchmarks.out_of_family as oof
+
+    def never(j):
+        raise AssertionError("--kept-only must not compute")
+
+    monkeypatch.setattr(oof, "_evaluate_camera", never)
+    job = {"dir": str(tmp_path / "cam"), "rows": [0, 1], "model": None, "truth": -80.0,
+           "i": 0, "family": "out", "kept_only": True}  # fmt: skip
+    assert oof._evaluate(job) is None  # nothing kept
+    kept = {"i": 0, "family": "out", "truth": -80.0, "s": 5.0,
+            "results": [{"row": 0, "bft": -80.3, "sigma": 0.2}]}  # fmt: skip
+    oof._result_cache(job, with_card=False).write_text(json.dumps(kept))
+    assert oof._evaluate(job) is None  # row 1 missing
+    kept["results"].append({"row": 1, "bft": -80.1, "sigma": 0.3})
+    oof._result_cache(job, with_card=False).write_text(json.dumps(kept))
+    got = oof._evaluate(job)
+    assert [r["bft"] for r in got["results"]] == [-80.3, -80.1]
