@@ -362,7 +362,8 @@ def _cmd_plateau_head(args: argparse.Namespace) -> int:
 
     r = build_plateau_head(
         args.model, args.workdir, args.cameras, args.validation_cameras, args.seed,
-        args.workers, PlateauHeadConfig(epochs=args.epochs), write=not args.dry_run,
+        args.workers, PlateauHeadConfig(epochs=args.epochs, min_fields=args.min_fields),
+        write=not args.dry_run,
     )  # fmt: skip
     print(
         f"{r['train_cameras']} training cameras ({r['train_snapshots']} plateaux): target RMS "
@@ -672,6 +673,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=SEED, default=95_000, help="training camera set seed")
     p.add_argument("--epochs", type=int_in(1), default=150, help="training epochs")
+    p.add_argument(
+        "--min-fields",
+        type=int_in(1),
+        default=None,
+        help="train on random tables of this many to all field positions (the head then "
+        "serves any table that large; default: whole tables only)",
+    )
     p.add_argument("--workers", type=int_in(1), default=2, help="worker processes")
     p.add_argument("--dry-run", action="store_true", help="train and report, do not write")
     p.set_defaults(func=_cmd_plateau_head)

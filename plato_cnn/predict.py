@@ -188,10 +188,11 @@ def _plateau_corrections(
     """FocusNet's offsets with each plateau's mean corrected by the model's plateau head.
 
     Returns ``(mu_um, {obsid: correction_um}, warnings)``; without a head, ``mu`` unchanged.
-    A plateau gets a correction only if it has at least :data:`MIN_FIELD_FRACTION` of the
-    field positions the head was trained on: its pooled statistics are those of a full field
-    table (calibration cameras, -80 degC, true s: 40 fields 0.44 -> 0.20 degC, every other
-    field 0.44 -> 0.31, every fourth 0.45 -> 0.62).
+    A head trained on random field tables (``min_fields``) corrects any plateau with at least
+    that many positions; one trained on whole tables only a plateau with at least
+    :data:`MIN_FIELD_FRACTION` of the field positions it was trained on, whose pooled
+    statistics are those of a full field table (calibration cameras, -80 degC, true s: 40
+    fields 0.44 -> 0.20 degC, every other field 0.44 -> 0.31, every fourth 0.45 -> 0.62).
     """
     from plato_cnn.metrics import frame_eef
     from plato_cnn.nn.plateau_head import (
@@ -205,17 +206,25 @@ def _plateau_corrections(
     head = load_plateau_head(model_dir or default_model_dir(), card)
     if head is None:
         return mu, {}, []
-    n_trained = card.plateau_head.get("training", {}).get("fields_per_snapshot")
+    training = card.plateau_head.get("training", {})
+    n_trained = training.get("fields_per_snapshot")
+    n_min = training.get("min_fields_per_snapshot")  # trained on tables of n_min..n_trained
+    need = n_min if n_min else (MIN_FIELD_FRACTION * n_trained if n_trained else 0)
     obsids = np.unique(frames.obsid)
     snaps = campaign_snapshots(frames, pred, frame_eef(frames.stamps), s0)
     corrections, skipped = {}, []
     for ob, snap in zip(obsids, snaps, strict=True):
         n_fields = snap.x.shape[0]
-        if n_trained and n_fields < MIN_FIELD_FRACTION * n_trained:
+        if n_fields < need:
+            why = (
+                f"it was trained on tables of {n_min}-{n_trained}"
+                if n_min
+                else f"it was trained on {n_trained} and needs at least "
+                f"{MIN_FIELD_FRACTION:.0%} of them"
+            )
             skipped.append(
                 warn(
-                    f"plateau head not used on OBSID {int(ob)} ({n_fields} field positions; it was "
-                    f"trained on {n_trained} and needs at least {MIN_FIELD_FRACTION:.0%} of them)"
+                    f"plateau head not used on OBSID {int(ob)} ({n_fields} field positions; {why})"
                 )
             )
             continue

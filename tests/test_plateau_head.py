@@ -17,6 +17,7 @@ from plato_cnn.nn.plateau_head import (
     field_features,
     load_plateau_head,
     predict_correction_um,
+    random_field_subsets,
 )
 from plato_cnn.pipelines.plateau_head import save_plateau_head, train_plateau_head
 from plato_cnn.predict import cnn_bft
@@ -114,6 +115,38 @@ def test_cnn_bft_applies_the_head_to_each_plateau(tmp_path):
     assert few.bft_degC == plain.bft_degC
     assert any("plateau head not used on OBSID" in w and "(3 field positions" in w
                for w in few.warnings)  # fmt: skip
+    # a head trained on random tables of 3..40 positions serves the 3-position plateau
+    save_plateau_head(head, model_dir, {"fields_per_snapshot": 40, "min_fields_per_snapshot": 3})
+    small, info_small = cnn_bft(one, model_dir, n_boot=0, systematic=False)
+    assert list(info_small["plateau_head_correction_um"].values()) == pytest.approx([20.0])
+    assert small.bft_degC == pytest.approx(fit.bft_degC)
+
+
+def test_random_field_subsets_are_tables_of_the_snapshots_own_positions():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 8 * 3, dtype=torch.float32).reshape(2, 8, 3)
+    sizes = set()
+    for _ in range(40):
+        sub = random_field_subsets(x, 3, g)
+        sizes.add(sub.shape[1])
+        for b in range(2):  # every row is one of that snapshot's own positions, none twice
+            rows = {tuple(r.tolist()) for r in sub[b]}
+            assert len(rows) == sub.shape[1] and rows <= {tuple(r.tolist()) for r in x[b]}
+    assert min(sizes) == 3 and max(sizes) == 8
+    assert random_field_subsets(x, 3, g, n=5).shape == (2, 5, 3)
+    with pytest.raises(ValueError, match="min_fields"):
+        random_field_subsets(x, 9, g)
+
+
+def test_head_trained_on_random_tables_learns_from_few_positions():
+    """Trained on random subsets (3..8 of 8 positions), the head still learns the planted
+    relation, and its summary reports the residual on the smallest tables."""
+    train, val = _planted_snapshots(400), _planted_snapshots(60, seed=1)
+    cfg = PlateauHeadConfig(hidden=16, members=2, epochs=60, batch=64, seed=3, min_fields=3)
+    _, summary = train_plateau_head(train, cfg, val)
+    assert summary["min_fields_per_snapshot"] == 3 and summary["fields_per_snapshot"] == 8
+    assert summary["validation_rms_residual_um"] < 0.6 * summary["validation_rms_target_um"]
+    assert summary["validation_rms_residual_um_min_fields"] < summary["validation_rms_target_um"]
 
 
 def test_build_plateau_head_end_to_end(tmp_path):

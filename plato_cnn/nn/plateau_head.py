@@ -53,6 +53,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "HEAD_SCALE_UM",
     "load_plateau_head",
+    "random_field_subsets",
     "predict_correction_um",
     "MIN_FIELD_FRACTION",
 ]
@@ -91,6 +92,11 @@ class PlateauHeadConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-2
     seed: int = 0
+    #: None: trained on whole field tables only (then used on tables of at least
+    #: MIN_FIELD_FRACTION of that size); a number: every batch sees a random subset of
+    #: min_fields..all field positions of each snapshot, so that the head serves any table of
+    #: that many positions or more (test designs of 10-40 positions)
+    min_fields: int | None = None
 
 
 class _DeepSets(nn.Module):
@@ -241,6 +247,21 @@ def campaign_snapshots(
             target = s_true * (t_mean - t_bf) - m0
         out.append(Snapshot(camera, x, m0, t_mean, target, s_true, t_bf))
     return out
+
+
+def random_field_subsets(
+    x: torch.Tensor, min_fields: int, generator: torch.Generator, n: int | None = None
+) -> torch.Tensor:
+    """A random table of ``n`` of the ``F`` field positions of each snapshot in ``x``
+    ``(B, F, features)``; ``n`` (default) drawn uniformly in ``min_fields..F`` once for the
+    batch."""
+    f = x.shape[1]
+    if not 1 <= min_fields <= f:
+        raise ParameterError(f"min_fields={min_fields} must lie in 1..{f}")
+    if n is None:
+        n = int(torch.randint(min_fields, f + 1, (1,), generator=generator))
+    keep = torch.rand(x.shape[:2], generator=generator).argsort(1)[:, :n]
+    return torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[2]))
 
 
 def stack_snapshots(snaps: list[Snapshot]) -> torch.Tensor:

@@ -23,6 +23,7 @@ from plato_cnn.nn.plateau_head import (
     PlateauHeadConfig,
     Snapshot,
     campaign_snapshots,
+    random_field_subsets,
     stack_snapshots,
 )
 from plato_sim.errors import ParameterError
@@ -51,7 +52,10 @@ def train_plateau_head(
             perm = torch.randperm(len(x), generator=g)
             for b in range(0, len(perm), cfg.batch):
                 i = perm[b : b + cfg.batch]
-                loss = nn.functional.smooth_l1_loss(net(x[i]), y[i])
+                xb = x[i]
+                if cfg.min_fields is not None:
+                    xb = random_field_subsets(xb, cfg.min_fields, g)
+                loss = nn.functional.smooth_l1_loss(net(xb), y[i])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -61,15 +65,25 @@ def train_plateau_head(
         "train_snapshots": len(train),
         "fields_per_snapshot": int(x.shape[1]),
     }
+    if cfg.min_fields is not None:
+        summary["min_fields_per_snapshot"] = int(cfg.min_fields)
     for name, snaps in (("train", train), ("validation", validation or [])):
         if not snaps:
             continue
-        with torch.no_grad():
-            p = head(stack_snapshots(snaps)).numpy()
+        xs = stack_snapshots(snaps)
         t = np.array([s.target_um for s in snaps])
+        with torch.no_grad():
+            p = head(xs).numpy()
         summary[f"{name}_rms_target_um"] = float(np.sqrt(np.mean(t**2)))
         summary[f"{name}_rms_residual_um"] = float(np.sqrt(np.mean((t - p) ** 2)))
         summary[f"{name}_snapshots"] = len(snaps)
+        if cfg.min_fields is not None and name == "validation":
+            # the smallest tables the head serves: one random subset of each snapshot
+            g_val = torch.Generator().manual_seed(cfg.seed + 1)
+            small = random_field_subsets(xs, cfg.min_fields, g_val, n=cfg.min_fields)
+            with torch.no_grad():
+                p = head(small).numpy()
+            summary["validation_rms_residual_um_min_fields"] = float(np.sqrt(np.mean((t - p) ** 2)))
     return head, summary
 
 
