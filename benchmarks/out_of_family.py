@@ -412,7 +412,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--kept-only",
         action="store_true",
-        help="compute nothing: score the cameras whose rows are all kept (a stopped run)",
+        help="evaluate nothing: score the cameras whose rows are all kept (a stopped run; "
+        "campaigns not emulated yet are still emulated)",
     )
     ap.add_argument(
         "--methods",
