@@ -228,3 +228,50 @@ def test_bad_families_section_is_refused():
         _with_families(1.5)
     with pytest.raises(ValueError, match="families"):
         sampling.load_config(overrides={"families": {"nodal_fraction": 0.5}})
+
+
+def _with_diffusion(spec):
+    return sampling.load_config(overrides={**TINY, "engine": {"diffusion_sigma_px": spec}})
+
+
+def test_diffusion_spec_draws_one_blur_per_optical_state(cfg, camera, shard):
+    """A degenerate spec gives the fixed diffusion's shard bit for bit (its draws have a stream
+    of their own); a range gives a deterministic shard of other stamps, same labels' focus."""
+    same = dsm.make_shard(_with_diffusion([0.2, 0.2]), 11, 0, 20, [camera])
+    assert np.array_equal(same[0], shard[0]) and same[1].tobytes() == shard[1].tobytes()
+    wide = _with_diffusion({"uniform": [0.1, 0.5]})
+    a = dsm.make_shard(wide, 11, 0, 20, [camera])
+    b = dsm.make_shard(wide, 11, 0, 20, [camera])
+    assert np.array_equal(a[0], b[0])
+    assert not np.array_equal(a[0], shard[0])
+    assert np.array_equal(a[1]["dz_from_best_um"], shard[1]["dz_from_best_um"])
+
+
+def test_extra_blur_equals_an_engine_with_that_diffusion():
+    """OTF x extra_blur(sigma) on a 0.1-px engine = the stamps of a sigma-px engine (the wider
+    frequency grid only adds terms below the engines' transfer tolerance)."""
+    import torch
+
+    from plato_sim.optics.model import OpticalModel
+    from plato_sim.psf.fast import FastEngine
+
+    om = OpticalModel()
+    sp = ogse_spectrum(om.camera, 3)
+    z = om.zernikes_nm(np.array([5.0, 12.0]), np.array([30.0, 200.0]), np.array([-40.0, 60.0]),
+                       sp.wavelengths_array_nm)  # fmt: skip
+    off = np.array([[[0.1, -0.2]], [[-0.3, 0.4]]])
+    base, wide = FastEngine(diffusion_sigma_px=0.1), FastEngine(diffusion_sigma_px=0.35)
+    with torch.no_grad():
+        o = base.otf(z, sp) * base.extra_blur(sp, np.array([0.35, 0.35]))
+        got = base.stamps_from_otf(o, sp, off, 16).numpy()
+        ref = wide.stamps_from_otf(wide.otf(z, sp), sp, off, 16).numpy()
+    assert np.abs(got - ref).max() < 1e-4 * ref.max()
+    with pytest.raises(ValueError, match="below the engine"):
+        base.extra_blur(sp, np.array([0.05]))
+
+
+def test_bad_diffusion_spec_is_refused():
+    with pytest.raises(ValueError, match="engine.diffusion_sigma_px"):
+        _with_diffusion({"normal": [0.2, 0.05]})
+    with pytest.raises(ValueError, match="engine.diffusion_sigma_px"):
+        _with_diffusion([-0.1, 0.2])

@@ -225,6 +225,21 @@ class FastEngine(PSFEngine):
         box = torch.sinc(fy * p) * torch.sinc(fx * p)
         return box * torch.exp(-2.0 * math.pi**2 * sig**2 * (fx**2 + fy**2))
 
+    def extra_blur(self, spectrum: Spectrum, sigma_px: np.ndarray) -> torch.Tensor:
+        """Transfer ``(B, 2K+1, K+1)`` that takes this engine's diffusion to ``sigma_px``
+        (``(B,)``, each >= :attr:`diffusion_sigma_px`; jitter unchanged): the OTF times it is
+        the OTF of an engine with that diffusion, on this engine's (wider) frequency grid."""
+        sig = np.asarray(sigma_px, dtype=float).reshape(-1)
+        if np.any(sig < self.diffusion_sigma_px - 1e-9):
+            raise ParameterError("extra_blur: sigma_px below the engine's diffusion")
+        # in float64, so that sigma equal to the engine's gives exactly 1
+        var = torch.as_tensor(sig**2 - self.diffusion_sigma_px**2, dtype=self.dtype)
+        k = self.n_freq(spectrum)
+        q = torch.arange(-k, k + 1, dtype=self.dtype, device=self.device)
+        qx = torch.arange(0, k + 1, dtype=self.dtype, device=self.device)
+        f2 = (q[:, None] ** 2 + qx[None, :] ** 2) / self.fov_px**2  # cycles per pixel, squared
+        return torch.exp(-2.0 * math.pi**2 * var.to(self.device)[:, None, None] * f2)
+
     def stamps_from_otf(
         self,
         otf: torch.Tensor,

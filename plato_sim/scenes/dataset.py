@@ -43,6 +43,7 @@ from plato_sim.errors import ParameterError
 from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, ccd_of_field
 from plato_sim.psf.fast import FastEngine
 from plato_sim.scenes.sampling import (
+    SEED_KEY_DIFFUSION,
     SEED_KEY_SHARD,
     CameraEntry,
     detector_labels,
@@ -134,11 +135,19 @@ def make_shard(
     )
     offs = np.zeros((n_states, per, 2))
     offs.reshape(-1, 2)[:n_samples] = sub
+    diffusion = cfg["engine"]["diffusion_sigma_px"]
+    sigma_px = None  # a fixed diffusion is the engine's own
+    if not isinstance(diffusion, int | float):  # a spec: each optical state draws its own
+        key = (SEED_KEY_SHARD, shard_index, SEED_KEY_DIFFUSION)
+        rng_d = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+        sigma_px = draw_value(rng_d, diffusion, "engine.diffusion_sigma_px", n_states)
     psf = np.empty((n_states, per, psize, psize))
     with single_thread_torch(), torch.no_grad():
         for s0 in range(0, n_states, engine.chunk):
             e = slice(s0, s0 + engine.chunk)
             otf = engine.otf(zs[e], sp)
+            if sigma_px is not None:
+                otf = otf * engine.extra_blur(sp, sigma_px[e])
             psf[e] = engine.stamps_from_otf(otf, sp, offs[e], psize).cpu().numpy()
     psf = psf.reshape(-1, psize, psize)[:n_samples]
     eef_true = eef(psf)

@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_CONFIG_NAME",
     "OPTIONAL_SECTIONS",
     "SEED_KEY_CAMERA",
+    "SEED_KEY_DIFFUSION",
     "SEED_KEY_SHARD",
     "default_config",
     "load_config",
@@ -89,6 +90,9 @@ _MAP_NOLL = tuple(range(1, 16)) + (22,)
 #: ``(SEED_KEY_SHARD, k)`` for shard ``k``
 SEED_KEY_CAMERA = 0
 SEED_KEY_SHARD = 1
+#: ``(SEED_KEY_SHARD, k, SEED_KEY_DIFFUSION)``: the per-state diffusion draws of shard ``k``, a
+#: stream of their own so that a config with a fixed diffusion draws exactly what it drew
+SEED_KEY_DIFFUSION = 2
 
 # ----------------------------------------------------------------------------- config
 
@@ -220,6 +224,14 @@ def validate_config(cfg: dict) -> None:
         draw_value(rng, cfg["exposure"][key], f"exposure.{key}")
     draw_value(rng, cfg["focus"]["dz_um"], "focus.dz_um")
     draw_value(rng, cfg["cameras"]["perturbation_strength"], "cameras.perturbation_strength")
+    diffusion = cfg["engine"]["diffusion_sigma_px"]
+    need(diffusion_floor_px(diffusion) >= 0, "engine.diffusion_sigma_px", "must be >= 0")
+    draw_value(rng, diffusion, "engine.diffusion_sigma_px")
+    need(
+        "imagettes" not in cfg or isinstance(diffusion, int | float),
+        "engine.diffusion_sigma_px",
+        "must be a number for imagettes",
+    )
     DetectorModel.random(rng, cfg["detector"])
     if "families" in cfg:
         fam = cfg["families"]
@@ -282,11 +294,30 @@ def single_thread_torch():
     return _One()
 
 
+def diffusion_floor_px(spec: object) -> float:
+    """The smallest charge-diffusion sigma (px) of ``engine.diffusion_sigma_px``: the number
+    itself, or the lower bound of a bounded spec (``[lo, hi]``, uniform, loguniform, choice);
+    an unbounded one (normal) is refused."""
+    if isinstance(spec, int | float) and not isinstance(spec, bool):
+        return float(spec)
+    if isinstance(spec, list | tuple) and len(spec) == 2:
+        return float(min(spec))
+    if isinstance(spec, dict) and len(spec) == 1:
+        ((kind, args),) = spec.items()
+        if kind in ("uniform", "loguniform", "choice") and isinstance(args, list | tuple) and args:
+            return float(min(args))
+    raise ParameterError(
+        f"engine.diffusion_sigma_px: a number or a bounded spec ([lo, hi], uniform, loguniform, "
+        f"choice), got {spec!r}"
+    )
+
+
 def make_engine(cfg: dict) -> FastEngine:
-    """The fast engine of a dataset config (CPU, float32)."""
+    """The fast engine of a dataset config (CPU, float32); with a diffusion spec, at its
+    floor (each optical state adds its own extra blur, :func:`plato_sim.scenes.dataset`)."""
     e = cfg["engine"]
     return FastEngine(
-        diffusion_sigma_px=float(e["diffusion_sigma_px"]),
+        diffusion_sigma_px=diffusion_floor_px(e["diffusion_sigma_px"]),
         jitter_sigma_px=float(e["jitter_sigma_px"]),
         fov_px=int(e["fov_px"]),
     )
