@@ -91,8 +91,10 @@ def cross_check(frames: CampaignFrames, result: dict, seed: int = 0, n_boot: int
 def cross_check_forward(frames: CampaignFrames, result: dict, seed: int = 0) -> dict:
     """Compare a CNN ``result`` with the forward method's fit of the same frames (minutes);
     return the updated result, with ``cross_check_forward`` (the fit's T_BF, sigma and chi^2,
-    the disagreement) and, when they disagree beyond :data:`DISAGREE_SIGMAS`, the same
-    flag, widening and warning as :func:`cross_check`.
+    the disagreement) and, when they disagree beyond :data:`DISAGREE_SIGMAS` (or
+    :data:`DISAGREE_SIGMAS_FLAGGED` when the CNN's thermal-residual check flagged the
+    estimate: ``result["thermal_residual"]["outside"]``), the same flag, widening and warning
+    as :func:`cross_check`.
 
     The forward fit describes each camera's own optics (docs/forward.md), so it is the
     reference that sees a camera unlike the network's training set, with 1 or 2 plateaux too.
@@ -109,13 +111,15 @@ def cross_check_forward(frames: CampaignFrames, result: dict, seed: int = 0) -> 
         "forward_outside_model": fw["outside_model"],
     }
     out["cross_check_forward"] = check
-    threshold = forward_threshold(bool(out.get("outside_model", False)))
+    # the estimate's own check, not another cross-check: that is the case measured
+    residual_flag = bool((out.get("thermal_residual") or {}).get("outside", False))
+    threshold = forward_threshold(residual_flag)
     return _compare(out, check, "the forward fit", fw["bft_degC"], fw["sigma_degC"], threshold)
 
 
 def forward_threshold(already_outside: bool) -> float:
     """Disagreement threshold (combined sigmas) against the forward fit: one for an estimate
-    already flagged outside its model, else :data:`DISAGREE_SIGMAS`."""
+    its own thermal-residual check flagged outside its model, else :data:`DISAGREE_SIGMAS`."""
     return DISAGREE_SIGMAS_FLAGGED if already_outside else DISAGREE_SIGMAS
 
 

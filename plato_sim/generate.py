@@ -273,7 +273,8 @@ def generate(
         **identity,
         "package_version": __version__,
         "libraries": _library_versions(),
-        "seed_scheme": "np.random.SeedSequence(seed, spawn_key=(0, camera) | (1, shard))",
+        "seed_scheme": "np.random.SeedSequence(seed, spawn_key=(0, camera) | (1, shard) | "
+        "(1, shard, 2) per-state diffusion)",
         "samples_per_optical_state": int(cfg["shards"]["samples_per_optical_state"]),
         "cameras": {"file": CAMERAS_NAME, "n": int(cfg["cameras"]["n_pool"]), "sha256": None},
         "shards": [

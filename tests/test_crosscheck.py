@@ -77,9 +77,10 @@ def test_cnn_checked_against_the_forward_fit(frames, monkeypatch):
 
 
 def test_an_estimate_already_outside_its_model_is_held_to_one_sigma(frames, monkeypatch):
-    """An estimate its own check already flagged (its sigma a widening, not a calibration) is
-    widened by the forward fit from one combined sigma on; an unflagged one at the same gap
-    (2 combined sigmas) is left alone."""
+    """An estimate its thermal-residual check already flagged (its sigma a widening, not a
+    calibration) is widened by the forward fit from one combined sigma on; an unflagged one
+    at the same gap (2 combined sigmas), or one flagged by another cross-check, is left
+    alone."""
     import plato_cnn.forward as fw
     from plato_cnn.crosscheck import DISAGREE_SIGMAS_FLAGGED, cross_check_forward
 
@@ -92,7 +93,12 @@ def test_an_estimate_already_outside_its_model_is_held_to_one_sigma(frames, monk
     r = cross_check_forward(frames, est)
     assert r["outside_model"] is False and r["sigma_degC"] == 0.5
     assert r["cross_check_forward"]["threshold_sigmas"] == DISAGREE_SIGMAS
+    # flagged by another cross-check only: the usual threshold
+    r = cross_check_forward(frames, {**est, "outside_model": True})
+    assert r["cross_check_forward"]["threshold_sigmas"] == DISAGREE_SIGMAS
+    assert r["sigma_degC"] == 0.5
+    flagged = {**est, "outside_model": True, "thermal_residual": {"outside": True}}
     with pytest.warns(PlatoFocusWarning, match="forward fit"):
-        r = cross_check_forward(frames, {**est, "outside_model": True})
+        r = cross_check_forward(frames, flagged)
     assert r["cross_check_forward"]["threshold_sigmas"] == DISAGREE_SIGMAS_FLAGGED
     assert r["outside_model"] is True and r["sigma_degC"] == pytest.approx(math.hypot(0.5, 1.0))

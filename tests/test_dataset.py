@@ -19,6 +19,7 @@ from plato_sim.io.store import (
     write_shard,
 )
 from plato_sim.optics.spectra import ogse_spectrum
+from plato_sim.psf.fast import FastEngine
 from plato_sim.scenes import dataset as dsm
 from plato_sim.scenes import sampling
 from plato_sim.truth.bestfocus import field_best_focus_um
@@ -240,7 +241,18 @@ def test_diffusion_spec_draws_one_blur_per_optical_state(cfg, camera, shard):
     same = dsm.make_shard(_with_diffusion([0.2, 0.2]), 11, 0, 20, [camera])
     assert np.array_equal(same[0], shard[0]) and same[1].tobytes() == shard[1].tobytes()
     wide = _with_diffusion({"uniform": [0.1, 0.5]})
-    a = dsm.make_shard(wide, 11, 0, 20, [camera])
+    seen = []
+    real = FastEngine.extra_blur
+
+    def spy(self, spectrum, sigma_px):
+        seen.extend(np.asarray(sigma_px).tolist())
+        return real(self, spectrum, sigma_px)
+
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(FastEngine, "extra_blur", spy)
+        a = dsm.make_shard(wide, 11, 0, 20, [camera])
+    assert len(seen) == 3 and len(set(seen)) == 3  # 20 samples / 8 per state: 3 states
+    assert all(0.1 <= v <= 0.5 for v in seen)
     b = dsm.make_shard(wide, 11, 0, 20, [camera])
     assert np.array_equal(a[0], b[0])
     assert not np.array_equal(a[0], shard[0])
@@ -253,7 +265,6 @@ def test_extra_blur_equals_an_engine_with_that_diffusion():
     import torch
 
     from plato_sim.optics.model import OpticalModel
-    from plato_sim.psf.fast import FastEngine
 
     om = OpticalModel()
     sp = ogse_spectrum(om.camera, 3)
@@ -275,3 +286,6 @@ def test_bad_diffusion_spec_is_refused():
         _with_diffusion({"normal": [0.2, 0.05]})
     with pytest.raises(ValueError, match="engine.diffusion_sigma_px"):
         _with_diffusion([-0.1, 0.2])
+    with pytest.raises(ValueError, match="engine.diffusion_sigma_px"):
+        _with_diffusion({"choice": [0.1, "a"]})
+    assert sampling.diffusion_floor_px(np.float32(0.25)) == pytest.approx(0.25)

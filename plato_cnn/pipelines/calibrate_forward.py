@@ -305,7 +305,8 @@ def main(argv=None) -> int:
     )  # fmt: skip
     ap.add_argument(
         "--kept-only", action="store_true",
-        help="fit nothing: tables from the cameras whose results are all kept (a stopped run)",
+        help="fit nothing: tables from the cameras whose results are all kept (a stopped "
+        "run; campaigns not emulated yet are still emulated)",
     )  # fmt: skip
     a = ap.parse_args(argv)
     res = calibrate_forward_systematic(

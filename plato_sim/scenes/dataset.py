@@ -34,6 +34,7 @@ scene and live in :mod:`plato_sim.scenes.sampling`.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -137,7 +138,7 @@ def make_shard(
     offs.reshape(-1, 2)[:n_samples] = sub
     diffusion = cfg["engine"]["diffusion_sigma_px"]
     sigma_px = None  # a fixed diffusion is the engine's own
-    if not isinstance(diffusion, int | float):  # a spec: each optical state draws its own
+    if not isinstance(diffusion, numbers.Real):  # a spec: each optical state draws its own
         key = (SEED_KEY_SHARD, shard_index, SEED_KEY_DIFFUSION)
         rng_d = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
         sigma_px = draw_value(rng_d, diffusion, "engine.diffusion_sigma_px", n_states)

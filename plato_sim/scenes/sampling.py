@@ -23,9 +23,10 @@ only).  For each camera:
 
 Randomness: every draw comes from ``np.random.Generator`` objects seeded with
 ``np.random.SeedSequence(seed, spawn_key=...)``: ``(0, i)`` for camera ``i`` of the pool,
-``(1, k)`` for shard ``k``.  A shard depends only on (seed, shard index, config), never on
-which worker makes it.  Torch runs with one thread inside shard and camera tasks, so the
-FFTs give the same bits whatever the number of workers.
+``(1, k)`` for shard ``k``, ``(1, k, 2)`` for the per-state charge diffusion of shard ``k``
+when ``engine.diffusion_sigma_px`` is a spec.  A shard depends only on (seed, shard index,
+config), never on which worker makes it.  Torch runs with one thread inside shard and
+camera tasks, so the FFTs give the same bits whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -228,7 +230,7 @@ def validate_config(cfg: dict) -> None:
     need(diffusion_floor_px(diffusion) >= 0, "engine.diffusion_sigma_px", "must be >= 0")
     draw_value(rng, diffusion, "engine.diffusion_sigma_px")
     need(
-        "imagettes" not in cfg or isinstance(diffusion, int | float),
+        "imagettes" not in cfg or isinstance(diffusion, numbers.Real),
         "engine.diffusion_sigma_px",
         "must be a number for imagettes",
     )
@@ -298,14 +300,20 @@ def diffusion_floor_px(spec: object) -> float:
     """The smallest charge-diffusion sigma (px) of ``engine.diffusion_sigma_px``: the number
     itself, or the lower bound of a bounded spec (``[lo, hi]``, uniform, loguniform, choice);
     an unbounded one (normal) is refused."""
-    if isinstance(spec, int | float) and not isinstance(spec, bool):
+    if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
         return float(spec)
+    bounds = None
     if isinstance(spec, list | tuple) and len(spec) == 2:
-        return float(min(spec))
-    if isinstance(spec, dict) and len(spec) == 1:
+        bounds = spec
+    elif isinstance(spec, dict) and len(spec) == 1:
         ((kind, args),) = spec.items()
         if kind in ("uniform", "loguniform", "choice") and isinstance(args, list | tuple) and args:
-            return float(min(args))
+            bounds = args
+    try:
+        if bounds is not None:
+            return float(min(float(b) for b in bounds))
+    except (TypeError, ValueError):
+        pass
     raise ParameterError(
         f"engine.diffusion_sigma_px: a number or a bounded spec ([lo, hi], uniform, loguniform, "
         f"choice), got {spec!r}"
