@@ -54,6 +54,8 @@ __all__ = [
     "HEAD_SCALE_UM",
     "load_plateau_head",
     "random_field_subsets",
+    "subset_targets_um",
+    "field_optima_degC",
     "predict_correction_um",
     "MIN_FIELD_FRACTION",
 ]
@@ -186,13 +188,30 @@ def baseline_offset_um(
     ``m0 = s (T_mean - mean_f T_f)`` with the thermal-model fit's per-field optima at ``s``
     held fixed, ``T_mean`` the mean over fields of their mean TRP1.
     """
+    t_f, t_field = field_optima_degC(
+        mu_um, sigma_um, temperature_degC, field_index, n_fields, s_um_per_degC
+    )
+    t_mean = float(np.mean(t_field))
+    return float(s_um_per_degC * (t_mean - np.nanmean(t_f))), t_mean
+
+
+def field_optima_degC(
+    mu_um: np.ndarray,
+    sigma_um: np.ndarray,
+    temperature_degC: np.ndarray,
+    field_index: np.ndarray,
+    n_fields: int,
+    s_um_per_degC: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(T_f, T_field)`` per field (degC): the thermal-model fit's optimum at ``s`` held
+    fixed, and the mean TRP1 of the field's frames; :func:`baseline_offset_um` averages them."""
     from plato_cnn.fit import fit_thermal_model
 
     f = np.asarray(field_index, int)
     t = np.asarray(temperature_degC, float)
     _, _, t_f = fit_thermal_model(mu_um, sigma_um, t, f, n_fields, (s_um_per_degC, 1e-6))
-    t_mean = float(np.mean(np.bincount(f, t, n_fields) / np.bincount(f, None, n_fields)))
-    return float(s_um_per_degC * (t_mean - np.nanmean(t_f))), t_mean
+    t_field = np.bincount(f, t, n_fields) / np.bincount(f, None, n_fields)
+    return np.asarray(t_f, float), t_field
 
 
 @dataclass
@@ -206,6 +225,11 @@ class Snapshot:
     target_um: float
     s_true: float
     t_bf_true_degC: float
+    #: per field: the fit's optimum T_f and the mean TRP1 (degC), and the s they were read
+    #: at; they give the target of any sub-table of the fields (:func:`subset_targets_um`)
+    field_t_opt_degC: np.ndarray | None = None
+    field_t_degC: np.ndarray | None = None
+    s_prior_um_per_degC: float | None = None
 
 
 def campaign_snapshots(
@@ -238,30 +262,49 @@ def campaign_snapshots(
             mu, sg, pred["p_behind"][m], eef[m], frames.field_theta_deg[m],
             frames.field_phi_deg[m], fi, nf, PLATO_NORMAL_CAMERA.field_radius_deg,
         )  # fmt: skip
-        m0, t_mean = baseline_offset_um(mu, sg, frames.temperature_degC[m], fi, nf,
-                                        s_prior_um_per_degC)  # fmt: skip
+        t_f, t_field = field_optima_degC(mu, sg, frames.temperature_degC[m], fi, nf,
+                                         s_prior_um_per_degC)  # fmt: skip
+        t_mean = float(np.mean(t_field))
+        m0 = float(s_prior_um_per_degC * (t_mean - np.nanmean(t_f)))
         s_true = t_bf = target = float("nan")
         if truth is not None:
             s_true = float(truth["thermal"]["s_um_per_degC"])
             t_bf = float(normalise_keys(truth, "truth")[BFT_KEY])
             target = s_true * (t_mean - t_bf) - m0
-        out.append(Snapshot(camera, x, m0, t_mean, target, s_true, t_bf))
+        out.append(Snapshot(camera, x, m0, t_mean, target, s_true, t_bf,
+                            t_f, t_field, float(s_prior_um_per_degC)))  # fmt: skip
     return out
+
+
+def subset_targets_um(snaps: list[Snapshot], keep: torch.Tensor) -> torch.Tensor:
+    """The target of each snapshot restricted to its fields ``keep`` ``(B, n)`` (indices):
+    ``s_true (T_mean - T_BF) - m0`` with ``T_mean`` and ``m0`` of those fields only, as the
+    fit reads a plateau of that field table (um)."""
+    if any(s.field_t_opt_degC is None for s in snaps):
+        raise ParameterError("snapshots without per-field optima: rebuild them")
+    t_f = torch.from_numpy(np.stack([s.field_t_opt_degC for s in snaps]))
+    t_fld = torch.from_numpy(np.stack([s.field_t_degC for s in snaps]))
+    k = keep.long()
+    tf_sub, tm_sub = torch.gather(t_f, 1, k).nanmean(1), torch.gather(t_fld, 1, k).mean(1)
+    s_true = torch.tensor([s.s_true for s in snaps], dtype=torch.float64)
+    t_bf = torch.tensor([s.t_bf_true_degC for s in snaps], dtype=torch.float64)
+    s0 = torch.tensor([s.s_prior_um_per_degC for s in snaps], dtype=torch.float64)
+    return (s_true * (tm_sub - t_bf) - s0 * (tm_sub - tf_sub)).float()
 
 
 def random_field_subsets(
     x: torch.Tensor, min_fields: int, generator: torch.Generator, n: int | None = None
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A random table of ``n`` of the ``F`` field positions of each snapshot in ``x``
     ``(B, F, features)``; ``n`` (default) drawn uniformly in ``min_fields..F`` once for the
-    batch."""
+    batch.  Returns the sub-tables ``(B, n, features)`` and the kept indices ``(B, n)``."""
     f = x.shape[1]
     if not 1 <= min_fields <= f:
         raise ParameterError(f"min_fields={min_fields} must lie in 1..{f}")
     if n is None:
         n = int(torch.randint(min_fields, f + 1, (1,), generator=generator))
     keep = torch.rand(x.shape[:2], generator=generator).argsort(1)[:, :n]
-    return torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[2]))
+    return torch.gather(x, 1, keep[..., None].expand(-1, -1, x.shape[2])), keep
 
 
 def stack_snapshots(snaps: list[Snapshot]) -> torch.Tensor:

@@ -25,6 +25,7 @@ from plato_cnn.nn.plateau_head import (
     campaign_snapshots,
     random_field_subsets,
     stack_snapshots,
+    subset_targets_um,
 )
 from plato_sim.errors import ParameterError
 from plato_sim.workers import map_jobs, pin_one_thread
@@ -52,10 +53,11 @@ def train_plateau_head(
             perm = torch.randperm(len(x), generator=g)
             for b in range(0, len(perm), cfg.batch):
                 i = perm[b : b + cfg.batch]
-                xb = x[i]
+                xb, yb = x[i], y[i]
                 if cfg.min_fields is not None:
-                    xb = random_field_subsets(xb, cfg.min_fields, g)
-                loss = nn.functional.smooth_l1_loss(net(xb), y[i])
+                    xb, keep = random_field_subsets(xb, cfg.min_fields, g)
+                    yb = subset_targets_um([train[j] for j in i.tolist()], keep) / HEAD_SCALE_UM
+                loss = nn.functional.smooth_l1_loss(net(xb), yb)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -80,10 +82,14 @@ def train_plateau_head(
         if cfg.min_fields is not None and name == "validation":
             # the smallest tables the head serves: one random subset of each snapshot
             g_val = torch.Generator().manual_seed(cfg.seed + 1)
-            small = random_field_subsets(xs, cfg.min_fields, g_val, n=cfg.min_fields)
+            small, keep = random_field_subsets(xs, cfg.min_fields, g_val, n=cfg.min_fields)
+            t_small = subset_targets_um(snaps, keep).numpy()
             with torch.no_grad():
                 p = head(small).numpy()
-            summary["validation_rms_residual_um_min_fields"] = float(np.sqrt(np.mean((t - p) ** 2)))
+            summary["validation_rms_target_um_min_fields"] = float(np.sqrt(np.mean(t_small**2)))
+            summary["validation_rms_residual_um_min_fields"] = float(
+                np.sqrt(np.mean((t_small - p) ** 2))
+            )
     return head, summary
 
 
@@ -152,6 +158,8 @@ def build_plateau_head(
 
     if not 0 <= validation_cameras < n_cameras:
         raise ParameterError("need 0 <= validation_cameras < n_cameras")
+    if config is not None and config.min_fields is not None and config.min_fields > fields:
+        raise ParameterError(f"min_fields={config.min_fields} exceeds the {fields} positions")
     _, card = load_model(model_dir)
     s0 = card.s_prior_um_per_degC[0]
     cams = emulate_calibration_set(workdir, n_cameras, seed, fields, dithers, frames, workers)
