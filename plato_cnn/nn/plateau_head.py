@@ -46,7 +46,6 @@ __all__ = [
     "PlateauHeadConfig",
     "PlateauHead",
     "field_features",
-    "baseline_offset_um",
     "Snapshot",
     "campaign_snapshots",
     "stack_snapshots",
@@ -175,26 +174,6 @@ def field_features(
     return x.astype(np.float32)
 
 
-def baseline_offset_um(
-    mu_um: np.ndarray,
-    sigma_um: np.ndarray,
-    temperature_degC: np.ndarray,
-    field_index: np.ndarray,
-    n_fields: int,
-    s_um_per_degC: float,
-) -> tuple[float, float]:
-    """``(m0, T_mean)``: the camera's mean offset (um) as the one-plateau fit reads it.
-
-    ``m0 = s (T_mean - mean_f T_f)`` with the thermal-model fit's per-field optima at ``s``
-    held fixed, ``T_mean`` the mean over fields of their mean TRP1.
-    """
-    t_f, t_field = field_optima_degC(
-        mu_um, sigma_um, temperature_degC, field_index, n_fields, s_um_per_degC
-    )
-    t_mean = float(np.mean(t_field))
-    return float(s_um_per_degC * (t_mean - np.nanmean(t_f))), t_mean
-
-
 def field_optima_degC(
     mu_um: np.ndarray,
     sigma_um: np.ndarray,
@@ -204,7 +183,8 @@ def field_optima_degC(
     s_um_per_degC: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(T_f, T_field)`` per field (degC): the thermal-model fit's optimum at ``s`` held
-    fixed, and the mean TRP1 of the field's frames; :func:`baseline_offset_um` averages them."""
+    fixed, and the mean TRP1 of the field's frames.  A plateau's mean offset as the one-plateau
+    fit reads it is ``m0 = s (mean T_field - mean T_f)``."""
     from plato_cnn.fit import fit_thermal_model
 
     f = np.asarray(field_index, int)
