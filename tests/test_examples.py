@@ -288,3 +288,27 @@ def test_out_of_family_kept_only_scores_complete_cameras_and_computes_nothing(
     oof._result_cache(job, with_card=False).write_text(json.dumps(kept))
     got = oof._evaluate(job)
     assert [r["bft"] for r in got["results"]] == [-80.3, -80.1]
+
+
+def test_crosscheck_rule_rows_follow_the_residual_check_and_both_rules():
+    """benchmarks/crosscheck_rule: an estimate its residual check flags is widened by it, and
+    by the forward fit from 1 combined sigma (command-line rule) but not under 3."""
+    from types import SimpleNamespace
+
+    import benchmarks.crosscheck_rule as cr
+
+    card = SimpleNamespace(residual_check=SimpleNamespace(entry=lambda n: (5.0, 0.5)))
+    # (error, sigma, residual um, s): flagged (8 > 5 um), widened to hypot(0.1, 0.5*8/10)
+    cnn = {str(n): (0.8, 0.1, 8.0, 10.0) for n in cr.PLATEAUX}
+    fw = {str(n): (0.0, 0.01, 1.0, 1.0, False) for n in cr.PLATEAUX}
+    rows = cr.camera_rows(cnn, fw, -80.0, card)
+    r = rows[5]
+    assert r["flagged"] and r["sigma_residual"] == pytest.approx(np.hypot(0.1, 0.4))
+    assert r["sigma_plain"] == r["sigma_residual"]  # 0.8 / 0.41 < 3 combined sigmas
+    assert r["sigma_cli"] >= 0.8  # beyond 1 combined sigma: widened to cover the forward fit
+    quiet = cr.camera_rows({k: (0.05, 0.1, 2.0, 10.0) for k in cnn}, fw, -80.0, card)[5]
+    assert not quiet["flagged"] and quiet["sigma_cli"] == quiet["sigma"] == 0.1
+    table = cr.build_rows({"fam": [rows, cr.camera_rows(cnn, fw, -80.0, card)]})
+    first = table[0]
+    assert first["n_cameras"] == 2 and first["frac_flagged"] == 1.0
+    assert first["coverage_raw"] == 0.0 and first["coverage_cli"] == 1.0
