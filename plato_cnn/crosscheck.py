@@ -14,10 +14,9 @@ that its own check already placed outside its model (the CNN's thermal-residual 
 estimate's sigma is a widening extrapolated from other families, no longer a calibrated one,
 while the forward fit's sigma is calibrated within and outside its basis (docs/forward.md).
 A difference beyond :data:`DISAGREE_SIGMAS_FLAGGED` (one) combined sigma then widens it.
-On the calibration families' kept results (12 + 12 + 4 cameras, the CNN widened by its
-residual check, the forward fit's calibrated sigma) this raised the coverage of the mild
-high-order cameras with 5 / 3 / 2 plateaux from 75 / 58 / 42 % to 100 / 83 / 67 % and left
-the design and strength-1 high-order cameras' unchanged.
+On the calibration families (``benchmarks/crosscheck_rule.py``: 12 design and 12 mild
+high-order cameras) this raised the coverage of the mild high-order cameras with 5 / 3 / 2
+plateaux from 75 / 58 / 42 % to 100 / 83 / 67 % and left the design cameras' unchanged.
 
 The check needs :data:`MIN_PLATEAUX` plateaux; with fewer it is reported as not run.  The
 classical fit itself runs from 3, but with 3 it is biased by ~1 degC and its sigma covers
