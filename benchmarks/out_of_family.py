@@ -51,10 +51,15 @@ the rows, the CNN model and its description's hash, the forward fit's model tag 
 version, the package version and the truth), so that an interrupted run (the full one is hours
 long) resumes; ``--fresh`` recomputes.  Rows kept under another forward procedure or CNN
 description are reused where they would come out the same (:func:`_still_current`).
+``--keep-dir DIR`` keeps them in one folder instead, each camera named by its campaign rather
+than its truth: a camera kept there is scored without emulating its campaign, so that a run
+goes on from kept results on another machine (the full run's are kept in
+``results/measured/out_of_family_rows``).
 
 Usage::
 
-    python -m benchmarks.out_of_family [--quick] [--fresh] [--kept-only] [--json OUT.json]
+    python -m benchmarks.out_of_family [--quick] [--fresh] [--kept-only] [--keep-dir DIR]
+        [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -157,21 +162,49 @@ def _card_sha(model: str | None) -> str:
 
 
 def _result_cache(job: dict, fit_version: int | None = None, with_card: bool = True) -> Path:
-    """Where one camera's results are kept (next to its campaign), named by what produced
-    them: the rows, the CNN model and (``with_card``) its description's hash, the forward
-    fit's model tag and procedure version (default: the current one), the package version
-    and the truth."""
+    """Where one camera's results are kept, named by what produced them: the rows, the CNN
+    model and (``with_card``) its description's hash, the forward fit's model tag and
+    procedure version (default: the current one), the package version and the camera.
+
+    Next to its campaign by default, the camera named by its truth; under ``keep_dir``
+    (``--keep-dir``) as ``<family><i>.oof_eval.<key>.json``, the camera named by its
+    campaign (:func:`_camera_identity`), so that a kept camera is known before its campaign
+    is emulated (its truth is in the file)."""
     import hashlib
 
     from plato_cnn.forward import FIT_VERSION, MODEL_TAG
     from plato_sim._version import __version__
 
     v = FIT_VERSION if fit_version is None else fit_version
-    key = [job["rows"], job["model"], MODEL_TAG, v, __version__, job["truth"]]
+    camera = _camera_identity(job) if job.get("keep_dir") else job["truth"]
+    key = [job["rows"], job["model"], MODEL_TAG, v, __version__, camera]
     if with_card:
         key.append(_card_sha(job["model"]))
-    text = json.dumps(key)
-    return Path(f"{job['dir']}.oof_eval.{hashlib.sha256(text.encode()).hexdigest()[:12]}.json")
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
+    if job.get("keep_dir"):
+        return Path(job["keep_dir"]) / f"{job['family']}{job['i']:03d}.oof_eval.{digest}.json"
+    return Path(f"{job['dir']}.oof_eval.{digest}.json")
+
+
+def _camera_identity(job: dict) -> list:
+    """What names a camera without its truth: its family, its campaign folder's name (which
+    carries the set's seed, the index and the design) and, in family, the emulator's seed
+    and requested T_BF (the in-family folder names leave them out)."""
+    return [job["family"], Path(job["dir"]).name, job.get("seed"), job.get("bft")]
+
+
+def _kept_file(job: dict) -> dict | None:
+    """The camera's results kept under the current key, or None; a file whose truth differs
+    from the job's (where the job knows it) is not this camera's and is ignored."""
+    cache = _result_cache(job)
+    if not cache.is_file() or job.get("fresh"):
+        return None
+    kept = json.loads(cache.read_text())
+    if job.get("truth") is not None and kept.get("truth") != job["truth"]:
+        log.warning("%s: kept truth %s is not the campaign's %s; recomputed",
+                    cache, kept.get("truth"), job["truth"])  # fmt: skip
+        return None
+    return kept
 
 
 def _still_current(job: dict) -> dict | None:
@@ -188,6 +221,8 @@ def _still_current(job: dict) -> dict | None:
         if not path.is_file():
             continue
         kept = json.loads(path.read_text())
+        if job.get("truth") is not None and kept.get("truth") != job["truth"]:
+            continue
         kept["results"] = [
             r for r in kept["results"]
             if "error" not in r
@@ -203,8 +238,9 @@ def _evaluate(job: dict) -> dict:
     (``--fresh`` recomputes).  Rows kept under an earlier forward procedure are reused where
     the current one gives the same (:func:`_still_current`); only the others are computed."""
     cache = _result_cache(job)
-    if cache.is_file() and not job.get("fresh"):
-        return _scored(json.loads(cache.read_text()))
+    done = _kept_file(job)
+    if done is not None:
+        return _scored(done)
     kept = None if job.get("fresh") else _still_current(job)
     if job.get("kept_only"):  # score only what is kept, compute nothing
         complete = kept is not None and {r["row"] for r in kept["results"]} >= set(job["rows"])
@@ -379,14 +415,44 @@ def markdown(result: dict) -> str:
     return markdown_table(result["rows"], cols)
 
 
-def _oof_truths(args: argparse.Namespace) -> list[tuple[Path, dict]]:
+def _oof_kwargs(args: argparse.Namespace) -> dict:
+    return dict(seed=args.oof_seed, bft_range_degC=tuple(args.oof_bft_range),
+                n_sub_truth=args.n_sub_truth, plateaux_degC=SUBSETS[5])  # fmt: skip
+
+
+def _oof_folders(args: argparse.Namespace) -> list[Path]:
+    from plato_sim.scenes.out_of_family import out_of_family_folders
+
+    return out_of_family_folders(args.oof_cache, args.oof_cameras, **_oof_kwargs(args))
+
+
+def _emulate_missing(args: argparse.Namespace, jobs: list[dict], out_jobs: list[dict]) -> None:
+    """Set each job's ``truth``, emulating (or reading) its campaign, except for the cameras
+    whose results are all kept under ``--keep-dir`` (their truth is read from the kept file)
+    and, with ``--kept-only``, any camera not kept (it is not scored)."""
     from plato_sim.scenes.out_of_family import emulate_out_of_family
 
-    return emulate_out_of_family(
-        args.oof_cache, args.oof_cameras, seed=args.oof_seed,
-        bft_range_degC=tuple(args.oof_bft_range), n_sub_truth=args.n_sub_truth,
-        workers=args.workers, plateaux_degC=SUBSETS[5],
-    )  # fmt: skip
+    need = []
+    for j in jobs + out_jobs:
+        kept = _kept_file(j) if args.keep_dir else None
+        if kept is not None:
+            j["truth"] = kept["truth"]
+        elif not (args.keep_dir and args.kept_only):
+            need.append(j)
+    log.info("%d of %d campaigns to emulate or read", len(need), len(jobs) + len(out_jobs))
+    need_in = [j for j in need if j["family"] == "in"]
+    for j, tr in zip(need_in, map_jobs(_emulate, need_in, args.workers), strict=True):
+        j["truth"] = tr["bft_degC"]
+    need_out = [j for j in need if j["family"] == "out"]
+    if need_out:
+        done = emulate_out_of_family(
+            args.oof_cache, args.oof_cameras, workers=args.workers,
+            only=[j["i"] for j in need_out], **_oof_kwargs(args),
+        )  # fmt: skip
+        for j, (d, tr) in zip(need_out, done, strict=True):
+            if Path(j["dir"]) != d:
+                raise RuntimeError(f"nodal camera {j['i']}: folder {d}, expected {j['dir']}")
+            j["truth"] = tr["bft_degC"]
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -402,6 +468,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="true T_BF range (degC) out of family",
     )
     ap.add_argument("--oof-cache", default="out/out_of_family_cache")
+    ap.add_argument(
+        "--keep-dir",
+        default=None,
+        help="keep each camera's results in this folder (default: next to its campaign); a "
+        "camera kept there is scored without emulating its campaign, so a run can go on from "
+        "kept results on a machine without the campaigns",
+    )
     ap.add_argument("--skip-forward", action="store_true", help="leave out the forward method")
     ap.add_argument(
         "--fresh",
@@ -445,17 +518,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = [k for k, r in enumerate(ROWS) if r[1] in methods and r[3] in args.plateaux]
     scored = rows + [k for k, (a, b) in CHECKS.items() if a in rows and b in rows]
     t0 = time.perf_counter()
-    common = dict(model=args.model, rows=rows, fresh=args.fresh, kept_only=args.kept_only)
+    common = dict(model=args.model, rows=rows, fresh=args.fresh, kept_only=args.kept_only,
+                  keep_dir=args.keep_dir)  # fmt: skip
+    if args.keep_dir:
+        Path(args.keep_dir).mkdir(parents=True, exist_ok=True)
     jobs = campaign_jobs(args, family="in", **common)
-    truths = map_jobs(_emulate, jobs, args.workers)
-    for j, tr in zip(jobs, truths, strict=True):
-        j["truth"] = tr["bft_degC"]
-    out_jobs = [dict(i=i, dir=str(d), truth=tr["bft_degC"], family="out", **common)
-                for i, (d, tr) in enumerate(_oof_truths(args))]  # fmt: skip
+    out_jobs = [dict(i=i, dir=str(d), family="out", **common)
+                for i, d in enumerate(_oof_folders(args))]  # fmt: skip
+    _emulate_missing(args, jobs, out_jobs)
     t_emul = time.perf_counter() - t0
     t1 = time.perf_counter()
     # the two families alternate, so that a run stopped early has scored both alike
     order = [j for pair in zip_longest(jobs, out_jobs) for j in pair if j is not None]
+    order = [j for j in order if "truth" in j or args.kept_only]
     evals = [e for e in map_jobs(_evaluate, order, args.workers) if e is not None]
     if args.kept_only:
         log.warning(

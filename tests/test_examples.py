@@ -290,6 +290,51 @@ def test_out_of_family_kept_only_scores_complete_cameras_and_computes_nothing(
     assert [r["bft"] for r in got["results"]] == [-80.3, -80.1]
 
 
+def test_out_of_family_keep_dir_scores_kept_cameras_without_emulating(tmp_path, monkeypatch):
+    """``--keep-dir``: a camera whose rows are all kept there takes its truth from the file and
+    its campaign is not emulated; the others are emulated (the nodal ones by index), and
+    with ``--kept-only`` nothing is."""
+    import benchmarks.out_of_family as oof
+    import plato_sim.scenes.out_of_family as scene
+
+    argv = ["--quick", "--keep-dir", str(tmp_path / "keep"), "--cache", str(tmp_path / "in"),
+            "--oof-cache", str(tmp_path / "out"), "--workers", "1", "--methods", "eef"]  # fmt: skip
+
+    def jobs_for(args):
+        rows = [k for k, r in enumerate(oof.ROWS) if r[1] in args.methods]
+        common = dict(model=None, rows=rows, fresh=False, kept_only=args.kept_only,
+                      keep_dir=args.keep_dir)  # fmt: skip
+        out = [dict(i=i, dir=str(d), family="out", **common)
+               for i, d in enumerate(oof._oof_folders(args))]  # fmt: skip
+        return oof.campaign_jobs(args, family="in", **common), out
+
+    args = oof._parse(argv)
+    Path(args.keep_dir).mkdir(parents=True)
+    jobs, out_jobs = jobs_for(args)
+    for j in (jobs[1], out_jobs[2]):
+        kept = {"i": j["i"], "family": j["family"], "truth": -77.5, "s": 1.0,
+                "results": [{"row": k, "bft": -77.4, "sigma": 0.2} for k in j["rows"]]}  # fmt: skip
+        oof._result_cache(j).write_text(json.dumps(kept))
+    emulated = []
+    monkeypatch.setattr(oof, "_emulate", lambda j: emulated.append(j["i"]) or {"bft_degC": -80.0})
+
+    def fake_oof(out_dir, n, workers=1, only=None, **kw):
+        emulated.extend(f"out{i}" for i in only)
+        folders = scene.out_of_family_folders(out_dir, n, **kw)
+        return [(folders[i], {"bft_degC": -81.0}) for i in only]
+
+    monkeypatch.setattr(scene, "emulate_out_of_family", fake_oof)
+    oof._emulate_missing(args, jobs, out_jobs)
+    assert emulated == [0, 2, 3, "out0", "out1", "out3"]
+    assert jobs[1]["truth"] == out_jobs[2]["truth"] == -77.5 and jobs[0]["truth"] == -80.0
+    assert oof._evaluate(jobs[1])["results"][0]["bft"] == -77.4
+    args = oof._parse([*argv, "--kept-only"])
+    jobs, out_jobs = jobs_for(args)
+    emulated.clear()
+    oof._emulate_missing(args, jobs, out_jobs)
+    assert emulated == [] and [j.get("truth") for j in out_jobs] == [None, None, -77.5, None]
+
+
 def test_crosscheck_rule_rows_follow_the_residual_check_and_both_rules():
     """benchmarks/crosscheck_rule: an estimate its residual check flags is widened by it, and
     by the forward fit from 1 combined sigma (command-line rule) but not under 3."""

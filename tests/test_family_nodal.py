@@ -16,7 +16,11 @@ from plato_sim.optics.spectra import ogse_spectrum
 from plato_sim.optics.wavefront import dz_to_z4_nm
 from plato_sim.psf.fast import FastEngine
 from plato_sim.scenes.family_campaigns import random_design
-from plato_sim.scenes.out_of_family import emulate_out_of_family, nodal_camera_job
+from plato_sim.scenes.out_of_family import (
+    emulate_out_of_family,
+    nodal_camera_job,
+    out_of_family_folders,
+)
 from plato_sim.truth.bestfocus import expected_eef
 
 SMALL = dict(n_fields=4, n_dithers=3, frames_per_dither=1, n_wavelengths=3)
@@ -56,6 +60,17 @@ def test_same_seed_gives_the_same_bytes(campaign, tmp_path):
     # another seed: another camera
     other = nodal_camera_job(4, 0)["camera"]
     assert other != nodal_camera_job(3, 0)["camera"]
+
+
+def test_only_some_cameras_are_emulated_in_their_own_folders(campaign):
+    """``only=``: camera 0 of a larger set is the same camera in the same folder (here the
+    one already written, so it is read back); camera 1 is neither written nor returned."""
+    root, d, truth = campaign
+    folders = out_of_family_folders(root / "a", 2, seed=3, n_sub_truth=2, **SMALL)
+    ((d0, truth0),) = emulate_out_of_family(root / "a", 2, seed=3, n_sub_truth=2, only=[0],
+                                            **SMALL)  # fmt: skip
+    assert d0 == folders[0] == d and truth0["bft_degC"] == truth["bft_degC"]
+    assert not folders[1].exists()
 
 
 def test_coma_grows_linearly_with_h_and_constant_terms_do_not():

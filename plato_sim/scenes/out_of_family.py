@@ -18,6 +18,7 @@ integers), and no training or calibration code imports this module or the family
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from pathlib import Path
 
 from plato_sim.optics.family_nodal import NodalCamera
@@ -35,6 +36,7 @@ __all__ = [
     "random_design",
     "nodal_camera_job",
     "emulate_out_of_family",
+    "out_of_family_folders",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ def emulate_out_of_family(
     bft_range_degC: tuple[float, float] = OOF_BFT_RANGE_DEGC,
     n_sub_truth: int = TRUTH_N_SUB,
     workers: int = 1,
+    only: Collection[int] | None = None,
     **fixed,
 ) -> list[tuple[Path, dict]]:
     """Write (or reuse) ``n_cameras`` nodal-family campaigns under ``out_dir``.
@@ -70,15 +73,35 @@ def emulate_out_of_family(
         bft_range_degC: range of the true T_BF (uniform, degC).
         n_sub_truth: sub-pixel grid of the truth's expected EEF (n x n).
         workers: processes (spawned) emulating in parallel.
+        only: camera indices to emulate (default: all ``n_cameras``); the others are neither
+            written nor returned, and each camera is the same as in the whole set.
         **fixed: design fields that replace the drawn ones for every camera (e.g.
             ``plateaux_degC=(-90, -85, -80, -75, -70)`` to allow plateau subsets); they are
             part of the folder name so that different settings never share a folder.
 
     Returns:
-        ``(folder, truth)`` per camera, in camera order.
+        ``(folder, truth)`` per camera emulated, in camera order.
     """
     jobs = family_jobs(nodal_camera_job, "nodal", out_dir, n_cameras, seed, bft_range_degC,
                        OOF_BFT_RANGE_DEGC, n_sub_truth, fixed)  # fmt: skip
+    if only is not None:
+        keep = set(only)
+        jobs = [j for i, j in enumerate(jobs) if i in keep]
     done = emulate_family(jobs, workers, desc="nodal-family campaigns")
     log.info("%d nodal-family campaigns under %s", len(done), out_dir)
     return done
+
+
+def out_of_family_folders(
+    out_dir: str | Path,
+    n_cameras: int,
+    seed: int = 0,
+    bft_range_degC: tuple[float, float] = OOF_BFT_RANGE_DEGC,
+    n_sub_truth: int = TRUTH_N_SUB,
+    **fixed,
+) -> list[Path]:
+    """The folders :func:`emulate_out_of_family` uses for the same arguments, one per camera
+    in camera order, without emulating anything (the cameras are drawn, which is cheap)."""
+    jobs = family_jobs(nodal_camera_job, "nodal", out_dir, n_cameras, seed, bft_range_degC,
+                       OOF_BFT_RANGE_DEGC, n_sub_truth, fixed)  # fmt: skip
+    return [Path(j["dir"]) for j in jobs]
