@@ -133,6 +133,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--oof-seed", type=int, default=1, help="their evaluation-set seed")
     ap.add_argument("--labels", choices=("forward", "eef"), default="forward")
     ap.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
+    ap.add_argument(
+        "--resimulate",
+        action="store_true",
+        help="also train on each fitted camera re-simulated (plato_cnn.resimulate)",
+    )
     ap.add_argument("--model", default=None, help="base model (default: the shipped one)")
     ap.add_argument("--synthetic", default=None, help="pretraining dataset replayed")
     ap.add_argument("--out", default="out/finetune_transfer", help="fine-tuned model folder")
@@ -173,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
         synthetic = ShardFocusDataset(args.synthetic)
     t2 = time.perf_counter()
-    cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed, labels=args.labels)
+    cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed, labels=args.labels,
+                         resimulate=args.resimulate)  # fmt: skip
     summary = finetune(frames, args.out, base, cfg, synthetic, forward_reports=reports)
     t_train = time.perf_counter() - t2
     t3 = time.perf_counter()

@@ -289,7 +289,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         frames.append(fr.select(fr.usable))
     synthetic = ShardFocusDataset(args.synthetic) if args.synthetic else None
     reports = [_read_report(p) for p in args.forward_json] if args.forward_json else None
-    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, labels=args.labels)
+    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, labels=args.labels,
+                         resimulate=args.resimulate)  # fmt: skip
     summary = finetune(frames, args.out, args.model, cfg, synthetic, forward_reports=reports)
     for cam, b, a in zip(summary["cameras"], summary["before"], summary["after"], strict=True):
         if args.labels == "forward":
@@ -613,6 +614,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="forward reports made with bft --method forward --field-focus, one per "
         "--campaign in the same order (default: fit each campaign)",
+    )
+    p.add_argument(
+        "--resimulate",
+        action="store_true",
+        help="with forward labels: also train on each fitted camera re-simulated at its T_BF "
+        "-6..+6 degC, exact labels (campaigns kept under OUT/resimulated; ~1 min per camera)",
     )
     p.add_argument("--epochs", type=int_in(1), default=4, help="fine-tuning epochs")
     p.add_argument(

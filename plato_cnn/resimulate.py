@@ -136,11 +136,14 @@ def resimulate_campaign(
     return emulated, truth
 
 
-def resimulated_labels(frames, camera: TabulatedCamera, n_sub: int = 4) -> np.ndarray:
+def resimulated_labels(
+    frames, camera: TabulatedCamera, n_sub: int = 4, spectrum=None
+) -> np.ndarray:
     """Each frame's focal offset from its field's EEF-optimal focus (um, > 0 behind it):
     ``dz_th(T_i) - dz_th,opt(field)`` for ``camera`` (exact for its re-simulated frames;
     :func:`plato_sim.truth.bestfocus.field_best_focus_um` on an ``n_sub`` x ``n_sub``
-    sub-pixel grid).  Frames at positions not in the camera's table raise ParameterError."""
+    sub-pixel grid, the OGSE ``spectrum`` by default).  Frames at positions not in the
+    camera's table raise ParameterError."""
     theta = np.asarray(frames.field_theta_deg, float)
     phi = np.asarray(frames.field_phi_deg, float)
     k = camera.optics.field_index(theta, phi)
@@ -149,7 +152,8 @@ def resimulated_labels(frames, camera: TabulatedCamera, n_sub: int = 4) -> np.nd
 
     opt, _ = field_best_focus_um(
         camera.optics, np.asarray(camera.optics.theta_deg)[uniq],
-        np.asarray(camera.optics.phi_deg)[uniq], engine=camera.engine(), n_sub=n_sub,
+        np.asarray(camera.optics.phi_deg)[uniq], spectrum=spectrum, engine=camera.engine(),
+        n_sub=n_sub,
     )  # fmt: skip
     best = np.full(len(camera.optics.theta_deg), np.nan)
     best[uniq] = opt

@@ -95,26 +95,79 @@ def test_fitted_camera_keeps_the_reports_thermal_model_and_wavefront():
         fitted_camera({"params": {}, "wavefront": []})
 
 
-def test_resimulated_campaign_of_an_exact_report_is_the_camera(tmp_path):
-    """A report that describes a camera exactly, re-simulated: the emulator puts its thermal
-    zero where the camera's is (same optics, same T_BF), the campaign reads back, and the
-    labels are each frame's thermal shift less its field's optimum: negative on the cold
-    plateau, positive on the warm one (s > 0)."""
+@pytest.fixture(scope="module")
+def exact(tmp_path_factory):
+    """A design camera at T_BF -79 degC, a report describing it exactly, and that report
+    re-simulated on two plateaux (one frame per field and plateau)."""
     eng = FastEngine(diffusion_sigma_px=DEFAULT_DIFFUSION_SIGMA_PX)
     cam, theta, phi = _design_camera()
     sp = ogse_spectrum(cam.optics.camera, 3)
     cam, bf = t0_for_best_focus(cam, -79.0, theta_deg=theta, phi_deg=phi, spectrum=sp, engine=eng,
                                 n_sub=2)  # fmt: skip
     rep = _report(cam, theta, phi, bf.bft_degC)
+    d = tmp_path_factory.mktemp("resim") / "camp"
     emulated, truth = resimulate_campaign(
-        rep, tmp_path / "resim", (-85.0, -73.0), n_dithers=1, frames_per_dither=1,
+        rep, d, (-85.0, -73.0), n_dithers=1, frames_per_dither=1,
         n_sub_truth=2, window_px=32, n_background_frames=1, n_wavelengths=3,
     )  # fmt: skip
-    assert truth["family"] == "tabulated" and truth["bft_degC"] == pytest.approx(bf.bft_degC)
-    assert emulated.thermal.t0_degC == pytest.approx(cam.thermal.t0_degC, abs=0.01)
-    fr = read_campaign(tmp_path / "resim")
+    return dict(cam=cam, bf=bf, rep=rep, dir=d, emulated=emulated, truth=truth, eng=eng,
+                theta=theta, phi=phi)  # fmt: skip
+
+
+def test_resimulated_campaign_of_an_exact_report_is_the_camera(exact):
+    """A report that describes a camera exactly, re-simulated: the emulator puts its thermal
+    zero where the camera's is (same optics, same T_BF), the campaign reads back, and the
+    labels are each frame's thermal shift less its field's optimum: negative on the cold
+    plateau, positive on the warm one (s > 0)."""
+    e = exact
+    assert e["truth"]["family"] == "tabulated"
+    assert e["truth"]["bft_degC"] == pytest.approx(e["bf"].bft_degC)
+    assert e["emulated"].thermal.t0_degC == pytest.approx(e["cam"].thermal.t0_degC, abs=0.01)
+    fr = read_campaign(e["dir"])
     fr = fr.select(fr.usable)
-    assert len(fr) == 2 * len(theta)
-    lab = resimulated_labels(fr, emulated, n_sub=2)
+    assert len(fr) == 2 * len(e["theta"])
+    lab = resimulated_labels(
+        fr, e["emulated"], n_sub=2, spectrum=ogse_spectrum(e["cam"].optics.camera, 3)
+    )
     cold = fr.temperature_degC < -80
     assert np.all(lab[cold] < -40) and np.all(lab[~cold] > 40)
+
+
+def test_finetune_trains_on_the_resimulated_fitted_camera(exact, tmp_path):
+    """``FinetuneConfig(resimulate=True)``: each camera's report is re-simulated under the
+    model folder and its frames, with exact labels, join the camera's own frames in every
+    epoch; without physics labels it is refused."""
+    import torch
+
+    from plato_cnn.nn.card import save_model
+    from plato_cnn.nn.model import FocusNet, FocusNetConfig
+    from plato_cnn.pipelines.finetune import FinetuneConfig, finetune
+    from plato_sim.truth.bestfocus import field_best_focus_um
+
+    e = exact
+    fr = read_campaign(e["dir"])
+    fr = fr.select(fr.usable)
+    p = e["rep"]["params"]
+    best, _ = field_best_focus_um(e["cam"].optics, e["theta"], e["phi"], engine=e["eng"], n_sub=2)
+    rep = dict(e["rep"], sigma_degC=0.01, outside_model=False, chi2={"reduced": 1.0},
+               s_um_per_degC=p["s_um_per_degC"],
+               field_focus={"theta_deg": list(e["theta"]), "phi_deg": list(e["phi"]),
+                            "dz_th_best_um": list(best), "n_sub": 2,
+                            "thermal": {"t_ref_degC": float(np.mean(e["rep"]["plateaux_degC"])),
+                                        "b_um": p["b_um"], "s_um_per_degC": p["s_um_per_degC"],
+                                        "q_um_per_degC2": p["q_um_per_degC2"]}})  # fmt: skip
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    save_model(FocusNet(FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1, hidden=16)),
+               base, {})  # fmt: skip
+    cfg = FinetuneConfig(epochs=1, batch_size=16, resimulate=True, resim_dithers=1,
+                         resim_frames_per_dither=1, resim_n_sub_truth=2,
+                         cv_sigma=False)  # fmt: skip
+    out = tmp_path / "ft"
+    summary = finetune([fr], out, base, cfg, progress=False, forward_reports=[rep])
+    (resim,) = (out / "resimulated").glob("*.truth.json")
+    assert summary["history"][0]["samples"] == len(fr) + 5 * len(e["theta"])
+    assert resim.is_file()
+    with pytest.raises(ParameterError, match="physics labels"):
+        finetune([fr], tmp_path / "ft2", base, FinetuneConfig(labels="eef", resimulate=True),
+                 progress=False)  # fmt: skip

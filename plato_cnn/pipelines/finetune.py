@@ -66,6 +66,7 @@ from plato_cnn.predict import network_stamps
 from plato_cnn.robust import huber_weights
 from plato_sim.errors import ParameterError
 from plato_sim.io.atomic import atomic_write_text
+from plato_sim.truth.bestfocus import TRUTH_N_SUB
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,15 @@ class FinetuneConfig:
     #: under the optics the forward fit measured on the camera's own images) or "eef"
     #: (the EEF-anchored self-consistent pseudo-labels above)
     labels: str = "forward"
+    #: with physics labels: also train on a campaign of each *fitted* camera re-simulated at
+    #: the fitted T_BF + RESIM_OFFSETS_DEGC (plato_cnn.resimulate), with its exact labels, so
+    #: that the network sees the camera's optics near focus and beyond the plateaux
+    resimulate: bool = False
+    #: dithers and frames per dither of each re-simulated plateau (per field position)
+    resim_dithers: int = 5
+    resim_frames_per_dither: int = 2
+    #: sub-pixel grid of the re-simulated campaigns' truth (n x n; the project's default)
+    resim_n_sub_truth: int = TRUTH_N_SUB
 
 
 def eef_field_optima(
@@ -283,6 +293,36 @@ def pseudo_labels(
     return labels, info
 
 
+def _resimulated_sets(
+    frames_list: list, reports: list[dict], folder: Path, cfg: FinetuneConfig
+) -> dict[int, Dataset]:
+    """Per camera, its fitted camera re-simulated (:func:`plato_cnn.resimulate.
+    resimulate_campaign`, kept under ``folder``) as a dataset with exact labels."""
+    from plato_cnn.reader import read_campaign
+    from plato_cnn.resimulate import resimulate_campaign, resimulated_labels
+
+    out = {}
+    for k, (fr, rep) in enumerate(zip(frames_list, reports, strict=True)):
+        d = folder / f"cam{k:02d}_{_slug(fr.camera)}_s{cfg.seed}"
+        log.info("finetune: re-simulating the fitted camera %s in %s", fr.camera, d)
+        cam, _truth = resimulate_campaign(
+            rep, d, n_dithers=cfg.resim_dithers, frames_per_dither=cfg.resim_frames_per_dither,
+            seed=cfg.seed * 1000 + k, camera_name=f"resim{k:02d}",
+            n_sub_truth=cfg.resim_n_sub_truth,
+        )  # fmt: skip
+        rf = read_campaign(d)
+        rf = rf.select(rf.usable)
+        lab = resimulated_labels(rf, cam)
+        out[k] = ArrayFocusDataset(
+            network_stamps(rf), rf.field_theta_deg, rf.field_phi_deg, lab, np.full(len(rf), k)
+        )
+    return out
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in str(name))[:40]
+
+
 def _forward_reports(frames_list: list, given: list[dict] | None, seed: int) -> list[dict]:
     """Forward-fit reports with ``field_focus`` of every camera (given ones are checked)."""
     from plato_cnn.forward import forward_bft
@@ -386,7 +426,7 @@ def _train(
             opt.step()
             tot += float(loss.detach()) * len(target)
             n_seen += len(target)
-        history.append({"epoch": epoch + 1, "loss": tot / max(1, n_seen)})
+        history.append({"epoch": epoch + 1, "loss": tot / max(1, n_seen), "samples": n_seen})
         if progress:
             log.info("finetune epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, tot / max(1, n_seen))
     model.eval()
@@ -479,6 +519,8 @@ def finetune(
     if cfg.labels not in ("forward", "eef"):
         raise ParameterError(f"labels={cfg.labels!r}: 'forward' or 'eef'")
     physics = cfg.labels == "forward"
+    if cfg.resimulate and not physics:
+        raise ParameterError("resimulate needs physics labels (labels='forward')")
     need = 2 if physics else cfg.min_plateaux
     for k, fr in enumerate(frames_list):
         n_plat = len(np.unique(fr.obsid))
@@ -493,10 +535,13 @@ def finetune(
     anchors = [None] * len(frames_list)
     anchor_sigmas: list[float] = []
     fixed_labels: list[np.ndarray] | None = None
+    resim: dict[int, Dataset] = {}
     if physics:
         reports = _forward_reports(frames_list, forward_reports, cfg.seed)
         fixed_labels = [physics_labels(fr, r) for fr, r in zip(frames_list, reports, strict=True)]
         anchor_sigmas = [float(r["sigma_degC"]) for r in reports]
+        if cfg.resimulate:
+            resim = _resimulated_sets(frames_list, reports, Path(out_dir) / "resimulated", cfg)
     elif cfg.anchor == "logpoly":
         for k, fr in enumerate(frames_list):
             t_f, rms, sig = field_anchors(fr, eefs[k], cfg.centre_on_classical, cfg.seed)
@@ -526,6 +571,7 @@ def finetune(
                 )  # fmt: skip
             )
             infos.append(info)
+        parts += [resim[k] for k in cams if k in resim]
         return parts, infos
 
     all_cams = list(range(len(frames_list)))
