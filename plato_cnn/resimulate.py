@@ -31,6 +31,7 @@ from plato_sim.truth.bestfocus import TRUTH_N_SUB
 
 __all__ = [
     "RESIM_OFFSETS_DEGC",
+    "RESIM_WINDOW_PX",
     "fitted_camera",
     "resimulate_campaign",
     "resimulated_labels",
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 #: Default plateaux of a re-simulated campaign, relative to the fitted T_BF (degC): both sides
 #: of focus and focus itself, 30 um apart at s = 10 um/degC.
 RESIM_OFFSETS_DEGC = (-6.0, -3.0, 0.0, 3.0, 6.0)
+#: Readout window of a re-simulated campaign (pixels): the smallest that holds the reader's
+#: 32 x 32 stamp (docs/campaign-format.md).
+RESIM_WINDOW_PX = 32
 
 
 def fitted_camera(report: dict, camera_id: int = 0) -> TabulatedCamera:
@@ -103,7 +107,10 @@ def resimulate_campaign(
             camera's thermal zero so that its true T_BF is the report's.
         camera_name: the CAMERA of the folder names.
         **design_overrides: other :class:`~plato_sim.scenes.design.CampaignDesign` fields
-            (``flux_e``, ``window_px``, ``detector``...).
+            (``flux_e``, ``detector``...); ``window_px`` defaults to
+            :data:`RESIM_WINDOW_PX`, the smallest window, so that every position the real
+            campaign had on a CCD fits there (a larger one may move a position in azimuth off
+            the fitted table, which is refused).
 
     Returns:
         ``(camera, truth)``: the camera as emulated (thermal zero placed by the emulator) and
@@ -113,6 +120,7 @@ def resimulate_campaign(
     from plato_sim.scenes.ground_test import emulate_or_load
 
     cam = fitted_camera(report)
+    design_overrides.setdefault("window_px", RESIM_WINDOW_PX)
     bft = float(report["bft_degC"])
     if plateaux_degC is None:
         plateaux_degC = tuple(round(bft + d, 1) for d in RESIM_OFFSETS_DEGC)
