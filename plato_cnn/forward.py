@@ -132,7 +132,6 @@ PARAM_NAMES = (
     "chrom_scale", "chrom_lin_um", "diffusion_sigma_px",
 )  # fmt: skip
 _IX = {n: i for i, n in enumerate(PARAM_NAMES)}
-_G = len(PARAM_NAMES)
 #: Per-field residual terms, added to the smooth model at one field position: its own focal
 #: offset (CCD height steps, local flatness of the focal plane) and its own Z5..Z22.  They
 #: follow the global parameters, field by field.
@@ -153,7 +152,16 @@ PRIOR_SIGMA = {
     "Z9_0_nm": 300.0, "Z10_0_nm": 300.0,
     "sph_0_nm": 1000.0, "sph_2_nm": 500.0,
     "chrom_scale": 2.0, "chrom_lin_um": 10.0, "diffusion_sigma_px": 0.2,
+    "chrom_cub_um": 5.0,
 }  # fmt: skip
+#: The optional cubic chromatic term (``forward_bft(chromatic_cubic=True)``): focal shift
+#: ``chrom_cub_um * ((lambda - chrom_ref) / 100 nm)^3`` on top of the design-shaped and linear
+#: ones, a global parameter after :data:`PARAM_NAMES`.  A refractive camera's secondary
+#: spectrum need not have the design's shape; a cubic left out biases the EEF peak, which few
+#: plateaux far from focus see only through the model (docs/forward.md, "Two plateaux").
+#: Its prior sigma (in :data:`PRIOR_SIGMA`, ASSUMED) is weak: 5 um per (100 nm)^3 is 30 um at
+#: the band edges, several times the design's secondary spectrum there.
+CUBIC_CHROM_PARAM = "chrom_cub_um"
 #: Prior sigmas of the per-field residuals (ASSUMED): a focal offset of 20 um (twice the CCD
 #: flatness and height tolerances of order 10 um), 100 nm for each Zernike term (several
 #: times the secondary aberrations expected of a refractive design): wide against what a
@@ -278,6 +286,7 @@ class ForwardModel:
         quadratic: fit ``q`` (with its prior :data:`Q_PRIOR_UM_PER_DEGC2`); ``False``: q = 0.
         field_residuals: fit the per-field residual terms (:data:`FIELD_TERMS`); without
             them the wavefront is the smooth field model alone.
+        chromatic_cubic: add the cubic chromatic term (:data:`CUBIC_CHROM_PARAM`).
     """
 
     def __init__(
@@ -290,8 +299,15 @@ class ForwardModel:
         t_ref_degC: float,
         quadratic: bool = True,
         field_residuals: bool = True,
+        chromatic_cubic: bool = False,
     ) -> None:
         self.eng = engine
+        self.cubic = bool(chromatic_cubic)
+        # the cubic term, when fitted, is one more local direction and one more global
+        # parameter after the others; without it the layout is PARAM_NAMES / LOCAL_TERMS
+        self.global_names = PARAM_NAMES + ((CUBIC_CHROM_PARAM,) if self.cubic else ())
+        self.n_g = len(self.global_names)
+        self.local_terms = LOCAL_TERMS + (("chrom_cub",) if self.cubic else ())
         self.sp = spectrum
         self.design = design
         self.t_ref = float(t_ref_degC)
@@ -307,7 +323,7 @@ class ForwardModel:
         self.eng_jac, self.k_jac = engine, self.k
         self.set_jacobian_spectrum(spectrum)
         n_f = len(self.fx)
-        self.param_names = PARAM_NAMES + tuple(
+        self.param_names = self.global_names + tuple(
             f"field{f}_{t}" for f in range(n_f) for t in FIELD_TERMS
         )
         self.n_par = len(self.param_names)
@@ -316,21 +332,21 @@ class ForwardModel:
             self.free[_IX["q_um_per_degC2"]] = False
         self.field_residuals = bool(field_residuals)
         if not self.field_residuals:
-            self.free[_G:] = False
+            self.free[self.n_g :] = False
 
     def _chrom_factors(self, lam_nm) -> np.ndarray:
-        """``(2, L)``: focal shift (um) per unit of ``chrom_scale`` and of ``chrom_lin_um``."""
+        """``(C, L)``: focal shift (um) per unit of ``chrom_scale``, of ``chrom_lin_um`` and,
+        with the cubic term, of ``chrom_cub_um``."""
         lam = np.asarray(lam_nm, float)
-        return np.stack(
-            [
-                np.asarray(self.design.chromatic_shift_um(lam), float),
-                (lam - self.design.chrom_ref_nm) / 100.0,
-            ]
-        )
+        x = (lam - self.design.chrom_ref_nm) / 100.0
+        rows = [np.asarray(self.design.chromatic_shift_um(lam), float), x]
+        if self.cubic:
+            rows.append(x**3)
+        return np.stack(rows)
 
     def _directions(self, spectrum) -> torch.Tensor:
         """Direction ``(T, L, J)`` of each local term in Noll space (nm per unit)."""
-        e = np.zeros((len(LOCAL_TERMS), spectrum.n, N_FIT_ZERNIKE))
+        e = np.zeros((len(self.local_terms), spectrum.n, N_FIT_ZERNIKE))
         e[0, :, 3] = self.kz4
         for j in range(_N_DIRECT - 1):
             e[1 + j, :, 4 + j] = 1.0
@@ -339,7 +355,7 @@ class ForwardModel:
 
     def prior_sigma(self) -> np.ndarray:
         """Prior sigma of every parameter (:data:`PRIOR_SIGMA`, :data:`FIELD_PRIOR_SIGMA`)."""
-        sig = np.array([PRIOR_SIGMA[n] for n in PARAM_NAMES], float)
+        sig = np.array([PRIOR_SIGMA[n] for n in self.global_names], float)
         per_field = np.array(
             [FIELD_PRIOR_SIGMA["dz_um"]] + [FIELD_PRIOR_SIGMA["Z_nm"]] * (len(FIELD_TERMS) - 1)
         )
@@ -398,7 +414,7 @@ class ForwardModel:
         f = np.asarray(field_idx, int)
         tc = np.asarray(t_degC, float) - self.t_ref
         x, y, h2 = self.fx[f], self.fy[f], self.fh2[f]
-        a = np.zeros((len(f), len(LOCAL_TERMS), self.n_par))
+        a = np.zeros((len(f), len(self.local_terms), self.n_par))
         ix = _IX
         a[:, 0, ix["b_um"]] = 1.0
         a[:, 0, ix["s_um_per_degC"]] = tc
@@ -425,17 +441,20 @@ class ForwardModel:
         a[:, 7, ix["sph_2_nm"]] = h2
         a[:, _N_DIRECT, ix["chrom_scale"]] = 1.0
         a[:, _N_DIRECT + 1, ix["chrom_lin_um"]] = 1.0
+        if self.cubic:
+            a[:, _N_DIRECT + 2, self.n_g - 1] = 1.0
         rows = np.arange(len(f))
         for t in range(_N_DIRECT):  # per-field residuals: dz and Z5..Z22
-            a[rows, t, _G + f * len(FIELD_TERMS) + t] = 1.0
+            a[rows, t, self.n_g + f * len(FIELD_TERMS) + t] = 1.0
         return a
 
     def field_columns(self, field_idx) -> np.ndarray:
         """``(B, C)``: the parameters that a state of field ``field_idx`` depends on (the
         globals and that field's residuals): the sparsity of :meth:`local_matrix`."""
         f = np.asarray(field_idx, int)
-        own = _G + f[:, None] * len(FIELD_TERMS) + np.arange(len(FIELD_TERMS))[None]
-        return np.concatenate([np.broadcast_to(np.arange(_G), (len(f), _G)), own], axis=1)
+        g = self.n_g
+        own = g + f[:, None] * len(FIELD_TERMS) + np.arange(len(FIELD_TERMS))[None]
+        return np.concatenate([np.broadcast_to(np.arange(g), (len(f), g)), own], axis=1)
 
     def zernikes(self, u: torch.Tensor) -> torch.Tensor:
         """Local states ``(B, T)`` -> Noll coefficients ``(B, L, J)`` (nm)."""
@@ -811,7 +830,7 @@ def _field_curves(model, p, dz_th, n_sub, grad=False, chunk=4):
         dzt = torch.as_tensor(dzs[sl], dtype=model.dtype, device=model.dev)
         with torch.set_grad_enabled(grad):
             u = torch.einsum("btp,p->bt", at, pt)
-            u = u + torch.nn.functional.pad(dzt[:, None], (0, len(LOCAL_TERMS) - 1))
+            u = u + torch.nn.functional.pad(dzt[:, None], (0, len(model.local_terms) - 1))
             o = model.eng.otf(model.zernikes(u), model.sp)
             sig = pt[_IX["diffusion_sigma_px"]]
             tr = _transfer_t(model, sig)
@@ -946,6 +965,7 @@ def forward_bft(
     chunk: int = 8,
     tol: float = 1e-4,
     field_focus: bool = False,
+    chromatic_cubic: bool = False,
 ) -> dict:
     """Best-focus temperature of one camera by the physics forward-model fit.
 
@@ -974,6 +994,8 @@ def forward_bft(
         tol: relative cost change that ends the iterations.
         field_focus: also each field position's EEF-optimal focus under the fitted optics
             (report key ``field_focus``; the physics labels of fine-tuning, ~10 s more).
+        chromatic_cubic: also fit a cubic chromatic focal shift (:data:`CUBIC_CHROM_PARAM`;
+            not calibrated: the systematic terms were measured without it).
 
     Returns:
         The report dict: the keys of the CNN report (``fit``, ``bft_degC``, ``sigma_degC``,
@@ -987,6 +1009,7 @@ def forward_bft(
     tick = _Ticker(timing)
     c = _setup(frames, plateaux, include_unstable, stamp_px, min_frames, quadratic, s_prior)
     c.field_residuals = field_residuals
+    c.chromatic_cubic = chromatic_cubic
     c.model, c.fit = _build_model(
         c, device, n_wavelengths, n_wavelengths_jacobian, fov_px, quadratic, stamp_px
     )
@@ -1118,9 +1141,11 @@ def _build_model(c, device, n_wavelengths, n_wavelengths_jacobian, fov_px, quadr
     eng = FastEngine(fov_px=fov_px, device=device, dtype=torch.float32)
     sp = ogse_spectrum(eng.camera, n_wavelengths)
     t_ref = float(np.mean(c.t_pl))
+    cubic = getattr(c, "chromatic_cubic", False)
     model = ForwardModel(
-        c.all_theta, c.all_phi, sp, eng, FieldAberrations(), t_ref, quadratic, c.field_residuals
-    )
+        c.all_theta, c.all_phi, sp, eng, FieldAberrations(), t_ref, quadratic, c.field_residuals,
+        cubic,
+    )  # fmt: skip
     if 3 <= n_wavelengths_jacobian < n_wavelengths:
         model.set_jacobian_spectrum(ogse_spectrum(eng.camera, n_wavelengths_jacobian))
     model.set_jacobian_period(max(JACOBIAN_FOV_PX, stamp_px + 1))
@@ -1485,8 +1510,10 @@ def _report(c, lm, cov, bf, chi2_tab, chi2_red, dof, wavefront, curve, warnings_
         "t0_degC": float(_thermal_t(p, model, 0.0)[0]),
         "dz_th_at_bf_um": float(bf["dz_star"]),
         "plateaux_degC": [float(t) for t in t_pl],
-        "params": {n: float(v) for n, v in zip(PARAM_NAMES, p[:_G], strict=True)},
-        "params_sigma": {n: float(v) for n, v in zip(PARAM_NAMES, sigma_p[:_G], strict=True)},
+        "params": {n: float(v) for n, v in zip(model.global_names, p[: model.n_g], strict=True)},
+        "params_sigma": {
+            n: float(v) for n, v in zip(model.global_names, sigma_p[: model.n_g], strict=True)
+        },
         "field_residuals": bool(model.field_residuals),
         "wavefront": wavefront,
         "chi2": {

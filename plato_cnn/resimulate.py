@@ -71,6 +71,7 @@ def fitted_camera(report: dict, camera_id: int = 0) -> TabulatedCamera:
             zernike_nm=zern,
             chrom_scale=float(p["chrom_scale"]),
             chrom_lin_um=float(p["chrom_lin_um"]),
+            chrom_cub_um=float(p.get("chrom_cub_um", 0.0)),
         )
         s, q = float(p["s_um_per_degC"]), float(p["q_um_per_degC2"])
         diffusion = float(p["diffusion_sigma_px"])

@@ -509,3 +509,25 @@ def test_calibration_tables_from_kept_results_alone(tmp_path, monkeypatch):
     assert res["n_cameras"] == 2 and res["cameras_skipped"] == [folders[2]]
     assert [c["folder"] for c in res["per_camera"]] == folders[:2]
     assert res["by_plateaux"]["5"]["n_fits"] == 2
+
+
+def test_cubic_chromatic_term_is_one_more_direction_and_parameter(setup):
+    """``chromatic_cubic``: a global parameter after the others, mapped to one more local
+    direction whose Z4 per wavelength is ``kz4 ((lambda - ref) / 100 nm)^3`` per um; without
+    it the layout is unchanged."""
+    from plato_cnn.forward import _N_DIRECT, LOCAL_TERMS, PARAM_NAMES, ForwardModel
+    from plato_sim.optics.wavefront import FieldAberrations
+
+    s = setup
+    args = (s["theta"], s["phi"], s["sp"], s["eng"], FieldAberrations(), -80.0)
+    plain, cubic = ForwardModel(*args), ForwardModel(*args, chromatic_cubic=True)
+    assert plain.global_names == PARAM_NAMES and plain.local_terms == LOCAL_TERMS
+    assert cubic.global_names == PARAM_NAMES + ("chrom_cub_um",)
+    assert cubic.n_par == plain.n_par + 1
+    p = np.zeros(cubic.n_par)
+    p[cubic.n_g - 1] = 2.0
+    u = cubic.local_matrix(np.array([0, 3]), np.array([-80.0, -75.0])) @ p
+    assert np.all(u[:, _N_DIRECT + 2] == 2.0) and np.all(np.delete(u, _N_DIRECT + 2, 1) == 0)
+    z4 = cubic.zernikes(torch.as_tensor(u, dtype=cubic.dtype))[..., 3].numpy()
+    x = (s["sp"].wavelengths_array_nm - FieldAberrations().chrom_ref_nm) / 100.0
+    np.testing.assert_allclose(z4, np.broadcast_to(2.0 * cubic.kz4 * x**3, z4.shape), rtol=1e-5)

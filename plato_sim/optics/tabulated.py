@@ -54,6 +54,7 @@ class TabulatedOptics:
         chrom_scale: scale of the design's chromatic focal shift
             (:meth:`~plato_sim.optics.wavefront.FieldAberrations.chromatic_shift_um`).
         chrom_lin_um: linear chromatic term, um per 100 nm from ``design.chrom_ref_nm``.
+        chrom_cub_um: cubic chromatic term, um per (100 nm)^3 from ``design.chrom_ref_nm``.
         camera: geometry, band, pixel.
         field_radius_deg: ``theta`` at ``h = 1`` (used by nothing here but the emulator's
             field bookkeeping).
@@ -66,6 +67,7 @@ class TabulatedOptics:
     zernike_nm: tuple[tuple[float, ...], ...]
     chrom_scale: float = 1.0
     chrom_lin_um: float = 0.0
+    chrom_cub_um: float = 0.0
     camera: Camera = PLATO_NORMAL_CAMERA
     field_radius_deg: float = FIELD_RADIUS_DEG
     design: FieldAberrations = field(default_factory=FieldAberrations)
@@ -81,7 +83,7 @@ class TabulatedOptics:
             object.__setattr__(self, name, tuple(float(v) for v in a))
         shape = (n, N_TAB_ZERNIKE - 4)
         object.__setattr__(self, "zernike_nm", _tuple2(self.zernike_nm, "zernike_nm", shape))
-        for name in ("chrom_scale", "chrom_lin_um"):
+        for name in ("chrom_scale", "chrom_lin_um", "chrom_cub_um"):
             if not np.isfinite(getattr(self, name)):
                 raise ParameterError(f"TabulatedOptics.{name} must be finite")
 
@@ -115,8 +117,9 @@ class TabulatedOptics:
     def chromatic_shift_um(self, wavelength_nm) -> np.ndarray:
         """Chromatic focal shift (um) at ``wavelength_nm``."""
         lam = np.asarray(wavelength_nm, dtype=float)
-        lin = self.chrom_lin_um * (lam - self.design.chrom_ref_nm) / 100.0
-        return self.chrom_scale * self.design.chromatic_shift_um(lam) + lin
+        x = (lam - self.design.chrom_ref_nm) / 100.0
+        poly = self.chrom_lin_um * x + self.chrom_cub_um * x**3
+        return self.chrom_scale * self.design.chromatic_shift_um(lam) + poly
 
     def local_focal_offset_um(self, theta_deg, phi_deg, dz_th_um=0.0, wavelength_nm=None):
         """Total focal offset (um) at tabulated positions; chromatic term if a wavelength is
@@ -153,6 +156,7 @@ class TabulatedOptics:
             "zernike_nm": [list(r) for r in self.zernike_nm],
             "chrom_scale": float(self.chrom_scale),
             "chrom_lin_um": float(self.chrom_lin_um),
+            "chrom_cub_um": float(self.chrom_cub_um),
             "field_radius_deg": float(self.field_radius_deg),
         }
 
