@@ -92,6 +92,7 @@ __all__ = [
     "SYSTEMATIC_SIGMA_DEGC",
     "MISFIT_SIGMA_DEGC",
     "systematic_term_degC",
+    "beyond_calibration",
     "CHI2_WARN",
     "FIT_VERSION",
     "same_fit_as_current",
@@ -194,18 +195,37 @@ SYSTEMATIC_SIGMA_DEGC: dict[str, float] = {"5": 0.0013, "3": 0.0029, "2": 0.0, "
 #: mild and none of the strength-1 fits with 5 plateaux (3: 80 / 25 %), this one 70 / 50 %
 #: (3: 60 / 75 %): the error grows with the misfit the chi^2 sees.
 MISFIT_SIGMA_DEGC: dict[str, float] = {"5": 0.0122, "3": 0.023, "2": 0.0026, "1": 0.0}
+#: The largest reduced chi^2 among the flagged fits that calibrated :data:`MISFIT_SIGMA_DEGC`
+#: (same run, ``chi2_reduced_range`` in results/measured/forward_calibration_families.json),
+#: by plateau count.  Beyond it the misfit term would be extrapolated: the fit ended in a
+#: model that does not describe the images (another basin of the thermal offset, or optics
+#: far outside the basis), whose T_BF error no calibration has measured (an out-of-family
+#: 3-plateau fit at chi^2_red 303 was 29 degC off with a term of 0.4 degC), so its sigma
+#: becomes :data:`UNCALIBRATED_SIGMA_DEGC` (:func:`beyond_calibration`).
+MISFIT_CHI2_CALIBRATED: dict[str, float] = {"5": 21.1, "3": 23.6, "2": 18.0, "1": 104.0}
 #: Reduced chi^2 (whole fit, or any single field) above which the model is declared
 #: inadequate (an aberration outside the fitted basis): warning and ``outside_model``.
 CHI2_WARN = 1.5
 CHI2_WARN_FIELD = 2.5
 
 
+def beyond_calibration(n_plateaux: int, chi2_reduced: float) -> bool:
+    """Whether a fit's reduced chi^2 lies beyond the range over which the misfit term of its
+    plateau count was calibrated (:data:`MISFIT_CHI2_CALIBRATED`; a count without a range
+    has none to lie beyond)."""
+    top = MISFIT_CHI2_CALIBRATED.get(str(n_plateaux))
+    return top is not None and chi2_reduced > top
+
+
 def systematic_term_degC(n_plateaux: int, chi2_reduced: float, outside: bool) -> float | None:
     """The calibrated systematic sigma (degC) of a fit with ``n_plateaux`` plateaux: the
     constant of :data:`SYSTEMATIC_SIGMA_DEGC` within the model, the misfit term
-    ``MISFIT_SIGMA_DEGC * sqrt(chi2_reduced - 1)`` for a fit flagged outside it; None when
-    that plateau count is not calibrated."""
+    ``MISFIT_SIGMA_DEGC * sqrt(chi2_reduced - 1)`` for a fit flagged outside it,
+    :data:`UNCALIBRATED_SIGMA_DEGC` for one beyond the calibrated chi^2 range
+    (:func:`beyond_calibration`); None when that plateau count is not calibrated."""
     key = str(n_plateaux)
+    if outside and beyond_calibration(n_plateaux, chi2_reduced):
+        return UNCALIBRATED_SIGMA_DEGC
     if outside:
         if key not in MISFIT_SIGMA_DEGC:
             return None
@@ -248,6 +268,11 @@ START_SCAN_HALF_RANGE_UM = 100.0
 #: plateaux' mean ended at chi^2_red 1240 and 5 degC off from the first scan).
 WIDE_SCAN_HALF_RANGE_UM = 200.0
 NEW_BASIN_UM = 20.0
+#: Sigma (degC) of a fit beyond the calibrated chi^2 range (:func:`beyond_calibration`): that
+#: of a T_BF known only to lie within the fit's widest search, uniform over
+#: +-:data:`WIDE_SCAN_HALF_RANGE_UM` at the nominal sensitivity (docs/facts.md), 11.5 degC:
+#: the fit says where it ended, not how far that is from the truth.
+UNCALIBRATED_SIGMA_DEGC = WIDE_SCAN_HALF_RANGE_UM / S_PRIOR_UM_PER_DEGC[0] / math.sqrt(3.0)
 #: Frames per optical state (the first ones) in the starting scan of the thermal offset.
 START_FRAMES_PER_STATE = 8
 #: Spectrum samples and sub-pixel grid (n x n) of the coarse grid that brackets the maximum
@@ -1398,6 +1423,15 @@ def _fit_warnings(c, chi2_tab, chi2_red, t_bf, warnings_out) -> None:
                 "sigma"
             )
         )
+        if beyond_calibration(c.n_pl, chi2_red):
+            warnings_out.append(
+                warn(
+                    f"forward fit: reduced chi^2 {chi2_red:.1f} lies beyond the range the "
+                    f"misfit term was calibrated on (<= {MISFIT_CHI2_CALIBRATED[str(c.n_pl)]} "
+                    f"with {c.n_pl} plateaux): the fit does not describe the images and its "
+                    f"T_BF is not to be trusted; sigma set to {UNCALIBRATED_SIGMA_DEGC:.1f} degC"
+                )
+            )
     if c.n_pl == 1:
         warnings_out.append(
             warn(
@@ -1523,6 +1557,7 @@ def _report(c, lm, cov, bf, chi2_tab, chi2_red, dof, wavefront, curve, warnings_
             "per_plateau": {str(k): v for k, v in chi2_tab["plateau"].items()},
         },
         "outside_model": bool(chi2_tab["outside"]),
+        "beyond_calibration": bool(chi2_tab["outside"] and beyond_calibration(c.n_pl, chi2_red)),
         "eef_curve": {
             "dz_th_um": [float(x) for x in cdz],
             "eef": [float(x) for x in cval],

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import plato_cnn.forward as fw
 from plato_cnn.forward import forward_bft, physics_labels, thermal_shift_um
 from plato_cnn.reader import CampaignFrames, DropReport, ObservationInfo
 from plato_cnn.report import plot_forward_bft
@@ -180,8 +181,10 @@ def test_noisy_within_reported_sigma(setup, noisy):
     assert not rep["outside_model"]
 
 
-def test_aberration_outside_basis_is_flagged(setup):
+def test_aberration_outside_basis_is_flagged(setup, monkeypatch):
     s = setup
+    # a calibrated chi^2 range that ends below this camera's: its sigma is no longer credible
+    monkeypatch.setattr(fw, "MISFIT_CHI2_CALIBRATED", {"5": 1.5, "3": 1.5, "2": 1.5, "1": 1.5})
     fr = _frames(
         s["cam"], s["theta"], s["phi"], s["sp"], s["eng"], seed=3, noise=True,
         extra_nm={23: 150.0, 24: -120.0},
@@ -197,6 +200,9 @@ def test_aberration_outside_basis_is_flagged(setup):
     runs = rep["diagnostics"]["runs"]
     assert len(runs) == 3 and all(r["chi2_reduced"] > 1.5 for r in runs)
     assert min(r["chi2_reduced"] for r in runs) == pytest.approx(rep["chi2"]["reduced"], rel=1e-3)
+    assert rep["beyond_calibration"]
+    assert rep["sigma_degC"] >= fw.UNCALIBRATED_SIGMA_DEGC
+    assert any("beyond the range" in w for w in rep["warnings"])
 
 
 def test_bad_input_raises_project_errors(setup):
@@ -285,7 +291,6 @@ def test_misfit_term_scales_with_the_chi2_excess_and_covers_68_percent(monkeypat
     """Flagged fits whose errors grow as sqrt(chi2 - 1): the calibrated coefficient covers
     68 % of them; the method's term is the constant within the model and the coefficient
     times sqrt(chi2 - 1) outside it."""
-    import plato_cnn.forward as fw
     from plato_cnn.pipelines.calibrate_forward import misfit_from_errors
 
     rng = np.random.default_rng(1)
@@ -304,6 +309,13 @@ def test_misfit_term_scales_with_the_chi2_excess_and_covers_68_percent(monkeypat
     assert fw.systematic_term_degC(3, 10.0, False) == 0.004
     assert fw.systematic_term_degC(3, 0.9, True) == 0.0
     assert fw.systematic_term_degC(4, 10.0, True) is None
+    # beyond the chi^2 range the term was calibrated on: the width of the fit's search
+    monkeypatch.setitem(fw.MISFIT_CHI2_CALIBRATED, "3", 20.0)
+    assert fw.beyond_calibration(3, 25.0) and not fw.beyond_calibration(3, 20.0)
+    assert fw.systematic_term_degC(3, 25.0, True) == fw.UNCALIBRATED_SIGMA_DEGC
+    assert fw.systematic_term_degC(3, 25.0, False) == 0.004  # a verdict within the model
+    assert fw.UNCALIBRATED_SIGMA_DEGC > 10.0  # wider than any plateau spacing
+    assert not fw.beyond_calibration(4, 1e6)  # no range for an uncalibrated count
 
 
 def test_unconverged_fit_says_so(setup):
