@@ -295,8 +295,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     for cam, b, a in zip(summary["cameras"], summary["before"], summary["after"], strict=True):
         if args.labels == "forward":
             print(
-                f"{cam}: network offsets minus physics labels, RMS "
-                f"{b['net_minus_label_um_rms']:.2f} -> {a['net_minus_label_um_rms']:.2f} um"
+                f"{cam}: network offsets minus physics labels, RMS per frame "
+                f"{b['net_minus_label_um_rms']:.2f} -> {a['net_minus_label_um_rms']:.2f} um, "
+                f"of the (field, plateau) means {b['field_plateau_mean_rms_um']:.2f} -> "
+                f"{a['field_plateau_mean_rms_um']:.2f} um"
             )
             continue
         print(

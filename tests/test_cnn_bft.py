@@ -306,3 +306,6 @@ def test_finetune_with_physics_labels_measures_its_sigma_by_cross_validation(tmp
     assert [f["bft_degC"] for f in summary["forward"]] == [-80.0, -79.0, -78.0]
     for info in summary["before"] + summary["after"]:
         assert info["labels"] == "forward" and np.isfinite(info["net_minus_label_um_rms"])
+        # the part that does not average out: per plateau and per (field, plateau) group
+        assert np.isfinite(info["field_plateau_mean_rms_um"])
+        assert len(info["per_plateau_mean_um"]) == 5
