@@ -207,6 +207,18 @@ def _kept_file(job: dict) -> dict | None:
     return kept
 
 
+def _kept_complete(job: dict) -> dict | None:
+    """The camera's kept results when they hold every row of the job: under the current key,
+    or under an earlier procedure whose rows the current one reproduces (:func:`_still_current`);
+    otherwise None (its campaign is needed)."""
+    kept = _kept_file(job)
+    if kept is None and not job.get("fresh"):
+        kept = _still_current(job)
+    if kept is None or {r["row"] for r in kept["results"]} < set(job["rows"]):
+        return None
+    return kept
+
+
 def _still_current(job: dict) -> dict | None:
     """The camera's rows kept under an earlier forward procedure or CNN description, less
     those that would now come out differently: forward fits the current procedure would make
@@ -227,7 +239,10 @@ def _still_current(job: dict) -> dict | None:
             r for r in kept["results"]
             if "error" not in r
             and (same_card or ROWS[r["row"]][1] != "cnn")
-            and (ROWS[r["row"]][1] != "forward" or same_fit_as_current(v, r.get("chi2", math.inf)))
+            and (
+                ROWS[r["row"]][1] != "forward"
+                or same_fit_as_current(v, r.get("chi2", math.inf), ROWS[r["row"]][3])
+            )
         ]  # fmt: skip
         return kept
     return None
@@ -434,7 +449,7 @@ def _emulate_missing(args: argparse.Namespace, jobs: list[dict], out_jobs: list[
 
     need = []
     for j in jobs + out_jobs:
-        kept = _kept_file(j) if args.keep_dir else None
+        kept = _kept_complete(j) if args.keep_dir else None
         if kept is not None:
             j["truth"] = kept["truth"]
         elif not (args.keep_dir and args.kept_only):

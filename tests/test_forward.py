@@ -198,7 +198,11 @@ def test_aberration_outside_basis_is_flagged(setup, monkeypatch):
     # before giving that verdict the fit was restarted from other starting points (a local
     # minimum would look the same); the kept run is the one with the lowest chi^2
     runs = rep["diagnostics"]["runs"]
-    assert len(runs) == 3 and all(r["chi2_reduced"] > 1.5 for r in runs)
+    assert len(runs) >= 3 and all(r["chi2_reduced"] > 1.5 for r in runs)
+    # beyond the (here lowered) calibrated range: the scan's other basins were tried too
+    extra = runs[3:]
+    assert 1 <= len(extra) <= 1 + fw.OTHER_BASINS
+    assert all(r.get("other_basin") or r.get("wide_scan") for r in extra)
     assert min(r["chi2_reduced"] for r in runs) == pytest.approx(rep["chi2"]["reduced"], rel=1e-3)
     assert rep["beyond_calibration"]
     assert rep["sigma_degC"] >= fw.UNCALIBRATED_SIGMA_DEGC
@@ -315,7 +319,9 @@ def test_misfit_term_scales_with_the_chi2_excess_and_covers_68_percent(monkeypat
     assert fw.systematic_term_degC(3, 25.0, True) == fw.UNCALIBRATED_SIGMA_DEGC
     assert fw.systematic_term_degC(3, 25.0, False) == 0.004  # a verdict within the model
     assert fw.UNCALIBRATED_SIGMA_DEGC > 10.0  # wider than any plateau spacing
-    assert not fw.beyond_calibration(4, 1e6)  # no range for an uncalibrated count
+    # a count without its own range takes the narrowest
+    narrowest = min(fw.MISFIT_CHI2_CALIBRATED.values())
+    assert fw.beyond_calibration(4, narrowest + 1.0) and not fw.beyond_calibration(4, narrowest)
 
 
 def test_unconverged_fit_says_so(setup):
@@ -472,7 +478,7 @@ def test_wide_scan_restarts_a_fit_stuck_far_from_focus(monkeypatch):
 
     scans = []
 
-    def start(model, fit, p, n_t, t_pl, state_pl, chunk, half_range_um=100.0):
+    def start(model, fit, p, n_t, t_pl, state_pl, chunk, half_range_um=100.0, scan=None):
         scans.append(half_range_um)
         q = p.copy()
         q[b] = truth_b if half_range_um >= 180 else -110.0
@@ -491,6 +497,67 @@ def test_wide_scan_restarts_a_fit_stuck_far_from_focus(monkeypatch):
     assert scans == [fw.WIDE_SCAN_HALF_RANGE_UM]
     assert best.start == truth_b and best.chi2_red == 1.02
     assert [r.get("wide_scan", False) for r in best.runs] == [False, False, False, True]
+
+
+def test_a_fit_beyond_the_calibrated_chi2_starts_again_from_the_scans_other_basins(monkeypatch):
+    """A fit still beyond the calibrated chi^2 range after its restarts and the wide scan runs
+    again from the wide scan's other local minima, lowest cost first (the mirror-basin case:
+    a 3-plateau scan whose lowest cost lies 60 um from the camera's basin)."""
+    from types import SimpleNamespace
+
+    b = fw._IX["b_um"]
+    grid = np.arange(-200.0, 201.0, 10.0)
+    # two basins: the lowest cost at -110 um (wrong), a second minimum at -50 um (right)
+    costs = np.minimum(1.0 + 1e-3 * (grid + 110.0) ** 2, 1.05 + 1e-3 * (grid + 50.0) ** 2)
+
+    def lm_from(model, fit, p, n_t, o, prior, max_iter, tol, chunk):
+        return SimpleNamespace(p=p.copy(), start=float(p[b]))
+
+    def chi2(c, lm, chunk):
+        return 1.017 if abs(lm.start + 50.0) < 15 else 303.0
+
+    def start(model, fit, p, n_t, t_pl, state_pl, chunk, half_range_um=100.0, scan=None):
+        if scan is not None:
+            scan.append((grid, costs))
+        q = p.copy()
+        q[b] = -110.0
+        return q, n_t, None
+
+    monkeypatch.setattr(fw, "_levenberg_marquardt", lm_from)
+    monkeypatch.setattr(fw, "_reduced_chi2", chi2)
+    monkeypatch.setattr(fw, "_start", start)
+    monkeypatch.setattr(fw, "_nuisance_step", lambda model, fit, q, n, o, chunk: n)
+    c = SimpleNamespace(
+        model=SimpleNamespace(otf=lambda u: None),
+        fit=SimpleNamespace(local=lambda q: q),
+        t_pl=None,
+        state_pl=None,
+        n_pl=3,
+    )
+    p = np.zeros(len(fw.PARAM_NAMES))
+    p[b] = -110.0
+    best = fw._fit_with_restarts(c, p, None, None, 10, 1e-6, 4, None)
+    assert best.start == -50.0 and best.chi2_red == 1.017
+    assert [r["start_b_um"] for r in best.runs] == [-110.0, -100.0, -120.0, -50.0]
+    assert best.runs[-1].get("other_basin")
+    # the basins in cost order, those already tried left out
+    assert fw._scan_basins(grid, costs, [], 20.0) == [-110.0, -50.0]
+    assert fw._scan_basins(grid, costs, [-100.0], 20.0) == [-50.0]
+    # a fit within the calibrated range never runs them
+    monkeypatch.setitem(fw.MISFIT_CHI2_CALIBRATED, "3", 1000.0)  # 303 now within
+    best = fw._fit_with_restarts(c, p, None, None, 10, 1e-6, 4, None)
+    assert len(best.runs) == 3 and best.chi2_red == 303.0
+
+
+def test_kept_fits_of_earlier_procedures_are_reused_only_where_unchanged():
+    n = 3
+    top = fw.MISFIT_CHI2_CALIBRATED[str(n)]
+    assert fw.same_fit_as_current(fw.FIT_VERSION, 1e6, n)
+    assert fw.same_fit_as_current(4, top - 1.0, n)  # fit 5 changed only what lies beyond
+    assert not fw.same_fit_as_current(4, top + 1.0, n)
+    assert not fw.same_fit_as_current(4, 2.0)  # without the plateau count: within-model only
+    assert fw.same_fit_as_current(3, 1.2) and not fw.same_fit_as_current(3, 2.0, n)
+    assert not fw.same_fit_as_current(2, 1.2, n) and not fw.same_fit_as_current(99, 1.0, n)
 
 
 def test_calibration_tables_from_kept_results_alone(tmp_path, monkeypatch):

@@ -121,7 +121,7 @@ def _still_current(folder: str, truth: float) -> dict[str, tuple]:
         if kept.get("truth_degC") != truth:
             continue
         for n, r in kept["errors"].items():
-            if n not in out and len(r) > 4 and same_fit_as_current(v, r[3]):
+            if n not in out and len(r) > 4 and same_fit_as_current(v, r[3], int(n)):
                 out[n] = tuple(r)
     return out
 
