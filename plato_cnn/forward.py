@@ -206,7 +206,7 @@ MISFIT_SIGMA_DEGC: dict[str, float] = {"5": 0.0122, "3": 0.023, "2": 0.0026, "1"
 #: by plateau count.  Beyond it the misfit term would be extrapolated: the fit ended in a
 #: model that does not describe the images (another basin of the thermal offset, or optics
 #: far outside the basis), whose T_BF error no calibration has measured (an out-of-family
-#: 3-plateau fit at chi^2_red 303 was 29 degC off with a term of 0.4 degC), so its sigma
+#: 3-plateau fit of procedure 4 at chi^2_red 303 was 29 degC off with a term of 0.4), so its sigma
 #: becomes :data:`UNCALIBRATED_SIGMA_DEGC` (:func:`beyond_calibration`).
 MISFIT_CHI2_CALIBRATED: dict[str, float] = {"5": 21.1, "3": 23.6, "2": 18.0, "1": 104.0}
 #: Reduced chi^2 (whole fit, or any single field) above which the model is declared
