@@ -338,6 +338,7 @@ def plot_forward_bft(report: dict, frames, ax=None, n_fields_shown: int = 3):
     ax.set_title(
         f"forward-model fit, χ²_red = {chi:.2f}"
         + (" (outside model!)" if report["outside_model"] else "")
+        + (" (beyond calibration)" if report.get("beyond_calibration") else "")
     )
     ax.legend(loc="best", fontsize=8)
     if axes_stamps is not None:
