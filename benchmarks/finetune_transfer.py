@@ -47,7 +47,7 @@ from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E4
 from plato_cnn.pipelines.calibrate import TRUTH_RANGE_DEGC  # noqa: E402
 from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
 
-QUICK = dict(oof_cameras=4, epochs=3)
+QUICK = dict(oof_cameras=4)
 PLATEAUX = (5, 3, 2, 1)
 
 
@@ -138,7 +138,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--oof-cameras", type=int, default=50, help="held-out cameras scored")
     ap.add_argument("--oof-seed", type=int, default=1, help="their evaluation-set seed")
     ap.add_argument("--labels", choices=("forward", "eef"), default="forward")
-    ap.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
+    ap.add_argument("--epochs", type=int, default=16, help="most fine-tuning epochs")
+    ap.add_argument(
+        "--patience", type=int, default=2, help="early stopping on the label fit (0: off)"
+    )
     ap.add_argument(
         "--resimulate",
         action="store_true",
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         synthetic = ShardFocusDataset(args.synthetic)
     t2 = time.perf_counter()
     cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed, labels=args.labels,
-                         resimulate=args.resimulate)  # fmt: skip
+                         resimulate=args.resimulate, patience=args.patience)  # fmt: skip
     summary = finetune(frames, args.out, base, cfg, synthetic, forward_reports=reports)
     t_train = time.perf_counter() - t2
     t3 = time.perf_counter()

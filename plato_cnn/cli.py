@@ -290,7 +290,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     synthetic = ShardFocusDataset(args.synthetic) if args.synthetic else None
     reports = [_read_report(p) for p in args.forward_json] if args.forward_json else None
     cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, labels=args.labels,
-                         resimulate=args.resimulate)  # fmt: skip
+                         resimulate=args.resimulate, patience=args.patience)  # fmt: skip
     summary = finetune(frames, args.out, args.model, cfg, synthetic, forward_reports=reports)
     for cam, b, a in zip(summary["cameras"], summary["before"], summary["after"], strict=True):
         if args.labels == "forward":
@@ -623,7 +623,20 @@ def _parser() -> argparse.ArgumentParser:
         help="with forward labels: also train on each fitted camera re-simulated at its T_BF "
         "-6..+6 degC, exact labels (campaigns kept under OUT/resimulated; ~1 min per camera)",
     )
-    p.add_argument("--epochs", type=int_in(1), default=4, help="fine-tuning epochs")
+    p.add_argument(
+        "--epochs",
+        type=int_in(1),
+        default=16,
+        help="most fine-tuning epochs (with forward labels training stops earlier when the "
+        "fit to the cameras' own labels stops improving: --patience)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int_in(0),
+        default=2,
+        help="with forward labels: stop after this many epochs without a 2 %% better fit to "
+        "the cameras' labels and keep the best epoch (0: run every epoch)",
+    )
     p.add_argument(
         "--lr", type=float_in(0.0, None, lo_open=True), default=3e-4, help="learning rate"
     )

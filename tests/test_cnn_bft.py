@@ -309,3 +309,28 @@ def test_finetune_with_physics_labels_measures_its_sigma_by_cross_validation(tmp
         # the part that does not average out: per plateau and per (field, plateau) group
         assert np.isfinite(info["field_plateau_mean_rms_um"])
         assert len(info["per_plateau_mean_um"]) == 5
+
+
+def test_finetune_stops_when_the_label_fit_of_its_cameras_stops_improving():
+    """Early stopping looks only at the cameras trained on: it keeps the weights of the best
+    (field, plateau) fit and stops after ``patience`` epochs without a ``min_gain`` gain."""
+    from plato_cnn.pipelines.finetune import FinetuneConfig, _BestEpoch, _label_fit_um
+
+    infos = [{"field_plateau_mean_rms_um": 4.0}, {"field_plateau_mean_rms_um": 8.0}]
+    assert _label_fit_um(infos) == 6.0
+    assert _label_fit_um([{"net_minus_eef_degC_mean": 0.1}]) is None  # EEF labels: no stopping
+    net = FocusNet()
+    best = _BestEpoch(FinetuneConfig(patience=2, min_gain=0.02))
+    fits = [10.0, 8.0, 7.0, 6.95, 7.2]  # after 0..4 epochs: 6.95 is not 2 % better than 7
+    stops = []
+    for epoch, fit in enumerate(fits):
+        with torch.no_grad():
+            next(net.parameters()).fill_(float(epoch))  # weights that name their epoch
+        stops.append(best.stop(net, fit, epoch))
+    assert stops == [False, False, False, False, True]
+    assert best.epoch == 2 and best.fit == 7.0
+    assert best.restore(net, 7.2) == 2
+    assert float(next(net.parameters()).flatten()[0]) == 2.0  # the best epoch's weights
+    assert best.restore(net, 6.0) is None  # the last weights fit better: kept
+    off = _BestEpoch(FinetuneConfig(patience=0))
+    assert not any(off.stop(net, f, e) for e, f in enumerate([1.0, 5.0, 9.0, 9.0]))

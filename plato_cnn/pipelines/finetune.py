@@ -120,6 +120,13 @@ class FinetuneConfig:
     resim_frames_per_dither: int = 2
     #: sub-pixel grid of the re-simulated campaigns' truth (n x n; the project's default)
     resim_n_sub_truth: int = TRUTH_N_SUB
+    #: with physics labels, ``epochs`` is a maximum: training stops when the fit to the
+    #: fine-tuning cameras' own labels (the RMS of the (field, plateau) means of network minus
+    #: label, averaged over the cameras; :func:`_label_fit_um`) has not improved by
+    #: ``min_gain`` for ``patience`` epochs, and the best epoch's weights are kept.  It is
+    #: chosen on the cameras trained on, never on a held-out one.  0: run every epoch.
+    patience: int = 2
+    min_gain: float = 0.02
 
 
 def eef_field_optima(
@@ -396,6 +403,39 @@ def _label_agreement(model: FocusNet, frames, labels: np.ndarray) -> dict:
     }
 
 
+def _label_fit_um(infos: list[dict]) -> float | None:
+    """The fit of the network to physics labels over cameras: the mean of their RMS of
+    (field, plateau) means (um); None for labels without it (EEF pseudo-labels)."""
+    v = [i["field_plateau_mean_rms_um"] for i in infos if "field_plateau_mean_rms_um" in i]
+    return float(np.mean(v)) if v and len(v) == len(infos) else None
+
+
+class _BestEpoch:
+    """Early stopping on the label fit of the cameras trained on (:class:`FinetuneConfig`
+    ``patience``, ``min_gain``): remembers the best weights and says when to stop."""
+
+    def __init__(self, cfg: FinetuneConfig):
+        self.patience, self.min_gain = cfg.patience, cfg.min_gain
+        self.fit, self.epoch, self.state = math.inf, -1, None
+
+    def stop(self, model: FocusNet, fit_um: float | None, epochs_done: int) -> bool:
+        """Record the fit after ``epochs_done`` epochs; True when training should stop."""
+        if fit_um is None or self.patience <= 0:
+            return False
+        if fit_um < self.fit * (1.0 - self.min_gain):
+            self.fit, self.epoch = fit_um, epochs_done
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        return epochs_done - self.epoch >= self.patience
+
+    def restore(self, model: FocusNet, fit_um: float | None) -> int | None:
+        """Put the best weights back unless the last ones fit as well; the epoch kept."""
+        if self.state is None or fit_um is None or fit_um <= self.fit:
+            return None
+        model.load_state_dict(self.state)
+        return self.epoch
+
+
 def _train(
     model: FocusNet,
     cams: list[int],
@@ -405,18 +445,28 @@ def _train(
     progress: bool,
 ) -> tuple[list[dict], list[dict]]:
     """The epochs of fine-tuning ``model`` (in place) on cameras ``cams``; ``datasets(model,
-    cams)`` gives each epoch's labelled frames.  Returns the loss history and the label
-    statistics before the first epoch."""
+    cams)`` gives each epoch's labelled frames and the label statistics of the network as it
+    stands (after the previous epoch), which drive the early stopping (:class:`_BestEpoch`).
+    Returns the loss history (with the label fit after each epoch, and ``kept_epoch`` on the
+    entry of the epoch whose weights were kept) and the label statistics before training."""
     torch.manual_seed(cfg.seed)
     ref = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     rng = np.random.default_rng(cfg.seed)
     history: list[dict] = []
     before: list[dict] = []
+    best = _BestEpoch(cfg)
     for epoch in range(cfg.epochs):
         parts, infos = datasets(model, cams)
+        fit_um = _label_fit_um(infos)
         if epoch == 0:
             before = infos
+        else:
+            history[-1]["label_fit_um"] = fit_um
+        model.eval()
+        if best.stop(model, fit_um, epoch):
+            log.info("finetune: the label fit stopped improving; stop after %d epochs", epoch)
+            break
         sets: list[Dataset] = list(parts)
         if synthetic is not None and cfg.synthetic_samples_per_epoch > 0:
             n = min(len(synthetic), cfg.synthetic_samples_per_epoch)
@@ -447,6 +497,14 @@ def _train(
         if progress:
             log.info("finetune epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, tot / max(1, n_seen))
     model.eval()
+    if best.state is not None and history and "label_fit_um" not in history[-1]:
+        history[-1]["label_fit_um"] = _label_fit_um(datasets(model, cams)[1])
+    kept = best.restore(model, history[-1].get("label_fit_um") if history else None)
+    if kept is not None:
+        log.info("finetune: weights of epoch %d kept (best label fit)", kept)
+    for h in history:
+        if h["epoch"] == (kept if kept is not None else len(history)):
+            h["kept_epoch"] = True
     return history, before
 
 
