@@ -383,22 +383,18 @@ def _label_agreement(model: FocusNet, frames, labels: np.ndarray) -> dict:
     pred = model.predict(network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg)
     d = pred["mu_um"] - labels
     ok = np.isfinite(d)
-    per_plateau = {
-        str(int(o)): float(np.mean(d[ok & (frames.obsid == o)]))
-        for o in np.unique(frames.obsid[ok])
-    }
-    groups = [
-        float(np.mean(d[m]))
-        for o in np.unique(frames.obsid[ok])
-        for f in np.unique(frames.field_id[ok])
-        if (m := ok & (frames.obsid == o) & (frames.field_id == f)).any()
-    ]
+    obsids, pl = np.unique(frames.obsid[ok], return_inverse=True)
+    per_plateau = np.bincount(pl, d[ok]) / np.bincount(pl)
+    _, grp = np.unique(np.c_[frames.obsid[ok], frames.field_id[ok]], axis=0, return_inverse=True)
+    group_means = np.bincount(grp.ravel(), d[ok]) / np.bincount(grp.ravel())
     return {
         "labels": "forward",
         "net_minus_label_um_mean": float(np.mean(d[ok])),
         "net_minus_label_um_rms": float(np.sqrt(np.mean(d[ok] ** 2))),
-        "per_plateau_mean_um": per_plateau,
-        "field_plateau_mean_rms_um": float(np.sqrt(np.mean(np.square(groups)))),
+        "per_plateau_mean_um": {
+            str(int(o)): float(v) for o, v in zip(obsids, per_plateau, strict=True)
+        },
+        "field_plateau_mean_rms_um": float(np.sqrt(np.mean(group_means**2))),
         "frames": int(ok.sum()),
     }
 
@@ -463,7 +459,6 @@ def _train(
             before = infos
         else:
             history[-1]["label_fit_um"] = fit_um
-        model.eval()
         if best.stop(model, fit_um, epoch):
             log.info("finetune: the label fit stopped improving; stop after %d epochs", epoch)
             break
