@@ -6,6 +6,8 @@ the reference: a GPU may change the last bits (other FFT and convolution kernels
 autocast in training) but not the answer.
 """
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -93,3 +95,29 @@ def test_cnn_bft_on_cuda_matches_cpu(tmp_path):
     assert d_mu < 0.5  # um; TF32 convolutions may round at 1e-3 relative
     assert d_t < 0.02
     assert abs(fit_gpu.sigma_degC - fit_cpu.sigma_degC) < 0.02
+
+
+def test_forward_bft_on_cuda_matches_cpu(tmp_path):
+    # the physics forward fit (engine, Jacobian, Levenberg-Marquardt) on the GPU: a small
+    # emulated camera, 3-wavelength spectrum and 12-px period as in tests/test_forward.py
+    from plato_cnn.forward import forward_bft
+
+    emulate_campaign(tmp_path / "camp", n_fields=6, n_dithers=3, frames_per_dither=1,
+                     window_px=32, seed=7)  # fmt: skip
+    frames = read_campaign(tmp_path / "camp")
+    kw = dict(
+        n_wavelengths=3, n_wavelengths_jacobian=3, n_sub=4, max_iter=10, fov_px=12, stamp_px=9
+    )
+    walls = []
+    for device in ("cpu", "cuda"):
+        t0 = time.perf_counter()
+        walls.append((forward_bft(frames, device=device, **kw), time.perf_counter() - t0))
+    (cpu, wall_cpu), (gpu, wall_gpu) = walls
+    d_t = abs(gpu["bft_degC"] - cpu["bft_degC"])
+    d_chi = abs(gpu["chi2"]["reduced"] / cpu["chi2"]["reduced"] - 1.0)
+    print(f"forward CUDA - CPU: |d T_BF| {d_t:.2e} degC, chi2_red {d_chi:.1e} relative; "
+          f"wall {wall_gpu:.1f} s vs {wall_cpu:.1f} s")  # fmt: skip
+    assert -92.0 < cpu["bft_degC"] < -68.0
+    assert d_t < 0.25 * cpu["sigma_degC"]  # the same answer, well inside its uncertainty
+    assert d_chi < 0.01
+    assert gpu["outside_model"] == cpu["outside_model"]
