@@ -103,11 +103,11 @@ def _score(job: dict) -> dict:
     return {"i": job["i"], "camera": job["camera"], "truth": job["truth"], "results": out}
 
 
-def build_rows(evals: list[dict]) -> list[dict]:
+def build_rows(evals: list[dict], models=("pretrained", "fine-tuned")) -> list[dict]:
     """One row per model and plateau count."""
     truth = np.asarray([e["truth"] for e in evals])
     rows = []
-    for name in ("pretrained", "fine-tuned"):
+    for name in models:
         for n_pl in PLATEAUX:
             res = [
                 next(r for r in e["results"] if r["model"] == name and r["plateaux"] == n_pl)

@@ -158,12 +158,26 @@ def _cnn_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not apply the model's camera-level correction of each plateau (plateau head)",
     )
+    g.add_argument(
+        "--offset-correction",
+        type=existing_file,
+        default=None,
+        metavar="JSON",
+        help="re-check of a known camera: the per-field correction of the model's offsets "
+        "measured on an earlier campaign of the same camera (plato-cnn offset-correction); "
+        "replaces the plateau head",
+    )
 
 
 def _cnn_run(args: argparse.Namespace, frames) -> dict:
     from plato_cnn.predict import cnn_bft
     from plato_cnn.report import cnn_result, plot_cnn_bft, save_figure
 
+    correction = None
+    if args.offset_correction:
+        from plato_cnn.offset_correction import load_offset_correction
+
+        correction = load_offset_correction(args.offset_correction)
     fit, info = cnn_bft(
         frames,
         args.model,
@@ -172,6 +186,7 @@ def _cnn_run(args: argparse.Namespace, frames) -> dict:
         device=args.device,
         s_prior=args.s_prior,
         plateau_head=not args.no_plateau_head,
+        offset_correction=correction,
     )
     if args.plot:
         use = frames.usable
@@ -306,6 +321,32 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             f"EEF-anchored ones: {b['net_minus_eef_degC_mean']:+.2f} -> "
             f"{a['net_minus_eef_degC_mean']:+.2f} degC"
         )
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_offset_correction(args: argparse.Namespace) -> int:
+    from plato_cnn.forward import forward_bft, physics_labels
+    from plato_cnn.offset_correction import fit_offset_correction
+    from plato_cnn.predict import predict_frames
+    from plato_cnn.reader import read_campaign
+
+    fr = read_campaign(args.campaign)
+    fr = fr.select(fr.usable)
+    if args.forward_json:
+        report = _read_report(args.forward_json)
+    else:
+        report = forward_bft(fr, field_focus=True, device=args.device, seed=args.seed)
+    pred = predict_frames(fr, args.model, args.device)
+    corr = fit_offset_correction(
+        fr, pred["mu_um"], physics_labels(fr, report), pred["model_card"].sha256()
+    )
+    corr.save(args.out)
+    print(
+        f"{fr.camera}: {len(corr.theta_deg)} field positions x {len(corr.plateau_degC)} "
+        f"plateaux; the model's offsets minus the physics labels {corr.spread_um:.2f} um RMS "
+        f"per (field, plateau), standard errors {corr.noise_um:.2f} um RMS"
+    )
     print(f"wrote {args.out}")
     return 0
 
@@ -642,6 +683,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=SEED, default=0, help="seed of the fine-tuning")
     p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser(
+        "offset-correction",
+        help="per-field correction of a model's offsets on one camera, from one campaign and "
+        "its forward fit (for bft --offset-correction on the camera's later campaigns)",
+    )
+    p.add_argument(
+        "--campaign", required=True, type=existing_dir, help="campaign folder (format v1)"
+    )
+    p.add_argument(
+        "--forward-json",
+        type=existing_file,
+        default=None,
+        help="its forward report (bft --method forward --field-focus; default: fit it, minutes)",
+    )
+    p.add_argument(
+        "--model",
+        type=existing_dir,
+        default=None,
+        help="model directory (default: the shipped model)",
+    )
+    p.add_argument(
+        "--out", required=True, type=output_file(), help="correction file written (JSON)"
+    )
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the forward fit")
+    p.set_defaults(func=_cmd_offset_correction)
 
     p = sub.add_parser(
         "calibrate", help="calibrate a model's systematic sigma on emulated calibration cameras"

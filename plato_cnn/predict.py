@@ -54,6 +54,7 @@ def cnn_bft(
     s_prior: tuple[float, float] | None = None,
     plateau_head: bool = True,
     residual_check: bool = True,
+    offset_correction=None,
 ) -> tuple[FocusFit, dict]:
     """Best-focus temperature of one camera from its (usable) frames.
 
@@ -75,6 +76,10 @@ def cnn_bft(
             ``systematic``): a fit whose offsets depart from the thermal model by more than
             the in-family calibration cameras did is flagged outside the model and its sigma
             widened (:func:`apply_residual_check`).
+        offset_correction: a :class:`plato_cnn.offset_correction.OffsetCorrection` measured
+            with this model on an earlier campaign of the same camera: each frame's offset is
+            corrected by its field's bias at its temperature; the plateau head is then not
+            used (it corrects the uncorrected network's plateau means).
 
     Returns:
         ``(fit, info)`` with ``info`` holding the frame counts and the model's description.
@@ -91,14 +96,17 @@ def cnn_bft(
     prior = tuple(s_prior or card.s_prior_um_per_degC)
     if not (np.isfinite(prior[0]) and prior[0] != 0 and np.isfinite(prior[1]) and prior[1] > 0):
         raise ParameterError(f"s prior {prior}: need a finite non-zero mean and a sigma > 0")
-    mu = pred["mu_um"]
+    mu, sigma = pred["mu_um"], pred["sigma_um"]
+    if offset_correction is not None:
+        mu = offset_correction.apply(sel, mu, card.sha256())
+        plateau_head = False
     corrections: dict[int, float] = {}
     skipped: list[str] = []
     if plateau_head:
         mu, corrections, skipped = _plateau_corrections(sel, pred, model_dir, card, prior[0])
     fit = fit_bft(
         mu,
-        pred["sigma_um"],
+        sigma,
         sel.temperature_degC,
         sel.field_id,
         p_behind=pred["p_behind"],
@@ -144,6 +152,13 @@ def cnn_bft(
         "frame_mu_um": pred["mu_um"],
         "frame_sigma_um": pred["sigma_um"],
         "plateau_head_correction_um": corrections or None,
+        "offset_correction": None
+        if offset_correction is None
+        else {
+            "camera": offset_correction.camera,
+            "spread_um": offset_correction.spread_um,
+            "noise_um": offset_correction.noise_um,
+        },
         "thermal_residual": check
         or {"residual_um": fit.thermal_residual_um, "ran": False, "outside": False},
     }

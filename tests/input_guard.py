@@ -227,13 +227,19 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
     if prog == "plato-cnn":
         if cmd == "bft":
             model = args.model or (DEFAULT_MODEL if args.method == "cnn" else None)
-            return [x for d in args.campaign_dir for x in w(d)] + w(model)
+            return (
+                [x for d in args.campaign_dir for x in w(d)]
+                + w(model)
+                + w(getattr(args, "offset_correction", None))
+            )
         if cmd == "pretrain":
             return w(args.data)  # --out: the model folder written (and resumed)
         if cmd == "finetune":
             campaigns = [x for d in args.campaign for x in w(d)]
             reports = [x for r in (args.forward_json or ()) for x in w(r)]
             return campaigns + w(args.model or DEFAULT_MODEL) + w(args.synthetic) + reports
+        if cmd == "offset-correction":
+            return w(args.campaign) + w(args.forward_json) + w(args.model or DEFAULT_MODEL)
         if cmd in ("calibrate", "calibrate-residual"):
             return w(args.model, *(() if args.dry_run else ("model.json",)))
         if cmd == "plateau-head":

@@ -76,6 +76,7 @@ BASE = {
     ("plato-cnn", "bft"): ["{tmp}/camp"],
     ("plato-cnn", "pretrain"): ["--data", "{tmp}/ds", "--out", "{tmp}/m"],
     ("plato-cnn", "finetune"): ["--campaign", "{tmp}/camp", "--out", "{tmp}/ft"],
+    ("plato-cnn", "offset-correction"): ["--campaign", "{tmp}/camp", "--out", "{tmp}/c.json"],
     ("plato-cnn", "calibrate"): ["--model", "{tmp}/model", "--workdir", "{tmp}/w"],
     ("plato-cnn", "plateau-head"): ["--model", "{tmp}/model", "--workdir", "{tmp}/w"],
     ("plato-cnn", "focus-check"): ["{tmp}/f.fits", "--temperature-degC", "-75"],
@@ -182,6 +183,30 @@ USAGE_ERRORS = [
         "no such file",
     ),  # fmt: skip
     ("plato-cnn", "finetune", ["--labels", "truth"], "--labels", "forward"),
+    # plato-cnn offset-correction
+    (
+        "plato-cnn",
+        "offset-correction",
+        ["--campaign", "/missing/c"],
+        "--campaign",
+        "no such folder",
+    ),
+    (
+        "plato-cnn",
+        "offset-correction",
+        ["--forward-json", "/missing/r.json"],
+        "--forward-json",
+        "no such file",
+    ),  # fmt: skip
+    ("plato-cnn", "offset-correction", ["--out", "{tmp}"], "--out", "is a folder"),
+    ("plato-cnn", "offset-correction", ["--model", "/missing/model"], "--model", "no such folder"),
+    (
+        "plato-cnn",
+        "bft",
+        ["--offset-correction", "/missing/c.json"],
+        "--offset-correction",
+        "no such file",
+    ),  # fmt: skip
     # plato-cnn calibrate / plateau-head
     ("plato-cnn", "calibrate", ["--cameras", "0"], "--cameras", ">= 1"),
     ("plato-cnn", "calibrate", ["--workers", "0"], "--workers", ">= 1"),

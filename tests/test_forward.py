@@ -362,7 +362,8 @@ def test_physics_labels_are_each_frames_offset_from_its_fields_best_focus(setup,
 
 def test_command_line_forward_field_focus_feeds_finetune(tmp_path):
     """plato-cnn bft --method forward --field-focus writes a report (validated against the
-    shipped schema by conftest) whose physics labels plato-cnn finetune --forward-json uses."""
+    shipped schema by conftest) whose physics labels plato-cnn finetune --forward-json and
+    plato-cnn offset-correction use."""
     import json
 
     import torch
@@ -397,6 +398,19 @@ def test_command_line_forward_field_focus_feeds_finetune(tmp_path):
                  "--cross-check-forward", "--json", str(cnn)]) == 0  # fmt: skip
     c = json.loads(cnn.read_text())["cross_check_forward"]
     assert c["ran"] and c["forward_bft_degC"] == pytest.approx(r["bft_degC"], abs=1e-6)
+    # re-check of a known camera: the shipped model's offset correction measured on this
+    # campaign with the same report, then used by bft; another model's predictions refused
+    corr = tmp_path / "corr.json"
+    assert main(["offset-correction", "--campaign", str(camp), "--forward-json", str(rep),
+                 "--out", str(corr)]) == 0  # fmt: skip
+    fixed = tmp_path / "fixed.json"
+    assert main(["bft", str(camp), "--method", "cnn", "--offset-correction", str(corr),
+                 "--no-cross-check", "--json", str(fixed)]) == 0  # fmt: skip
+    f = json.loads(fixed.read_text())
+    assert f["offset_correction"]["camera"] == "fwcli"
+    assert f["plateau_head_correction_um"] is None  # superseded by the camera's own correction
+    assert main(["bft", str(camp), "--method", "cnn", "--model", str(out), "--offset-correction",
+                 str(corr), "--no-cross-check"]) == 2  # fmt: skip
 
 
 def test_calibration_cache_is_reused_only_for_the_same_truth(tmp_path, monkeypatch):

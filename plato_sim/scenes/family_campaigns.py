@@ -25,6 +25,7 @@ from plato_sim.workers import map_jobs, pin_one_thread
 __all__ = [
     "random_design",
     "camera_job",
+    "recheck_job",
     "folder_key",
     "check_request",
     "family_jobs",
@@ -65,6 +66,32 @@ def camera_job(tag: int, camera_fn, seed: int, i: int, bft_range_degC, **fixed) 
         bft_degC=float(r_bft.uniform(*bft_range_degC)),
         emulator_seed=int(r_emul.integers(0, 2**31 - 1)),
     )
+
+
+def recheck_job(job: dict, tag: int, seed: int, k: int, max_shift_degC: float) -> dict:
+    """The ``k``-th later campaign (``k >= 1``) of the camera of ``job`` (a
+    :func:`camera_job` of set ``seed`` of the family ``tag``, with its ``dir`` and ``name``):
+    the same camera and test design, its best focus moved by a shift uniform in
+    ``+-max_shift_degC`` (the focal plane settling between campaigns, as after vibration or
+    thermal cycling), a new emulator seed; the same camera name, folder
+    ``<dir>_recheck<k>_<shift key>``.  Draws come
+    from ``SeedSequence([tag, seed, i, k])``, which no :func:`camera_job` stream uses."""
+    if k < 1:
+        raise ParameterError(f"k={k}: the first campaign is the camera's own job; k >= 1")
+    if not 0.0 <= max_shift_degC <= 10.0:
+        raise ParameterError(f"max_shift_degC={max_shift_degC}: outside [0, 10]")
+    ss = np.random.SeedSequence([int(tag), int(seed), int(job["i"]), int(k)])
+    r_shift, r_emul = (np.random.default_rng(s) for s in ss.spawn(2))
+    shift = float(r_shift.uniform(-max_shift_degC, max_shift_degC))
+    key = hashlib.sha256(repr(float(max_shift_degC)).encode()).hexdigest()[:6]
+    out = dict(job)
+    out.update(
+        bft_degC=float(job["bft_degC"]) + shift,
+        bft_shift_degC=shift,
+        emulator_seed=int(r_emul.integers(0, 2**31 - 1)),
+        dir=f"{job['dir']}_recheck{int(k)}_{key}",
+    )
+    return out
 
 
 def check_request(n_cameras: int, bft_range_degC: tuple[float, float]) -> None:

@@ -27,6 +27,7 @@ from plato_sim.scenes.family_campaigns import (
     emulate_family,
     family_jobs,
     random_design,
+    recheck_job,
 )
 from plato_sim.truth.bestfocus import TRUTH_N_SUB
 
@@ -36,6 +37,7 @@ __all__ = [
     "random_design",
     "nodal_camera_job",
     "emulate_out_of_family",
+    "emulate_recheck",
     "out_of_family_folders",
 ]
 
@@ -52,6 +54,16 @@ def nodal_camera_job(seed: int, i: int, bft_range_degC=OOF_BFT_RANGE_DEGC, **fix
     emulator's seed, all from ``SeedSequence([NODAL_SEED_TAG, seed, i])``."""
     return camera_job(NODAL_SEED_TAG, lambda rng, k: NodalCamera.random(rng, camera_id=k),
                       seed, i, bft_range_degC, **fixed)  # fmt: skip
+
+
+def _jobs(out_dir, n_cameras, seed, bft_range_degC, n_sub_truth, only, fixed) -> list[dict]:
+    """The emulation jobs of the set's cameras (those in ``only`` when given)."""
+    jobs = family_jobs(nodal_camera_job, "nodal", out_dir, n_cameras, seed, bft_range_degC,
+                       OOF_BFT_RANGE_DEGC, n_sub_truth, fixed)  # fmt: skip
+    if only is not None:
+        keep = set(only)
+        jobs = [j for i, j in enumerate(jobs) if i in keep]
+    return jobs
 
 
 def emulate_out_of_family(
@@ -82,13 +94,33 @@ def emulate_out_of_family(
     Returns:
         ``(folder, truth)`` per camera emulated, in camera order.
     """
-    jobs = family_jobs(nodal_camera_job, "nodal", out_dir, n_cameras, seed, bft_range_degC,
-                       OOF_BFT_RANGE_DEGC, n_sub_truth, fixed)  # fmt: skip
-    if only is not None:
-        keep = set(only)
-        jobs = [j for i, j in enumerate(jobs) if i in keep]
+    jobs = _jobs(out_dir, n_cameras, seed, bft_range_degC, n_sub_truth, only, fixed)
     done = emulate_family(jobs, workers, desc="nodal-family campaigns")
     log.info("%d nodal-family campaigns under %s", len(done), out_dir)
+    return done
+
+
+def emulate_recheck(
+    out_dir: str | Path,
+    n_cameras: int,
+    seed: int = 0,
+    k: int = 1,
+    max_shift_degC: float = 1.0,
+    bft_range_degC: tuple[float, float] = OOF_BFT_RANGE_DEGC,
+    n_sub_truth: int = TRUTH_N_SUB,
+    workers: int = 1,
+    only: Collection[int] | None = None,
+    **fixed,
+) -> list[tuple[Path, dict]]:
+    """Write (or reuse) the ``k``-th later campaign of each camera :func:`emulate_out_of_family`
+    draws for the same arguments: the same camera and test design, its T_BF moved by up to
+    ``max_shift_degC`` (:func:`plato_sim.scenes.family_campaigns.recheck_job`), new noise,
+    dithers and frames.  The truth sidecar holds the new T_BF; ``(folder, truth)`` per camera,
+    in camera order."""
+    jobs = _jobs(out_dir, n_cameras, seed, bft_range_degC, n_sub_truth, only, fixed)
+    jobs = [recheck_job(j, NODAL_SEED_TAG, seed, k, max_shift_degC) for j in jobs]
+    done = emulate_family(jobs, workers, desc="nodal-family re-check campaigns")
+    log.info("%d nodal-family re-check campaigns under %s", len(done), out_dir)
     return done
 
 

@@ -1,0 +1,226 @@
+"""Re-check of a known camera: the CNN fine-tuned on a camera's sweep, used on its next campaign.
+
+The test house's fast path (docs/cnn.md, "Re-check of a known camera"): a camera's first
+campaign (a full sweep, the standard 5 plateaux) is fitted by the forward method and the shipped
+model is fine-tuned on that campaign alone, with the fit's physics labels
+(:func:`plato_cnn.pipelines.finetune.finetune`); the camera's later campaign is then measured by
+the CNN from 5, 3, 2 or 1 plateaux in seconds.  The later campaign
+(:func:`plato_sim.scenes.out_of_family.emulate_recheck`) has the same optics and test design,
+new noise, dithers and frames, and a best focus moved by a shift uniform in ``+-max-shift``
+degC, so that a model that only remembered the first campaign's answer fails.
+
+Cameras: the nodal family (:mod:`plato_sim.optics.family_nodal`), which neither pretraining,
+the plateau head nor any calibration saw, evaluation-set seed ``--seed`` (default 1, the set
+``benchmarks/finetune_transfer.py`` scores: the same first campaigns and forward fits), the
+standard plateaux.  The first campaign's true T_BF is never used: its labels come from the
+forward fit of its images, and the s prior of the 1-plateau fits from each model's own fit of
+the first campaign (``cnn_bft(..., s_prior=...)``).
+
+Rows (per plateau count of the later campaign): ``shipped`` (the shipped model as is);
+``shipped, s prior`` (with the s prior of its own fit of the first campaign); ``shipped,
+corrected`` (with the camera's offset correction, :mod:`plato_cnn.offset_correction`: the
+network's bias per field and plateau, measured on the first campaign against the physics
+labels, and the s prior of its own corrected fit of the first campaign); ``fine-tuned, s
+prior`` and ``fine-tuned, corrected`` (the same with the camera's own fine-tuned model).  RMS
+error, bias, median sigma, coverage.  Per camera, the result is kept as ``<out>/cam<i>_<key>.json``
+and the fine-tuned model in ``<out>/cam<i>_<key>/``: a rerun resumes.
+
+Usage::
+
+    python -m benchmarks.recheck [--quick] [--cameras 12] [--workers 2] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/recheck.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import (  # noqa: E402
+    machine_info,
+    parse_with_quick,
+    report,
+    script_argv,
+)
+from benchmarks.finetune_transfer import build_rows, markdown  # noqa: E402
+from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
+from plato_cnn.pipelines.calibrate import TRUTH_RANGE_DEGC  # noqa: E402
+from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
+
+QUICK = dict(cameras=2, epochs=4)
+PLATEAUX = (5, 3, 2, 1)
+MODELS = (
+    "shipped",
+    "shipped, s prior",
+    "shipped, corrected",
+    "fine-tuned, s prior",
+    "fine-tuned, corrected",
+)
+
+
+def _campaigns(args: argparse.Namespace) -> tuple[list, list]:
+    """``(folder, truth)`` of each camera's first and later campaign."""
+    from plato_sim.scenes.out_of_family import emulate_out_of_family, emulate_recheck
+
+    kw = dict(seed=args.seed, bft_range_degC=TRUTH_RANGE_DEGC, workers=args.workers,
+              plateaux_degC=SUBSETS[5])  # fmt: skip
+    first = emulate_out_of_family(args.cache, args.cameras, **kw)
+    later = emulate_recheck(args.cache, args.cameras, k=1, max_shift_degC=args.max_shift, **kw)
+    return first, later
+
+
+def _forward(job: dict) -> dict:
+    """The forward fit (``field_focus``) of the camera's first campaign, kept next to it."""
+    from benchmarks.finetune_transfer import _forward_report
+
+    return _forward_report(dict(i=job["i"], dir=job["first"]))
+
+
+def _fine_tuned(job: dict, frames, rep: dict) -> tuple[str, float]:
+    """The camera's fine-tuned model (made unless kept) and the wall time spent on it (s)."""
+    from plato_cnn.pipelines.finetune import FinetuneConfig, finetune
+
+    out = Path(job["model_out"])
+    if (out / "finetune.json").is_file():  # written last
+        return str(out), 0.0
+    t0 = time.perf_counter()
+    cfg = FinetuneConfig(epochs=job["epochs"], patience=job["patience"], seed=job["i"])
+    finetune([frames], out, job["base"], cfg, forward_reports=[rep], progress=False)
+    return str(out), time.perf_counter() - t0
+
+
+def _correction(model: str, frames, rep: dict):
+    """The model's offset correction measured on the first campaign, and the wall time (s)."""
+    from plato_cnn.forward import physics_labels
+    from plato_cnn.offset_correction import fit_offset_correction
+    from plato_cnn.predict import predict_frames
+
+    t0 = time.perf_counter()
+    pred = predict_frames(frames, model)
+    corr = fit_offset_correction(
+        frames, pred["mu_um"], physics_labels(frames, rep), pred["model_card"].sha256()
+    )
+    return corr, time.perf_counter() - t0
+
+
+def _camera(job: dict) -> dict:
+    """One camera: fine-tune on its first campaign, score the models on its later one."""
+    pin_one_thread()
+    from plato_cnn.predict import cnn_bft
+    from plato_cnn.reader import read_campaign
+
+    kept = Path(job["result"])
+    if kept.is_file():
+        return json.loads(kept.read_text())
+    fa = read_campaign(job["first"])
+    fa = fa.select(fa.usable)
+    rep = _forward(job)
+    tuned, t_ft = _fine_tuned(job, fa, rep)
+    corr = {"shipped": _correction(job["base"], fa, rep),
+            "fine-tuned": _correction(tuned, fa, rep)}  # fmt: skip
+    fb = read_campaign(job["later"])
+    fb = fb.select(fb.usable)
+    plan = []
+    for name, model in (("shipped", job["base"]), ("fine-tuned", tuned)):
+        for with_corr in (False, True):
+            c = corr[name][0] if with_corr else None
+            # s prior: the same estimator's own fit of the first campaign's sweep
+            fit, _ = cnn_bft(fa, model, n_boot=100, seed=job["i"], offset_correction=c)
+            prior = (fit.s_um_per_degC, fit.s_sigma_um_per_degC)
+            label = f"{name}, {'corrected' if with_corr else 's prior'}"
+            plan.append((label, model, prior, c))
+    plan.insert(0, ("shipped", job["base"], None, None))
+    results = []
+    t0 = time.perf_counter()
+    for label, model, prior, c in plan:
+        for n_pl in PLATEAUX:
+            sub = fb.select(fb.plateau_mask(SUBSETS[n_pl]))
+            try:
+                f, _ = cnn_bft(sub, model, n_boot=100, seed=job["i"], s_prior=prior,
+                               offset_correction=c)  # fmt: skip
+                results.append(dict(model=label, plateaux=n_pl, bft=f.bft_degC,
+                                    sigma=f.sigma_degC, s_prior=prior))  # fmt: skip
+            except Exception as exc:  # counted as a failure of that row
+                results.append(dict(model=label, plateaux=n_pl,
+                                    error=f"{type(exc).__name__}: {exc}"))  # fmt: skip
+    out = dict(i=job["i"], camera=job["camera"], truth=job["truth"],
+               first_truth_degC=job["first_truth"], first_forward_degC=rep["bft_degC"],
+               finetune_s=t_ft, correction_s={k: v[1] for k, v in corr.items()},
+               correction_spread_um={k: v[0].spread_um for k, v in corr.items()},
+               correction_noise_um={k: v[0].noise_um for k, v in corr.items()},
+               score_s=(time.perf_counter() - t0) / len(results), results=results)  # fmt: skip
+    from plato_sim.io.atomic import atomic_write_text
+
+    atomic_write_text(kept, json.dumps(out))
+    return out
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cameras", type=int, default=12, help="nodal cameras re-checked")
+    ap.add_argument("--seed", type=int, default=1, help="their evaluation-set seed")
+    ap.add_argument(
+        "--max-shift", type=float, default=1.0, help="largest T_BF change between campaigns (degC)"
+    )
+    ap.add_argument("--epochs", type=int, default=16, help="most fine-tuning epochs")
+    ap.add_argument(
+        "--patience", type=int, default=2, help="early stopping on the label fit (0: off)"
+    )
+    ap.add_argument("--model", default=None, help="base model (default: the shipped one)")
+    ap.add_argument("--out", default="out/recheck", help="per-camera models and results")
+    ap.add_argument("--cache", default="out/out_of_family_cache", help="emulated campaigns")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json", default=None, help="write the result here")
+    return parse_with_quick(ap, argv, QUICK)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    from plato_cnn.nn.card import default_model_dir
+
+    base = str(args.model or default_model_dir())
+    t0 = time.perf_counter()
+    first, later = _campaigns(args)
+    t_emul = time.perf_counter() - t0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # the key names everything a kept result depends on but the camera
+    key = f"e{args.epochs}p{args.patience}_s{args.seed}_m{args.max_shift:g}"
+    jobs = [
+        dict(i=i, first=str(da), later=str(db), camera=tb["camera"], truth=tb["bft_degC"],
+             first_truth=ta["bft_degC"], base=base, epochs=args.epochs, patience=args.patience,
+             model_out=str(out / f"cam{i:03d}_{key}"), result=str(out / f"cam{i:03d}_{key}.json"))
+        for i, ((da, ta), (db, tb)) in enumerate(zip(first, later, strict=True))
+    ]  # fmt: skip
+    t1 = time.perf_counter()
+    evals = map_jobs(_camera, jobs, args.workers, desc="re-checked cameras")
+    t_run = time.perf_counter() - t1
+    shifts = [e["truth"] - e["first_truth_degC"] for e in evals]
+    result = dict(
+        machine=machine_info(),
+        command=script_argv(),
+        config=vars(args),
+        seconds=dict(emulation=t_emul, cameras=t_run),
+        finetune_s_per_camera=float(np.mean([e["finetune_s"] for e in evals])),
+        score_s_per_fit=float(np.mean([e["score_s"] for e in evals])),
+        bft_shift_rms_degC=float(np.sqrt(np.mean(np.square(shifts)))),
+        rows=build_rows(evals, MODELS),
+        per_camera=evals,
+    )
+    print(
+        f"{len(evals)} nodal cameras (seed {args.seed}) re-checked, T_BF moved by up to "
+        f"{args.max_shift:g} degC (RMS {result['bft_shift_rms_degC']:.2f}); emulation "
+        f"{t_emul:.0f} s, fine-tuning + scoring {t_run:.0f} s"
+    )
+    report(result, markdown(result), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""Per-camera offset correction (plato_cnn.offset_correction): a known bias per field and
+focus is measured and removed, interpolated between plateaux; unknown fields; model and camera
+checks; JSON round trip; bad input."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from plato_cnn.offset_correction import fit_offset_correction, load_offset_correction
+from plato_sim.errors import DataError, ParameterError
+
+SHA = "ab" * 32
+PLATEAUX = (-90.0, -85.0, -80.0, -75.0, -70.0)
+
+
+def _frames(n_fields=8, plateaux=PLATEAUX, per_group=20, seed=0, camera="cam1", t_shift=0.0):
+    rng = np.random.default_rng(seed)
+    f = np.repeat(np.arange(n_fields), len(plateaux) * per_group)
+    p = np.tile(np.repeat(np.arange(len(plateaux)), per_group), n_fields)
+    theta = np.linspace(1.0, 18.0, n_fields)[f]
+    phi = (45.0 * np.arange(n_fields))[f] % 360.0
+    t = np.asarray(plateaux)[p] + t_shift + rng.normal(0, 0.01, len(f))
+    return SimpleNamespace(field_id=f.astype(np.int32), obsid=(1000 + 11 * p).astype(np.int64),
+                           field_theta_deg=theta, field_phi_deg=phi, temperature_degC=t,
+                           camera=camera)  # fmt: skip
+
+
+def _bias(fr, labels):
+    """A network error that depends on the field and, non-linearly, on the focus (um)."""
+    f = fr.field_id
+    return 5.0 * np.cos(f) + 15.0 * np.exp(-((labels / 30.0) ** 2)) * (1 + 0.1 * f)
+
+
+def _labels(fr, t_bf=-80.0):
+    return 10.0 * (fr.temperature_degC - t_bf) + 3.0 * (fr.field_id - 4)  # um
+
+
+def test_bias_of_each_field_and_plateau_measured_and_removed():
+    fr = _frames()
+    lab = _labels(fr)
+    rng = np.random.default_rng(2)
+    mu = lab + _bias(fr, lab) + rng.normal(0.0, 2.0, len(lab))
+    corr = fit_offset_correction(fr, mu, lab, SHA)
+    assert len(corr.theta_deg) == 8 and corr.plateau_degC == pytest.approx(PLATEAUX, abs=0.01)
+    assert corr.spread_um > 5.0  # the bias it measured
+    assert 0.3 < corr.noise_um < 0.6  # 2 um / sqrt(20)
+    fixed = corr.apply(fr, mu, SHA)
+    means = np.bincount(fr.field_id * 5 + (fr.obsid - 1000) // 11, fixed - lab) / 20
+    # the earlier campaign itself: its labels (up to the interpolation over TRP1 jitter)
+    assert np.abs(means).max() < 0.1
+    # the camera's later campaign: focus moved by 0.4 degC (4 um), plateaux 1 degC warmer
+    later = _frames(seed=5, t_shift=1.0)
+    lab_b = _labels(later, t_bf=-79.6)
+    mu_b = lab_b + _bias(later, lab_b) + np.random.default_rng(6).normal(0.0, 2.0, len(lab_b))
+    before = np.abs(np.bincount(later.field_id, mu_b - lab_b) / 100).max()
+    after = np.abs(np.bincount(later.field_id, corr.apply(later, mu_b, SHA) - lab_b) / 100)
+    assert before > 8.0 and after.max() < 2.0
+
+
+def test_unknown_field_gets_mean_over_fields_and_camera_mismatch_warns(caplog):
+    fr = _frames()
+    lab = _labels(fr)
+    corr = fit_offset_correction(fr, lab + 4.0, lab, SHA)
+    assert corr.mean_offset_um == pytest.approx((4.0,) * 5)
+    other = _frames(n_fields=2, camera="cam2")
+    other.field_theta_deg = other.field_theta_deg + 0.5  # positions the table does not hold
+    with caplog.at_level("WARNING"):
+        back = corr.apply(other, np.full(len(other.field_id), 25.0), SHA)
+    assert np.allclose(back, 21.0)
+    assert "cam2" in caplog.text
+
+
+def test_field_missing_a_plateau_interpolates_and_round_trip(tmp_path):
+    fr = _frames()
+    lab = _labels(fr)
+    mu = lab + 10.0 * (fr.field_id == 0) * (fr.temperature_degC + 90.0) / 20.0
+    keep = ~((fr.field_id == 0) & (fr.obsid == 1022))  # field 0 has no frame at -80 degC
+    sub = SimpleNamespace(**{k: (v[keep] if isinstance(v, np.ndarray) else v)
+                             for k, v in vars(fr).items()})  # fmt: skip
+    corr = fit_offset_correction(sub, mu[keep], lab[keep], SHA)
+    assert np.isnan(corr.offset_um[0][2])
+    at = corr.per_frame(fr)[(fr.field_id == 0) & (fr.obsid == 1022)]
+    assert np.allclose(at, 5.0, atol=0.05)  # halfway between -85 and -75
+    again = load_offset_correction(corr.save(tmp_path / "c.json"))
+    assert np.allclose(again.per_frame(fr), corr.per_frame(fr))
+    assert again.camera == corr.camera and again.plateau_degC == corr.plateau_degC
+
+
+def test_other_model_and_bad_input_refused(tmp_path):
+    fr = _frames()
+    lab = _labels(fr)
+    corr = fit_offset_correction(fr, lab + 1.0, lab, SHA)
+    with pytest.raises(ParameterError, match="another model"):
+        corr.apply(fr, lab, "cd" * 32)
+    one = _frames(plateaux=(-80.0,))
+    with pytest.raises(DataError, match="2 plateaux"):
+        fit_offset_correction(one, _labels(one), _labels(one), SHA)
+    with pytest.raises(DataError):
+        fit_offset_correction(fr, lab, np.full(len(lab), np.nan), SHA)
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    with pytest.raises(DataError):
+        load_offset_correction(tmp_path / "bad.json")
