@@ -63,19 +63,22 @@ def _nodal(cache: str, n: int, seed: int, workers: int) -> list[tuple[Path, dict
 def _forward_report(job: dict) -> dict:
     """The forward fit (with ``field_focus``) of one fine-tuning camera, kept next to it."""
     pin_one_thread()
-    from plato_cnn.forward import FIT_VERSION, MODEL_TAG, forward_bft, same_fit_as_current
+    from plato_cnn.forward import (
+        FIT_VERSION,
+        MODEL_TAG,
+        earlier_kept,
+        forward_bft,
+        same_fit_as_current,
+    )
     from plato_cnn.reader import read_campaign
     from plato_sim.io.atomic import atomic_write_text
 
     cache = Path(f"{job['dir']}.forward_ff.{MODEL_TAG}.v{FIT_VERSION}.json")
     if cache.is_file():
         return json.loads(cache.read_text())
-    for v in range(FIT_VERSION - 1, 0, -1):  # a fit the current procedure reproduces
-        old = Path(f"{job['dir']}.forward_ff.{MODEL_TAG}.v{v}.json")
-        if old.is_file():
-            r = json.loads(old.read_text())
-            if same_fit_as_current(v, r["chi2"]["reduced"], r["n_plateaux"]):
-                return r
+    for v, r in earlier_kept(lambda v: f"{job['dir']}.forward_ff.{MODEL_TAG}.v{v}.json"):
+        if same_fit_as_current(v, r["chi2"]["reduced"], r["n_plateaux"]):
+            return r  # a fit the current procedure reproduces
     fr = read_campaign(job["dir"])
     r = forward_bft(fr.select(fr.usable), seed=job["i"], field_focus=True)
     r = {k: v for k, v in r.items() if k != "examples"}

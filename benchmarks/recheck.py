@@ -46,6 +46,7 @@ from benchmarks._common import (  # noqa: E402
     machine_info,
     parse_with_quick,
     report,
+    row_stats,
     script_argv,
 )
 from benchmarks.finetune_transfer import build_rows, markdown  # noqa: E402
@@ -161,6 +162,48 @@ def _camera(job: dict) -> dict:
     return out
 
 
+def _forward_later(job: dict) -> dict:
+    """The forward method on the later campaign's first ``n`` plateau subsets (``job["n"]``),
+    with the s prior of its fit of the first campaign; kept as ``<result>.forward.json``."""
+    pin_one_thread()
+    from plato_cnn.forward import forward_bft
+    from plato_cnn.reader import read_campaign
+    from plato_sim.io.atomic import atomic_write_text
+
+    kept_path = Path(job["result"]).with_suffix(".forward.json")
+    kept = json.loads(kept_path.read_text()) if kept_path.is_file() else {}
+    todo = [n for n in job["n"] if str(n) not in kept]
+    if todo:
+        rep = _forward(job)
+        prior = (rep["s_um_per_degC"], rep["s_sigma_um_per_degC"])
+        fb = read_campaign(job["later"])
+        fb = fb.select(fb.usable)
+        for n_pl in todo:
+            t0 = time.perf_counter()
+            try:
+                r = forward_bft(fb.select(fb.plateau_mask(SUBSETS[n_pl])), s_prior=prior,
+                                seed=job["i"])  # fmt: skip
+                kept[str(n_pl)] = dict(model="forward, s prior", plateaux=n_pl,
+                                       bft=r["bft_degC"], sigma=r["sigma_degC"],
+                                       wall_s=time.perf_counter() - t0)  # fmt: skip
+            except Exception as exc:  # counted as a failure of that row
+                kept[str(n_pl)] = dict(model="forward, s prior", plateaux=n_pl,
+                                       error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            atomic_write_text(kept_path, json.dumps(kept))
+    return kept
+
+
+def _forward_rows(evals: list[dict], fwd: list[dict], counts: list[int]) -> list[dict]:
+    truth = np.asarray([e["truth"] for e in evals])
+    rows = []
+    for n_pl in counts:
+        res = [f[str(n_pl)] for f in fwd]
+        wall = [r["wall_s"] for r in res if "wall_s" in r]
+        rows.append(dict(model="forward, s prior", plateaux=n_pl, **row_stats(res, truth),
+                         wall_s_per_fit=float(np.mean(wall)) if wall else None))  # fmt: skip
+    return rows
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cameras", type=int, default=12, help="nodal cameras re-checked")
@@ -176,6 +219,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default="out/recheck", help="per-camera models and results")
     ap.add_argument("--cache", default="out/out_of_family_cache", help="emulated campaigns")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--forward-plateaux",
+        default="",
+        help="also the forward method on the later campaign with these plateau counts (comma "
+        "list of 5, 3, 2, 1; s prior from its fit of the first campaign; ~1 min a fit)",
+    )
     ap.add_argument("--json", default=None, help="write the result here")
     return parse_with_quick(ap, argv, QUICK)
 
@@ -200,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     t1 = time.perf_counter()
     evals = map_jobs(_camera, jobs, args.workers, desc="re-checked cameras")
+    counts = [int(x) for x in args.forward_plateaux.split(",") if x.strip()]
+    fwd = []
+    if counts:
+        fwd = map_jobs(_forward_later, [dict(j, n=counts) for j in jobs], args.workers,
+                       desc="forward fits of the later campaigns")  # fmt: skip
     t_run = time.perf_counter() - t1
     shifts = [e["truth"] - e["first_truth_degC"] for e in evals]
     result = dict(
@@ -210,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         finetune_s_per_camera=float(np.mean([e["finetune_s"] for e in evals])),
         score_s_per_fit=float(np.mean([e["score_s"] for e in evals])),
         bft_shift_rms_degC=float(np.sqrt(np.mean(np.square(shifts)))),
-        rows=build_rows(evals, MODELS),
+        rows=build_rows(evals, MODELS) + _forward_rows(evals, fwd, counts),
         per_camera=evals,
+        forward_per_camera=fwd,
     )
     print(
         f"{len(evals)} nodal cameras (seed {args.seed}) re-checked, T_BF moved by up to "

@@ -65,9 +65,12 @@ otherwise enters the sigma.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,6 +99,7 @@ __all__ = [
     "CHI2_WARN",
     "FIT_VERSION",
     "same_fit_as_current",
+    "earlier_kept",
 ]
 
 log = logging.getLogger(__name__)
@@ -256,6 +260,16 @@ def same_fit_as_current(
         and n_plateaux is not None
         and not beyond_calibration(n_plateaux, chi2_reduced)
     )
+
+
+def earlier_kept(path_of: Callable[[int], str | Path]) -> Iterator[tuple[int, dict]]:
+    """``(version, content)`` of the results that earlier fit procedures kept, newest first:
+    ``path_of(version)`` names each one's JSON file (absent ones are skipped).  Whether a fit
+    in them may be reused is :func:`same_fit_as_current`'s to say, fit by fit."""
+    for v in range(FIT_VERSION - 1, 0, -1):
+        path = Path(path_of(v))
+        if path.is_file():
+            yield v, json.loads(path.read_text())
 
 
 #: The OTF derivatives (the costly part: ~6 OTFs' worth per state) are recomputed after a

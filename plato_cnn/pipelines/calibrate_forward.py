@@ -110,14 +110,10 @@ def _still_current(folder: str, truth: float) -> dict[str, tuple]:
     """The fits kept by earlier procedure versions (default cache names) that the current one
     reproduces bit for bit (:func:`plato_cnn.forward.same_fit_as_current`: they ended within
     the model); results without their chi^2 are never reused."""
-    from plato_cnn.forward import FIT_VERSION, MODEL_TAG, same_fit_as_current
+    from plato_cnn.forward import MODEL_TAG, earlier_kept, same_fit_as_current
 
     out: dict[str, tuple] = {}
-    for v in range(FIT_VERSION - 1, 0, -1):
-        path = Path(f"{folder}.forward_errors.{MODEL_TAG}.v{v}.json")
-        if not path.is_file():
-            continue
-        kept = json.loads(path.read_text())
+    for v, kept in earlier_kept(lambda v: f"{folder}.forward_errors.{MODEL_TAG}.v{v}.json"):
         if kept.get("truth_degC") != truth:
             continue
         for n, r in kept["errors"].items():
