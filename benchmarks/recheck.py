@@ -96,17 +96,13 @@ def _fine_tuned(job: dict, frames, rep: dict) -> tuple[str, float]:
     return str(out), time.perf_counter() - t0
 
 
-def _correction(model: str, frames, rep: dict):
-    """The model's offset correction measured on the first campaign, and the wall time (s)."""
-    from plato_cnn.forward import physics_labels
-    from plato_cnn.offset_correction import fit_offset_correction
-    from plato_cnn.predict import predict_frames
+def _correction(model: str, frames, rep: dict, seed: int):
+    """The model's offset correction (with its s prior) measured on the first campaign, and
+    the wall time (s)."""
+    from plato_cnn.offset_correction import measure_offset_correction
 
     t0 = time.perf_counter()
-    pred = predict_frames(frames, model)
-    corr = fit_offset_correction(
-        frames, pred["mu_um"], physics_labels(frames, rep), pred["model_card"].sha256()
-    )
+    corr = measure_offset_correction(frames, rep, model, seed=seed)
     return corr, time.perf_counter() - t0
 
 
@@ -123,19 +119,18 @@ def _camera(job: dict) -> dict:
     fa = fa.select(fa.usable)
     rep = _forward(job)
     tuned, t_ft = _fine_tuned(job, fa, rep)
-    corr = {"shipped": _correction(job["base"], fa, rep),
-            "fine-tuned": _correction(tuned, fa, rep)}  # fmt: skip
+    corr = {"shipped": _correction(job["base"], fa, rep, job["i"]),
+            "fine-tuned": _correction(tuned, fa, rep, job["i"])}  # fmt: skip
     fb = read_campaign(job["later"])
     fb = fb.select(fb.usable)
     plan = []
     for name, model in (("shipped", job["base"]), ("fine-tuned", tuned)):
-        for with_corr in (False, True):
-            c = corr[name][0] if with_corr else None
-            # s prior: the same estimator's own fit of the first campaign's sweep
-            fit, _ = cnn_bft(fa, model, n_boot=100, seed=job["i"], offset_correction=c)
-            prior = (fit.s_um_per_degC, fit.s_sigma_um_per_degC)
-            label = f"{name}, {'corrected' if with_corr else 's prior'}"
-            plan.append((label, model, prior, c))
+        # s prior: the same estimator's own fit of the first campaign's sweep
+        fit, _ = cnn_bft(fa, model, n_boot=100, seed=job["i"])
+        plan.append((f"{name}, s prior", model, (fit.s_um_per_degC, fit.s_sigma_um_per_degC),
+                     None))  # fmt: skip
+        c = corr[name][0]
+        plan.append((f"{name}, corrected", model, c.s_prior_um_per_degC, c))
     plan.insert(0, ("shipped", job["base"], None, None))
     results = []
     t0 = time.perf_counter()

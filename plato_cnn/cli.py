@@ -173,25 +173,26 @@ def _cnn_run(args: argparse.Namespace, frames) -> dict:
     from plato_cnn.predict import cnn_bft
     from plato_cnn.report import cnn_result, plot_cnn_bft, save_figure
 
-    correction = None
+    correction, s_prior = None, args.s_prior
     if args.offset_correction:
         from plato_cnn.offset_correction import load_offset_correction
 
         correction = load_offset_correction(args.offset_correction)
+        s_prior = s_prior or correction.s_prior_um_per_degC
     fit, info = cnn_bft(
         frames,
         args.model,
         n_boot=args.n_boot,
         seed=args.seed,
         device=args.device,
-        s_prior=args.s_prior,
+        s_prior=s_prior,
         plateau_head=not args.no_plateau_head,
         offset_correction=correction,
     )
     if args.plot:
         use = frames.usable
         save_figure(plot_cnn_bft(frames.select(use), fit, info["frame_mu_um"]), args.plot)
-    result = cnn_result(fit, info, frames.obsid[frames.usable].tolist(), args.s_prior)
+    result = cnn_result(fit, info, frames.obsid[frames.usable].tolist(), s_prior)
     result = _cross_checked(args, frames, result)
     if args.cross_check_forward:
         from plato_cnn.crosscheck import cross_check_forward
@@ -326,9 +327,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _cmd_offset_correction(args: argparse.Namespace) -> int:
-    from plato_cnn.forward import forward_bft, physics_labels
-    from plato_cnn.offset_correction import fit_offset_correction
-    from plato_cnn.predict import predict_frames
+    from plato_cnn.forward import forward_bft
+    from plato_cnn.offset_correction import measure_offset_correction
     from plato_cnn.reader import read_campaign
 
     fr = read_campaign(args.campaign)
@@ -337,15 +337,14 @@ def _cmd_offset_correction(args: argparse.Namespace) -> int:
         report = _read_report(args.forward_json)
     else:
         report = forward_bft(fr, field_focus=True, device=args.device, seed=args.seed)
-    pred = predict_frames(fr, args.model, args.device)
-    corr = fit_offset_correction(
-        fr, pred["mu_um"], physics_labels(fr, report), pred["model_card"].sha256()
-    )
+    corr = measure_offset_correction(fr, report, args.model, args.device, seed=args.seed)
     corr.save(args.out)
+    s, s_sig = corr.s_prior_um_per_degC
     print(
         f"{fr.camera}: {len(corr.theta_deg)} field positions x {len(corr.plateau_degC)} "
         f"plateaux; the model's offsets minus the physics labels {corr.spread_um:.2f} um RMS "
-        f"per (field, plateau), standard errors {corr.noise_um:.2f} um RMS"
+        f"per (field, plateau), standard errors {corr.noise_um:.2f} um RMS; s prior "
+        f"{s:.3f} +- {s_sig:.3f} um/degC"
     )
     print(f"wrote {args.out}")
     return 0

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from plato_sim.errors import DataError, ParameterError
 __all__ = [
     "OffsetCorrection",
     "fit_offset_correction",
+    "measure_offset_correction",
     "load_offset_correction",
 ]
 
@@ -51,7 +52,10 @@ class OffsetCorrection:
     earlier campaign's plateau temperatures ``plateau_degC`` (TRP1, ascending); the mean over
     fields ``mean_offset_um[p]``; the RMS of the offsets ``spread_um`` (how much is
     corrected) and of their standard errors ``noise_um`` (what the correction adds); the
-    model card's ``model_card_sha256``; the camera."""
+    model card's ``model_card_sha256``; the camera; and, when measured with
+    :func:`measure_offset_correction`, the thermal sensitivity ``s_prior_um_per_degC``
+    ``(mean, sigma)`` (um/degC) of the corrected network's fit of that campaign, the s prior
+    of the camera's later 1-plateau fits."""
 
     theta_deg: tuple[float, ...]
     phi_deg: tuple[float, ...]
@@ -62,6 +66,7 @@ class OffsetCorrection:
     noise_um: float
     model_card_sha256: str
     camera: str
+    s_prior_um_per_degC: tuple[float, float] | None = None
 
     def apply(self, frames, mu_um: np.ndarray, model_card_sha256: str) -> np.ndarray:
         """The offsets ``mu_um`` of ``frames`` corrected (um).
@@ -127,6 +132,8 @@ def load_offset_correction(path: str | Path) -> OffsetCorrection:
             tuple(np.nan if v is None else float(v) for v in row) for row in d["offset_um"]
         )
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        if d.get("s_prior_um_per_degC") is not None:
+            d["s_prior_um_per_degC"] = tuple(float(v) for v in d["s_prior_um_per_degC"])
         return OffsetCorrection(**d)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not an offset correction ({exc})") from exc
@@ -139,6 +146,25 @@ def _distance(th_all, ph_all, th, ph) -> np.ndarray:
     return np.abs(th[:, None] - th_all[None]) + np.abs(
         ((ph[:, None] - ph_all[None] + 180.0) % 360.0) - 180.0
     )
+
+
+def measure_offset_correction(
+    frames, report: dict, model_dir=None, device: str = "cpu", n_boot: int = 100, seed: int = 0
+) -> OffsetCorrection:
+    """The correction of model ``model_dir`` (default: the shipped one) on one camera's usable
+    ``frames``, labelled by the forward ``report`` of the same campaign (made with
+    ``field_focus``), with the s prior of the corrected network's own fit of the campaign
+    (:func:`plato_cnn.predict.cnn_bft` with ``n_boot`` replicates and ``seed``)."""
+    from plato_cnn.forward import physics_labels
+    from plato_cnn.predict import cnn_bft, predict_frames
+
+    pred = predict_frames(frames, model_dir, device)
+    corr = fit_offset_correction(
+        frames, pred["mu_um"], physics_labels(frames, report), pred["model_card"].sha256()
+    )
+    fit, _ = cnn_bft(frames, model_dir, n_boot=n_boot, seed=seed, device=device,
+                     offset_correction=corr)  # fmt: skip
+    return replace(corr, s_prior_um_per_degC=(fit.s_um_per_degC, fit.s_sigma_um_per_degC))
 
 
 def fit_offset_correction(

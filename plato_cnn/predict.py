@@ -79,12 +79,16 @@ def cnn_bft(
         offset_correction: a :class:`plato_cnn.offset_correction.OffsetCorrection` measured
             with this model on an earlier campaign of the same camera: each frame's offset is
             corrected by its field's bias at its temperature; the plateau head is then not
-            used (it corrects the uncorrected network's plateau means).
+            used (it corrects the uncorrected network's plateau means), and the correction's
+            s prior (its own fit of that campaign) serves unless ``s_prior`` is given.
 
     Returns:
         ``(fit, info)`` with ``info`` holding the frame counts and the model's description.
     """
     from plato_cnn.reader import FLAG_UNSTABLE
+
+    if s_prior is None and offset_correction is not None:
+        s_prior = offset_correction.s_prior_um_per_degC
 
     ignore = FLAG_UNSTABLE if include_unstable else 0
     use = (frames.flags & ~np.uint16(ignore)) == 0

@@ -409,6 +409,8 @@ def test_command_line_forward_field_focus_feeds_finetune(tmp_path):
     f = json.loads(fixed.read_text())
     assert f["offset_correction"]["camera"] == "fwcli"
     assert f["plateau_head_correction_um"] is None  # superseded by the camera's own correction
+    s_prior = json.loads(corr.read_text())["s_prior_um_per_degC"]
+    assert f["s_prior_um_per_degC"] == pytest.approx(s_prior)  # its own fit of the campaign
     assert main(["bft", str(camp), "--method", "cnn", "--model", str(out), "--offset-correction",
                  str(corr), "--no-cross-check"]) == 2  # fmt: skip
 

@@ -2,6 +2,7 @@
 focus is measured and removed, interpolated between plateaux; unknown fields; model and camera
 checks; JSON round trip; bad input."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -82,8 +83,10 @@ def test_field_missing_a_plateau_interpolates_and_round_trip(tmp_path):
     assert np.isnan(corr.offset_um[0][2])
     at = corr.per_frame(fr)[(fr.field_id == 0) & (fr.obsid == 1022)]
     assert np.allclose(at, 5.0, atol=0.05)  # halfway between -85 and -75
+    corr = replace(corr, s_prior_um_per_degC=(9.5, 0.02))
     again = load_offset_correction(corr.save(tmp_path / "c.json"))
     assert np.allclose(again.per_frame(fr), corr.per_frame(fr))
+    assert again.s_prior_um_per_degC == (9.5, 0.02)
     assert again.camera == corr.camera and again.plateau_degC == corr.plateau_degC
 
 
