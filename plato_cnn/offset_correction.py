@@ -55,7 +55,9 @@ class OffsetCorrection:
     model card's ``model_card_sha256``; the camera; and, when measured with
     :func:`measure_offset_correction`, the thermal sensitivity ``s_prior_um_per_degC``
     ``(mean, sigma)`` (um/degC) of the corrected network's fit of that campaign, the s prior
-    of the camera's later 1-plateau fits."""
+    of the camera's later 1-plateau fits, and ``first``, what the forward fit measured on that
+    campaign for :meth:`recheck`: its T_BF and sigma (degC), its thermal model and each field's
+    best focus (um)."""
 
     theta_deg: tuple[float, ...]
     phi_deg: tuple[float, ...]
@@ -67,6 +69,7 @@ class OffsetCorrection:
     model_card_sha256: str
     camera: str
     s_prior_um_per_degC: tuple[float, float] | None = None
+    first: dict | None = None
 
     def apply(self, frames, mu_um: np.ndarray, model_card_sha256: str) -> np.ndarray:
         """The offsets ``mu_um`` of ``frames`` corrected (um).
@@ -107,6 +110,54 @@ class OffsetCorrection:
                      "over fields", int((~hit).sum()), len(t))  # fmt: skip
         return out
 
+    def recheck(self, frames, mu_corrected_um: np.ndarray) -> dict:
+        """T_BF of the camera's later campaign from the focus change the corrected network
+        sees, on the earlier campaign's physics (:attr:`first`).
+
+        Each frame's corrected offset minus the offset the earlier fit predicts for it (its
+        field's best focus and the thermal model at its TRP1) is the change ``delta`` of the
+        thermal focus between the campaigns; ``delta`` is the mean over field positions of
+        their mean (its sigma their scatter over sqrt(fields), and the correction's
+        ``noise_um`` in quadrature).  The optics did not change, so the later T_BF is where
+        the earlier thermal curve plus ``delta`` reaches the focus the earlier T_BF had.
+        Frames at field positions the earlier fit does not hold are left out.
+
+        Returns:
+            ``bft_degC``, ``sigma_degC`` (with the earlier T_BF's sigma in quadrature),
+            ``delta_um``, ``sigma_delta_um``, ``fields``, ``frames``.
+
+        Raises:
+            DataError: no :attr:`first` block, or no frame at a field the earlier fit holds.
+        """
+        if not self.first:
+            raise DataError("this offset correction holds no forward fit of the earlier campaign")
+        th = self.first["thermal"]
+
+        def dz(t):
+            d = np.asarray(t, float) - th["t_ref_degC"]
+            return th["b_um"] + th["s_um_per_degC"] * d + th["q_um_per_degC2"] * d * d
+
+        d = _distance(self.theta_deg, self.phi_deg, frames.field_theta_deg, frames.field_phi_deg)
+        k = np.argmin(d, axis=1)
+        hit = (d[np.arange(len(k)), k] < SAME_FIELD_DEG) & np.isfinite(mu_corrected_um)
+        if not hit.any():
+            raise DataError("no frame at a field position of the earlier campaign")
+        predicted = dz(frames.temperature_degC) - np.asarray(self.first["dz_best_um"])[k]
+        diff = (np.asarray(mu_corrected_um, float) - predicted)[hit]
+        kf = k[hit]
+        per_field = np.bincount(kf, diff) / np.maximum(np.bincount(kf), 1)
+        per_field = per_field[np.bincount(kf) > 0]
+        delta = float(per_field.mean())
+        spread = float(per_field.std(ddof=1)) if len(per_field) > 1 else float("inf")
+        sig_delta = float(np.hypot(spread / np.sqrt(len(per_field)), self.noise_um))
+        # the focus the earlier T_BF had, reached now where dz(T) = dz(T_BF) - delta
+        target = float(dz(self.first["bft_degC"])) - delta
+        t = _solve_thermal(th, target, self.first["bft_degC"])
+        slope = th["s_um_per_degC"] + 2 * th["q_um_per_degC2"] * (t - th["t_ref_degC"])
+        sigma = float(np.hypot(sig_delta / abs(slope), self.first["sigma_degC"]))
+        return dict(bft_degC=t, sigma_degC=sigma, delta_um=delta, sigma_delta_um=sig_delta,
+                    fields=int(len(per_field)), frames=int(hit.sum()))  # fmt: skip
+
     def save(self, path: str | Path) -> Path:
         """Write the correction as JSON (atomically; NaN as null)."""
         from plato_sim.io.atomic import atomic_write_text
@@ -116,6 +167,20 @@ class OffsetCorrection:
         path = Path(path)
         atomic_write_text(path, json.dumps({"format": FORMAT, **d}, indent=1))
         return path
+
+
+def _solve_thermal(th: dict, target_um: float, near_degC: float) -> float:
+    """The TRP1 temperature (degC) nearest ``near_degC`` where ``b + s d + q d^2`` equals
+    ``target_um`` (``d = T - t_ref``); the linear solution when the curve has no root."""
+    b, s, q, t_ref = th["b_um"], th["s_um_per_degC"], th["q_um_per_degC2"], th["t_ref_degC"]
+    lin = t_ref + (target_um - b) / s
+    if abs(q) < 1e-12:
+        return float(lin)
+    disc = s * s - 4 * q * (b - target_um)
+    if disc < 0:
+        return float(lin)
+    roots = t_ref + (-s + np.array([1.0, -1.0]) * np.sqrt(disc)) / (2 * q)
+    return float(roots[np.argmin(np.abs(roots - near_degC))])
 
 
 def load_offset_correction(path: str | Path) -> OffsetCorrection:
@@ -164,7 +229,18 @@ def measure_offset_correction(
     )
     fit, _ = cnn_bft(frames, model_dir, n_boot=n_boot, seed=seed, device=device,
                      offset_correction=corr)  # fmt: skip
-    return replace(corr, s_prior_um_per_degC=(fit.s_um_per_degC, fit.s_sigma_um_per_degC))
+    ff = report["field_focus"]
+    # the field table of the correction, in its order, from the report's
+    d = _distance(ff["theta_deg"], ff["phi_deg"], corr.theta_deg, corr.phi_deg)
+    first = dict(
+        bft_degC=float(report["bft_degC"]),
+        sigma_degC=float(report["sigma_degC"]),
+        thermal={k: float(v) for k, v in ff["thermal"].items()},
+        dz_best_um=[float(ff["dz_th_best_um"][j]) for j in np.argmin(d, axis=1)],
+    )
+    return replace(
+        corr, s_prior_um_per_degC=(fit.s_um_per_degC, fit.s_sigma_um_per_degC), first=first
+    )
 
 
 def fit_offset_correction(

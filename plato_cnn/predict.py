@@ -80,7 +80,10 @@ def cnn_bft(
             with this model on an earlier campaign of the same camera: each frame's offset is
             corrected by its field's bias at its temperature; the plateau head is then not
             used (it corrects the uncorrected network's plateau means), and the correction's
-            s prior (its own fit of that campaign) serves unless ``s_prior`` is given.
+            s prior (its own fit of that campaign) serves unless ``s_prior`` is given.  With
+            the earlier campaign's forward fit in the correction, ``info["recheck"]`` is the
+            T_BF from the focus change since then
+            (:meth:`plato_cnn.offset_correction.OffsetCorrection.recheck`).
 
     Returns:
         ``(fit, info)`` with ``info`` holding the frame counts and the model's description.
@@ -163,6 +166,9 @@ def cnn_bft(
             "spread_um": offset_correction.spread_um,
             "noise_um": offset_correction.noise_um,
         },
+        "recheck": offset_correction.recheck(sel, mu)
+        if offset_correction is not None and offset_correction.first
+        else None,
         "thermal_residual": check
         or {"residual_um": fit.thermal_residual_um, "ran": False, "outside": False},
     }

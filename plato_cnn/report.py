@@ -92,6 +92,7 @@ def cnn_result(fit, info: dict, obsids: list[int], s_prior: tuple[float, float] 
         "s_prior_um_per_degC": list(s_prior) if s_prior else None,
         "plateau_head_correction_um": info["plateau_head_correction_um"],
         "offset_correction": info.get("offset_correction"),
+        "recheck": info.get("recheck"),
         "n_plateaux": fit.n_plateaux,
         "template_shift_degC": fit.template_shift_degC,
         "p_behind_mean": fit.p_behind_mean,

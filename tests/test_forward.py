@@ -411,6 +411,9 @@ def test_command_line_forward_field_focus_feeds_finetune(tmp_path):
     assert f["plateau_head_correction_um"] is None  # superseded by the camera's own correction
     s_prior = json.loads(corr.read_text())["s_prior_um_per_degC"]
     assert f["s_prior_um_per_degC"] == pytest.approx(s_prior)  # its own fit of the campaign
+    # the same campaign re-checked: no focus change, the forward T_BF it was measured on
+    assert f["recheck"]["delta_um"] == pytest.approx(0.0, abs=0.01)  # um
+    assert f["recheck"]["bft_degC"] == pytest.approx(r["bft_degC"], abs=1e-3)
     assert main(["bft", str(camp), "--method", "cnn", "--model", str(out), "--offset-correction",
                  str(corr), "--no-cross-check"]) == 2  # fmt: skip
 

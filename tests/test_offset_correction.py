@@ -104,3 +104,28 @@ def test_other_model_and_bad_input_refused(tmp_path):
     (tmp_path / "bad.json").write_text('{"format": "something else"}')
     with pytest.raises(DataError):
         load_offset_correction(tmp_path / "bad.json")
+
+
+def test_recheck_measures_the_focus_change_on_the_earlier_physics():
+    from plato_cnn.offset_correction import _solve_thermal
+
+    fr = _frames()
+    lab = _labels(fr)
+    rng = np.random.default_rng(3)
+    mu = lab + _bias(fr, lab) + rng.normal(0.0, 2.0, len(lab))
+    thermal = dict(t_ref_degC=-80.0, b_um=0.0, s_um_per_degC=10.0, q_um_per_degC2=0.04)
+    dz_best = [3.0 * (f - 4) for f in range(8)]  # so that the labels above are the physics
+    first = dict(bft_degC=-80.0, sigma_degC=0.01, thermal=thermal, dz_best_um=dz_best)
+    corr = replace(fit_offset_correction(fr, mu, lab, SHA), first=first)
+    # the later campaign: the thermal focus moved by +6 um, one plateau
+    later = _frames(plateaux=(-80.0,), seed=7)
+    d = later.temperature_degC + 80.0
+    lab_b = 10.0 * d + 0.04 * d * d + 6.0 - np.asarray(dz_best)[later.field_id]
+    mu_b = lab_b + _bias(later, lab_b) + np.random.default_rng(8).normal(0.0, 2.0, len(lab_b))
+    r = corr.recheck(later, corr.apply(later, mu_b, SHA))
+    assert r["delta_um"] == pytest.approx(6.0, abs=1.0) and r["fields"] == 8
+    truth = _solve_thermal(thermal, -6.0, -80.0)  # dz(T) + 6 = dz(-80) = 0
+    assert truth == pytest.approx(-80.6, abs=0.01)
+    assert abs(r["bft_degC"] - truth) < 0.1 and r["sigma_degC"] >= 0.01
+    with pytest.raises(DataError, match="no forward fit"):
+        replace(corr, first=None).recheck(later, mu_b)
