@@ -143,6 +143,15 @@ REGISTRY: tuple[Benchmark, ...] = (
         "scored ones); forward fits of the fine-tuning cameras kept next to them",
     ),
     Benchmark(
+        "recheck",
+        "Re-check of a known camera: offset correction from its first campaign, later campaign",
+        expected_quick_s=600,
+        expected_full_s=2400,
+        notes="nodal cameras cached in out/out_of_family_cache with their later campaigns; "
+        "fine-tuned models and results kept under out/recheck (a rerun resumes); the forward "
+        "comparison rows (--forward-plateaux 1,2) take ~20 min more",
+    ),
+    Benchmark(
         "truth_convergence",
         "T_BF against the sub-pixel grid of its definition (4x4 .. 24x24)",
         quick_args=("--quick", "--workers", "1"),
