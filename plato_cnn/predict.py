@@ -14,7 +14,7 @@ import numpy as np
 
 from plato_cnn.fit import FocusFit, fit_bft
 from plato_cnn.nn.card import ModelCard, default_model_dir, load_model
-from plato_sim.errors import ParameterError, warn
+from plato_sim.errors import DataError, ParameterError, warn
 from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, Camera
 from plato_sim.stamps import ccd_to_focal_plane_orientation
 
@@ -166,13 +166,23 @@ def cnn_bft(
             "spread_um": offset_correction.spread_um,
             "noise_um": offset_correction.noise_um,
         },
-        "recheck": offset_correction.recheck(sel, mu)
-        if offset_correction is not None and offset_correction.first
-        else None,
+        "recheck": _recheck(offset_correction, sel, mu, fit),
         "thermal_residual": check
         or {"residual_um": fit.thermal_residual_um, "ran": False, "outside": False},
     }
     return fit, info
+
+
+def _recheck(correction, frames, mu_corrected, fit: FocusFit) -> dict | None:
+    """The correction's re-check of these frames, or None (without the earlier campaign's
+    forward fit, or when no frame lies at one of its field positions: a warning)."""
+    if correction is None or not correction.first:
+        return None
+    try:
+        return correction.recheck(frames, mu_corrected)
+    except DataError as exc:
+        fit.warnings.append(warn(f"no re-check: {exc}"))
+        return None
 
 
 def apply_residual_check(fit: FocusFit, card: ModelCard) -> dict:

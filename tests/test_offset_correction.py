@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from plato_cnn.offset_correction import fit_offset_correction, load_offset_correction
-from plato_sim.errors import DataError, ParameterError
+from plato_sim.errors import DataError, ParameterError, PlatoFocusWarning
 
 SHA = "ab" * 32
 PLATEAUX = (-90.0, -85.0, -80.0, -75.0, -70.0)
@@ -129,3 +129,20 @@ def test_recheck_measures_the_focus_change_on_the_earlier_physics():
     assert abs(r["bft_degC"] - truth) < 0.1 and r["sigma_degC"] >= 0.01
     with pytest.raises(DataError, match="no forward fit"):
         replace(corr, first=None).recheck(later, mu_b)
+
+
+def test_campaign_with_other_field_positions_gets_no_recheck_but_a_warning():
+    from plato_cnn.predict import _recheck
+
+    fr = _frames()
+    lab = _labels(fr)
+    thermal = dict(t_ref_degC=-80.0, b_um=0.0, s_um_per_degC=10.0, q_um_per_degC2=0.0)
+    first = dict(bft_degC=-80.0, sigma_degC=0.01, thermal=thermal, dz_best_um=[0.0] * 8)
+    corr = replace(fit_offset_correction(fr, lab, lab, SHA), first=first)
+    other = _frames(n_fields=3)
+    other.field_theta_deg = other.field_theta_deg + 0.5
+    fit = SimpleNamespace(warnings=[])
+    with pytest.warns(PlatoFocusWarning, match="no re-check"):
+        assert _recheck(corr, other, np.zeros(len(other.field_id)), fit) is None
+    assert any("no re-check" in w for w in fit.warnings)
+    assert _recheck(None, other, np.zeros(len(other.field_id)), fit) is None
