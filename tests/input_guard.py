@@ -239,7 +239,9 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
             reports = [x for r in (args.forward_json or ()) for x in w(r)]
             return campaigns + w(args.model or DEFAULT_MODEL) + w(args.synthetic) + reports
         if cmd == "offset-correction":
-            return w(args.campaign) + w(args.forward_json) + w(args.model or DEFAULT_MODEL)
+            one = args.campaign if isinstance(args.campaign, list) else [args.campaign]
+            campaigns = [x for d in one for x in w(d)]
+            return campaigns + w(args.forward_json) + w(args.model or DEFAULT_MODEL)
         if cmd in ("calibrate", "calibrate-residual"):
             return w(args.model, *(() if args.dry_run else ("model.json",)))
         if cmd == "plateau-head":
