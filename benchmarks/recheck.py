@@ -24,9 +24,11 @@ labels, and the s prior of its own corrected fit of the first campaign); ``fine-
 prior`` and ``fine-tuned, corrected`` (the same with the camera's own fine-tuned model);
 ``shipped, re-check`` and ``fine-tuned, re-check``: the T_BF from the focus change since the
 first campaign that the corrected network sees, on the first campaign's forward fit
-(:meth:`plato_cnn.offset_correction.OffsetCorrection.recheck`, the report's ``recheck``).  RMS
-error, bias, median sigma, coverage.  Per camera, the result is kept as ``<out>/cam<i>_<key>.json``
-and the fine-tuned model in ``<out>/cam<i>_<key>/``: a rerun resumes.
+(:meth:`plato_cnn.offset_correction.OffsetCorrection.recheck`, the report's ``recheck``; the
+same call as the corrected row).  RMS error, bias, median sigma, coverage.  Per camera, the
+result is kept as ``<out>/cam<i>_<key>_rows2.json``, the forward rows as
+``<out>/cam<i>_<key>.forward.json`` and the fine-tuned model in ``<out>/cam<i>_<key>/``: a
+rerun resumes.
 
 Usage::
 
@@ -142,14 +144,22 @@ def _camera(job: dict) -> dict:
     for label, model, prior, c in plan:
         for n_pl in PLATEAUX:
             sub = fb.select(fb.plateau_mask(SUBSETS[n_pl]))
+            labels = [label] + ([label.replace("corrected", "re-check")] if c else [])
+            t1 = time.perf_counter()
             try:
-                f, _ = cnn_bft(sub, model, n_boot=100, seed=job["i"], s_prior=prior,
-                               offset_correction=c)  # fmt: skip
+                f, info = cnn_bft(sub, model, n_boot=100, seed=job["i"], s_prior=prior,
+                                  offset_correction=c)  # fmt: skip
+                wall = time.perf_counter() - t1
                 results.append(dict(model=label, plateaux=n_pl, bft=f.bft_degC,
-                                    sigma=f.sigma_degC, s_prior=prior))  # fmt: skip
-            except Exception as exc:  # counted as a failure of that row
-                results.append(dict(model=label, plateaux=n_pl,
-                                    error=f"{type(exc).__name__}: {exc}"))  # fmt: skip
+                                    sigma=f.sigma_degC, s_prior=prior, wall_s=wall))  # fmt: skip
+                if c:  # the same call's re-check: T_BF from the focus change
+                    r = info["recheck"]
+                    results.append(dict(model=labels[1], plateaux=n_pl, bft=r["bft_degC"],
+                                        sigma=r["sigma_degC"], delta_um=r["delta_um"],
+                                        wall_s=wall))  # fmt: skip
+            except Exception as exc:  # counted as a failure of that row (and its re-check)
+                results += [dict(model=lb, plateaux=n_pl, error=f"{type(exc).__name__}: {exc}")
+                            for lb in labels]  # fmt: skip
     out = dict(i=job["i"], camera=job["camera"], truth=job["truth"],
                first_truth_degC=job["first_truth"], first_forward_degC=rep["bft_degC"],
                finetune_s=t_ft, correction_s={k: v[1] for k, v in corr.items()},
@@ -162,51 +172,15 @@ def _camera(job: dict) -> dict:
     return out
 
 
-def _differential(job: dict) -> dict:
-    """The re-check rows (``info["recheck"]`` of ``cnn_bft`` with the camera's correction:
-    T_BF from the focus change since the first campaign's forward fit), both models, every
-    plateau count; kept as ``<result>.recheck.json``."""
-    pin_one_thread()
-    from plato_cnn.predict import cnn_bft
-    from plato_cnn.reader import read_campaign
-    from plato_sim.io.atomic import atomic_write_text
-
-    kept_path = Path(job["result"]).with_suffix(".recheck.json")
-    if kept_path.is_file():
-        return json.loads(kept_path.read_text())
-    fa = read_campaign(job["first"])
-    fa = fa.select(fa.usable)
-    rep = _forward(job)
-    fb = read_campaign(job["later"])
-    fb = fb.select(fb.usable)
-    results = []
-    for name, model in (("shipped", job["base"]), ("fine-tuned", job["model_out"])):
-        c, _ = _correction(model, fa, rep, job["i"])
-        for n_pl in PLATEAUX:
-            sub = fb.select(fb.plateau_mask(SUBSETS[n_pl]))
-            t0 = time.perf_counter()
-            try:
-                _, info = cnn_bft(sub, model, n_boot=100, seed=job["i"], offset_correction=c)
-                r = info["recheck"]
-                results.append(dict(model=f"{name}, re-check", plateaux=n_pl, bft=r["bft_degC"],
-                                    sigma=r["sigma_degC"], delta_um=r["delta_um"],
-                                    wall_s=time.perf_counter() - t0))  # fmt: skip
-            except Exception as exc:  # counted as a failure of that row
-                results.append(dict(model=f"{name}, re-check", plateaux=n_pl,
-                                    error=f"{type(exc).__name__}: {exc}"))  # fmt: skip
-    atomic_write_text(kept_path, json.dumps(results))
-    return results
-
-
 def _forward_later(job: dict) -> dict:
     """The forward method on the later campaign's first ``n`` plateau subsets (``job["n"]``),
-    with the s prior of its fit of the first campaign; kept as ``<result>.forward.json``."""
+    with the s prior of its fit of the first campaign; kept as ``<model_out>.forward.json``."""
     pin_one_thread()
     from plato_cnn.forward import forward_bft
     from plato_cnn.reader import read_campaign
     from plato_sim.io.atomic import atomic_write_text
 
-    kept_path = Path(job["result"]).with_suffix(".forward.json")
+    kept_path = Path(job["model_out"] + ".forward.json")
     kept = json.loads(kept_path.read_text()) if kept_path.is_file() else {}
     todo = [n for n in job["n"] if str(n) not in kept]
     if todo:
@@ -280,14 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [
         dict(i=i, first=str(da), later=str(db), camera=tb["camera"], truth=tb["bft_degC"],
              first_truth=ta["bft_degC"], base=base, epochs=args.epochs, patience=args.patience,
-             model_out=str(out / f"cam{i:03d}_{key}"), result=str(out / f"cam{i:03d}_{key}.json"))
+             model_out=str(out / f"cam{i:03d}_{key}"),
+             result=str(out / f"cam{i:03d}_{key}_rows2.json"))
         for i, ((da, ta), (db, tb)) in enumerate(zip(first, later, strict=True))
     ]  # fmt: skip
     t1 = time.perf_counter()
     evals = map_jobs(_camera, jobs, args.workers, desc="re-checked cameras")
-    diff = map_jobs(_differential, jobs, args.workers, desc="re-check rows")
-    for e, d in zip(evals, diff, strict=True):
-        e["results"] = [r for r in e["results"] if not r["model"].endswith("re-check")] + d
     counts = [int(x) for x in args.forward_plateaux.split(",") if x.strip()]
     fwd = []
     if counts:

@@ -100,6 +100,7 @@ __all__ = [
     "FIT_VERSION",
     "same_fit_as_current",
     "earlier_kept",
+    "field_distance_deg",
 ]
 
 log = logging.getLogger(__name__)
@@ -1142,7 +1143,7 @@ def physics_labels(frames, report: dict) -> np.ndarray:
     if not ff:
         raise ParameterError("the forward report has no field_focus block (fit with field_focus)")
     th_all, ph_all = np.asarray(ff["theta_deg"]), np.asarray(ff["phi_deg"])
-    d = _field_distance(th_all, ph_all, frames.field_theta_deg, frames.field_phi_deg)
+    d = field_distance_deg(th_all, ph_all, frames.field_theta_deg, frames.field_phi_deg)
     k = np.argmin(d, axis=1)
     best = np.asarray(ff["dz_th_best_um"])[k]
     out = thermal_shift_um(ff, frames.temperature_degC) - best
@@ -1675,8 +1676,10 @@ def _field_table(frames):
     return th, ph
 
 
-def _field_distance(th_all, ph_all, th, ph):
-    """``(N, F)`` distance (deg, |d theta| + |d phi|) of positions ``th, ph`` to the table."""
+def field_distance_deg(th_all, ph_all, th, ph):
+    """``(N, F)`` distance (deg, |d theta| + |d phi|) of positions ``th, ph`` to the table
+    ``th_all, ph_all``."""
+    th_all, ph_all = np.asarray(th_all, float), np.asarray(ph_all, float)
     th, ph = np.asarray(th, float), np.asarray(ph, float)
     return np.abs(th[:, None] - th_all[None]) + np.abs(
         ((ph[:, None] - ph_all[None] + 180.0) % 360.0) - 180.0
@@ -1684,7 +1687,7 @@ def _field_distance(th_all, ph_all, th, ph):
 
 
 def _field_index(th_all, ph_all, th, ph):
-    return np.argmin(_field_distance(th_all, ph_all, th, ph), axis=1)
+    return np.argmin(field_distance_deg(th_all, ph_all, th, ph), axis=1)
 
 
 def _start(

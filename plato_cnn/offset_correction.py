@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plato_cnn.forward import field_distance_deg, thermal_shift_um
 from plato_sim.errors import DataError, ParameterError
 
 __all__ = [
@@ -96,7 +97,7 @@ class OffsetCorrection:
         out = np.interp(t, tp, np.asarray(self.mean_offset_um))
         if not self.theta_deg:
             return out
-        d = _distance(self.theta_deg, self.phi_deg, frames.field_theta_deg,
+        d = field_distance_deg(self.theta_deg, self.phi_deg, frames.field_theta_deg,
                       frames.field_phi_deg)  # fmt: skip
         k = np.argmin(d, axis=1)
         hit = d[np.arange(len(t)), k] < SAME_FIELD_DEG
@@ -133,11 +134,12 @@ class OffsetCorrection:
             raise DataError("this offset correction holds no forward fit of the earlier campaign")
         th = self.first["thermal"]
 
-        def dz(t):
-            d = np.asarray(t, float) - th["t_ref_degC"]
-            return th["b_um"] + th["s_um_per_degC"] * d + th["q_um_per_degC2"] * d * d
+        def dz(t):  # the earlier fit's thermal focus (um)
+            return thermal_shift_um(self.first, t)
 
-        d = _distance(self.theta_deg, self.phi_deg, frames.field_theta_deg, frames.field_phi_deg)
+        d = field_distance_deg(
+            self.theta_deg, self.phi_deg, frames.field_theta_deg, frames.field_phi_deg
+        )
         k = np.argmin(d, axis=1)
         hit = (d[np.arange(len(k)), k] < SAME_FIELD_DEG) & np.isfinite(mu_corrected_um)
         if not hit.any():
@@ -204,15 +206,6 @@ def load_offset_correction(path: str | Path) -> OffsetCorrection:
         raise DataError(f"{path}: not an offset correction ({exc})") from exc
 
 
-def _distance(th_all, ph_all, th, ph) -> np.ndarray:
-    """``(N, F)`` distance (deg, |d theta| + |d phi|) of positions ``th, ph`` to a table."""
-    th_all, ph_all = np.asarray(th_all, float), np.asarray(ph_all, float)
-    th, ph = np.asarray(th, float), np.asarray(ph, float)
-    return np.abs(th[:, None] - th_all[None]) + np.abs(
-        ((ph[:, None] - ph_all[None] + 180.0) % 360.0) - 180.0
-    )
-
-
 def measure_offset_correction(
     frames, report: dict, model_dir=None, device: str = "cpu", n_boot: int = 100, seed: int = 0
 ) -> OffsetCorrection:
@@ -231,7 +224,7 @@ def measure_offset_correction(
                      offset_correction=corr)  # fmt: skip
     ff = report["field_focus"]
     # the field table of the correction, in its order, from the report's
-    d = _distance(ff["theta_deg"], ff["phi_deg"], corr.theta_deg, corr.phi_deg)
+    d = field_distance_deg(ff["theta_deg"], ff["phi_deg"], corr.theta_deg, corr.phi_deg)
     first = dict(
         bft_degC=float(report["bft_degC"]),
         sigma_degC=float(report["sigma_degC"]),
