@@ -66,18 +66,33 @@ MODELS = (
     "shipped, s prior",
     "shipped, corrected",
     "shipped, re-check",
+    "shipped, re-check at TRP1",
     "fine-tuned, s prior",
     "fine-tuned, corrected",
     "fine-tuned, re-check",
+    "fine-tuned, re-check at TRP1",
 )
+#: Families the bench takes: the evaluation family (nodal) and the calibration sets
+#: (plato_sim.scenes.calibration_family), which calibrate the re-check's systematic sigma.
+FAMILIES = ("nodal", "design", "highorder-mild", "highorder")
 
 
 def _campaigns(args: argparse.Namespace) -> tuple[list, list]:
     """``(folder, truth)`` of each camera's first and later campaign."""
+    from plato_sim.scenes.calibration_family import (
+        emulate_calibration_family,
+        emulate_calibration_recheck,
+    )
     from plato_sim.scenes.out_of_family import emulate_out_of_family, emulate_recheck
 
     kw = dict(seed=args.seed, bft_range_degC=TRUTH_RANGE_DEGC, workers=args.workers,
               plateaux_degC=SUBSETS[5])  # fmt: skip
+    if args.family != "nodal":
+        kw["family"] = args.family
+        first = emulate_calibration_family(args.cache, args.cameras, **kw)
+        later = emulate_calibration_recheck(args.cache, args.cameras, k=1,
+                                            max_shift_degC=args.max_shift, **kw)  # fmt: skip
+        return first, later
     first = emulate_out_of_family(args.cache, args.cameras, **kw)
     later = emulate_recheck(args.cache, args.cameras, k=1, max_shift_degC=args.max_shift, **kw)
     return first, later
@@ -113,11 +128,19 @@ def _correction(model: str, frames, rep: dict, seed: int):
     return corr, time.perf_counter() - t0
 
 
+def _recheck_row(label: str, n_pl: int, r: dict, wall: float) -> dict:
+    return dict(model=label, plateaux=n_pl, bft=r["bft_degC"], sigma=r["sigma_degC"],
+                delta_um=r["delta_um"], sigma_fields_degC=r["sigma_fields_degC"],
+                sigma_first_degC=r["sigma_first_degC"], iterations=r["iterations"],
+                wall_s=wall)  # fmt: skip
+
+
+# Long because: the rows of one camera, each a cnn_bft call, with its kept-result plumbing.
 def _camera(job: dict) -> dict:
     """One camera: fine-tune on its first campaign, score the models on its later one."""
     pin_one_thread()
     from plato_cnn.predict import cnn_bft
-    from plato_cnn.reader import read_campaign
+    from plato_cnn.reader import FLAG_UNSTABLE, read_campaign
 
     kept = Path(job["result"])
     if kept.is_file():
@@ -125,13 +148,16 @@ def _camera(job: dict) -> dict:
     fa = read_campaign(job["first"])
     fa = fa.select(fa.usable)
     rep = _forward(job)
-    tuned, t_ft = _fine_tuned(job, fa, rep)
-    corr = {"shipped": _correction(job["base"], fa, rep, job["i"]),
-            "fine-tuned": _correction(tuned, fa, rep, job["i"])}  # fmt: skip
+    models = [("shipped", job["base"])]
+    t_ft = 0.0
+    if job["finetune"]:
+        tuned, t_ft = _fine_tuned(job, fa, rep)
+        models.append(("fine-tuned", tuned))
+    corr = {name: _correction(model, fa, rep, job["i"]) for name, model in models}
     fb = read_campaign(job["later"])
     fb = fb.select(fb.usable)
     plan = []
-    for name, model in (("shipped", job["base"]), ("fine-tuned", tuned)):
+    for name, model in models:
         # s prior: the same estimator's own fit of the first campaign's sweep
         fit, _ = cnn_bft(fa, model, n_boot=100, seed=job["i"])
         plan.append((f"{name}, s prior", model, (fit.s_um_per_degC, fit.s_sigma_um_per_degC),
@@ -144,7 +170,9 @@ def _camera(job: dict) -> dict:
     for label, model, prior, c in plan:
         for n_pl in PLATEAUX:
             sub = fb.select(fb.plateau_mask(SUBSETS[n_pl]))
-            labels = [label] + ([label.replace("corrected", "re-check")] if c else [])
+            labels = [label]
+            if c:
+                labels += [label.replace("corrected", s) for s in ("re-check", "re-check at TRP1")]
             t1 = time.perf_counter()
             try:
                 f, info = cnn_bft(sub, model, n_boot=100, seed=job["i"], s_prior=prior,
@@ -153,10 +181,11 @@ def _camera(job: dict) -> dict:
                 results.append(dict(model=label, plateaux=n_pl, bft=f.bft_degC,
                                     sigma=f.sigma_degC, s_prior=prior, wall_s=wall))  # fmt: skip
                 if c:  # the same call's re-check: T_BF from the focus change
-                    r = info["recheck"]
-                    results.append(dict(model=labels[1], plateaux=n_pl, bft=r["bft_degC"],
-                                        sigma=r["sigma_degC"], delta_um=r["delta_um"],
-                                        wall_s=wall))  # fmt: skip
+                    results.append(_recheck_row(labels[1], n_pl, info["recheck"], wall))
+                    # the same network offsets, corrected at their TRP1 (cnn_bft's frames)
+                    used = sub.select((sub.flags & ~np.uint16(FLAG_UNSTABLE)) == 0)
+                    r = c.recheck(used, info["frame_mu_um"], index="trp1")
+                    results.append(_recheck_row(labels[2], n_pl, r, wall))
             except Exception as exc:  # counted as a failure of that row (and its re-check)
                 results += [dict(model=lb, plateaux=n_pl, error=f"{type(exc).__name__}: {exc}")
                             for lb in labels]  # fmt: skip
@@ -214,10 +243,45 @@ def _forward_rows(evals: list[dict], fwd: list[dict], counts: list[int]) -> list
     return rows
 
 
+def _systematic(evals: list[dict], models: list[str]) -> dict:
+    """Per re-check row and plateau count: the quadrature systematic term that gives 68 %
+    coverage on these cameras over the statistical sigma (fields and the first fit), and the
+    coverage of that statistical sigma alone: on a calibration family, what
+    ``plato_cnn.offset_correction.RECHECK_SYSTEMATIC_DEGC`` holds."""
+    from plato_cnn.pipelines.calibrate_forward import systematic_from_errors
+
+    out = {}
+    for name in (m for m in models if "re-check" in m):
+        per_cam = []
+        for e in evals:
+            rs = {str(r["plateaux"]): r for r in e["results"] if r["model"] == name}
+            if any("error" in r for r in rs.values()):
+                continue
+            per_cam.append({n: (r["bft"] - e["truth"],
+                                float(np.hypot(r["sigma_fields_degC"], r["sigma_first_degC"])),
+                                r["wall_s"]) for n, r in rs.items()})  # fmt: skip
+        if per_cam:
+            out[name] = systematic_from_errors(per_cam, [str(n) for n in PLATEAUX])
+    return out
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cameras", type=int, default=12, help="nodal cameras re-checked")
-    ap.add_argument("--seed", type=int, default=1, help="their evaluation-set seed")
+    ap.add_argument("--cameras", type=int, default=12, help="cameras re-checked")
+    ap.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="nodal",
+        help="the evaluation family (nodal, default) or a calibration set of "
+        "plato_sim.scenes.calibration_family (design: the design family with random test "
+        "designs, in family for the CNN)",
+    )
+    ap.add_argument("--seed", type=int, default=1, help="their set's seed")
+    ap.add_argument(
+        "--skip-finetune",
+        action="store_true",
+        help="only the shipped model's rows (no fine-tuning)",
+    )
     ap.add_argument(
         "--max-shift", type=float, default=1.0, help="largest T_BF change between campaigns (degC)"
     )
@@ -251,13 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     # the key names everything a kept result depends on but the camera
     key = f"e{args.epochs}p{args.patience}_s{args.seed}_m{args.max_shift:g}"
+    fam = "" if args.family == "nodal" else f"{args.family}_"
+    ft = "" if not args.skip_finetune else "_noft"
     jobs = [
         dict(i=i, first=str(da), later=str(db), camera=tb["camera"], truth=tb["bft_degC"],
              first_truth=ta["bft_degC"], base=base, epochs=args.epochs, patience=args.patience,
-             model_out=str(out / f"cam{i:03d}_{key}"),
-             result=str(out / f"cam{i:03d}_{key}_rows2.json"))
+             finetune=not args.skip_finetune, model_out=str(out / f"{fam}cam{i:03d}_{key}"),
+             result=str(out / f"{fam}cam{i:03d}_{key}_rows3{ft}.json"))
         for i, ((da, ta), (db, tb)) in enumerate(zip(first, later, strict=True))
     ]  # fmt: skip
+    models = [m for m in MODELS if not (args.skip_finetune and m.startswith("fine-tuned"))]
     t1 = time.perf_counter()
     evals = map_jobs(_camera, jobs, args.workers, desc="re-checked cameras")
     counts = [int(x) for x in args.forward_plateaux.split(",") if x.strip()]
@@ -272,15 +339,18 @@ def main(argv: list[str] | None = None) -> int:
         command=script_argv(),
         config=vars(args),
         seconds=dict(emulation=t_emul, cameras=t_run),
-        finetune_s_per_camera=float(np.mean([e["finetune_s"] for e in evals])),
+        finetune_s_per_camera=None
+        if args.skip_finetune
+        else float(np.mean([e["finetune_s"] for e in evals])),
         score_s_per_fit=float(np.mean([e["score_s"] for e in evals])),
         bft_shift_rms_degC=float(np.sqrt(np.mean(np.square(shifts)))),
-        rows=build_rows(evals, MODELS) + _forward_rows(evals, fwd, counts),
+        rows=build_rows(evals, models) + _forward_rows(evals, fwd, counts),
+        recheck_systematic=_systematic(evals, models),
         per_camera=evals,
         forward_per_camera=fwd,
     )
     print(
-        f"{len(evals)} nodal cameras (seed {args.seed}) re-checked, T_BF moved by up to "
+        f"{len(evals)} {args.family} cameras (seed {args.seed}) re-checked, T_BF moved by up to "
         f"{args.max_shift:g} degC (RMS {result['bft_shift_rms_degC']:.2f}); emulation "
         f"{t_emul:.0f} s, fine-tuning + scoring {t_run:.0f} s"
     )

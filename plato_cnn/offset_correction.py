@@ -44,6 +44,15 @@ log = logging.getLogger(__name__)
 FORMAT = "plato-focus-offset-correction/2"
 #: Field positions closer than this (deg, |d theta| + |d phi|) are the same position.
 SAME_FIELD_DEG = 1e-3
+#: Iterations and tolerance (um) of the re-check's focus-indexed correction (a fixed point:
+#: the bias changes with focus far more slowly than focus itself).
+RECHECK_MAX_ITER = 20
+RECHECK_TOL_UM = 1e-3
+#: The re-check's systematic sigma (degC) by the later campaign's plateau count (the largest
+#: count not above it), in quadrature; calibrated on cameras of the calibration families,
+#: never the evaluation one (docs/cnn.md, "Re-check of a known camera").  Empty: not
+#: calibrated.
+RECHECK_SYSTEMATIC_DEGC: dict[int, float] = {}
 
 
 @dataclass(frozen=True)
@@ -90,9 +99,13 @@ class OffsetCorrection:
             )  # fmt: skip
         return np.asarray(mu_um, float) - self.per_frame(frames)
 
-    def per_frame(self, frames) -> np.ndarray:
-        """Each frame's correction (um): its field's, or the mean over fields, at its TRP1."""
-        t = np.asarray(frames.temperature_degC, float)
+    def per_frame(self, frames, temperature_degC: np.ndarray | None = None) -> np.ndarray:
+        """Each frame's correction (um): its field's, or the mean over fields, at its TRP1
+        (or at ``temperature_degC``, one per frame: the earlier campaign's temperature of
+        the same focus, :meth:`recheck`)."""
+        t = np.asarray(
+            frames.temperature_degC if temperature_degC is None else temperature_degC, float
+        )
         tp = np.asarray(self.plateau_degC)
         out = np.interp(t, tp, np.asarray(self.mean_offset_um))
         if not self.theta_deg:
@@ -111,54 +124,97 @@ class OffsetCorrection:
                      "over fields", int((~hit).sum()), len(t))  # fmt: skip
         return out
 
-    def recheck(self, frames, mu_corrected_um: np.ndarray) -> dict:
+    def recheck(self, frames, mu_um: np.ndarray, index: str = "focus") -> dict:
         """T_BF of the camera's later campaign from the focus change the corrected network
         sees, on the earlier campaign's physics (:attr:`first`).
 
         Each frame's corrected offset minus the offset the earlier fit predicts for it (its
         field's best focus and the thermal model at its TRP1) is the change ``delta`` of the
         thermal focus between the campaigns; ``delta`` is the mean over field positions of
-        their mean (its sigma their scatter over sqrt(fields), and the correction's
-        ``noise_um`` in quadrature).  The optics did not change, so the later T_BF is where
-        the earlier thermal curve plus ``delta`` reaches the focus the earlier T_BF had.
-        Frames at field positions the earlier fit does not hold are left out.
+        their mean.  The optics did not change, so the later T_BF is where the earlier
+        thermal curve plus ``delta`` reaches the focus the earlier T_BF had.  Frames at field
+        positions the earlier fit does not hold are left out.
+
+        The network's bias depends on the stamp's focus, not on the TRP1 reading: with
+        ``index="focus"`` (default) a later frame at ``T`` is corrected by the earlier
+        campaign's bias at the temperature ``T'`` where the earlier thermal focus equals the
+        frame's (``dz(T') = dz(T) + delta``), iterated with ``delta`` to a fixed point;
+        ``index="trp1"`` corrects at ``T`` itself (exact only when the focus did not move).
+
+        Sigma: the scatter of the per-field means over sqrt(fields) (frame noise and each
+        field's correction error, independent between fields), the earlier T_BF's sigma, and
+        the systematic term :data:`RECHECK_SYSTEMATIC_DEGC` for the later campaign's plateau
+        count, in quadrature.
+
+        Args:
+            frames: the later campaign's frames.
+            mu_um: the network's offsets of ``frames`` (um), uncorrected.
+            index: ``"focus"`` or ``"trp1"``, see above.
 
         Returns:
-            ``bft_degC``, ``sigma_degC`` (with the earlier T_BF's sigma in quadrature),
-            ``delta_um``, ``sigma_delta_um``, ``fields``, ``frames``.
+            ``bft_degC``, ``sigma_degC``, ``delta_um``, ``sigma_delta_um``, ``fields``,
+            ``frames``, ``plateaux``, ``index``, ``iterations``, and the sigma's terms
+            ``sigma_fields_degC``, ``sigma_first_degC``, ``systematic_degC`` (None for a
+            plateau count the calibration lacks).
 
         Raises:
             DataError: no :attr:`first` block, or no frame at a field the earlier fit holds.
+            ParameterError: ``index`` not one of the two.
         """
+        if index not in ("focus", "trp1"):
+            raise ParameterError(f"index={index!r}: 'focus' or 'trp1'")
         if not self.first:
             raise DataError("this offset correction holds no forward fit of the earlier campaign")
         th = self.first["thermal"]
-
-        def dz(t):  # the earlier fit's thermal focus (um)
-            return thermal_shift_um(self.first, t)
-
         d = field_distance_deg(
             self.theta_deg, self.phi_deg, frames.field_theta_deg, frames.field_phi_deg
         )
         k = np.argmin(d, axis=1)
-        hit = (d[np.arange(len(k)), k] < SAME_FIELD_DEG) & np.isfinite(mu_corrected_um)
+        mu = np.asarray(mu_um, float)
+        hit = (d[np.arange(len(k)), k] < SAME_FIELD_DEG) & np.isfinite(mu)
         if not hit.any():
             raise DataError("no frame at a field position of the earlier campaign")
-        predicted = dz(frames.temperature_degC) - np.asarray(self.first["dz_best_um"])[k]
-        diff = (np.asarray(mu_corrected_um, float) - predicted)[hit]
-        kf = k[hit]
-        per_field = np.bincount(kf, diff) / np.maximum(np.bincount(kf), 1)
-        per_field = per_field[np.bincount(kf) > 0]
+        per_field, iterations = self._focus_change(frames, mu, k, hit, index)
         delta = float(per_field.mean())
         spread = float(per_field.std(ddof=1)) if len(per_field) > 1 else float("inf")
-        sig_delta = float(np.hypot(spread / np.sqrt(len(per_field)), self.noise_um))
+        sig_delta = spread / np.sqrt(len(per_field))
         # the focus the earlier T_BF had, reached now where dz(T) = dz(T_BF) - delta
-        target = float(dz(self.first["bft_degC"])) - delta
+        target = float(thermal_shift_um(self.first, self.first["bft_degC"])) - delta
         t = _solve_thermal(th, target, self.first["bft_degC"])
         slope = th["s_um_per_degC"] + 2 * th["q_um_per_degC2"] * (t - th["t_ref_degC"])
-        sigma = float(np.hypot(sig_delta / abs(slope), self.first["sigma_degC"]))
-        return dict(bft_degC=t, sigma_degC=sigma, delta_um=delta, sigma_delta_um=sig_delta,
-                    fields=int(len(per_field)), frames=int(hit.sum()))  # fmt: skip
+        n_pl = int(len(np.unique(np.asarray(frames.obsid)[hit])))
+        sys_degC = recheck_systematic_degC(n_pl)
+        sig_fields = float(sig_delta / abs(slope))
+        sigma = float(np.sqrt(sig_fields**2 + self.first["sigma_degC"] ** 2
+                              + (sys_degC or 0.0) ** 2))  # fmt: skip
+        return dict(bft_degC=t, sigma_degC=sigma, delta_um=delta, sigma_delta_um=float(sig_delta),
+                    fields=int(len(per_field)), frames=int(hit.sum()), plateaux=n_pl,
+                    index=index, iterations=iterations, sigma_fields_degC=sig_fields,
+                    sigma_first_degC=float(self.first["sigma_degC"]),
+                    systematic_degC=sys_degC)  # fmt: skip
+
+    def _focus_change(self, frames, mu: np.ndarray, k: np.ndarray, hit: np.ndarray, index: str):
+        """Per field of ``k[hit]``: the mean of corrected offset minus the earlier fit's
+        prediction (um), iterated to the fixed point of the focus-indexed correction; and the
+        iteration count."""
+        th = self.first["thermal"]
+        t_frame = np.asarray(frames.temperature_degC, float)
+        dz = thermal_shift_um(self.first, t_frame)  # the earlier fit's thermal focus (um)
+        predicted = dz - np.asarray(self.first["dz_best_um"])[k]
+        kf = k[hit]
+        counts = np.bincount(kf)
+        delta, t_eq = 0.0, t_frame
+        for it in range(1, RECHECK_MAX_ITER + 1):
+            diff = (mu - self.per_frame(frames, t_eq) - predicted)[hit]
+            per_field = (np.bincount(kf, diff) / np.maximum(counts, 1))[counts > 0]
+            new = float(per_field.mean())
+            if index == "trp1" or abs(new - delta) < RECHECK_TOL_UM:
+                return per_field, it
+            delta = new
+            t_eq = _solve_thermal_each(th, dz + delta, t_frame)
+        log.warning("re-check: focus-indexed correction not converged after %d iterations",
+                    RECHECK_MAX_ITER)  # fmt: skip
+        return per_field, RECHECK_MAX_ITER
 
     def save(self, path: str | Path) -> Path:
         """Write the correction as JSON (atomically; NaN as null)."""
@@ -169,6 +225,21 @@ class OffsetCorrection:
         path = Path(path)
         atomic_write_text(path, json.dumps({"format": FORMAT, **d}, indent=1))
         return path
+
+
+def recheck_systematic_degC(n_plateaux: int) -> float | None:
+    """The re-check's calibrated systematic sigma (degC) for ``n_plateaux`` later plateaux:
+    the entry of the largest calibrated count not above it (None: none)."""
+    have = [n for n in RECHECK_SYSTEMATIC_DEGC if n <= n_plateaux]
+    return RECHECK_SYSTEMATIC_DEGC[max(have)] if have else None
+
+
+def _solve_thermal_each(th: dict, target_um: np.ndarray, near_degC: np.ndarray) -> np.ndarray:
+    """:func:`_solve_thermal` for each ``(target, near)`` pair (arrays of one shape)."""
+    pairs = {(float(a), float(b)) for a, b in zip(target_um, near_degC, strict=True)}
+    sol = {p: _solve_thermal(th, *p) for p in pairs}
+    pairs_in_order = zip(target_um, near_degC, strict=True)
+    return np.asarray([sol[(float(a), float(b))] for a, b in pairs_in_order])
 
 
 def _solve_thermal(th: dict, target_um: float, near_degC: float) -> float:

@@ -166,20 +166,20 @@ def cnn_bft(
             "spread_um": offset_correction.spread_um,
             "noise_um": offset_correction.noise_um,
         },
-        "recheck": _recheck(offset_correction, sel, mu, fit),
+        "recheck": _recheck(offset_correction, sel, pred["mu_um"], fit),
         "thermal_residual": check
         or {"residual_um": fit.thermal_residual_um, "ran": False, "outside": False},
     }
     return fit, info
 
 
-def _recheck(correction, frames, mu_corrected, fit: FocusFit) -> dict | None:
+def _recheck(correction, frames, mu_um, fit: FocusFit) -> dict | None:
     """The correction's re-check of these frames, or None (without the earlier campaign's
     forward fit, or when no frame lies at one of its field positions: a warning)."""
     if correction is None or not correction.first:
         return None
     try:
-        return correction.recheck(frames, mu_corrected)
+        return correction.recheck(frames, mu_um)
     except DataError as exc:
         fit.warnings.append(warn(f"no re-check: {exc}"))
         return None

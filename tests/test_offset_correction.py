@@ -122,13 +122,38 @@ def test_recheck_measures_the_focus_change_on_the_earlier_physics():
     d = later.temperature_degC + 80.0
     lab_b = 10.0 * d + 0.04 * d * d + 6.0 - np.asarray(dz_best)[later.field_id]
     mu_b = lab_b + _bias(later, lab_b) + np.random.default_rng(8).normal(0.0, 2.0, len(lab_b))
-    r = corr.recheck(later, corr.apply(later, mu_b, SHA))
+    # this bias is a narrow bump in focus, flat at this plateau: corrected at its TRP1
+    r = corr.recheck(later, mu_b, index="trp1")
     assert r["delta_um"] == pytest.approx(6.0, abs=1.0) and r["fields"] == 8
     truth = _solve_thermal(thermal, -6.0, -80.0)  # dz(T) + 6 = dz(-80) = 0
     assert truth == pytest.approx(-80.6, abs=0.01)
     assert abs(r["bft_degC"] - truth) < 0.1 and r["sigma_degC"] >= 0.01
     with pytest.raises(DataError, match="no forward fit"):
         replace(corr, first=None).recheck(later, mu_b)
+    with pytest.raises(ParameterError, match="index"):
+        corr.recheck(later, mu_b, index="plateau")
+
+
+def test_focus_indexed_recheck_follows_a_bias_that_grows_with_focus():
+    """A network whose offsets are 30 % too large (a scale error, common out of family): at
+    the later campaign's TRP1 the earlier bias is that of another focus; indexed by focus the
+    re-check finds the focus change itself."""
+    fr = _frames()
+    lab = _labels(fr)
+    rng = np.random.default_rng(4)
+    mu = 1.3 * lab + rng.normal(0.0, 1.0, len(lab))
+    thermal = dict(t_ref_degC=-80.0, b_um=0.0, s_um_per_degC=10.0, q_um_per_degC2=0.0)
+    first = dict(bft_degC=-80.0, sigma_degC=0.01, thermal=thermal,
+                 dz_best_um=[-3.0 * (f - 4) for f in range(8)])  # fmt: skip
+    corr = replace(fit_offset_correction(fr, mu, lab, SHA), first=first)
+    later = _frames(plateaux=(-85.0, -80.0, -75.0), seed=9)
+    lab_b = _labels(later) + 8.0  # the thermal focus moved by +8 um: T_BF -80.8 degC
+    mu_b = 1.3 * lab_b + np.random.default_rng(10).normal(0.0, 1.0, len(lab_b))
+    at_trp1 = corr.recheck(later, mu_b, index="trp1")
+    by_focus = corr.recheck(later, mu_b)
+    assert at_trp1["delta_um"] == pytest.approx(1.3 * 8.0, abs=0.2)
+    assert by_focus["delta_um"] == pytest.approx(8.0, abs=0.2) and by_focus["iterations"] > 2
+    assert by_focus["bft_degC"] == pytest.approx(-80.8, abs=0.02)
 
 
 def test_campaign_with_other_field_positions_gets_no_recheck_but_a_warning():

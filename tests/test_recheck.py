@@ -7,6 +7,9 @@ from plato_sim.errors import ParameterError
 from plato_sim.scenes.family_campaigns import recheck_job
 from plato_sim.scenes.out_of_family import NODAL_SEED_TAG, nodal_camera_job
 
+# Their later campaigns calibrate the re-check's sigma: the jobs must be the first campaigns'
+# cameras and designs, from each family's own random stream.
+
 
 def _job(i: int = 3) -> dict:
     job = nodal_camera_job(1, i, (-92.0, -68.0))
@@ -47,3 +50,20 @@ def test_later_campaigns_are_deterministic_and_distinct():
 def test_bad_request_refused(k, shift):
     with pytest.raises(ParameterError):
         recheck_job(_job(), NODAL_SEED_TAG, 1, k, shift)
+
+
+@pytest.mark.parametrize("family", ["design", "highorder-mild", "highorder"])
+def test_calibration_family_later_campaigns(tmp_path, family):
+    from plato_sim.scenes.calibration_family import _calibration_jobs, _recheck_jobs
+
+    first = _calibration_jobs(tmp_path, 3, 0, (-92.0, -68.0), 24, family, {})
+    later = _recheck_jobs(tmp_path, 3, 0, 1, 1.0, (-92.0, -68.0), 24, family, {})
+    for a, b in zip(first, later, strict=True):
+        assert b["camera"] == a["camera"] and b["design"] == a["design"]
+        assert b["name"] == a["name"] and b["dir"].startswith(a["dir"] + "_recheck1_")
+        assert 0.0 < abs(b["bft_degC"] - a["bft_degC"]) <= 1.0
+    # the family's own stream: not the nodal one for the same seed and camera
+    nodal = recheck_job(_job(0), NODAL_SEED_TAG, 0, 1, 1.0)
+    assert later[0]["bft_shift_degC"] != nodal["bft_shift_degC"]
+    with pytest.raises(ParameterError, match="family"):
+        _recheck_jobs(tmp_path, 1, 0, 1, 1.0, (-92.0, -68.0), 24, "nodal", {})

@@ -19,7 +19,12 @@ from pathlib import Path
 from plato_sim.errors import ParameterError
 from plato_sim.optics.family_highorder import HighOrderCamera
 from plato_sim.optics.model import CameraModel
-from plato_sim.scenes.family_campaigns import camera_job, emulate_family, family_jobs
+from plato_sim.scenes.family_campaigns import (
+    camera_job,
+    emulate_family,
+    family_jobs,
+    recheck_job,
+)
 from plato_sim.truth.bestfocus import TRUTH_N_SUB
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "highorder_mild_camera_job",
     "design_camera_job",
     "emulate_calibration_family",
+    "emulate_calibration_recheck",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,9 +89,9 @@ def design_camera_job(seed: int, i: int, bft_range_degC=CALIB_BFT_RANGE_DEGC, **
 
 
 #: The calibration sets: job function and folder / camera-name prefix, by family.
-_SETS = {"highorder": (highorder_camera_job, "highorder"),
-         "highorder-mild": (highorder_mild_camera_job, "highordermild"),
-         "design": (design_camera_job, "designrandom")}  # fmt: skip
+_SETS = {"highorder": (highorder_camera_job, "highorder", HIGHORDER_SEED_TAG),
+         "highorder-mild": (highorder_mild_camera_job, "highordermild", HIGHORDER_MILD_SEED_TAG),
+         "design": (design_camera_job, "designrandom", DESIGN_SEED_TAG)}  # fmt: skip
 
 
 def emulate_calibration_family(
@@ -116,11 +122,48 @@ def emulate_calibration_family(
     Returns:
         ``(folder, truth)`` per camera, in camera order.
     """
-    if family not in _SETS:
-        raise ParameterError(f"family={family!r}: allowed {', '.join(_SETS)}")
-    job_fn, prefix = _SETS[family]
-    jobs = family_jobs(job_fn, prefix, out_dir, n_cameras, seed, bft_range_degC,
-                       CALIB_BFT_RANGE_DEGC, n_sub_truth, fixed)  # fmt: skip
+    jobs = _calibration_jobs(out_dir, n_cameras, seed, bft_range_degC, n_sub_truth, family,
+                             fixed)  # fmt: skip
     done = emulate_family(jobs, workers, desc=f"{family} calibration campaigns")
     log.info("%d %s calibration campaigns under %s", len(done), family, out_dir)
+    return done
+
+
+def _calibration_jobs(out_dir, n_cameras, seed, bft_range_degC, n_sub_truth, family, fixed):
+    if family not in _SETS:
+        raise ParameterError(f"family={family!r}: allowed {', '.join(_SETS)}")
+    job_fn, prefix, _ = _SETS[family]
+    return family_jobs(job_fn, prefix, out_dir, n_cameras, seed, bft_range_degC,
+                       CALIB_BFT_RANGE_DEGC, n_sub_truth, fixed)  # fmt: skip
+
+
+def _recheck_jobs(out_dir, n_cameras, seed, k, max_shift_degC, bft_range_degC, n_sub_truth,
+                  family, fixed) -> list[dict]:  # fmt: skip
+    """The emulation jobs of :func:`emulate_calibration_recheck` (nothing is written)."""
+    jobs = _calibration_jobs(out_dir, n_cameras, seed, bft_range_degC, n_sub_truth, family,
+                             fixed)  # fmt: skip
+    return [recheck_job(j, _SETS[family][2], seed, k, max_shift_degC) for j in jobs]
+
+
+def emulate_calibration_recheck(
+    out_dir: str | Path,
+    n_cameras: int,
+    seed: int = 0,
+    k: int = 1,
+    max_shift_degC: float = 1.0,
+    bft_range_degC: tuple[float, float] = CALIB_BFT_RANGE_DEGC,
+    n_sub_truth: int = TRUTH_N_SUB,
+    workers: int = 1,
+    family: str = "highorder",
+    **fixed,
+) -> list[tuple[Path, dict]]:
+    """Write (or reuse) the ``k``-th later campaign of each camera that
+    :func:`emulate_calibration_family` draws for the same arguments: the same camera and test
+    design, its T_BF moved by up to ``max_shift_degC``
+    (:func:`plato_sim.scenes.family_campaigns.recheck_job`, from the family's own stream),
+    new noise, dithers and frames.  ``(folder, truth)`` per camera, in camera order."""
+    jobs = _recheck_jobs(out_dir, n_cameras, seed, k, max_shift_degC, bft_range_degC,
+                         n_sub_truth, family, fixed)  # fmt: skip
+    done = emulate_family(jobs, workers, desc=f"{family} re-check campaigns")
+    log.info("%d %s re-check campaigns under %s", len(done), family, out_dir)
     return done
