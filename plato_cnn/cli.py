@@ -273,6 +273,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         max_steps_per_epoch=args.max_steps_per_epoch,
         max_val_samples=args.max_val_samples,
         deterministic=args.deterministic,
+        **({} if args.patience is None else {"patience": args.patience}),
     )
     mcfg = FocusNetConfig(crop=args.crop_px)
     summary = pretrain_from_dataset(args.data, args.out, cfg, mcfg, args.device)
@@ -613,6 +614,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int_in(0),
         default=8192,
         help="validation samples (0: all held-out samples)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int_in(1),
+        default=None,
+        help="stop after this many epochs without a better validation loss (default: "
+        "TrainConfig's, 5)",
     )
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
     p.add_argument("--device", type=torch_device, default="cpu", help="torch device")

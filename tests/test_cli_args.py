@@ -166,6 +166,7 @@ USAGE_ERRORS = [
     ("plato-cnn", "pretrain", ["--workers", "-1"], "--workers", ">= 0"),
     ("plato-cnn", "pretrain", ["--max-steps-per-epoch", "-1"], "--max-steps-per-epoch", ">= 0"),
     ("plato-cnn", "pretrain", ["--max-val-samples", "-1"], "--max-val-samples", ">= 0"),
+    ("plato-cnn", "pretrain", ["--patience", "0"], "--patience", ">= 1"),
     ("plato-cnn", "pretrain", ["--crop-px", "4"], "--crop-px", "[8, 64]"),
     ("plato-cnn", "pretrain", ["--crop", "100"], "--crop-px/--crop", "[8, 64]"),
     ("plato-cnn", "pretrain", ["--data", "/missing/ds"], "--data", "no such folder"),

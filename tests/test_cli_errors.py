@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from contextlib import redirect_stderr
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -135,3 +135,17 @@ def test_pretrain_refuses_nan_labels(tmp_path):
 def test_pretrain_stops_on_nan_stamps(tmp_path):
     ds = write_tiny_dataset(tmp_path / "ds", damage="nan_stamp", size_px=32)
     _pretrain_fails(ds, tmp_path, "non-finite stamps")
+
+
+def test_pretrain_patience_reaches_the_training(tmp_path):
+    """``--patience`` is the early stopping of the run (recorded in the model card)."""
+    from plato_cnn import cli as cnn_cli
+
+    ds = write_tiny_dataset(tmp_path / "ds")
+    out = tmp_path / "m"
+    argv = ["pretrain", "--data", str(ds), "--out", str(out), "--epochs", "2", "--patience",
+            "1", "--crop-px", "8", "--deterministic"]  # fmt: skip
+    with redirect_stderr(io.StringIO()), redirect_stdout(io.StringIO()):
+        assert cnn_cli.main(argv) == 0
+    card = json.loads((out / "model.json").read_text())
+    assert card["train_config"]["patience"] == 1
