@@ -243,25 +243,55 @@ def _forward_rows(evals: list[dict], fwd: list[dict], counts: list[int]) -> list
     return rows
 
 
+def _rescored(e: dict) -> dict:
+    """Camera result ``e`` with its re-check rows' sigma under the current calibration
+    (:func:`plato_cnn.offset_correction.recheck_sigma_degC` from the kept statistical terms):
+    kept results need no recomputation when the calibration changes."""
+    from plato_cnn.offset_correction import recheck_sigma_degC
+
+    out = dict(e, results=[dict(r) for r in e["results"]])
+    for r in out["results"]:
+        if "re-check" in r["model"] and "error" not in r:
+            change = r["bft"] - e["first_forward_degC"]
+            r["sigma"] = recheck_sigma_degC(
+                r["sigma_fields_degC"], r["sigma_first_degC"], r["plateaux"], change
+            )
+    return out
+
+
 def _systematic(evals: list[dict], models: list[str]) -> dict:
-    """Per re-check row and plateau count: the quadrature systematic term that gives 68 %
-    coverage on these cameras over the statistical sigma (fields and the first fit), and the
-    coverage of that statistical sigma alone: on a calibration family, what
-    ``plato_cnn.offset_correction.RECHECK_SYSTEMATIC_DEGC`` holds."""
+    """Per re-check row and plateau count, what would give 68 % coverage on these cameras
+    over the statistical sigma (fields and the first fit), for each form of
+    ``plato_cnn.offset_correction.RECHECK_SYSTEMATIC``: a constant (``constant_degC``) or a
+    fraction of the T_BF change (``relative``, the 68.27th percentile of the needed term over
+    ``|change|``); and the coverage of the statistical sigma alone.  On a calibration family,
+    what the table holds."""
     from plato_cnn.pipelines.calibrate_forward import systematic_from_errors
 
     out = {}
     for name in (m for m in models if "re-check" in m):
-        per_cam = []
+        per_cam, ratio = [], {str(n): [] for n in PLATEAUX}
         for e in evals:
             rs = {str(r["plateaux"]): r for r in e["results"] if r["model"] == name}
             if any("error" in r for r in rs.values()):
                 continue
-            per_cam.append({n: (r["bft"] - e["truth"],
-                                float(np.hypot(r["sigma_fields_degC"], r["sigma_first_degC"])),
-                                r["wall_s"]) for n, r in rs.items()})  # fmt: skip
-        if per_cam:
-            out[name] = systematic_from_errors(per_cam, [str(n) for n in PLATEAUX])
+            cam = {}
+            for n, r in rs.items():
+                err = r["bft"] - e["truth"]
+                stat = float(np.hypot(r["sigma_fields_degC"], r["sigma_first_degC"]))
+                cam[n] = (err, stat, r["wall_s"])
+                change = abs(r["bft"] - e["first_forward_degC"])
+                ratio[n].append(np.sqrt(max(0.0, err**2 - stat**2)) / max(change, 1e-3))
+            per_cam.append(cam)
+        if not per_cam:
+            continue
+        table = systematic_from_errors(per_cam, [str(n) for n in PLATEAUX])
+        out[name] = {
+            n: dict(constant_degC=v["systematic_sigma_degC"],
+                    relative=float(np.percentile(ratio[n], 68.27)),
+                    coverage_stat_only=v["coverage_stat_only"], n_cameras=v["n_fits"])
+            for n, v in table.items()
+        }  # fmt: skip
     return out
 
 
@@ -326,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     models = [m for m in MODELS if not (args.skip_finetune and m.startswith("fine-tuned"))]
     t1 = time.perf_counter()
-    evals = map_jobs(_camera, jobs, args.workers, desc="re-checked cameras")
+    evals = [_rescored(e) for e in map_jobs(_camera, jobs, args.workers, desc="re-checked cameras")]
     counts = [int(x) for x in args.forward_plateaux.split(",") if x.strip()]
     fwd = []
     if counts:

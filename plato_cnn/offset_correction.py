@@ -34,6 +34,8 @@ from plato_sim.errors import DataError, ParameterError
 
 __all__ = [
     "OffsetCorrection",
+    "RECHECK_SYSTEMATIC",
+    "recheck_sigma_degC",
     "fit_offset_correction",
     "measure_offset_correction",
     "load_offset_correction",
@@ -48,11 +50,12 @@ SAME_FIELD_DEG = 1e-3
 #: the bias changes with focus far more slowly than focus itself).
 RECHECK_MAX_ITER = 20
 RECHECK_TOL_UM = 1e-3
-#: The re-check's systematic sigma (degC) by the later campaign's plateau count (the largest
-#: count not above it), in quadrature; calibrated on cameras of the calibration families,
-#: never the evaluation one (docs/cnn.md, "Re-check of a known camera").  Empty: not
-#: calibrated.
-RECHECK_SYSTEMATIC_DEGC: dict[int, float] = {}
+#: The re-check's systematic sigma by the later campaign's plateau count (the largest count
+#: not above it): ``(constant degC, relative)``, the term being
+#: ``hypot(constant, relative * |T_BF change|)`` in quadrature with the statistical sigma;
+#: calibrated on cameras of the calibration families, never the evaluation one
+#: (docs/cnn.md, "Re-check of a known camera").  Empty: not calibrated.
+RECHECK_SYSTEMATIC: dict[int, tuple[float, float]] = {}
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,8 @@ class OffsetCorrection:
 
         Sigma: the scatter of the per-field means over sqrt(fields) (frame noise and each
         field's correction error, independent between fields), the earlier T_BF's sigma, and
-        the systematic term :data:`RECHECK_SYSTEMATIC_DEGC` for the later campaign's plateau
-        count, in quadrature.
+        the systematic term of :data:`RECHECK_SYSTEMATIC` for the later campaign's plateau
+        count and the T_BF change, in quadrature (:func:`recheck_sigma_degC`).
 
         Args:
             frames: the later campaign's frames.
@@ -183,10 +186,10 @@ class OffsetCorrection:
         t = _solve_thermal(th, target, self.first["bft_degC"])
         slope = th["s_um_per_degC"] + 2 * th["q_um_per_degC2"] * (t - th["t_ref_degC"])
         n_pl = int(len(np.unique(np.asarray(frames.obsid)[hit])))
-        sys_degC = recheck_systematic_degC(n_pl)
+        change = t - self.first["bft_degC"]
+        sys_degC = recheck_systematic_degC(n_pl, change)
         sig_fields = float(sig_delta / abs(slope))
-        sigma = float(np.sqrt(sig_fields**2 + self.first["sigma_degC"] ** 2
-                              + (sys_degC or 0.0) ** 2))  # fmt: skip
+        sigma = recheck_sigma_degC(sig_fields, self.first["sigma_degC"], n_pl, change)
         return dict(bft_degC=t, sigma_degC=sigma, delta_um=delta, sigma_delta_um=float(sig_delta),
                     fields=int(len(per_field)), frames=int(hit.sum()), plateaux=n_pl,
                     index=index, iterations=iterations, sigma_fields_degC=sig_fields,
@@ -227,11 +230,24 @@ class OffsetCorrection:
         return path
 
 
-def recheck_systematic_degC(n_plateaux: int) -> float | None:
-    """The re-check's calibrated systematic sigma (degC) for ``n_plateaux`` later plateaux:
-    the entry of the largest calibrated count not above it (None: none)."""
-    have = [n for n in RECHECK_SYSTEMATIC_DEGC if n <= n_plateaux]
-    return RECHECK_SYSTEMATIC_DEGC[max(have)] if have else None
+def recheck_systematic_degC(n_plateaux: int, change_degC: float) -> float | None:
+    """The re-check's calibrated systematic sigma (degC) for ``n_plateaux`` later plateaux
+    and a T_BF change ``change_degC`` since the earlier campaign: the entry of the largest
+    calibrated count not above ``n_plateaux`` in :data:`RECHECK_SYSTEMATIC` (None: none)."""
+    have = [n for n in RECHECK_SYSTEMATIC if n <= n_plateaux]
+    if not have:
+        return None
+    const, rel = RECHECK_SYSTEMATIC[max(have)]
+    return float(np.hypot(const, rel * abs(change_degC)))
+
+
+def recheck_sigma_degC(
+    sigma_fields_degC: float, sigma_first_degC: float, n_plateaux: int, change_degC: float
+) -> float:
+    """The re-check's sigma (degC): the fields' scatter term, the earlier T_BF's sigma and
+    the systematic term (:func:`recheck_systematic_degC`) in quadrature."""
+    sys_degC = recheck_systematic_degC(n_plateaux, change_degC) or 0.0
+    return float(np.sqrt(sigma_fields_degC**2 + sigma_first_degC**2 + sys_degC**2))
 
 
 def _solve_thermal_each(th: dict, target_um: np.ndarray, near_degC: np.ndarray) -> np.ndarray:
