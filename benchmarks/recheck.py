@@ -12,9 +12,16 @@ degC, so that a model that only remembered the first campaign's answer fails.
 Cameras: the nodal family (:mod:`plato_sim.optics.family_nodal`), which neither pretraining,
 the plateau head nor any calibration saw, evaluation-set seed ``--seed`` (default 1, the set
 ``benchmarks/finetune_transfer.py`` scores: the same first campaigns and forward fits), the
-standard plateaux.  The first campaign's true T_BF is never used: its labels come from the
-forward fit of its images, and the s prior of the 1-plateau fits from each model's own fit of
-the first campaign (``cnn_bft(..., s_prior=...)``).
+standard plateaux; or, with ``--family``, a set of :mod:`plato_sim.scenes.calibration_family`
+(``highorder-mild`` and ``highorder``: the cameras the re-check's systematic sigma is
+calibrated on, ``RECHECK_SYSTEMATIC`` of :mod:`plato_cnn.offset_correction`; ``design``: the
+design family with random test designs, in family for the CNN).  The result's
+``recheck_systematic`` gives, per re-check row and plateau count, the term that would give 68 %
+coverage on the cameras scored (a constant, or a fraction of the T_BF change): on a
+calibration family, what the table holds.  Re-check rows are scored under the current
+calibration from their kept statistical terms.  The first campaign's true T_BF is never
+used: its labels come from the forward fit of its images, and the s prior of the 1-plateau
+fits from each model's own fit of the first campaign (``cnn_bft(..., s_prior=...)``).
 
 Rows (per plateau count of the later campaign): ``shipped`` (the shipped model as is);
 ``shipped, s prior`` (with the s prior of its own fit of the first campaign); ``shipped,
@@ -25,7 +32,9 @@ prior`` and ``fine-tuned, corrected`` (the same with the camera's own fine-tuned
 ``shipped, re-check`` and ``fine-tuned, re-check``: the T_BF from the focus change since the
 first campaign that the corrected network sees, on the first campaign's forward fit
 (:meth:`plato_cnn.offset_correction.OffsetCorrection.recheck`, the report's ``recheck``; the
-same call as the corrected row).  RMS error, bias, median sigma, coverage.  Per camera, the
+same call as the corrected row), and ``... re-check at TRP1`` the same with each frame's bias
+taken at its TRP1 rather than at the earlier campaign's temperature of the same focus
+(``index="trp1"``, the first version of the method).  RMS error, bias, median sigma, coverage.  Per camera, the
 result is kept as ``<out>/cam<i>_<key>_rows2.json``, the forward rows as
 ``<out>/cam<i>_<key>.forward.json`` and the fine-tuned model in ``<out>/cam<i>_<key>/``: a
 rerun resumes.
@@ -33,6 +42,7 @@ rerun resumes.
 Usage::
 
     python -m benchmarks.recheck [--quick] [--cameras 12] [--workers 2] [--json OUT]
+    python -m benchmarks.recheck --family highorder-mild --seed 0 --skip-finetune ...
 """
 
 from __future__ import annotations
