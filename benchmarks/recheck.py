@@ -34,8 +34,9 @@ first campaign that the corrected network sees, on the first campaign's forward 
 (:meth:`plato_cnn.offset_correction.OffsetCorrection.recheck`, the report's ``recheck``; the
 same call as the corrected row), and ``... re-check at TRP1`` the same with each frame's bias
 taken at its TRP1 rather than at the earlier campaign's temperature of the same focus
-(``index="trp1"``, the first version of the method).  RMS error, bias, median sigma, coverage.  Per camera, the
-result is kept as ``<out>/cam<i>_<key>_rows2.json``, the forward rows as
+(``index="trp1"``, the first version of the method).  RMS error, bias, median sigma,
+coverage.  Per camera, the result is kept as ``<out>/[<family>_]cam<i>_<key>_rows3[_noft].json``,
+the forward rows as
 ``<out>/cam<i>_<key>.forward.json`` and the fine-tuned model in ``<out>/cam<i>_<key>/``: a
 rerun resumes.
 
