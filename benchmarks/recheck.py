@@ -341,11 +341,39 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "list of 5, 3, 2, 1; s prior from its fit of the first campaign; ~1 min a fit)",
     )
     ap.add_argument("--json", default=None, help="write the result here")
+    ap.add_argument(
+        "--calibrate-from",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="compute nothing: the systematic terms giving 68 %% coverage over the cameras of "
+        "these results together (the calibration families' runs), printed as JSON",
+    )
     return parse_with_quick(ap, argv, QUICK)
+
+
+def calibrate_from(paths: list[str]) -> dict:
+    """The systematic terms (:func:`_systematic`) over the cameras of the results ``paths``
+    together; each result's family and camera count are listed with them."""
+    evals, sets = [], []
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        evals += r["per_camera"]
+        sets.append(dict(path=str(path), family=r["config"].get("family", "nodal"),
+                         seed=r["config"]["seed"], cameras=len(r["per_camera"])))  # fmt: skip
+    if any(s["family"] == "nodal" for s in sets):
+        raise SystemExit(
+            "--calibrate-from: the nodal family scores the re-check, never calibrates it"
+        )
+    models = sorted({r["model"] for e in evals for r in e["results"]})
+    return dict(sets=sets, recheck_systematic=_systematic(evals, models))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.calibrate_from:
+        print(json.dumps(calibrate_from(args.calibrate_from), indent=1))
+        return 0
     from plato_cnn.nn.card import default_model_dir
 
     base = str(args.model or default_model_dir())
