@@ -35,7 +35,7 @@ first campaign that the corrected network sees, on the first campaign's forward 
 same call as the corrected row), and ``... re-check at TRP1`` the same with each frame's bias
 taken at its TRP1 rather than at the earlier campaign's temperature of the same focus
 (``index="trp1"``, the first version of the method).  RMS error, bias, median sigma,
-coverage.  Per camera, the result is kept as ``<out>/[<family>_]cam<i>_<key>_rows3[_noft].json``,
+coverage.  Per camera, the result is kept as ``<out>/[<family>_]cam<i>_<key>_rows4[_noft].json``,
 the forward rows as
 ``<out>/cam<i>_<key>.forward.json`` and the fine-tuned model in ``<out>/cam<i>_<key>/``: a
 rerun resumes.
@@ -142,7 +142,7 @@ def _correction(model: str, frames, rep: dict, seed: int):
 def _recheck_row(label: str, n_pl: int, r: dict, wall: float) -> dict:
     return dict(model=label, plateaux=n_pl, bft=r["bft_degC"], sigma=r["sigma_degC"],
                 delta_um=r["delta_um"], sigma_fields_degC=r["sigma_fields_degC"],
-                sigma_first_degC=r["sigma_first_degC"], iterations=r["iterations"],
+                sigma_first_degC=r["sigma_first_degC"], solutions=r["solutions"],
                 wall_s=wall)  # fmt: skip
 
 
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         dict(i=i, first=str(da), later=str(db), camera=tb["camera"], truth=tb["bft_degC"],
              first_truth=ta["bft_degC"], base=base, epochs=args.epochs, patience=args.patience,
              finetune=not args.skip_finetune, model_out=str(out / f"{fam}cam{i:03d}_{key}"),
-             result=str(out / f"{fam}cam{i:03d}_{key}_rows3{ft}.json"))
+             result=str(out / f"{fam}cam{i:03d}_{key}_rows4{ft}.json"))
         for i, ((da, ta), (db, tb)) in enumerate(zip(first, later, strict=True))
     ]  # fmt: skip
     models = [m for m in MODELS if not (args.skip_finetune and m.startswith("fine-tuned"))]

@@ -46,9 +46,12 @@ log = logging.getLogger(__name__)
 FORMAT = "plato-focus-offset-correction/2"
 #: Field positions closer than this (deg, |d theta| + |d phi|) are the same position.
 SAME_FIELD_DEG = 1e-3
-#: Iterations and tolerance (um) of the re-check's focus-indexed correction (a fixed point:
-#: the bias changes with focus far more slowly than focus itself).
-RECHECK_MAX_ITER = 20
+#: The re-check's focus-indexed correction: the focus change is sought within this window
+#: (um) around the TRP1-indexed one, scanned in ``RECHECK_SCAN`` steps, and solved to
+#: ``RECHECK_TOL_UM`` (the standard plateaux are 5 degC ~ 50 um apart; T_BF changes of a few
+#: degC are 10-30 um).
+RECHECK_WINDOW_UM = 30.0
+RECHECK_SCAN = 60
 RECHECK_TOL_UM = 1e-3
 #: The re-check's systematic sigma by the later campaign's plateau count (the largest count
 #: not above it): ``(constant degC, relative)``, the term being
@@ -141,7 +144,8 @@ class OffsetCorrection:
         The network's bias depends on the stamp's focus, not on the TRP1 reading: with
         ``index="focus"`` (default) a later frame at ``T`` is corrected by the earlier
         campaign's bias at the temperature ``T'`` where the earlier thermal focus equals the
-        frame's (``dz(T') = dz(T) + delta``), iterated with ``delta`` to a fixed point;
+        frame's (``dz(T') = dz(T) + delta``), ``delta`` being the solution of that
+        self-consistency nearest the TRP1-indexed one (:meth:`_focus_change`);
         ``index="trp1"`` corrects at ``T`` itself (exact only when the focus did not move).
 
         Sigma: the scatter of the per-field means over sqrt(fields) (frame noise and each
@@ -156,7 +160,8 @@ class OffsetCorrection:
 
         Returns:
             ``bft_degC``, ``sigma_degC``, ``delta_um``, ``sigma_delta_um``, ``fields``,
-            ``frames``, ``plateaux``, ``index``, ``iterations``, and the sigma's terms
+            ``frames``, ``plateaux``, ``index``, ``solutions`` (self-consistent focus changes
+            found; 0: none, the TRP1-indexed value kept), and the sigma's terms
             ``sigma_fields_degC``, ``sigma_first_degC``, ``systematic_degC`` (None for a
             plateau count the calibration lacks).
 
@@ -177,7 +182,7 @@ class OffsetCorrection:
         hit = (d[np.arange(len(k)), k] < SAME_FIELD_DEG) & np.isfinite(mu)
         if not hit.any():
             raise DataError("no frame at a field position of the earlier campaign")
-        per_field, iterations = self._focus_change(frames, mu, k, hit, index)
+        per_field, roots = self._focus_change(frames, mu, k, hit, index)
         delta = float(per_field.mean())
         spread = float(per_field.std(ddof=1)) if len(per_field) > 1 else float("inf")
         sig_delta = spread / np.sqrt(len(per_field))
@@ -192,32 +197,54 @@ class OffsetCorrection:
         sigma = recheck_sigma_degC(sig_fields, self.first["sigma_degC"], n_pl, change)
         return dict(bft_degC=t, sigma_degC=sigma, delta_um=delta, sigma_delta_um=float(sig_delta),
                     fields=int(len(per_field)), frames=int(hit.sum()), plateaux=n_pl,
-                    index=index, iterations=iterations, sigma_fields_degC=sig_fields,
+                    index=index, solutions=roots, sigma_fields_degC=sig_fields,
                     sigma_first_degC=float(self.first["sigma_degC"]),
                     systematic_degC=sys_degC)  # fmt: skip
 
     def _focus_change(self, frames, mu: np.ndarray, k: np.ndarray, hit: np.ndarray, index: str):
         """Per field of ``k[hit]``: the mean of corrected offset minus the earlier fit's
-        prediction (um), iterated to the fixed point of the focus-indexed correction; and the
-        iteration count."""
+        prediction (um) at the focus change ``delta`` that this mean reproduces (their mean
+        over fields); and the number of such solutions in the search window.
+
+        ``delta = F(delta)`` (``F``: the field mean with each frame corrected at the
+        temperature of focus ``dz(T) + delta``) is solved by a scan of
+        ``delta_trp1 +- RECHECK_WINDOW_UM`` (``delta_trp1 = F(0)``, the TRP1-indexed value)
+        and Brent's method in each sign change; the solution nearest ``delta_trp1`` is kept
+        (a plain fixed-point iteration oscillates where the bias falls with focus almost as
+        fast as focus rises).  None in the window: the TRP1-indexed value, with a warning."""
+        from scipy.optimize import brentq
+
         th = self.first["thermal"]
         t_frame = np.asarray(frames.temperature_degC, float)
         dz = thermal_shift_um(self.first, t_frame)  # the earlier fit's thermal focus (um)
         predicted = dz - np.asarray(self.first["dz_best_um"])[k]
         kf = k[hit]
         counts = np.bincount(kf)
-        delta, t_eq = 0.0, t_frame
-        for it in range(1, RECHECK_MAX_ITER + 1):
+
+        def per_field(delta: float) -> np.ndarray:
+            t_eq = t_frame if delta == 0.0 else _solve_thermal_each(th, dz + delta, t_frame)
             diff = (mu - self.per_frame(frames, t_eq) - predicted)[hit]
-            per_field = (np.bincount(kf, diff) / np.maximum(counts, 1))[counts > 0]
-            new = float(per_field.mean())
-            if index == "trp1" or abs(new - delta) < RECHECK_TOL_UM:
-                return per_field, it
-            delta = new
-            t_eq = _solve_thermal_each(th, dz + delta, t_frame)
-        log.warning("re-check: focus-indexed correction not converged after %d iterations",
-                    RECHECK_MAX_ITER)  # fmt: skip
-        return per_field, RECHECK_MAX_ITER
+            return (np.bincount(kf, diff) / np.maximum(counts, 1))[counts > 0]
+
+        at_trp1 = per_field(0.0)
+        if index == "trp1":
+            return at_trp1, 1
+        d0 = float(at_trp1.mean())
+        grid = d0 + np.linspace(-RECHECK_WINDOW_UM, RECHECK_WINDOW_UM, RECHECK_SCAN + 1)
+        g = np.array([per_field(x).mean() - x for x in grid])
+        roots = []
+        for a, b, ga, gb in zip(grid[:-1], grid[1:], g[:-1], g[1:], strict=True):
+            if ga == 0.0:
+                roots.append(float(a))
+            elif ga * gb < 0.0:
+                roots.append(brentq(lambda x: per_field(x).mean() - x, a, b, xtol=RECHECK_TOL_UM))
+        if not roots:
+            log.warning("re-check: no focus change within %.0f um of the TRP1-indexed %.2f um "
+                        "reproduces itself; the TRP1-indexed value is kept", RECHECK_WINDOW_UM,
+                        d0)  # fmt: skip
+            return at_trp1, 0
+        best = min(roots, key=lambda r: abs(r - d0))
+        return per_field(best), len(roots)
 
     def save(self, path: str | Path) -> Path:
         """Write the correction as JSON (atomically; NaN as null)."""
