@@ -13,7 +13,9 @@ them); a field position not in the table gets the mean over fields.  No shape is
 the network's error against focus: out of family it is far from a line (per field, a
 straight line in the label left 17-30 um RMS of the group means of the shipped model on
 nodal-family cameras).  The correction holds while the camera's focus moves little between
-campaigns compared with the plateau spacing (its bias changes with focus).
+campaigns compared with the plateau spacing (its bias changes with focus); the re-check
+(:meth:`OffsetCorrection.recheck`) takes each frame's bias at the earlier campaign's
+temperature of the same focus instead.
 
 The correction belongs to one model and one camera: it records the model card's digest and
 refuses another model; a campaign of another camera gets a warning.  Saved as JSON
