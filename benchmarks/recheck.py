@@ -151,7 +151,7 @@ def _camera(job: dict) -> dict:
     """One camera: fine-tune on its first campaign, score the models on its later one."""
     pin_one_thread()
     from plato_cnn.predict import cnn_bft
-    from plato_cnn.reader import FLAG_UNSTABLE, read_campaign
+    from plato_cnn.reader import read_campaign
 
     kept = Path(job["result"])
     if kept.is_file():
@@ -193,9 +193,9 @@ def _camera(job: dict) -> dict:
                                     sigma=f.sigma_degC, s_prior=prior, wall_s=wall))  # fmt: skip
                 if c:  # the same call's re-check: T_BF from the focus change
                     results.append(_recheck_row(labels[1], n_pl, info["recheck"], wall))
-                    # the same network offsets, corrected at their TRP1 (cnn_bft's frames)
-                    used = sub.select((sub.flags & ~np.uint16(FLAG_UNSTABLE)) == 0)
-                    r = c.recheck(used, info["frame_mu_um"], index="trp1")
+                    # the same network offsets (of every frame: fb holds unflagged ones only),
+                    # corrected at their TRP1
+                    r = c.recheck(sub, info["frame_mu_um"], index="trp1")
                     results.append(_recheck_row(labels[2], n_pl, r, wall))
             except Exception as exc:  # counted as a failure of that row (and its re-check)
                 results += [dict(model=lb, plateaux=n_pl, error=f"{type(exc).__name__}: {exc}")

@@ -234,7 +234,7 @@ class OffsetCorrection:
         counts = np.bincount(kf)
 
         def per_field(delta: float) -> np.ndarray:
-            t_eq = t_frame if delta == 0.0 else _solve_thermal_each(th, dz + delta, t_frame)
+            t_eq = t_frame if delta == 0.0 else _solve_thermal(th, dz + delta, t_frame)
             diff = (mu - self.per_frame(frames, t_eq) - predicted)[hit]
             return (np.bincount(kf, diff) / np.maximum(counts, 1))[counts > 0]
 
@@ -289,26 +289,22 @@ def recheck_sigma_degC(
     return float(np.sqrt(sigma_fields_degC**2 + sigma_first_degC**2 + sys_degC**2))
 
 
-def _solve_thermal_each(th: dict, target_um: np.ndarray, near_degC: np.ndarray) -> np.ndarray:
-    """:func:`_solve_thermal` for each ``(target, near)`` pair (arrays of one shape)."""
-    pairs = {(float(a), float(b)) for a, b in zip(target_um, near_degC, strict=True)}
-    sol = {p: _solve_thermal(th, *p) for p in pairs}
-    pairs_in_order = zip(target_um, near_degC, strict=True)
-    return np.asarray([sol[(float(a), float(b))] for a, b in pairs_in_order])
-
-
-def _solve_thermal(th: dict, target_um: float, near_degC: float) -> float:
+def _solve_thermal(th: dict, target_um, near_degC):
     """The TRP1 temperature (degC) nearest ``near_degC`` where ``b + s d + q d^2`` equals
-    ``target_um`` (``d = T - t_ref``); the linear solution when the curve has no root."""
+    ``target_um`` (``d = T - t_ref``); the linear solution where the curve has no root.
+    Scalars or arrays of one shape (element by element)."""
     b, s, q, t_ref = th["b_um"], th["s_um_per_degC"], th["q_um_per_degC2"], th["t_ref_degC"]
-    lin = t_ref + (target_um - b) / s
+    target, near = np.asarray(target_um, float), np.asarray(near_degC, float)
+    lin = t_ref + (target - b) / s
     if abs(q) < 1e-12:
-        return float(lin)
-    disc = s * s - 4 * q * (b - target_um)
-    if disc < 0:
-        return float(lin)
-    roots = t_ref + (-s + np.array([1.0, -1.0]) * np.sqrt(disc)) / (2 * q)
-    return float(roots[np.argmin(np.abs(roots - near_degC))])
+        out = lin
+    else:
+        disc = s * s - 4 * q * (b - target)
+        root = np.sqrt(np.maximum(disc, 0.0))
+        r1 = t_ref + (-s + root) / (2 * q)
+        r2 = t_ref + (-s - root) / (2 * q)
+        out = np.where(disc < 0, lin, np.where(np.abs(r1 - near) <= np.abs(r2 - near), r1, r2))
+    return float(out) if out.ndim == 0 else out
 
 
 def load_offset_correction(path: str | Path) -> OffsetCorrection:
