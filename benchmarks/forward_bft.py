@@ -70,7 +70,8 @@ def _evaluate(job: dict) -> dict:
         t1 = time.perf_counter()
         c1 = time.process_time()
         try:
-            r = forward_bft(frames, plateaux=SUBSETS[n_pl], max_iter=job["max_iter"])
+            r = forward_bft(frames, plateaux=SUBSETS[n_pl], max_iter=job["max_iter"],
+                            **job.get("spectrum", {}))  # fmt: skip
             out.append(
                 {
                     "row": k,
@@ -121,7 +122,7 @@ def _timing(args: argparse.Namespace) -> dict:
     c0 = time.process_time()
     frames = read_campaign(folder)
     t_read = time.perf_counter() - t0
-    r = forward_bft(frames, max_iter=args.max_iter, device=device)
+    r = forward_bft(frames, max_iter=args.max_iter, device=device, **_spectrum(args))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
@@ -144,6 +145,14 @@ def _timing(args: argparse.Namespace) -> dict:
         truth_n_sub=truth.get("n_sub_truth"),
         report=json.loads(json.dumps({k: v for k, v in r.items() if k != "wavefront"})),
     )
+
+
+def _spectrum(args: argparse.Namespace) -> dict:
+    """The fit's spectrum options (``forward_bft``'s defaults unless given)."""
+    out = {"spectrum_rule": args.spectrum_rule}
+    if args.n_wavelengths is not None:
+        out["n_wavelengths"] = args.n_wavelengths
+    return out
 
 
 def markdown(result: dict) -> str:
@@ -185,6 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         "--timing-device", default="cpu", help="torch device of the timing row (cpu, cuda)"
     )
     ap.add_argument("--skip-timing", action="store_true", help="no 10,000-frame timing row")
+    ap.add_argument(
+        "--spectrum-rule", default="midpoint", choices=("midpoint", "gauss"),
+        help="the fit's quadrature of the OGSE band (plato_sim.optics.spectra)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--n-wavelengths", type=int, default=None,
+        help="samples of the fit's spectrum (default forward_bft's, 10)",
+    )  # fmt: skip
     ap.add_argument("--skip-accuracy", action="store_true", help="only the timing row")
     ap.add_argument(
         "--subsets", default="5,3,2,1", help="plateau counts to fit (of 5, 3, 2, 1; comma list)"
@@ -194,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     ROWS[:] = [r for r in ROWS if r[1] in wanted]
     rows, evals, t_emul, t_eval = [], [], 0.0, 0.0
     if not args.skip_accuracy and args.cameras > 0:
-        jobs = campaign_jobs(args, threads=args.threads, max_iter=args.max_iter, subsets=wanted)
+        jobs = campaign_jobs(args, threads=args.threads, max_iter=args.max_iter, subsets=wanted,
+                             spectrum=_spectrum(args))  # fmt: skip
         t0 = time.perf_counter()
         truths = map_jobs(_emulate, jobs, args.workers)
         t_emul = time.perf_counter() - t0

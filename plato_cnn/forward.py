@@ -369,6 +369,8 @@ class ForwardModel:
         self.n_g = len(self.global_names)
         self.local_terms = LOCAL_TERMS + (("chrom_cub",) if self.cubic else ())
         self.sp = spectrum
+        #: quadrature rule of the coarse spectra (:meth:`coarse`), the model's own
+        self.spectrum_rule = "midpoint"
         self.design = design
         self.t_ref = float(t_ref_degC)
         self.quadratic = bool(quadratic)
@@ -423,7 +425,7 @@ class ForwardModel:
 
     def coarse(self, n_wavelengths: int) -> ForwardModel:
         """The same model with a coarser OGSE spectrum (starting scans, coarse searches)."""
-        sp = ogse_spectrum(self.eng.camera, n_wavelengths)
+        sp = ogse_spectrum(self.eng.camera, n_wavelengths, rule=self.spectrum_rule)
         if sp.n >= self.sp.n:
             return self
         m = ForwardModel.__new__(ForwardModel)
@@ -1026,6 +1028,7 @@ def forward_bft(
     tol: float = 1e-4,
     field_focus: bool = False,
     chromatic_cubic: bool = False,
+    spectrum_rule: str = "midpoint",
 ) -> dict:
     """Best-focus temperature of one camera by the physics forward-model fit.
 
@@ -1056,6 +1059,10 @@ def forward_bft(
             (report key ``field_focus``; the physics labels of fine-tuning, ~10 s more).
         chromatic_cubic: also fit a cubic chromatic focal shift (:data:`CUBIC_CHROM_PARAM`;
             not calibrated: the systematic terms were measured without it).
+        spectrum_rule: quadrature of the OGSE band for the model, the Jacobian and the
+            coarse searches (:func:`plato_sim.optics.spectra.ogse_spectrum`): ``"midpoint"``
+            (``n_wavelengths`` bins, the emulator's) or ``"gauss"`` (``n_wavelengths`` Gauss
+            nodes: 4 give the band as well as 10 bins, docs/forward.md "Speed").
 
     Returns:
         The report dict: the keys of the CNN report (``fit``, ``bft_degC``, ``sigma_degC``,
@@ -1071,8 +1078,9 @@ def forward_bft(
     c.field_residuals = field_residuals
     c.chromatic_cubic = chromatic_cubic
     c.model, c.fit = _build_model(
-        c, device, n_wavelengths, n_wavelengths_jacobian, fov_px, quadratic, stamp_px
-    )
+        c, device, n_wavelengths, n_wavelengths_jacobian, fov_px, quadratic, stamp_px,
+        spectrum_rule,
+    )  # fmt: skip
     tick("setup")
     p, n_t, o, prior = _starting_point(c, chunk)
     tick("start")
@@ -1194,20 +1202,23 @@ def _setup(frames, plateaux, include_unstable, stamp_px, min_frames, quadratic, 
     return c
 
 
-def _build_model(c, device, n_wavelengths, n_wavelengths_jacobian, fov_px, quadratic, stamp_px):
+def _build_model(
+    c, device, n_wavelengths, n_wavelengths_jacobian, fov_px, quadratic, stamp_px, rule="midpoint"
+):
     """The forward model and the fit state (optical states = field x plateau)."""
     if stamp_px > fov_px - 3:
         raise ParameterError(f"stamp_px={stamp_px}: must be <= fov_px - 3 = {fov_px - 3}")
     eng = FastEngine(fov_px=fov_px, device=device, dtype=torch.float32)
-    sp = ogse_spectrum(eng.camera, n_wavelengths)
+    sp = ogse_spectrum(eng.camera, n_wavelengths, rule=rule)
     t_ref = float(np.mean(c.t_pl))
     cubic = getattr(c, "chromatic_cubic", False)
     model = ForwardModel(
         c.all_theta, c.all_phi, sp, eng, FieldAberrations(), t_ref, quadratic, c.field_residuals,
         cubic,
     )  # fmt: skip
+    model.spectrum_rule = rule
     if 3 <= n_wavelengths_jacobian < n_wavelengths:
-        model.set_jacobian_spectrum(ogse_spectrum(eng.camera, n_wavelengths_jacobian))
+        model.set_jacobian_spectrum(ogse_spectrum(eng.camera, n_wavelengths_jacobian, rule=rule))
     model.set_jacobian_period(max(JACOBIAN_FOV_PX, stamp_px + 1))
     fid = _field_index(c.all_theta, c.all_phi, c.sel.field_theta_deg, c.sel.field_phi_deg)
     pl_idx = np.searchsorted(c.obsids, c.sel.obsid)
@@ -1562,6 +1573,7 @@ def _diagnostics(c, lm, device, n_wavelengths, n_sub, stamp_px, timing) -> dict:
         "states": int(len(c.state_field)),
         "stamp_px": int(stamp_px),
         "n_wavelengths": int(n_wavelengths),
+        "spectrum_rule": c.model.spectrum_rule,
         "n_sub": int(n_sub),
         "lm_lambda": float(lm.lam),
         "runs": getattr(lm, "runs", []),

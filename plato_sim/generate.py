@@ -260,6 +260,9 @@ def generate(
             raise ParameterError(f"{exc}; choose a new --out or delete the folder") from exc
         if isinstance(old.get("config"), dict):  # written by an earlier version: old key names
             old["config"] = canonical_config(old["config"], str(manifest_path))
+            # and keys added since, at the value that reproduces what it wrote
+            if isinstance(old["config"].get("spectrum"), dict):
+                old["config"]["spectrum"].setdefault("rule", "midpoint")
         mismatch = [k for k, v in identity.items() if old.get(k) != v]
         if mismatch:
             raise ParameterError(

@@ -2,6 +2,17 @@
 
 A :class:`Spectrum` is what the PSF engines consume: ``L`` wavelengths (nm) and weights
 that sum to one, the fraction of *detected photons* (electrons) at each wavelength.
+
+Two quadrature rules turn the detected-photon density over the band into samples
+(docs/datasets.md, "The band's wavelength samples"):
+
+* ``"midpoint"`` (the default): ``n`` equal-width bins, each sampled at its centre and weighted
+  by the photons it holds;
+* ``"gauss"``: the ``n``-point Gauss rule of that density itself (nodes and weights of the
+  orthogonal polynomials of the detected-photon measure, Golub-Welsch), exact for every
+  polynomial in wavelength of degree ``2n - 1``.  The band-integrated PSF varies smoothly
+  with wavelength (a dilation ~ lambda and a phase ~ 1/lambda), so 4 Gauss nodes reproduce the
+  continuous band as well as 10 midpoint bins do, at 40 % of the engine cost.
 """
 
 from __future__ import annotations
@@ -13,9 +24,20 @@ import numpy as np
 from plato_sim.errors import ParameterError
 from plato_sim.optics.camera import Camera
 
-__all__ = ["Spectrum", "monochromatic", "ogse_spectrum", "blackbody_spectrum"]
+__all__ = [
+    "Spectrum",
+    "SPECTRUM_RULES",
+    "monochromatic",
+    "ogse_spectrum",
+    "blackbody_spectrum",
+    "gauss_nodes",
+]
 
 _H_C_OVER_K_UM_K = 14387.7688  # second radiation constant h c / k_B (um K), CODATA 2018
+#: Quadrature rules of :func:`ogse_spectrum` and :func:`blackbody_spectrum`.
+SPECTRUM_RULES = ("midpoint", "gauss")
+#: Fine grid on which the detected-photon density is tabulated (points per output sample).
+_FINE_PER_SAMPLE = 40
 
 
 @dataclass(frozen=True)
@@ -54,11 +76,17 @@ def monochromatic(wavelength_nm: float) -> Spectrum:
     return Spectrum((float(wavelength_nm),), (1.0,), name=f"mono{wavelength_nm:g}nm")
 
 
+def _density(camera: Camera, photon_rate, n_fine: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fine wavelength grid over the band (nm) and the detected-photon density on it."""
+    lo, hi = camera.band_nm
+    fine = np.linspace(lo, hi, n_fine)
+    return fine, photon_rate(fine) * camera.transmission_at(fine) * camera.qe_at(fine)
+
+
 def _binned(camera: Camera, photon_rate, n: int, name: str) -> Spectrum:
     lo, hi = camera.band_nm
     edges = np.linspace(lo, hi, n + 1)
-    fine = np.linspace(lo, hi, 40 * n + 1)
-    rate = photon_rate(fine) * camera.transmission_at(fine) * camera.qe_at(fine)
+    fine, rate = _density(camera, photon_rate, _FINE_PER_SAMPLE * n + 1)
     weights = []
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         sel = (fine >= a) & (fine <= b)
@@ -69,20 +97,75 @@ def _binned(camera: Camera, photon_rate, n: int, name: str) -> Spectrum:
     return Spectrum(tuple(float(x) for x in mids), tuple(float(x) for x in w), name=name)
 
 
-def ogse_spectrum(camera: Camera, n: int = 10) -> Spectrum:
+def gauss_nodes(x: np.ndarray, w: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n``-point Gauss rule of the discrete measure ``sum_i w_i delta(x - x_i)``.
+
+    The three-term recurrence of the measure's orthogonal polynomials (Stieltjes procedure),
+    then the eigenvalues of its Jacobi matrix (nodes) and the squared first components of
+    the eigenvectors (weights; Golub & Welsch 1969).  Exact for every polynomial of degree
+    ``<= 2n - 1`` against the measure.  ``x`` is best centred and scaled to ~[-1, 1].
+
+    Returns:
+        ``(nodes, weights)``, nodes ascending, weights > 0 summing to ``sum(w)``.
+    """
+    x, w = np.asarray(x, float), np.asarray(w, float)
+    if n < 1 or n > len(x) // 2:
+        raise ParameterError(f"gauss_nodes: n={n} needs 1 <= n <= {len(x) // 2}")
+    total = float(w.sum())
+    if not total > 0 or np.any(w < 0):
+        raise ParameterError("gauss_nodes: weights must be >= 0 with a positive sum")
+    a, b = np.zeros(n), np.zeros(n)
+    p_prev, p = np.zeros_like(x), np.ones_like(x)
+    norm_prev = 1.0
+    for k in range(n):
+        norm = float(np.sum(w * p * p))
+        a[k] = float(np.sum(w * x * p * p)) / norm
+        b[k] = norm / norm_prev if k > 0 else 0.0
+        p_prev, p, norm_prev = p, (x - a[k]) * p - b[k] * p_prev, norm
+    off = np.sqrt(b[1:])
+    nodes, vec = np.linalg.eigh(np.diag(a) + np.diag(off, 1) + np.diag(off, -1))
+    weights = vec[0] ** 2
+    return nodes, weights * (total / weights.sum())
+
+
+def _gauss(camera: Camera, photon_rate, n: int, name: str) -> Spectrum:
+    lo, hi = camera.band_nm
+    fine, rate = _density(camera, photon_rate, _FINE_PER_SAMPLE * 100 + 1)
+    dl = np.full(fine.size, fine[1] - fine[0])
+    dl[[0, -1]] *= 0.5  # trapezoid weights: the same integral as the midpoint rule's bins
+    mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    x, w = gauss_nodes((fine - mid) / half, rate * dl, n)
+    w = w / w.sum()
+    return Spectrum(tuple(float(v) for v in mid + half * x), tuple(float(v) for v in w), name=name)
+
+
+def _rule(rule: str):
+    if rule not in SPECTRUM_RULES:
+        raise ParameterError(f"spectrum rule {rule!r}: one of {', '.join(SPECTRUM_RULES)}")
+    return _binned if rule == "midpoint" else _gauss
+
+
+def ogse_spectrum(camera: Camera, n: int = 10, rule: str = "midpoint") -> Spectrum:
     """The ground-test source (EQ-99 lamp): flat in energy per unit wavelength over the band.
 
-    ASSUMED (docs/facts.md): photon rate proportional to wavelength.  ``n`` equal-width
-    bins over the camera band, sampled at their centres, weighted by detected photons.
+    ASSUMED (docs/facts.md): photon rate proportional to wavelength.  ``rule="midpoint"``:
+    ``n`` equal-width bins over the camera band, sampled at their centres, weighted by
+    detected photons; ``rule="gauss"``: the ``n``-point Gauss rule of the detected-photon
+    density (module docstring).
     """
-    return _binned(camera, lambda lam: lam, n, f"ogse{n}")
+    tag = "" if rule == "midpoint" else "g"
+    return _rule(rule)(camera, lambda lam: lam, n, f"ogse{tag}{n}")
 
 
-def blackbody_spectrum(camera: Camera, teff_K: float, n: int = 10) -> Spectrum:
-    """A star as a blackbody of effective temperature ``teff_K`` (photon rate B_lambda lambda)."""
+def blackbody_spectrum(
+    camera: Camera, teff_K: float, n: int = 10, rule: str = "midpoint"
+) -> Spectrum:
+    """A star as a blackbody of effective temperature ``teff_K`` (photon rate B_lambda lambda);
+    ``n`` samples by ``rule`` (:func:`ogse_spectrum`)."""
 
     def rate(lam_nm: np.ndarray) -> np.ndarray:
         lam_um = lam_nm * 1e-3
         return lam_um**-4 / np.expm1(_H_C_OVER_K_UM_K / (lam_um * teff_K))
 
-    return _binned(camera, rate, n, f"bb{teff_K:g}K{n}")
+    tag = "" if rule == "midpoint" else "g"
+    return _rule(rule)(camera, rate, n, f"bb{teff_K:g}K{tag}{n}")

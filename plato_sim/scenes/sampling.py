@@ -48,7 +48,12 @@ from plato_sim.errors import ParameterError
 from plato_sim.names import canonical_name, deprecated_alias, normalise_keys
 from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, ccd_of_field
 from plato_sim.optics.model import CameraModel, OpticalModel
-from plato_sim.optics.spectra import Spectrum, blackbody_spectrum, ogse_spectrum
+from plato_sim.optics.spectra import (
+    SPECTRUM_RULES,
+    Spectrum,
+    blackbody_spectrum,
+    ogse_spectrum,
+)
 from plato_sim.optics.thermal import ThermalModel
 from plato_sim.optics.wavefront import CameraPerturbation, zernike_basis
 from plato_sim.psf.fast import FastEngine
@@ -194,6 +199,11 @@ def validate_config(cfg: dict) -> None:
     need(int(sh["samples_per_optical_state"]) >= 1, "shards.samples_per_optical_state", ">= 1")
     need(cfg["spectrum"]["kind"] in ("ogse", "blackbody"), "spectrum.kind", "ogse|blackbody")
     need(int(cfg["spectrum"]["n_wavelengths"]) >= 1, "spectrum.n_wavelengths", "must be >= 1")
+    need(
+        cfg["spectrum"].get("rule", "midpoint") in SPECTRUM_RULES,
+        "spectrum.rule",
+        "|".join(SPECTRUM_RULES),
+    )
     pool = cfg["cameras"]["n_pool"]
     need(
         pool == "auto" or (isinstance(pool, int) and pool >= 1),
@@ -334,11 +344,12 @@ def make_engine(cfg: dict) -> FastEngine:
 def render_spectrum(cfg: dict) -> Spectrum:
     """The spectrum the samples are rendered with."""
     sp = cfg["spectrum"]
+    rule = sp.get("rule", "midpoint")  # configurations written before the key: midpoint
     if sp["kind"] == "blackbody":
         return blackbody_spectrum(
-            PLATO_NORMAL_CAMERA, float(sp["teff_K"]), int(sp["n_wavelengths"])
+            PLATO_NORMAL_CAMERA, float(sp["teff_K"]), int(sp["n_wavelengths"]), rule
         )
-    return ogse_spectrum(PLATO_NORMAL_CAMERA, int(sp["n_wavelengths"]))
+    return ogse_spectrum(PLATO_NORMAL_CAMERA, int(sp["n_wavelengths"]), rule)
 
 
 # ----------------------------------------------------------------------------- cameras
