@@ -14,6 +14,9 @@ pretrained model before fine-tuning (``pretrained``: the shipped one, or ``--mod
 fine-tuned model, each with 5, 3, 2 and 1 plateaux
 (the plateau subsets of the other benchmarks), RMS error, bias, median sigma and coverage.
 
+``--resimulate`` also trains on each fitted camera imaged again, ``--variants N`` on ``N``
+cameras like each (:func:`plato_cnn.resimulate.varied_camera`).
+
 Each forward fit of a fine-tuning camera is kept next to its campaign
 (``*.forward_ff.<model tag>.v<fit version>.json``), the fine-tuned model in ``--out``.
 
@@ -150,6 +153,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also train on each fitted camera re-simulated (plato_cnn.resimulate)",
     )
+    ap.add_argument(
+        "--variants",
+        type=int,
+        default=0,
+        help="with --resimulate: also this many cameras like each fitted one "
+        "(plato_cnn.resimulate.varied_camera)",
+    )
     ap.add_argument("--model", default=None, help="base model (default: the shipped one)")
     ap.add_argument("--synthetic", default=None, help="pretraining dataset replayed")
     ap.add_argument("--out", default="out/finetune_transfer", help="fine-tuned model folder")
@@ -158,6 +168,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0, help="fine-tuning seed")
     ap.add_argument("--json", default=None, help="write the result here")
     args = parse_with_quick(ap, argv, QUICK)
+    if args.variants and not args.resimulate:
+        ap.error("--variants needs --resimulate")
     if args.finetune_seed == args.oof_seed:
         ap.error("--finetune-seed must differ from --oof-seed: the scored cameras are held out")
     return args
@@ -191,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         synthetic = ShardFocusDataset(args.synthetic)
     t2 = time.perf_counter()
     cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed, labels=args.labels,
-                         resimulate=args.resimulate, patience=args.patience)  # fmt: skip
+                         resimulate=args.resimulate, patience=args.patience,
+                         resim_variants=args.variants)  # fmt: skip
     summary = finetune(frames, args.out, base, cfg, synthetic, forward_reports=reports)
     t_train = time.perf_counter() - t2
     t3 = time.perf_counter()

@@ -299,7 +299,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from plato_cnn.nn.data import ShardFocusDataset
     from plato_cnn.pipelines.finetune import FinetuneConfig, finetune
     from plato_cnn.reader import read_campaign
+    from plato_sim.errors import ParameterError
 
+    if args.variants and not args.resimulate:
+        raise ParameterError("--variants needs --resimulate (variants of the fitted cameras)")
     frames = []
     for d in args.campaign:
         fr = read_campaign(d)
@@ -307,7 +310,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     synthetic = ShardFocusDataset(args.synthetic) if args.synthetic else None
     reports = [_read_report(p) for p in args.forward_json] if args.forward_json else None
     cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, labels=args.labels,
-                         resimulate=args.resimulate, patience=args.patience)  # fmt: skip
+                         resimulate=args.resimulate, patience=args.patience,
+                         resim_variants=args.variants)  # fmt: skip
     summary = finetune(frames, args.out, args.model, cfg, synthetic, forward_reports=reports)
     for cam, b, a in zip(summary["cameras"], summary["before"], summary["after"], strict=True):
         if args.labels == "forward":
@@ -670,6 +674,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with forward labels: also train on each fitted camera re-simulated at its T_BF "
         "-6..+6 degC, exact labels (campaigns kept under OUT/resimulated; ~1 min per camera)",
+    )
+    p.add_argument(
+        "--variants",
+        type=int_in(0),
+        default=0,
+        help="with --resimulate: also this many cameras like each fitted one (turned, mirrored, "
+        "each Noll term and the diffusion scaled; docs/cnn.md section 5), ~5 s each",
     )
     p.add_argument(
         "--epochs",

@@ -12,6 +12,13 @@ frame's thermal focal shift less its field's EEF-optimal one, as the synthetic d
 define ``dz_from_best_um``), so fine-tuning can show the network the fitted camera at focal
 offsets its campaign did not visit (near focus, far from it, between plateaux).
 
+:func:`varied_camera` draws cameras *like* a fitted one, for fine-tuning on a family of which
+only a few cameras were measured: the fitted optics turned by quarter turns and mirrored (the
+symmetries of the four-CCD focal plane), each Noll term's amplitude scaled, the diffusion
+scaled.  Their stamps and labels are as exact as the fitted camera's; what they add is the
+variety of a family (orientations and strengths of the same aberrations) that four cameras
+alone do not show.
+
 What it is not: the real camera.  The re-simulated stamps carry what the fit measured and no
 more (an aberration outside the fitted basis is absent from them), and the detector is the
 emulator's (docs/forward.md, "Re-simulating a fitted camera").
@@ -30,6 +37,9 @@ from plato_sim.optics.thermal import ThermalModel
 from plato_sim.truth.bestfocus import TRUTH_N_SUB
 
 __all__ = [
+    "VARIANT_AMPLITUDE",
+    "VARIANT_DIFFUSION",
+    "varied_camera",
     "RESIM_OFFSETS_DEGC",
     "RESIM_WINDOW_PX",
     "fitted_camera",
@@ -45,6 +55,12 @@ RESIM_OFFSETS_DEGC = (-6.0, -3.0, 0.0, 3.0, 6.0)
 #: Readout window of a re-simulated campaign (pixels): the smallest that holds the reader's
 #: 32 x 32 stamp (docs/campaign-format.md).
 RESIM_WINDOW_PX = 32
+#: Range of the factor drawn for each Noll term Z5..Z22 of a varied camera (uniform, one per
+#: term for all positions): ASSUMED, the spread of a family's aberration strengths around a
+#: measured camera (the high-order family's strengths span 0.3-1.5, docs/datasets.md).
+VARIANT_AMPLITUDE = (0.5, 1.5)
+#: Range of the factor on a varied camera's charge diffusion (uniform; ASSUMED, CCD to CCD).
+VARIANT_DIFFUSION = (0.8, 1.2)
 
 
 def fitted_camera(report: dict, camera_id: int = 0) -> TabulatedCamera:
@@ -82,6 +98,25 @@ def fitted_camera(report: dict, camera_id: int = 0) -> TabulatedCamera:
                            camera_id=int(camera_id))  # fmt: skip
 
 
+def varied_camera(
+    camera: TabulatedCamera,
+    rng: np.random.Generator,
+    amplitude: tuple[float, float] = VARIANT_AMPLITUDE,
+    diffusion: tuple[float, float] = VARIANT_DIFFUSION,
+) -> TabulatedCamera:
+    """A camera like ``camera``: its optics turned by a random number of quarter turns and
+    mirrored or not (:meth:`~plato_sim.optics.tabulated.TabulatedOptics.turned`), each Noll
+    term Z5..Z22 scaled by a factor uniform in ``amplitude``, the diffusion by one uniform in
+    ``diffusion``; thermal model and chromatic shift unchanged."""
+    from dataclasses import replace
+
+    turns, mirror = int(rng.integers(4)), bool(rng.random() < 0.5)
+    factors = {j: float(rng.uniform(*amplitude)) for j in range(5, N_TAB_ZERNIKE + 1)}
+    optics = camera.optics.turned(turns, mirror).scaled(factors)
+    sigma = camera.diffusion_sigma_px * float(rng.uniform(*diffusion))
+    return replace(camera, optics=optics, diffusion_sigma_px=sigma)
+
+
 def resimulate_campaign(
     report: dict,
     out_dir: str | Path,
@@ -92,6 +127,7 @@ def resimulate_campaign(
     seed: int = 0,
     n_sub_truth: int = TRUTH_N_SUB,
     camera_name: str = "resim",
+    camera: TabulatedCamera | None = None,
     **design_overrides,
 ) -> tuple[TabulatedCamera, dict]:
     """Emulate a campaign of the camera fitted in ``report`` (format v1, with its truth).
@@ -107,6 +143,8 @@ def resimulate_campaign(
         n_sub_truth: sub-pixel grid of the truth's expected EEF; the emulator places the
             camera's thermal zero so that its true T_BF is the report's.
         camera_name: the CAMERA of the folder names.
+        camera: the camera to image (default the report's, :func:`fitted_camera`; e.g. a
+            :func:`varied_camera` of it); the plateaux still follow the report's T_BF.
         **design_overrides: other :class:`~plato_sim.scenes.design.CampaignDesign` fields
             (``flux_e``, ``detector``...); ``window_px`` defaults to
             :data:`RESIM_WINDOW_PX`, the smallest window, so that every position the real
@@ -120,7 +158,7 @@ def resimulate_campaign(
     from plato_sim.scenes.design import CampaignDesign
     from plato_sim.scenes.ground_test import emulate_or_load
 
-    cam = fitted_camera(report)
+    cam = camera if camera is not None else fitted_camera(report)
     design_overrides.setdefault("window_px", RESIM_WINDOW_PX)
     bft = float(report["bft_degC"])
     if plateaux_degC is None:

@@ -184,6 +184,7 @@ USAGE_ERRORS = [
         "no such file",
     ),  # fmt: skip
     ("plato-cnn", "finetune", ["--labels", "truth"], "--labels", "forward"),
+    ("plato-cnn", "finetune", ["--variants", "-1"], "--variants", ">= 0"),
     # plato-cnn offset-correction
     (
         "plato-cnn",

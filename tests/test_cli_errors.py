@@ -149,3 +149,18 @@ def test_pretrain_patience_reaches_the_training(tmp_path):
         assert cnn_cli.main(argv) == 0
     card = json.loads((out / "model.json").read_text())
     assert card["train_config"]["patience"] == 1
+
+
+def test_finetune_variants_need_resimulate(tmp_path):
+    """``plato-cnn finetune --variants N`` without ``--resimulate``: one line, exit 2, before
+    any campaign is read (the folder given holds none)."""
+    from plato_cnn import cli as cnn_cli
+
+    buf = io.StringIO()
+    argv = ["finetune", "--campaign", str(tmp_path), "--out", str(tmp_path / "ft"),
+            "--variants", "2"]  # fmt: skip
+    with redirect_stderr(buf), redirect_stdout(io.StringIO()):
+        assert cnn_cli.main(argv) == 2
+    assert "--variants needs --resimulate" in buf.getvalue()
+    assert len(buf.getvalue().splitlines()) == 1
+    assert not (tmp_path / "ft").exists()

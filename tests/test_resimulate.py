@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from plato_cnn.reader import read_campaign
 from plato_cnn.resimulate import fitted_camera, resimulate_campaign, resimulated_labels
@@ -136,7 +137,8 @@ def test_resimulated_campaign_of_an_exact_report_is_the_camera(exact):
 def test_finetune_trains_on_the_resimulated_fitted_camera(exact, tmp_path):
     """``FinetuneConfig(resimulate=True)``: each camera's report is re-simulated under the
     model folder and its frames, with exact labels, join the camera's own frames in every
-    epoch; without physics labels it is refused."""
+    epoch, and so do those of ``resim_variants`` varied copies of it (one campaign each,
+    kept beside the fitted camera's); without physics labels it is refused."""
     import torch
 
     from plato_cnn.nn.card import save_model
@@ -148,7 +150,8 @@ def test_finetune_trains_on_the_resimulated_fitted_camera(exact, tmp_path):
     fr = read_campaign(e["dir"])
     fr = fr.select(fr.usable)
     p = e["rep"]["params"]
-    best, _ = field_best_focus_um(e["cam"].optics, e["theta"], e["phi"], engine=e["eng"], n_sub=2)
+    best, _ = field_best_focus_um(e["cam"].optics, e["theta"], e["phi"], engine=e["eng"], n_sub=2,
+                                  spectrum=ogse_spectrum(e["cam"].optics.camera, 3))  # fmt: skip
     rep = dict(e["rep"], sigma_degC=0.01, outside_model=False, chi2={"reduced": 1.0},
                s_um_per_degC=p["s_um_per_degC"],
                field_focus={"theta_deg": list(e["theta"]), "phi_deg": list(e["phi"]),
@@ -161,13 +164,74 @@ def test_finetune_trains_on_the_resimulated_fitted_camera(exact, tmp_path):
     save_model(FocusNet(FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1, hidden=16)),
                base, {})  # fmt: skip
     cfg = FinetuneConfig(epochs=1, batch_size=16, resimulate=True, resim_dithers=1,
-                         resim_frames_per_dither=1, resim_n_sub_truth=2,
+                         resim_frames_per_dither=1, resim_n_sub_truth=2, resim_variants=1,
+                         variant_dithers=1, variant_n_sub_truth=2, resim_n_wavelengths=3,
                          cv_sigma=False)  # fmt: skip
     out = tmp_path / "ft"
     summary = finetune([fr], out, base, cfg, progress=False, forward_reports=[rep])
-    (resim,) = (out / "resimulated").glob("*.truth.json")
-    assert summary["history"][0]["samples"] == len(fr) + 5 * len(e["theta"])
-    assert resim.is_file()
+    resim, variant = sorted((out / "resimulated").glob("*.truth.json"))
+    assert variant.name.endswith("_v00.truth.json")
+    # the fitted camera and its variant, each 5 plateaux x 1 frame per field
+    assert summary["history"][0]["samples"] == len(fr) + 2 * 5 * len(e["theta"])
     with pytest.raises(ParameterError, match="physics labels"):
         finetune([fr], tmp_path / "ft2", base, FinetuneConfig(labels="eef", resimulate=True),
                  progress=False)  # fmt: skip
+
+
+def _random_table(seed: int = 5) -> TabulatedOptics:
+    rng = np.random.default_rng(seed)
+    theta, phi = ground_test_fields(5)
+    return TabulatedOptics(
+        theta_deg=tuple(theta), phi_deg=tuple(phi), focal_offset_um=tuple(rng.normal(0, 5, 5)),
+        zernike_nm=rng.normal(0.0, 40.0, (5, 18)),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("turns, mirror", [(1, False), (2, False), (3, True), (0, True)])
+def test_turned_optics_give_the_turned_image(turns, mirror):
+    """Every Noll term through Z22 turns with the optics: the stamp of the turned optics at
+    the turned position is the original stamp turned (a quarter turn towards +phi maps the
+    pixel at (x, y) to (-y, x)) after the mirror (y -> -y), to float64 precision."""
+    tab = _random_table()
+    eng = FastEngine(fov_px=16, dtype=torch.float64)
+    sp = ogse_spectrum(tab.camera, 1)
+    got_tab = tab.turned(turns, mirror)
+    np.testing.assert_allclose(got_tab.theta_deg, tab.theta_deg)
+    for f in range(2):
+        z0 = tab.zernikes_nm(tab.theta_deg[f], tab.phi_deg[f], 30.0, sp.wavelengths_nm)
+        z1 = got_tab.zernikes_nm(got_tab.theta_deg[f], got_tab.phi_deg[f], 30.0, sp.wavelengths_nm)
+        a = eng.render(z0, sp, np.zeros((1, 1, 2)), size=33)[0, 0]
+        b = eng.render(z1, sp, np.zeros((1, 1, 2)), size=33)[0, 0]
+        want = np.flipud(a) if mirror else a
+        want = np.rot90(want, k=-turns)  # rows are +y: numpy's k=-1 is +90 deg in (x, y)
+        # within the engine's window on both (it spans -8 < x <= 8 about the star: asymmetric)
+        core = (slice(9, 24), slice(9, 24))
+        np.testing.assert_allclose(b[core], want[core], atol=1e-9 * a.sum())
+        assert np.abs(b - a).max() > 1e-4 * a.sum() or turns % 4 == 0 and not mirror
+
+
+def test_scaled_and_varied_cameras():
+    """``scaled`` multiplies each named Noll term at every position; ``varied_camera`` is a
+    turned, mirrored or not, term-by-term scaled copy with the same thermal model, drawn
+    reproducibly from its generator."""
+    from plato_cnn.resimulate import VARIANT_AMPLITUDE, varied_camera
+    from plato_sim.optics.tabulated import TabulatedCamera
+    from plato_sim.optics.thermal import ThermalModel
+
+    tab = _random_table()
+    z = np.array(tab.scaled({5: 2.0, 22: 0.0}).zernike_nm)
+    np.testing.assert_allclose(z[:, 0], 2.0 * np.array(tab.zernike_nm)[:, 0])
+    np.testing.assert_allclose(z[:, 1:17], np.array(tab.zernike_nm)[:, 1:17])
+    assert np.all(z[:, 17] == 0.0)
+    with pytest.raises(ParameterError):
+        tab.scaled({4: 1.0})
+    cam = TabulatedCamera(optics=tab, thermal=ThermalModel(10.0, -80.0), diffusion_sigma_px=0.25)
+    a = varied_camera(cam, np.random.default_rng(7))
+    assert a == varied_camera(cam, np.random.default_rng(7))
+    assert a.thermal == cam.thermal and 0.2 <= a.diffusion_sigma_px <= 0.3
+    # a varied camera's term j, up to the turn of its pair, lies within the amplitude range
+    rms_var = np.sqrt(np.sum(np.square(a.optics.zernike_nm), axis=0))
+    rms_cam = np.sqrt(np.sum(np.square(tab.zernike_nm), axis=0))
+    m0 = [11 - 5, 22 - 5]  # the rotationally symmetric terms keep their values per position
+    ratio = rms_var[m0] / rms_cam[m0]
+    assert np.all((ratio >= VARIANT_AMPLITUDE[0]) & (ratio <= VARIANT_AMPLITUDE[1]))

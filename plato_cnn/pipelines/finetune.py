@@ -120,6 +120,19 @@ class FinetuneConfig:
     resim_frames_per_dither: int = 2
     #: sub-pixel grid of the re-simulated campaigns' truth (n x n; the project's default)
     resim_n_sub_truth: int = TRUTH_N_SUB
+    #: with ``resimulate``: also this many cameras *like* each fitted one
+    #: (:func:`plato_cnn.resimulate.varied_camera`: turned, mirrored, each Noll term's
+    #: amplitude and the diffusion scaled), each imaged at the same plateaux with
+    #: ``variant_dithers`` x ``variant_frames_per_dither`` frames per field and plateau, so
+    #: that the network sees the variety of a family the few measured cameras do not show
+    resim_variants: int = 0
+    variant_dithers: int = 2
+    variant_frames_per_dither: int = 1
+    #: sub-pixel grid of the variants' truth T_BF (only their plateaux depend on it; the labels
+    #: are each field's own EEF-optimal focus on the 4 x 4 grid of the synthetic datasets)
+    variant_n_sub_truth: int = 4
+    #: OGSE samples of the re-simulated campaigns and their labels (the emulator's 10)
+    resim_n_wavelengths: int = 10
     #: with physics labels, ``epochs`` is a maximum: training stops when the fit to the
     #: fine-tuning cameras' own labels (the RMS of the (field, plateau) means of network minus
     #: label, averaged over the cameras; :func:`_label_fit_um`) has not improved by
@@ -306,23 +319,51 @@ def _resimulated_sets(
     """Per camera, its fitted camera re-simulated (:func:`plato_cnn.resimulate.
     resimulate_campaign`, kept under ``folder``) as a dataset with exact labels."""
     from plato_cnn.reader import read_campaign
-    from plato_cnn.resimulate import resimulate_campaign, resimulated_labels
+    from plato_cnn.resimulate import (
+        fitted_camera,
+        resimulate_campaign,
+        resimulated_labels,
+        varied_camera,
+    )
+    from plato_sim.optics.spectra import ogse_spectrum
+
+    def imaged(k, rep, d, cam, seed: int, name: str, dithers: int, frames: int, n_sub: int):
+        cam, _truth = resimulate_campaign(
+            rep, d, n_dithers=dithers, frames_per_dither=frames, seed=seed, camera_name=name,
+            n_sub_truth=n_sub, camera=cam, n_wavelengths=cfg.resim_n_wavelengths,
+        )  # fmt: skip
+        rf = read_campaign(d)
+        rf = rf.select(rf.usable)
+        sp = ogse_spectrum(cam.optics.camera, cfg.resim_n_wavelengths)
+        lab = resimulated_labels(rf, cam, spectrum=sp)
+        return ArrayFocusDataset(
+            network_stamps(rf), rf.field_theta_deg, rf.field_phi_deg, lab, np.full(len(rf), k)
+        )
 
     out = {}
     for k, (fr, rep) in enumerate(zip(frames_list, reports, strict=True)):
         d = folder / f"cam{k:02d}_{_slug(fr.camera)}_s{cfg.seed}"
         log.info("finetune: re-simulating the fitted camera %s in %s", fr.camera, d)
-        cam, _truth = resimulate_campaign(
-            rep, d, n_dithers=cfg.resim_dithers, frames_per_dither=cfg.resim_frames_per_dither,
-            seed=cfg.seed * 1000 + k, camera_name=f"resim{k:02d}",
-            n_sub_truth=cfg.resim_n_sub_truth,
-        )  # fmt: skip
-        rf = read_campaign(d)
-        rf = rf.select(rf.usable)
-        lab = resimulated_labels(rf, cam)
-        out[k] = ArrayFocusDataset(
-            network_stamps(rf), rf.field_theta_deg, rf.field_phi_deg, lab, np.full(len(rf), k)
-        )
+        parts = [imaged(k, rep, d, None, cfg.seed * 1000 + k, f"resim{k:02d}", cfg.resim_dithers,
+                        cfg.resim_frames_per_dither, cfg.resim_n_sub_truth)]  # fmt: skip
+        for v in range(cfg.resim_variants):
+            cam = varied_camera(fitted_camera(rep), np.random.default_rng((cfg.seed, k, v)))
+            parts.append(
+                imaged(
+                    k,
+                    rep,
+                    Path(f"{d}_v{v:02d}"),
+                    cam,
+                    (cfg.seed * 1000 + k) * 1000 + v + 1,
+                    f"var{k:02d}{v:02d}",
+                    cfg.variant_dithers,
+                    cfg.variant_frames_per_dither,
+                    cfg.variant_n_sub_truth,
+                )
+            )
+        if cfg.resim_variants:
+            log.info("finetune: %d varied cameras of %s imaged", cfg.resim_variants, fr.camera)
+        out[k] = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     return out
 
 

@@ -16,7 +16,8 @@ Asked for a position that is not in its table (beyond :data:`FIELD_MATCH_DEG`), 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -146,6 +147,50 @@ class TabulatedOptics:
         out[..., 3] = dz_to_z4_nm(dz_local + self.chromatic_shift_um(lam)[None, :],
                                   self.camera.f_number)  # fmt: skip
         return out
+
+    # ------------------------------------------------------------------ symmetries
+    def turned(self, quarter_turns: int = 0, mirror: bool = False) -> TabulatedOptics:
+        """The same optics turned about the optical axis by ``quarter_turns`` x 90 deg (towards
+        +phi), after a mirror across the focal-plane x axis when ``mirror``.
+
+        The field positions move with the optics (``phi -> -phi``, then ``+ 90 k`` deg) and
+        each position's wavefront turns with it: a mirror negates the sine terms (odd Noll
+        ``j``, ``m != 0``); a turn by ``a`` maps each pair ``(c, s)`` of order ``m`` (even, odd
+        ``j``) to ``(c cos ma - s sin ma, c sin ma + s cos ma)`` (the wavefront at pupil azimuth
+        ``t`` is the original's at ``t - a``).  Quarter turns and the mirror map the four-CCD
+        focal plane and its square pixels onto themselves, so every position stays on a CCD.
+        The focal offsets and the chromatic shift are scalars and move unchanged.
+        """
+        from plato_sim.optics.wavefront import noll_to_nm
+
+        z = np.array(self.zernike_nm, dtype=float)  # (F, 18): Noll 5..22
+        js = np.arange(5, N_TAB_ZERNIKE + 1)
+        nm = [noll_to_nm(int(j)) for j in js]
+        ms = np.array([m for _, m in nm])
+        phi = np.asarray(self.phi_deg, dtype=float)
+        if mirror:
+            z[:, ms < 0] *= -1.0
+            phi = -phi
+        a = 0.5 * math.pi * int(quarter_turns)
+        out = z.copy()
+        for ic in np.flatnonzero(ms > 0):
+            i_s = nm.index((nm[ic][0], -ms[ic]))  # the sine partner: same n, same |m|
+            ca, sa = math.cos(ms[ic] * a), math.sin(ms[ic] * a)
+            out[:, ic] = z[:, ic] * ca - z[:, i_s] * sa
+            out[:, i_s] = z[:, ic] * sa + z[:, i_s] * ca
+        phi = np.mod(phi + 90.0 * int(quarter_turns), 360.0)
+        return replace(self, phi_deg=tuple(float(v) for v in phi), zernike_nm=out)
+
+    def scaled(self, factors_by_noll: dict[int, float]) -> TabulatedOptics:
+        """The optics with Noll term ``j`` (5..22) multiplied by ``factors_by_noll[j]`` at
+        every position (terms not given unchanged): the same field dependence, another
+        amplitude."""
+        z = np.array(self.zernike_nm, dtype=float)
+        for j, f in factors_by_noll.items():
+            if not 5 <= int(j) <= N_TAB_ZERNIKE or not np.isfinite(f):
+                raise ParameterError(f"scaled: Noll {j} (5..{N_TAB_ZERNIKE}), factor {f}")
+            z[:, int(j) - 5] *= float(f)
+        return replace(self, zernike_nm=z)
 
     def to_dict(self) -> dict:
         """JSON-ready parameters (camera and design are the project's defaults)."""
