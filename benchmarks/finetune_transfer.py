@@ -160,6 +160,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="with --resimulate: also this many cameras like each fitted one "
         "(plato_cnn.resimulate.varied_camera)",
     )
+    ap.add_argument(
+        "--no-cv-sigma",
+        action="store_true",
+        help="skip the leave-one-camera-out sigma (one fine-tuning instead of one per camera "
+        "plus one; the fine-tuned sigma is then the base calibration's, widened)",
+    )
     ap.add_argument("--model", default=None, help="base model (default: the shipped one)")
     ap.add_argument("--synthetic", default=None, help="pretraining dataset replayed")
     ap.add_argument("--out", default="out/finetune_transfer", help="fine-tuned model folder")
@@ -204,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.perf_counter()
     cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed, labels=args.labels,
                          resimulate=args.resimulate, patience=args.patience,
-                         resim_variants=args.variants)  # fmt: skip
+                         resim_variants=args.variants,
+                         cv_sigma=not args.no_cv_sigma)  # fmt: skip
     summary = finetune(frames, args.out, base, cfg, synthetic, forward_reports=reports)
     t_train = time.perf_counter() - t2
     t3 = time.perf_counter()

@@ -173,6 +173,8 @@ def test_finetune_trains_on_the_resimulated_fitted_camera(exact, tmp_path):
     assert variant.name.endswith("_v00.truth.json")
     # the fitted camera and its variant, each 5 plateaux x 1 frame per field
     assert summary["history"][0]["samples"] == len(fr) + 2 * 5 * len(e["theta"])
+    with pytest.raises(ParameterError, match="resim_variants"):
+        finetune([fr], tmp_path / "ft3", base, FinetuneConfig(resim_variants=2), progress=False)
     with pytest.raises(ParameterError, match="physics labels"):
         finetune([fr], tmp_path / "ft2", base, FinetuneConfig(labels="eef", resimulate=True),
                  progress=False)  # fmt: skip

@@ -632,6 +632,10 @@ def finetune(
     physics = cfg.labels == "forward"
     if cfg.resimulate and not physics:
         raise ParameterError("resimulate needs physics labels (labels='forward')")
+    if cfg.resim_variants < 0 or (cfg.resim_variants and not cfg.resimulate):
+        raise ParameterError(
+            f"resim_variants={cfg.resim_variants}: >= 0, and only with resimulate=True"
+        )
     need = 2 if physics else cfg.min_plateaux
     for k, fr in enumerate(frames_list):
         n_plat = len(np.unique(fr.obsid))
