@@ -126,6 +126,24 @@ def test_rerun_of_a_finished_dataset_does_nothing(tmp_path, config_file):
         generate(out, config_file, n=50, seed=2, workers=1, progress=False)
 
 
+def test_dataset_written_before_the_spectrum_rule_resumes(tmp_path, config_file):
+    """A manifest without ``spectrum.rule`` (written before the key existed) is the midpoint
+    rule's dataset: the same command finds nothing to do; the Gauss rule is another config."""
+    from plato_sim.io.store import MANIFEST_NAME
+
+    out = tmp_path / "old"
+    generate(out, config_file, n=50, seed=1, workers=1, progress=False)
+    man = json.loads((out / MANIFEST_NAME).read_text())
+    del man["config"]["spectrum"]["rule"]
+    (out / MANIFEST_NAME).write_text(json.dumps(man))
+    again = generate(out, config_file, n=50, seed=1, workers=1, progress=False)
+    assert again["timing"]["shards_made_this_run"] == 0
+    gauss = tmp_path / "gauss.yaml"
+    gauss.write_text(yaml.safe_dump({**TINY, "spectrum": {"n_wavelengths": 2, "rule": "gauss"}}))
+    with pytest.raises(ValueError, match="another config"):
+        generate(out, gauss, n=50, seed=1, workers=1, progress=False)
+
+
 def test_cli_generate_and_info(tmp_path, config_file, capsys):
     out = tmp_path / "cli"
     args = ["generate", "--out", str(out), "--config", str(config_file), "--n", "40"]
