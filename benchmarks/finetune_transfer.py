@@ -161,6 +161,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "(plato_cnn.resimulate.varied_camera)",
     )
     ap.add_argument(
+        "--variant-share",
+        type=float,
+        default=None,
+        help="at most this fraction of each epoch's frames from the variants (resampled each "
+        "epoch; default all)",
+    )
+    ap.add_argument(
         "--no-cv-sigma",
         action="store_true",
         help="skip the leave-one-camera-out sigma (one fine-tuning instead of one per camera "
@@ -210,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.perf_counter()
     cfg = FinetuneConfig(epochs=args.epochs, seed=args.seed, labels=args.labels,
                          resimulate=args.resimulate, patience=args.patience,
-                         resim_variants=args.variants,
+                         resim_variants=args.variants, variant_share=args.variant_share,
                          cv_sigma=not args.no_cv_sigma)  # fmt: skip
     summary = finetune(frames, args.out, base, cfg, synthetic, forward_reports=reports)
     t_train = time.perf_counter() - t2

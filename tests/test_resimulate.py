@@ -237,3 +237,20 @@ def test_scaled_and_varied_cameras():
     m0 = [11 - 5, 22 - 5]  # the rotationally symmetric terms keep their values per position
     ratio = rms_var[m0] / rms_cam[m0]
     assert np.all((ratio >= VARIANT_AMPLITUDE[0]) & (ratio <= VARIANT_AMPLITUDE[1]))
+
+
+def test_variant_share_caps_each_epochs_varied_frames():
+    """``variant_share``: the varied cameras' frames of an epoch are a random subset holding
+    at most that share of the epoch; None keeps them all."""
+    from torch.utils.data import TensorDataset
+
+    from plato_cnn.pipelines.finetune import _variant_subset
+
+    rng = np.random.default_rng(0)
+    variants = [TensorDataset(torch.arange(300)), TensorDataset(torch.arange(500))]
+    assert _variant_subset(variants, 200, None, rng) is variants
+    (sub,) = _variant_subset(variants, 200, 0.5, rng)
+    assert len(sub) == 200  # as many as the other frames
+    assert len(set(sub.indices)) == 200
+    (sub,) = _variant_subset(variants, 10_000, 0.5, rng)
+    assert len(sub) == 800  # never more than there are

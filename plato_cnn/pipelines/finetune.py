@@ -133,6 +133,10 @@ class FinetuneConfig:
     variant_n_sub_truth: int = 4
     #: OGSE samples of the re-simulated campaigns and their labels (the emulator's 10)
     resim_n_wavelengths: int = 10
+    #: at most this fraction of each epoch's frames from the varied cameras (a new random
+    #: subset every epoch), so that many variants add variety without outnumbering the
+    #: measured frames; None: all of them every epoch
+    variant_share: float | None = None
     #: with physics labels, ``epochs`` is a maximum: training stops when the fit to the
     #: fine-tuning cameras' own labels (the RMS of the (field, plateau) means of network minus
     #: label, averaged over the cameras; :func:`_label_fit_um`) has not improved by
@@ -315,9 +319,10 @@ def pseudo_labels(
 
 def _resimulated_sets(
     frames_list: list, reports: list[dict], folder: Path, cfg: FinetuneConfig
-) -> dict[int, Dataset]:
+) -> dict[int, tuple[Dataset, Dataset | None]]:
     """Per camera, its fitted camera re-simulated (:func:`plato_cnn.resimulate.
-    resimulate_campaign`, kept under ``folder``) as a dataset with exact labels."""
+    resimulate_campaign`, kept under ``folder``) as a dataset with exact labels, and its
+    varied cameras' frames (None without ``resim_variants``)."""
     from plato_cnn.reader import read_campaign
     from plato_cnn.resimulate import (
         fitted_camera,
@@ -363,8 +368,21 @@ def _resimulated_sets(
             )
         if cfg.resim_variants:
             log.info("finetune: %d varied cameras of %s imaged", cfg.resim_variants, fr.camera)
-        out[k] = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+        out[k] = (parts[0], ConcatDataset(parts[1:]) if len(parts) > 1 else None)
     return out
+
+
+def _variant_subset(
+    variants: list[Dataset], n_other: int, share: float | None, rng: np.random.Generator
+) -> list[Dataset]:
+    """The varied cameras' frames for one epoch: all of them, or a random subset holding at
+    most ``share`` of the epoch's frames (``n_other`` being the rest)."""
+    n_var = sum(len(v) for v in variants)
+    if share is None or n_var == 0:
+        return variants
+    keep = min(n_var, int(share / (1.0 - share) * n_other))
+    pool = ConcatDataset(variants)
+    return [Subset(pool, np.sort(rng.choice(n_var, keep, replace=False)).tolist())]
 
 
 def _slug(name: str) -> str:
@@ -636,6 +654,8 @@ def finetune(
         raise ParameterError(
             f"resim_variants={cfg.resim_variants}: >= 0, and only with resimulate=True"
         )
+    if cfg.variant_share is not None and not 0.0 < cfg.variant_share < 1.0:
+        raise ParameterError(f"variant_share={cfg.variant_share}: in (0, 1) or None")
     need = 2 if physics else cfg.min_plateaux
     for k, fr in enumerate(frames_list):
         n_plat = len(np.unique(fr.obsid))
@@ -650,7 +670,8 @@ def finetune(
     anchors = [None] * len(frames_list)
     anchor_sigmas: list[float] = []
     fixed_labels: list[np.ndarray] | None = None
-    resim: dict[int, Dataset] = {}
+    resim: dict[int, tuple[Dataset, Dataset | None]] = {}
+    variant_rng = np.random.default_rng((cfg.seed, 1))
     if physics:
         reports = _forward_reports(frames_list, forward_reports, cfg.seed)
         fixed_labels = [physics_labels(fr, r) for fr, r in zip(frames_list, reports, strict=True)]
@@ -686,8 +707,10 @@ def finetune(
                 )  # fmt: skip
             )
             infos.append(info)
-        parts += [resim[k] for k in cams if k in resim]
-        return parts, infos
+        parts += [resim[k][0] for k in cams if k in resim]
+        variants = [resim[k][1] for k in cams if k in resim and resim[k][1] is not None]
+        n_other = sum(len(p) for p in parts)
+        return parts + _variant_subset(variants, n_other, cfg.variant_share, variant_rng), infos
 
     all_cams = list(range(len(frames_list)))
     drop = ("architecture", "plateau_head", "bootstrap_scale", "without_plateau_head")
