@@ -369,8 +369,6 @@ class ForwardModel:
         self.n_g = len(self.global_names)
         self.local_terms = LOCAL_TERMS + (("chrom_cub",) if self.cubic else ())
         self.sp = spectrum
-        #: quadrature rule of the coarse spectra (:meth:`coarse`), the model's own
-        self.spectrum_rule = "midpoint"
         self.design = design
         self.t_ref = float(t_ref_degC)
         self.quadratic = bool(quadratic)
@@ -425,7 +423,7 @@ class ForwardModel:
 
     def coarse(self, n_wavelengths: int) -> ForwardModel:
         """The same model with a coarser OGSE spectrum (starting scans, coarse searches)."""
-        sp = ogse_spectrum(self.eng.camera, n_wavelengths, rule=self.spectrum_rule)
+        sp = ogse_spectrum(self.eng.camera, n_wavelengths, rule=self.sp.rule)
         if sp.n >= self.sp.n:
             return self
         m = ForwardModel.__new__(ForwardModel)
@@ -1216,7 +1214,6 @@ def _build_model(
         c.all_theta, c.all_phi, sp, eng, FieldAberrations(), t_ref, quadratic, c.field_residuals,
         cubic,
     )  # fmt: skip
-    model.spectrum_rule = rule
     if 3 <= n_wavelengths_jacobian < n_wavelengths:
         model.set_jacobian_spectrum(ogse_spectrum(eng.camera, n_wavelengths_jacobian, rule=rule))
     model.set_jacobian_period(max(JACOBIAN_FOV_PX, stamp_px + 1))
@@ -1573,7 +1570,7 @@ def _diagnostics(c, lm, device, n_wavelengths, n_sub, stamp_px, timing) -> dict:
         "states": int(len(c.state_field)),
         "stamp_px": int(stamp_px),
         "n_wavelengths": int(n_wavelengths),
-        "spectrum_rule": c.model.spectrum_rule,
+        "spectrum_rule": c.model.sp.rule,
         "n_sub": int(n_sub),
         "lm_lambda": float(lm.lam),
         "runs": getattr(lm, "runs", []),

@@ -70,6 +70,7 @@ def test_midpoint_rule_unchanged_and_bad_rule_refused():
     assert sp.name == "ogse10"
     np.testing.assert_allclose(sp.wavelengths_array_nm, 525.0 + 50.0 * np.arange(10))
     assert ogse_spectrum(CAM, 4, rule="gauss").name == "ogseg4"
+    assert ogse_spectrum(CAM, 4, rule="gauss").rule == "gauss" and sp.rule == "midpoint"
     with pytest.raises(ParameterError, match="rule"):
         ogse_spectrum(CAM, 4, rule="simpson")
     with pytest.raises(ParameterError):

@@ -351,8 +351,9 @@ def _resimulated_sets(
         log.info("finetune: re-simulating the fitted camera %s in %s", fr.camera, d)
         parts = [imaged(k, rep, d, None, cfg.seed * 1000 + k, f"resim{k:02d}", cfg.resim_dithers,
                         cfg.resim_frames_per_dither, cfg.resim_n_sub_truth)]  # fmt: skip
+        fitted = fitted_camera(rep)
         for v in range(cfg.resim_variants):
-            cam = varied_camera(fitted_camera(rep), np.random.default_rng((cfg.seed, k, v)))
+            cam = varied_camera(fitted, np.random.default_rng((cfg.seed, k, v)))
             parts.append(
                 imaged(
                     k,

@@ -36,8 +36,10 @@ __all__ = [
 _H_C_OVER_K_UM_K = 14387.7688  # second radiation constant h c / k_B (um K), CODATA 2018
 #: Quadrature rules of :func:`ogse_spectrum` and :func:`blackbody_spectrum`.
 SPECTRUM_RULES = ("midpoint", "gauss")
-#: Fine grid on which the detected-photon density is tabulated (points per output sample).
+#: Fine grid on which the midpoint rule tabulates the detected-photon density (points per bin).
 _FINE_PER_SAMPLE = 40
+#: Points of the fine grid (trapezoid measure) whose Gauss rule :func:`gauss_nodes` finds.
+_GAUSS_FINE_POINTS = 4001
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,13 @@ class Spectrum:
     wavelengths_nm: tuple[float, ...]
     weights: tuple[float, ...]
     name: str = "custom"
+    #: how the samples were placed (:data:`SPECTRUM_RULES`): ``"gauss"`` for the Gauss rule's
+    #: nodes, ``"midpoint"`` for bin centres and any list given as it is
+    rule: str = "midpoint"
 
     def __post_init__(self) -> None:
+        if self.rule not in SPECTRUM_RULES:
+            raise ParameterError(f"spectrum rule {self.rule!r}: one of {', '.join(SPECTRUM_RULES)}")
         if len(self.wavelengths_nm) != len(self.weights) or not self.wavelengths_nm:
             raise ParameterError("a spectrum needs as many weights as wavelengths, at least one")
         w = np.asarray(self.weights, dtype=float)
@@ -130,13 +137,14 @@ def gauss_nodes(x: np.ndarray, w: np.ndarray, n: int) -> tuple[np.ndarray, np.nd
 
 def _gauss(camera: Camera, photon_rate, n: int, name: str) -> Spectrum:
     lo, hi = camera.band_nm
-    fine, rate = _density(camera, photon_rate, _FINE_PER_SAMPLE * 100 + 1)
+    fine, rate = _density(camera, photon_rate, _GAUSS_FINE_POINTS)
     dl = np.full(fine.size, fine[1] - fine[0])
     dl[[0, -1]] *= 0.5  # trapezoid weights: the same integral as the midpoint rule's bins
     mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
     x, w = gauss_nodes((fine - mid) / half, rate * dl, n)
     w = w / w.sum()
-    return Spectrum(tuple(float(v) for v in mid + half * x), tuple(float(v) for v in w), name=name)
+    return Spectrum(tuple(float(v) for v in mid + half * x), tuple(float(v) for v in w), name=name,
+                    rule="gauss")  # fmt: skip
 
 
 def _rule(rule: str):
