@@ -81,7 +81,7 @@ from plato_sim.optics.spectra import ogse_spectrum
 from plato_sim.optics.thermal import S_PRIOR_UM_PER_DEGC
 from plato_sim.optics.wavefront import FieldAberrations, dz_to_z4_nm
 from plato_sim.psf.base import DEFAULT_DIFFUSION_SIGMA_PX
-from plato_sim.psf.fast import FastEngine
+from plato_sim.psf.fast import FastEngine, phasor
 from plato_sim.stamps import ccd_to_focal_plane_orientation
 from plato_sim.truth.bestfocus import TRUTH_N_SUB, subpixel_grid
 
@@ -559,7 +559,7 @@ class ForwardModel:
             m = g["m"]
             kk = 2.0 * math.pi / lam
             phase = (z[:, li, :] @ g["basis"]) * kk
-            vals = torch.polar(g["amp"].expand_as(phase), phase)  # (b, npx)
+            vals = phasor(phase, g["amp"])  # (b, npx)
             dw = (self.dirs_jac[:n_t, li, :] @ g["basis"]) * kk  # (T, npx)
             allv = torch.empty((b, 1 + n_t, vals.shape[1]), dtype=eng.cdtype, device=self.dev)
             allv[:, 0] = vals
@@ -612,8 +612,8 @@ class ForwardModel:
         ys = pos - off[..., 1:2]
         q = torch.arange(-k, k + 1, dtype=self.dtype, device=self.dev)
         qx = torch.arange(0, k + 1, dtype=self.dtype, device=self.dev)
-        ey = torch.polar(torch.ones_like(ys[..., None] * q), ys[..., None] * q * w)
-        ex = torch.polar(torch.ones_like(xs[..., None] * qx), xs[..., None] * qx * w)
+        ey = phasor(ys[..., None] * q * w)
+        ex = phasor(xs[..., None] * qx * w)
         tmp = torch.einsum("bfiy,bcyx->bfcix", ey, h)
         st = torch.einsum("bfcix,bfjx->bfcij", tmp, ex).real / n_l**2
         if not deriv:

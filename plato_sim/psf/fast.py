@@ -37,7 +37,7 @@ from plato_sim.optics.spectra import Spectrum
 from plato_sim.optics.wavefront import zernike_basis
 from plato_sim.psf.base import DEFAULT_DIFFUSION_SIGMA_PX, PSFEngine, normalise_request
 
-__all__ = ["FastEngine"]
+__all__ = ["FastEngine", "phasor"]
 
 _GOOD = sorted(
     {
@@ -55,6 +55,16 @@ def _good_size(n: int) -> int:
         if g >= n:
             return g
     return n
+
+
+def phasor(angle: torch.Tensor, amplitude: torch.Tensor | None = None) -> torch.Tensor:
+    """``amplitude * exp(i angle)`` (complex, differentiable), by cos and sin apart:
+    ``torch.polar`` is ~4x slower on CPU, and in the pupil it is the engine's largest cost
+    per distinct optical state."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    if amplitude is not None:
+        c, s = amplitude * c, amplitude * s
+    return torch.complex(c, s)
 
 
 @lru_cache(maxsize=64)
@@ -199,7 +209,7 @@ class FastEngine(PSFEngine):
             g = self._grid(lam, n_terms, k)
             m = g["m"]
             phase = (z[:, li, :] @ g["basis"]) * (2.0 * math.pi / lam)
-            vals = torch.polar(g["amp"].expand_as(phase), phase)
+            vals = phasor(phase, g["amp"])
             pupil = torch.zeros((b, m * m), dtype=self.cdtype, device=self.device)
             pupil = pupil.index_copy_(1, g["idx_m"], vals).reshape(b, m, m)
             field = torch.fft.ifft2(pupil)  # kernel exp(+2 pi i u.x): poppy/GalSim
@@ -275,8 +285,8 @@ class FastEngine(PSFEngine):
         q = torch.arange(-k, k + 1, dtype=self.dtype, device=self.device)
         qx = torch.arange(0, k + 1, dtype=self.dtype, device=self.device)
         two_pi_over = 2.0 * math.pi / self.fov_px
-        ey = torch.polar(torch.ones_like(ys[..., None] * q), ys[..., None] * q * two_pi_over)
-        ex = torch.polar(torch.ones_like(xs[..., None] * qx), xs[..., None] * qx * two_pi_over)
+        ey = phasor(ys[..., None] * q * two_pi_over)
+        ex = phasor(xs[..., None] * qx * two_pi_over)
         # stamp[b,o,i,j] = Re sum_{qy,qx} ey[b,o,i,qy] h[b,qy,qx] ex[b,o,j,qx]
         tmp = torch.einsum("boiy,byx->boix", ey, h.to(ey.dtype))
         st = torch.einsum("boix,bojx->boij", tmp, ex).real / self.fov_px**2
