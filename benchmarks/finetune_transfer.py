@@ -109,6 +109,23 @@ def _score(job: dict) -> dict:
     return {"i": job["i"], "camera": job["camera"], "truth": job["truth"], "results": out}
 
 
+def s_floor(held: list[tuple[Path, dict]]) -> dict:
+    """The one-plateau floor of the scored cameras (:func:`plato_sim.bounds.one_plateau_floor_degC`:
+    the focal shift to best focus known exactly, converted with the prior ``s``), on the
+    1-plateau subset's plateau: what no image-only estimator can do better than."""
+    from plato_sim.bounds import one_plateau_floor_degC
+    from plato_sim.optics.thermal import S_PRIOR_UM_PER_DEGC, ThermalModel
+
+    (t_pl,) = SUBSETS[1]
+    err = np.array([
+        one_plateau_floor_degC(ThermalModel(**tr["thermal"]), tr["bft_degC"], t_pl)
+        for _, tr in held
+    ])  # fmt: skip
+    return dict(plateau_degC=t_pl, s_prior_um_per_degC=S_PRIOR_UM_PER_DEGC[0],
+                rms_degC=float(np.sqrt(np.mean(err**2))),
+                median_abs_degC=float(np.median(np.abs(err))), n_cameras=len(err))  # fmt: skip
+
+
 def build_rows(evals: list[dict], models=("pretrained", "fine-tuned")) -> list[dict]:
     """One row per model and plateau count."""
     truth = np.asarray([e["truth"] for e in evals])
@@ -229,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     evals = map_jobs(_score, jobs, args.workers)
     t_score = time.perf_counter() - t3
+    floor = s_floor(held)
     fw_err = None
     if reports is not None:
         fw_err = [r["bft_degC"] - tr["bft_degC"] for r, (_, tr) in zip(reports, ft, strict=True)]
@@ -241,13 +259,17 @@ def main(argv: list[str] | None = None) -> int:
         finetune_summary={k: summary[k] for k in ("history", "before", "after")},
         seconds=dict(emulation=t_emul, forward_fits=t_fit, finetune=t_train, scoring=t_score),
         rows=build_rows(evals),
+        one_plateau_s_floor=floor,
         per_camera=evals,
     )
     print(
         f"fine-tuned on {args.finetune_cameras} nodal cameras (seed {args.finetune_seed}, "
         f"labels {args.labels}); scored on {args.oof_cameras} others (seed {args.oof_seed}); "
         f"emulation {t_emul:.0f} s, forward fits {t_fit:.0f} s, fine-tuning {t_train:.0f} s, "
-        f"scoring {t_score:.0f} s"
+        f"scoring {t_score:.0f} s\n"
+        f"one plateau ({floor['plateau_degC']:g} degC) knowing all but s (s = "
+        f"{floor['s_prior_um_per_degC']:g} um/degC assumed): RMS {floor['rms_degC']:.3f} degC, "
+        f"median |error| {floor['median_abs_degC']:.3f} degC (a floor under every 1-plateau row)"
     )
     report(result, markdown(result), args.json)
     return 0

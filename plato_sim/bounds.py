@@ -77,6 +77,13 @@ Which nuisances are shared is a modelling choice (``aberrations=``):
   on the field's optimum is left out (this mode is not an upper bound on ``per_field``).
 * ``"known"``: the camera's aberrations are known exactly (tighter).
 
+One plateau, beyond the bound
+-----------------------------
+Whatever the images give, one plateau cannot give ``s``: an estimator that measured the focal
+shift between the plateau and best focus exactly still converts it with a prior ``s``.
+:func:`one_plateau_floor_degC` is that estimator's error for a known camera: a floor under
+every one-plateau method that does not know ``s`` (the CNN, the forward fit, any other).
+
 With a single plateau ``s`` cannot be separated from the ``T_f,i`` (the Fisher matrix is
 singular): the prior on ``s`` (:data:`plato_sim.optics.thermal.S_PRIOR_UM_PER_DEGC`,
 docs/facts.md) is then used and the bound is reported as prior-dominated.  An estimator whose
@@ -137,6 +144,7 @@ __all__ = [
     "tbf_bound",
     "tbf_bound_degC",
     "camera_from_truth",
+    "one_plateau_floor_degC",
 ]
 
 #: Camera-perturbation nuisances, Noll indices: astigmatism Z5/Z6, coma Z7/Z8, trefoil Z9/Z10,
@@ -877,3 +885,29 @@ def tbf_bound_degC(*args, **kwargs) -> float:
     flags of :func:`tbf_bound`'s result).
     """
     return tbf_bound(*args, **kwargs).sigma_tbf_degC
+
+
+def one_plateau_floor_degC(
+    thermal: ThermalModel,
+    bft_degC: float,
+    plateau_degC: float,
+    s_prior_um_per_degC: float = S_PRIOR_UM_PER_DEGC[0],
+) -> float:
+    """Error (degC) of a one-plateau T_BF that knows everything about the camera but ``s``.
+
+    The focal shift between the plateau and best focus, ``dz_th(T_BF) - dz_th(T_plateau)``
+    (um, the camera's true thermal model, quadratic term included), measured exactly and
+    converted with ``s_prior_um_per_degC``: ``T_plateau + shift / s_prior - T_BF``.  For a
+    linear camera this is ``(T_BF - T_plateau) (s - s_prior) / s_prior``.
+
+    Args:
+        thermal: the camera's true thermal model.
+        bft_degC: its true best-focus temperature (degC).
+        plateau_degC: the plateau's TRP1 temperature (degC).
+        s_prior_um_per_degC: the sensitivity the estimator assumes (um/degC; default the
+            prior's mean, docs/facts.md).
+    """
+    if not s_prior_um_per_degC:
+        raise ParameterError("s_prior_um_per_degC must be non-zero")
+    shift_um = float(thermal.focal_shift_um(bft_degC) - thermal.focal_shift_um(plateau_degC))
+    return plateau_degC + shift_um / s_prior_um_per_degC - bft_degC

@@ -275,3 +275,21 @@ def test_truth_sidecar_gives_the_emulated_camera_and_design(tmp_path):
     assert d.theta_deg == tuple(truth["fields"]["theta_deg"])
     assert (d.n_dithers, d.frames_per_dither, d.n_wavelengths) == (2, 1, 2)
     assert design_noise(d).read_noise_e == pytest.approx(DetectorModel().read_noise_e)
+
+
+def test_one_plateau_floor_is_the_s_error_of_an_exact_shift():
+    from plato_sim.bounds import one_plateau_floor_degC
+    from plato_sim.errors import ParameterError
+    from plato_sim.optics.thermal import ThermalModel
+
+    # linear camera: (T_BF - T_pl) (s - s_prior) / s_prior
+    assert one_plateau_floor_degC(ThermalModel(12.0, -80.0), -75.0, -80.0) == pytest.approx(1.0)
+    assert one_plateau_floor_degC(ThermalModel(8.0, -80.0), -84.0, -80.0) == pytest.approx(0.8)
+    # the prior's own s, or a plateau at best focus: nothing to convert
+    assert one_plateau_floor_degC(ThermalModel(10.0, -70.0), -75.0, -80.0) == pytest.approx(0.0)
+    assert one_plateau_floor_degC(ThermalModel(13.0, -70.0), -80.0, -80.0) == pytest.approx(0.0)
+    # quadratic term: shift = s d + q (d_bf^2 - d_pl^2) with d from T0
+    th = ThermalModel(10.0, -80.0, 0.04)
+    assert one_plateau_floor_degC(th, -75.0, -80.0) == pytest.approx(0.04 * 25 / 10)
+    with pytest.raises(ParameterError):
+        one_plateau_floor_degC(th, -75.0, -80.0, s_prior_um_per_degC=0.0)
