@@ -169,8 +169,9 @@ def test_finetune_trains_on_the_resimulated_fitted_camera(exact, tmp_path):
                          cv_sigma=False)  # fmt: skip
     out = tmp_path / "ft"
     summary = finetune([fr], out, base, cfg, progress=False, forward_reports=[rep])
-    resim, variant = sorted((out / "resimulated").glob("*.truth.json"))
-    assert variant.name.endswith("_v00.truth.json")
+    kept = sorted((out / "resimulated").glob("*.truth.json"), key=lambda p: "_v00." in p.name)
+    resim, variant = kept
+    assert variant.name.endswith("_v00.truth.json") and "_v00." not in resim.name
     # the fitted camera and its variant, each 5 plateaux x 1 frame per field
     assert summary["history"][0]["samples"] == len(fr) + 2 * 5 * len(e["theta"])
     with pytest.raises(ParameterError, match="resim_variants"):
@@ -254,3 +255,18 @@ def test_variant_share_caps_each_epochs_varied_frames():
     assert len(set(sub.indices)) == 200
     (sub,) = _variant_subset(variants, 10_000, 0.5, rng)
     assert len(sub) == 800  # never more than there are
+
+
+def test_resimulated_folders_are_named_by_what_defines_them():
+    """A kept re-simulated campaign is reused on its truth file alone, so its folder's name
+    carries the fit and the design: another fit, design or variant range is another folder."""
+    from plato_cnn.pipelines.finetune import _resim_tag
+
+    rep = {"params": {"s_um_per_degC": 10.0}, "wavefront": [{"Z5_nm": 1.0}],
+           "plateaux_degC": [-85.0, -75.0], "t0_degC": -80.0, "wall_s": 3.0}  # fmt: skip
+    tag = _resim_tag(rep, 5, 2, 4, 10, (0.5, 1.5))
+    assert tag == _resim_tag(dict(rep, wall_s=9.0), 5, 2, 4, 10, (0.5, 1.5))  # timing is not fit
+    assert tag != _resim_tag(rep, 5, 2, 4, 10, (0.5, 2.0))
+    assert tag != _resim_tag(rep, 6, 2, 4, 10, (0.5, 1.5))
+    assert tag != _resim_tag(dict(rep, t0_degC=-79.0), 5, 2, 4, 10, (0.5, 1.5))
+    assert len(tag) == 8

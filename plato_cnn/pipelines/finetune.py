@@ -46,6 +46,7 @@ every epoch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -317,6 +318,17 @@ def pseudo_labels(
     return labels, info
 
 
+def _resim_tag(report: dict, *design) -> str:
+    """8 hex digits of what defines a re-simulated campaign: the fitted camera (the forward
+    report's parameters, wavefront table, plateaux and thermal zero) and ``design`` (dithers,
+    frames, truth grid, wavelengths, variant ranges).  Part of its folder's name, so that a
+    folder kept from another fit, design or range is never taken for this one (a kept folder
+    is reused on the strength of its truth file alone)."""
+    key = [report.get(k) for k in ("params", "wavefront", "plateaux_degC", "t0_degC")]
+    text = json.dumps([key, list(design)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def _resimulated_sets(
     frames_list: list, reports: list[dict], folder: Path, cfg: FinetuneConfig
 ) -> dict[int, tuple[Dataset, Dataset | None]]:
@@ -325,6 +337,8 @@ def _resimulated_sets(
     varied cameras' frames (None without ``resim_variants``)."""
     from plato_cnn.reader import read_campaign
     from plato_cnn.resimulate import (
+        VARIANT_AMPLITUDE,
+        VARIANT_DIFFUSION,
         fitted_camera,
         resimulate_campaign,
         resimulated_labels,
@@ -347,10 +361,14 @@ def _resimulated_sets(
 
     out = {}
     for k, (fr, rep) in enumerate(zip(frames_list, reports, strict=True)):
-        d = folder / f"cam{k:02d}_{_slug(fr.camera)}_s{cfg.seed}"
+        stem = f"cam{k:02d}_{_slug(fr.camera)}_s{cfg.seed}"
+        design = (cfg.resim_dithers, cfg.resim_frames_per_dither, cfg.resim_n_sub_truth)
+        d = folder / f"{stem}_{_resim_tag(rep, *design, cfg.resim_n_wavelengths)}"
+        vtag = _resim_tag(rep, cfg.variant_dithers, cfg.variant_frames_per_dither,
+                          cfg.variant_n_sub_truth, cfg.resim_n_wavelengths, VARIANT_AMPLITUDE,
+                          VARIANT_DIFFUSION)  # fmt: skip
         log.info("finetune: re-simulating the fitted camera %s in %s", fr.camera, d)
-        parts = [imaged(k, rep, d, None, cfg.seed * 1000 + k, f"resim{k:02d}", cfg.resim_dithers,
-                        cfg.resim_frames_per_dither, cfg.resim_n_sub_truth)]  # fmt: skip
+        parts = [imaged(k, rep, d, None, cfg.seed * 1000 + k, f"resim{k:02d}", *design)]
         fitted = fitted_camera(rep)
         for v in range(cfg.resim_variants):
             cam = varied_camera(fitted, np.random.default_rng((cfg.seed, k, v)))
@@ -358,7 +376,7 @@ def _resimulated_sets(
                 imaged(
                     k,
                     rep,
-                    Path(f"{d}_v{v:02d}"),
+                    folder / f"{stem}_{vtag}_v{v:02d}",
                     cam,
                     (cfg.seed * 1000 + k) * 1000 + v + 1,
                     f"var{k:02d}{v:02d}",
