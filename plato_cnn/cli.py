@@ -191,7 +191,7 @@ def _cnn_run(args: argparse.Namespace, frames) -> dict:
     )
     if args.plot:
         use = frames.usable
-        save_figure(plot_cnn_bft(frames.select(use), fit, info["frame_mu_um"]), args.plot)
+        save_figure(plot_cnn_bft(frames.select(use), fit, info["frame_mu_fitted_um"]), args.plot)
     result = cnn_result(fit, info, frames.obsid[frames.usable].tolist(), s_prior)
     result = _cross_checked(args, frames, result)
     if args.cross_check_forward:

@@ -156,7 +156,8 @@ def cnn_bft(
         "model": str(model_dir or default_model_dir()),
         "model_version": card.package_version,
         "model_card_sha256": card.sha256(),
-        "frame_mu_um": pred["mu_um"],
+        "frame_mu_um": pred["mu_um"],  # the network's own offsets (the re-check corrects them)
+        "frame_mu_fitted_um": mu,  # after the offset correction or plateau head: what was fitted
         "frame_sigma_um": pred["sigma_um"],
         "plateau_head_correction_um": corrections or None,
         "offset_correction": None

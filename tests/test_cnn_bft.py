@@ -45,6 +45,22 @@ def test_cnn_bft_library(campaign, model_dir):
     assert len(fit.t_field_degC) == 3
 
 
+def test_fitted_offsets_are_reported_beside_the_networks_own(campaign, model_dir):
+    """The offsets the thermal fit used (after an offset correction) are in ``info`` beside
+    the network's raw ones, which the re-check needs uncorrected; ``--plot`` shows the fitted."""
+    from plato_cnn.offset_correction import fit_offset_correction
+
+    frames = read_campaign(campaign)
+    _, info = cnn_bft(frames, model_dir, n_boot=20)
+    np.testing.assert_array_equal(info["frame_mu_fitted_um"], info["frame_mu_um"])
+    sel = frames.select(frames.usable)
+    raw = info["frame_mu_um"]
+    corr = fit_offset_correction(sel, raw, raw - 3.0, info["model_card_sha256"])
+    _, info2 = cnn_bft(frames, model_dir, n_boot=20, offset_correction=corr)
+    np.testing.assert_array_equal(info2["frame_mu_um"], raw)
+    np.testing.assert_allclose(info2["frame_mu_fitted_um"], raw - 3.0, atol=1e-4)
+
+
 def test_cnn_bft_cli_report(campaign, model_dir, tmp_path):
     out = tmp_path / "r.json"
     png = tmp_path / "r.png"
