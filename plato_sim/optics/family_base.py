@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
-import numpy as np
-
-from plato_sim.optics.spectra import Spectrum
+from plato_sim.optics.spectra import Spectrum, binned_spectrum
 from plato_sim.optics.thermal import ThermalModel
 
 __all__ = ["FamilyCamera", "binned_rate_spectrum"]
@@ -23,18 +21,8 @@ __all__ = ["FamilyCamera", "binned_rate_spectrum"]
 def binned_rate_spectrum(camera, lamp_fn, n: int, name: str, qe_factor_fn=None) -> Spectrum:
     """``n`` equal bins over the camera band, weighted by the detected photon rate
     ``lamp_fn(lambda_nm)`` x transmission x QE (times ``qe_factor_fn(lambda_nm)`` if given),
-    sampled at the bin centres."""
-    lo, hi = camera.band_nm
-    edges = np.linspace(lo, hi, n + 1)
-    fine = np.linspace(lo, hi, 40 * n + 1)
-    qe = camera.qe_at(fine)
-    if qe_factor_fn is not None:
-        qe = qe * qe_factor_fn(fine)
-    rate = np.clip(lamp_fn(fine) * camera.transmission_at(fine) * qe, 0.0, None)
-    w = np.array([np.trapezoid(rate[(fine >= a) & (fine <= b)], fine[(fine >= a) & (fine <= b)])
-                  for a, b in zip(edges[:-1], edges[1:], strict=True)])  # fmt: skip
-    mids = 0.5 * (edges[:-1] + edges[1:])
-    return Spectrum(tuple(float(x) for x in mids), tuple(float(x) for x in w / w.sum()), name=name)
+    sampled at the bin centres (:func:`plato_sim.optics.spectra.binned_spectrum`)."""
+    return binned_spectrum(camera, lamp_fn, n, name, qe_factor=qe_factor_fn)
 
 
 class FamilyCamera:

@@ -31,6 +31,7 @@ __all__ = [
     "ogse_spectrum",
     "blackbody_spectrum",
     "gauss_nodes",
+    "binned_spectrum",
 ]
 
 _H_C_OVER_K_UM_K = 14387.7688  # second radiation constant h c / k_B (um K), CODATA 2018
@@ -83,17 +84,27 @@ def monochromatic(wavelength_nm: float) -> Spectrum:
     return Spectrum((float(wavelength_nm),), (1.0,), name=f"mono{wavelength_nm:g}nm")
 
 
-def _density(camera: Camera, photon_rate, n_fine: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fine wavelength grid over the band (nm) and the detected-photon density on it."""
+def _density(
+    camera: Camera, photon_rate, n_fine: int, qe_factor=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fine wavelength grid over the band (nm) and the detected-photon density on it: source
+    x transmission x QE (times ``qe_factor(lambda_nm)`` if given), clipped at zero."""
     lo, hi = camera.band_nm
     fine = np.linspace(lo, hi, n_fine)
-    return fine, photon_rate(fine) * camera.transmission_at(fine) * camera.qe_at(fine)
+    qe = camera.qe_at(fine)
+    if qe_factor is not None:
+        qe = qe * qe_factor(fine)
+    return fine, np.clip(photon_rate(fine) * camera.transmission_at(fine) * qe, 0.0, None)
 
 
-def _binned(camera: Camera, photon_rate, n: int, name: str) -> Spectrum:
+def binned_spectrum(camera: Camera, photon_rate, n: int, name: str, qe_factor=None) -> Spectrum:
+    """``n`` equal bins over the camera's band, each sampled at its centre with the detected
+    photons it holds: ``photon_rate(lambda_nm)`` (source, any unit) x transmission x QE (x
+    ``qe_factor(lambda_nm)``, e.g. a camera's own QE departure), integrated by the trapezoid
+    rule on :data:`_FINE_PER_SAMPLE` points per bin."""
     lo, hi = camera.band_nm
     edges = np.linspace(lo, hi, n + 1)
-    fine, rate = _density(camera, photon_rate, _FINE_PER_SAMPLE * n + 1)
+    fine, rate = _density(camera, photon_rate, _FINE_PER_SAMPLE * n + 1, qe_factor)
     weights = []
     for a, b in zip(edges[:-1], edges[1:], strict=True):
         sel = (fine >= a) & (fine <= b)
@@ -150,7 +161,7 @@ def _gauss(camera: Camera, photon_rate, n: int, name: str) -> Spectrum:
 def _rule(rule: str):
     if rule not in SPECTRUM_RULES:
         raise ParameterError(f"spectrum rule {rule!r}: one of {', '.join(SPECTRUM_RULES)}")
-    return _binned if rule == "midpoint" else _gauss
+    return binned_spectrum if rule == "midpoint" else _gauss
 
 
 def ogse_spectrum(camera: Camera, n: int = 10, rule: str = "midpoint") -> Spectrum:
