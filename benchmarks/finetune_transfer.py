@@ -112,7 +112,8 @@ def _score(job: dict) -> dict:
 def s_floor(held: list[tuple[Path, dict]]) -> dict:
     """The one-plateau floor of the scored cameras (:func:`plato_sim.bounds.one_plateau_floor_degC`:
     the focal shift to best focus known exactly, converted with the prior ``s``), on the
-    1-plateau subset's plateau: what no image-only estimator can do better than."""
+    1-plateau subset's plateau: the error an image-only estimator keeps even when it reads the
+    shift exactly."""
     from plato_sim.bounds import one_plateau_floor_degC
     from plato_sim.optics.thermal import S_PRIOR_UM_PER_DEGC, ThermalModel
 

@@ -59,8 +59,8 @@ def _good_size(n: int) -> int:
 
 def phasor(angle: torch.Tensor, amplitude: torch.Tensor | None = None) -> torch.Tensor:
     """``amplitude * exp(i angle)`` (complex, differentiable), by cos and sin apart:
-    ``torch.polar`` is ~4x slower on CPU, and in the pupil it is the engine's largest cost
-    per distinct optical state."""
+    ``torch.polar`` is ~4x slower on CPU, and in the pupil it was the largest single cost of a
+    distinct optical state (docs/forward.md, "Speed")."""
     c, s = torch.cos(angle), torch.sin(angle)
     if amplitude is not None:
         c, s = amplitude * c, amplitude * s
