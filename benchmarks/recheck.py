@@ -142,8 +142,8 @@ def _correction(model: str, frames, rep: dict, seed: int):
 def _recheck_row(label: str, n_pl: int, r: dict, wall: float) -> dict:
     return dict(model=label, plateaux=n_pl, bft=r["bft_degC"], sigma=r["sigma_degC"],
                 delta_um=r["delta_um"], sigma_fields_degC=r["sigma_fields_degC"],
-                sigma_first_degC=r["sigma_first_degC"], solutions=r["solutions"],
-                wall_s=wall)  # fmt: skip
+                sigma_first_degC=r["sigma_first_degC"], spread_degC=r["spread_degC"],
+                solutions=r["solutions"], wall_s=wall)  # fmt: skip
 
 
 # Long because: the rows of one camera, each a cnn_bft call, with its kept-result plumbing.
@@ -254,34 +254,42 @@ def _forward_rows(evals: list[dict], fwd: list[dict], counts: list[int]) -> list
     return rows
 
 
-def _rescored(e: dict) -> dict:
+def _rescored(e: dict, first: dict) -> dict:
     """Camera result ``e`` with its re-check rows' sigma under the current calibration
     (:func:`plato_cnn.offset_correction.recheck_sigma_degC` from the kept statistical terms):
-    kept results need no recomputation when the calibration changes."""
-    from plato_cnn.offset_correction import recheck_sigma_degC
+    kept results need no recomputation when the calibration changes.  Rows kept before the
+    correction's spread entered the sigma get ``spread_degC`` from the camera's correction
+    (``correction_spread_um``) and the slope of ``first``, the first campaign's forward report,
+    at the row's T_BF (as :meth:`~plato_cnn.offset_correction.OffsetCorrection.recheck`)."""
+    from plato_cnn.offset_correction import recheck_sigma_degC, thermal_slope_um_per_degC
 
     out = dict(e, results=[dict(r) for r in e["results"]])
     for r in out["results"]:
         if "re-check" in r["model"] and "error" not in r:
             change = r["bft"] - e["first_forward_degC"]
-            r["sigma"] = recheck_sigma_degC(
-                r["sigma_fields_degC"], r["sigma_first_degC"], r["plateaux"], change
-            )
+            if "spread_degC" not in r:
+                spread_um = e["correction_spread_um"][r["model"].split(",")[0]]
+                slope = thermal_slope_um_per_degC(first["field_focus"]["thermal"], r["bft"])
+                r["spread_degC"] = spread_um / abs(slope)
+            r["sigma"] = recheck_sigma_degC(r["sigma_fields_degC"], r["sigma_first_degC"],
+                                            r["plateaux"], change, r["spread_degC"])  # fmt: skip
     return out
 
 
 def _systematic(evals: list[dict], models: list[str]) -> dict:
     """Per re-check row and plateau count, what would give 68 % coverage on these cameras
     over the statistical sigma (fields and the first fit), for each form of
-    ``plato_cnn.offset_correction.RECHECK_SYSTEMATIC``: a constant (``constant_degC``) or a
+    ``plato_cnn.offset_correction.RECHECK_SYSTEMATIC``: a constant (``constant_degC``), a
     fraction of the T_BF change (``relative``, the 68.27th percentile of the needed term over
-    ``|change|``); and the coverage of the statistical sigma alone.  On a calibration family,
-    what the table holds."""
+    ``|change|``) or of the correction's RMS (``spread``, the same over ``spread_degC``); and
+    the coverage of the statistical sigma alone.  On a calibration family, what the table
+    holds."""
     from plato_cnn.pipelines.calibrate_forward import systematic_from_errors
 
     out = {}
     for name in (m for m in models if "re-check" in m):
         per_cam, ratio = [], {str(n): [] for n in PLATEAUX}
+        per_spread = {str(n): [] for n in PLATEAUX}
         for e in evals:
             rs = {str(r["plateaux"]): r for r in e["results"] if r["model"] == name}
             if any("error" in r for r in rs.values()):
@@ -292,7 +300,9 @@ def _systematic(evals: list[dict], models: list[str]) -> dict:
                 stat = float(np.hypot(r["sigma_fields_degC"], r["sigma_first_degC"]))
                 cam[n] = (err, stat, r["wall_s"])
                 change = abs(r["bft"] - e["first_forward_degC"])
-                ratio[n].append(np.sqrt(max(0.0, err**2 - stat**2)) / max(change, 1e-3))
+                need = np.sqrt(max(0.0, err**2 - stat**2))
+                ratio[n].append(need / max(change, 1e-3))
+                per_spread[n].append(need / max(r["spread_degC"], 1e-3))
             per_cam.append(cam)
         if not per_cam:
             continue
@@ -300,6 +310,7 @@ def _systematic(evals: list[dict], models: list[str]) -> dict:
         out[name] = {
             n: dict(constant_degC=v["systematic_sigma_degC"],
                     relative=float(np.percentile(ratio[n], 68.27)),
+                    spread=float(np.percentile(per_spread[n], 68.27)),
                     coverage_stat_only=v["coverage_stat_only"], n_cameras=v["n_fits"])
             for n, v in table.items()
         }  # fmt: skip
@@ -395,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     models = [m for m in MODELS if not (args.skip_finetune and m.startswith("fine-tuned"))]
     t1 = time.perf_counter()
-    evals = [_rescored(e) for e in map_jobs(_camera, jobs, args.workers, desc="re-checked cameras")]
+    kept = map_jobs(_camera, jobs, args.workers, desc="re-checked cameras")
+    evals = [_rescored(e, _forward(j)) for e, j in zip(kept, jobs, strict=True)]
     counts = [int(x) for x in args.forward_plateaux.split(",") if x.strip()]
     fwd = []
     if counts:

@@ -183,11 +183,15 @@ def test_campaign_with_other_field_positions_gets_no_recheck_but_a_warning():
 def test_recheck_sigma_takes_the_largest_calibrated_count_not_above(monkeypatch):
     import plato_cnn.offset_correction as oc
 
-    monkeypatch.setattr(oc, "RECHECK_SYSTEMATIC", {5: (0.04, 0.0), 3: (0.03, 0.1), 1: (0.12, 0.0)})
+    table = {5: (0.04, 0.0, 0.0), 3: (0.03, 0.1, 0.0), 1: (0.12, 0.0, 0.5)}
+    monkeypatch.setattr(oc, "RECHECK_SYSTEMATIC", table)
     assert oc.recheck_systematic_degC(4, 0.0) == pytest.approx(0.03)  # 3's entry
     assert oc.recheck_systematic_degC(3, -0.4) == pytest.approx(np.hypot(0.03, 0.04))
     assert oc.recheck_systematic_degC(6, 2.0) == pytest.approx(0.04)
     assert oc.recheck_systematic_degC(2, 0.0) == pytest.approx(0.12)
+    # the spread form: a fraction of the correction's RMS (degC)
+    assert oc.recheck_systematic_degC(1, 0.0, 0.4) == pytest.approx(np.hypot(0.12, 0.2))
+    assert oc.recheck_systematic_degC(5, 0.0, 0.4) == pytest.approx(0.04)
     assert oc.recheck_sigma_degC(0.03, 0.04, 1, 0.0) == pytest.approx(
         np.sqrt(0.03**2 + 0.04**2 + 0.12**2)
     )
