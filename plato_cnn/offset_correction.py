@@ -168,7 +168,8 @@ class OffsetCorrection:
         Sigma: the scatter of the per-field means over sqrt(fields) (frame noise and each
         field's correction error, independent between fields), the earlier T_BF's sigma, and
         the systematic term of :data:`RECHECK_SYSTEMATIC` for the later campaign's plateau
-        count and the T_BF change, in quadrature (:func:`recheck_sigma_degC`).
+        count, the T_BF change and the correction's RMS, in quadrature
+        (:func:`recheck_sigma_degC`).
 
         Args:
             frames: the later campaign's frames.
@@ -179,8 +180,8 @@ class OffsetCorrection:
             ``bft_degC``, ``sigma_degC``, ``delta_um``, ``sigma_delta_um``, ``fields``,
             ``frames``, ``plateaux``, ``index``, ``solutions`` (self-consistent focus changes
             found; 0: none, the TRP1-indexed value kept), and the sigma's terms
-            ``sigma_fields_degC``, ``sigma_first_degC``, ``systematic_degC`` (None for a
-            plateau count the calibration lacks).
+            ``sigma_fields_degC``, ``sigma_first_degC``, ``spread_degC`` (the correction's RMS
+            over ``|s|``), ``systematic_degC`` (None for a plateau count the calibration lacks).
 
         Raises:
             DataError: no :attr:`first` block, or no frame at a field the earlier fit holds.
