@@ -111,8 +111,13 @@ log = logging.getLogger(__name__)
 #: 3: the T_BF maximum refined by a parabola through 5 points 0.5 um apart;
 #: 4: a wide starting scan (+-200 um) when the restarts end above the chi^2 warning;
 #: 5: runs from the wide scan's other basins when the fit still ends beyond the calibrated
-#: chi^2 range (:data:`MISFIT_CHI2_CALIBRATED`, part of the procedure: changing it bumps this).
-FIT_VERSION = 5
+#: chi^2 range (:data:`MISFIT_CHI2_CALIBRATED`, part of the procedure: changing it bumps this);
+#: 6: with exactly two plateaux ``q`` is held at 0 and its prior enters sigma analytically
+#: (:data:`TWO_PLATEAU_FIT_SINCE`; fits of other plateau counts are those of 5).
+FIT_VERSION = 6
+#: The version since which two-plateau fits are made as now (``q`` not fitted): an earlier
+#: two-plateau fit is never reused (:func:`same_fit_as_current`).
+TWO_PLATEAU_FIT_SINCE = 6
 #: Earliest procedure version whose fits ending at a reduced chi^2 <= :data:`CHI2_WARN` are
 #: those of the current one bit for bit (version 4 changed only what follows a fit that ends
 #: above it): kept results of such fits may be reused (:func:`same_fit_as_current`).
@@ -253,6 +258,8 @@ def same_fit_as_current(
     if fit_version == FIT_VERSION:
         return True
     if fit_version >= FIT_VERSION:
+        return False
+    if fit_version < TWO_PLATEAU_FIT_SINCE and n_plateaux in (None, 2):
         return False
     if SAME_WITHIN_MODEL_SINCE <= fit_version and chi2_reduced <= CHI2_WARN:
         return True
@@ -1073,6 +1080,11 @@ def forward_bft(
     timing: dict[str, float] = {}
     tick = _Ticker(timing)
     c = _setup(frames, plateaux, include_unstable, stamp_px, min_frames, quadratic, s_prior)
+    # two plateaux pin dz_th at two temperatures: q is then only its prior, and fitted it
+    # absorbs what the basis lacks (a chromatic shape: 0.3 um/degC^2, 6 prior sigmas, on a
+    # nodal camera), moving T_BF; held at 0, its prior enters sigma (docs/forward.md)
+    c.q_fixed = bool(quadratic and c.n_pl == 2)
+    quadratic = quadratic and not c.q_fixed
     c.field_residuals = field_residuals
     c.chromatic_cubic = chromatic_cubic
     c.model, c.fit = _build_model(
@@ -1097,6 +1109,8 @@ def forward_bft(
     wavefront = _wavefront_table(c.model, lm.p, c.all_theta, c.all_phi, bf["t_bf"])
     tick("report")
     report = _report(c, lm, cov, bf, chi2_tab, chi2_red, dof, wavefront, (cdz, cval), warnings_out)
+    report["q_fixed"] = c.q_fixed
+    report["sigma_q_prior_degC"] = bf["sigma_q"] if c.q_fixed else None
     if field_focus:
         report["field_focus"] = _field_focus_table(c, lm.p, bf["dz_star"])
         tick("field_focus")
@@ -1437,6 +1451,18 @@ def _bft_and_sigma(c, p, cov, n_sub, n_wavelengths_jacobian, systematic_degC, wa
     grad_t[_IX["s_um_per_degC"]] = -tc / slope
     grad_t[_IX["q_um_per_degC2"]] = -tc * tc / slope
     sigma_stat = float(math.sqrt(max(grad_t @ cov @ grad_t, 0.0)))
+    sigma_q = 0.0
+    if getattr(c, "q_fixed", False):
+        # a curvature q through the two plateaux' pinned foci moves dz_th at T_BF by
+        # q (tc - tc1)(tc - tc2)
+        tc1, tc2 = np.asarray(c.t_pl, float) - model.t_ref
+        sigma_q = float(Q_PRIOR_UM_PER_DEGC2 * abs((tc - tc1) * (tc - tc2) / slope))
+        sigma_stat = float(math.hypot(sigma_stat, sigma_q))
+        warnings_out.append(
+            f"forward fit: two plateaux do not measure the thermal curvature q: fitted with "
+            f"q = 0, its prior (+-{Q_PRIOR_UM_PER_DEGC2:g} um/degC^2) adds {sigma_q:.3f} degC "
+            "to sigma"
+        )
     sigma = sigma_stat
     if systematic_degC is not None:
         sigma = float(math.hypot(sigma, systematic_degC))
@@ -1449,7 +1475,7 @@ def _bft_and_sigma(c, p, cov, n_sub, n_wavelengths_jacobian, systematic_degC, wa
     s_sig = float(math.sqrt(max(cov[_IX["s_um_per_degC"], _IX["s_um_per_degC"]], 0.0)))
     return dict(
         t_bf=t_bf, sigma=sigma, sigma_stat=sigma_stat, dz_star=dz_star, curve=curve,
-        s_hat=s_hat, s_sig=s_sig,
+        s_hat=s_hat, s_sig=s_sig, sigma_q=sigma_q,
     )  # fmt: skip
 
 

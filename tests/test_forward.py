@@ -181,6 +181,22 @@ def test_noisy_within_reported_sigma(setup, noisy):
     assert not rep["outside_model"]
 
 
+def test_two_plateaux_hold_q_at_zero_and_carry_its_prior_in_sigma(setup, noisy):
+    """Two plateaux pin the thermal focus at two temperatures only: q is not fitted, and its
+    prior enters sigma as q (T_BF - T1)(T_BF - T2) / s."""
+    s = setup
+    fr, five = noisy
+    two = forward_bft(fr, plateaux=PLATEAUX[:2], **FIT_KW)
+    assert two["q_fixed"] and not five["q_fixed"] and five["sigma_q_prior_degC"] is None
+    assert two["params"]["q_um_per_degC2"] == 0.0
+    t1, t2 = PLATEAUX[:2]
+    expect = fw.Q_PRIOR_UM_PER_DEGC2 * abs((two["bft_degC"] - t1) * (two["bft_degC"] - t2))
+    assert two["sigma_q_prior_degC"] == pytest.approx(expect / two["s_um_per_degC"], rel=0.05)
+    assert two["sigma_degC"] >= two["sigma_q_prior_degC"]
+    assert abs(two["bft_degC"] - s["bf"].bft_degC) <= 3.0 * two["sigma_degC"] + TRUTH_FLOOR_DEGC
+    assert any("curvature" in w for w in two["warnings"])
+
+
 def test_aberration_outside_basis_is_flagged(setup, monkeypatch):
     s = setup
     # a calibrated chi^2 range that ends below this camera's: its sigma is no longer credible
@@ -574,8 +590,10 @@ def test_kept_fits_of_earlier_procedures_are_reused_only_where_unchanged():
     assert fw.same_fit_as_current(fw.FIT_VERSION, 1e6, n)
     assert fw.same_fit_as_current(4, top - 1.0, n)  # fit 5 changed only what lies beyond
     assert not fw.same_fit_as_current(4, top + 1.0, n)
-    assert not fw.same_fit_as_current(4, 2.0)  # without the plateau count: within-model only
-    assert fw.same_fit_as_current(3, 1.2) and not fw.same_fit_as_current(3, 2.0, n)
+    assert fw.same_fit_as_current(3, 1.2, n) and not fw.same_fit_as_current(3, 2.0, n)
+    # fit 6 changed the two-plateau fits only; without the plateau count it cannot be told
+    assert fw.same_fit_as_current(5, 1.0, 5) and fw.same_fit_as_current(5, 1.0, 1)
+    assert not fw.same_fit_as_current(5, 1.0, 2) and not fw.same_fit_as_current(5, 1.0)
     assert not fw.same_fit_as_current(2, 1.2, n) and not fw.same_fit_as_current(99, 1.0, n)
 
 
@@ -604,9 +622,12 @@ def test_calibration_tables_from_kept_results_alone(tmp_path, monkeypatch):
         with open(path, "w") as fh:
             json.dump({"truth_degC": -80.0, "errors": e}, fh)
     res = cf.calibrate_forward_systematic(tmp_path, 3, 1, ("design-random",), kept_only=True)
-    assert res["n_cameras"] == 2 and res["cameras_skipped"] == [folders[2]]
-    assert [c["folder"] for c in res["per_camera"]] == folders[:2]
-    assert res["by_plateaux"]["5"]["n_fits"] == 2
+    # the earlier procedure's fits are reproduced except with two plateaux (fit 6 changed
+    # those): the second camera lacks its two-plateau fit and is skipped with the third
+    assert sorted(cf._still_current(folders[1], -80.0)) == ["1", "3", "5"]
+    assert res["n_cameras"] == 1 and res["cameras_skipped"] == folders[1:]
+    assert [c["folder"] for c in res["per_camera"]] == folders[:1]
+    assert res["by_plateaux"]["5"]["n_fits"] == 1
 
 
 def test_cubic_chromatic_term_is_one_more_direction_and_parameter(setup):
