@@ -261,7 +261,8 @@ def _rescored(e: dict, first: dict) -> dict:
     correction's spread entered the sigma get ``spread_degC`` from the camera's correction
     (``correction_spread_um``) and the slope of ``first``, the first campaign's forward report,
     at the row's T_BF (as :meth:`~plato_cnn.offset_correction.OffsetCorrection.recheck`)."""
-    from plato_cnn.offset_correction import recheck_sigma_degC, thermal_slope_um_per_degC
+    from plato_cnn.forward import thermal_slope_um_per_degC
+    from plato_cnn.offset_correction import recheck_sigma_degC
 
     out = dict(e, results=[dict(r) for r in e["results"]])
     for r in out["results"]:
@@ -269,7 +270,7 @@ def _rescored(e: dict, first: dict) -> dict:
             change = r["bft"] - e["first_forward_degC"]
             if "spread_degC" not in r:
                 spread_um = e["correction_spread_um"][r["model"].split(",")[0]]
-                slope = thermal_slope_um_per_degC(first["field_focus"]["thermal"], r["bft"])
+                slope = thermal_slope_um_per_degC(first["field_focus"], r["bft"])
                 r["spread_degC"] = spread_um / abs(slope)
             r["sigma"] = recheck_sigma_degC(r["sigma_fields_degC"], r["sigma_first_degC"],
                                             r["plateaux"], change, r["spread_degC"])  # fmt: skip

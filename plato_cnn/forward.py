@@ -89,6 +89,7 @@ __all__ = [
     "forward_bft",
     "physics_labels",
     "thermal_shift_um",
+    "thermal_slope_um_per_degC",
     "ForwardModel",
     "PARAM_NAMES",
     "LOCAL_TERMS",
@@ -254,7 +255,8 @@ def same_fit_as_current(
 ) -> bool:
     """Whether a fit made by procedure ``fit_version`` with ``n_plateaux`` plateaux that ended
     at ``chi2_reduced`` is the one the current procedure would make (so that a result kept
-    from it may be reused); without ``n_plateaux`` only fits within the model count."""
+    from it may be reused); without ``n_plateaux`` only fits within the model count, and none
+    made before :data:`TWO_PLATEAU_FIT_SINCE` (it may be a two-plateau fit)."""
     if fit_version == FIT_VERSION:
         return True
     if fit_version >= FIT_VERSION:
@@ -1152,6 +1154,13 @@ def thermal_shift_um(field_focus: dict, t_degC) -> np.ndarray:
     return th["b_um"] + th["s_um_per_degC"] * d + th["q_um_per_degC2"] * d * d
 
 
+def thermal_slope_um_per_degC(field_focus: dict, t_degC: float) -> float:
+    """``d dz_th / dT`` (um/degC) at ``t_degC`` under the fitted thermal model of a report's
+    ``field_focus`` block (:func:`thermal_shift_um`): ``s + 2 q dT``."""
+    th = field_focus["thermal"]
+    return float(th["s_um_per_degC"] + 2 * th["q_um_per_degC2"] * (t_degC - th["t_ref_degC"]))
+
+
 def physics_labels(frames, report: dict) -> np.ndarray:
     """Per frame, its focal offset from its field's best focus (um), ``dz_th(T_i) -
     dz_th,best(field)``, from a forward report made with ``field_focus=True``: the quantity
@@ -1452,7 +1461,7 @@ def _bft_and_sigma(c, p, cov, n_sub, n_wavelengths_jacobian, systematic_degC, wa
     grad_t[_IX["q_um_per_degC2"]] = -tc * tc / slope
     sigma_stat = float(math.sqrt(max(grad_t @ cov @ grad_t, 0.0)))
     sigma_q = 0.0
-    if getattr(c, "q_fixed", False):
+    if c.q_fixed:
         # a curvature q through the two plateaux' pinned foci moves dz_th at T_BF by
         # q (tc - tc1)(tc - tc2)
         tc1, tc2 = np.asarray(c.t_pl, float) - model.t_ref

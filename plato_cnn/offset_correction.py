@@ -31,14 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from plato_cnn.forward import field_distance_deg, thermal_shift_um
+from plato_cnn.forward import field_distance_deg, thermal_shift_um, thermal_slope_um_per_degC
 from plato_sim.errors import DataError, ParameterError
 
 __all__ = [
     "OffsetCorrection",
     "RECHECK_SYSTEMATIC",
     "recheck_sigma_degC",
-    "thermal_slope_um_per_degC",
     "fit_offset_correction",
     "measure_offset_correction",
     "load_offset_correction",
@@ -207,7 +206,7 @@ class OffsetCorrection:
         # the focus the earlier T_BF had, reached now where dz(T) = dz(T_BF) - delta
         target = float(thermal_shift_um(self.first, self.first["bft_degC"])) - delta
         t = _solve_thermal(th, target, self.first["bft_degC"])
-        slope = thermal_slope_um_per_degC(th, t)
+        slope = thermal_slope_um_per_degC(self.first, t)
         n_pl = int(len(np.unique(np.asarray(frames.obsid)[hit])))
         change = t - self.first["bft_degC"]
         spread_degC = float(self.spread_um / abs(slope))
@@ -274,15 +273,6 @@ class OffsetCorrection:
         path = Path(path)
         atomic_write_text(path, json.dumps({"format": FORMAT, **d}, indent=1))
         return path
-
-
-def thermal_slope_um_per_degC(thermal: dict, t_degC: float) -> float:
-    """``d dz_th / dT`` (um/degC) at ``t_degC`` of a forward fit's thermal model (the
-    ``thermal`` block of its ``field_focus``: ``s_um_per_degC``, ``q_um_per_degC2`` about
-    ``t_ref_degC``)."""
-    return float(
-        thermal["s_um_per_degC"] + 2 * thermal["q_um_per_degC2"] * (t_degC - thermal["t_ref_degC"])
-    )
 
 
 def recheck_systematic_degC(
