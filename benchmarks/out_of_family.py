@@ -219,33 +219,57 @@ def _kept_complete(job: dict) -> dict | None:
     return kept
 
 
+def _row_sets(rows: list[int]) -> list[list[int]]:
+    """Every row list the command line can ask for (``--methods`` x ``--plateaux``), ``rows``
+    first: a camera's rows may be kept under any of them (a run of some methods or plateau
+    counts keeps its own file)."""
+    from itertools import combinations
+
+    methods = sorted({r[1] for r in ROWS})
+    counts = sorted({r[3] for r in ROWS})
+    subsets = lambda xs: [set(c) for n in range(1, len(xs) + 1) for c in combinations(xs, n)]  # noqa: E731
+    out = [list(rows)]
+    for m in subsets(methods):
+        for p in subsets(counts):
+            cand = [k for k, r in enumerate(ROWS) if r[1] in m and r[3] in p]
+            if cand and cand not in out:
+                out.append(cand)
+    return out
+
+
 def _still_current(job: dict) -> dict | None:
-    """The camera's rows kept under an earlier forward procedure or CNN description, less
-    those that would now come out differently: forward fits the current procedure would make
-    otherwise (:func:`plato_cnn.forward.same_fit_as_current`: only fits that ended within the
-    model are the same) and CNN rows of another description (its calibrations set the sigma);
-    None if nothing is kept."""
+    """The camera's rows kept under any row list, forward procedure or CNN description, less
+    those that would now come out differently, merged: forward fits the current procedure
+    would make otherwise (:func:`plato_cnn.forward.same_fit_as_current`: only fits that ended
+    within the model are the same) and CNN rows of another description (its calibrations set
+    the sigma) are left out; of the rows kept more than once, the one of the newest procedure
+    and the current description is taken.  None if nothing is kept."""
     from plato_cnn.forward import FIT_VERSION, same_fit_as_current
 
-    older = [(v, True) for v in range(FIT_VERSION - 1, 0, -1)]
-    for v, same_card in older + [(v, False) for v in range(FIT_VERSION, 0, -1)]:
-        path = _result_cache(job, v, with_card=same_card)
-        if not path.is_file():
-            continue
-        kept = json.loads(path.read_text())
-        if job.get("truth") is not None and kept.get("truth") != job["truth"]:
-            continue
-        kept["results"] = [
-            r for r in kept["results"]
-            if "error" not in r
-            and (same_card or ROWS[r["row"]][1] != "cnn")
-            and (
-                ROWS[r["row"]][1] != "forward"
-                or same_fit_as_current(v, r.get("chi2", math.inf), ROWS[r["row"]][3])
-            )
-        ]  # fmt: skip
-        return kept
-    return None
+    sources = [(v, card) for card in (True, False) for v in range(FIT_VERSION, 0, -1)]
+    merged: dict | None = None
+    by_row: dict[int, dict] = {}
+    for v, same_card in sources:
+        for rows in _row_sets(job["rows"]):
+            path = _result_cache({**job, "rows": rows}, v, with_card=same_card)
+            if not path.is_file():
+                continue
+            kept = json.loads(path.read_text())
+            if job.get("truth") is not None and kept.get("truth") != job["truth"]:
+                continue
+            merged = merged or kept
+            for r in kept["results"]:
+                if r["row"] in by_row or r["row"] not in job["rows"] or "error" in r:
+                    continue
+                if ROWS[r["row"]][1] == "cnn" and not same_card:
+                    continue
+                method, n = ROWS[r["row"]][1], ROWS[r["row"]][3]
+                if method == "forward" and not same_fit_as_current(v, r.get("chi2", math.inf), n):
+                    continue
+                by_row[r["row"]] = r
+    if merged is None:
+        return None
+    return {**merged, "results": [by_row[k] for k in job["rows"] if k in by_row]}
 
 
 def _evaluate(job: dict) -> dict:

@@ -290,6 +290,35 @@ def test_out_of_family_kept_only_scores_complete_cameras_and_computes_nothing(
     assert [r["bft"] for r in got["results"]] == [-80.3, -80.1]
 
 
+def test_out_of_family_merges_rows_kept_by_runs_of_other_rows(tmp_path, monkeypatch):
+    """A run of some rows only (``--methods forward --plateaux 2``) keeps its own file; a
+    later run of every row takes those from it and the others from an earlier procedure's
+    file, the newer row where both hold one, and computes nothing."""
+    import benchmarks.out_of_family as oof
+    from plato_cnn.forward import FIT_VERSION
+
+    def never(j):
+        raise AssertionError("every row is kept")
+
+    monkeypatch.setattr(oof, "_evaluate_camera", never)
+    two = oof.ROWS.index(("forward method", "forward", "-", 2))
+    five = oof.ROWS.index(("forward method", "forward", "-", 5))
+    job = {"dir": str(tmp_path / "cam"), "rows": [0, five, two], "model": None,
+           "truth": -80.0, "i": 0, "family": "out"}  # fmt: skip
+    fit = {"sigma": 0.01, "sigma_stat": 0.01, "outside": False, "chi2": 1.0}
+    old = {"i": 0, "family": "out", "truth": -80.0, "s": 5.0,
+           "results": [{"row": 0, "bft": -80.3, "sigma": 0.2},
+                       {"row": five, "bft": -80.01, **fit},
+                       {"row": two, "bft": -80.5, **fit}]}  # fmt: skip
+    oof._result_cache(job, FIT_VERSION - 1).write_text(json.dumps(old))
+    partial = {**job, "rows": [two]}
+    new = {**old, "results": [{"row": two, "bft": -80.02, **fit}]}
+    oof._result_cache(partial).write_text(json.dumps(new))
+    got = oof._evaluate({**job, "kept_only": True})
+    assert [r["bft"] for r in got["results"] if r["row"] in job["rows"]] == [-80.3, -80.01, -80.02]
+    assert [r["bft"] for r in oof._evaluate(job)["results"][:3]] == [-80.3, -80.01, -80.02]
+
+
 def test_out_of_family_keep_dir_scores_kept_cameras_without_emulating(tmp_path, monkeypatch):
     """``--keep-dir``: a camera whose rows are all kept there takes its truth from the file and
     its campaign is not emulated; the others are emulated (the nodal ones by index), and
