@@ -15,8 +15,10 @@ the family's own default -92..-68 adds extrapolation on top of the family change
 
 Estimators (``--methods``, default all): the test houses' cubic (5 plateaux; a cubic needs
 4), the improved classical (gauss; 5 and 3), the CNN (shipped default model unless
-``--model``; 5, 3, 2, 1) and the forward method (:func:`plato_cnn.forward.forward_bft`; 5, 3,
-2, 1; ``--skip-forward`` leaves it out).  ``--plateaux`` keeps only some plateau counts.
+``--model``; 5, 3, 2, 1), the forward method (:func:`plato_cnn.forward.forward_bft`; 5, 3,
+2, 1; ``--skip-forward`` leaves it out) and the CNN field head
+(:func:`plato_cnn.field_bft.field_head_bft`, the shipped head on the shipped FocusNet; 5, 3,
+2, 1).  ``--plateaux`` keeps only some plateau counts.
 Columns: RMS error, bias, median sigma, coverage (|error| <= sigma), the fraction of cameras
 the estimator flagged as outside its model (the forward fit's chi^2 test), failures, and RMS
 error / Cramer-Rao bound where a bound is
@@ -65,6 +67,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -113,6 +116,10 @@ ROWS = [
     ("forward method", "forward", "-", 3),
     ("forward method", "forward", "-", 2),
     ("forward method", "forward", "-", 1),
+    ("CNN field head", "field", "-", 5),
+    ("CNN field head", "field", "-", 3),
+    ("CNN field head", "field", "-", 2),
+    ("CNN field head", "field", "-", 1),
 ]
 
 
@@ -154,11 +161,30 @@ def _forward(frames, seed: int) -> dict:
     }  # fmt: skip
 
 
+@functools.lru_cache(maxsize=8)
 def _card_sha(model: str | None) -> str:
     """SHA-256 of the CNN model's description (its calibrations included)."""
     from plato_cnn.nn.card import ModelCard, default_model_dir, read_model_json
 
     return ModelCard.from_dict(read_model_json(model or default_model_dir())).sha256()
+
+
+@functools.lru_cache(maxsize=8)
+def _field_head_sha(head_dir: str | None) -> str:
+    """SHA-256 of a field head's files (its card and weights; default: the shipped one);
+    ``"absent"`` where there is none (its rows then fail, and are not kept as its)."""
+    import hashlib
+
+    from plato_cnn.nn.field_head import default_field_head_dir
+
+    d = Path(head_dir or default_field_head_dir())
+    h = hashlib.sha256()
+    try:
+        for name in ("field_head.json", "field_head.pt"):
+            h.update((d / name).read_bytes())
+    except OSError:
+        return "absent"
+    return h.hexdigest()
 
 
 def _result_cache(job: dict, fit_version: int | None = None, with_card: bool = True) -> Path:
@@ -180,6 +206,8 @@ def _result_cache(job: dict, fit_version: int | None = None, with_card: bool = T
     key = [job["rows"], job["model"], MODEL_TAG, v, __version__, camera]
     if with_card:
         key.append(_card_sha(job["model"]))
+    if any(ROWS[k][1] == "field" for k in job["rows"]):  # keys without field rows as before
+        key.append(_field_head_sha(job.get("field_head")))
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
     if job.get("keep_dir"):
         return Path(job["keep_dir"]) / f"{job['family']}{job['i']:03d}.oof_eval.{digest}.json"
@@ -355,6 +383,7 @@ def _evaluate_camera(job: dict) -> dict:
     import warnings
 
     from plato_cnn.classical import estimate_bft
+    from plato_cnn.field_bft import field_head_bft
     from plato_cnn.metrics import frame_eef
     from plato_cnn.predict import cnn_bft
     from plato_cnn.reader import read_campaign
@@ -379,6 +408,9 @@ def _evaluate_camera(job: dict) -> dict:
                 res = {"bft": f.bft_degC, "sigma": f.sigma_degC,
                        "outside": info["thermal_residual"]["outside"],
                        "thermal_residual_um": f.thermal_residual_um}  # fmt: skip
+            elif method == "field":
+                r = field_head_bft(frames.select(m), job["model"], job.get("field_head"))
+                res = {"bft": r["bft_degC"], "sigma": r["sigma_degC"]}
             else:
                 res = _forward(frames.select(m), job["i"])
             out.append({"row": k, **res})
@@ -530,8 +562,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--methods",
         type=lambda s: s.split(","),
-        default=["eef", "cnn", "forward"],
-        help="estimators to score: any of eef (cubic and gauss), cnn, forward",
+        default=["eef", "cnn", "forward", "field"],
+        help="estimators to score: any of eef (cubic and gauss), cnn, forward, field (the "
+        "CNN field head)",
     )
     ap.add_argument(
         "--plateaux",

@@ -1,7 +1,8 @@
 """``plato-cnn``: a thin command line over :mod:`plato_cnn`.
 
-Subcommands: ``bft`` (``--method eef``, ``cnn`` or ``forward``), ``pretrain``, ``finetune``,
-``focus-check`` (in orbit: the TRP1 change to best focus from star imagettes).
+Subcommands: ``bft`` (``--method eef``, ``cnn``, ``forward`` or ``field``), ``pretrain``,
+``finetune``, ``field-head``, ``focus-check`` (in orbit: the TRP1 change to best focus from
+star imagettes).
 
 ``bft CAMPAIGN_DIR --method eef``: best-focus temperature of a ground-test campaign
 (format v1).  Methods are registered in :data:`BFT_METHODS` (``name -> (add_arguments,
@@ -251,11 +252,30 @@ def _forward_run(args: argparse.Namespace, frames) -> dict:
     return _cross_checked(args, frames, {k: v for k, v in report.items() if not k.startswith("_")})
 
 
+# ----------------------------------------------------------------------------- bft: field
+def _field_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("--method field (--model and --device as for cnn)")
+    g.add_argument(
+        "--field-head",
+        type=existing_dir,
+        default=None,
+        help="field head directory (default: the shipped one; plato-cnn field-head)",
+    )
+
+
+def _field_run(args: argparse.Namespace, frames) -> dict:
+    from plato_cnn.field_bft import field_head_bft
+
+    result = field_head_bft(frames, args.model, args.field_head, device=args.device)
+    return _cross_checked(args, frames, result)
+
+
 #: ``--method`` name -> (add its arguments, run it on the frames).
 BFT_METHODS: dict[str, tuple[Callable, Callable]] = {
     "eef": (_eef_arguments, _eef_run),
     "cnn": (_cnn_arguments, _cnn_run),
     "forward": (_forward_arguments, _forward_run),
+    "field": (_field_arguments, _field_run),
 }
 
 
@@ -425,6 +445,53 @@ def _cmd_plateau_head(args: argparse.Namespace) -> int:
         )
     what = "measured only (--dry-run):" if args.dry_run else "wrote the plateau head into"
     print(f"{what} {args.model}; rerun plato-cnn calibrate on it")
+    return 0
+
+
+# ----------------------------------------------------------------------------- field-head
+def _calibration_set(text: str) -> tuple[str, int, int]:
+    """``FAMILY:SEED:CAMERAS`` -> ``(family, seed, cameras)``."""
+    parts = text.split(":")
+    try:
+        family, seed, n = parts[0], int(parts[1]), int(parts[2])
+    except (IndexError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FAMILY:SEED:CAMERAS") from None
+    if len(parts) != 3 or seed < 0 or n < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected FAMILY:SEED:CAMERAS, seed >= 0, cameras >= 1"
+        )
+    return family, seed, n
+
+
+def _cmd_field_head(args: argparse.Namespace) -> int:
+    from plato_cnn.pipelines.field_head import (
+        FieldHeadTrainConfig,
+        calibrate_field_head,
+        calibration_campaigns,
+        train_field_head,
+    )
+    from plato_sim.errors import ParameterError
+
+    if not args.dataset and not args.calibrate:
+        raise ParameterError("field-head: give --dataset (train), --calibrate, or both")
+    if args.dataset:
+        cfg = FieldHeadTrainConfig(steps=args.steps, seed=args.seed)
+        s = train_field_head(args.dataset, args.out, args.model, cfg, args.device)
+        rmse = ", ".join(f"{k}: {v:.2f}" for k, v in s["holdout_rmse_per_field_degC"].items())
+        print(
+            f"{s['n_train_series']} training series; {s['holdout_cameras']} held-out cameras, "
+            f"per-field RMS error by plateau count (degC) {rmse}"
+        )
+    if args.calibrate:
+        campaigns = calibration_campaigns(args.cache, args.calibrate, args.workers)
+        block = calibrate_field_head(args.out, campaigns, args.model, args.device)
+        for k, r in block["per_count"].items():
+            print(
+                f"{k} plateaux: RMS {r['rms_error_degC']:.3f} degC on {len(campaigns)} "
+                f"calibration cameras, systematic term {r['term_degC']:.3f} degC, coverage "
+                f"{100 * r['coverage']:.0f} %"
+            )
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -791,6 +858,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int_in(1), default=2, help="worker processes")
     p.add_argument("--dry-run", action="store_true", help="train and report, do not write")
     p.set_defaults(func=_cmd_plateau_head)
+
+    p = sub.add_parser(
+        "field-head",
+        help="train (and calibrate) the field head: a field position's plateaux -> its best focus",
+    )
+    p.add_argument(
+        "--dataset",
+        type=existing_dir,
+        default=None,
+        help="through-focus dataset (plato-sim generate --config "
+        "plato_cnn/data/field_head_dataset.yaml); without it, only --calibrate runs",
+    )
+    p.add_argument("--out", required=True, help="field head directory (written)")
+    p.add_argument(
+        "--model",
+        type=existing_dir,
+        default=None,
+        help="the FocusNet the head reads (default: the shipped model)",
+    )
+    p.add_argument("--steps", type=int_in(1), default=12_000, help="training steps")
+    p.add_argument("--seed", type=SEED, default=0, help="training seed")
+    p.add_argument(
+        "--calibrate",
+        type=_calibration_set,
+        nargs="+",
+        default=None,
+        metavar="FAMILY:SEED:CAMERAS",
+        help="calibration sets (families design, highorder, highorder-mild) that set the "
+        "systematic sigma per plateau count",
+    )
+    p.add_argument(
+        "--cache", default="out/out_of_family_cache", help="calibration campaigns (cache)"
+    )
+    p.add_argument("--workers", type=int_in(1), default=2, help="emulation processes")
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device")
+    p.set_defaults(func=_cmd_field_head)
 
     p = sub.add_parser("focus-check", help="in orbit: TRP1 change to best focus from imagettes")
     p.add_argument(

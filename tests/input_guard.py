@@ -36,6 +36,7 @@ MODULES = {"plato_sim.cli": "plato-sim", "plato_cnn.cli": "plato-cnn"}
 DEFAULT_DATASET_YAML = Path(sim_cli.__file__).parent / "data" / "default_dataset.yaml"
 #: the models shipped with the package, read when ``--model`` is not given
 DEFAULT_MODEL = Path(cnn_cli.__file__).parent / "data" / "default_model"
+DEFAULT_FIELD_HEAD = Path(cnn_cli.__file__).parent / "data" / "default_field_head"
 INORBIT_MODEL = Path(cnn_cli.__file__).parent / "data" / "inorbit_model"
 
 
@@ -226,10 +227,12 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
             return []  # no input: --out is the only path
     if prog == "plato-cnn":
         if cmd == "bft":
-            model = args.model or (DEFAULT_MODEL if args.method == "cnn" else None)
+            model = args.model or (DEFAULT_MODEL if args.method in ("cnn", "field") else None)
+            head = args.field_head or (DEFAULT_FIELD_HEAD if args.method == "field" else None)
             return (
                 [x for d in args.campaign_dir for x in w(d)]
                 + w(model)
+                + w(head)
                 + w(getattr(args, "offset_correction", None))
             )
         if cmd == "pretrain":
@@ -247,6 +250,10 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
         if cmd == "plateau-head":
             by_design = () if args.dry_run else ("model.json", "plateau_head.safetensors")
             return w(args.model, *by_design)
+        if cmd == "field-head":
+            # --out: the head written (and, with --calibrate alone, its card updated);
+            # --cache: calibration campaigns emulated where missing
+            return w(args.dataset) + w(args.model or DEFAULT_MODEL)
         if cmd == "focus-check":
             return w(args.imagettes) + w(args.model or INORBIT_MODEL)
     raise InputChanged(

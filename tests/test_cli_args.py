@@ -79,6 +79,7 @@ BASE = {
     ("plato-cnn", "offset-correction"): ["--campaign", "{tmp}/camp", "--out", "{tmp}/c.json"],
     ("plato-cnn", "calibrate"): ["--model", "{tmp}/model", "--workdir", "{tmp}/w"],
     ("plato-cnn", "plateau-head"): ["--model", "{tmp}/model", "--workdir", "{tmp}/w"],
+    ("plato-cnn", "field-head"): ["--dataset", "{tmp}/ds", "--out", "{tmp}/fh"],
     ("plato-cnn", "focus-check"): ["{tmp}/f.fits", "--temperature-degC", "-75"],
 }
 
@@ -218,6 +219,22 @@ USAGE_ERRORS = [
     ("plato-cnn", "plateau-head", ["--validation-cameras", "-1"], "--validation-cameras", ">= 0"),
     ("plato-cnn", "plateau-head", ["--epochs", "0"], "--epochs", ">= 1"),
     ("plato-cnn", "plateau-head", ["--workers", "-1"], "--workers", ">= 1"),
+    # plato-cnn field-head
+    ("plato-cnn", "field-head", ["--steps", "0"], "--steps", ">= 1"),
+    ("plato-cnn", "field-head", ["--seed", "-1"], "--seed", "[0, 2**63 - 1]"),
+    ("plato-cnn", "field-head", ["--workers", "0"], "--workers", ">= 1"),
+    ("plato-cnn", "field-head", ["--dataset", "/missing/ds"], "--dataset", "no such folder"),
+    ("plato-cnn", "field-head", ["--model", "/missing/model"], "--model", "no such folder"),
+    ("plato-cnn", "field-head", ["--calibrate", "ho:0"], "--calibrate", "FAMILY:SEED:CAMERAS"),
+    ("plato-cnn", "field-head", ["--calibrate", "highorder:-1:4"], "--calibrate", "seed >= 0"),
+    ("plato-cnn", "field-head", ["--device", "cuda:x"], "--device", "cpu, cuda or cuda:N"),
+    (
+        "plato-cnn",
+        "bft",
+        ["--method", "field", "--field-head", "/missing/fh"],
+        "--field-head",
+        "no such folder",
+    ),  # fmt: skip
     # plato-cnn focus-check
     ("plato-cnn", "focus-check", ["--temperature-degC", "nan"], "--temperature-degC", "finite"),
     ("plato-cnn", "focus-check", ["--temperature-degC", "inf"], "--temperature-degC", "finite"),

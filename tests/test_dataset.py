@@ -231,6 +231,40 @@ def test_bad_families_section_is_refused():
         sampling.load_config(overrides={"families": {"nodal_fraction": 0.5}})
 
 
+def _with_series(k) -> dict:
+    return sampling.load_config(overrides={**TINY, "field_series": {"states_per_field": k}})
+
+
+def test_field_series_section_groups_states_by_field_and_leaves_the_default_as_it_was(
+    cfg, camera, shard
+):
+    # one state per field is the draw of a config without the section, bit for bit
+    one = dsm.make_shard(_with_series(1), 11, 0, 20, [camera])
+    for a, b in zip(one, shard, strict=True):
+        assert a.tobytes() == b.tobytes()
+    stamps, lab = dsm.make_shard(_with_series(3), 11, 0, 64, [camera])  # 8 states
+    state = lab["optical_state"]
+    field = state // 3
+    for f in np.unique(field):
+        sel = field == f
+        assert len(np.unique(lab["theta_deg"][sel])) == 1
+        assert len(np.unique(lab["dz_field_best_um"][sel])) == 1
+        if len(np.unique(state[sel])) > 1:  # each focus drawn on its own
+            assert len(np.unique(lab["dz_th_um"][sel])) == len(np.unique(state[sel]))
+    assert len(np.unique(lab["theta_deg"])) == 3  # states 0-2, 3-5, 6-7
+    again = dsm.make_shard(_with_series(3), 11, 0, 64, [camera])
+    assert again[0].tobytes() == stamps.tobytes()
+
+
+def test_bad_field_series_section_is_refused():
+    with pytest.raises(ValueError, match="field_series.states_per_field"):
+        _with_series(0)
+    with pytest.raises(ValueError, match="field_series.states_per_field"):
+        _with_series(2.5)
+    with pytest.raises(ValueError, match="field_series"):
+        sampling.load_config(overrides={"field_series": {"per_field": 4}})
+
+
 def _with_diffusion(spec):
     return sampling.load_config(overrides={**TINY, "engine": {"diffusion_sigma_px": spec}})
 

@@ -35,6 +35,7 @@ import copy
 import json
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -115,7 +116,12 @@ def default_config() -> dict:
 #: holding ``families`` draws part of the camera pool from other optical families
 #: (:func:`build_camera`); a config without them is exactly what it always was (same
 #: manifest, same shards).
-OPTIONAL_SECTIONS = ("imagettes", "families")
+OPTIONAL_SECTIONS = ("imagettes", "families", "field_series")
+#: ``field_series`` keys: ``states_per_field`` consecutive optical states share one camera
+#: and field position, each at its own focus (a through-focus series of one star, as a
+#: campaign images each field position at every plateau): what the field head
+#: (:mod:`plato_cnn.nn.field_head`) learns from.
+FIELD_SERIES_KEYS = {"states_per_field"}
 #: ``families`` keys: the fraction of the pool drawn from the high-order family
 #: (:mod:`plato_sim.optics.family_highorder`) and its ``strength`` (a spec, like
 #: ``cameras.perturbation_strength``).  The nodal family is for evaluation only: never here.
@@ -245,6 +251,13 @@ def validate_config(cfg: dict) -> None:
         "must be a number for imagettes",
     )
     DetectorModel.random(rng, cfg["detector"])
+    _validate_optional_sections(cfg, rng, need)
+    if "imagettes" in cfg:
+        validate_imagette_config(cfg)
+
+
+def _validate_optional_sections(cfg: dict, rng: np.random.Generator, need: Callable) -> None:
+    """The ``families`` and ``field_series`` sections, where present (:func:`validate_config`)."""
     if "families" in cfg:
         fam = cfg["families"]
         need(isinstance(fam, dict) and set(fam) == FAMILY_KEYS, "families",
@@ -253,8 +266,14 @@ def validate_config(cfg: dict) -> None:
              "must lie in [0, 1]")  # fmt: skip
         draw_value(rng, fam["highorder_strength"], "families.highorder_strength")
         need("imagettes" not in cfg, "families", "is for ground-test samples, not imagettes")
-    if "imagettes" in cfg:
-        validate_imagette_config(cfg)
+    if "field_series" in cfg:
+        fs = cfg["field_series"]
+        need(isinstance(fs, dict) and set(fs) == FIELD_SERIES_KEYS, "field_series",
+             f"must hold exactly {sorted(FIELD_SERIES_KEYS)}")  # fmt: skip
+        k = fs["states_per_field"]
+        need(isinstance(k, numbers.Integral) and k >= 1, "field_series.states_per_field",
+             "must be an integer >= 1")  # fmt: skip
+        need("imagettes" not in cfg, "field_series", "is for ground-test samples, not imagettes")
 
 
 #: ``cameras.n_pool: auto``: one camera per this many optical states, at least
@@ -618,9 +637,15 @@ class OpticalStates:
 def draw_optical_states(
     rng: np.random.Generator, n_states: int, cfg: dict, cameras: list[CameraEntry]
 ) -> OpticalStates:
-    """Draw ``n_states`` optical states (camera, field, focus) from ``rng`` and the config."""
-    cam_idx = rng.integers(len(cameras), size=n_states)
-    th, ph = _draw_fields(rng, n_states, cfg)
+    """Draw ``n_states`` optical states (camera, field, focus) from ``rng`` and the config.
+
+    With a ``field_series`` section, each run of ``states_per_field`` consecutive states
+    shares its camera and field position (the last run may be shorter); the focus of every
+    state is drawn on its own.  Without it, the draws are those of every earlier version."""
+    per = int(cfg.get("field_series", {}).get("states_per_field", 1))
+    n_fields = -(-n_states // per)
+    cam_idx = np.repeat(rng.integers(len(cameras), size=n_fields), per)[:n_states]
+    th, ph = (np.repeat(a, per)[:n_states] for a in _draw_fields(rng, n_fields, cfg))
     dz_off = draw_value(rng, cfg["focus"]["dz_um"], "focus.dz_um", n_states)
     models = {int(i): cameras[int(i)].model() for i in np.unique(cam_idx)}
     dz_fbest = np.empty(n_states)

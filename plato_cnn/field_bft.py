@@ -1,0 +1,107 @@
+"""T_BF of a campaign from the field head (``plato-cnn bft --method field``; docs/cnn.md section 7).
+
+Every usable frame is read by the shipped (or given) FocusNet, its features are averaged per
+field position and plateau, and the field head (:mod:`plato_cnn.nn.field_head`) turns each
+field position's series into its best-focus temperature ``T_f``.  T_BF is the mean of the
+``T_f``; its sigma is the fields' own sigmas (independent between fields) over their count,
+in quadrature with the head's systematic term for that many plateaux, calibrated on emulated
+cameras of calibration families that neither the head's training nor any benchmark uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from plato_cnn.nn.card import default_model_dir, load_model
+from plato_cnn.nn.field_head import (
+    PLATEAU_COUNT_SCALE,
+    default_field_head_dir,
+    field_series,
+    load_field_head,
+    network_digest,
+    stamp_features,
+)
+from plato_cnn.predict import network_stamps
+from plato_sim.errors import ParameterError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["field_head_bft"]
+
+
+def field_head_bft(
+    frames,
+    model_dir: str | Path | None = None,
+    head_dir: str | Path | None = None,
+    device: str = "cpu",
+    systematic: bool = True,
+) -> dict:
+    """The field head's estimate for one campaign's usable frames.
+
+    Args:
+        frames: :class:`plato_cnn.reader.CampaignFrames` (already restricted to the chosen
+            OBSIDs).
+        model_dir: the FocusNet the head reads (default: the shipped one); the head's card
+            names its weights by digest and other weights are refused.
+        head_dir: a field head directory (default: the shipped one).
+        device: torch device.
+        systematic: add the head's calibrated systematic term (degC) to sigma.
+
+    Returns:
+        The method part of a report: ``bft_degC``, ``sigma_degC``, ``sigma_stat_degC``,
+        ``n_plateaux``, ``field_head`` (per field position: ``t_best_degC``, ``sigma_degC``,
+        its position and plateau count) and the model's description.
+    """
+    use = frames.usable
+    if not np.any(use):
+        raise ParameterError("no usable frame for the field head")
+    sel = frames.select(use)
+    model_dir = model_dir or default_model_dir()
+    net, card = load_model(model_dir, device)
+    head_dir = head_dir or default_field_head_dir()
+    head, hcard = load_field_head(head_dir, network_digest(model_dir))
+    feats = stamp_features(
+        net, network_stamps(sel), sel.field_theta_deg, sel.field_phi_deg, device=device
+    )
+    ser = field_series(
+        feats, sel.field_id, sel.obsid, sel.temperature_degC, sel.field_theta_deg, sel.field_phi_deg
+    )
+    t_f, s_f = head.predict(ser.features, ser.temperature_degC, ser.mask)
+    n_pl = len(ser.plateaux)
+    warnings = []
+    if n_pl > PLATEAU_COUNT_SCALE:
+        warnings.append(
+            f"{n_pl} plateaux: the field head was trained on series of at most "
+            f"{int(PLATEAU_COUNT_SCALE)}; its estimate is extrapolated"
+        )
+    stat = float(np.sqrt(np.sum(s_f**2)) / len(t_f))
+    sys = hcard.systematic_for(n_pl) if systematic else None
+    if systematic and sys is None:
+        warnings.append("the field head has no calibrated systematic term: sigma is statistical")
+    for w in warnings:
+        log.warning(w)
+    return {
+        "fit": "field-head",
+        "bft_degC": float(np.mean(t_f)),
+        "sigma_degC": float(np.hypot(stat, sys or 0.0)),
+        "sigma_stat_degC": stat,
+        "systematic_sigma_degC": sys,
+        "obsids": sorted(int(o) for o in ser.plateaux),
+        "frames_used": int(len(sel)),
+        "n_plateaux": n_pl,
+        "model": str(model_dir),
+        "model_version": card.package_version,
+        "model_card_sha256": card.sha256(),
+        "field_head_dir": str(head_dir),
+        "field_head": {
+            "theta_deg": ser.theta_deg.tolist(),
+            "phi_deg": ser.phi_deg.tolist(),
+            "t_best_degC": t_f.tolist(),
+            "sigma_degC": s_f.tolist(),
+            "n_plateaux": ser.mask.sum(axis=1).tolist(),
+        },
+        "warnings": warnings,
+    }

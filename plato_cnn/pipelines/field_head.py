@@ -1,0 +1,300 @@
+"""Train and calibrate the field head (``plato-cnn field-head``; docs/cnn.md section 7).
+
+Training data: a dataset made with a ``field_series`` section (through-focus series: runs of
+``states_per_field`` optical states share a camera and field position,
+``plato_cnn/data/field_head_dataset.yaml``).  Each state's samples are read by the frozen
+FocusNet and their features averaged (a plateau's frames); a field's target is the TRP1 at
+which its camera's thermal model reaches that field's EEF-optimal focus
+(``dz_field_best_um``, the label every sample carries).  Every step draws, for each field of
+the batch, 1 to 5 of its states (a random plateau set) and asks for its ``T_f`` relative to
+their mean TRP1, with a Gaussian negative log-likelihood.  Cameras whose pool index is a
+multiple of ``holdout_every`` are held out whole and scored at the end.
+
+Calibration: the systematic term per plateau count (5, 3, 2, 1; the standard subsets of
+:data:`plato_cnn.pipelines.calibrate.PLATEAU_SUBSETS`) is the 68.27th percentile over
+calibration cameras of ``sqrt(max(0, error**2 - sigma_stat**2))``, so that ``|error| <=
+sigma`` holds for 68 % of them, as for the CNN and forward estimates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from plato_cnn.nn.card import default_model_dir, load_model
+from plato_cnn.nn.field_head import (
+    TEMPERATURE_SCALE_DEGC,
+    FieldHead,
+    FieldHeadCard,
+    FieldHeadConfig,
+    feature_dim,
+    load_field_head,
+    network_digest,
+    save_field_head,
+    stamp_features,
+)
+from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS
+from plato_sim.errors import DataError, ParameterError
+from plato_sim.io.store import read_shard
+from plato_sim.scenes.sampling import CameraEntry
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CALIBRATION_FAMILIES",
+    "FieldHeadTrainConfig",
+    "SeriesSet",
+    "calibrate_field_head",
+    "calibration_campaigns",
+    "dataset_series",
+    "train_field_head",
+]
+
+#: largest plateau set drawn per training series
+MAX_TRAIN_PLATEAUX = 5
+#: families a calibration set may come from (``plato_sim.scenes.calibration_family``); the
+#: nodal family scores and never calibrates
+CALIBRATION_FAMILIES = ("design", "highorder", "highorder-mild")
+
+
+@dataclass(frozen=True)
+class FieldHeadTrainConfig:
+    """Training settings (steps of ``batch`` series, one-cycle ``lr``, AdamW)."""
+
+    steps: int = 12_000
+    batch: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    hidden: int = 96
+    seed: int = 0
+    holdout_every: int = 10
+
+
+@dataclass(frozen=True)
+class SeriesSet:
+    """Through-focus series of a dataset: ``features (F, K, D)`` (mean per state),
+    ``temperature_degC (F, K)``, ``t_best_degC (F,)`` (the field's best-focus TRP1) and
+    ``camera_id (F,)``."""
+
+    features: np.ndarray
+    temperature_degC: np.ndarray
+    t_best_degC: np.ndarray
+    camera_id: np.ndarray
+
+
+def _manifest(dataset: Path) -> dict:
+    try:
+        return json.loads((dataset / "manifest.json").read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{dataset}: no readable dataset manifest ({exc})") from exc
+
+
+# Long because: one pass over the shards that keeps only the per-state means (the stamps of
+# a 400k-sample dataset would not fit beside them), with the checks that name what is wrong.
+def dataset_series(dataset: str | Path, net, device: str = "cpu") -> SeriesSet:
+    """The through-focus series of a ``field_series`` dataset as read by ``net``."""
+    root = Path(dataset)
+    man = _manifest(root)
+    cfg = man["config"]
+    if "field_series" not in cfg:
+        raise DataError(f"{root}: not a through-focus dataset (its config has no field_series)")
+    per_field = int(cfg["field_series"]["states_per_field"])
+    if per_field < 2:
+        raise DataError(f"{root}: states_per_field {per_field}: a series needs at least 2 foci")
+    pool = json.loads((root / "cameras.json").read_text("utf-8"))
+    cams = {c.camera_id: c for c in (CameraEntry.from_dict(d) for d in pool)}
+    thermal = {}
+    feats, temps, tbest, cids = [], [], [], []
+    for shard in sorted(root.glob("shard-*.h5")):
+        stamps, lab, _ = read_shard(shard)
+        f = stamp_features(net, stamps, lab["theta_deg"], lab["phi_deg"], device=device)
+        state = lab["optical_state"].astype(np.int64)
+        n_state = int(state.max()) + 1
+        cnt = np.bincount(state, minlength=n_state).astype(float)
+        fs = np.zeros((n_state, f.shape[1]))
+        np.add.at(fs, state, f)
+        fs /= cnt[:, None]
+        first = np.array([np.flatnonzero(state == s)[0] for s in range(n_state)])
+        n_full = n_state // per_field
+        k = n_full * per_field
+        if n_full == 0:
+            continue
+        feats.append(fs[:k].reshape(n_full, per_field, -1))
+        temps.append(lab["temperature_degC"][first][:k].reshape(n_full, per_field))
+        lead = lab[first[:k:per_field]]
+        for r in lead:
+            cid = int(r["camera_id"])
+            if cid not in thermal:
+                thermal[cid] = cams[cid].model().thermal
+            tbest.append(float(thermal[cid].temperature_degC(float(r["dz_field_best_um"]))))
+            cids.append(cid)
+        log.info("%s: %d series", shard.name, n_full)
+    if not feats:
+        raise DataError(f"{root}: no complete through-focus series")
+    return SeriesSet(
+        features=np.concatenate(feats).astype(np.float32),
+        temperature_degC=np.concatenate(temps),
+        t_best_degC=np.asarray(tbest),
+        camera_id=np.asarray(cids),
+    )
+
+
+def _draw(series: SeriesSet, idx: np.ndarray, rng: np.random.Generator):
+    """A batch: for each series of ``idx`` a random set of 1-5 of its states."""
+    b, k = len(idx), series.features.shape[1]
+    top = min(MAX_TRAIN_PLATEAUX, k)
+    n = rng.integers(1, top + 1, b)
+    pick = np.argsort(rng.random((b, k)), axis=1)[:, :top]
+    mask = np.arange(top)[None] < n[:, None]
+    x = series.features[idx[:, None], pick]
+    t = series.temperature_degC[idx[:, None], pick]
+    tbar = (t * mask).sum(1) / mask.sum(1)
+    y = (series.t_best_degC[idx] - tbar) / TEMPERATURE_SCALE_DEGC
+    dt = (t - tbar[:, None]) / TEMPERATURE_SCALE_DEGC
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    return as_t(x), as_t(dt), torch.as_tensor(mask), as_t(y), n
+
+
+def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (0.5 * ((y - out[:, 0]) / out[:, 1].exp()) ** 2 + out[:, 1]).mean()
+
+
+@torch.no_grad()
+def _holdout_rmse(head: FieldHead, series: SeriesSet, idx: np.ndarray, seed: int) -> dict:
+    """Per-field RMS error (degC) on held-out series, by plateau count (4 draws each)."""
+    head.eval()
+    x, dt, mask, y, n = _draw(series, np.repeat(idx, 4), np.random.default_rng(seed))
+    err = (head(x, dt, mask)[:, 0] - y).numpy() * TEMPERATURE_SCALE_DEGC
+    return {str(k): float(np.sqrt(np.mean(err[n == k] ** 2))) for k in np.unique(n)}
+
+
+def train_field_head(
+    dataset: str | Path,
+    out_dir: str | Path,
+    model_dir: str | Path | None = None,
+    cfg: FieldHeadTrainConfig | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Train a field head on ``dataset`` for the FocusNet of ``model_dir`` (default: the
+    shipped one) and write it to ``out_dir`` (uncalibrated: see :func:`calibrate_field_head`).
+    Returns the training summary (also in the card's ``training``)."""
+    cfg = cfg or FieldHeadTrainConfig()
+    if cfg.steps < 1 or cfg.batch < 1 or cfg.holdout_every < 2:
+        raise ParameterError("field head training: steps and batch >= 1, holdout_every >= 2")
+    t0 = time.perf_counter()
+    model_dir = model_dir or default_model_dir()
+    net, _ = load_model(model_dir, device)
+    series = dataset_series(dataset, net, device)
+    t_feat = time.perf_counter() - t0
+    held = series.camera_id % cfg.holdout_every == 0
+    train, hold = np.flatnonzero(~held), np.flatnonzero(held)
+    if len(train) == 0 or len(hold) == 0:
+        raise DataError(f"{dataset}: too few cameras to hold one in {cfg.holdout_every} out")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    head = FieldHead(FieldHeadConfig(feature_dim=feature_dim(net), hidden=cfg.hidden))
+    flat = series.features[train].reshape(-1, series.features.shape[-1])
+    head.feature_mean.copy_(torch.as_tensor(flat.mean(0)))
+    head.feature_std.copy_(torch.as_tensor(flat.std(0) + 1e-6))
+    opt = torch.optim.AdamW(head.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
+    head.train()
+    for step in range(cfg.steps):
+        x, dt, mask, y, _ = _draw(series, rng.choice(train, cfg.batch), rng)
+        loss = _nll(head(x, dt, mask), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 2000 == 0:
+            log.info("field head step %d: loss %.3f", step, loss.item())
+    rmse = _holdout_rmse(head, series, hold, cfg.seed + 1)
+    summary = {
+        "config": asdict(cfg),
+        "dataset": str(dataset),
+        "dataset_seed": _manifest(Path(dataset)).get("seed"),
+        "n_series": int(len(series.t_best_degC)),
+        "n_train_series": int(len(train)),
+        "n_holdout_series": int(len(hold)),
+        "holdout_cameras": int(len(np.unique(series.camera_id[hold]))),
+        "holdout_rmse_per_field_degC": rmse,
+        "seconds_features": round(t_feat, 1),
+        "seconds_total": round(time.perf_counter() - t0, 1),
+    }
+    log.info("field head: held-out per-field RMSE by plateau count %s", rmse)
+    hcard = FieldHeadCard(
+        config={}, base_weights_sha256=network_digest(model_dir), training=summary
+    )
+    save_field_head(head, hcard, out_dir)
+    return summary
+
+
+def calibrate_field_head(
+    head_dir: str | Path,
+    campaigns: list[tuple[str, float]],
+    model_dir: str | Path | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Measure the head's systematic term on ``(campaign folder, true T_BF)`` pairs (cameras
+    of calibration families; never a scored family) and write it into the head's card.
+    Returns the calibration block (per plateau count: the term, the errors, the coverage)."""
+    from plato_cnn.field_bft import field_head_bft
+    from plato_cnn.reader import read_campaign
+
+    if not campaigns:
+        raise ParameterError("calibrate_field_head: no calibration campaign")
+    model_dir = model_dir or default_model_dir()
+    errors: dict[str, list[tuple[float, float]]] = {str(k): [] for k in PLATEAU_SUBSETS}
+    for folder, truth in campaigns:
+        frames = read_campaign(folder)
+        for k, temps in PLATEAU_SUBSETS.items():
+            sub = frames.select(frames.plateau_mask(temps))
+            r = field_head_bft(sub, model_dir, head_dir, device, systematic=False)
+            errors[str(k)].append((r["bft_degC"] - truth, r["sigma_stat_degC"]))
+    table, block = {}, {"campaigns": [str(f) for f, _ in campaigns], "per_count": {}}
+    for k, pairs in errors.items():
+        e, s = np.array(pairs).T
+        excess = np.sqrt(np.maximum(0.0, e**2 - s**2))
+        term = float(np.percentile(excess, 68.27))
+        table[k] = term
+        block["per_count"][k] = {
+            "rms_error_degC": float(np.sqrt(np.mean(e**2))),
+            "median_sigma_stat_degC": float(np.median(s)),
+            "term_degC": term,
+            "coverage": float(np.mean(np.abs(e) <= np.hypot(s, term))),
+            "errors_degC": e.tolist(),
+        }
+    head, card = load_field_head(head_dir)
+    card.systematic_sigma_degC = table
+    card.calibration = block
+    save_field_head(head, card, head_dir)
+    return block
+
+
+def calibration_campaigns(
+    cache: str | Path, sets: list[tuple[str, int, int]], workers: int = 1
+) -> list[tuple[str, float]]:
+    """Emulate (or reuse under ``cache``) the calibration sets ``(family, seed, cameras)``:
+    campaigns with random test designs at the standard five plateaux, T_BF in the benchmarks'
+    range.  Returns ``(folder, true T_BF)`` per camera."""
+    from plato_cnn.pipelines.calibrate import TRUTH_RANGE_DEGC
+    from plato_sim.scenes.calibration_family import emulate_calibration_family
+
+    out = []
+    for family, seed, n in sets:
+        if family not in CALIBRATION_FAMILIES:
+            raise ParameterError(
+                f"calibration family {family!r}: allowed {', '.join(CALIBRATION_FAMILIES)}"
+            )
+        done = emulate_calibration_family(
+            cache, n, seed=seed, bft_range_degC=TRUTH_RANGE_DEGC, workers=workers,
+            family=family, plateaux_degC=PLATEAU_SUBSETS[5],
+        )  # fmt: skip
+        out += [(str(f), float(t["bft_degC"])) for f, t in done]
+    return out

@@ -1,0 +1,176 @@
+"""The field head: through-focus series, the network, its training, calibration and estimate.
+
+The networks here are tiny and barely trained (the head's accuracy is measured by
+benchmarks/out_of_family.py); these tests check the series' targets against the physics
+labels, the head's invariances, and the plumbing from a dataset to a report.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from campaign_builder import make_campaign
+
+from plato_cnn.cli import main
+from plato_cnn.field_bft import field_head_bft
+from plato_cnn.fit import EEFTemplate
+from plato_cnn.nn.card import load_model, save_model
+from plato_cnn.nn.field_head import (
+    FieldHead,
+    FieldHeadConfig,
+    feature_dim,
+    field_series,
+    load_field_head,
+    network_digest,
+    stamp_features,
+)
+from plato_cnn.nn.model import FocusNet, FocusNetConfig
+from plato_cnn.pipelines.field_head import (
+    FieldHeadTrainConfig,
+    calibrate_field_head,
+    dataset_series,
+    train_field_head,
+)
+from plato_cnn.reader import read_campaign
+from plato_sim.errors import DataError, ModelFormatError
+from plato_sim.generate import generate
+from plato_sim.io.store import read_shard
+from plato_sim.scenes import sampling
+
+TEMPLATE = EEFTemplate((-200.0, -100.0, 0.0, 100.0, 200.0), (0.3, 0.6, 0.8, 0.55, 0.3))
+SERIES = {
+    "shards": {"samples_per_shard": 24, "samples_per_optical_state": 2},
+    "spectrum": {"n_wavelengths": 3},
+    "best_focus": {"rings_h": [0.5, 0.8, 1.0], "azimuths": 5, "n_wavelengths": 3},
+    "focus": {"dz_um": [-120.0, 120.0]},
+    "field_series": {"states_per_field": 3},
+}
+
+
+def _tiny_model(d, seed: int):
+    torch.manual_seed(seed)
+    m = FocusNet(FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1, hidden=16))
+    meta = {"eef_template": {"delta_um": list(TEMPLATE.delta_um), "eef": list(TEMPLATE.eef)}}
+    save_model(m, d, meta)
+    return d
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return _tiny_model(tmp_path_factory.mktemp("model"), 0)
+
+
+@pytest.fixture(scope="module")
+def series_ds(tmp_path_factory):
+    out = tmp_path_factory.mktemp("series") / "ds"
+    cfg = sampling.load_config(overrides=SERIES)
+    generate(out, cfg, n=96, seed=3, workers=1, progress=False, camera_pool=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    return make_campaign(tmp_path_factory.mktemp("camp"), n_fields=3, n_dithers=2)
+
+
+@pytest.fixture(scope="module")
+def head_dir(series_ds, model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("head")
+    cfg = FieldHeadTrainConfig(steps=40, batch=16, holdout_every=2, hidden=8)
+    train_field_head(series_ds, out, model_dir, cfg)
+    return out
+
+
+def test_series_targets_follow_the_thermal_model_of_each_field(series_ds, model_dir):
+    """Each series holds one field position at several foci; its target is the TRP1 of that
+    field's best focus: T_state - T_best = dz_from_best / s for these linear cameras."""
+    net, _ = load_model(model_dir)
+    s = dataset_series(series_ds, net)
+    assert s.features.shape == (16, 3, feature_dim(net))
+    stamps, lab, _ = read_shard(series_ds / "shard-00000.h5")
+    first = lab[::2]  # two samples per state
+    np.testing.assert_allclose(s.temperature_degC[:4].ravel(), first["temperature_degC"])
+    want = first["temperature_degC"] - first["dz_from_best_um"] / first["s_um_per_degC"]
+    np.testing.assert_allclose(np.repeat(s.t_best_degC[:4], 3), want, atol=1e-6)
+    f = stamp_features(net, stamps[:2], lab["theta_deg"][:2], lab["phi_deg"][:2])
+    np.testing.assert_allclose(s.features[0, 0], f.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_dataset_without_series_is_refused(tmp_path, model_dir):
+    out = tmp_path / "ds"
+    cfg = sampling.load_config(overrides={k: v for k, v in SERIES.items() if k != "field_series"})
+    generate(out, cfg, n=24, seed=3, workers=1, progress=False, camera_pool=1)
+    net, _ = load_model(model_dir)
+    with pytest.raises(DataError, match="field_series"):
+        dataset_series(out, net)
+
+
+def test_head_ignores_the_order_of_plateaux_and_masked_ones():
+    torch.manual_seed(1)
+    head = FieldHead(FieldHeadConfig(feature_dim=5, hidden=8))
+    x = torch.randn(2, 4, 5)
+    dt = torch.randn(2, 4)
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    out = head(x, dt, mask)
+    perm = torch.tensor([2, 0, 1, 3])
+    torch.testing.assert_close(head(x[:, perm], dt[:, perm], mask[:, perm])[0], out[0])
+    junk = x.clone()
+    junk[~mask] = 1e3
+    torch.testing.assert_close(head(junk, dt + (~mask) * 7.0, mask), out)
+    t_f, sig = head.predict(x.numpy(), -80 + 5 * np.arange(4)[None].repeat(2, 0), mask.numpy())
+    assert t_f.shape == sig.shape == (2,) and np.all(sig > 0)
+
+
+def test_field_series_averages_each_field_and_plateau():
+    feats = np.arange(12, dtype=np.float32).reshape(6, 2)
+    fid = np.array([0, 0, 1, 1, 0, 1])
+    pl = np.array([7, 7, 7, 9, 9, 9])
+    t = np.array([-80.0, -80.2, -80.1, -70.0, -70.1, -69.9])
+    ser = field_series(feats, fid, pl, t, np.array([1.0, 1, 2, 2, 1, 2]), np.zeros(6))
+    np.testing.assert_allclose(ser.features[0, 0], [1.0, 2.0])  # frames 0 and 1
+    np.testing.assert_allclose(ser.features[1, 1], [8.0, 9.0])  # frames 3 and 5
+    np.testing.assert_allclose(ser.temperature_degC[0], [-80.1, -70.1])
+    assert ser.mask.all() and ser.n_frames.tolist() == [[2, 1], [1, 2]]
+    np.testing.assert_allclose(ser.theta_deg, [1.0, 2.0])
+
+
+def test_train_calibrate_and_estimate(head_dir, model_dir, campaign, tmp_path):
+    head, card = load_field_head(head_dir)
+    assert card.base_weights_sha256 == network_digest(model_dir)
+    assert card.systematic_sigma_degC == {}
+    assert set(card.training["holdout_rmse_per_field_degC"]) <= {"1", "2", "3"}
+    block = calibrate_field_head(head_dir, [(str(campaign), -80.0)], model_dir)
+    _, card = load_field_head(head_dir)
+    assert set(card.systematic_sigma_degC) == {"5", "3", "2", "1"}
+    assert block["per_count"]["5"]["coverage"] == 1.0  # one camera, covered by its own term
+    frames = read_campaign(campaign)
+    r = field_head_bft(frames, model_dir, head_dir)
+    fh = r["field_head"]
+    assert r["n_plateaux"] == 5 and len(fh["t_best_degC"]) == 3
+    assert r["bft_degC"] == pytest.approx(np.mean(fh["t_best_degC"]))
+    stat = np.sqrt(np.sum(np.square(fh["sigma_degC"]))) / 3
+    assert r["sigma_degC"] == pytest.approx(np.hypot(stat, card.systematic_sigma_degC["5"]))
+    # the command line: the same estimate, in a report
+    out = tmp_path / "r.json"
+    rc = main(["bft", str(campaign), "--method", "field", "--model", str(model_dir),
+               "--field-head", str(head_dir), "--no-cross-check", "--json", str(out)])  # fmt: skip
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    assert rep["method"] == "field" and rep["bft_degC"] == pytest.approx(r["bft_degC"])
+
+
+def test_head_for_another_network_is_refused(head_dir, campaign, tmp_path, capsys):
+    other = _tiny_model(tmp_path / "other", 5)
+    with pytest.raises(ModelFormatError, match="reads the FocusNet"):
+        field_head_bft(read_campaign(campaign), other, head_dir)
+    rc = main(["bft", str(campaign), "--method", "field", "--model", str(other),
+               "--field-head", str(head_dir)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "reads the FocusNet" in err[0]
+
+
+def test_field_head_command_needs_something_to_do(tmp_path, capsys):
+    rc = main(["field-head", "--out", str(tmp_path / "h")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "--dataset" in err[-1]
