@@ -378,12 +378,33 @@ def with_systematic(ev: dict) -> dict:
     return ev
 
 
+def _field_head_features(frames, job: dict) -> tuple:
+    """The field head (``job["field_head"]``, default the shipped one), its card and the
+    stamp features of every frame (once per camera: each plateau subset is a subset of rows)."""
+    from plato_cnn.nn.card import default_model_dir, load_model
+    from plato_cnn.nn.field_head import load_field_head, network_digest, stamp_features
+    from plato_cnn.predict import network_stamps
+
+    model = job["model"] or default_model_dir()
+    net, _ = load_model(model)
+    head, card = load_field_head(job.get("field_head") or _default_head(), network_digest(model))
+    feats = stamp_features(net, network_stamps(frames), frames.field_theta_deg,
+                           frames.field_phi_deg)  # fmt: skip
+    return head, card, feats
+
+
+def _default_head() -> str:
+    from plato_cnn.nn.field_head import default_field_head_dir
+
+    return str(default_field_head_dir())
+
+
 def _evaluate_camera(job: dict) -> dict:
     pin_one_thread()
     import warnings
 
     from plato_cnn.classical import estimate_bft
-    from plato_cnn.field_bft import field_head_bft
+    from plato_cnn.field_bft import estimate_from_features
     from plato_cnn.metrics import frame_eef
     from plato_cnn.predict import cnn_bft
     from plato_cnn.reader import read_campaign
@@ -395,7 +416,7 @@ def _evaluate_camera(job: dict) -> dict:
     frames = read_campaign(job["dir"])
     frames = frames.select(frames.usable)
     e = frame_eef(frames.stamps, "2x2")
-    out = []
+    out, field = [], None
     for k in job["rows"]:
         _label, method, fit, n_pl = ROWS[k]
         m = frames.plateau_mask(SUBSETS[n_pl])
@@ -409,7 +430,9 @@ def _evaluate_camera(job: dict) -> dict:
                        "outside": info["thermal_residual"]["outside"],
                        "thermal_residual_um": f.thermal_residual_um}  # fmt: skip
             elif method == "field":
-                r = field_head_bft(frames.select(m), job["model"], job.get("field_head"))
+                field = field or _field_head_features(frames, job)
+                head, card, feats = field
+                r = estimate_from_features(frames.select(m), feats[m], head, card.systematic_for)
                 res = {"bft": r["bft_degC"], "sigma": r["sigma_degC"]}
             else:
                 res = _forward(frames.select(m), job["i"])

@@ -29,7 +29,7 @@ from plato_sim.errors import ParameterError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["field_head_bft"]
+__all__ = ["estimate_from_features", "field_head_bft"]
 
 
 def field_head_bft(
@@ -66,9 +66,27 @@ def field_head_bft(
     feats = stamp_features(
         net, network_stamps(sel), sel.field_theta_deg, sel.field_phi_deg, device=device
     )
+    est = estimate_from_features(sel, feats, head, hcard.systematic_for if systematic else None)
+    return {
+        "fit": "field-head",
+        **est,
+        "model": str(model_dir),
+        "model_version": card.package_version,
+        "model_card_sha256": card.sha256(),
+        "field_head_dir": str(head_dir),
+    }
+
+
+def estimate_from_features(frames, features: np.ndarray, head, systematic_for=None) -> dict:
+    """The estimate from the frames' stamp features (:func:`plato_cnn.nn.field_head.
+    stamp_features`, one row per frame of ``frames``): ``bft_degC``, ``sigma_degC``,
+    ``sigma_stat_degC``, ``systematic_sigma_degC`` (``systematic_for(n_plateaux)``, degC, or
+    None without it), ``obsids``, ``frames_used``, ``n_plateaux``, ``field_head`` and
+    ``warnings``."""
     ser = field_series(
-        feats, sel.field_id, sel.obsid, sel.temperature_degC, sel.field_theta_deg, sel.field_phi_deg
-    )
+        features, frames.field_id, frames.obsid, frames.temperature_degC,
+        frames.field_theta_deg, frames.field_phi_deg,
+    )  # fmt: skip
     t_f, s_f = head.predict(ser.features, ser.temperature_degC, ser.mask)
     n_pl = len(ser.plateaux)
     warnings = []
@@ -78,24 +96,19 @@ def field_head_bft(
             f"{int(PLATEAU_COUNT_SCALE)}; its estimate is extrapolated"
         )
     stat = float(np.sqrt(np.sum(s_f**2)) / len(t_f))
-    sys = hcard.systematic_for(n_pl) if systematic else None
-    if systematic and sys is None:
+    sys = systematic_for(n_pl) if systematic_for else None
+    if systematic_for and sys is None:
         warnings.append("the field head has no calibrated systematic term: sigma is statistical")
     for w in warnings:
         log.warning(w)
     return {
-        "fit": "field-head",
         "bft_degC": float(np.mean(t_f)),
         "sigma_degC": float(np.hypot(stat, sys or 0.0)),
         "sigma_stat_degC": stat,
         "systematic_sigma_degC": sys,
         "obsids": sorted(int(o) for o in ser.plateaux),
-        "frames_used": int(len(sel)),
+        "frames_used": int(len(frames)),
         "n_plateaux": n_pl,
-        "model": str(model_dir),
-        "model_version": card.package_version,
-        "model_card_sha256": card.sha256(),
-        "field_head_dir": str(head_dir),
         "field_head": {
             "theta_deg": ser.theta_deg.tolist(),
             "phi_deg": ser.phi_deg.tolist(),

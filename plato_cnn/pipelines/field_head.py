@@ -244,19 +244,28 @@ def calibrate_field_head(
     """Measure the head's systematic term on ``(campaign folder, true T_BF)`` pairs (cameras
     of calibration families; never a scored family) and write it into the head's card.
     Returns the calibration block (per plateau count: the term, the errors, the coverage)."""
-    from plato_cnn.field_bft import field_head_bft
+    from plato_cnn.field_bft import estimate_from_features
+    from plato_cnn.predict import network_stamps
     from plato_cnn.reader import read_campaign
 
     if not campaigns:
         raise ParameterError("calibrate_field_head: no calibration campaign")
     model_dir = model_dir or default_model_dir()
+    net, _ = load_model(model_dir, device)
+    head, _ = load_field_head(head_dir, network_digest(model_dir))
     errors: dict[str, list[tuple[float, float]]] = {str(k): [] for k in PLATEAU_SUBSETS}
     for folder, truth in campaigns:
         frames = read_campaign(folder)
+        frames = frames.select(frames.usable)
+        feats = stamp_features(net, network_stamps(frames), frames.field_theta_deg,
+                               frames.field_phi_deg, device=device)  # fmt: skip
         for k, temps in PLATEAU_SUBSETS.items():
-            sub = frames.select(frames.plateau_mask(temps))
-            r = field_head_bft(sub, model_dir, head_dir, device, systematic=False)
+            m = frames.plateau_mask(temps)
+            r = estimate_from_features(frames.select(m), feats[m], head)
             errors[str(k)].append((r["bft_degC"] - truth, r["sigma_stat_degC"]))
+        log.info(
+            "%s: calibration errors %s", folder, {k: round(v[-1][0], 3) for k, v in errors.items()}
+        )
     table, block = {}, {"campaigns": [str(f) for f, _ in campaigns], "per_count": {}}
     for k, pairs in errors.items():
         e, s = np.array(pairs).T
