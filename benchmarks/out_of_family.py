@@ -129,11 +129,17 @@ def _derived_rows() -> dict[int, tuple[int, int]]:
     (:mod:`plato_cnn.crosscheck`: beyond ``DISAGREE_SIGMAS`` combined sigmas the camera is
     flagged outside the model and its sigma widened to cover the difference), by the improved
     classical fit (the default, 4 plateaux or more: here 5) and by the forward fit
-    (``--cross-check-forward``).  Returns ``{row: (CNN row, reference row)}``."""
+    (``--cross-check-forward``); and the CNN's estimate replaced by the field head's where the
+    CNN's thermal-residual check flags the camera (``bft --method cnn --field-head-fallback``).
+    Returns ``{row: (CNN row, reference row)}``."""
     refs = (
         ("CNN, cross-checked by the improved classical", "improved classical (gauss)", "eef",
          "gauss", (5,)),
         ("CNN, cross-checked by the forward fit", "forward method", "forward", "-", (5, 3, 2, 1)),
+    )  # fmt: skip
+    refs += (
+        ("CNN, the field head where the residual check flags it", "CNN field head", "field",
+         "-", (5, 3, 2, 1)),
     )  # fmt: skip
     checks = {}
     for label, ref_label, method, fit, counts in refs:
@@ -351,6 +357,11 @@ def with_cross_checks(ev: dict) -> dict:
             ev["results"].append({"row": k, "error": cnn.get("error") or ref["error"]})
             continue
         flagged = bool(cnn.get("outside"))
+        if ROWS[b][1] == "field":  # the field head's estimate where the CNN is flagged
+            use = ref if flagged else cnn
+            ev["results"].append({"row": k, "bft": use["bft"], "sigma": use["sigma"],
+                                  "outside": flagged})  # fmt: skip
+            continue
         threshold = forward_threshold(flagged) if ROWS[b][1] == "forward" else DISAGREE_SIGMAS
         _d, n_sig, widened = disagreement(
             cnn["bft"], cnn["sigma"], ref["bft"], ref["sigma"], threshold

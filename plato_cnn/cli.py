@@ -155,6 +155,13 @@ def _cnn_arguments(p: argparse.ArgumentParser) -> None:
         help="model directory (default: the shipped model)",
     )
     g.add_argument(
+        "--field-head-fallback",
+        action="store_true",
+        help="where the thermal-residual check flags the camera outside what the network "
+        "knows, report the field head's estimate (--method field) instead; the CNN's is kept "
+        "under cnn_estimate",
+    )
+    g.add_argument(
         "--no-plateau-head",
         action="store_true",
         help="do not apply the model's camera-level correction of each plateau (plateau head)",
@@ -194,12 +201,36 @@ def _cnn_run(args: argparse.Namespace, frames) -> dict:
         use = frames.usable
         save_figure(plot_cnn_bft(frames.select(use), fit, info["frame_mu_fitted_um"]), args.plot)
     result = cnn_result(fit, info, frames.obsid[frames.usable].tolist(), s_prior)
+    if args.field_head_fallback and result["thermal_residual"]["outside"]:
+        result = _field_head_fallback(args, frames, result)
     result = _cross_checked(args, frames, result)
     if args.cross_check_forward:
         from plato_cnn.crosscheck import cross_check_forward
 
         result = cross_check_forward(frames, result, seed=args.seed)
     return result
+
+
+def _field_head_fallback(args: argparse.Namespace, frames, result: dict) -> dict:
+    """The field head's estimate in place of a CNN estimate its residual check flagged
+    (docs/cnn.md section 7); the CNN's stays under ``cnn_estimate``."""
+    from plato_cnn.field_bft import field_head_bft
+
+    fh = field_head_bft(frames, args.model, args.field_head, device=args.device)
+    cnn = {k: result[k] for k in ("fit", "bft_degC", "sigma_degC")}
+    note = (
+        f"the CNN estimate ({cnn['bft_degC']:.2f} +- {cnn['sigma_degC']:.2f} degC) is outside "
+        "what the network knows: the field head's is reported (--field-head-fallback)"
+    )
+    return {
+        **result,
+        "fit": "field-head (fallback)",
+        "bft_degC": fh["bft_degC"],
+        "sigma_degC": fh["sigma_degC"],
+        "cnn_estimate": cnn,
+        "field_head": fh["field_head"],
+        "warnings": result["warnings"] + fh["warnings"] + [note],
+    }
 
 
 def _cross_checked(args: argparse.Namespace, frames, result: dict) -> dict:

@@ -228,7 +228,8 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
     if prog == "plato-cnn":
         if cmd == "bft":
             model = args.model or (DEFAULT_MODEL if args.method in ("cnn", "field") else None)
-            head = args.field_head or (DEFAULT_FIELD_HEAD if args.method == "field" else None)
+            reads_head = args.method == "field" or args.field_head_fallback
+            head = args.field_head or (DEFAULT_FIELD_HEAD if reads_head else None)
             return (
                 [x for d in args.campaign_dir for x in w(d)]
                 + w(model)

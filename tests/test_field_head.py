@@ -174,3 +174,31 @@ def test_field_head_command_needs_something_to_do(tmp_path, capsys):
     rc = main(["field-head", "--out", str(tmp_path / "h")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "--dataset" in err[-1]
+
+
+def test_cnn_falls_back_on_the_field_head_where_its_residual_check_flags(
+    head_dir, model_dir, campaign, tmp_path
+):
+    """``--field-head-fallback``: a camera the thermal-residual check flags gets the field
+    head's estimate, the CNN's kept under ``cnn_estimate``; an unflagged one keeps the CNN's."""
+    import shutil
+
+    from plato_cnn.nn.card import update_model_json
+
+    flagging = tmp_path / "flagging"
+    shutil.copytree(model_dir, flagging)
+    zero = {k: {"5": 0.0, "3": 0.0, "2": 0.0} for k in ("threshold_um", "sigma_per_residual")}
+    update_model_json(flagging, thermal_residual_check=zero)
+    out = tmp_path / "r.json"
+    argv = ["bft", str(campaign), "--method", "cnn", "--n-boot", "20", "--no-cross-check",
+            "--field-head", str(head_dir), "--field-head-fallback", "--json", str(out)]  # fmt: skip
+    assert main([*argv, "--model", str(flagging)]) == 0
+    r = json.loads(out.read_text())
+    want = field_head_bft(read_campaign(campaign), flagging, head_dir)
+    assert r["thermal_residual"]["outside"] and r["fit"] == "field-head (fallback)"
+    assert r["bft_degC"] == pytest.approx(want["bft_degC"])
+    assert r["cnn_estimate"]["fit"] == "thermal-model" and "field_head" in r
+    assert any("--field-head-fallback" in w for w in r["warnings"])
+    assert main([*argv, "--model", str(model_dir)]) == 0  # no residual check: no fallback
+    r = json.loads(out.read_text())
+    assert r["fit"] == "thermal-model" and "cnn_estimate" not in r
