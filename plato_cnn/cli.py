@@ -496,6 +496,7 @@ def _calibration_set(text: str) -> tuple[str, int, int]:
 
 def _cmd_field_head(args: argparse.Namespace) -> int:
     from plato_cnn.pipelines.field_head import (
+        CALIBRATION_FAMILIES,
         FieldHeadTrainConfig,
         calibrate_field_head,
         calibration_campaigns,
@@ -505,6 +506,12 @@ def _cmd_field_head(args: argparse.Namespace) -> int:
 
     if not args.dataset and not args.calibrate:
         raise ParameterError("field-head: give --dataset (train), --calibrate, or both")
+    unknown = sorted({f for f, _, _ in args.calibrate or () if f not in CALIBRATION_FAMILIES})
+    if unknown:  # before hours of training, not after
+        raise ParameterError(
+            f"--calibrate: unknown family {', '.join(unknown)}; allowed "
+            f"{', '.join(CALIBRATION_FAMILIES)} (the nodal family never calibrates)"
+        )
     if args.dataset:
         cfg = FieldHeadTrainConfig(steps=args.steps, seed=args.seed)
         s = train_field_head(args.dataset, args.out, args.model, cfg, args.device)

@@ -174,6 +174,12 @@ def test_field_head_command_needs_something_to_do(tmp_path, capsys):
     rc = main(["field-head", "--out", str(tmp_path / "h")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "--dataset" in err[-1]
+    # a calibration family it cannot use is refused before the training starts
+    rc = main(["field-head", "--dataset", str(tmp_path), "--out", str(tmp_path / "h"),
+               "--calibrate", "nodal:1:4"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unknown family nodal" in err[0]
+    assert not (tmp_path / "h").exists()
 
 
 def test_cnn_falls_back_on_the_field_head_where_its_residual_check_flags(
