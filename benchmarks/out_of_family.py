@@ -259,12 +259,12 @@ def _row_sets(rows: list[int]) -> list[list[int]]:
     counts keeps its own file)."""
     from itertools import combinations
 
-    methods = sorted({r[1] for r in ROWS})
-    counts = sorted({r[3] for r in ROWS})
-    subsets = lambda xs: [set(c) for n in range(1, len(xs) + 1) for c in combinations(xs, n)]  # noqa: E731
+    def subsets(xs: set) -> list[set]:
+        return [set(c) for n in range(1, len(xs) + 1) for c in combinations(sorted(xs), n)]
+
     out = [list(rows)]
-    for m in subsets(methods):
-        for p in subsets(counts):
+    for m in subsets({r[1] for r in ROWS}):
+        for p in subsets({r[3] for r in ROWS}):
             cand = [k for k, r in enumerate(ROWS) if r[1] in m and r[3] in p]
             if cand and cand not in out:
                 out.append(cand)
@@ -389,33 +389,12 @@ def with_systematic(ev: dict) -> dict:
     return ev
 
 
-def _field_head_features(frames, job: dict) -> tuple:
-    """The field head (``job["field_head"]``, default the shipped one), its card and the
-    stamp features of every frame (once per camera: each plateau subset is a subset of rows)."""
-    from plato_cnn.nn.card import default_model_dir, load_model
-    from plato_cnn.nn.field_head import load_field_head, network_digest, stamp_features
-    from plato_cnn.predict import network_stamps
-
-    model = job["model"] or default_model_dir()
-    net, _ = load_model(model)
-    head, card = load_field_head(job.get("field_head") or _default_head(), network_digest(model))
-    feats = stamp_features(net, network_stamps(frames), frames.field_theta_deg,
-                           frames.field_phi_deg)  # fmt: skip
-    return head, card, feats
-
-
-def _default_head() -> str:
-    from plato_cnn.nn.field_head import default_field_head_dir
-
-    return str(default_field_head_dir())
-
-
 def _evaluate_camera(job: dict) -> dict:
     pin_one_thread()
     import warnings
 
     from plato_cnn.classical import estimate_bft
-    from plato_cnn.field_bft import estimate_from_features
+    from plato_cnn.field_bft import estimate_from_features, field_head_inputs
     from plato_cnn.metrics import frame_eef
     from plato_cnn.predict import cnn_bft
     from plato_cnn.reader import read_campaign
@@ -441,8 +420,9 @@ def _evaluate_camera(job: dict) -> dict:
                        "outside": info["thermal_residual"]["outside"],
                        "thermal_residual_um": f.thermal_residual_um}  # fmt: skip
             elif method == "field":
-                field = field or _field_head_features(frames, job)
-                head, card, feats = field
+                # features once per camera: each plateau subset is a subset of the rows
+                field = field or field_head_inputs(frames, job["model"], job.get("field_head"))
+                head, card, _, feats = field
                 r = estimate_from_features(frames.select(m), feats[m], head, card.systematic_for)
                 res = {"bft": r["bft_degC"], "sigma": r["sigma_degC"]}
             else:

@@ -526,7 +526,8 @@ def _cmd_field_head(args: argparse.Namespace) -> int:
         for k, r in block["per_count"].items():
             print(
                 f"{k} plateaux: RMS {r['rms_error_degC']:.3f} degC on {len(campaigns)} "
-                f"calibration cameras, systematic term {r['term_degC']:.3f} degC, coverage "
+                f"calibration cameras, systematic term {r['systematic_sigma_degC']:.3f} degC, "
+                f"coverage "
                 f"{100 * r['coverage']:.0f} %"
             )
     print(f"wrote {args.out}")

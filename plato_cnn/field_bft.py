@@ -29,7 +29,7 @@ from plato_sim.errors import ParameterError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["estimate_from_features", "field_head_bft"]
+__all__ = ["estimate_from_features", "field_head_bft", "field_head_inputs"]
 
 
 def field_head_bft(
@@ -59,22 +59,35 @@ def field_head_bft(
     if not np.any(use):
         raise ParameterError("no usable frame for the field head")
     sel = frames.select(use)
-    model_dir = model_dir or default_model_dir()
-    net, card = load_model(model_dir, device)
-    head_dir = head_dir or default_field_head_dir()
-    head, hcard = load_field_head(head_dir, network_digest(model_dir))
-    feats = stamp_features(
-        net, network_stamps(sel), sel.field_theta_deg, sel.field_phi_deg, device=device
-    )
+    head, hcard, card, feats = field_head_inputs(sel, model_dir, head_dir, device)
     est = estimate_from_features(sel, feats, head, hcard.systematic_for if systematic else None)
     return {
         "fit": "field-head",
         **est,
-        "model": str(model_dir),
+        "model": str(model_dir or default_model_dir()),
         "model_version": card.package_version,
         "model_card_sha256": card.sha256(),
-        "field_head_dir": str(head_dir),
+        "field_head_dir": str(head_dir or default_field_head_dir()),
     }
+
+
+def field_head_inputs(
+    frames,
+    model_dir: str | Path | None = None,
+    head_dir: str | Path | None = None,
+    device: str = "cpu",
+) -> tuple:
+    """``(head, head card, model card, features)``: the field head (default: the shipped one),
+    checked against the FocusNet of ``model_dir`` (default: the shipped one), and that
+    network's stamp features of every frame of ``frames`` (``(N, D)``); a plateau subset of
+    the frames is the same subset of the rows."""
+    model_dir = model_dir or default_model_dir()
+    net, card = load_model(model_dir, device)
+    head, hcard = load_field_head(head_dir or default_field_head_dir(), network_digest(model_dir))
+    feats = stamp_features(
+        net, network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg, device=device
+    )
+    return head, hcard, card, feats
 
 
 def estimate_from_features(frames, features: np.ndarray, head, systematic_for=None) -> dict:

@@ -257,8 +257,8 @@ def save_field_head(head: FieldHead, card: FieldHeadCard, out_dir: str | Path) -
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(head.state_dict(), out / "field_head.pt")
-    card.config = asdict(head.config)
-    (out / "field_head.json").write_text(json.dumps(asdict(card), indent=1) + "\n", "utf-8")
+    desc = {**asdict(card), "config": asdict(head.config)}  # the architecture is the head's
+    (out / "field_head.json").write_text(json.dumps(desc, indent=1) + "\n", "utf-8")
     return out
 
 

@@ -244,41 +244,35 @@ def calibrate_field_head(
     """Measure the head's systematic term on ``(campaign folder, true T_BF)`` pairs (cameras
     of calibration families; never a scored family) and write it into the head's card.
     Returns the calibration block (per plateau count: the term, the errors, the coverage)."""
-    from plato_cnn.field_bft import estimate_from_features
-    from plato_cnn.predict import network_stamps
+    from plato_cnn.field_bft import estimate_from_features, field_head_inputs
+    from plato_cnn.pipelines.calibrate_forward import systematic_from_errors
     from plato_cnn.reader import read_campaign
 
     if not campaigns:
         raise ParameterError("calibrate_field_head: no calibration campaign")
-    model_dir = model_dir or default_model_dir()
-    net, _ = load_model(model_dir, device)
-    head, _ = load_field_head(head_dir, network_digest(model_dir))
-    errors: dict[str, list[tuple[float, float]]] = {str(k): [] for k in PLATEAU_SUBSETS}
+    per_cam = []
     for folder, truth in campaigns:
         frames = read_campaign(folder)
         frames = frames.select(frames.usable)
-        feats = stamp_features(net, network_stamps(frames), frames.field_theta_deg,
-                               frames.field_phi_deg, device=device)  # fmt: skip
+        head, _, _, feats = field_head_inputs(frames, model_dir, head_dir, device)
+        errors = {}
         for k, temps in PLATEAU_SUBSETS.items():
+            t0 = time.perf_counter()
             m = frames.plateau_mask(temps)
             r = estimate_from_features(frames.select(m), feats[m], head)
-            errors[str(k)].append((r["bft_degC"] - truth, r["sigma_stat_degC"]))
+            errors[str(k)] = (r["bft_degC"] - truth, r["sigma_stat_degC"], time.perf_counter() - t0)
+        per_cam.append(errors)
         log.info(
-            "%s: calibration errors %s", folder, {k: round(v[-1][0], 3) for k, v in errors.items()}
+            "%s: calibration errors %s", folder, {k: round(v[0], 3) for k, v in errors.items()}
         )
-    table, block = {}, {"campaigns": [str(f) for f, _ in campaigns], "per_count": {}}
-    for k, pairs in errors.items():
-        e, s = np.array(pairs).T
-        excess = np.sqrt(np.maximum(0.0, e**2 - s**2))
-        term = float(np.percentile(excess, 68.27))
-        table[k] = term
-        block["per_count"][k] = {
-            "rms_error_degC": float(np.sqrt(np.mean(e**2))),
-            "median_sigma_stat_degC": float(np.median(s)),
-            "term_degC": term,
-            "coverage": float(np.mean(np.abs(e) <= np.hypot(s, term))),
-            "errors_degC": e.tolist(),
-        }
+    stats = systematic_from_errors(per_cam)
+    table = {k: v["systematic_sigma_degC"] for k, v in stats.items()}
+    block = {
+        "campaigns": [str(f) for f, _ in campaigns],
+        "per_count": {
+            k: {**v, "errors_degC": [c[k][0] for c in per_cam]} for k, v in stats.items()
+        },
+    }
     head, card = load_field_head(head_dir)
     card.systematic_sigma_degC = table
     card.calibration = block
