@@ -49,10 +49,11 @@ How the nodal family stays out of training and calibration:
   (:func:`with_systematic`), so a kept fit is scored with the current calibration.
 
 Each camera's results are kept next to its campaign (``*.oof_eval.<key>.json``, the key naming
-the rows, the CNN model and its description's hash, the forward fit's model tag and procedure
-version, the package version and the truth), so that an interrupted run (the full one is hours
-long) resumes; ``--fresh`` recomputes.  Rows kept under another forward procedure or CNN
-description are reused where they would come out the same (:func:`_still_current`).
+the rows, the CNN model and the hash of what in its description sets the estimates (its
+provenance notes left out), the forward fit's model tag and procedure version, the package
+version and the truth), so that an interrupted run (the full one is hours long) resumes;
+``--fresh`` recomputes.  Rows kept under another forward procedure or CNN description are
+reused where they would come out the same (:func:`_still_current`).
 ``--keep-dir DIR`` keeps them in one folder instead, each camera named by its campaign rather
 than its truth: a camera kept there is scored without emulating its campaign, so that a run
 goes on from kept results on another machine (the full run's are kept in
@@ -169,10 +170,11 @@ def _forward(frames, seed: int) -> dict:
 
 @functools.lru_cache(maxsize=8)
 def _card_sha(model: str | None) -> str:
-    """SHA-256 of the CNN model's description (its calibrations included)."""
+    """SHA-256 of what in the CNN model's description sets its estimates (its calibrations
+    included, its provenance notes not: :meth:`plato_cnn.nn.card.ModelCard.behaviour_sha256`)."""
     from plato_cnn.nn.card import ModelCard, default_model_dir, read_model_json
 
-    return ModelCard.from_dict(read_model_json(model or default_model_dir())).sha256()
+    return ModelCard.from_dict(read_model_json(model or default_model_dir())).behaviour_sha256()
 
 
 @functools.lru_cache(maxsize=8)
@@ -195,8 +197,9 @@ def _field_head_sha(head_dir: str | None) -> str:
 
 def _result_cache(job: dict, fit_version: int | None = None, with_card: bool = True) -> Path:
     """Where one camera's results are kept, named by what produced them: the rows, the CNN
-    model and (``with_card``) its description's hash, the forward fit's model tag and
-    procedure version (default: the current one), the package version and the camera.
+    model and (``with_card``) its description's behaviour hash (:func:`_card_sha`), the
+    forward fit's model tag and procedure version (default: the current one), the package
+    version and the camera.
 
     Next to its campaign by default, the camera named by its truth; under ``keep_dir``
     (``--keep-dir``) as ``<family><i>.oof_eval.<key>.json``, the camera named by its

@@ -122,6 +122,11 @@ class ResidualCheck:
         return cls(**out)
 
 
+#: Entries of ``model.json`` that say how the model was made (commands, machine, timings,
+#: notes) and that no estimate reads.
+DOCUMENTARY_KEYS = frozenset({"reproduce"})
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """What a model directory's ``model.json`` says, typed and checked.
@@ -225,6 +230,14 @@ class ModelCard:
     def sha256(self) -> str:
         """SHA-256 of the card's canonical JSON (what a report cites as the model's identity)."""
         text = json.dumps(self.raw, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def behaviour_sha256(self) -> str:
+        """SHA-256 of the card less its :data:`DOCUMENTARY_KEYS`: two cards with the same
+        one give the same estimates from the same weights (what a cache of results keys on,
+        so that mending the card's prose does not orphan it)."""
+        kept = {k: v for k, v in self.raw.items() if k not in DOCUMENTARY_KEYS}
+        text = json.dumps(kept, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
