@@ -224,6 +224,28 @@ def test_families_section_draws_high_order_cameras_beside_the_design(cfg, camera
     assert np.all(np.isfinite(stamps)) and np.all((lab["eef_true"] > 0.05) & (lab["eef_true"] < 1))
 
 
+def test_quadratic_thermal_spec_adds_q_and_changes_nothing_else(cfg, camera):
+    cq = sampling.load_config(overrides={**TINY, "cameras": {"q_um_per_degC2": [0.5, 0.6]}})
+    cam = sampling.build_camera(cq, seed=11, index=0)
+    # the draw is clipped so that every focus of the dataset stays reachable
+    q_max = camera.s_um_per_degC**2 / (4 * (200.0 + 100.0))
+    assert cam.q_um_per_degC2 == pytest.approx(q_max)
+    assert (cam.s_um_per_degC, cam.bft_degC, cam.perturbation) == (
+        camera.s_um_per_degC, camera.bft_degC, camera.perturbation
+    )  # fmt: skip
+    assert sampling.CameraEntry.from_dict(cam.to_dict()) == cam
+    assert "q_um_per_degC2" not in camera.to_dict()  # pools without the key written as before
+    thermal = cam.model().thermal
+    assert thermal.q_um_per_degC2 == cam.q_um_per_degC2
+    assert thermal.temperature_degC(cam.dz_bf_um) == pytest.approx(cam.bft_degC)
+    _, lab = dsm.make_shard(cq, 11, 0, 16, [cam])
+    np.testing.assert_allclose(lab["temperature_degC"], thermal.temperature_degC(lab["dz_th_um"]))
+    with pytest.raises(ValueError, match="cameras.q_um_per_degC2"):
+        sampling.load_config(overrides={"cameras": {"q_um_per_degC2": {"uniform": [1, 0]}}})
+    with pytest.raises(ValueError, match="cameras.r_um"):
+        sampling.load_config(overrides={"cameras": {"r_um": 1.0}})
+
+
 def test_bad_families_section_is_refused():
     with pytest.raises(ValueError, match="families.highorder_fraction"):
         _with_families(1.5)

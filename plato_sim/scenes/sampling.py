@@ -36,7 +36,7 @@ import json
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -129,6 +129,13 @@ FAMILY_KEYS = {"highorder_fraction", "highorder_strength"}
 #: third spawn-key word of the per-camera family draw (its own stream: the design camera of
 #: a pool index is the same with or without the ``families`` section)
 _SEED_KEY_FAMILY = 1
+#: Spawn key of a pool camera's quadratic thermal term (``cameras.q_um_per_degC2``).
+_SEED_KEY_THERMAL = 2
+#: Keys a config may add inside a section that the defaults leave out (a draw of the pool
+#: without them stays bit-identical): ``cameras.q_um_per_degC2``, a spec of the quadratic
+#: thermal term (um/degC^2) of every pool camera, clipped so that each drawn focus stays
+#: reachable (:func:`build_camera`).
+OPTIONAL_KEYS = frozenset({"cameras.q_um_per_degC2"})
 
 
 def _merge(base: dict, over: dict, path: str, src: str) -> dict:
@@ -138,10 +145,10 @@ def _merge(base: dict, over: dict, path: str, src: str) -> dict:
         if not path and k in OPTIONAL_SECTIONS and k not in base:
             out[k] = copy.deepcopy(v)
             continue
-        if k not in base:
+        if k not in base and where not in OPTIONAL_KEYS:
             raise ParameterError(f"{src}: unknown config key {where!r}")
         # 'detector' maps parameter names to specs: a user may add any DetectorModel name
-        if isinstance(base[k], dict) and isinstance(v, dict) and where != "detector":
+        if k in base and isinstance(base[k], dict) and isinstance(v, dict) and where != "detector":
             out[k] = _merge(base[k], v, where, src)
         else:
             out[k] = copy.deepcopy(v)
@@ -242,6 +249,8 @@ def validate_config(cfg: dict) -> None:
         draw_value(rng, cfg["exposure"][key], f"exposure.{key}")
     draw_value(rng, cfg["focus"]["dz_um"], "focus.dz_um")
     draw_value(rng, cfg["cameras"]["perturbation_strength"], "cameras.perturbation_strength")
+    if "q_um_per_degC2" in cfg["cameras"]:
+        draw_value(rng, cfg["cameras"]["q_um_per_degC2"], "cameras.q_um_per_degC2")
     diffusion = cfg["engine"]["diffusion_sigma_px"]
     need(diffusion_floor_px(diffusion) >= 0, "engine.diffusion_sigma_px", "must be >= 0")
     draw_value(rng, diffusion, "engine.diffusion_sigma_px")
@@ -391,6 +400,8 @@ class CameraEntry:
         family: optical family (``"design"``, or ``"highorder"`` from the ``families``
             config section); ``camera``: that family's camera parameters (``None`` for the
             design, whose camera is ``perturbation``).
+        q_um_per_degC2: quadratic thermal term of a design camera (um/degC^2; drawn where the
+            config has ``cameras.q_um_per_degC2``, else 0); a family camera carries its own.
     """
 
     index: int
@@ -407,6 +418,7 @@ class CameraEntry:
     field_radius_deg: float
     family: str = "design"
     camera: dict | None = None
+    q_um_per_degC2: float = 0.0
 
     t_bf_degC = deprecated_alias("bft_degC", "t_bf_degC")
 
@@ -423,9 +435,8 @@ class CameraEntry:
 
             return HighOrderCamera.from_dict(self.camera).with_t0(self.t0_degC)
         pert = CameraPerturbation.from_dict(self.perturbation)
-        return CameraModel(
-            OpticalModel(perturbation=pert), ThermalModel(self.s_um_per_degC, self.t0_degC)
-        )
+        thermal = ThermalModel(self.s_um_per_degC, self.t0_degC, self.q_um_per_degC2)
+        return CameraModel(OpticalModel(perturbation=pert), thermal)
 
     def field_best_focus_um(
         self, theta_deg: np.ndarray, phi_deg: np.ndarray, optics: OpticalModel | None = None
@@ -443,6 +454,8 @@ class CameraEntry:
         d = asdict(self)
         if self.family == "design":
             d.pop("family"), d.pop("camera")
+        if self.q_um_per_degC2 == 0.0:  # pools written before the key existed
+            d.pop("q_um_per_degC2")
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
     @classmethod
@@ -474,6 +487,20 @@ def best_focus_grid(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(th), np.asarray(ph)
 
 
+#: Margin (um) added to the largest ``focus.dz_um`` bound for the field's own best-focus
+#: offset and the camera's best-focus shift (both tens of um): the reach of the thermal model.
+_FOCUS_REACH_MARGIN_UM = 100.0
+
+
+def _focus_reach_um(cfg: dict) -> float:
+    """The largest thermal focal shift (um) a sample of ``cfg`` may ask for."""
+    spec = cfg["focus"]["dz_um"]
+    vals = spec if isinstance(spec, list | tuple) else [spec]
+    if isinstance(spec, dict):
+        vals = [v for x in spec.values() for v in (x if isinstance(x, list | tuple) else [x])]
+    return max(abs(float(v)) for v in vals) + _FOCUS_REACH_MARGIN_UM
+
+
 def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = None) -> CameraEntry:
     """Camera ``index`` of the pool of dataset ``seed`` (~1.2 s on one core with the default grid).
 
@@ -499,7 +526,19 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
 
             st = draw_value(r_fam, fam["highorder_strength"], "families.highorder_strength")
             model = HighOrderCamera.random(r_fam, index + 1, strength=float(st))
-            family, family_camera = "highorder", model.to_dict()
+            family = "highorder"
+    q = 0.0
+    if "q_um_per_degC2" in c:  # its own stream: every other draw stays as without the key
+        r_q = np.random.default_rng(
+            np.random.SeedSequence(seed, spawn_key=(SEED_KEY_CAMERA, index, _SEED_KEY_THERMAL))
+        )
+        q = float(draw_value(r_q, c["q_um_per_degC2"], "cameras.q_um_per_degC2"))
+        # every focus the dataset draws must stay on the monotonic side of the parabola
+        q_max = model.thermal.s_um_per_degC**2 / (4.0 * _focus_reach_um(cfg))
+        q = float(np.clip(q, -q_max, q_max))
+        model = replace(model, thermal=replace(model.thermal, q_um_per_degC2=q))
+    if family != "design":
+        family_camera = model.to_dict()
     optics = model.optics
     bf = cfg["best_focus"]
     engine = engine or make_engine(cfg)
@@ -531,6 +570,7 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
     t0 = t_bf - float(ThermalModel(s, 0.0, q).temperature_degC(dz_bf))
     return CameraEntry(
         index=int(index),
+        q_um_per_degC2=float(q) if family == "design" else 0.0,
         perturbation=optics.perturbation.to_dict() if family == "design" else {},
         s_um_per_degC=float(s),
         t0_degC=float(t0),
