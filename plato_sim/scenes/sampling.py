@@ -501,11 +501,9 @@ def _focus_reach_um(cfg: dict) -> float:
     return max(abs(float(v)) for v in vals) + _FOCUS_REACH_MARGIN_UM
 
 
-def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = None) -> CameraEntry:
-    """Camera ``index`` of the pool of dataset ``seed`` (~1.2 s on one core with the default grid).
-
-    Deterministic in ``(cfg, seed, index)``.
-    """
+def _pool_camera_model(cfg: dict, seed: int, index: int) -> tuple[CameraModel, float, str, float]:
+    """The optical and thermal model of pool camera ``index``, its drawn T_BF (degC), its
+    family and its quadratic thermal term (um/degC^2), each from its own random stream."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SEED_KEY_CAMERA, index)))
     c = cfg["cameras"]
     strength = draw_value(rng, c["perturbation_strength"], "cameras.perturbation_strength")
@@ -515,7 +513,7 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
     t_bf = float(rng.uniform(*c["bft_degC"]))
     # the design camera is drawn even when replaced below: T_BF and every later draw of this
     # stream stay those of the pool without the families section
-    family, family_camera = "design", None
+    family = "design"
     if "families" in cfg:
         fam = cfg["families"]
         r_fam = np.random.default_rng(
@@ -537,8 +535,16 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
         q_max = model.thermal.s_um_per_degC**2 / (4.0 * _focus_reach_um(cfg))
         q = float(np.clip(q, -q_max, q_max))
         model = replace(model, thermal=replace(model.thermal, q_um_per_degC2=q))
-    if family != "design":
-        family_camera = model.to_dict()
+    return model, t_bf, family, q
+
+
+def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = None) -> CameraEntry:
+    """Camera ``index`` of the pool of dataset ``seed`` (~1.2 s on one core with the default grid).
+
+    Deterministic in ``(cfg, seed, index)``.
+    """
+    model, t_bf, family, q = _pool_camera_model(cfg, seed, index)
+    family_camera = None if family == "design" else model.to_dict()
     optics = model.optics
     bf = cfg["best_focus"]
     engine = engine or make_engine(cfg)
