@@ -10,25 +10,17 @@ import numpy as np
 import pytest
 import torch
 from campaign_builder import make_campaign
+from model_builder import TEMPLATE, save_tiny_model
 
 from plato_cnn.cli import main
-from plato_cnn.fit import EEFTemplate
-from plato_cnn.nn.card import save_model
-from plato_cnn.nn.model import FocusNet, FocusNetConfig
+from plato_cnn.nn.model import FocusNet
 from plato_cnn.predict import cnn_bft
 from plato_cnn.reader import read_campaign
-
-TEMPLATE = EEFTemplate((-200.0, -100.0, 0.0, 100.0, 200.0), (0.3, 0.6, 0.8, 0.55, 0.3))
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("model")
-    m = FocusNet(FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1, hidden=16))
-    meta = {"eef_template": {"delta_um": list(TEMPLATE.delta_um), "eef": list(TEMPLATE.eef)}}
-    save_model(m, d, meta)
-    return d
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 from campaign_builder import make_campaign
+from model_builder import save_tiny_model
 
 from plato_cnn.cli import main
 from plato_cnn.field_bft import field_head_bft
-from plato_cnn.fit import EEFTemplate
-from plato_cnn.nn.card import load_model, save_model
+from plato_cnn.nn.card import load_model
 from plato_cnn.nn.field_head import (
     FieldHead,
     FieldHeadConfig,
@@ -25,7 +25,6 @@ from plato_cnn.nn.field_head import (
     network_digest,
     stamp_features,
 )
-from plato_cnn.nn.model import FocusNet, FocusNetConfig
 from plato_cnn.pipelines.field_head import (
     FieldHeadTrainConfig,
     calibrate_field_head,
@@ -38,7 +37,6 @@ from plato_sim.generate import generate
 from plato_sim.io.store import read_shard
 from plato_sim.scenes import sampling
 
-TEMPLATE = EEFTemplate((-200.0, -100.0, 0.0, 100.0, 200.0), (0.3, 0.6, 0.8, 0.55, 0.3))
 SERIES = {
     "shards": {"samples_per_shard": 24, "samples_per_optical_state": 2},
     "spectrum": {"n_wavelengths": 3},
@@ -49,11 +47,7 @@ SERIES = {
 
 
 def _tiny_model(d, seed: int):
-    torch.manual_seed(seed)
-    m = FocusNet(FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1, hidden=16))
-    meta = {"eef_template": {"delta_um": list(TEMPLATE.delta_um), "eef": list(TEMPLATE.eef)}}
-    save_model(m, d, meta)
-    return d
+    return save_tiny_model(d, seed)
 
 
 @pytest.fixture(scope="module")

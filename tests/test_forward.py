@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_builder import save_tiny_model
 
 import plato_cnn.forward as fw
 from plato_cnn.forward import forward_bft, physics_labels, thermal_shift_um
@@ -382,11 +383,8 @@ def test_command_line_forward_field_focus_feeds_finetune(tmp_path):
     plato-cnn offset-correction use."""
     import json
 
-    import torch
-
     from plato_cnn.cli import main
-    from plato_cnn.nn.card import load_model, save_model
-    from plato_cnn.nn.model import FocusNet, FocusNetConfig
+    from plato_cnn.nn.card import load_model
     from plato_sim.scenes.ground_test import emulate_campaign
 
     camp = tmp_path / "camp"
@@ -399,10 +397,7 @@ def test_command_line_forward_field_focus_feeds_finetune(tmp_path):
                  "--json", str(rep)]) == 0  # fmt: skip
     r = json.loads(rep.read_text())
     assert len(r["field_focus"]["dz_th_best_um"]) == 2 and r["field_focus"]["n_sub"] == 4
-    torch.manual_seed(0)
-    base = tmp_path / "base"
-    save_model(FocusNet(FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1, hidden=16)),
-               base, {})  # fmt: skip
+    base = save_tiny_model(tmp_path / "base", template=False)
     out = tmp_path / "ft"
     assert main(["finetune", "--campaign", str(camp), "--forward-json", str(rep), "--model",
                  str(base), "--out", str(out), "--epochs", "1"]) == 0  # fmt: skip

@@ -30,14 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from astropy.io import fits
 from campaign_builder import cubes, make_campaign, obs_dirs
+from model_builder import save_tiny_model
 
 from plato_cnn import cli as cnn_cli
 from plato_cnn.classical import estimate_bft
-from plato_cnn.nn.card import save_model
-from plato_cnn.nn.model import FocusNet, FocusNetConfig
 from plato_cnn.reader import FLAG_SATURATED, CampaignError, read_campaign
 from plato_sim.errors import InsufficientPlateaux
 from plato_sim.io import campaign_format as cf
@@ -73,12 +71,7 @@ def ref_bft(reference):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("model")
-    m = FocusNet(FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1, hidden=16))
-    tmpl = {"delta_um": [-200.0, -100.0, 0.0, 100.0, 200.0], "eef": [0.3, 0.6, 0.8, 0.55, 0.3]}
-    save_model(m, d, {"eef_template": tmpl})
-    return d
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 # ------------------------------------------------------------------------------ helpers

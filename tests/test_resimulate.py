@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_builder import save_tiny_model
 
 from plato_cnn.reader import read_campaign
 from plato_cnn.resimulate import fitted_camera, resimulate_campaign, resimulated_labels
@@ -139,10 +140,7 @@ def test_finetune_trains_on_the_resimulated_fitted_camera(exact, tmp_path):
     model folder and its frames, with exact labels, join the camera's own frames in every
     epoch, and so do those of ``resim_variants`` varied copies of it (one campaign each,
     kept beside the fitted camera's); without physics labels it is refused."""
-    import torch
 
-    from plato_cnn.nn.card import save_model
-    from plato_cnn.nn.model import FocusNet, FocusNetConfig
     from plato_cnn.pipelines.finetune import FinetuneConfig, finetune
     from plato_sim.truth.bestfocus import field_best_focus_um
 
@@ -159,10 +157,7 @@ def test_finetune_trains_on_the_resimulated_fitted_camera(exact, tmp_path):
                             "thermal": {"t_ref_degC": float(np.mean(e["rep"]["plateaux_degC"])),
                                         "b_um": p["b_um"], "s_um_per_degC": p["s_um_per_degC"],
                                         "q_um_per_degC2": p["q_um_per_degC2"]}})  # fmt: skip
-    torch.manual_seed(0)
-    base = tmp_path / "base"
-    save_model(FocusNet(FocusNetConfig(crop=16, channels=(8, 16), blocks_per_stage=1, hidden=16)),
-               base, {})  # fmt: skip
+    base = save_tiny_model(tmp_path / "base", template=False)
     cfg = FinetuneConfig(epochs=1, batch_size=16, resimulate=True, resim_dithers=1,
                          resim_frames_per_dither=1, resim_n_sub_truth=2, resim_variants=1,
                          variant_dithers=1, variant_n_sub_truth=2, resim_n_wavelengths=3,
