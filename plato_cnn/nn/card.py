@@ -229,16 +229,18 @@ class ModelCard:
 
     def sha256(self) -> str:
         """SHA-256 of the card's canonical JSON (what a report cites as the model's identity)."""
-        text = json.dumps(self.raw, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return _canonical_sha256(self.raw)
 
     def behaviour_sha256(self) -> str:
         """SHA-256 of the card less its :data:`DOCUMENTARY_KEYS`: two cards with the same
         one give the same estimates from the same weights (what a cache of results keys on,
         so that mending the card's prose does not orphan it)."""
-        kept = {k: v for k, v in self.raw.items() if k not in DOCUMENTARY_KEYS}
-        text = json.dumps(kept, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return _canonical_sha256({k: v for k, v in self.raw.items() if k not in DOCUMENTARY_KEYS})
+
+
+def _canonical_sha256(d: dict) -> str:
+    text = json.dumps(d, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _finite_at_least(v, lo: float) -> bool:

@@ -501,10 +501,17 @@ def _focus_reach_um(cfg: dict) -> float:
     return max(abs(float(v)) for v in vals) + _FOCUS_REACH_MARGIN_UM
 
 
+def _camera_rng(seed: int, index: int, *key: int) -> np.random.Generator:
+    """Pool camera ``index``'s random stream (``key``: one of its own sub-streams)."""
+    return np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=(SEED_KEY_CAMERA, index, *key))
+    )
+
+
 def _pool_camera_model(cfg: dict, seed: int, index: int) -> tuple[CameraModel, float, str, float]:
     """The optical and thermal model of pool camera ``index``, its drawn T_BF (degC), its
     family and its quadratic thermal term (um/degC^2), each from its own random stream."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SEED_KEY_CAMERA, index)))
+    rng = _camera_rng(seed, index)
     c = cfg["cameras"]
     strength = draw_value(rng, c["perturbation_strength"], "cameras.perturbation_strength")
     model = CameraModel.random(
@@ -516,9 +523,7 @@ def _pool_camera_model(cfg: dict, seed: int, index: int) -> tuple[CameraModel, f
     family = "design"
     if "families" in cfg:
         fam = cfg["families"]
-        r_fam = np.random.default_rng(
-            np.random.SeedSequence(seed, spawn_key=(SEED_KEY_CAMERA, index, _SEED_KEY_FAMILY))
-        )
+        r_fam = _camera_rng(seed, index, _SEED_KEY_FAMILY)
         if r_fam.uniform() < float(fam["highorder_fraction"]):
             from plato_sim.optics.family_highorder import HighOrderCamera
 
@@ -527,9 +532,7 @@ def _pool_camera_model(cfg: dict, seed: int, index: int) -> tuple[CameraModel, f
             family = "highorder"
     q = 0.0
     if "q_um_per_degC2" in c:  # its own stream: every other draw stays as without the key
-        r_q = np.random.default_rng(
-            np.random.SeedSequence(seed, spawn_key=(SEED_KEY_CAMERA, index, _SEED_KEY_THERMAL))
-        )
+        r_q = _camera_rng(seed, index, _SEED_KEY_THERMAL)
         q = float(draw_value(r_q, c["q_um_per_degC2"], "cameras.q_um_per_degC2"))
         # every focus the dataset draws must stay on the monotonic side of the parabola
         q_max = model.thermal.s_um_per_degC**2 / (4.0 * _focus_reach_um(cfg))
