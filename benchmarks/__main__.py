@@ -143,6 +143,15 @@ REGISTRY: tuple[Benchmark, ...] = (
         "scored ones); forward fits of the fine-tuning cameras kept next to them",
     ),
     Benchmark(
+        "field_head_transfer",
+        "Field head fine-tuned on cameras like 4 forward-fitted ones of an unseen family",
+        expected_quick_s=120,
+        expected_full_s=1000,
+        notes="nodal cameras cached in out/out_of_family_cache (the out_of_family ones are the "
+        "scored ones); the variants' campaigns and the tuned head kept under "
+        "out/field_head_transfer",
+    ),
+    Benchmark(
         "recheck",
         "Re-check of a known camera: offset correction from its first campaign, later campaign",
         expected_quick_s=600,

@@ -127,23 +127,24 @@ def s_floor(held: list[tuple[Path, dict]]) -> dict:
                 median_abs_degC=float(np.median(np.abs(err))), n_cameras=len(err))  # fmt: skip
 
 
-def build_rows(evals: list[dict], models=("pretrained", "fine-tuned")) -> list[dict]:
-    """One row per model and plateau count."""
+def build_rows(evals: list[dict], models=("pretrained", "fine-tuned"), key="model") -> list[dict]:
+    """One row per model (each result's ``key``) and plateau count."""
     truth = np.asarray([e["truth"] for e in evals])
     rows = []
     for name in models:
         for n_pl in PLATEAUX:
             res = [
-                next(r for r in e["results"] if r["model"] == name and r["plateaux"] == n_pl)
+                next(r for r in e["results"] if r[key] == name and r["plateaux"] == n_pl)
                 for e in evals
             ]
-            rows.append(dict(model=name, plateaux=n_pl, **row_stats(res, truth)))
+            rows.append({key: name, "plateaux": n_pl, **row_stats(res, truth)})
     return rows
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict, first: tuple[str, str] = ("model", "CNN model")) -> str:
+    """The rows as a table; ``first``: the key and title of the first column."""
     cols = [
-        ("model", "CNN model", ""),
+        (*first, ""),
         ("plateaux", "plateaux", "d"),
         ("rms_error_degC", "RMS error (degC)", ".3f"),
         ("bias_degC", "bias (degC)", "+.3f"),

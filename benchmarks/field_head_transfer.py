@@ -1,0 +1,164 @@
+"""The field head fine-tuned on 4 cameras of an unseen family, scored on 50 others of it.
+
+The family is the nodal one (:mod:`plato_sim.optics.family_nodal`), which neither the shipped
+FocusNet, nor the shipped field head, nor any calibration has seen.  ``--finetune-cameras``
+cameras of it (their own seed, ``--finetune-seed``) are fitted with the forward method
+(``field_focus``; kept next to their campaigns, as ``benchmarks/finetune_transfer.py`` keeps
+them); the field head is fine-tuned on cameras like the fitted ones
+(:func:`plato_cnn.pipelines.field_head_finetune.finetune_field_head`: physics labels, no
+true T_BF), its systematic term measured again on the calibration families
+(:func:`plato_cnn.pipelines.field_head.calibrate_field_head`, never the nodal family), and
+both heads, the shipped one and the fine-tuned one, are scored on ``--oof-cameras`` other
+nodal cameras (``--oof-seed``: the out-of-family benchmark's cameras) with 5, 3, 2 and 1
+plateaux (:data:`plato_cnn.pipelines.calibrate.PLATEAU_SUBSETS`).
+
+Usage::
+
+    python -m benchmarks.field_head_transfer [--quick] [--variants N] [--out DIR] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/field_head_transfer.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import (  # noqa: E402
+    machine_info,
+    parse_with_quick,
+    report,
+    script_argv,
+)
+from benchmarks.finetune_transfer import _forward_report, _nodal, build_rows, markdown  # noqa: E402
+from plato_cnn.cli import _calibration_set  # noqa: E402
+from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
+from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+QUICK = dict(oof_cameras=4, variants=2, steps=200, calibrate=[("design", 1, 4)])
+PLATEAUX = (5, 3, 2, 1)
+#: the shipped head's calibration sets (docs/cnn.md section 7)
+CALIBRATION_SETS = ["highorder-mild:0:16", "highorder:0:10", "design:1:12"]
+
+
+def _score(job: dict) -> dict:
+    """Both heads on one held-out camera, every plateau count (features read once)."""
+    pin_one_thread()
+    from plato_cnn.field_bft import estimate_from_features, field_head_inputs
+    from plato_cnn.nn.field_head import load_field_head
+    from plato_cnn.reader import read_campaign
+
+    fr = read_campaign(job["dir"])
+    fr = fr.select(fr.usable)
+    _, _, _, feats = field_head_inputs(fr, None, job["heads"]["shipped"])
+    out = []
+    for name, head_dir in job["heads"].items():
+        head, card = load_field_head(head_dir)
+        for n_pl in PLATEAUX:
+            m = fr.plateau_mask(SUBSETS[n_pl])
+            try:
+                r = estimate_from_features(fr.select(m), feats[m], head, card.systematic_for)
+                out.append(dict(head=name, plateaux=n_pl, bft=r["bft_degC"], sigma=r["sigma_degC"]))
+            except Exception as exc:  # counted as a failure of that row
+                out.append(dict(head=name, plateaux=n_pl, error=f"{type(exc).__name__}: {exc}"))
+    return {"i": job["i"], "camera": job["camera"], "truth": job["truth"], "results": out}
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--finetune-cameras", type=int, default=4, help="cameras fine-tuned on")
+    ap.add_argument("--finetune-seed", type=int, default=2, help="their evaluation-set seed")
+    ap.add_argument("--oof-cameras", type=int, default=50, help="held-out cameras scored")
+    ap.add_argument("--oof-seed", type=int, default=1, help="their evaluation-set seed")
+    ap.add_argument("--variants", type=int, default=24, help="cameras like each fitted one")
+    ap.add_argument("--steps", type=int, default=1500, help="fine-tuning steps")
+    ap.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
+    ap.add_argument("--l2sp", type=float, default=1e-2, help="pull towards the shipped head")
+    ap.add_argument(
+        "--calibrate",
+        nargs="+",
+        type=_calibration_set,
+        default=[_calibration_set(t) for t in CALIBRATION_SETS],
+        help="calibration sets FAMILY:SEED:CAMERAS of the fine-tuned head's systematic term",
+    )
+    ap.add_argument("--out", default="out/field_head_transfer", help="variants and tuned head")
+    ap.add_argument("--oof-cache", default="out/out_of_family_cache")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="variants' and fine-tuning seed")
+    ap.add_argument("--json", default=None, help="write the result here")
+    args = parse_with_quick(ap, argv, QUICK)
+    if args.finetune_seed == args.oof_seed:
+        ap.error("--finetune-seed must differ from --oof-seed: the scored cameras are held out")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    from plato_cnn.nn.field_head import default_field_head_dir
+    from plato_cnn.pipelines.field_head import calibrate_field_head, calibration_campaigns
+    from plato_cnn.pipelines.field_head_finetune import (
+        FieldHeadFinetuneConfig,
+        finetune_field_head,
+    )
+
+    out = Path(args.out)
+    tuned = out / f"head_v{args.variants}_st{args.steps}_s{args.seed}"
+    t0 = time.perf_counter()
+    ft = _nodal(args.oof_cache, args.finetune_cameras, args.finetune_seed, args.workers)
+    held = _nodal(args.oof_cache, args.oof_cameras, args.oof_seed, args.workers)
+    t_emul = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    jobs = [dict(i=i, dir=str(d)) for i, (d, _) in enumerate(ft)]
+    reports = map_jobs(_forward_report, jobs, args.workers)
+    t_fit = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    cfg = FieldHeadFinetuneConfig(variants=args.variants, steps=args.steps, lr=args.lr,
+                                  l2sp=args.l2sp, seed=args.seed)  # fmt: skip
+    summary = finetune_field_head(reports, tuned, out / "variants", cfg=cfg, workers=args.workers)
+    t_train = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    campaigns = calibration_campaigns(args.oof_cache, args.calibrate, args.workers)
+    calib = calibrate_field_head(tuned, campaigns)
+    t_cal = time.perf_counter() - t3
+    t4 = time.perf_counter()
+    heads = {"shipped": str(default_field_head_dir()), "fine-tuned": str(tuned)}
+    jobs = [dict(i=i, dir=str(d), camera=tr["camera"], truth=tr["bft_degC"], heads=heads)
+            for i, (d, tr) in enumerate(held)]  # fmt: skip
+    evals = map_jobs(_score, jobs, args.workers)
+    t_score = time.perf_counter() - t4
+    fw_err = [r["bft_degC"] - tr["bft_degC"] for r, (_, tr) in zip(reports, ft, strict=True)]
+    result = dict(
+        machine=machine_info(),
+        command=script_argv(),
+        config=vars(args),
+        finetune_cameras=[tr["camera"] for _, tr in ft],
+        forward_errors_on_finetune_cameras_degC=fw_err,
+        finetune_summary=summary,
+        calibration={k: v["systematic_sigma_degC"] for k, v in calib["per_count"].items()},
+        seconds=dict(
+            emulation=t_emul,
+            forward_fits=t_fit,
+            finetune=t_train,
+            calibration=t_cal,
+            scoring=t_score,
+        ),  # fmt: skip
+        rows=build_rows(evals, tuple(heads), key="head"),
+        per_camera=evals,
+    )
+    print(
+        f"field head fine-tuned on {args.finetune_cameras} nodal cameras (seed "
+        f"{args.finetune_seed}, {args.variants} variants each); scored on {args.oof_cameras} "
+        f"others (seed {args.oof_seed}); forward fits {t_fit:.0f} s, fine-tuning {t_train:.0f} "
+        f"s, calibration {t_cal:.0f} s, scoring {t_score:.0f} s"
+    )
+    report(result, markdown(result, ("head", "field head")), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,284 @@
+"""Fine-tune the field head on cameras like a few measured ones (``plato-cnn field-head-finetune``).
+
+A test house that has measured a few cameras of a new family with the forward method
+(:func:`plato_cnn.forward.forward_bft`, ``field_focus``: per field position its focal offset
+and Z5..Z22, the chromatic shift, the diffusion) knows that family's optics far better than
+any prior.  This pipeline turns each fitted camera into many cameras *like* it
+(:func:`plato_cnn.resimulate.varied_camera`: quarter turns, mirror, each Noll term scaled,
+the diffusion scaled), gives each a thermal response drawn from the head's own training prior
+(``plato_cnn/data/field_head_dataset.yaml``: the four fitted responses are four draws, not a
+family's range), images each through focus as a campaign (:func:`plato_cnn.resimulate.
+resimulate_campaign`: ``plateaux`` foci spread over +-``focus_half_range_um`` around the
+camera's best focus, as the training series are), and labels each field position with the
+TRP1 at which that camera reaches the field's EEF-optimal focus, exactly, as the training
+dataset does (``dz_field_best_um``: :func:`plato_sim.truth.bestfocus.field_best_focus_um`,
+OGSE spectrum, at the diffusion's floor).  The shipped head is then trained further on those
+series, with an L2 pull towards its own weights (L2-SP) so that what it learnt on the broad
+prior stays.
+
+The labels are physics labels: no real camera's T_BF is known to the pipeline; the real
+campaigns enter only through their forward fits.  What the re-simulated series lack is what
+the forward model lacks (an aberration outside Z5..Z22, the real detector beyond the
+emulator's): docs/cnn.md section 7.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from plato_cnn.nn.card import default_model_dir, load_model
+from plato_cnn.nn.field_head import (
+    default_field_head_dir,
+    field_series,
+    load_field_head,
+    network_digest,
+    save_field_head,
+    stamp_features,
+)
+from plato_cnn.pipelines.field_head import SeriesSet, _draw, _nll
+from plato_sim.errors import DataError, ParameterError
+from plato_sim.io.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FieldHeadFinetuneConfig", "finetune_field_head", "variant_series"]
+
+#: The head's training set: the variants' thermal responses are drawn from its prior.
+FIELD_HEAD_DATASET = Path(__file__).resolve().parents[1] / "data" / "field_head_dataset.yaml"
+
+
+@dataclass(frozen=True)
+class FieldHeadFinetuneConfig:
+    """Settings of :func:`finetune_field_head`.
+
+    Attributes:
+        variants: cameras like each fitted one.
+        plateaux: foci per variant (the training series have 8).
+        focus_half_range_um: the foci are uniform in +- this around the variant's best focus
+            (um of thermal focal shift; the training series: 200).
+        dithers: dithered frames per field position and focus (the training series: 4).
+        steps, batch, lr: AdamW steps of ``batch`` series at a constant ``lr``.
+        l2sp: weight of the squared distance to the starting weights (per parameter, summed).
+        seed: of the variants' draws and of the training.
+    """
+
+    variants: int = 24
+    plateaux: int = 8
+    focus_half_range_um: float = 200.0
+    dithers: int = 4
+    steps: int = 1500
+    batch: int = 128
+    lr: float = 3e-4
+    l2sp: float = 1e-2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.variants < 1 or self.plateaux < 2 or self.dithers < 1:
+            raise ParameterError(
+                "field head fine-tuning: variants >= 1, plateaux >= 2, dithers >= 1"
+            )
+        if self.steps < 1 or self.batch < 1 or not self.lr > 0 or self.l2sp < 0:
+            raise ParameterError("field head fine-tuning: steps, batch >= 1, lr > 0, l2sp >= 0")
+        if not self.focus_half_range_um > 0:
+            raise ParameterError("field head fine-tuning: focus_half_range_um > 0")
+
+
+def _thermal_prior() -> tuple[object, object, float]:
+    """The head's training prior on ``s`` and ``q`` (specs) and its focus reach (um)."""
+    from plato_sim.scenes.sampling import _focus_reach_um, load_config
+
+    cfg = load_config(FIELD_HEAD_DATASET)
+    c = cfg["cameras"]
+    return c["s_um_per_degC"], c.get("q_um_per_degC2", 0.0), _focus_reach_um(cfg)
+
+
+def _variant(camera, rng: np.random.Generator):
+    """A camera like ``camera`` with a thermal response from the head's training prior."""
+    from plato_cnn.resimulate import varied_camera
+    from plato_sim.detector import draw_value
+    from plato_sim.optics.thermal import ThermalModel
+
+    s_spec, q_spec, reach = _thermal_prior()
+    s = float(draw_value(rng, s_spec, "cameras.s_um_per_degC"))
+    q = float(draw_value(rng, q_spec, "cameras.q_um_per_degC2")) if q_spec else 0.0
+    q_max = s * s / (4.0 * reach)  # as the dataset clips it: every focus stays reachable
+    q = float(np.clip(q, -q_max, q_max))
+    cam = varied_camera(camera, rng)
+    return replace(cam, thermal=ThermalModel(s_um_per_degC=s, t0_degC=cam.thermal.t0_degC,
+                                             q_um_per_degC2=q))  # fmt: skip
+
+
+def _foci_degC(report: dict, s: float, cfg: FieldHeadFinetuneConfig, rng) -> tuple[float, ...]:
+    """``cfg.plateaux`` TRP1 (degC, to 0.1) over the focus range: one in the middle 70 % of each
+    of as many equal bins, so that no two fall within the reader's 0.5 degC plateau tolerance
+    (docs/campaign-format.md) and the range is covered evenly."""
+    half = cfg.focus_half_range_um / abs(s)
+    width = 2.0 * half / cfg.plateaux
+    lo = -half + width * np.arange(cfg.plateaux)
+    t = lo + width * rng.uniform(0.15, 0.85, cfg.plateaux) + float(report["bft_degC"])
+    return tuple(float(v) for v in np.round(t, 1))
+
+
+def _field_labels_degC(camera) -> np.ndarray:
+    """Per field position of ``camera``'s table, the TRP1 (degC) at which it reaches the
+    position's EEF-optimal focus, as the training dataset labels it (``dz_field_best_um``:
+    OGSE spectrum, the diffusion's floor)."""
+    from plato_sim.optics.spectra import ogse_spectrum
+    from plato_sim.truth.bestfocus import field_best_focus_um
+
+    best, _ = field_best_focus_um(
+        camera.optics, np.asarray(camera.optics.theta_deg), np.asarray(camera.optics.phi_deg),
+        spectrum=ogse_spectrum(camera.optics.camera), engine=camera.engine(),
+    )  # fmt: skip
+    return np.asarray(camera.thermal.temperature_degC(best), float)
+
+
+def _series_of(folder: Path, camera, t_f: np.ndarray, net, device: str) -> tuple[np.ndarray, ...]:
+    """The variant campaign's series (features, TRP1) and each position's label T_f (degC,
+    ``t_f`` per position of ``camera``'s table); positions some focus lost are left out."""
+    from plato_cnn.predict import network_stamps
+    from plato_cnn.reader import read_campaign
+
+    fr = read_campaign(folder)
+    fr = fr.select(fr.usable)
+    feats = stamp_features(
+        net, network_stamps(fr), fr.field_theta_deg, fr.field_phi_deg, device=device
+    )
+    ser = field_series(feats, fr.field_id, fr.obsid, fr.temperature_degC, fr.field_theta_deg,
+                       fr.field_phi_deg)  # fmt: skip
+    keep = ser.mask.all(axis=1)
+    k = camera.optics.field_index(ser.theta_deg[keep], ser.phi_deg[keep])
+    return ser.features[keep], ser.temperature_degC[keep], t_f[k]
+
+
+def _image_variant(job: dict) -> dict:
+    """Emulate one variant's through-focus campaign (a worker job; kept under its folder)."""
+    from plato_cnn.resimulate import fitted_camera, resimulate_campaign
+    from plato_sim.workers import pin_one_thread
+
+    pin_one_thread()
+    cfg, rep, c, v = job["cfg"], job["report"], job["camera"], job["variant"]
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, c, v]))
+    cam = _variant(fitted_camera(rep, camera_id=c), rng)
+    foci = _foci_degC(rep, cam.thermal.s_um_per_degC, cfg, rng)
+    emulated, _ = resimulate_campaign(
+        rep, job["folder"], foci, n_dithers=cfg.dithers, frames_per_dither=1,
+        seed=int(rng.integers(2**31)), n_sub_truth=4, camera_name=f"variant{c}x{v}", camera=cam,
+    )  # fmt: skip
+    return {"folder": job["folder"], "camera": emulated, "index": c,
+            "t_f": _field_labels_degC(emulated)}  # fmt: skip
+
+
+def variant_series(
+    reports: list[dict],
+    workdir: str | Path,
+    model_dir: str | Path | None = None,
+    cfg: FieldHeadFinetuneConfig | None = None,
+    device: str = "cpu",
+    workers: int = 1,
+) -> SeriesSet:
+    """Through-focus series of ``cfg.variants`` cameras like each fitted one, imaged as
+    campaigns under ``workdir`` (kept: a rerun reads them back; ``workers`` processes) and
+    read by the FocusNet of ``model_dir``.  ``camera_id`` of a series is the index of its
+    fitted camera.  Each variant draws from its own stream ``(seed, camera, variant)``."""
+    from plato_sim.workers import map_jobs
+
+    cfg = cfg or FieldHeadFinetuneConfig()
+    jobs = [
+        dict(cfg=cfg, report=rep, camera=c, variant=v,
+             folder=str(Path(workdir) / f"cam{c:02d}_v{v:03d}_s{cfg.seed}"))
+        for c, rep in enumerate(reports)
+        for v in range(cfg.variants)
+    ]  # fmt: skip
+    imaged = map_jobs(_image_variant, jobs, workers, desc="field head variants")
+    net, _ = load_model(model_dir or default_model_dir(), device)
+    feats, temps, tbest, cids = [], [], [], []
+    for im in imaged:
+        f, t, y = _series_of(Path(im["folder"]), im["camera"], im["t_f"], net, device)
+        if f.shape[1] != cfg.plateaux or len(y) == 0:
+            log.warning("%s: %d of %d foci read: left out", im["folder"], f.shape[1], cfg.plateaux)
+            continue
+        feats.append(f), temps.append(t), tbest.append(y), cids.append(np.full(len(y), im["index"]))
+    if not feats:
+        raise DataError("field head fine-tuning: no variant campaign could be read")
+    return SeriesSet(
+        features=np.concatenate(feats).astype(np.float32),
+        temperature_degC=np.concatenate(temps),
+        t_best_degC=np.concatenate(tbest),
+        camera_id=np.concatenate(cids),
+    )
+
+
+def _tune(head, series: SeriesSet, cfg: FieldHeadFinetuneConfig) -> list[float]:
+    """AdamW steps on ``series`` with the L2-SP pull; returns the loss every 100 steps."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    ref = {k: v.detach().clone() for k, v in head.named_parameters()}
+    opt = torch.optim.AdamW(head.parameters(), cfg.lr, weight_decay=0.0)
+    losses = []
+    head.train()
+    for step in range(cfg.steps):
+        x, dt, mask, y, _ = _draw(series, rng.integers(0, len(series.t_best_degC), cfg.batch), rng)
+        loss = _nll(head(x, dt, mask), y)
+        pull = sum(((p - ref[k]) ** 2).sum() for k, p in head.named_parameters())
+        opt.zero_grad()
+        (loss + cfg.l2sp * pull).backward()
+        opt.step()
+        if step % 100 == 0:
+            losses.append(round(loss.item(), 4))
+    head.eval()
+    return losses
+
+
+def finetune_field_head(
+    reports: list[dict],
+    out_dir: str | Path,
+    workdir: str | Path,
+    head_dir: str | Path | None = None,
+    model_dir: str | Path | None = None,
+    cfg: FieldHeadFinetuneConfig | None = None,
+    device: str = "cpu",
+    workers: int = 1,
+) -> dict:
+    """Fine-tune the field head of ``head_dir`` (default: the shipped one) on cameras like
+    the forward-fitted ones of ``reports`` and write it to ``out_dir`` with its card (the
+    starting head's systematic terms kept until :func:`~plato_cnn.pipelines.field_head.
+    calibrate_field_head` measures new ones).  Returns the summary (also in the card's
+    ``finetune``)."""
+    cfg = cfg or FieldHeadFinetuneConfig()
+    if not reports:
+        raise ParameterError("field head fine-tuning: no forward report")
+    t0 = time.perf_counter()
+    model_dir = model_dir or default_model_dir()
+    head, card = load_field_head(head_dir or default_field_head_dir(), network_digest(model_dir))
+    series = variant_series(reports, workdir, model_dir, cfg, device, workers)
+    t_sim = time.perf_counter() - t0
+    losses = _tune(head, series, cfg)
+    summary = {
+        "config": asdict(cfg),
+        "start_head": str(head_dir or default_field_head_dir()),
+        "cameras": [
+            {"bft_degC": r["bft_degC"], "fields": len(r["wavefront"]), "chi2": r["chi2"]["reduced"]}
+            for r in reports
+        ],
+        "n_series": int(len(series.t_best_degC)),
+        "loss_every_100_steps": losses,
+        "seconds_variants": round(t_sim, 1),
+        "seconds_total": round(time.perf_counter() - t0, 1),
+    }
+    card.training = {**card.training, "finetune": summary}
+    save_field_head(head, card, out_dir)
+    atomic_write_text(Path(out_dir) / "finetune_summary.json", json.dumps(summary, indent=1))
+    log.info(
+        "field head fine-tuned on %d series in %.0f s",
+        summary["n_series"],
+        summary["seconds_total"],
+    )
+    return summary
