@@ -250,8 +250,8 @@ def finetune_field_head(
     """Fine-tune the field head of ``head_dir`` (default: the shipped one) on cameras like
     the forward-fitted ones of ``reports`` and write it to ``out_dir`` with its card (the
     starting head's systematic terms kept until :func:`~plato_cnn.pipelines.field_head.
-    calibrate_field_head` measures new ones).  Returns the summary (also in the card's
-    ``finetune``)."""
+    calibrate_field_head` measures new ones; its out-of-family term dropped).  Returns the
+    summary (also in the card's ``finetune``)."""
     cfg = cfg or FieldHeadFinetuneConfig()
     if not reports:
         raise ParameterError("field head fine-tuning: no forward report")
@@ -274,6 +274,8 @@ def finetune_field_head(
         "seconds_total": round(time.perf_counter() - t0, 1),
     }
     card.training = {**card.training, "finetune": summary}
+    # the starting head's out-of-family term was measured for it, not for this head
+    card.family_sigma_degC, card.family_calibration = {}, {}
     save_field_head(head, card, out_dir)
     atomic_write_text(Path(out_dir) / "finetune_summary.json", json.dumps(summary, indent=1))
     log.info(
