@@ -33,7 +33,8 @@ from benchmarks._common import (  # noqa: E402
     report,
     script_argv,
 )
-from benchmarks.finetune_transfer import _forward_report, _nodal, build_rows, markdown  # noqa: E402
+from benchmarks.finetune_transfer import _forward_report, _nodal, build_rows  # noqa: E402
+from benchmarks.finetune_transfer import markdown as _markdown  # noqa: E402
 from plato_cnn.cli import _calibration_set  # noqa: E402
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
 from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
@@ -67,6 +68,11 @@ def _score(job: dict) -> dict:
             except Exception as exc:  # counted as a failure of that row
                 out.append(dict(head=name, plateaux=n_pl, error=f"{type(exc).__name__}: {exc}"))
     return {"i": job["i"], "camera": job["camera"], "truth": job["truth"], "results": out}
+
+
+def markdown(result: dict) -> str:
+    """The rows as a table, one per head and plateau count."""
+    return _markdown(result, ("head", "field head"))
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         f"others (seed {args.oof_seed}); forward fits {t_fit:.0f} s, fine-tuning {t_train:.0f} "
         f"s, calibration {t_cal:.0f} s, scoring {t_score:.0f} s"
     )
-    report(result, markdown(result, ("head", "field head")), args.json)
+    report(result, markdown(result), args.json)
     return 0
 
 

@@ -124,6 +124,11 @@ ROWS = [
 ]
 
 
+#: the field head as ``bft --method field`` reports it: its sigma widened by its out-of-family
+#: term where the CNN's thermal-residual check flags the camera (plato_cnn.field_bft)
+FAMILY_LABEL = "CNN field head, out-of-family term where the residual check flags"
+
+
 def _derived_rows() -> dict[int, tuple[int, int]]:
     """Append the rows derived from two others of the same camera (never computed again):
     the CNN's estimate cross-checked against a reference as the command line does
@@ -131,7 +136,9 @@ def _derived_rows() -> dict[int, tuple[int, int]]:
     flagged outside the model and its sigma widened to cover the difference), by the improved
     classical fit (the default, 4 plateaux or more: here 5) and by the forward fit
     (``--cross-check-forward``); and the CNN's estimate replaced by the field head's where the
-    CNN's thermal-residual check flags the camera (``bft --method cnn --field-head-fallback``).
+    CNN's thermal-residual check flags the camera (``bft --method cnn --field-head-fallback``),
+    and the field head's own estimate as ``bft --method field`` reports it (:data:`FAMILY_LABEL`);
+    where the residual check flags, both add the head's out-of-family term to its sigma.
     Returns ``{row: (CNN row, reference row)}``."""
     refs = (
         ("CNN, cross-checked by the improved classical", "improved classical (gauss)", "eef",
@@ -141,6 +148,7 @@ def _derived_rows() -> dict[int, tuple[int, int]]:
     refs += (
         ("CNN, the field head where the residual check flags it", "CNN field head", "field",
          "-", (5, 3, 2, 1)),
+        (FAMILY_LABEL, "CNN field head", "field", "-", (5, 3, 2, 1)),
     )  # fmt: skip
     checks = {}
     for label, ref_label, method, fit, counts in refs:
@@ -179,8 +187,9 @@ def _card_sha(model: str | None) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _field_head_sha(head_dir: str | None) -> str:
-    """SHA-256 of a field head's files (its card and weights; default: the shipped one);
-    ``"absent"`` where there is none (its rows then fail, and are not kept as its)."""
+    """SHA-256 of a field head's files (its card and weights; default: the shipped one), its
+    out-of-family term left out (the kept rows do not depend on it: the derived rows apply
+    it); ``"absent"`` where there is none (its rows then fail, and are not kept as its)."""
     import hashlib
 
     from plato_cnn.nn.field_head import default_field_head_dir
@@ -188,11 +197,24 @@ def _field_head_sha(head_dir: str | None) -> str:
     d = Path(head_dir or default_field_head_dir())
     h = hashlib.sha256()
     try:
-        for name in ("field_head.json", "field_head.pt"):
-            h.update((d / name).read_bytes())
-    except OSError:
+        card = json.loads((d / "field_head.json").read_text("utf-8"))
+        weights = (d / "field_head.pt").read_bytes()
+    except (OSError, ValueError):
         return "absent"
+    for key in ("family_sigma_degC", "family_calibration"):
+        card.pop(key, None)
+    # the card as plato_cnn.nn.field_head.save_field_head writes it, less those keys
+    h.update((json.dumps(card, indent=1) + "\n").encode("utf-8"))
+    h.update(weights)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _field_head_card():
+    """The shipped field head's card (its out-of-family term for the derived rows)."""
+    from plato_cnn.nn.field_head import default_field_head_dir, load_field_head
+
+    return load_field_head(default_field_head_dir())[1]
 
 
 def _result_cache(job: dict, fit_version: int | None = None, with_card: bool = True) -> Path:
@@ -360,8 +382,10 @@ def with_cross_checks(ev: dict) -> dict:
             ev["results"].append({"row": k, "error": cnn.get("error") or ref["error"]})
             continue
         flagged = bool(cnn.get("outside"))
-        if ROWS[b][1] == "field":  # the field head's estimate where the CNN is flagged
-            use = ref if flagged else cnn
+        if ROWS[b][1] == "field":  # the field head where the CNN's residual check flags
+            term = _field_head_card().family_for(ROWS[b][3]) if flagged else None
+            field = {**ref, "sigma": float(np.hypot(ref["sigma"], term or 0.0))}
+            use = field if flagged or ROWS[k][0] == FAMILY_LABEL else cnn
             ev["results"].append({"row": k, "bft": use["bft"], "sigma": use["sigma"],
                                   "outside": flagged})  # fmt: skip
             continue

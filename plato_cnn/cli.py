@@ -216,7 +216,8 @@ def _field_head_fallback(args: argparse.Namespace, frames, result: dict) -> dict
     (docs/cnn.md section 7); the CNN's stays under ``cnn_estimate``."""
     from plato_cnn.field_bft import field_head_bft
 
-    fh = field_head_bft(frames, args.model, args.field_head, device=args.device)
+    # flagged by the CNN's own residual check: the field head's out-of-family term applies
+    fh = field_head_bft(frames, args.model, args.field_head, device=args.device, outside=True)
     cnn = {k: result[k] for k in ("fit", "bft_degC", "sigma_degC")}
     note = (
         f"the CNN estimate ({cnn['bft_degC']:.2f} +- {cnn['sigma_degC']:.2f} degC) is outside "
@@ -229,6 +230,7 @@ def _field_head_fallback(args: argparse.Namespace, frames, result: dict) -> dict
         "sigma_degC": fh["sigma_degC"],
         "cnn_estimate": cnn,
         "field_head": fh["field_head"],
+        "family_check": fh["family_check"],
         "warnings": result["warnings"] + fh["warnings"] + [note],
     }
 
@@ -297,7 +299,7 @@ def _field_arguments(p: argparse.ArgumentParser) -> None:
 def _field_run(args: argparse.Namespace, frames) -> dict:
     from plato_cnn.field_bft import field_head_bft
 
-    result = field_head_bft(frames, args.model, args.field_head, device=args.device)
+    result = field_head_bft(frames, args.model, args.field_head, device=args.device, seed=args.seed)
     return _cross_checked(args, frames, result)
 
 
@@ -500,13 +502,19 @@ def _cmd_field_head(args: argparse.Namespace) -> int:
         FieldHeadTrainConfig,
         calibrate_field_head,
         calibration_campaigns,
+        measure_family_term,
         train_field_head,
     )
     from plato_sim.errors import ParameterError
 
-    if not args.dataset and not args.calibrate:
-        raise ParameterError("field-head: give --dataset (train), --calibrate, or both")
-    unknown = sorted({f for f, _, _ in args.calibrate or () if f not in CALIBRATION_FAMILIES})
+    if not (args.dataset or args.calibrate or args.family_reference):
+        raise ParameterError(
+            "field-head: give --dataset (train), --calibrate, --family-reference, or several"
+        )
+    if bool(args.family_reference) != bool(args.family_sets):
+        raise ParameterError("field-head: --family-reference and --family-sets go together")
+    sets = (args.calibrate or []) + (args.family_sets or [])
+    unknown = sorted({f for f, _, _ in sets if f not in CALIBRATION_FAMILIES})
     if unknown:  # before hours of training, not after
         raise ParameterError(
             f"--calibrate: unknown family {', '.join(unknown)}; allowed "
@@ -529,6 +537,15 @@ def _cmd_field_head(args: argparse.Namespace) -> int:
                 f"calibration cameras, systematic term {r['systematic_sigma_degC']:.3f} degC, "
                 f"coverage "
                 f"{100 * r['coverage']:.0f} %"
+            )
+    if args.family_reference:
+        held = calibration_campaigns(args.cache, args.family_sets, args.workers)
+        block = measure_family_term(args.out, args.family_reference, held, args.model, args.device)
+        for k, r in block["per_count"].items():
+            print(
+                f"{k} plateaux: reference head RMS {r['rms_error_degC']:.3f} degC on {len(held)} "
+                f"cameras of families it never saw, out-of-family term "
+                f"{r['systematic_sigma_degC']:.3f} degC"
             )
     print(f"wrote {args.out}")
     return 0
@@ -926,6 +943,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FAMILY:SEED:CAMERAS",
         help="calibration sets (families design, highorder, highorder-mild) that set the "
         "systematic sigma per plateau count",
+    )
+    p.add_argument(
+        "--family-reference",
+        type=existing_dir,
+        default=None,
+        metavar="HEAD",
+        help="a calibrated head trained without the families of --family-sets: its errors "
+        "there set the out-of-family term of --out (sigma added where the camera is flagged "
+        "outside the families the network knows)",
+    )
+    p.add_argument(
+        "--family-sets",
+        type=_calibration_set,
+        nargs="+",
+        default=None,
+        metavar="FAMILY:SEED:CAMERAS",
+        help="with --family-reference: calibration sets of families that head never saw",
     )
     p.add_argument(
         "--cache", default="out/out_of_family_cache", help="calibration campaigns (cache)"

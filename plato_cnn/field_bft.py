@@ -11,6 +11,7 @@ cameras of calibration families that neither the head's training nor any benchma
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +26,17 @@ from plato_cnn.nn.field_head import (
     stamp_features,
 )
 from plato_cnn.predict import network_stamps
-from plato_sim.errors import ParameterError
+from plato_sim.errors import ParameterError, warn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["estimate_from_features", "field_head_bft", "field_head_inputs"]
+__all__ = [
+    "estimate_from_features",
+    "family_check",
+    "field_head_bft",
+    "field_head_inputs",
+    "with_family_term",
+]
 
 
 def field_head_bft(
@@ -38,6 +45,8 @@ def field_head_bft(
     head_dir: str | Path | None = None,
     device: str = "cpu",
     systematic: bool = True,
+    outside: bool | None = None,
+    seed: int = 0,
 ) -> dict:
     """The field head's estimate for one campaign's usable frames.
 
@@ -49,6 +58,11 @@ def field_head_bft(
         head_dir: a field head directory (default: the shipped one).
         device: torch device.
         systematic: add the head's calibrated systematic term (degC) to sigma.
+        outside: whether the camera lies outside the families the network knows; None: ask
+            the CNN's thermal-residual check on the same frames (:func:`family_check`).
+            Where it does, the head's out-of-family term is added to sigma
+            (:func:`with_family_term`).  Only with ``systematic``.
+        seed: of the CNN fit behind the check.
 
     Returns:
         The method part of a report: ``bft_degC``, ``sigma_degC``, ``sigma_stat_degC``,
@@ -61,6 +75,10 @@ def field_head_bft(
     sel = frames.select(use)
     head, hcard, card, feats = field_head_inputs(sel, model_dir, head_dir, device)
     est = estimate_from_features(sel, feats, head, hcard.systematic_for if systematic else None)
+    if systematic:
+        check = family_check(sel, model_dir, device, seed) if outside is None else None
+        flagged = bool(check["outside"]) if check is not None else bool(outside)
+        est = with_family_term(est, hcard, flagged, check)
     return {
         "fit": "field-head",
         **est,
@@ -131,3 +149,62 @@ def estimate_from_features(frames, features: np.ndarray, head, systematic_for=No
         },
         "warnings": warnings,
     }
+
+
+def family_check(
+    frames, model_dir: str | Path | None = None, device: str = "cpu", seed: int = 0
+) -> dict:
+    """Whether ``frames`` come from a camera outside the families the network knows: the
+    CNN's thermal-residual check (:func:`plato_cnn.predict.apply_residual_check`: the
+    network's offsets depart from a thermal model by more than on any in-family calibration
+    camera), run on the same frames.  Returns ``ran``, ``outside``, ``residual_um`` and
+    ``threshold_um`` (or ``reason`` when the check cannot run: one plateau, no calibration)."""
+    from plato_cnn.predict import cnn_bft
+    from plato_sim.errors import PlatoFocusError, PlatoFocusWarning
+
+    try:
+        with warnings.catch_warnings():  # the CNN estimate's own notes: not this report's
+            warnings.simplefilter("ignore", PlatoFocusWarning)
+            _, info = cnn_bft(frames, model_dir, n_boot=2, seed=seed, device=device)
+    except PlatoFocusError as exc:
+        return {"ran": False, "outside": False, "reason": f"the CNN fit failed: {exc}"}
+    rec = info["thermal_residual"]
+    out = {"ran": bool(rec["ran"]), "outside": bool(rec["outside"])}
+    if np.isfinite(rec["residual_um"]):  # one plateau has none
+        out["residual_um"] = float(rec["residual_um"])
+    if rec["ran"]:
+        out["threshold_um"] = float(rec["threshold_um"])
+    else:
+        out["reason"] = "the model's residual check has no entry for this plateau count"
+    return out
+
+
+def with_family_term(est: dict, card, outside: bool, check: dict | None = None) -> dict:
+    """``est`` (:func:`estimate_from_features`) with the head's out-of-family term
+    (:meth:`~plato_cnn.nn.field_head.FieldHeadCard.family_for`, degC) added in quadrature to
+    its sigma where ``outside``; records ``family_check`` and ``outside_model`` and says so in
+    a warning.  The term was measured on a family a reference head had never seen (docs/cnn.md
+    section 7): not this camera's, an estimate of what a new family costs."""
+    out = {**est, "warnings": list(est["warnings"])}
+    term = card.family_for(est["n_plateaux"]) if outside else None
+    rec = {**(check or {"ran": False, "reason": "given by the caller"}), "outside": bool(outside),
+           "family_sigma_degC": term}  # fmt: skip
+    out["family_check"] = rec
+    out["outside_model"] = bool(outside)
+    if not outside:
+        return out
+    if term is None:
+        msg = (
+            "the camera is outside the families the network knows, and the field head has no "
+            "out-of-family term for this plateau count: its sigma is the in-family one"
+        )
+    else:
+        before = out["sigma_degC"]
+        out["sigma_degC"] = float(np.hypot(before, term))
+        msg = (
+            "the camera is outside the families the network knows (thermal-residual check): "
+            f"sigma widened from {before:.2f} to {out['sigma_degC']:.2f} degC by the field "
+            f"head's out-of-family term {term:.2f} degC"
+        )
+    out["warnings"].append(warn(msg))
+    return out

@@ -254,7 +254,7 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
         if cmd == "field-head":
             # --out: the head written (and, with --calibrate alone, its card updated);
             # --cache: calibration campaigns emulated where missing
-            return w(args.dataset) + w(args.model or DEFAULT_MODEL)
+            return w(args.dataset) + w(args.model or DEFAULT_MODEL) + w(args.family_reference)
         if cmd == "focus-check":
             return w(args.imagettes) + w(args.model or INORBIT_MODEL)
     raise InputChanged(

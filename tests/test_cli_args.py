@@ -230,6 +230,14 @@ USAGE_ERRORS = [
     ("plato-cnn", "field-head", ["--device", "cuda:x"], "--device", "cpu, cuda or cuda:N"),
     (
         "plato-cnn",
+        "field-head",
+        ["--family-reference", "/missing/fh"],
+        "--family-reference",
+        "no such folder",
+    ),
+    ("plato-cnn", "field-head", ["--family-sets", "ho:0"], "--family-sets", "FAMILY:SEED:CAMERAS"),
+    (
+        "plato-cnn",
         "bft",
         ["--method", "field", "--field-head", "/missing/fh"],
         "--field-head",

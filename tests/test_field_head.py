@@ -14,25 +14,28 @@ from campaign_builder import make_campaign
 from model_builder import save_tiny_model
 
 from plato_cnn.cli import main
-from plato_cnn.field_bft import field_head_bft
+from plato_cnn.field_bft import field_head_bft, with_family_term
 from plato_cnn.nn.card import load_model
 from plato_cnn.nn.field_head import (
     FieldHead,
+    FieldHeadCard,
     FieldHeadConfig,
     feature_dim,
     field_series,
     load_field_head,
     network_digest,
+    save_field_head,
     stamp_features,
 )
 from plato_cnn.pipelines.field_head import (
     FieldHeadTrainConfig,
     calibrate_field_head,
     dataset_series,
+    measure_family_term,
     train_field_head,
 )
 from plato_cnn.reader import read_campaign
-from plato_sim.errors import DataError, ModelFormatError
+from plato_sim.errors import DataError, ModelFormatError, ParameterError
 from plato_sim.generate import generate
 from plato_sim.io.store import read_shard
 from plato_sim.scenes import sampling
@@ -202,3 +205,57 @@ def test_cnn_falls_back_on_the_field_head_where_its_residual_check_flags(
     assert main([*argv, "--model", str(model_dir)]) == 0  # no residual check: no fallback
     r = json.loads(out.read_text())
     assert r["fit"] == "thermal-model" and "cnn_estimate" not in r
+
+
+def test_out_of_family_term_widens_sigma_only_where_flagged():
+    card = FieldHeadCard(config={}, base_weights_sha256="x", family_sigma_degC={"5": 0.4, "2": 0.9})
+    assert card.family_for(5) == 0.4 and card.family_for(3) == 0.9 and card.family_for(1) is None
+    est = {"bft_degC": -80.0, "sigma_degC": 0.3, "n_plateaux": 3, "warnings": []}
+    kept = with_family_term(est, card, outside=False)
+    assert kept["sigma_degC"] == 0.3 and not kept["outside_model"] and kept["warnings"] == []
+    wide = with_family_term(est, card, outside=True, check={"ran": True, "residual_um": 9.0})
+    assert wide["sigma_degC"] == pytest.approx(np.hypot(0.3, 0.9)) and wide["outside_model"]
+    assert wide["family_check"]["family_sigma_degC"] == 0.9 and "0.90 degC" in wide["warnings"][0]
+    assert est["warnings"] == [] and est["sigma_degC"] == 0.3  # the input is not changed
+    # flagged, but no term measured for one plateau: said so, sigma not made up
+    one = with_family_term({**est, "n_plateaux": 1}, card, outside=True)
+    assert one["sigma_degC"] == 0.3 and "no out-of-family term" in one["warnings"][0]
+
+
+def test_family_term_is_what_the_reference_lacks_on_the_held_out_cameras(
+    head_dir, model_dir, campaign, tmp_path
+):
+    """The term is the 68th percentile of sqrt(e^2 - sigma^2), sigma the reference head's
+    full sigma; it is written into the target head's card, and the command line refuses a
+    reference without its in-family calibration."""
+    import shutil
+
+    ref = tmp_path / "ref"
+    shutil.copytree(head_dir, ref)
+    head, card = load_field_head(ref)
+    card.systematic_sigma_degC = {}  # (head_dir may have been calibrated by another test)
+    save_field_head(head, card, ref)
+    with pytest.raises(ParameterError, match="no in-family calibration"):
+        measure_family_term(head_dir, ref, [(str(campaign), -80.0)], model_dir)
+    calibrate_field_head(ref, [(str(campaign), -80.0)], model_dir)
+    target = tmp_path / "target"
+    shutil.copytree(head_dir, target)
+    truth = -79.0  # an estimate 1 degC off the head's calibration camera
+    block = measure_family_term(target, ref, [(str(campaign), truth)], model_dir)
+    _, card = load_field_head(target)
+    _, ref_card = load_field_head(ref)
+    r = field_head_bft(read_campaign(campaign), model_dir, ref, outside=False)
+    err = r["bft_degC"] - truth
+    assert block["per_count"]["5"]["errors_degC"] == [pytest.approx(err)]
+    assert card.family_for(5) == pytest.approx(np.sqrt(max(0.0, err**2 - r["sigma_degC"] ** 2)))
+    assert set(card.family_sigma_degC) == {"5", "3", "2", "1"}
+    assert card.systematic_sigma_degC == load_field_head(head_dir)[1].systematic_sigma_degC
+    assert ref_card.family_sigma_degC == {}
+
+
+def test_field_method_reports_its_family_check(head_dir, model_dir, campaign):
+    """``--method field`` runs the CNN's residual check on the same frames; a model without
+    that check's calibration leaves the estimate in family, and says the check did not run."""
+    r = field_head_bft(read_campaign(campaign), model_dir, head_dir)
+    assert r["family_check"]["ran"] is False and r["family_check"]["outside"] is False
+    assert r["outside_model"] is False and r["family_check"]["family_sigma_degC"] is None

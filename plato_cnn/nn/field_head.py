@@ -238,13 +238,26 @@ class FieldHeadCard:
     training: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
     format: int = FIELD_HEAD_FORMAT
+    #: per plateau count, the term (degC) added in quadrature where the camera is flagged
+    #: outside the families the network knows (docs/cnn.md section 7); empty: none measured
+    family_sigma_degC: dict = field(default_factory=dict)
+    family_calibration: dict = field(default_factory=dict)
 
     def systematic_for(self, n_plateaux: int) -> float | None:
         """The systematic term for ``n_plateaux`` plateaux: the calibrated count nearest
         below it (5 for more than 5); None without a calibration."""
-        known = sorted(int(k) for k in self.systematic_sigma_degC)
-        below = [k for k in known if k <= n_plateaux]
-        return float(self.systematic_sigma_degC[str(below[-1])]) if below else None
+        return _nearest_below(self.systematic_sigma_degC, n_plateaux)
+
+    def family_for(self, n_plateaux: int) -> float | None:
+        """The out-of-family term for ``n_plateaux`` plateaux (as :meth:`systematic_for`);
+        None where none was measured."""
+        return _nearest_below(self.family_sigma_degC, n_plateaux)
+
+
+def _nearest_below(table: dict, n_plateaux: int) -> float | None:
+    """``table``'s value at the plateau count nearest below ``n_plateaux`` (None if none)."""
+    below = [k for k in sorted(int(k) for k in table) if k <= n_plateaux]
+    return float(table[str(below[-1])]) if below else None
 
 
 def default_field_head_dir() -> Path:

@@ -235,6 +235,51 @@ def train_field_head(
     return summary
 
 
+def _head_errors(
+    head_dir: str | Path,
+    campaigns: list[tuple[str, float]],
+    model_dir: str | Path | None,
+    device: str,
+    with_systematic: bool,
+) -> list[dict]:
+    """Per camera of ``(campaign folder, true T_BF)``, per plateau count of
+    :data:`PLATEAU_SUBSETS`: ``(error, sigma, wall s)`` of the head's estimate (degC), sigma
+    the statistical one or, ``with_systematic``, the head's full in-family sigma."""
+    from plato_cnn.field_bft import estimate_from_features, field_head_inputs
+    from plato_cnn.reader import read_campaign
+
+    per_cam = []
+    for folder, truth in campaigns:
+        frames = read_campaign(folder)
+        frames = frames.select(frames.usable)
+        head, hcard, _, feats = field_head_inputs(frames, model_dir, head_dir, device)
+        sys_for = hcard.systematic_for if with_systematic else None
+        errors = {}
+        for k, temps in PLATEAU_SUBSETS.items():
+            t0 = time.perf_counter()
+            m = frames.plateau_mask(temps)
+            r = estimate_from_features(frames.select(m), feats[m], head, sys_for)
+            sigma = r["sigma_degC"] if with_systematic else r["sigma_stat_degC"]
+            errors[str(k)] = (r["bft_degC"] - truth, sigma, time.perf_counter() - t0)
+        per_cam.append(errors)
+        log.info("%s: errors %s", folder, {k: round(v[0], 3) for k, v in errors.items()})
+    return per_cam
+
+
+def _per_count(per_cam: list[dict], stats: dict) -> dict:
+    """The statistics per plateau count with each camera's error (degC) beside them."""
+    return {k: {**v, "errors_degC": [c[k][0] for c in per_cam]} for k, v in stats.items()}
+
+
+def _store_terms(head_dir, terms: str, block_key: str, stats: dict, block: dict) -> None:
+    """Write a measured term per plateau count (card attribute ``terms``) and its record
+    (``block_key``) into the card of the head in ``head_dir``."""
+    head, card = load_field_head(head_dir)
+    setattr(card, terms, {k: v["systematic_sigma_degC"] for k, v in stats.items()})
+    setattr(card, block_key, block)
+    save_field_head(head, card, head_dir)
+
+
 def calibrate_field_head(
     head_dir: str | Path,
     campaigns: list[tuple[str, float]],
@@ -244,39 +289,56 @@ def calibrate_field_head(
     """Measure the head's systematic term on ``(campaign folder, true T_BF)`` pairs (cameras
     of calibration families; never a scored family) and write it into the head's card.
     Returns the calibration block (per plateau count: the term, the errors, the coverage)."""
-    from plato_cnn.field_bft import estimate_from_features, field_head_inputs
     from plato_cnn.pipelines.calibrate_forward import systematic_from_errors
-    from plato_cnn.reader import read_campaign
 
     if not campaigns:
         raise ParameterError("calibrate_field_head: no calibration campaign")
-    per_cam = []
-    for folder, truth in campaigns:
-        frames = read_campaign(folder)
-        frames = frames.select(frames.usable)
-        head, _, _, feats = field_head_inputs(frames, model_dir, head_dir, device)
-        errors = {}
-        for k, temps in PLATEAU_SUBSETS.items():
-            t0 = time.perf_counter()
-            m = frames.plateau_mask(temps)
-            r = estimate_from_features(frames.select(m), feats[m], head)
-            errors[str(k)] = (r["bft_degC"] - truth, r["sigma_stat_degC"], time.perf_counter() - t0)
-        per_cam.append(errors)
-        log.info(
-            "%s: calibration errors %s", folder, {k: round(v[0], 3) for k, v in errors.items()}
-        )
+    per_cam = _head_errors(head_dir, campaigns, model_dir, device, with_systematic=False)
     stats = systematic_from_errors(per_cam)
-    table = {k: v["systematic_sigma_degC"] for k, v in stats.items()}
+    block = {"campaigns": [str(f) for f, _ in campaigns], "per_count": _per_count(per_cam, stats)}
+    _store_terms(head_dir, "systematic_sigma_degC", "calibration", stats, block)
+    return block
+
+
+def measure_family_term(
+    head_dir: str | Path,
+    reference_dir: str | Path,
+    held_out: list[tuple[str, float]],
+    model_dir: str | Path | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Measure what a family the network has never seen costs a field head, and write it into
+    ``head_dir``'s card as its out-of-family term (``family_sigma_degC``).
+
+    ``reference_dir`` is a head trained and calibrated like ``head_dir`` but without the
+    family of the ``held_out`` cameras (``(campaign folder, true T_BF)``; e.g. a head trained
+    on design cameras only, ``plato_cnn/data/field_head_dataset_design_only.yaml``, and the
+    high-order calibration cameras): per plateau count, the term is the 68.27th percentile of
+    ``sqrt(max(0, e^2 - sigma^2))`` over those cameras, ``sigma`` the reference head's full
+    in-family sigma, i.e. what its sigma lacks to cover 68 % of a family it did not know.
+    Returns the block written (``family_calibration``)."""
+    from plato_cnn.pipelines.calibrate_forward import systematic_from_errors
+
+    if not held_out:
+        raise ParameterError("measure_family_term: no held-out campaign")
+    _, ref_card = load_field_head(reference_dir)
+    if not ref_card.systematic_sigma_degC:
+        raise ParameterError(
+            f"{reference_dir}: the reference head has no in-family calibration (plato-cnn "
+            "field-head --calibrate)"
+        )
+    per_cam = _head_errors(reference_dir, held_out, model_dir, device, with_systematic=True)
+    stats = systematic_from_errors(per_cam)
     block = {
-        "campaigns": [str(f) for f, _ in campaigns],
-        "per_count": {
-            k: {**v, "errors_degC": [c[k][0] for c in per_cam]} for k, v in stats.items()
-        },
+        "reference_head": str(reference_dir),
+        "reference_systematic_sigma_degC": ref_card.systematic_sigma_degC,
+        "reference_training_dataset": ref_card.training.get("dataset"),
+        "sigma_in_the_statistics": "the reference head's full in-family sigma (statistical "
+        "and systematic): median_stat_sigma_degC and coverage_stat_only refer to it",
+        "campaigns": [str(f) for f, _ in held_out],
+        "per_count": _per_count(per_cam, stats),
     }
-    head, card = load_field_head(head_dir)
-    card.systematic_sigma_degC = table
-    card.calibration = block
-    save_field_head(head, card, head_dir)
+    _store_terms(head_dir, "family_sigma_degC", "family_calibration", stats, block)
     return block
 
 
