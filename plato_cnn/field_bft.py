@@ -11,7 +11,6 @@ cameras of calibration families that neither the head's training nor any benchma
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -159,12 +158,14 @@ def family_check(
     network's offsets depart from a thermal model by more than on any in-family calibration
     camera), run on the same frames.  Returns ``ran``, ``outside``, ``residual_um`` and
     ``threshold_um`` (or ``reason`` when the check cannot run: one plateau, no calibration)."""
+    from warnings import catch_warnings, simplefilter
+
     from plato_cnn.predict import cnn_bft
     from plato_sim.errors import PlatoFocusError, PlatoFocusWarning
 
     try:
-        with warnings.catch_warnings():  # the CNN estimate's own notes: not this report's
-            warnings.simplefilter("ignore", PlatoFocusWarning)
+        with catch_warnings():  # the CNN estimate's own notes: not this report's
+            simplefilter("ignore", PlatoFocusWarning)
             _, info = cnn_bft(frames, model_dir, n_boot=2, seed=seed, device=device)
     except PlatoFocusError as exc:
         return {"ran": False, "outside": False, "reason": f"the CNN fit failed: {exc}"}

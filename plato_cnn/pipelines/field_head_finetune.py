@@ -24,6 +24,7 @@ emulator's): docs/cnn.md section 7.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -168,12 +169,17 @@ def _image_variant(job: dict) -> dict:
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, c, v]))
     cam = _variant(fitted_camera(rep, camera_id=c), rng)
     foci = _foci_degC(rep, cam.thermal.s_um_per_degC, cfg, rng)
+    seed = int(rng.integers(2**31))
+    # the folder is named by everything drawn, so that a kept campaign is never read back
+    # for a camera other than the one it images
+    what = json.dumps([cam.to_dict(), foci, seed, cfg.dithers, rep["bft_degC"]], sort_keys=True)
+    tag = hashlib.sha256(what.encode("utf-8")).hexdigest()[:12]
+    folder = str(Path(job["workdir"]) / f"cam{c:02d}_v{v:03d}_{tag}")
     emulated, _ = resimulate_campaign(
-        rep, job["folder"], foci, n_dithers=cfg.dithers, frames_per_dither=1,
-        seed=int(rng.integers(2**31)), n_sub_truth=4, camera_name=f"variant{c}x{v}", camera=cam,
+        rep, folder, foci, n_dithers=cfg.dithers, frames_per_dither=1, seed=seed,
+        n_sub_truth=4, camera_name=f"variant{c}x{v}", camera=cam,
     )  # fmt: skip
-    return {"folder": job["folder"], "camera": emulated, "index": c,
-            "t_f": _field_labels_degC(emulated)}  # fmt: skip
+    return {"folder": folder, "camera": emulated, "index": c, "t_f": _field_labels_degC(emulated)}
 
 
 def variant_series(
@@ -192,11 +198,10 @@ def variant_series(
 
     cfg = cfg or FieldHeadFinetuneConfig()
     jobs = [
-        dict(cfg=cfg, report=rep, camera=c, variant=v,
-             folder=str(Path(workdir) / f"cam{c:02d}_v{v:03d}_s{cfg.seed}"))
+        dict(cfg=cfg, report=rep, camera=c, variant=v, workdir=str(workdir))
         for c, rep in enumerate(reports)
         for v in range(cfg.variants)
-    ]  # fmt: skip
+    ]
     imaged = map_jobs(_image_variant, jobs, workers, desc="field head variants")
     net, _ = load_model(model_dir or default_model_dir(), device)
     feats, temps, tbest, cids = [], [], [], []
