@@ -240,6 +240,44 @@ def test_out_of_family_cross_check_rows_widen_a_disagreeing_cnn():
     assert got["outside"] and got["sigma"] == pytest.approx(np.hypot(0.1, 0.2))
 
 
+def test_out_of_family_field_rows_add_the_out_of_family_term_where_flagged(tmp_path):
+    """The field head's derived rows: its sigma widened by the shipped card's out-of-family
+    term where the CNN's residual check flags the camera, as ``--method field`` reports it;
+    the fallback row takes the field head's estimate only there.  The rows' key ignores the
+    term (kept rows do not depend on it)."""
+    import shutil
+
+    import benchmarks.out_of_family as oof
+    from plato_cnn.nn.field_head import default_field_head_dir, load_field_head, save_field_head
+
+    card = load_field_head(default_field_head_dir())[1]
+    for n in (5, 3):
+        fam = next(k for k, r in enumerate(oof.ROWS) if r[0] == oof.FAMILY_LABEL and r[3] == n)
+        back = next(k for k, (a, b) in oof.CHECKS.items() if oof.ROWS[b][1] == "field"
+                    and oof.ROWS[k][0] != oof.FAMILY_LABEL and oof.ROWS[k][3] == n)  # fmt: skip
+        cnn, field = oof.CHECKS[fam]
+        for flagged in (False, True):
+            ev = {"results": [{"row": cnn, "bft": -80.0, "sigma": 0.1, "outside": flagged},
+                              {"row": field, "bft": -80.5, "sigma": 0.2}]}  # fmt: skip
+            rows = {r["row"]: r for r in oof.with_cross_checks(ev)["results"]}
+            term = card.family_for(n) if flagged else 0.0
+            assert term is not None and rows[fam]["bft"] == -80.5
+            assert rows[fam]["sigma"] == pytest.approx(np.hypot(0.2, term))
+            assert rows[back]["bft"] == (-80.5 if flagged else -80.0)
+    d = tmp_path / "head"
+    shutil.copytree(default_field_head_dir(), d)
+    before = oof._field_head_sha(str(d))
+    head, c = load_field_head(d)
+    c.family_sigma_degC, c.family_calibration = {}, {}
+    save_field_head(head, c, d)
+    oof._field_head_sha.cache_clear()
+    assert oof._field_head_sha(str(d)) == before
+    c.systematic_sigma_degC = {"5": 1.0}
+    save_field_head(head, c, d)
+    oof._field_head_sha.cache_clear()
+    assert oof._field_head_sha(str(d)) != before
+
+
 def test_out_of_family_recomputes_cnn_rows_kept_without_the_model_description(
     tmp_path, monkeypatch
 ):

@@ -62,8 +62,8 @@ class FieldHeadFinetuneConfig:
     Attributes:
         variants: cameras like each fitted one.
         plateaux: foci per variant (the training series have 8).
-        focus_half_range_um: the foci are uniform in +- this around the variant's best focus
-            (um of thermal focal shift; the training series: 200).
+        focus_half_range_um: the foci are spread over +- this around the variant's best
+            focus (um of thermal focal shift; the training series: uniform in +-200).
         dithers: dithered frames per field position and focus (the training series: 4).
         steps, batch, lr: AdamW steps of ``batch`` series at a constant ``lr``.
         l2sp: weight of the squared distance to the starting weights (per parameter, summed).
