@@ -177,6 +177,14 @@ def test_field_head_command_needs_something_to_do(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "unknown family nodal" in err[0]
     assert not (tmp_path / "h").exists()
+    # the out-of-family term needs both its reference head and the families it never saw
+    rc = main(["field-head", "--out", str(tmp_path / "h"), "--family-reference", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--family-sets" in err[0]
+    rc = main(["field-head", "--out", str(tmp_path / "h"), "--family-reference", str(tmp_path),
+               "--family-sets", "nodal:1:4"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unknown family nodal" in err[0]
 
 
 def test_cnn_falls_back_on_the_field_head_where_its_residual_check_flags(
