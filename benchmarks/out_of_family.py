@@ -405,7 +405,10 @@ def with_systematic(ev: dict) -> dict:
     """The forward rows' sigma from their Laplace sigma and the *current* calibrated term
     (:func:`plato_cnn.forward.systematic_term_degC`: the constant within the model, the
     misfit term from the fit's chi^2 outside it; in quadrature, as the method does), so that
-    a kept fit is scored with the shipped calibration, not the one it ran with."""
+    a kept fit is scored with the shipped calibration, not the one it ran with; and the
+    improved classical fit's 3-plateau shape term
+    (:data:`plato_cnn.classical.THREE_PLATEAU_SHAPE_SIGMA_DEGC`) added to rows kept without it."""
+    from plato_cnn.classical import THREE_PLATEAU_SHAPE_SIGMA_DEGC
     from plato_cnn.forward import systematic_term_degC
 
     for r in ev["results"]:
@@ -413,6 +416,10 @@ def with_systematic(ev: dict) -> dict:
             term = systematic_term_degC(ROWS[r["row"]][3], r["chi2"], r["outside"]) or 0.0
             r["systematic"] = term
             r["sigma"] = float(np.hypot(r["sigma_stat"], term))
+        if ROWS[r["row"]][2:] == ("gauss", 3) and "sigma" in r and "shape_term" not in r:
+            # kept before the improved fit had its 3-plateau shape term: its bootstrap sigma
+            r["shape_term"] = THREE_PLATEAU_SHAPE_SIGMA_DEGC
+            r["sigma"] = float(np.hypot(r["sigma"], THREE_PLATEAU_SHAPE_SIGMA_DEGC))
     return ev
 
 
@@ -441,6 +448,8 @@ def _evaluate_camera(job: dict) -> dict:
             if method == "eef":
                 r = estimate_bft(frames.select(m), fit, "2x2", e[m], seed=job["i"], n_boot=100)
                 res = {"bft": r.bft_degC, "sigma": r.sigma_degC}
+                if fit == "gauss" and n_pl == 3:  # its sigma holds the shape term already
+                    res["shape_term"] = r.extra["sigma_model_degC"]
             elif method == "cnn":
                 f, info = cnn_bft(frames.select(m), job["model"], n_boot=100, seed=job["i"])
                 res = {"bft": f.bft_degC, "sigma": f.sigma_degC,

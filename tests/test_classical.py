@@ -137,6 +137,26 @@ def test_fit_needs_enough_plateaux(frames):
         estimate_bft(frames, "spline")
 
 
+def test_three_plateaux_carry_the_calibrated_shape_term(frames):
+    """With 3 plateaux the symmetric shape passes through every point: sigma adds the
+    calibrated shape term to the bootstrap's, and says so; with 4 or more the two shape fits'
+    difference plays that part."""
+    from plato_cnn.classical import THREE_PLATEAU_SHAPE_SIGMA_DEGC
+
+    sub = frames.select(np.isin(frames.obsid, [1024, 1046, 1068]))
+    r = improved_bft(sub, n_boot=40, seed=1)
+    bare = improved_bft(sub, n_boot=40, seed=1, shape_term=False)
+    assert r.bft_degC == bare.bft_degC and bare.extra["sigma_model_degC"] == 0.0
+    assert r.extra["sigma_model_degC"] == THREE_PLATEAU_SHAPE_SIGMA_DEGC
+    boot = r.extra["sigma_bootstrap_degC"]
+    assert r.sigma_degC == pytest.approx(np.hypot(boot, THREE_PLATEAU_SHAPE_SIGMA_DEGC))
+    assert bare.sigma_degC == pytest.approx(boot)
+    assert any("shape term" in w for w in r.warnings)
+    assert not any("shape term" in w for w in bare.warnings)
+    four = improved_bft(frames.select(frames.obsid != 1068), n_boot=40, seed=1)
+    assert not any("shape term" in w for w in four.warnings)
+
+
 def test_edge_maximum_is_warned(frames):
     sub = frames.select(np.isin(frames.obsid, [1024, 1035, 1046]))  # -90..-80: still rising
     r = estimate_bft(sub, "quadratic")
