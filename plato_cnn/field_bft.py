@@ -188,8 +188,8 @@ def with_family_term(est: dict, card, outside: bool, check: dict | None = None) 
     section 7): not this camera's, an estimate of what a new family costs."""
     out = {**est, "warnings": list(est["warnings"])}
     term = card.family_for(est["n_plateaux"]) if outside else None
-    rec = {**(check or {"ran": False, "reason": "given by the caller"}), "outside": bool(outside),
-           "family_sigma_degC": term}  # fmt: skip
+    given = {"ran": False, "reason": "flagged or cleared by the caller (e.g. the CNN's own check)"}
+    rec = {**(check or given), "outside": bool(outside), "family_sigma_degC": term}
     out["family_check"] = rec
     out["outside_model"] = bool(outside)
     if not outside:

@@ -209,6 +209,9 @@ def test_cnn_falls_back_on_the_field_head_where_its_residual_check_flags(
     assert r["thermal_residual"]["outside"] and r["fit"] == "field-head (fallback)"
     assert r["bft_degC"] == pytest.approx(want["bft_degC"])
     assert r["cnn_estimate"]["fit"] == "thermal-model" and "field_head" in r
+    # flagged: the field head's out-of-family term applies (this tiny head has none: said so)
+    assert r["family_check"]["outside"] and r["family_check"]["family_sigma_degC"] is None
+    assert any("no out-of-family term" in w for w in r["warnings"])
     assert any("--field-head-fallback" in w for w in r["warnings"])
     assert main([*argv, "--model", str(model_dir)]) == 0  # no residual check: no fallback
     r = json.loads(out.read_text())
