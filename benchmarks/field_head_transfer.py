@@ -37,14 +37,13 @@ from benchmarks.finetune_transfer import _forward_report, _nodal, build_rows  # 
 from benchmarks.finetune_transfer import markdown as _markdown  # noqa: E402
 from plato_cnn.cli import _calibration_set  # noqa: E402
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
+from plato_cnn.pipelines.field_head import CALIBRATION_SETS  # noqa: E402
 from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 QUICK = dict(oof_cameras=4, variants=2, steps=200, calibrate=[("design", 1, 4)])
 PLATEAUX = (5, 3, 2, 1)
-#: the shipped head's calibration sets (docs/cnn.md section 7)
-CALIBRATION_SETS = ["highorder-mild:0:16", "highorder:0:10", "design:1:12"]
 
 
 def _score(job: dict) -> dict:
@@ -89,7 +88,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--calibrate",
         nargs="+",
         type=_calibration_set,
-        default=[_calibration_set(t) for t in CALIBRATION_SETS],
+        default=list(CALIBRATION_SETS),
         help="calibration sets FAMILY:SEED:CAMERAS of the fine-tuned head's systematic term",
     )
     ap.add_argument("--out", default="out/field_head_transfer", help="variants and tuned head")

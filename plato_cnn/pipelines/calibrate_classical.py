@@ -23,14 +23,12 @@ import logging
 from pathlib import Path
 
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS
+from plato_cnn.pipelines.field_head import CALIBRATION_SETS
 from plato_sim.workers import map_jobs, pin_one_thread
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SETS", "shape_term_errors", "calibrate_shape_term"]
-
-#: the calibration sets of the field head's terms (docs/cnn.md section 7)
-DEFAULT_SETS = (("highorder-mild", 0, 16), ("highorder", 0, 10), ("design", 1, 12))
+__all__ = ["shape_term_errors", "calibrate_shape_term"]
 
 
 def shape_term_errors(job: tuple[str, float]) -> dict[str, tuple[float, float, float]]:
@@ -73,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="write the result here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    campaigns = calibration_campaigns(args.cache, list(DEFAULT_SETS), args.workers)
+    campaigns = calibration_campaigns(args.cache, list(CALIBRATION_SETS), args.workers)
     r = calibrate_shape_term(campaigns, args.workers)
     print(
         f"{r['n_fits']} cameras, 3 plateaux: RMS {r['rms_error_degC']:.3f} degC, bias "

@@ -61,6 +61,9 @@ MAX_TRAIN_PLATEAUX = 5
 #: families a calibration set may come from (``plato_sim.scenes.calibration_family``); the
 #: nodal family scores and never calibrates
 CALIBRATION_FAMILIES = ("design", "highorder", "highorder-mild")
+#: the calibration sets ``(family, seed, cameras)`` of the shipped field head's terms and of
+#: the improved classical fit's 3-plateau shape term (docs/cnn.md section 7)
+CALIBRATION_SETS = (("highorder-mild", 0, 16), ("highorder", 0, 10), ("design", 1, 12))
 
 
 @dataclass(frozen=True)

@@ -93,11 +93,11 @@ class FieldHeadFinetuneConfig:
 
 def _thermal_prior() -> tuple[object, object, float]:
     """The head's training prior on ``s`` and ``q`` (specs) and its focus reach (um)."""
-    from plato_sim.scenes.sampling import _focus_reach_um, load_config
+    from plato_sim.scenes.sampling import focus_reach_um, load_config
 
     cfg = load_config(FIELD_HEAD_DATASET)
     c = cfg["cameras"]
-    return c["s_um_per_degC"], c.get("q_um_per_degC2", 0.0), _focus_reach_um(cfg)
+    return c["s_um_per_degC"], c.get("q_um_per_degC2", 0.0), focus_reach_um(cfg)
 
 
 def _variant(camera, rng: np.random.Generator):
@@ -105,12 +105,12 @@ def _variant(camera, rng: np.random.Generator):
     from plato_cnn.resimulate import varied_camera
     from plato_sim.detector import draw_value
     from plato_sim.optics.thermal import ThermalModel
+    from plato_sim.scenes.sampling import reachable_q_um_per_degC2
 
     s_spec, q_spec, reach = _thermal_prior()
     s = float(draw_value(rng, s_spec, "cameras.s_um_per_degC"))
     q = float(draw_value(rng, q_spec, "cameras.q_um_per_degC2")) if q_spec else 0.0
-    q_max = s * s / (4.0 * reach)  # as the dataset clips it: every focus stays reachable
-    q = float(np.clip(q, -q_max, q_max))
+    q = reachable_q_um_per_degC2(q, s, reach)  # clipped as the dataset clips it
     cam = varied_camera(camera, rng)
     return replace(cam, thermal=ThermalModel(s_um_per_degC=s, t0_degC=cam.thermal.t0_degC,
                                              q_um_per_degC2=q))  # fmt: skip

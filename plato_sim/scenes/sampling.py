@@ -81,6 +81,8 @@ __all__ = [
     "CameraEntry",
     "best_focus_grid",
     "build_camera",
+    "focus_reach_um",
+    "reachable_q_um_per_degC2",
     "LABEL_FIELDS",
     "label_dtype",
     "OpticalStates",
@@ -492,7 +494,14 @@ def best_focus_grid(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
 _FOCUS_REACH_MARGIN_UM = 100.0
 
 
-def _focus_reach_um(cfg: dict) -> float:
+def reachable_q_um_per_degC2(q: float, s_um_per_degC: float, reach_um: float) -> float:
+    """``q`` clipped to ``|q| <= s^2 / (4 reach)``: a thermal model ``s d + q d^2`` then stays
+    monotonic over every focal shift up to ``reach_um`` (um), so each is reached."""
+    q_max = s_um_per_degC**2 / (4.0 * reach_um)
+    return float(np.clip(q, -q_max, q_max))
+
+
+def focus_reach_um(cfg: dict) -> float:
     """The largest thermal focal shift (um) a sample of ``cfg`` may ask for."""
     spec = cfg["focus"]["dz_um"]
     vals = spec if isinstance(spec, list | tuple) else [spec]
@@ -534,9 +543,7 @@ def _pool_camera_model(cfg: dict, seed: int, index: int) -> tuple[CameraModel, f
     if "q_um_per_degC2" in c:  # its own stream: every other draw stays as without the key
         r_q = _camera_rng(seed, index, _SEED_KEY_THERMAL)
         q = float(draw_value(r_q, c["q_um_per_degC2"], "cameras.q_um_per_degC2"))
-        # every focus the dataset draws must stay on the monotonic side of the parabola
-        q_max = model.thermal.s_um_per_degC**2 / (4.0 * _focus_reach_um(cfg))
-        q = float(np.clip(q, -q_max, q_max))
+        q = reachable_q_um_per_degC2(q, model.thermal.s_um_per_degC, focus_reach_um(cfg))
         model = replace(model, thermal=replace(model.thermal, q_um_per_degC2=q))
     return model, t_bf, family, q
 
