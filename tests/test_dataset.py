@@ -345,3 +345,61 @@ def test_bad_diffusion_spec_is_refused():
     with pytest.raises(ValueError, match="engine.diffusion_sigma_px"):
         _with_diffusion({"choice": [0.1, "a"]})
     assert sampling.diffusion_floor_px(np.float32(0.25)) == pytest.approx(0.25)
+
+
+def _with_detected(**keys) -> dict:
+    return sampling.load_config(overrides={**TINY, "cameras": {"n_pool": 1, **keys}})
+
+
+def test_per_camera_diffusion_and_spectrum_are_drawn_once_and_change_nothing_else(cfg, camera):
+    """A degenerate per-camera diffusion gives the shard of an engine at that diffusion bit for
+    bit (labels: that camera's best focus, searched at its own diffusion); drawn keys live
+    on a stream of their own and round-trip through the pool file."""
+    fixed = sampling.load_config(overrides={**TINY, "engine": {"diffusion_sigma_px": 0.3}})
+    per_cam = _with_detected(diffusion_sigma_px=[0.3, 0.3])
+    ref_cam = sampling.build_camera(fixed, seed=11, index=0)
+    cam = sampling.build_camera(per_cam, seed=11, index=0)
+    assert cam.diffusion_sigma_px == 0.3 and cam.dz_bf_um == ref_cam.dz_bf_um
+    assert cam.dz_bf_um != camera.dz_bf_um  # 0.3 px moves the best focus of this camera
+    a = dsm.make_shard(per_cam, 11, 0, 20, [cam])
+    b = dsm.make_shard(fixed, 11, 0, 20, [ref_cam])
+    assert np.array_equal(a[0], b[0]) and a[1].tobytes() == b[1].tobytes()
+    assert "diffusion_sigma_px" not in camera.to_dict()  # pools without the keys as before
+    # a drawn colour: the best-focus map uses the camera's detected spectrum, as its stamps do
+    col = _with_detected(diffusion_sigma_px=[0.15, 0.35], spectrum_tilt=[-0.6, 0.6],
+                         spectrum_curvature=[-0.5, 0.2])  # fmt: skip
+    c = sampling.build_camera(col, seed=11, index=0)
+    assert sampling.CameraEntry.from_dict(c.to_dict()) == c
+    assert 0.15 <= c.diffusion_sigma_px <= 0.35 and -0.6 <= c.spectrum_tilt <= 0.6
+    assert (c.s_um_per_degC, c.bft_degC, c.perturbation) == (
+        camera.s_um_per_degC, camera.bft_degC, camera.perturbation
+    )  # fmt: skip
+    sp = c.detected_spectrum(ogse_spectrum(c.model().optics.camera, 3))
+    eng = FastEngine(diffusion_sigma_px=c.diffusion_sigma_px)
+    gth, gph = sampling.best_focus_grid(col)
+    direct, _ = field_best_focus_um(c.model().optics, gth[:3], gph[:3], sp, eng, 4, 100.0,
+                                    search="fast")  # fmt: skip
+    np.testing.assert_allclose(c.grid_dz_opt_um[:3], direct, atol=1e-3)  # float32, batch of 3
+    seen = []
+    real = FastEngine.otf
+
+    def spy(self, z, spectrum, weights=None):
+        seen.append(weights)
+        return real(self, z, spectrum, weights)
+
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(FastEngine, "otf", spy)
+        s1 = dsm.make_shard(col, 11, 0, 20, [c])
+    assert all(w is not None for w in seen)
+    np.testing.assert_allclose(seen[0][0], sp.weights_array)
+    assert np.array_equal(s1[0], dsm.make_shard(col, 11, 0, 20, [c])[0])
+
+
+def test_bad_per_camera_detector_keys_are_refused():
+    with pytest.raises(ValueError, match="cameras.diffusion_sigma_px"):
+        _with_detected(diffusion_sigma_px={"normal": [0.2, 0.05]})
+    with pytest.raises(ValueError, match="cameras.diffusion_sigma_px"):
+        sampling.load_config(overrides={**TINY, "cameras": {"diffusion_sigma_px": [0.1, 0.4]},
+                                        "engine": {"diffusion_sigma_px": [0.1, 0.2]}})  # fmt: skip
+    with pytest.raises(ValueError, match="cameras.spectrum_tilt"):
+        _with_detected(spectrum_tilt={"uniform": [1, 0]})

@@ -285,3 +285,22 @@ def test_cli_psf_writes_fits_with_header(tmp_path, name):
         for key in ("CAMERA", "DZLOC_UM", "SPECTRUM", "DIFF_PX", "PIXEL_UM", "FNUMBER"):
             assert key in h
         assert 0.95 < float(data.sum()) <= 1.0001
+
+
+def test_per_star_weights_equal_each_stars_own_spectrum():
+    """otf(z, sp, weights) row b = otf(z[b], spectrum with those weights) (same nodes)."""
+    from plato_sim.optics.spectra import ogse_spectrum, recoloured
+
+    eng = FastEngine()
+    sp = ogse_spectrum(eng.camera, 3)
+    red = recoloured(sp, 0.8, -0.2)
+    z = np.stack([_z(z4=60.0, z7=40.0)[0], _z(z4=-30.0, z11=50.0)[0]])
+    z = np.repeat(z[:, None, :], sp.n, axis=1)
+    w = np.stack([sp.weights_array, red.weights_array])
+    with torch.no_grad():
+        got = eng.otf(z, sp, w)
+        torch.testing.assert_close(got[0:1], eng.otf(z[0:1], sp))
+        torch.testing.assert_close(got[1:2], eng.otf(z[1:2], red))
+        assert not torch.allclose(got[1:2], eng.otf(z[1:2], sp))
+    with pytest.raises(ValueError, match="weights must be"):
+        eng.otf(z, sp, w[:, :2])

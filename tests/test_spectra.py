@@ -108,3 +108,23 @@ def test_dataset_config_chooses_the_rule():
     old = sampling.load_config()
     del old["spectrum"]["rule"]
     assert sampling.render_spectrum(old).name == "ogse10"
+
+
+def test_recoloured_spectrum_weights_follow_the_colour_factor():
+    """Weights at the same nodes, in the ratio exp(tilt x + curvature x^2) to the original's."""
+    from plato_sim.optics.spectra import colour_factor, recoloured
+
+    base = ogse_spectrum(PLATO_NORMAL_CAMERA, 6)
+    new = recoloured(base, 0.4, -0.3)
+    assert new.wavelengths_nm == base.wavelengths_nm and new.rule == base.rule
+    assert sum(new.weights) == pytest.approx(1.0, abs=1e-12)
+    lam = base.wavelengths_array_nm
+    ratio = new.weights_array / base.weights_array
+    x = (lam - 750.0) / 250.0
+    expected = np.exp(0.4 * (x - x[0]) - 0.3 * (x**2 - x[0] ** 2))
+    np.testing.assert_allclose(ratio / ratio[0], expected)
+    assert colour_factor(750.0, 5.0, 5.0) == pytest.approx(1.0)  # the reference wavelength
+    flat = recoloured(base, 0.0, 0.0)
+    np.testing.assert_allclose(flat.weights_array, base.weights_array, rtol=1e-12)
+    red = recoloured(base, 1.0, 0.0)  # a redder source: mean wavelength moves up
+    assert np.dot(red.weights_array, lam) > np.dot(base.weights_array, lam)

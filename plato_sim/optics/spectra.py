@@ -32,9 +32,18 @@ __all__ = [
     "blackbody_spectrum",
     "gauss_nodes",
     "binned_spectrum",
+    "COLOUR_REF_NM",
+    "COLOUR_HALF_WIDTH_NM",
+    "colour_factor",
+    "recoloured",
 ]
 
 _H_C_OVER_K_UM_K = 14387.7688  # second radiation constant h c / k_B (um K), CODATA 2018
+#: Centre and half-width (nm) of the reduced wavelength ``x = (lambda - 750) / 250`` of a
+#: detected spectrum's colour change (:func:`colour_factor`): x runs over [-1, 1] on the
+#: PLATO band, 500-1000 nm (docs/facts.md).
+COLOUR_REF_NM = 750.0
+COLOUR_HALF_WIDTH_NM = 250.0
 #: Quadrature rules of :func:`ogse_spectrum` and :func:`blackbody_spectrum`.
 SPECTRUM_RULES = ("midpoint", "gauss")
 #: Fine grid on which the midpoint rule tabulates the detected-photon density (points per bin).
@@ -188,3 +197,23 @@ def blackbody_spectrum(
 
     tag = "" if rule == "midpoint" else "g"
     return _rule(rule)(camera, rate, n, f"bb{teff_K:g}K{tag}{n}")
+
+
+def colour_factor(wavelength_nm, tilt: float, curvature: float) -> np.ndarray:
+    """Relative change of a detected spectrum, ``exp(tilt x + curvature x^2)`` with
+    ``x = (lambda - COLOUR_REF_NM) / COLOUR_HALF_WIDTH_NM`` (dimensionless; 1 everywhere for
+    ``tilt = curvature = 0``).  ``tilt`` stands for a redder or bluer source (lamp colour
+    temperature, fibre transmission), ``curvature`` for a QE or coating change that bends the
+    band (a thinner or warmer CCD loses red response)."""
+    x = (np.asarray(wavelength_nm, dtype=float) - COLOUR_REF_NM) / COLOUR_HALF_WIDTH_NM
+    return np.exp(tilt * x + curvature * x * x)
+
+
+def recoloured(spectrum: Spectrum, tilt: float, curvature: float) -> Spectrum:
+    """``spectrum`` at the same wavelengths, its weights times :func:`colour_factor` and
+    normalised again: the detected spectrum of a camera whose source or QE differs by that
+    factor (the quadrature of the changed density at the same nodes)."""
+    w = spectrum.weights_array * colour_factor(spectrum.wavelengths_array_nm, tilt, curvature)
+    w = w / w.sum()
+    return Spectrum(spectrum.wavelengths_nm, tuple(float(v) for v in w),
+                    name=f"{spectrum.name}~c", rule=spectrum.rule)  # fmt: skip

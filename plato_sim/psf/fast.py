@@ -185,13 +185,21 @@ class FastEngine(PSFEngine):
         return g
 
     # ------------------------------------------------------------------ OTF
-    def otf(self, zernikes_nm: torch.Tensor | np.ndarray, spectrum: Spectrum) -> torch.Tensor:
+    def otf(
+        self,
+        zernikes_nm: torch.Tensor | np.ndarray,
+        spectrum: Spectrum,
+        weights: np.ndarray | None = None,
+    ) -> torch.Tensor:
         """Polychromatic OTF at frequencies ``(qy, qx) / L``, ``qy in [-K, K]``, ``qx in [0, K]``.
 
         Args:
             zernikes_nm: ``(B, L, J)`` Noll coefficients (nm RMS), numpy or torch (autograd
                 flows through a torch input).
             spectrum: wavelengths and weights.
+            weights: optional ``(B, L)`` weights of each star, each row summing to 1, in
+                place of ``spectrum.weights`` (stars of one batch with their own detected
+                spectrum at the same wavelengths).
 
         Returns:
             complex tensor ``(B, 2K+1, K+1)``; row ``K + qy``, column ``qx``; OTF(0) = 1.
@@ -204,8 +212,17 @@ class FastEngine(PSFEngine):
             )
         b, _, n_terms = z.shape
         k = self.n_freq(spectrum)
+        per_star = None
+        if weights is not None:
+            per_star = torch.as_tensor(np.asarray(weights, dtype=float), dtype=self.dtype)
+            if tuple(per_star.shape) != (b, spectrum.n):
+                raise ParameterError(f"weights must be (B={b}, L={spectrum.n}), got "
+                                     f"{tuple(per_star.shape)}")  # fmt: skip
+            per_star = per_star.to(self.device)[:, :, None, None]
         total = None
         for li, (lam, w) in enumerate(zip(spectrum.wavelengths_nm, spectrum.weights, strict=True)):
+            if per_star is not None:
+                w = per_star[:, li]
             g = self._grid(lam, n_terms, k)
             m = g["m"]
             phase = (z[:, li, :] @ g["basis"]) * (2.0 * math.pi / lam)

@@ -138,15 +138,20 @@ def make_shard(
     offs.reshape(-1, 2)[:n_samples] = sub
     diffusion = cfg["engine"]["diffusion_sigma_px"]
     sigma_px = None  # a fixed diffusion is the engine's own
-    if not isinstance(diffusion, numbers.Real):  # a spec: each optical state draws its own
+    if "diffusion_sigma_px" in cfg["cameras"]:  # each camera's own
+        sigma_px = np.array([cameras[int(i)].diffusion_sigma_px for i in cam_idx], dtype=float)
+    elif not isinstance(diffusion, numbers.Real):  # a spec: each optical state draws its own
         key = (SEED_KEY_SHARD, shard_index, SEED_KEY_DIFFUSION)
         rng_d = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
         sigma_px = draw_value(rng_d, diffusion, "engine.diffusion_sigma_px", n_states)
+    weights = None  # the rendered spectrum's, unless the cameras detect their own
+    if any(cameras[int(i)].detected_spectrum(sp) is not sp for i in np.unique(cam_idx)):
+        weights = np.stack([cameras[int(i)].detected_spectrum(sp).weights_array for i in cam_idx])
     psf = np.empty((n_states, per, psize, psize))
     with single_thread_torch(), torch.no_grad():
         for s0 in range(0, n_states, engine.chunk):
             e = slice(s0, s0 + engine.chunk)
-            otf = engine.otf(zs[e], sp)
+            otf = engine.otf(zs[e], sp, None if weights is None else weights[e])
             if sigma_px is not None:
                 otf = otf * engine.extra_blur(sp, sigma_px[e])
             psf[e] = engine.stamps_from_otf(otf, sp, offs[e], psize).cpu().numpy()

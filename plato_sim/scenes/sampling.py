@@ -54,6 +54,7 @@ from plato_sim.optics.spectra import (
     Spectrum,
     blackbody_spectrum,
     ogse_spectrum,
+    recoloured,
 )
 from plato_sim.optics.thermal import ThermalModel
 from plato_sim.optics.wavefront import CameraPerturbation, zernike_basis
@@ -133,11 +134,20 @@ FAMILY_KEYS = {"highorder_fraction", "highorder_strength"}
 _SEED_KEY_FAMILY = 1
 #: Spawn key of a pool camera's quadratic thermal term (``cameras.q_um_per_degC2``).
 _SEED_KEY_THERMAL = 2
+#: Spawn key of a pool camera's detector and detected-spectrum draws (:data:`DETECTED_KEYS`).
+_SEED_KEY_DETECTED = 3
+#: Per-camera detector and spectrum keys (drawn in this order from the camera's own stream):
+#: ``diffusion_sigma_px``, a bounded spec of the camera's charge diffusion (px), which then
+#: replaces ``engine.diffusion_sigma_px`` for every sample of the camera and for its labels;
+#: ``spectrum_tilt`` and ``spectrum_curvature``, specs of the colour change of its detected
+#: spectrum (:func:`plato_sim.optics.spectra.colour_factor`), applied to the rendered
+#: spectrum and to the best-focus definition's.  Both families of the pool take them.
+DETECTED_KEYS = ("diffusion_sigma_px", "spectrum_tilt", "spectrum_curvature")
 #: Keys a config may add inside a section that the defaults leave out (a draw of the pool
 #: without them stays bit-identical): ``cameras.q_um_per_degC2``, a spec of the quadratic
 #: thermal term (um/degC^2) of every pool camera, clipped so that each drawn focus stays
-#: reachable (:func:`build_camera`).
-OPTIONAL_KEYS = frozenset({"cameras.q_um_per_degC2"})
+#: reachable (:func:`build_camera`), and the :data:`DETECTED_KEYS`.
+OPTIONAL_KEYS = frozenset({"cameras.q_um_per_degC2"} | {f"cameras.{k}" for k in DETECTED_KEYS})
 
 
 def _merge(base: dict, over: dict, path: str, src: str) -> dict:
@@ -255,6 +265,7 @@ def validate_config(cfg: dict) -> None:
         draw_value(rng, cfg["cameras"]["q_um_per_degC2"], "cameras.q_um_per_degC2")
     diffusion = cfg["engine"]["diffusion_sigma_px"]
     need(diffusion_floor_px(diffusion) >= 0, "engine.diffusion_sigma_px", "must be >= 0")
+    _validate_detected_keys(cfg, rng, need)
     draw_value(rng, diffusion, "engine.diffusion_sigma_px")
     need(
         "imagettes" not in cfg or isinstance(diffusion, numbers.Real),
@@ -265,6 +276,21 @@ def validate_config(cfg: dict) -> None:
     _validate_optional_sections(cfg, rng, need)
     if "imagettes" in cfg:
         validate_imagette_config(cfg)
+
+
+def _validate_detected_keys(cfg: dict, rng: np.random.Generator, need: Callable) -> None:
+    """The per-camera :data:`DETECTED_KEYS`, where present (:func:`validate_config`)."""
+    cams = cfg["cameras"]
+    for key in DETECTED_KEYS:
+        if key in cams:
+            draw_value(rng, cams[key], f"cameras.{key}")
+            need("imagettes" not in cfg, f"cameras.{key}", "is for ground-test samples")
+    if "diffusion_sigma_px" in cams:
+        need(diffusion_floor_px(cams["diffusion_sigma_px"], "cameras.diffusion_sigma_px") >= 0,
+             "cameras.diffusion_sigma_px", "must be >= 0")  # fmt: skip
+        need(isinstance(cfg["engine"]["diffusion_sigma_px"], numbers.Real),
+             "cameras.diffusion_sigma_px",
+             "and a per-state engine.diffusion_sigma_px spec exclude each other")  # fmt: skip
 
 
 def _validate_optional_sections(cfg: dict, rng: np.random.Generator, need: Callable) -> None:
@@ -336,10 +362,10 @@ def single_thread_torch():
     return _One()
 
 
-def diffusion_floor_px(spec: object) -> float:
-    """The smallest charge-diffusion sigma (px) of ``engine.diffusion_sigma_px``: the number
-    itself, or the lower bound of a bounded spec (``[lo, hi]``, uniform, loguniform, choice);
-    an unbounded one (normal) is refused."""
+def diffusion_floor_px(spec: object, key: str = "engine.diffusion_sigma_px") -> float:
+    """The smallest charge-diffusion sigma (px) of a diffusion spec (``key``, the config key
+    named in the error): the number itself, or the lower bound of a bounded spec (``[lo,
+    hi]``, uniform, loguniform, choice); an unbounded one (normal) is refused."""
     if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
         return float(spec)
     bounds = None
@@ -355,17 +381,21 @@ def diffusion_floor_px(spec: object) -> float:
     except (TypeError, ValueError):
         pass
     raise ParameterError(
-        f"engine.diffusion_sigma_px: a number or a bounded spec ([lo, hi], uniform, loguniform, "
-        f"choice), got {spec!r}"
+        f"{key}: a number or a bounded spec ([lo, hi], uniform, loguniform, choice), got {spec!r}"
     )
 
 
 def make_engine(cfg: dict) -> FastEngine:
-    """The fast engine of a dataset config (CPU, float32); with a diffusion spec, at its
-    floor (each optical state adds its own extra blur, :func:`plato_sim.scenes.dataset`)."""
+    """The fast engine of a dataset config (CPU, float32); with a diffusion spec (per state,
+    or per camera: ``cameras.diffusion_sigma_px``), at its floor (each optical state adds its
+    own extra blur, :func:`plato_sim.scenes.dataset`)."""
     e = cfg["engine"]
+    floor = diffusion_floor_px(e["diffusion_sigma_px"])
+    per_camera = cfg["cameras"].get("diffusion_sigma_px")
+    if per_camera is not None:
+        floor = diffusion_floor_px(per_camera, "cameras.diffusion_sigma_px")
     return FastEngine(
-        diffusion_sigma_px=diffusion_floor_px(e["diffusion_sigma_px"]),
+        diffusion_sigma_px=floor,
         jitter_sigma_px=float(e["jitter_sigma_px"]),
         fov_px=int(e["fov_px"]),
     )
@@ -404,6 +434,10 @@ class CameraEntry:
             design, whose camera is ``perturbation``).
         q_um_per_degC2: quadratic thermal term of a design camera (um/degC^2; drawn where the
             config has ``cameras.q_um_per_degC2``, else 0); a family camera carries its own.
+        diffusion_sigma_px: the camera's charge diffusion (px) where the config draws one
+            (``cameras.diffusion_sigma_px``), else ``None`` (the engine's).
+        spectrum_tilt, spectrum_curvature: colour change of its detected spectrum
+            (:func:`plato_sim.optics.spectra.colour_factor`; 0 where not drawn).
     """
 
     index: int
@@ -421,6 +455,9 @@ class CameraEntry:
     family: str = "design"
     camera: dict | None = None
     q_um_per_degC2: float = 0.0
+    diffusion_sigma_px: float | None = None
+    spectrum_tilt: float = 0.0
+    spectrum_curvature: float = 0.0
 
     t_bf_degC = deprecated_alias("bft_degC", "t_bf_degC")
 
@@ -440,6 +477,13 @@ class CameraEntry:
         thermal = ThermalModel(self.s_um_per_degC, self.t0_degC, self.q_um_per_degC2)
         return CameraModel(OpticalModel(perturbation=pert), thermal)
 
+    def detected_spectrum(self, spectrum: Spectrum) -> Spectrum:
+        """``spectrum`` as this camera detects it: recoloured by its tilt and curvature (the
+        same object where both are 0)."""
+        if self.spectrum_tilt == 0.0 and self.spectrum_curvature == 0.0:
+            return spectrum
+        return recoloured(spectrum, self.spectrum_tilt, self.spectrum_curvature)
+
     def field_best_focus_um(
         self, theta_deg: np.ndarray, phi_deg: np.ndarray, optics: OpticalModel | None = None
     ) -> np.ndarray:
@@ -458,6 +502,10 @@ class CameraEntry:
             d.pop("family"), d.pop("camera")
         if self.q_um_per_degC2 == 0.0:  # pools written before the key existed
             d.pop("q_um_per_degC2")
+        if self.diffusion_sigma_px is None:  # nor these
+            d.pop("diffusion_sigma_px")
+        if self.spectrum_tilt == 0.0 and self.spectrum_curvature == 0.0:
+            d.pop("spectrum_tilt"), d.pop("spectrum_curvature")
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
     @classmethod
@@ -548,17 +596,35 @@ def _pool_camera_model(cfg: dict, seed: int, index: int) -> tuple[CameraModel, f
     return model, t_bf, family, q
 
 
+def _detected_draws(cfg: dict, seed: int, index: int) -> dict:
+    """Pool camera ``index``'s draws of the :data:`DETECTED_KEYS` present in ``cfg`` (its own
+    stream, in the keys' order)."""
+    cams = cfg["cameras"]
+    if not any(k in cams for k in DETECTED_KEYS):
+        return {}
+    rng = _camera_rng(seed, index, _SEED_KEY_DETECTED)
+    return {k: float(draw_value(rng, cams[k], f"cameras.{k}")) for k in DETECTED_KEYS if k in cams}
+
+
 def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = None) -> CameraEntry:
     """Camera ``index`` of the pool of dataset ``seed`` (~1.2 s on one core with the default grid).
 
-    Deterministic in ``(cfg, seed, index)``.
+    Deterministic in ``(cfg, seed, index)``.  With the per-camera :data:`DETECTED_KEYS`, its
+    best-focus map is searched at its own diffusion and detected spectrum.
     """
     model, t_bf, family, q = _pool_camera_model(cfg, seed, index)
+    drawn = _detected_draws(cfg, seed, index)
+    engine = engine or make_engine(cfg)
+    if "diffusion_sigma_px" in drawn:
+        engine = engine.replace(diffusion_sigma_px=drawn["diffusion_sigma_px"])
+        if family != "design":  # the family camera records the diffusion it is imaged with
+            model = replace(model, diffusion_sigma_px=drawn["diffusion_sigma_px"])
     family_camera = None if family == "design" else model.to_dict()
     optics = model.optics
     bf = cfg["best_focus"]
-    engine = engine or make_engine(cfg)
     sp = ogse_spectrum(optics.camera, int(bf["n_wavelengths"]))
+    if "spectrum_tilt" in drawn or "spectrum_curvature" in drawn:
+        sp = recoloured(sp, drawn.get("spectrum_tilt", 0.0), drawn.get("spectrum_curvature", 0.0))
     gth, gph = best_focus_grid(cfg)
     with single_thread_torch(), torch.no_grad():
         dz_opt, e_max = field_best_focus_um(
@@ -600,6 +666,9 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
         field_radius_deg=radius,
         family=family,
         camera=family_camera,
+        diffusion_sigma_px=drawn.get("diffusion_sigma_px"),
+        spectrum_tilt=drawn.get("spectrum_tilt", 0.0),
+        spectrum_curvature=drawn.get("spectrum_curvature", 0.0),
     )
 
 
