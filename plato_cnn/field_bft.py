@@ -22,6 +22,7 @@ from plato_cnn.nn.field_head import (
     field_series,
     load_field_head,
     network_digest,
+    network_outputs,
     stamp_features,
 )
 from plato_cnn.predict import network_stamps
@@ -75,7 +76,9 @@ def field_head_bft(
     head, hcard, card, feats = field_head_inputs(sel, model_dir, head_dir, device)
     est = estimate_from_features(sel, feats, head, hcard.systematic_for if systematic else None)
     if systematic:
-        check = family_check(sel, model_dir, device, seed) if outside is None else None
+        check = None
+        if outside is None:
+            check = family_check(sel, model_dir, device, seed, network_outputs(feats))
         flagged = bool(check["outside"]) if check is not None else bool(outside)
         est = with_family_term(est, hcard, flagged, check)
     return {
@@ -151,13 +154,19 @@ def estimate_from_features(frames, features: np.ndarray, head, systematic_for=No
 
 
 def family_check(
-    frames, model_dir: str | Path | None = None, device: str = "cpu", seed: int = 0
+    frames,
+    model_dir: str | Path | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    predictions: dict | None = None,
 ) -> dict:
     """Whether ``frames`` come from a camera outside the families the network knows: the
     CNN's thermal-residual check (:func:`plato_cnn.predict.apply_residual_check`: the
     network's offsets depart from a thermal model by more than on any in-family calibration
-    camera), run on the same frames.  Returns ``ran``, ``outside``, ``residual_um`` and
-    ``threshold_um`` (or ``reason`` when the check cannot run: one plateau, no calibration)."""
+    camera), run on the same frames.  ``predictions``: the network's outputs for them, where
+    a pass was made already (:func:`plato_cnn.nn.field_head.network_outputs`).  Returns
+    ``ran``, ``outside``, ``residual_um`` and ``threshold_um`` (or ``reason`` when the check
+    cannot run: one plateau, no calibration)."""
     from warnings import catch_warnings, simplefilter
 
     from plato_cnn.predict import cnn_bft
@@ -166,7 +175,8 @@ def family_check(
     try:
         with catch_warnings():  # the CNN estimate's own notes: not this report's
             simplefilter("ignore", PlatoFocusWarning)
-            _, info = cnn_bft(frames, model_dir, n_boot=2, seed=seed, device=device)
+            _, info = cnn_bft(frames, model_dir, n_boot=2, seed=seed, device=device,
+                              predictions=predictions)  # fmt: skip
     except PlatoFocusError as exc:
         return {"ran": False, "outside": False, "reason": f"the CNN fit failed: {exc}"}
     rec = info["thermal_residual"]

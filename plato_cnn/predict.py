@@ -55,6 +55,7 @@ def cnn_bft(
     plateau_head: bool = True,
     residual_check: bool = True,
     offset_correction=None,
+    predictions: dict | None = None,
 ) -> tuple[FocusFit, dict]:
     """Best-focus temperature of one camera from its (usable) frames.
 
@@ -84,6 +85,10 @@ def cnn_bft(
             the earlier campaign's forward fit in the correction, ``info["recheck"]`` is the
             T_BF from the focus change since then
             (:meth:`plato_cnn.offset_correction.OffsetCorrection.recheck`).
+        predictions: the network's outputs for the usable frames, in their order (``mu_um``,
+            ``sigma_um``, ``p_behind``; e.g. :func:`plato_cnn.nn.field_head.network_outputs`
+            of a pass made for the field head), so that the network does not run again;
+            they must come from the model of ``model_dir``.
 
     Returns:
         ``(fit, info)`` with ``info`` holding the frame counts and the model's description.
@@ -98,7 +103,14 @@ def cnn_bft(
     if not np.any(use):
         raise ParameterError("no usable frame for the CNN estimate")
     sel = frames.select(use)
-    pred = predict_frames(sel, model_dir, device)
+    if predictions is None:
+        pred = predict_frames(sel, model_dir, device)
+    else:
+        pred = {k: np.asarray(predictions[k]) for k in ("mu_um", "sigma_um", "p_behind")}
+        if any(len(v) != len(sel) for v in pred.values()):
+            raise ParameterError(f"predictions for {len(pred['mu_um'])} frames, "
+                                 f"{len(sel)} usable")  # fmt: skip
+        pred["model_card"] = load_model(model_dir or default_model_dir(), device)[1]
     card: ModelCard = pred["model_card"]
     prior = tuple(s_prior or card.s_prior_um_per_degC)
     if not (np.isfinite(prior[0]) and prior[0] != 0 and np.isfinite(prior[1]) and prior[1] > 0):

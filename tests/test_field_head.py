@@ -270,3 +270,24 @@ def test_field_method_reports_its_family_check(head_dir, model_dir, campaign):
     r = field_head_bft(read_campaign(campaign), model_dir, head_dir)
     assert r["family_check"]["ran"] is False and r["family_check"]["outside"] is False
     assert r["outside_model"] is False and r["family_check"]["family_sigma_degC"] is None
+
+
+def test_one_network_pass_serves_the_field_head_and_the_cnn_fit(head_dir, model_dir, campaign):
+    """The raw outputs kept in the field head's features are FocusNet's predictions, so the
+    CNN fit behind the family check gives the same result from them as from its own pass."""
+    from plato_cnn.field_bft import field_head_inputs
+    from plato_cnn.nn.field_head import network_outputs
+    from plato_cnn.predict import cnn_bft, predict_frames
+
+    frames = read_campaign(campaign)
+    sel = frames.select(frames.usable)
+    *_, feats = field_head_inputs(sel, model_dir, head_dir)
+    got = network_outputs(feats)
+    ref = predict_frames(sel, model_dir)
+    for k in ("mu_um", "sigma_um", "p_behind"):
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-4, atol=1e-3)
+    a, _ = cnn_bft(sel, model_dir, n_boot=5, seed=1, predictions=got)
+    b, _ = cnn_bft(sel, model_dir, n_boot=5, seed=1)
+    assert a.bft_degC == pytest.approx(b.bft_degC, abs=1e-3)
+    with pytest.raises(ParameterError, match="predictions for"):
+        cnn_bft(sel, model_dir, predictions={k: v[:-1] for k, v in got.items()})

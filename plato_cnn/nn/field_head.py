@@ -50,6 +50,7 @@ __all__ = [
     "field_series",
     "load_field_head",
     "network_digest",
+    "network_outputs",
     "save_field_head",
     "stamp_features",
 ]
@@ -78,6 +79,15 @@ def feature_dim(net: FocusNet) -> int:
     """Length of one stamp's feature vector for ``net``: its last stage's channels, its three
     raw outputs and the log flux."""
     return int(net.config.channels[-1]) + 3 + 1
+
+
+def network_outputs(features: np.ndarray) -> dict[str, np.ndarray]:
+    """FocusNet's predictions (``mu_um``, ``sigma_um``, ``p_behind``, as
+    :meth:`FocusNet.predict` gives them) from the raw outputs held in :func:`stamp_features`'
+    rows (the three columns before the last): one pass of the network serves both the field
+    head and the CNN fit."""
+    raw = torch.as_tensor(np.asarray(features, dtype=np.float32)[:, -4:-1])
+    return FocusNet.outputs(raw)
 
 
 @torch.no_grad()

@@ -225,12 +225,19 @@ class FocusNet(nn.Module):
         for s in range(0, len(stamps), batch):
             e = slice(s, s + batch)
             img, sc = prepare_inputs(stamps[e], theta_deg[e], phi_deg[e], self.config.crop)
-            mu, ls, sl = self.split(self(img.to(device), sc.to(device)))
-            mus.append(mu.cpu().numpy())
-            sigs.append(ls.exp().cpu().numpy())
-            ps.append(torch.sigmoid(sl).cpu().numpy())
+            out = self.outputs(self(img.to(device), sc.to(device)))
+            mus.append(out["mu_um"])
+            sigs.append(out["sigma_um"])
+            ps.append(out["p_behind"])
         return {
             "mu_um": np.concatenate(mus) if mus else np.zeros(0),
             "sigma_um": np.concatenate(sigs) if sigs else np.zeros(0),
             "p_behind": np.concatenate(ps) if ps else np.zeros(0),
         }
+
+    @classmethod
+    def outputs(cls, raw: torch.Tensor) -> dict[str, np.ndarray]:
+        """Raw outputs ``(N, 3)`` -> ``mu_um``, ``sigma_um`` (um) and ``p_behind`` (numpy)."""
+        mu, ls, sl = cls.split(raw)
+        return {"mu_um": mu.cpu().numpy(), "sigma_um": ls.exp().cpu().numpy(),
+                "p_behind": torch.sigmoid(sl).cpu().numpy()}  # fmt: skip
