@@ -35,7 +35,7 @@ from benchmarks._common import (  # noqa: E402
 )
 from benchmarks.finetune_transfer import _forward_report, _nodal, build_rows  # noqa: E402
 from benchmarks.finetune_transfer import markdown as _markdown  # noqa: E402
-from plato_cnn.cli import _calibration_set  # noqa: E402
+from plato_cnn.cli import calibration_set_arg  # noqa: E402
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
 from plato_cnn.pipelines.field_head import CALIBRATION_SETS  # noqa: E402
 from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
@@ -87,7 +87,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--calibrate",
         nargs="+",
-        type=_calibration_set,
+        type=calibration_set_arg,
         default=list(CALIBRATION_SETS),
         help="calibration sets FAMILY:SEED:CAMERAS of the fine-tuned head's systematic term",
     )

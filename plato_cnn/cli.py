@@ -482,8 +482,9 @@ def _cmd_plateau_head(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- field-head
-def _calibration_set(text: str) -> tuple[str, int, int]:
-    """``FAMILY:SEED:CAMERAS`` -> ``(family, seed, cameras)``."""
+def calibration_set_arg(text: str) -> tuple[str, int, int]:
+    """``FAMILY:SEED:CAMERAS`` -> ``(family, seed, cameras)`` (an argparse type; the field-head
+    bench uses it too)."""
     parts = text.split(":")
     try:
         family, seed, n = parts[0], int(parts[1]), int(parts[2])
@@ -937,7 +938,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED, default=0, help="training seed")
     p.add_argument(
         "--calibrate",
-        type=_calibration_set,
+        type=calibration_set_arg,
         nargs="+",
         default=None,
         metavar="FAMILY:SEED:CAMERAS",
@@ -955,7 +956,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--family-sets",
-        type=_calibration_set,
+        type=calibration_set_arg,
         nargs="+",
         default=None,
         metavar="FAMILY:SEED:CAMERAS",

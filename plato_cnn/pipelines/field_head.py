@@ -53,6 +53,8 @@ __all__ = [
     "calibrate_field_head",
     "calibration_campaigns",
     "dataset_series",
+    "draw_batch",
+    "gaussian_nll",
     "train_field_head",
 ]
 
@@ -148,8 +150,12 @@ def dataset_series(dataset: str | Path, net, device: str = "cpu") -> SeriesSet:
     )
 
 
-def _draw(series: SeriesSet, idx: np.ndarray, rng: np.random.Generator):
-    """A batch: for each series of ``idx`` a random set of 1-5 of its states."""
+def draw_batch(series: SeriesSet, idx: np.ndarray, rng: np.random.Generator) -> tuple:
+    """A training batch: for each series of ``idx`` a random set of 1-5 of its states.
+
+    Returns ``(features, dT, mask, target, n)``: tensors for :class:`FieldHead` (``dT`` and the
+    target, the field's best-focus TRP1, relative to the drawn states' mean TRP1 in units of
+    ``TEMPERATURE_SCALE_DEGC``) and the number of states drawn per series."""
     b, k = len(idx), series.features.shape[1]
     top = min(MAX_TRAIN_PLATEAUX, k)
     n = rng.integers(1, top + 1, b)
@@ -164,7 +170,8 @@ def _draw(series: SeriesSet, idx: np.ndarray, rng: np.random.Generator):
     return as_t(x), as_t(dt), torch.as_tensor(mask), as_t(y), n
 
 
-def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def gaussian_nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean Gaussian negative log-likelihood of ``y`` under the head's ``(mean, log sigma)``."""
     return (0.5 * ((y - out[:, 0]) / out[:, 1].exp()) ** 2 + out[:, 1]).mean()
 
 
@@ -172,7 +179,7 @@ def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _holdout_rmse(head: FieldHead, series: SeriesSet, idx: np.ndarray, seed: int) -> dict:
     """Per-field RMS error (degC) on held-out series, by plateau count (4 draws each)."""
     head.eval()
-    x, dt, mask, y, n = _draw(series, np.repeat(idx, 4), np.random.default_rng(seed))
+    x, dt, mask, y, n = draw_batch(series, np.repeat(idx, 4), np.random.default_rng(seed))
     err = (head(x, dt, mask)[:, 0] - y).numpy() * TEMPERATURE_SCALE_DEGC
     return {str(k): float(np.sqrt(np.mean(err[n == k] ** 2))) for k in np.unique(n)}
 
@@ -209,8 +216,8 @@ def train_field_head(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
     head.train()
     for step in range(cfg.steps):
-        x, dt, mask, y, _ = _draw(series, rng.choice(train, cfg.batch), rng)
-        loss = _nll(head(x, dt, mask), y)
+        x, dt, mask, y, _ = draw_batch(series, rng.choice(train, cfg.batch), rng)
+        loss = gaussian_nll(head(x, dt, mask), y)
         opt.zero_grad()
         loss.backward()
         opt.step()

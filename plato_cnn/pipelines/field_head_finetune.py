@@ -43,7 +43,7 @@ from plato_cnn.nn.field_head import (
     save_field_head,
     stamp_features,
 )
-from plato_cnn.pipelines.field_head import SeriesSet, _draw, _nll
+from plato_cnn.pipelines.field_head import SeriesSet, draw_batch, gaussian_nll
 from plato_sim.errors import DataError, ParameterError
 from plato_sim.io.atomic import atomic_write_text
 
@@ -230,8 +230,10 @@ def _tune(head, series: SeriesSet, cfg: FieldHeadFinetuneConfig) -> list[float]:
     losses = []
     head.train()
     for step in range(cfg.steps):
-        x, dt, mask, y, _ = _draw(series, rng.integers(0, len(series.t_best_degC), cfg.batch), rng)
-        loss = _nll(head(x, dt, mask), y)
+        x, dt, mask, y, _ = draw_batch(
+            series, rng.integers(0, len(series.t_best_degC), cfg.batch), rng
+        )
+        loss = gaussian_nll(head(x, dt, mask), y)
         pull = sum(((p - ref[k]) ** 2).sum() for k, p in head.named_parameters())
         opt.zero_grad()
         (loss + cfg.l2sp * pull).backward()
