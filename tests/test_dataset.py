@@ -403,3 +403,18 @@ def test_bad_per_camera_detector_keys_are_refused():
                                         "engine": {"diffusion_sigma_px": [0.1, 0.2]}})  # fmt: skip
     with pytest.raises(ValueError, match="cameras.spectrum_tilt"):
         _with_detected(spectrum_tilt={"uniform": [1, 0]})
+
+
+def test_every_shipped_dataset_config_loads():
+    """The recipes under plato_cnn/data and plato_sim/data (their documented commands) are
+    valid configs; the field-head recipes hold through-focus series."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = sorted((root / "plato_cnn" / "data").glob("*dataset*.yaml"))
+    found += sorted((root / "plato_sim" / "data").glob("*dataset*.yaml"))
+    assert len(found) >= 5
+    for path in found:
+        cfg = sampling.load_config(path)
+        if path.name.startswith("field_head"):
+            assert cfg["field_series"]["states_per_field"] >= 2, path.name
