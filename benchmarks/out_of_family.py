@@ -17,8 +17,8 @@ Estimators (``--methods``, default all): the test houses' cubic (5 plateaux; a c
 4), the improved classical (gauss; 5 and 3), the CNN (shipped default model unless
 ``--model``; 5, 3, 2, 1), the forward method (:func:`plato_cnn.forward.forward_bft`; 5, 3,
 2, 1; ``--skip-forward`` leaves it out) and the CNN field head
-(:func:`plato_cnn.field_bft.field_head_bft`, the shipped head on the shipped FocusNet; 5, 3,
-2, 1).  ``--plateaux`` keeps only some plateau counts.
+(:func:`plato_cnn.field_bft.field_head_bft`, the shipped head on the shipped FocusNet unless
+``--field-head`` and ``--model``; 5, 3, 2, 1).  ``--plateaux`` keeps only some plateau counts.
 Columns: RMS error, bias, median sigma, coverage (|error| <= sigma), the fraction of cameras
 the estimator flagged as outside its model (the forward fit's chi^2 test), failures, and RMS
 error / Cramer-Rao bound where a bound is
@@ -209,12 +209,13 @@ def _field_head_sha(head_dir: str | None) -> str:
     return h.hexdigest()
 
 
-@functools.lru_cache(maxsize=1)
-def _field_head_card():
-    """The shipped field head's card (its out-of-family term for the derived rows)."""
+@functools.lru_cache(maxsize=4)
+def _field_head_card(head_dir: str | None = None):
+    """A field head's card (default: the shipped head's): its out-of-family term for the
+    derived rows."""
     from plato_cnn.nn.field_head import default_field_head_dir, load_field_head
 
-    return load_field_head(default_field_head_dir())[1]
+    return load_field_head(head_dir or default_field_head_dir())[1]
 
 
 def _result_cache(job: dict, fit_version: int | None = None, with_card: bool = True) -> Path:
@@ -337,12 +338,13 @@ def _evaluate(job: dict) -> dict:
     the current one gives the same (:func:`_still_current`); only the others are computed."""
     cache = _result_cache(job)
     done = _kept_file(job)
+    head = job.get("field_head")
     if done is not None:
-        return _scored(done)
+        return _scored(done, head)
     kept = None if job.get("fresh") else _still_current(job)
     if job.get("kept_only"):  # score only what is kept, compute nothing
         complete = kept is not None and {r["row"] for r in kept["results"]} >= set(job["rows"])
-        return _scored(kept) if complete else None
+        return _scored(kept, head) if complete else None
     if kept is None:
         out = _evaluate_camera(job)
     else:
@@ -355,16 +357,16 @@ def _evaluate(job: dict) -> dict:
     from plato_sim.io.atomic import atomic_write_text
 
     atomic_write_text(cache, json.dumps(out))
-    return _scored(out)
+    return _scored(out, head)
 
 
-def _scored(ev: dict) -> dict:
+def _scored(ev: dict, field_head: str | None = None) -> dict:
     """A camera's kept rows as scored now: the forward sigma from the shipped calibration,
-    then the derived cross-check rows."""
-    return with_cross_checks(with_systematic(ev))
+    then the derived cross-check rows (with ``field_head``'s out-of-family term)."""
+    return with_cross_checks(with_systematic(ev), field_head)
 
 
-def with_cross_checks(ev: dict) -> dict:
+def with_cross_checks(ev: dict, field_head: str | None = None) -> dict:
     """Add the derived rows of :data:`CHECKS` whose two rows the camera has: the CNN's
     estimate, its sigma widened where the reference disagrees beyond ``DISAGREE_SIGMAS``
     (``outside``: flagged by the check or already by the CNN's own thermal-residual check;
@@ -383,7 +385,7 @@ def with_cross_checks(ev: dict) -> dict:
             continue
         flagged = bool(cnn.get("outside"))
         if ROWS[b][1] == "field":  # the field head where the CNN's residual check flags
-            term = _field_head_card().family_for(ROWS[b][3]) if flagged else None
+            term = _field_head_card(field_head).family_for(ROWS[b][3]) if flagged else None
             field = {**ref, "sigma": float(np.hypot(ref["sigma"], term or 0.0))}
             use = field if flagged or ROWS[k][0] == FAMILY_LABEL else cnn
             ev["results"].append({"row": k, "bft": use["bft"], "sigma": use["sigma"],
@@ -580,6 +582,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_campaign_arguments(ap)  # in family: the cameras, seeds and cache of classical_bft.py
     ap.add_argument("--model", default=None, help="CNN model directory (default: shipped)")
+    ap.add_argument(
+        "--field-head",
+        default=None,
+        help="field head directory of the field rows (default: shipped); it must have been "
+        "trained on --model's FocusNet",
+    )
     ap.add_argument("--oof-cameras", type=int, default=50, help="nodal-family cameras")
     ap.add_argument("--oof-seed", type=int, default=1, help="nodal evaluation-set seed")
     ap.add_argument(
@@ -641,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     scored = rows + [k for k, (a, b) in CHECKS.items() if a in rows and b in rows]
     t0 = time.perf_counter()
     common = dict(model=args.model, rows=rows, fresh=args.fresh, kept_only=args.kept_only,
-                  keep_dir=args.keep_dir)  # fmt: skip
+                  keep_dir=args.keep_dir, field_head=args.field_head)  # fmt: skip
     if args.keep_dir:
         Path(args.keep_dir).mkdir(parents=True, exist_ok=True)
     jobs = campaign_jobs(args, family="in", **common)

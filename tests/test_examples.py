@@ -424,3 +424,25 @@ def test_crosscheck_rule_rows_follow_the_residual_check_and_both_rules():
     first = table[0]
     assert first["n_cameras"] == 2 and first["frac_flagged"] == 1.0
     assert first["coverage_raw"] == 0.0 and first["coverage_cli"] == 1.0
+
+
+def test_out_of_family_field_rows_take_the_given_heads_term(tmp_path):
+    """``--field-head DIR``: the derived rows widen by that head's out-of-family term."""
+    import shutil
+
+    import benchmarks.out_of_family as oof
+    from plato_cnn.nn.field_head import default_field_head_dir
+
+    d = tmp_path / "head"
+    shutil.copytree(default_field_head_dir(), d)
+    card = json.loads((d / "field_head.json").read_text())
+    card["family_sigma_degC"] = {k: 2.0 * v for k, v in card["family_sigma_degC"].items()}
+    (d / "field_head.json").write_text(json.dumps(card))
+    fam = next(k for k, r in enumerate(oof.ROWS) if r[0] == oof.FAMILY_LABEL and r[3] == 5)
+    cnn, field = oof.CHECKS[fam]
+    ev = {"results": [{"row": cnn, "bft": -80.0, "sigma": 0.1, "outside": True},
+                      {"row": field, "bft": -80.5, "sigma": 0.2}]}  # fmt: skip
+    shipped = oof._field_head_card().family_for(5)
+    got = {r["row"]: r for r in oof.with_cross_checks(ev, str(d))["results"]}[fam]
+    assert got["sigma"] == pytest.approx(np.hypot(0.2, 2.0 * shipped))
+    assert oof._parse(["--field-head", str(d)]).field_head == str(d)
