@@ -304,3 +304,5 @@ def test_per_star_weights_equal_each_stars_own_spectrum():
         assert not torch.allclose(got[1:2], eng.otf(z[1:2], sp))
     with pytest.raises(ValueError, match="weights must be"):
         eng.otf(z, sp, w[:, :2])
+    with pytest.raises(ValueError, match="sum to 1"):
+        eng.otf(z, sp, 2.0 * w)

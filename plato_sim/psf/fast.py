@@ -218,6 +218,9 @@ class FastEngine(PSFEngine):
             if tuple(per_star.shape) != (b, spectrum.n):
                 raise ParameterError(f"weights must be (B={b}, L={spectrum.n}), got "
                                      f"{tuple(per_star.shape)}")  # fmt: skip
+            sums = per_star.sum(dim=1)
+            if bool((per_star < 0).any()) or not torch.allclose(sums, torch.ones_like(sums)):
+                raise ParameterError("weights: each row must be >= 0 and sum to 1")
             per_star = per_star.to(self.device)[:, :, None, None]
         total = None
         for li, (lam, w) in enumerate(zip(spectrum.wavelengths_nm, spectrum.weights, strict=True)):
