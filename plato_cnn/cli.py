@@ -934,7 +934,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the FocusNet the head reads (default: the shipped model)",
     )
-    p.add_argument("--steps", type=int_in(1), default=12_000, help="training steps")
+    p.add_argument("--steps", type=int_in(1), default=48_000, help="training steps")
     p.add_argument("--seed", type=SEED, default=0, help="training seed")
     p.add_argument(
         "--calibrate",

@@ -72,7 +72,7 @@ CALIBRATION_SETS = (("highorder-mild", 0, 16), ("highorder", 0, 10), ("design", 
 class FieldHeadTrainConfig:
     """Training settings (steps of ``batch`` series, one-cycle ``lr``, AdamW)."""
 
-    steps: int = 12_000
+    steps: int = 48_000
     batch: int = 256
     lr: float = 2e-3
     weight_decay: float = 1e-4
