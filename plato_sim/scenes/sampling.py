@@ -478,11 +478,8 @@ class CameraEntry:
         return CameraModel(OpticalModel(perturbation=pert), thermal)
 
     def detected_spectrum(self, spectrum: Spectrum) -> Spectrum:
-        """``spectrum`` as this camera detects it: recoloured by its tilt and curvature (the
-        same object where both are 0)."""
-        if self.spectrum_tilt == 0.0 and self.spectrum_curvature == 0.0:
-            return spectrum
-        return recoloured(spectrum, self.spectrum_tilt, self.spectrum_curvature)
+        """``spectrum`` as this camera detects it (:func:`_detected`)."""
+        return _detected(spectrum, self.spectrum_tilt, self.spectrum_curvature)
 
     def field_best_focus_um(
         self, theta_deg: np.ndarray, phi_deg: np.ndarray, optics: OpticalModel | None = None
@@ -596,6 +593,15 @@ def _pool_camera_model(cfg: dict, seed: int, index: int) -> tuple[CameraModel, f
     return model, t_bf, family, q
 
 
+def _detected(spectrum: Spectrum, tilt: float, curvature: float) -> Spectrum:
+    """``spectrum`` recoloured by a camera's tilt and curvature
+    (:func:`plato_sim.optics.spectra.recoloured`); the same object where both are 0, so that
+    a pool without the spectrum keys renders exactly what it always rendered."""
+    if tilt == 0.0 and curvature == 0.0:
+        return spectrum
+    return recoloured(spectrum, tilt, curvature)
+
+
 def _detected_draws(cfg: dict, seed: int, index: int) -> dict:
     """Pool camera ``index``'s draws of the :data:`DETECTED_KEYS` present in ``cfg`` (its own
     stream, in the keys' order)."""
@@ -622,9 +628,8 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
     family_camera = None if family == "design" else model.to_dict()
     optics = model.optics
     bf = cfg["best_focus"]
-    sp = ogse_spectrum(optics.camera, int(bf["n_wavelengths"]))
-    if "spectrum_tilt" in drawn or "spectrum_curvature" in drawn:
-        sp = recoloured(sp, drawn.get("spectrum_tilt", 0.0), drawn.get("spectrum_curvature", 0.0))
+    tilt, curvature = drawn.get("spectrum_tilt", 0.0), drawn.get("spectrum_curvature", 0.0)
+    sp = _detected(ogse_spectrum(optics.camera, int(bf["n_wavelengths"])), tilt, curvature)
     gth, gph = best_focus_grid(cfg)
     with single_thread_torch(), torch.no_grad():
         dz_opt, e_max = field_best_focus_um(
