@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         FieldHeadFinetuneConfig,
         finetune_field_head,
     )
+    from plato_cnn.reader import read_campaign
 
     out = Path(args.out)
     tuned = out / f"head_v{args.variants}_st{args.steps}_s{args.seed}"
@@ -124,14 +126,25 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.perf_counter()
     cfg = FieldHeadFinetuneConfig(variants=args.variants, steps=args.steps, lr=args.lr,
                                   l2sp=args.l2sp, seed=args.seed)  # fmt: skip
-    summary = finetune_field_head(reports, tuned, out / "variants", cfg=cfg, workers=args.workers)
+    frames = [read_campaign(d) for d, _ in ft]
+    frames = [fr.select(fr.usable) for fr in frames]
+    summary = finetune_field_head(reports, tuned, out / "variants", cfg=cfg, workers=args.workers,
+                                  frames_list=frames)  # fmt: skip
     t_train = time.perf_counter() - t2
     t3 = time.perf_counter()
+    # the same weights, their sigma measured on the calibration families instead
+    tuned_cal = tuned.with_name(tuned.name + "_calibrated")
+    shutil.rmtree(tuned_cal, ignore_errors=True)
+    shutil.copytree(tuned, tuned_cal)
     campaigns = calibration_campaigns(args.oof_cache, args.calibrate, args.workers)
-    calib = calibrate_field_head(tuned, campaigns)
+    calib = calibrate_field_head(tuned_cal, campaigns)
     t_cal = time.perf_counter() - t3
     t4 = time.perf_counter()
-    heads = {"shipped": str(default_field_head_dir()), "fine-tuned": str(tuned)}
+    heads = {
+        "shipped": str(default_field_head_dir()),
+        "fine-tuned, sigma: leave-one-camera-out": str(tuned),
+        "fine-tuned, sigma: calibration families": str(tuned_cal),
+    }
     jobs = [dict(i=i, dir=str(d), camera=tr["camera"], truth=tr["bft_degC"], heads=heads)
             for i, (d, tr) in enumerate(held)]  # fmt: skip
     evals = map_jobs(_score, jobs, args.workers)
@@ -145,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         forward_errors_on_finetune_cameras_degC=fw_err,
         finetune_summary=summary,
         calibration={k: v["systematic_sigma_degC"] for k, v in calib["per_count"].items()},
+        cross_validation={
+            k: v["systematic_sigma_degC"] for k, v in summary["cross_validation"].items()
+        },  # fmt: skip
         seconds=dict(
             emulation=t_emul,
             forward_fits=t_fit,

@@ -1,8 +1,8 @@
 """``plato-cnn``: a thin command line over :mod:`plato_cnn`.
 
 Subcommands: ``bft`` (``--method eef``, ``cnn``, ``forward`` or ``field``), ``pretrain``,
-``finetune``, ``field-head``, ``focus-check`` (in orbit: the TRP1 change to best focus from
-star imagettes).
+``finetune``, ``field-head``, ``field-head-finetune``, ``focus-check`` (in orbit: the TRP1
+change to best focus from star imagettes).
 
 ``bft CAMPAIGN_DIR --method eef``: best-focus temperature of a ground-test campaign
 (format v1).  Methods are registered in :data:`BFT_METHODS` (``name -> (add_arguments,
@@ -552,6 +552,46 @@ def _cmd_field_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_field_head_finetune(args: argparse.Namespace) -> int:
+    from plato_cnn.pipelines.field_head_finetune import (
+        FieldHeadFinetuneConfig,
+        finetune_field_head,
+    )
+    from plato_cnn.pipelines.finetune import fit_forward_reports
+    from plato_cnn.reader import read_campaign
+
+    cfg = FieldHeadFinetuneConfig(variants=args.variants, steps=args.steps, lr=args.lr,
+                                  l2sp=args.l2sp, seed=args.seed)  # fmt: skip
+    frames = []
+    for d in args.campaign:
+        fr = read_campaign(d)
+        frames.append(fr.select(fr.usable))
+    given = [_read_report(p) for p in args.forward_json] if args.forward_json else None
+    reports = fit_forward_reports(frames, given, args.seed)
+    cv = len(frames) >= 3
+    workdir = args.workdir or str(Path(args.out) / "variants")
+    s = finetune_field_head(reports, args.out, workdir, args.field_head, args.model, cfg,
+                            args.device, args.workers, frames if cv else None)  # fmt: skip
+    for fr, r in zip(frames, reports, strict=True):
+        print(f"{fr.camera}: forward T_BF {r['bft_degC']:.3f} degC, chi2_red "
+              f"{r['chi2']['reduced']:.2f}")  # fmt: skip
+    print(f"{s['n_series']} variant series; fine-tuned in {s['seconds_total']:.0f} s")
+    if cv:
+        for k, r in s["cross_validation"].items():
+            print(
+                f"{k} plateaux: leave-one-camera-out RMS {r['rms_error_degC']:.3f} degC on "
+                f"{r['n_fits']} cameras, systematic term {r['systematic_sigma_degC']:.3f} degC"
+            )
+    else:
+        print(
+            "fewer than 3 campaigns: no leave-one-camera-out sigma; the starting head's "
+            "systematic terms are kept (plato-cnn field-head --out HEAD --calibrate ... "
+            "measures new ones)"
+        )
+    print(f"wrote {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- focus-check
 def _cmd_focus_check(args: argparse.Namespace) -> int:
     from plato_cnn.focuscheck import focus_check_file
@@ -968,6 +1008,59 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int_in(1), default=2, help="emulation processes")
     p.add_argument("--device", type=torch_device, default="cpu", help="torch device")
     p.set_defaults(func=_cmd_field_head)
+
+    p = sub.add_parser(
+        "field-head-finetune",
+        help="fine-tune the field head on cameras like forward-fitted ones of a new family",
+    )
+    p.add_argument("--campaign", nargs="+", required=True, help="campaign folders (format v1)")
+    p.add_argument("--out", required=True, help="fine-tuned field head directory (written)")
+    p.add_argument(
+        "--forward-json",
+        nargs="+",
+        type=existing_file,
+        default=None,
+        help="forward reports made with bft --method forward --field-focus, one per "
+        "--campaign in the same order (default: fit each campaign, minutes each)",
+    )
+    p.add_argument(
+        "--field-head",
+        type=existing_dir,
+        default=None,
+        help="the head to start from (default: the shipped one)",
+    )
+    p.add_argument(
+        "--model",
+        type=existing_dir,
+        default=None,
+        help="the FocusNet the head reads (default: the shipped model)",
+    )
+    p.add_argument(
+        "--variants",
+        type=int_in(1),
+        default=24,
+        help="cameras like each fitted one, imaged through focus (~5 s each)",
+    )
+    p.add_argument("--steps", type=int_in(1), default=1500, help="fine-tuning steps")
+    p.add_argument(
+        "--lr", type=float_in(0.0, None, lo_open=True), default=3e-4, help="learning rate"
+    )
+    p.add_argument(
+        "--l2sp",
+        type=float_in(0.0, None),
+        default=1e-2,
+        help="weight of the pull towards the starting head's weights",
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the variants and the training")
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="where the variants' campaigns are kept (default: OUT/variants; a rerun reads "
+        "them back)",
+    )
+    p.add_argument("--workers", type=int_in(1), default=2, help="emulation processes")
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device")
+    p.set_defaults(func=_cmd_field_head_finetune)
 
     p = sub.add_parser("focus-check", help="in orbit: TRP1 change to best focus from imagettes")
     p.add_argument(

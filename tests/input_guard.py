@@ -255,6 +255,12 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
             # --out: the head written (and, with --calibrate alone, its card updated);
             # --cache: calibration campaigns emulated where missing
             return w(args.dataset) + w(args.model or DEFAULT_MODEL) + w(args.family_reference)
+        if cmd == "field-head-finetune":
+            # --out: the head written; --workdir: the variants' campaigns (kept)
+            campaigns = [x for d in args.campaign for x in w(d)]
+            reports = [x for r in (args.forward_json or ()) for x in w(r)]
+            head = w(args.field_head or DEFAULT_FIELD_HEAD)
+            return campaigns + reports + head + w(args.model or DEFAULT_MODEL)
         if cmd == "focus-check":
             return w(args.imagettes) + w(args.model or INORBIT_MODEL)
     raise InputChanged(

@@ -80,6 +80,7 @@ BASE = {
     ("plato-cnn", "calibrate"): ["--model", "{tmp}/model", "--workdir", "{tmp}/w"],
     ("plato-cnn", "plateau-head"): ["--model", "{tmp}/model", "--workdir", "{tmp}/w"],
     ("plato-cnn", "field-head"): ["--dataset", "{tmp}/ds", "--out", "{tmp}/fh"],
+    ("plato-cnn", "field-head-finetune"): ["--campaign", "{tmp}/camp", "--out", "{tmp}/fhf"],
     ("plato-cnn", "focus-check"): ["{tmp}/f.fits", "--temperature-degC", "-75"],
 }
 
@@ -221,6 +222,29 @@ USAGE_ERRORS = [
     ("plato-cnn", "plateau-head", ["--workers", "-1"], "--workers", ">= 1"),
     # plato-cnn field-head
     ("plato-cnn", "field-head", ["--steps", "0"], "--steps", ">= 1"),
+    # plato-cnn field-head-finetune
+    ("plato-cnn", "field-head-finetune", ["--variants", "0"], "--variants", ">= 1"),
+    ("plato-cnn", "field-head-finetune", ["--steps", "0"], "--steps", ">= 1"),
+    ("plato-cnn", "field-head-finetune", ["--lr", "0"], "--lr", "> 0"),
+    ("plato-cnn", "field-head-finetune", ["--l2sp", "-1"], "--l2sp", ">= 0"),
+    ("plato-cnn", "field-head-finetune", ["--seed", "-1"], "--seed", "[0, 2**63 - 1]"),
+    ("plato-cnn", "field-head-finetune", ["--workers", "0"], "--workers", ">= 1"),
+    (
+        "plato-cnn",
+        "field-head-finetune",
+        ["--field-head", "/missing/fh"],
+        "--field-head",
+        "no such folder",
+    ),  # fmt: skip
+    ("plato-cnn", "field-head-finetune", ["--model", "/missing/m"], "--model", "no such folder"),
+    (
+        "plato-cnn",
+        "field-head-finetune",
+        ["--forward-json", "/missing.json"],
+        "--forward-json",
+        "no such file",
+    ),  # fmt: skip
+    ("plato-cnn", "field-head-finetune", ["--device", "cuda:x"], "--device", "cpu, cuda or cuda:N"),
     ("plato-cnn", "field-head", ["--seed", "-1"], "--seed", "[0, 2**63 - 1]"),
     ("plato-cnn", "field-head", ["--workers", "0"], "--workers", ">= 1"),
     ("plato-cnn", "field-head", ["--dataset", "/missing/ds"], "--dataset", "no such folder"),

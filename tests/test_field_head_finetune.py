@@ -7,6 +7,7 @@ a thermal response from the head's own training prior, and the same draws from t
 
 import numpy as np
 import pytest
+import torch
 
 from plato_cnn.pipelines.field_head_finetune import (
     FieldHeadFinetuneConfig,
@@ -61,3 +62,97 @@ def test_variants_draw_the_thermal_prior_and_repeat_with_the_seed():
     again = _variant(base, np.random.default_rng(3))
     assert again.thermal == cams[3].thermal
     np.testing.assert_array_equal(np.asarray(again.optics.zernike_nm), z[3])
+
+
+# ----------------------------------------------------------------------------- cross-validation
+@pytest.fixture(scope="module")
+def tiny_head(tmp_path_factory):
+    """A tiny FocusNet, an untrained field head for it, 3 small campaigns (their own seeds)
+    and a synthetic variant set: 6 series of 8 plateaux per camera."""
+    from campaign_builder import T_BEST, make_campaign
+    from model_builder import save_tiny_model
+
+    from plato_cnn.nn.card import load_model
+    from plato_cnn.nn.field_head import (
+        FieldHead,
+        FieldHeadCard,
+        FieldHeadConfig,
+        feature_dim,
+        network_digest,
+        save_field_head,
+    )
+    from plato_cnn.pipelines.field_head import SeriesSet
+    from plato_cnn.reader import read_campaign
+
+    root = tmp_path_factory.mktemp("cv")
+    model = save_tiny_model(root / "model", 0)
+    net, _ = load_model(model)
+    torch.manual_seed(0)
+    head = FieldHead(FieldHeadConfig(feature_dim=feature_dim(net), hidden=8))
+    card = FieldHeadCard(config={}, base_weights_sha256=network_digest(model),
+                         systematic_sigma_degC={"5": 0.3, "1": 2.0},
+                         family_sigma_degC={"5": 0.4})  # fmt: skip
+    save_field_head(head, card, root / "head")
+    frames = []
+    for k in range(3):
+        fr = read_campaign(make_campaign(root / f"c{k}", n_fields=3, n_dithers=2, seed=k))
+        frames.append(fr.select(fr.usable))
+    rng = np.random.default_rng(5)
+    n, d = 18, feature_dim(net)
+    series = SeriesSet(
+        features=rng.normal(size=(n, 8, d)).astype(np.float32),
+        temperature_degC=-90.0 + 2.5 * np.arange(8)[None].repeat(n, 0),
+        t_best_degC=T_BEST + rng.normal(0.0, 0.5, n),
+        camera_id=np.repeat(np.arange(3), 6),
+    )
+    reports = [{"bft_degC": T_BEST} for _ in range(3)]
+    return dict(model=model, head=root / "head", digest=network_digest(model), frames=frames,
+                series=series, reports=reports)  # fmt: skip
+
+
+def test_a_held_out_camera_never_reaches_its_own_fold(tiny_head):
+    """Leave-one-camera-out: changing camera 0's variant labels leaves camera 0's error
+    (its fold never trained on them) bit for bit and moves camera 1's (trained on them); the
+    term of every plateau count is the quadrature RMS of the errors beyond their statistical
+    sigma."""
+    from dataclasses import replace
+
+    from plato_cnn.pipelines.field_head_finetune import cross_validated_terms
+
+    t = tiny_head
+    cfg = FieldHeadFinetuneConfig(steps=20, batch=8, lr=1e-2, l2sp=0.0)
+    args = (t["frames"], t["reports"], cfg, t["model"])
+    base = cross_validated_terms(t["head"], t["digest"], t["series"], *args)
+    assert sorted(base) == ["1", "2", "3", "5"]
+    s = t["series"]
+    poisoned = replace(s, t_best_degC=np.where(s.camera_id == 0, s.t_best_degC + 30.0,
+                                               s.t_best_degC))  # fmt: skip
+    moved = cross_validated_terms(t["head"], t["digest"], poisoned, *args)
+    for k in base:
+        assert moved[k]["errors_degC"][0] == base[k]["errors_degC"][0]
+        assert moved[k]["errors_degC"][1] != base[k]["errors_degC"][1]
+        row = base[k]
+        assert row["n_fits"] == 3 and len(row["errors_degC"]) == 3
+        assert row["rms_error_degC"] == pytest.approx(
+            np.sqrt(np.mean(np.square(row["errors_degC"])))
+        )
+        e, stat = np.asarray(row["errors_degC"]), np.asarray(row["stat_sigma_degC"])
+        term = np.sqrt(max(0.0, np.mean(e**2 - stat**2)))
+        assert row["systematic_sigma_degC"] == pytest.approx(term)
+        assert row["coverage"] == pytest.approx(np.mean(np.abs(e) <= np.hypot(stat, term)))
+
+
+def test_cross_validation_needs_one_campaign_per_report_and_three_cameras(tiny_head, tmp_path):
+    from plato_cnn.pipelines.field_head_finetune import (
+        cross_validated_terms,
+        finetune_field_head,
+    )
+
+    t = tiny_head
+    cfg = FieldHeadFinetuneConfig(steps=2)
+    with pytest.raises(ParameterError, match="one per camera"):
+        cross_validated_terms(t["head"], t["digest"], t["series"], t["frames"][:2], t["reports"],
+                              cfg, t["model"])  # fmt: skip
+    with pytest.raises(ParameterError, match="at least 3"):
+        finetune_field_head(t["reports"][:2], tmp_path / "o", tmp_path / "w", t["head"],
+                            t["model"], cfg, frames_list=t["frames"][:2])  # fmt: skip

@@ -265,3 +265,50 @@ def test_resimulated_folders_are_named_by_what_defines_them():
     assert tag != _resim_tag(rep, 6, 2, 4, 10, (0.5, 1.5))
     assert tag != _resim_tag(dict(rep, t0_degC=-79.0), 5, 2, 4, 10, (0.5, 1.5))
     assert len(tag) == 8
+
+
+def test_field_head_finetune_command(exact, tmp_path, capsys):
+    """``plato-cnn field-head-finetune``: three campaigns with their forward reports give a
+    head for the same FocusNet, trained on variants of the fitted cameras, whose systematic
+    terms are its leave-one-camera-out ones (the starting head's family term dropped), and
+    ``bft --method field --field-head`` reads it."""
+    import json
+
+    from plato_cnn.cli import main
+    from plato_cnn.nn.card import load_model
+    from plato_cnn.nn.field_head import (
+        FieldHead,
+        FieldHeadCard,
+        FieldHeadConfig,
+        feature_dim,
+        load_field_head,
+        network_digest,
+        save_field_head,
+    )
+
+    model = save_tiny_model(tmp_path / "model", 0)
+    net, _ = load_model(model)
+    torch.manual_seed(0)
+    head = FieldHead(FieldHeadConfig(feature_dim=feature_dim(net), hidden=8))
+    card = FieldHeadCard(config={}, base_weights_sha256=network_digest(model),
+                         systematic_sigma_degC={"5": 0.3},
+                         family_sigma_degC={"5": 0.4})  # fmt: skip
+    save_field_head(head, card, tmp_path / "start")
+    rep = dict(exact["rep"], chi2={"reduced": 1.0}, field_focus={})
+    (tmp_path / "fw.json").write_text(json.dumps(rep))
+    camp, out = str(exact["dir"]), tmp_path / "tuned"
+    rc = main(["field-head-finetune", "--campaign", camp, camp, camp, "--forward-json",
+               *[str(tmp_path / "fw.json")] * 3, "--field-head", str(tmp_path / "start"),
+               "--model", str(model), "--variants", "1", "--steps", "20", "--workers", "1",
+               "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    assert "leave-one-camera-out RMS" in capsys.readouterr().out
+    _, tuned = load_field_head(out, network_digest(model))
+    cv = tuned.training["finetune"]["cross_validation"]
+    assert tuned.systematic_sigma_degC == {k: v["systematic_sigma_degC"] for k, v in cv.items()}
+    assert tuned.family_sigma_degC == {} and tuned.training["finetune"]["n_series"] > 0
+    assert len(list((out / "variants").glob("cam*_v000_*.truth.json"))) == 3
+    js = tmp_path / "r.json"
+    assert main(["bft", camp, "--method", "field", "--model", str(model), "--field-head",
+                 str(out), "--json", str(js)]) == 0  # fmt: skip
+    assert json.loads(js.read_text())["n_plateaux"] == 2

@@ -14,7 +14,9 @@ TRP1 at which that camera reaches the field's EEF-optimal focus, exactly, as the
 dataset does (``dz_field_best_um``: :func:`plato_sim.truth.bestfocus.field_best_focus_um`,
 OGSE spectrum, at the diffusion's floor).  The shipped head is then trained further on those
 series, with an L2 pull towards its own weights (L2-SP) so that what it learnt on the broad
-prior stays.
+prior stays.  Given the fitted cameras' own campaigns (at least 3), its sigma is measured on
+the family itself: each camera scored by a head fine-tuned on the variants of the others
+(leave-one-camera-out, :func:`cross_validated_terms`), against its forward-fit T_BF.
 
 The labels are physics labels: no real camera's T_BF is known to the pipeline; the real
 campaigns enter only through their forward fits.  What the re-simulated series lack is what
@@ -49,7 +51,12 @@ from plato_sim.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FieldHeadFinetuneConfig", "finetune_field_head", "variant_series"]
+__all__ = [
+    "FieldHeadFinetuneConfig",
+    "cross_validated_terms",
+    "finetune_field_head",
+    "variant_series",
+]
 
 #: The head's training set: the variants' thermal responses are drawn from its prior.
 FIELD_HEAD_DATASET = Path(__file__).resolve().parents[1] / "data" / "field_head_dataset.yaml"
@@ -244,6 +251,90 @@ def _tune(head, series: SeriesSet, cfg: FieldHeadFinetuneConfig) -> list[float]:
     return losses
 
 
+def _subset(series: SeriesSet, keep: np.ndarray) -> SeriesSet:
+    return SeriesSet(
+        features=series.features[keep],
+        temperature_degC=series.temperature_degC[keep],
+        t_best_degC=series.t_best_degC[keep],
+        camera_id=series.camera_id[keep],
+    )
+
+
+def _held_out_errors(fr, feats: np.ndarray, head, bft_degC: float) -> dict[str, tuple]:
+    """Per plateau subset of :data:`~plato_cnn.pipelines.calibrate.PLATEAU_SUBSETS` that
+    the campaign ``fr`` holds: ``(head's T_BF - bft_degC, statistical sigma, 0)`` (degC)."""
+    from plato_cnn.field_bft import estimate_from_features
+    from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS
+
+    out = {}
+    for k, temps in PLATEAU_SUBSETS.items():
+        m = fr.plateau_mask(temps)
+        try:
+            est = estimate_from_features(fr.select(m), feats[m], head)
+        except (ValueError, DataError) as exc:  # this campaign cannot give that subset
+            log.info("field head cross-validation: %d plateaux skipped: %s", k, exc)
+            continue
+        if est["n_plateaux"] == k:  # a campaign of other plateaux may map two onto one
+            out[str(k)] = (est["bft_degC"] - bft_degC, est["sigma_stat_degC"], 0.0)
+    return out
+
+
+def cross_validated_terms(
+    start_dir: str | Path,
+    digest: str,
+    series: SeriesSet,
+    frames_list: list,
+    reports: list[dict],
+    cfg: FieldHeadFinetuneConfig,
+    model_dir: str | Path | None = None,
+    device: str = "cpu",
+) -> dict[str, dict]:
+    """Leave-one-camera-out on the fine-tuning cameras: for each, the head of ``start_dir``
+    fine-tuned on the variants of the *other* cameras only (``series``, ``camera_id`` = index
+    in ``reports``), scored on that camera's own frames (``frames_list``) with every plateau
+    subset they hold, against its forward-fit T_BF (the label source; ~0.003 degC with 5
+    plateaux, docs/forward.md).  Per plateau count, the systematic term is the quadrature
+    RMS ``sqrt(max(0, mean(e_i^2 - sigma_i^2)))`` of the errors beyond their statistical
+    sigma: with a handful of cameras the RMS is the efficient estimate of the errors' scale,
+    where the 68th percentile that calibrations over tens of cameras use
+    (:func:`~plato_cnn.pipelines.calibrate_forward.systematic_from_errors`, kept as
+    ``quantile_68_degC``) would rest on one or two of them.  What it measures is the error on
+    a camera of the family that the variants did not come from: the fine-tuned head's case on
+    the next camera, with one camera fewer to learn from (so, if anything, pessimistic)."""
+    from plato_cnn.field_bft import field_head_inputs
+    from plato_cnn.pipelines.calibrate_forward import systematic_from_errors
+
+    if len(frames_list) != len(reports):
+        raise ParameterError(
+            f"{len(frames_list)} campaigns for {len(reports)} forward reports: one per camera"
+        )
+    per_cam = []
+    for j, fr in enumerate(frames_list):
+        keep = series.camera_id != j
+        if not keep.any():
+            raise ParameterError("field head cross-validation: no variant of another camera")
+        log.info("field head cross-validation: camera %d/%d held out", j + 1, len(frames_list))
+        head, _ = load_field_head(start_dir, digest)
+        _tune(head, _subset(series, keep), cfg)
+        _, _, _, feats = field_head_inputs(fr, model_dir, start_dir, device)
+        per_cam.append(_held_out_errors(fr, feats, head, float(reports[j]["bft_degC"])))
+    keys = [k for k in per_cam[0] if all(k in c for c in per_cam)]
+    table = systematic_from_errors(per_cam, keys)
+    for k, v in table.items():
+        e = np.asarray([c[k][0] for c in per_cam])
+        stat = np.asarray([c[k][1] for c in per_cam])
+        term = float(np.sqrt(max(0.0, float(np.mean(e**2 - stat**2)))))
+        v.pop("mean_wall_s", None)
+        v["quantile_68_degC"] = v["systematic_sigma_degC"]
+        v["systematic_sigma_degC"] = term
+        v["coverage"] = float(np.mean(np.abs(e) <= np.hypot(stat, term) * (1 + 1e-9)))
+        v["errors_degC"] = e.tolist()
+        v["stat_sigma_degC"] = stat.tolist()
+    return table
+
+
+# Long because: one sequence (variants, the held-out fine-tunings, the final fine-tuning,
+# the card) whose steps share the starting head, its card and the timings of the summary.
 def finetune_field_head(
     reports: list[dict],
     out_dir: str | Path,
@@ -253,24 +344,41 @@ def finetune_field_head(
     cfg: FieldHeadFinetuneConfig | None = None,
     device: str = "cpu",
     workers: int = 1,
+    frames_list: list | None = None,
 ) -> dict:
     """Fine-tune the field head of ``head_dir`` (default: the shipped one) on cameras like
-    the forward-fitted ones of ``reports`` and write it to ``out_dir`` with its card (the
-    starting head's systematic terms kept until :func:`~plato_cnn.pipelines.field_head.
-    calibrate_field_head` measures new ones; its out-of-family term dropped).  Returns the
-    summary (also in the card's ``finetune``)."""
+    the forward-fitted ones of ``reports`` and write it to ``out_dir`` with its card.  Returns
+    the summary (also in the card's ``finetune``).
+
+    With ``frames_list`` (the fitted cameras' own usable frames, one per report, at least 3),
+    the head's systematic terms are measured on the family itself, leave-one-camera-out
+    (:func:`cross_validated_terms`); without it, the starting head's are kept until
+    :func:`~plato_cnn.pipelines.field_head.calibrate_field_head` measures new ones.  The
+    starting head's out-of-family term is dropped either way: it was measured for that head.
+    """
     cfg = cfg or FieldHeadFinetuneConfig()
     if not reports:
         raise ParameterError("field head fine-tuning: no forward report")
+    if frames_list is not None and len(frames_list) < 3:
+        raise ParameterError(
+            "field head fine-tuning: the cross-validated sigma needs at least 3 campaigns"
+        )
     t0 = time.perf_counter()
     model_dir = model_dir or default_model_dir()
-    head, card = load_field_head(head_dir or default_field_head_dir(), network_digest(model_dir))
+    start = head_dir or default_field_head_dir()
+    digest = network_digest(model_dir)
+    head, card = load_field_head(start, digest)
     series = variant_series(reports, workdir, model_dir, cfg, device, workers)
     t_sim = time.perf_counter() - t0
+    cv = None
+    if frames_list is not None:
+        cv = cross_validated_terms(start, digest, series, frames_list, reports, cfg, model_dir,
+                                   device)  # fmt: skip
+    t_cv = time.perf_counter() - t0 - t_sim
     losses = _tune(head, series, cfg)
     summary = {
         "config": asdict(cfg),
-        "start_head": str(head_dir or default_field_head_dir()),
+        "start_head": str(start),
         "cameras": [
             {"bft_degC": r["bft_degC"], "fields": len(r["wavefront"]), "chi2": r["chi2"]["reduced"]}
             for r in reports
@@ -278,8 +386,15 @@ def finetune_field_head(
         "n_series": int(len(series.t_best_degC)),
         "loss_every_100_steps": losses,
         "seconds_variants": round(t_sim, 1),
+        "seconds_cross_validation": round(t_cv, 1),
         "seconds_total": round(time.perf_counter() - t0, 1),
     }
+    if cv is not None:
+        summary["cross_validation"] = cv
+        # measured on the family itself: each camera scored by a head tuned without it
+        card.systematic_sigma_degC = {k: v["systematic_sigma_degC"] for k, v in cv.items()}
+        card.calibration = {"source": "leave-one-camera-out on the fine-tuning cameras",
+                            "per_count": cv}  # fmt: skip
     card.training = {**card.training, "finetune": summary}
     # the starting head's out-of-family term was measured for it, not for this head
     card.family_sigma_degC, card.family_calibration = {}, {}

@@ -78,6 +78,7 @@ __all__ = [
     "field_anchors",
     "pseudo_labels",
     "finetune",
+    "fit_forward_reports",
 ]
 
 
@@ -408,7 +409,7 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in str(name))[:40]
 
 
-def _forward_reports(frames_list: list, given: list[dict] | None, seed: int) -> list[dict]:
+def fit_forward_reports(frames_list: list, given: list[dict] | None, seed: int) -> list[dict]:
     """Forward-fit reports with ``field_focus`` of every camera (given ones are checked)."""
     from plato_cnn.forward import forward_bft
 
@@ -692,7 +693,7 @@ def finetune(
     resim: dict[int, tuple[Dataset, Dataset | None]] = {}
     variant_rng = np.random.default_rng((cfg.seed, 1))
     if physics:
-        reports = _forward_reports(frames_list, forward_reports, cfg.seed)
+        reports = fit_forward_reports(frames_list, forward_reports, cfg.seed)
         fixed_labels = [physics_labels(fr, r) for fr, r in zip(frames_list, reports, strict=True)]
         anchor_sigmas = [float(r["sigma_degC"]) for r in reports]
         if cfg.resimulate:
