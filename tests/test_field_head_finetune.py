@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from plato_cnn.pipelines.field_head import SeriesSet
 from plato_cnn.pipelines.field_head_finetune import (
     FieldHeadFinetuneConfig,
     _foci_degC,
@@ -156,3 +157,43 @@ def test_cross_validation_needs_one_campaign_per_report_and_three_cameras(tiny_h
     with pytest.raises(ParameterError, match="at least 3"):
         finetune_field_head(t["reports"][:2], tmp_path / "o", tmp_path / "w", t["head"],
                             t["model"], cfg, frames_list=t["frames"][:2])  # fmt: skip
+
+
+def test_own_series_carry_the_forward_fits_field_labels(tiny_head):
+    """A fitted camera's own series: one per field position of its table, labelled with that
+    position's ``t_best_degC``; a position the fit's table lacks is left out; without a
+    ``field_focus`` block the report is refused."""
+    from plato_cnn.nn.card import load_model
+    from plato_cnn.pipelines.field_head_finetune import own_series
+
+    t = tiny_head
+    fr = t["frames"][0]
+    net, _ = load_model(t["model"])
+    first = [np.flatnonzero(fr.field_id == f)[0] for f in np.unique(fr.field_id)]
+    theta, phi = fr.field_theta_deg[first], fr.field_phi_deg[first]
+    ff = {"theta_deg": theta[1:].tolist(), "phi_deg": phi[1:].tolist(),
+          "t_best_degC": [-81.0, -77.5][: len(theta) - 1]}  # fmt: skip
+    ser = own_series(fr, {"field_focus": ff}, net, 7)
+    assert len(ser.t_best_degC) == len(theta) - 1 and np.all(ser.camera_id == 7)
+    assert sorted(ser.t_best_degC) == sorted(ff["t_best_degC"])
+    assert ser.features.shape[1] == 5 and ser.temperature_degC.shape == (len(theta) - 1, 5)
+    with pytest.raises(ParameterError, match="field_focus"):
+        own_series(fr, {"bft_degC": -80.0}, net, 0)
+
+
+def test_mixed_batches_pad_the_plateaux_and_follow_the_repeats(tiny_head):
+    """Series of 8 and of 5 plateaux in one batch: padded plateaux are masked out, and each
+    set is drawn in proportion to its size times its repeats."""
+    from plato_cnn.nn.field_head import TEMPERATURE_SCALE_DEGC
+    from plato_cnn.pipelines.field_head_finetune import _draw
+
+    s = tiny_head["series"]  # 18 series of 8 plateaux
+    short = SeriesSet(s.features[:3, :3], s.temperature_degC[:3, :3], s.t_best_degC[:3] + 100.0,
+                      s.camera_id[:3])  # fmt: skip
+    x, dt, mask, y, n = _draw([(s, 1), (short, 6)], 4000, np.random.default_rng(0))
+    assert x.shape[:2] == dt.shape == mask.shape == (4000, 5)
+    assert np.array_equal(mask.sum(1).numpy(), n)
+    far = y.numpy() * TEMPERATURE_SCALE_DEGC > 50.0  # the short ones: 100 degC away
+    from_short = far.mean()
+    assert from_short == pytest.approx(18 / 36, abs=0.03)
+    assert np.all(n[far] <= 3)

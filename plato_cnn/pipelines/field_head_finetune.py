@@ -55,9 +55,12 @@ __all__ = [
     "FieldHeadFinetuneConfig",
     "cross_validated_terms",
     "finetune_field_head",
+    "own_series",
     "variant_series",
 ]
 
+#: The arrays of a :class:`~plato_cnn.pipelines.field_head.SeriesSet`, in its order.
+SERIES_FIELDS = ("features", "temperature_degC", "t_best_degC", "camera_id")
 #: The head's training set: the variants' thermal responses are drawn from its prior.
 FIELD_HEAD_DATASET = Path(__file__).resolve().parents[1] / "data" / "field_head_dataset.yaml"
 
@@ -75,6 +78,9 @@ class FieldHeadFinetuneConfig:
         steps, batch, lr: AdamW steps of ``batch`` series at a constant ``lr``.
         l2sp: weight of the squared distance to the starting weights (per parameter, summed).
         seed: of the variants' draws and of the training.
+        own_repeats: the fitted cameras' own series (their real frames, each field position
+            labelled by the forward fit: :func:`own_series`) join the variants', each drawn as
+            often as this many series (0: the variants alone).
     """
 
     variants: int = 24
@@ -86,6 +92,7 @@ class FieldHeadFinetuneConfig:
     lr: float = 3e-4
     l2sp: float = 1e-2
     seed: int = 0
+    own_repeats: int = 0
 
     def __post_init__(self) -> None:
         if self.variants < 1 or self.plateaux < 2 or self.dithers < 1:
@@ -96,6 +103,8 @@ class FieldHeadFinetuneConfig:
             raise ParameterError("field head fine-tuning: steps, batch >= 1, lr > 0, l2sp >= 0")
         if not self.focus_half_range_um > 0:
             raise ParameterError("field head fine-tuning: focus_half_range_um > 0")
+        if self.own_repeats < 0:
+            raise ParameterError("field head fine-tuning: own_repeats >= 0")
 
 
 def _thermal_prior() -> tuple[object, object, float]:
@@ -228,8 +237,34 @@ def variant_series(
     )
 
 
-def _tune(head, series: SeriesSet, cfg: FieldHeadFinetuneConfig) -> list[float]:
-    """AdamW steps on ``series`` with the L2-SP pull; returns the loss every 100 steps."""
+def _draw(sets: list[tuple[SeriesSet, int]], batch: int, rng: np.random.Generator) -> tuple:
+    """A batch from ``(series, repeats)`` pairs: each series drawn as often as ``repeats``
+    (:func:`~plato_cnn.pipelines.field_head.draw_batch` per set, plateau axes padded)."""
+    sets = [(s, r) for s, r in sets if r > 0 and len(s.t_best_degC)]
+    if len(sets) == 1 and sets[0][1] == 1:  # the variants alone
+        s = sets[0][0]
+        return draw_batch(s, rng.integers(0, len(s.t_best_degC), batch), rng)
+    sizes = np.asarray([len(s.t_best_degC) * r for s, r in sets])
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    pick = rng.integers(0, edges[-1], batch)
+    parts = []
+    for i, (s, _) in enumerate(sets):
+        sel = pick[(pick >= edges[i]) & (pick < edges[i + 1])] - edges[i]
+        if len(sel):
+            parts.append(draw_batch(s, sel % len(s.t_best_degC), rng))
+    top = max(p[0].shape[1] for p in parts)
+
+    def pad(a: torch.Tensor) -> torch.Tensor:
+        width = [0, 0] * (a.dim() - 2) + [0, top - a.shape[1]]
+        return torch.nn.functional.pad(a, width)
+
+    x, dt, mask = (torch.cat([pad(p[k]) for p in parts]) for k in range(3))
+    return x, dt, mask, torch.cat([p[3] for p in parts]), np.concatenate([p[4] for p in parts])
+
+
+def _tune(head, sets: list[tuple[SeriesSet, int]], cfg: FieldHeadFinetuneConfig) -> list[float]:
+    """AdamW steps on ``(series, repeats)`` pairs (:func:`_draw`) with the L2-SP pull;
+    returns the loss every 100 steps."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     ref = {k: v.detach().clone() for k, v in head.named_parameters()}
@@ -237,9 +272,7 @@ def _tune(head, series: SeriesSet, cfg: FieldHeadFinetuneConfig) -> list[float]:
     losses = []
     head.train()
     for step in range(cfg.steps):
-        x, dt, mask, y, _ = draw_batch(
-            series, rng.integers(0, len(series.t_best_degC), cfg.batch), rng
-        )
+        x, dt, mask, y, _ = _draw(sets, cfg.batch, rng)
         loss = gaussian_nll(head(x, dt, mask), y)
         pull = sum(((p - ref[k]) ** 2).sum() for k, p in head.named_parameters())
         opt.zero_grad()
@@ -251,13 +284,39 @@ def _tune(head, series: SeriesSet, cfg: FieldHeadFinetuneConfig) -> list[float]:
     return losses
 
 
-def _subset(series: SeriesSet, keep: np.ndarray) -> SeriesSet:
-    return SeriesSet(
-        features=series.features[keep],
-        temperature_degC=series.temperature_degC[keep],
-        t_best_degC=series.t_best_degC[keep],
-        camera_id=series.camera_id[keep],
+def own_series(frames, report: dict, net, index: int, device: str = "cpu") -> SeriesSet:
+    """A fitted camera's own through-focus series: its frames read by ``net``, each field
+    position labelled with the TRP1 of its EEF-optimal focus under the forward fit (the
+    report's ``field_focus["t_best_degC"]``, made with ``field_focus=True``); ``camera_id``
+    is ``index``.  Positions some plateau lost, or not in the fit's table, are left out."""
+    from plato_cnn.forward import field_distance_deg
+    from plato_cnn.predict import network_stamps
+
+    ff = report.get("field_focus") or {}
+    if "t_best_degC" not in ff:
+        raise ParameterError(
+            "the forward report has no field_focus block: fit with field_focus=True "
+            "(plato-cnn bft --method forward --field-focus)"
+        )
+    feats = stamp_features(
+        net, network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg, device=device
     )
+    ser = field_series(feats, frames.field_id, frames.obsid, frames.temperature_degC,
+                       frames.field_theta_deg, frames.field_phi_deg)  # fmt: skip
+    d = field_distance_deg(np.asarray(ff["theta_deg"]), np.asarray(ff["phi_deg"]), ser.theta_deg,
+                           ser.phi_deg)  # fmt: skip
+    k = np.argmin(d, axis=1)
+    keep = ser.mask.all(axis=1) & (d[np.arange(len(k)), k] < 1e-3)
+    return SeriesSet(
+        features=ser.features[keep].astype(np.float32),
+        temperature_degC=ser.temperature_degC[keep],
+        t_best_degC=np.asarray(ff["t_best_degC"], float)[k[keep]],
+        camera_id=np.full(int(keep.sum()), index),
+    )
+
+
+def _subset(series: SeriesSet, keep: np.ndarray) -> SeriesSet:
+    return SeriesSet(*(getattr(series, f)[keep] for f in SERIES_FIELDS))
 
 
 def _held_out_errors(fr, feats: np.ndarray, head, bft_degC: float) -> dict[str, tuple]:
@@ -288,12 +347,14 @@ def cross_validated_terms(
     cfg: FieldHeadFinetuneConfig,
     model_dir: str | Path | None = None,
     device: str = "cpu",
+    own: SeriesSet | None = None,
 ) -> dict[str, dict]:
     """Leave-one-camera-out on the fine-tuning cameras: for each, the head of ``start_dir``
     fine-tuned on the variants of the *other* cameras only (``series``, ``camera_id`` = index
-    in ``reports``), scored on that camera's own frames (``frames_list``) with every plateau
-    subset they hold, against its forward-fit T_BF (the label source; ~0.003 degC with 5
-    plateaux, docs/forward.md).  Per plateau count, the systematic term is the quadrature
+    in ``reports``; and their own series ``own`` where ``cfg.own_repeats``), scored on that
+    camera's own frames (``frames_list``) with every plateau subset they hold, against its
+    forward-fit T_BF (the label source; ~0.003 degC with 5 plateaux, docs/forward.md).  Per
+    plateau count, the systematic term is the quadrature
     RMS ``sqrt(max(0, mean(e_i^2 - sigma_i^2)))`` of the errors beyond their statistical
     sigma: with a handful of cameras the RMS is the efficient estimate of the errors' scale,
     where the 68th percentile that calibrations over tens of cameras use
@@ -315,7 +376,10 @@ def cross_validated_terms(
             raise ParameterError("field head cross-validation: no variant of another camera")
         log.info("field head cross-validation: camera %d/%d held out", j + 1, len(frames_list))
         head, _ = load_field_head(start_dir, digest)
-        _tune(head, _subset(series, keep), cfg)
+        sets = [(_subset(series, keep), 1)]
+        if own is not None:
+            sets.append((_subset(own, own.camera_id != j), cfg.own_repeats))
+        _tune(head, sets, cfg)
         _, _, _, feats = field_head_inputs(fr, model_dir, start_dir, device)
         per_cam.append(_held_out_errors(fr, feats, head, float(reports[j]["bft_degC"])))
     keys = [k for k in per_cam[0] if all(k in c for c in per_cam)]
@@ -368,14 +432,22 @@ def finetune_field_head(
     start = head_dir or default_field_head_dir()
     digest = network_digest(model_dir)
     head, card = load_field_head(start, digest)
+    if cfg.own_repeats and frames_list is None:
+        raise ParameterError("field head fine-tuning: own_repeats needs the cameras' campaigns")
     series = variant_series(reports, workdir, model_dir, cfg, device, workers)
+    own = None
+    if cfg.own_repeats:
+        net, _ = load_model(model_dir, device)
+        parts = [own_series(fr, r, net, k, device)
+                 for k, (fr, r) in enumerate(zip(frames_list, reports, strict=True))]  # fmt: skip
+        own = SeriesSet(*(np.concatenate([getattr(o, f) for o in parts]) for f in SERIES_FIELDS))
     t_sim = time.perf_counter() - t0
     cv = None
     if frames_list is not None:
         cv = cross_validated_terms(start, digest, series, frames_list, reports, cfg, model_dir,
-                                   device)  # fmt: skip
+                                   device, own)  # fmt: skip
     t_cv = time.perf_counter() - t0 - t_sim
-    losses = _tune(head, series, cfg)
+    losses = _tune(head, [(series, 1)] + ([(own, cfg.own_repeats)] if own else []), cfg)
     summary = {
         "config": asdict(cfg),
         "start_head": str(start),
@@ -384,6 +456,7 @@ def finetune_field_head(
             for r in reports
         ],
         "n_series": int(len(series.t_best_degC)),
+        "n_own_series": int(len(own.t_best_degC)) if own else 0,
         "loss_every_100_steps": losses,
         "seconds_variants": round(t_sim, 1),
         "seconds_cross_validation": round(t_cv, 1),
