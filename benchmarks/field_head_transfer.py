@@ -86,6 +86,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
     ap.add_argument("--l2sp", type=float, default=1e-2, help="pull towards the shipped head")
     ap.add_argument(
+        "--own-repeats",
+        type=int,
+        default=0,
+        help="the fitted cameras' own series join the variants', each drawn as often as this "
+        "many series (0: the variants alone)",
+    )
+    ap.add_argument(
         "--calibrate",
         nargs="+",
         type=calibration_set_arg,
@@ -114,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     from plato_cnn.reader import read_campaign
 
     out = Path(args.out)
-    tuned = out / f"head_v{args.variants}_st{args.steps}_s{args.seed}"
+    own = f"_own{args.own_repeats}" if args.own_repeats else ""
+    tuned = out / f"head_v{args.variants}_st{args.steps}_s{args.seed}{own}"
     t0 = time.perf_counter()
     ft = _nodal(args.oof_cache, args.finetune_cameras, args.finetune_seed, args.workers)
     held = _nodal(args.oof_cache, args.oof_cameras, args.oof_seed, args.workers)
@@ -125,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     t_fit = time.perf_counter() - t1
     t2 = time.perf_counter()
     cfg = FieldHeadFinetuneConfig(variants=args.variants, steps=args.steps, lr=args.lr,
-                                  l2sp=args.l2sp, seed=args.seed)  # fmt: skip
+                                  l2sp=args.l2sp, seed=args.seed,
+                                  own_repeats=args.own_repeats)  # fmt: skip
     frames = [read_campaign(d) for d, _ in ft]
     frames = [fr.select(fr.usable) for fr in frames]
     summary = finetune_field_head(reports, tuned, out / "variants", cfg=cfg, workers=args.workers,
