@@ -17,6 +17,7 @@ import numpy as np
 
 from plato_cnn.nn.card import default_model_dir, load_model
 from plato_cnn.nn.field_head import (
+    FAMILY_TUNED,
     PLATEAU_COUNT_SCALE,
     default_field_head_dir,
     field_series,
@@ -204,7 +205,13 @@ def with_family_term(est: dict, card, outside: bool, check: dict | None = None) 
     out["outside_model"] = bool(outside)
     if not outside:
         return out
-    if term is None:
+    if term is None and str(card.calibration.get("source", "")).startswith(FAMILY_TUNED):
+        msg = (
+            "the camera is outside the families the network was trained on; the field head "
+            "was fine-tuned on cameras of another family and its sigma measured on them "
+            "(leave-one-camera-out): it holds if this camera is of that family"
+        )
+    elif term is None:
         msg = (
             "the camera is outside the families the network knows, and the field head has no "
             "out-of-family term for this plateau count: its sigma is the in-family one"

@@ -17,6 +17,7 @@ from plato_cnn.cli import main
 from plato_cnn.field_bft import field_head_bft, with_family_term
 from plato_cnn.nn.card import load_model
 from plato_cnn.nn.field_head import (
+    FAMILY_TUNED,
     FieldHead,
     FieldHeadCard,
     FieldHeadConfig,
@@ -231,6 +232,10 @@ def test_out_of_family_term_widens_sigma_only_where_flagged():
     # flagged, but no term measured for one plateau: said so, sigma not made up
     one = with_family_term({**est, "n_plateaux": 1}, card, outside=True)
     assert one["sigma_degC"] == 0.3 and "no out-of-family term" in one["warnings"][0]
+    # a head fine-tuned on a new family, its sigma measured there: said so instead
+    tuned = FieldHeadCard(config={}, base_weights_sha256="x", calibration={"source": FAMILY_TUNED})
+    ft = with_family_term(est, tuned, outside=True)
+    assert ft["sigma_degC"] == 0.3 and ft["outside_model"] and "fine-tuned" in ft["warnings"][0]
 
 
 def test_family_term_is_what_the_reference_lacks_on_the_held_out_cameras(

@@ -197,3 +197,49 @@ def test_mixed_batches_pad_the_plateaux_and_follow_the_repeats(tiny_head):
     from_short = far.mean()
     assert from_short == pytest.approx(18 / 36, abs=0.03)
     assert np.all(n[far] <= 3)
+
+
+def test_command_refuses_reports_that_do_not_match_the_campaigns(tiny_head, tmp_path, capsys):
+    """One line and exit status 2: a forward report per campaign, each with field_focus."""
+    import json
+
+    from campaign_builder import make_campaign
+
+    from plato_cnn.cli import main
+
+    camp = str(make_campaign(tmp_path, n_fields=2, n_dithers=1))
+    rep = tmp_path / "fw.json"
+    rep.write_text(json.dumps({"bft_degC": -80.0, "field_focus": {}}))
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"bft_degC": -80.0}))
+    common = ["--model", str(tiny_head["model"]), "--field-head", str(tiny_head["head"]),
+              "--out", str(tmp_path / "ft")]  # fmt: skip
+    for reports, says in (([rep], "one per campaign"), ([rep, bare], "no field_focus block")):
+        argv = ["field-head-finetune", "--campaign", camp, camp, "--forward-json",
+                *map(str, reports), *common]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and says in err and "Traceback" not in err
+    assert not (tmp_path / "ft").exists()
+
+
+def test_plateau_subsets_by_rank_are_the_standard_ones_on_a_standard_campaign(tmp_path):
+    """On the standard five plateaux the rank rule picks PLATEAU_SUBSETS; on seven others it
+    keeps their pattern (coldest, middle, warmest; a quarter of the way in from each end; the
+    middle one) with no plateau twice."""
+    from campaign_builder import make_campaign
+
+    from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS, plateau_subset_masks
+    from plato_cnn.reader import read_campaign
+
+    fr = read_campaign(make_campaign(tmp_path / "std", n_fields=1, n_dithers=1))
+    got = plateau_subset_masks(fr)
+    assert sorted(got) == sorted(PLATEAU_SUBSETS)
+    for k, temps in PLATEAU_SUBSETS.items():
+        np.testing.assert_array_equal(got[k], fr.plateau_mask(temps))
+    temps = (-95.0, -88.0, -83.0, -79.0, -76.0, -70.0, -62.0)
+    fr = read_campaign(make_campaign(tmp_path / "odd", temps=temps, n_fields=1, n_dithers=1))
+    by_obs = {k: sorted({round(t) for t in fr.temperature_degC[m]}) for k, m in
+              plateau_subset_masks(fr).items()}  # fmt: skip
+    assert by_obs[3] == [-95, -79, -62] and by_obs[1] == [-79] and len(by_obs[5]) == 5
+    assert by_obs[2] == [-83, -70] and by_obs[5] == [-95, -83, -79, -70, -62]

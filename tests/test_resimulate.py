@@ -277,6 +277,7 @@ def test_field_head_finetune_command(exact, tmp_path, capsys):
     from plato_cnn.cli import main
     from plato_cnn.nn.card import load_model
     from plato_cnn.nn.field_head import (
+        FAMILY_TUNED,
         FieldHead,
         FieldHeadCard,
         FieldHeadConfig,
@@ -307,6 +308,7 @@ def test_field_head_finetune_command(exact, tmp_path, capsys):
     cv = tuned.training["finetune"]["cross_validation"]
     assert tuned.systematic_sigma_degC == {k: v["systematic_sigma_degC"] for k, v in cv.items()}
     assert tuned.family_sigma_degC == {} and tuned.training["finetune"]["n_series"] > 0
+    assert tuned.calibration["source"] == FAMILY_TUNED
     assert len(list((out / "variants").glob("cam*_v000_*.truth.json"))) == 3
     js = tmp_path / "r.json"
     assert main(["bft", camp, "--method", "field", "--model", str(model), "--field-head",

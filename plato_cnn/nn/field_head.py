@@ -57,6 +57,9 @@ __all__ = [
 
 #: format of ``field_head.json``
 FIELD_HEAD_FORMAT = 1
+#: ``calibration["source"]`` of a head fine-tuned on a new family whose systematic terms were
+#: measured on that family's cameras (:mod:`plato_cnn.pipelines.field_head_finetune`).
+FAMILY_TUNED = "leave-one-camera-out on the fine-tuning cameras"
 #: TRP1 relative to the series' mean, and the head's output, are in units of this (degC)
 TEMPERATURE_SCALE_DEGC = 10.0
 #: the plateau count enters the head divided by this (the largest count it was trained on)

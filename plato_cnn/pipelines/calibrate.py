@@ -25,6 +25,7 @@ from plato_sim.workers import map_jobs, pin_one_thread
 
 __all__ = [
     "PLATEAU_SUBSETS",
+    "plateau_subset_masks",
     "RECHECK_KEY",
     "earlier_sweep_s_prior",
     "emulate_calibration_set",
@@ -39,6 +40,28 @@ PLATEAU_SUBSETS = {
     1: (-80.0,),
 }
 TRUTH_RANGE_DEGC = (-84.0, -72.0)
+
+
+def plateau_subset_masks(frames) -> dict[int, np.ndarray]:
+    """Per plateau count ``k`` of :data:`PLATEAU_SUBSETS` that the campaign ``frames`` holds,
+    the frames of a ``k``-plateau subset chosen by rank of temperature where those subsets sit
+    in the standard five (the fraction ``f`` of the way from the coldest to the warmest: with 3
+    the coldest, middle and warmest, with 2 those a quarter of the way in, with 1 the middle
+    one; the plateau of rank ``round(f (P - 1))`` of the campaign's ``P``): the same subsets on
+    a standard campaign, their like on any other."""
+    ids = np.unique(frames.obsid)
+    t = np.array([np.mean(frames.temperature_degC[frames.obsid == i]) for i in ids])
+    order = ids[np.argsort(t)]
+    lo, hi = min(PLATEAU_SUBSETS[5]), max(PLATEAU_SUBSETS[5])
+    out = {}
+    for k, temps in PLATEAU_SUBSETS.items():
+        if k <= len(order):
+            f = (np.asarray(temps) - lo) / (hi - lo)
+            pos = np.floor(f * (len(order) - 1) + 0.5).astype(int)
+            out[k] = np.isin(frames.obsid, order[pos])
+    return out
+
+
 #: Calibration key of a one-plateau re-check with ``s`` from an earlier sweep of the camera.
 
 

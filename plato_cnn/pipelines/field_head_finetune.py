@@ -38,6 +38,7 @@ import torch
 
 from plato_cnn.nn.card import default_model_dir, load_model
 from plato_cnn.nn.field_head import (
+    FAMILY_TUNED,
     default_field_head_dir,
     field_series,
     load_field_head,
@@ -320,21 +321,20 @@ def _subset(series: SeriesSet, keep: np.ndarray) -> SeriesSet:
 
 
 def _held_out_errors(fr, feats: np.ndarray, head, bft_degC: float) -> dict[str, tuple]:
-    """Per plateau subset of :data:`~plato_cnn.pipelines.calibrate.PLATEAU_SUBSETS` that
-    the campaign ``fr`` holds: ``(head's T_BF - bft_degC, statistical sigma, 0)`` (degC)."""
+    """Per plateau subset of the campaign ``fr`` (:func:`~plato_cnn.pipelines.calibrate.
+    plateau_subset_masks`: 5, 3, 2 and 1 of its plateaux, as many as it holds): ``(head's
+    T_BF - bft_degC, statistical sigma, 0)`` (degC)."""
     from plato_cnn.field_bft import estimate_from_features
-    from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS
+    from plato_cnn.pipelines.calibrate import plateau_subset_masks
 
     out = {}
-    for k, temps in PLATEAU_SUBSETS.items():
-        m = fr.plateau_mask(temps)
+    for k, m in plateau_subset_masks(fr).items():
         try:
             est = estimate_from_features(fr.select(m), feats[m], head)
         except (ValueError, DataError) as exc:  # this campaign cannot give that subset
             log.info("field head cross-validation: %d plateaux skipped: %s", k, exc)
             continue
-        if est["n_plateaux"] == k:  # a campaign of other plateaux may map two onto one
-            out[str(k)] = (est["bft_degC"] - bft_degC, est["sigma_stat_degC"], 0.0)
+        out[str(k)] = (est["bft_degC"] - bft_degC, est["sigma_stat_degC"], 0.0)
     return out
 
 
@@ -466,8 +466,7 @@ def finetune_field_head(
         summary["cross_validation"] = cv
         # measured on the family itself: each camera scored by a head tuned without it
         card.systematic_sigma_degC = {k: v["systematic_sigma_degC"] for k, v in cv.items()}
-        card.calibration = {"source": "leave-one-camera-out on the fine-tuning cameras",
-                            "per_count": cv}  # fmt: skip
+        card.calibration = {"source": FAMILY_TUNED, "per_count": cv}
     card.training = {**card.training, "finetune": summary}
     # the starting head's out-of-family term was measured for it, not for this head
     card.family_sigma_degC, card.family_calibration = {}, {}
