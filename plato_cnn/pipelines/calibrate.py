@@ -62,9 +62,6 @@ def plateau_subset_masks(frames) -> dict[int, np.ndarray]:
     return out
 
 
-#: Calibration key of a one-plateau re-check with ``s`` from an earlier sweep of the camera.
-
-
 def earlier_sweep_s_prior(frames, model_dir, plateaux_degC) -> tuple[float, float]:
     """``(s, sigma_s)`` (um/degC, the network's scale) fitted on ``plateaux_degC`` of a camera.
 

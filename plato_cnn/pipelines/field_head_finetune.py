@@ -12,7 +12,8 @@ resimulate_campaign`: ``plateaux`` foci spread over +-``focus_half_range_um`` ar
 camera's best focus, as the training series are), and labels each field position with the
 TRP1 at which that camera reaches the field's EEF-optimal focus, exactly, as the training
 dataset does (``dz_field_best_um``: :func:`plato_sim.truth.bestfocus.field_best_focus_um`,
-OGSE spectrum, at the diffusion's floor).  The shipped head is then trained further on those
+OGSE spectrum, the variant's own charge diffusion, as a training camera's labels are at the
+floor of its diffusion spec).  The shipped head is then trained further on those
 series, with an L2 pull towards its own weights (L2-SP) so that what it learnt on the broad
 prior stays.  Given the fitted cameras' own campaigns (at least 3), its sigma is measured on
 the family itself: each camera scored by a head fine-tuned on the variants of the others
@@ -147,7 +148,7 @@ def _foci_degC(report: dict, s: float, cfg: FieldHeadFinetuneConfig, rng) -> tup
 def _field_labels_degC(camera) -> np.ndarray:
     """Per field position of ``camera``'s table, the TRP1 (degC) at which it reaches the
     position's EEF-optimal focus, as the training dataset labels it (``dz_field_best_um``:
-    OGSE spectrum, the diffusion's floor)."""
+    OGSE spectrum, the camera's own diffusion: the floor of a training camera's spec)."""
     from plato_sim.optics.spectra import ogse_spectrum
     from plato_sim.truth.bestfocus import field_best_focus_um
 
@@ -352,12 +353,12 @@ def cross_validated_terms(
     """Leave-one-camera-out on the fine-tuning cameras: for each, the head of ``start_dir``
     fine-tuned on the variants of the *other* cameras only (``series``, ``camera_id`` = index
     in ``reports``; and their own series ``own`` where ``cfg.own_repeats``), scored on that
-    camera's own frames (``frames_list``) with every plateau subset they hold, against its
-    forward-fit T_BF (the label source; ~0.003 degC with 5 plateaux, docs/forward.md).  Per
-    plateau count, the systematic term is the quadrature
-    RMS ``sqrt(max(0, mean(e_i^2 - sigma_i^2)))`` of the errors beyond their statistical
-    sigma: with a handful of cameras the RMS is the efficient estimate of the errors' scale,
-    where the 68th percentile that calibrations over tens of cameras use
+    camera's own frames (``frames_list``) with 5, 3, 2 and 1 of its plateaux
+    (:func:`_held_out_errors`), against its forward-fit T_BF (the label source; ~0.003 degC
+    with 5 plateaux, docs/forward.md).  Per plateau count, the systematic term is the
+    quadrature RMS ``sqrt(max(0, mean(e_i^2 - sigma_i^2)))`` of the errors beyond their
+    statistical sigma: with a handful of cameras the RMS is the efficient estimate of the
+    errors' scale, where the 68th percentile that calibrations over tens of cameras use
     (:func:`~plato_cnn.pipelines.calibrate_forward.systematic_from_errors`, kept as
     ``quantile_68_degC``) would rest on one or two of them.  What it measures is the error on
     a camera of the family that the variants did not come from: the fine-tuned head's case on
@@ -427,13 +428,13 @@ def finetune_field_head(
         raise ParameterError(
             "field head fine-tuning: the cross-validated sigma needs at least 3 campaigns"
         )
+    if cfg.own_repeats and frames_list is None:
+        raise ParameterError("field head fine-tuning: own_repeats needs the cameras' campaigns")
     t0 = time.perf_counter()
     model_dir = model_dir or default_model_dir()
     start = head_dir or default_field_head_dir()
     digest = network_digest(model_dir)
     head, card = load_field_head(start, digest)
-    if cfg.own_repeats and frames_list is None:
-        raise ParameterError("field head fine-tuning: own_repeats needs the cameras' campaigns")
     series = variant_series(reports, workdir, model_dir, cfg, device, workers)
     own = None
     if cfg.own_repeats:
@@ -447,7 +448,7 @@ def finetune_field_head(
         cv = cross_validated_terms(start, digest, series, frames_list, reports, cfg, model_dir,
                                    device, own)  # fmt: skip
     t_cv = time.perf_counter() - t0 - t_sim
-    losses = _tune(head, [(series, 1)] + ([(own, cfg.own_repeats)] if own else []), cfg)
+    losses = _tune(head, [(series, 1)] + ([(own, cfg.own_repeats)] if own is not None else []), cfg)
     summary = {
         "config": asdict(cfg),
         "start_head": str(start),
@@ -456,7 +457,7 @@ def finetune_field_head(
             for r in reports
         ],
         "n_series": int(len(series.t_best_degC)),
-        "n_own_series": int(len(own.t_best_degC)) if own else 0,
+        "n_own_series": 0 if own is None else int(len(own.t_best_degC)),
         "loss_every_100_steps": losses,
         "seconds_variants": round(t_sim, 1),
         "seconds_cross_validation": round(t_cv, 1),
