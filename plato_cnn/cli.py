@@ -552,6 +552,34 @@ def _cmd_field_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_inside(out: str | None, inputs: list[str]) -> None:
+    """A :class:`ParameterError` if the output folder ``out`` is, or lies in, an input."""
+    from plato_sim.errors import ParameterError
+
+    if out is None:
+        return
+    ro = Path(out).resolve()
+    for i in inputs:
+        ri = Path(i).resolve()
+        if ro == ri or ri in ro.parents:
+            raise ParameterError(f"{out}: lies inside the input {i}; outputs never go into inputs")
+
+
+def _kept_forward_fit(frames, k: int, args: argparse.Namespace) -> dict:
+    """The forward fit (``field_focus``) of one campaign, written at once under OUT/forward
+    (minutes each: a later run takes them back with ``--forward-json``)."""
+    from plato_cnn.pipelines.finetune import fit_forward_reports
+    from plato_cnn.report import write_json
+
+    report = fit_forward_reports([frames], None, args.seed)[0]
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(frames.camera))[:40]
+    path = Path(args.out) / "forward" / f"{k:02d}_{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, report)
+    print(f"{frames.camera}: forward fit kept in {path}")
+    return report
+
+
 def _cmd_field_head_finetune(args: argparse.Namespace) -> int:
     from plato_cnn.pipelines.field_head_finetune import (
         FieldHeadFinetuneConfig,
@@ -562,12 +590,18 @@ def _cmd_field_head_finetune(args: argparse.Namespace) -> int:
 
     cfg = FieldHeadFinetuneConfig(variants=args.variants, steps=args.steps, lr=args.lr,
                                   l2sp=args.l2sp, seed=args.seed)  # fmt: skip
+    inputs = [*args.campaign, args.field_head, args.model]
+    for out in (args.out, args.workdir):
+        _refuse_inside(out, [i for i in inputs if i is not None])
     frames = []
     for d in args.campaign:
         fr = read_campaign(d)
         frames.append(fr.select(fr.usable))
-    given = [_read_report(p) for p in args.forward_json] if args.forward_json else None
-    reports = fit_forward_reports(frames, given, args.seed)
+    if args.forward_json:
+        given = [_read_report(p) for p in args.forward_json]
+        reports = fit_forward_reports(frames, given, args.seed)
+    else:
+        reports = [_kept_forward_fit(fr, k, args) for k, fr in enumerate(frames)]
     cv = len(frames) >= 3
     workdir = args.workdir or str(Path(args.out) / "variants")
     s = finetune_field_head(reports, args.out, workdir, args.field_head, args.model, cfg,
@@ -1021,7 +1055,8 @@ def _parser() -> argparse.ArgumentParser:
         type=existing_file,
         default=None,
         help="forward reports made with bft --method forward --field-focus, one per "
-        "--campaign in the same order (default: fit each campaign, minutes each)",
+        "--campaign in the same order (default: fit each campaign, minutes each, and keep "
+        "the fits under OUT/forward)",
     )
     p.add_argument(
         "--field-head",

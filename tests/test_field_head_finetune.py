@@ -199,8 +199,9 @@ def test_mixed_batches_pad_the_plateaux_and_follow_the_repeats(tiny_head):
     assert np.all(n[far] <= 3)
 
 
-def test_command_refuses_reports_that_do_not_match_the_campaigns(tiny_head, tmp_path, capsys):
-    """One line and exit status 2: a forward report per campaign, each with field_focus."""
+def test_command_refuses_bad_reports_and_outputs_in_inputs(tiny_head, tmp_path, capsys):
+    """One line and exit status 2: a forward report per campaign, each with field_focus;
+    neither the head nor the variants' folder inside a campaign."""
     import json
 
     from campaign_builder import make_campaign
@@ -221,6 +222,12 @@ def test_command_refuses_reports_that_do_not_match_the_campaigns(tiny_head, tmp_
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and says in err and "Traceback" not in err
     assert not (tmp_path / "ft").exists()
+    for out in (["--out", f"{camp}/ft"], ["--out", str(tmp_path / "ft"), "--workdir", camp]):
+        argv = ["field-head-finetune", "--campaign", camp, "--forward-json", str(rep),
+                *common[:4], *out]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "outputs never go into inputs" in err and len(err.strip().splitlines()) == 1
 
 
 def test_plateau_subsets_by_rank_are_the_standard_ones_on_a_standard_campaign(tmp_path):
@@ -243,3 +250,24 @@ def test_plateau_subsets_by_rank_are_the_standard_ones_on_a_standard_campaign(tm
               plateau_subset_masks(fr).items()}  # fmt: skip
     assert by_obs[3] == [-95, -79, -62] and by_obs[1] == [-79] and len(by_obs[5]) == 5
     assert by_obs[2] == [-83, -70] and by_obs[5] == [-95, -83, -79, -70, -62]
+
+
+def test_forward_fits_are_kept_as_soon_as_made(tiny_head, tmp_path, monkeypatch):
+    """Without --forward-json each campaign's forward fit (minutes) is written under
+    OUT/forward before the next begins, as ``bft --json`` writes a report, so that a run
+    stopped later keeps them.  The fit itself is replaced here by a fixed report: this checks
+    where and how it is kept, not the fit (tests/test_forward.py)."""
+    import argparse
+    import json
+
+    import plato_cnn.forward as forward
+    from plato_cnn import cli
+
+    fixed = {"bft_degC": -79.25, "field_focus": {"t_best_degC": [-79.0]}, "outside_model": False,
+             "chi2": {"reduced": 1.02}}  # fmt: skip
+    monkeypatch.setattr(forward, "forward_bft", lambda fr, seed=0, field_focus=False: fixed)
+    fr = tiny_head["frames"][0]
+    args = argparse.Namespace(out=str(tmp_path / "ft"), seed=0)
+    got = cli._kept_forward_fit(fr, 3, args)
+    kept = list((tmp_path / "ft" / "forward").glob("03_*.json"))
+    assert got == fixed and len(kept) == 1 and json.loads(kept[0].read_text()) == fixed
