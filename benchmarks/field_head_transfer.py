@@ -6,9 +6,11 @@ cameras of it (their own seed, ``--finetune-seed``) are fitted with the forward 
 (``field_focus``; kept next to their campaigns, as ``benchmarks/finetune_transfer.py`` keeps
 them); the field head is fine-tuned on cameras like the fitted ones
 (:func:`plato_cnn.pipelines.field_head_finetune.finetune_field_head`: physics labels, no
-true T_BF), its systematic term measured again on the calibration families
+true T_BF), its systematic term measured on the fine-tuning cameras themselves,
+leave-one-camera-out (:func:`plato_cnn.pipelines.field_head_finetune.cross_validated_terms`,
+3 fine-tuning cameras or more) and, on a copy of the same weights, on the calibration families
 (:func:`plato_cnn.pipelines.field_head.calibrate_field_head`, never the nodal family), and
-both heads, the shipped one and the fine-tuned one, are scored on ``--oof-cameras`` other
+the shipped head and the fine-tuned one with each sigma are scored on ``--oof-cameras`` other
 nodal cameras (``--oof-seed``: the out-of-family benchmark's cameras) with 5, 3, 2 and 1
 plateaux (:data:`plato_cnn.pipelines.calibrate.PLATEAU_SUBSETS`).
 
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = [read_campaign(d) for d, _ in ft]
     frames = [fr.select(fr.usable) for fr in frames]
     summary = finetune_field_head(reports, tuned, out / "variants", cfg=cfg, workers=args.workers,
-                                  frames_list=frames)  # fmt: skip
+                                  frames_list=frames if len(frames) >= 3 else None)  # fmt: skip
     t_train = time.perf_counter() - t2
     t3 = time.perf_counter()
     # the same weights, their sigma measured on the calibration families instead
@@ -149,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     calib = calibrate_field_head(tuned_cal, campaigns)
     t_cal = time.perf_counter() - t3
     t4 = time.perf_counter()
+    own_sigma = "leave-one-camera-out" if "cross_validation" in summary else "the shipped head's"
     heads = {
         "shipped": str(default_field_head_dir()),
-        "fine-tuned, sigma: leave-one-camera-out": str(tuned),
+        f"fine-tuned, sigma: {own_sigma}": str(tuned),
         "fine-tuned, sigma: calibration families": str(tuned_cal),
     }
     jobs = [dict(i=i, dir=str(d), camera=tr["camera"], truth=tr["bft_degC"], heads=heads)
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         finetune_summary=summary,
         calibration={k: v["systematic_sigma_degC"] for k, v in calib["per_count"].items()},
         cross_validation={
-            k: v["systematic_sigma_degC"] for k, v in summary["cross_validation"].items()
+            k: v["systematic_sigma_degC"] for k, v in summary.get("cross_validation", {}).items()
         },  # fmt: skip
         seconds=dict(
             emulation=t_emul,
