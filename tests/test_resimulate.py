@@ -310,7 +310,31 @@ def test_field_head_finetune_command(exact, tmp_path, capsys):
     assert tuned.family_sigma_degC == {} and tuned.training["finetune"]["n_series"] > 0
     assert tuned.calibration["source"] == FAMILY_TUNED
     assert len(list((out / "variants").glob("cam*_v000_*.truth.json"))) == 3
+    assert len(list((out / "variants").glob("cam*_v000_*.labels.json"))) == 3
     js = tmp_path / "r.json"
     assert main(["bft", camp, "--method", "field", "--model", str(model), "--field-head",
                  str(out), "--json", str(js)]) == 0  # fmt: skip
     assert json.loads(js.read_text())["n_plateaux"] == 2
+
+
+def test_a_kept_variant_is_read_back_with_its_labels(exact, tmp_path, monkeypatch):
+    """A variant imaged before (same draw, same folder) is not labelled again: its labels
+    are read from beside its campaign, equal to the first ones."""
+    import json
+
+    from plato_cnn.pipelines import field_head_finetune as fhf
+
+    rep = dict(exact["rep"], chi2={"reduced": 1.0}, field_focus={})
+    job = dict(cfg=fhf.FieldHeadFinetuneConfig(dithers=1, plateaux=2), report=rep, camera=0,
+               variant=0, workdir=str(tmp_path))  # fmt: skip
+    first = fhf._image_variant(job)
+    kept = json.loads((tmp_path / (first["folder"].split("/")[-1] + ".labels.json")).read_text())
+    np.testing.assert_array_equal(kept["t_best_degC"], first["t_f"])
+
+    def no_search(camera):
+        raise AssertionError("labelled again")
+
+    monkeypatch.setattr(fhf, "_field_labels_degC", no_search)
+    again = fhf._image_variant(job)
+    assert again["folder"] == first["folder"]
+    np.testing.assert_array_equal(again["t_f"], first["t_f"])

@@ -197,7 +197,15 @@ def _image_variant(job: dict) -> dict:
         rep, folder, foci, n_dithers=cfg.dithers, frames_per_dither=1, seed=seed,
         n_sub_truth=4, camera_name=f"variant{c}x{v}", camera=cam,
     )  # fmt: skip
-    return {"folder": folder, "camera": emulated, "index": c, "t_f": _field_labels_degC(emulated)}
+    # the labels (a refined best-focus search per position, ~2 s a variant) are kept beside
+    # the campaign, under the same name, for the same camera
+    kept = Path(f"{folder}.labels.json")
+    if kept.is_file():
+        t_f = np.asarray(json.loads(kept.read_text("utf-8"))["t_best_degC"], float)
+    else:
+        t_f = _field_labels_degC(emulated)
+        atomic_write_text(kept, json.dumps({"t_best_degC": t_f.tolist()}))
+    return {"folder": folder, "camera": emulated, "index": c, "t_f": t_f}
 
 
 def variant_series(
