@@ -552,28 +552,14 @@ def _cmd_field_head(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_inside(out: str | None, inputs: list[str]) -> None:
-    """A :class:`ParameterError` if the output folder ``out`` is, or lies in, an input."""
-    from plato_sim.errors import ParameterError
-
-    if out is None:
-        return
-    ro = Path(out).resolve()
-    for i in inputs:
-        ri = Path(i).resolve()
-        if ro == ri or ri in ro.parents:
-            raise ParameterError(f"{out}: lies inside the input {i}; outputs never go into inputs")
-
-
 def _kept_forward_fit(frames, k: int, args: argparse.Namespace) -> dict:
     """The forward fit (``field_focus``) of one campaign, written at once under OUT/forward
     (minutes each: a later run takes them back with ``--forward-json``)."""
-    from plato_cnn.pipelines.finetune import fit_forward_reports
+    from plato_cnn.pipelines.finetune import fit_forward_reports, name_slug
     from plato_cnn.report import write_json
 
     report = fit_forward_reports([frames], None, args.seed)[0]
-    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(frames.camera))[:40]
-    path = Path(args.out) / "forward" / f"{k:02d}_{name}.json"
+    path = Path(args.out) / "forward" / f"{k:02d}_{name_slug(frames.camera)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, report)
     print(f"{frames.camera}: forward fit kept in {path}")
@@ -587,12 +573,14 @@ def _cmd_field_head_finetune(args: argparse.Namespace) -> int:
     )
     from plato_cnn.pipelines.finetune import fit_forward_reports
     from plato_cnn.reader import read_campaign
+    from plato_cnn.report import refuse_inside_inputs
 
     cfg = FieldHeadFinetuneConfig(variants=args.variants, steps=args.steps, lr=args.lr,
                                   l2sp=args.l2sp, seed=args.seed)  # fmt: skip
-    inputs = [*args.campaign, args.field_head, args.model]
+    inputs = [i for i in (*args.campaign, args.field_head, args.model) if i is not None]
     for out in (args.out, args.workdir):
-        _refuse_inside(out, [i for i in inputs if i is not None])
+        if out is not None:
+            refuse_inside_inputs(out, inputs)
     frames = []
     for d in args.campaign:
         fr = read_campaign(d)

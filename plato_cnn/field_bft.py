@@ -205,7 +205,7 @@ def with_family_term(est: dict, card, outside: bool, check: dict | None = None) 
     out["outside_model"] = bool(outside)
     if not outside:
         return out
-    if term is None and str(card.calibration.get("source", "")).startswith(FAMILY_TUNED):
+    if term is None and card.calibration.get("source") == FAMILY_TUNED:
         msg = (
             "the camera is outside the families the network was trained on; the field head "
             "was fine-tuned on cameras of another family and its sigma measured on them "

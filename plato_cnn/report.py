@@ -201,12 +201,17 @@ def check_output_path(path: str | Path, inputs: list[str | Path] = ()) -> Path:
         raise ParameterError(f"{p}: is a folder; give a file name for the output")
     if not p.parent.is_dir():
         raise ParameterError(f"{p}: its folder {p.parent} does not exist")
-    rp = p.resolve()
+    refuse_inside_inputs(p, inputs)
+    return p
+
+
+def refuse_inside_inputs(path: str | Path, inputs: list[str | Path] = ()) -> None:
+    """Refuse an output (file or folder) that is, or lies inside, one of ``inputs``."""
+    rp = Path(path).resolve()
     for i in inputs:
         ri = Path(i).resolve()
         if rp == ri or ri in rp.parents:
-            raise ParameterError(f"{p}: lies inside the input {i}; outputs never go into inputs")
-    return p
+            raise ParameterError(f"{path}: lies inside the input {i}; outputs never go into inputs")
 
 
 def write_json(path: str | Path, report: dict) -> Path:

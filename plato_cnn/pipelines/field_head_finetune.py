@@ -159,19 +159,25 @@ def _field_labels_degC(camera) -> np.ndarray:
     return np.asarray(camera.thermal.temperature_degC(best), float)
 
 
+def _read_series(frames, net, device: str):
+    """The frames' per-field through-focus series as ``net`` reads them (:func:`~plato_cnn.nn.
+    field_head.field_series` of their :func:`~plato_cnn.nn.field_head.stamp_features`)."""
+    from plato_cnn.predict import network_stamps
+
+    feats = stamp_features(
+        net, network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg, device=device
+    )
+    return field_series(feats, frames.field_id, frames.obsid, frames.temperature_degC,
+                        frames.field_theta_deg, frames.field_phi_deg)  # fmt: skip
+
+
 def _series_of(folder: Path, camera, t_f: np.ndarray, net, device: str) -> tuple[np.ndarray, ...]:
     """The variant campaign's series (features, TRP1) and each position's label T_f (degC,
     ``t_f`` per position of ``camera``'s table); positions some focus lost are left out."""
-    from plato_cnn.predict import network_stamps
     from plato_cnn.reader import read_campaign
 
     fr = read_campaign(folder)
-    fr = fr.select(fr.usable)
-    feats = stamp_features(
-        net, network_stamps(fr), fr.field_theta_deg, fr.field_phi_deg, device=device
-    )
-    ser = field_series(feats, fr.field_id, fr.obsid, fr.temperature_degC, fr.field_theta_deg,
-                       fr.field_phi_deg)  # fmt: skip
+    ser = _read_series(fr.select(fr.usable), net, device)
     keep = ser.mask.all(axis=1)
     k = camera.optics.field_index(ser.theta_deg[keep], ser.phi_deg[keep])
     return ser.features[keep], ser.temperature_degC[keep], t_f[k]
@@ -300,7 +306,6 @@ def own_series(frames, report: dict, net, index: int, device: str = "cpu") -> Se
     report's ``field_focus["t_best_degC"]``, made with ``field_focus=True``); ``camera_id``
     is ``index``.  Positions some plateau lost, or not in the fit's table, are left out."""
     from plato_cnn.forward import field_distance_deg
-    from plato_cnn.predict import network_stamps
 
     ff = report.get("field_focus") or {}
     if "t_best_degC" not in ff:
@@ -308,11 +313,7 @@ def own_series(frames, report: dict, net, index: int, device: str = "cpu") -> Se
             "the forward report has no field_focus block: fit with field_focus=True "
             "(plato-cnn bft --method forward --field-focus)"
         )
-    feats = stamp_features(
-        net, network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg, device=device
-    )
-    ser = field_series(feats, frames.field_id, frames.obsid, frames.temperature_degC,
-                       frames.field_theta_deg, frames.field_phi_deg)  # fmt: skip
+    ser = _read_series(frames, net, device)
     d = field_distance_deg(np.asarray(ff["theta_deg"]), np.asarray(ff["phi_deg"]), ser.theta_deg,
                            ser.phi_deg)  # fmt: skip
     k = np.argmin(d, axis=1)

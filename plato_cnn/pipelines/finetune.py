@@ -79,6 +79,7 @@ __all__ = [
     "pseudo_labels",
     "finetune",
     "fit_forward_reports",
+    "name_slug",
 ]
 
 
@@ -362,7 +363,7 @@ def _resimulated_sets(
 
     out = {}
     for k, (fr, rep) in enumerate(zip(frames_list, reports, strict=True)):
-        stem = f"cam{k:02d}_{_slug(fr.camera)}_s{cfg.seed}"
+        stem = f"cam{k:02d}_{name_slug(fr.camera)}_s{cfg.seed}"
         design = (cfg.resim_dithers, cfg.resim_frames_per_dither, cfg.resim_n_sub_truth)
         d = folder / f"{stem}_{_resim_tag(rep, *design, cfg.resim_n_wavelengths)}"
         vtag = _resim_tag(rep, cfg.variant_dithers, cfg.variant_frames_per_dither,
@@ -405,7 +406,8 @@ def _variant_subset(
     return [Subset(pool, np.sort(rng.choice(n_var, keep, replace=False)).tolist())]
 
 
-def _slug(name: str) -> str:
+def name_slug(name: str) -> str:
+    """``name`` as a file-name part: letters and digits kept, anything else ``-``, 40 at most."""
     return "".join(c if c.isalnum() else "-" for c in str(name))[:40]
 
 
