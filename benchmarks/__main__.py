@@ -152,6 +152,14 @@ REGISTRY: tuple[Benchmark, ...] = (
         "out/field_head_transfer",
     ),
     Benchmark(
+        "field_head_ceiling",
+        "Field head fine-tuned on 4-48 true cameras of an unseen family (a diagnostic)",
+        expected_quick_s=90,
+        expected_full_s=900,
+        notes="the fine-tuning cameras' through-focus campaigns and the tuned heads kept under "
+        "out/field_head_ceiling; scored on the out_of_family bench's nodal cameras",
+    ),
+    Benchmark(
         "recheck",
         "Re-check of a known camera: offset correction from its first campaign, later campaign",
         expected_quick_s=600,

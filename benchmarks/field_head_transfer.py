@@ -41,6 +41,10 @@ from benchmarks.finetune_transfer import markdown as _markdown  # noqa: E402
 from plato_cnn.cli import calibration_set_arg  # noqa: E402
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E402
 from plato_cnn.pipelines.field_head import CALIBRATION_SETS  # noqa: E402
+from plato_cnn.pipelines.field_head_finetune import (  # noqa: E402
+    FOCI_MODES,
+    FieldHeadFinetuneConfig,
+)
 from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -95,6 +99,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "many series (0: the variants alone)",
     )
     ap.add_argument(
+        "--foci",
+        choices=FOCI_MODES,
+        default=FieldHeadFinetuneConfig.foci,
+        help="the variants' foci: around best focus in um (focus) or a test design's TRP1 "
+        "window with the T_BF anywhere in it (campaign)",
+    )
+    ap.add_argument(
         "--calibrate",
         nargs="+",
         type=calibration_set_arg,
@@ -116,15 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from plato_cnn.nn.field_head import default_field_head_dir
     from plato_cnn.pipelines.field_head import calibrate_field_head, calibration_campaigns
-    from plato_cnn.pipelines.field_head_finetune import (
-        FieldHeadFinetuneConfig,
-        finetune_field_head,
-    )
+    from plato_cnn.pipelines.field_head_finetune import finetune_field_head
     from plato_cnn.reader import read_campaign
 
     out = Path(args.out)
     own = f"_own{args.own_repeats}" if args.own_repeats else ""
-    tuned = out / f"head_v{args.variants}_st{args.steps}_s{args.seed}{own}"
+    foci = "" if args.foci == FieldHeadFinetuneConfig.foci else f"_{args.foci}"
+    tuned = out / f"head_v{args.variants}_st{args.steps}_s{args.seed}{own}{foci}"
     t0 = time.perf_counter()
     ft = _nodal(args.oof_cache, args.finetune_cameras, args.finetune_seed, args.workers)
     held = _nodal(args.oof_cache, args.oof_cameras, args.oof_seed, args.workers)
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.perf_counter()
     cfg = FieldHeadFinetuneConfig(variants=args.variants, steps=args.steps, lr=args.lr,
                                   l2sp=args.l2sp, seed=args.seed,
-                                  own_repeats=args.own_repeats)  # fmt: skip
+                                  own_repeats=args.own_repeats, foci=args.foci)  # fmt: skip
     frames = [read_campaign(d) for d, _ in ft]
     frames = [fr.select(fr.usable) for fr in frames]
     summary = finetune_field_head(reports, tuned, out / "variants", cfg=cfg, workers=args.workers,

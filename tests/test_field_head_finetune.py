@@ -49,6 +49,28 @@ def test_foci_cover_the_range_and_stay_apart(s):
     assert t[0] < -80.0 - 0.5 * half and t[-1] > -80.0 + 0.5 * half  # both sides of focus
 
 
+@pytest.mark.parametrize("s", [6.0, 14.0])
+def test_campaign_foci_span_a_test_window_with_the_bft_anywhere_in_it(s):
+    cfg = FieldHeadFinetuneConfig(foci="campaign")
+    where = []
+    for k in range(200):
+        t = np.asarray(_foci_degC({"bft_degC": -80.0}, s, cfg, np.random.default_rng(k)))
+        assert len(t) == cfg.plateaux and np.all(np.diff(t) > 0.5)
+        # the TRP1 span is the window's whatever s (not 2 x 200 um / s)
+        assert cfg.window_degC * 0.75 < np.ptp(t) <= cfg.window_degC + 0.05
+        where.append((-80.0 - t[0]) / np.ptp(t))
+    where = np.asarray(where)
+    # the T_BF falls anywhere in the window: near either end as often as in the middle
+    assert where.min() < 0.1 and where.max() > 0.9 and 0.4 < np.mean(where) < 0.6
+
+
+def test_foci_mode_is_checked():
+    with pytest.raises(ParameterError):
+        FieldHeadFinetuneConfig(foci="plateaux")
+    with pytest.raises(ParameterError):
+        FieldHeadFinetuneConfig(foci="campaign", window_degC=0.0)
+
+
 def test_variants_draw_the_thermal_prior_and_repeat_with_the_seed():
     s_spec, _, reach = _thermal_prior()
     base = _camera()

@@ -50,6 +50,7 @@ from plato_cnn.nn.field_head import (
 from plato_cnn.pipelines.field_head import SeriesSet, draw_batch, gaussian_nll
 from plato_sim.errors import DataError, ParameterError
 from plato_sim.io.atomic import atomic_write_text
+from plato_sim.scenes.design import DEFAULT_PLATEAUX_DEGC
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ __all__ = [
 
 #: The arrays of a :class:`~plato_cnn.pipelines.field_head.SeriesSet`, in its order.
 SERIES_FIELDS = ("features", "temperature_degC", "t_best_degC", "camera_id")
+#: Where a variant's foci lie (:class:`FieldHeadFinetuneConfig`, ``foci``).
+FOCI_MODES = ("focus", "campaign")
 #: The head's training set: the variants' thermal responses are drawn from its prior.
 FIELD_HEAD_DATASET = Path(__file__).resolve().parents[1] / "data" / "field_head_dataset.yaml"
 
@@ -83,6 +86,13 @@ class FieldHeadFinetuneConfig:
         own_repeats: the fitted cameras' own series (their real frames, each field position
             labelled by the forward fit: :func:`own_series`) join the variants', each drawn as
             often as this many series (0: the variants alone).
+        foci: where a variant's foci lie: ``"focus"``, spread over +-``focus_half_range_um``
+            of thermal focal shift around its best focus (as the head's training series: the
+            TRP1 span follows 1/s and the best focus sits in the middle); ``"campaign"``, as a
+            test campaign's plateaux: spread over a TRP1 window of ``window_degC`` placed so
+            that the variant's T_BF falls anywhere in it (uniform), whatever its ``s``.
+        window_degC: TRP1 span of the ``"campaign"`` foci (degC; default the span of the test
+            houses' usual plateaux, :data:`~plato_sim.scenes.design.DEFAULT_PLATEAUX_DEGC`).
     """
 
     variants: int = 24
@@ -95,6 +105,8 @@ class FieldHeadFinetuneConfig:
     l2sp: float = 1e-2
     seed: int = 0
     own_repeats: int = 0
+    foci: str = "focus"
+    window_degC: float = float(max(DEFAULT_PLATEAUX_DEGC) - min(DEFAULT_PLATEAUX_DEGC))
 
     def __post_init__(self) -> None:
         if self.variants < 1 or self.plateaux < 2 or self.dithers < 1:
@@ -107,6 +119,10 @@ class FieldHeadFinetuneConfig:
             raise ParameterError("field head fine-tuning: focus_half_range_um > 0")
         if self.own_repeats < 0:
             raise ParameterError("field head fine-tuning: own_repeats >= 0")
+        if self.foci not in FOCI_MODES:
+            raise ParameterError(f"field head fine-tuning: foci must be one of {FOCI_MODES}")
+        if not self.window_degC > 0:
+            raise ParameterError("field head fine-tuning: window_degC > 0")
 
 
 def _thermal_prior() -> tuple[object, object, float]:
@@ -135,12 +151,17 @@ def _variant(camera, rng: np.random.Generator):
 
 
 def _foci_degC(report: dict, s: float, cfg: FieldHeadFinetuneConfig, rng) -> tuple[float, ...]:
-    """``cfg.plateaux`` TRP1 (degC, to 0.1) over the focus range: one in the middle 70 % of each
-    of as many equal bins, so that no two fall within the reader's 0.5 degC plateau tolerance
-    (docs/campaign-format.md) and the range is covered evenly."""
-    half = cfg.focus_half_range_um / abs(s)
-    width = 2.0 * half / cfg.plateaux
-    lo = -half + width * np.arange(cfg.plateaux)
+    """``cfg.plateaux`` TRP1 (degC, to 0.1) over the focus range (``cfg.foci``): one in the
+    middle 70 % of each of as many equal bins, so that no two fall within the reader's 0.5 degC
+    plateau tolerance (docs/campaign-format.md) and the range is covered evenly."""
+    if cfg.foci == "campaign":  # a test design's window, the T_BF anywhere in it
+        span = cfg.window_degC
+        first = -span * float(rng.uniform())
+    else:  # +-focus_half_range_um of focal shift around the best focus
+        span = 2.0 * cfg.focus_half_range_um / abs(s)
+        first = -0.5 * span
+    width = span / cfg.plateaux
+    lo = first + width * np.arange(cfg.plateaux)
     t = lo + width * rng.uniform(0.15, 0.85, cfg.plateaux) + float(report["bft_degC"])
     return tuple(float(v) for v in np.round(t, 1))
 
