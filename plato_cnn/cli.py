@@ -522,7 +522,9 @@ def _cmd_field_head(args: argparse.Namespace) -> int:
             f"{', '.join(CALIBRATION_FAMILIES)} (the nodal family never calibrates)"
         )
     if args.dataset:
-        cfg = FieldHeadTrainConfig(steps=args.steps, seed=args.seed)
+        window = tuple(args.window_degC) if args.window_degC else None
+        cfg = FieldHeadTrainConfig(steps=args.steps, seed=args.seed, window_degC=window,
+                                   window_fraction=args.window_fraction)  # fmt: skip
         s = train_field_head(args.dataset, args.out, args.model, cfg, args.device)
         rmse = ", ".join(f"{k}: {v:.2f}" for k, v in s["holdout_rmse_per_field_degC"].items())
         print(
@@ -998,6 +1000,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=int_in(1), default=48_000, help="training steps")
     p.add_argument("--seed", type=SEED, default=0, help="training seed")
+    p.add_argument(
+        "--window-degC",
+        type=float_in(0.0, lo_open=True, unit="degC"),
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="read a fraction of the training series as a test campaign would: only the "
+        "states within a TRP1 window of width uniform in LO-HI degC that holds the field's "
+        "best focus anywhere (default: every series' states at random)",
+    )
+    p.add_argument(
+        "--window-fraction",
+        type=float_in(0.0, 1.0),
+        default=0.5,
+        help="with --window-degC: the fraction of the series so read",
+    )
     p.add_argument(
         "--calibrate",
         type=calibration_set_arg,

@@ -30,8 +30,10 @@ from plato_cnn.nn.field_head import (
 )
 from plato_cnn.pipelines.field_head import (
     FieldHeadTrainConfig,
+    SeriesSet,
     calibrate_field_head,
     dataset_series,
+    draw_batch,
     measure_family_term,
     train_field_head,
 )
@@ -120,6 +122,49 @@ def test_head_ignores_the_order_of_plateaux_and_masked_ones():
     assert t_f.shape == sig.shape == (2,) and np.all(sig > 0)
 
 
+def _synthetic_series(n=400, k=8, seed=0):
+    """Series whose foci are spread over +-200 um around best focus, as the dataset's."""
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(6.0, 14.0, n)
+    t_best = rng.uniform(-84.0, -72.0, n)
+    dz = np.sort(rng.uniform(-200.0, 200.0, (n, k)), axis=1)
+    feats = rng.normal(size=(n, k, 3)).astype(np.float32)
+    return SeriesSet(feats, t_best[:, None] + dz / s[:, None], t_best, np.arange(n))
+
+
+def test_random_draws_are_unchanged_without_a_window():
+    series = _synthetic_series()
+    idx = np.arange(64)
+    x, dt, mask, y, n = draw_batch(series, idx, np.random.default_rng(3))
+    rng = np.random.default_rng(3)  # the draws of every head trained before windows
+    n_ref = rng.integers(1, 6, 64)
+    pick = np.argsort(rng.random((64, 8)), axis=1)[:, :5]
+    np.testing.assert_array_equal(n, n_ref)
+    np.testing.assert_array_equal(x.numpy(), series.features[idx[:, None], pick])
+
+
+def test_windowed_draws_read_a_series_as_a_campaign_would():
+    series = _synthetic_series()
+    idx = np.arange(400)
+    rng = np.random.default_rng(5)
+    x, dt, mask, y, n = draw_batch(series, idx, rng, window=(8.0, 20.0, 1.0))
+    m = mask.numpy()
+    pos = []
+    for i in range(len(idx)):
+        t_all = series.temperature_degC[i]
+        t = t_all[np.isin(series.features[i, :, 0], x[i, m[i], 0].numpy())]
+        assert len(t) == n[i] >= 1
+        if len(t) > 1:  # states of one window: within its largest width
+            assert np.ptp(t) <= 20.0 + 1e-9
+        pos.append((series.t_best_degC[i] - t.min()) / max(np.ptp(t), 1e-9))
+    pos = np.asarray(pos)[n > 2]
+    # the best focus falls near either end of the drawn states, not only in their middle
+    assert np.mean(pos < 0.2) > 0.1 and np.mean(pos > 0.8) > 0.1
+    # the fraction 0 leaves every series free, as without a window (same counts of states)
+    _, _, _, _, n0 = draw_batch(series, idx, np.random.default_rng(5), window=(8.0, 20.0, 0.0))
+    assert n0.max() == 5 and n0.min() == 1
+
+
 def test_field_series_averages_each_field_and_plateau():
     feats = np.arange(12, dtype=np.float32).reshape(6, 2)
     fid = np.array([0, 0, 1, 1, 0, 1])
@@ -186,6 +231,22 @@ def test_field_head_command_needs_something_to_do(tmp_path, capsys):
                "--family-sets", "nodal:1:4"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "unknown family nodal" in err[0]
+
+
+def test_windowed_training_is_recorded_and_a_reversed_window_refused(
+    series_ds, model_dir, tmp_path, capsys
+):
+    out = tmp_path / "hw"
+    cfg = FieldHeadTrainConfig(steps=5, batch=8, holdout_every=2, hidden=8, window_degC=(8, 32))
+    train_field_head(series_ds, out, model_dir, cfg)
+    _, card = load_field_head(out)
+    assert list(card.training["config"]["window_degC"]) == [8, 32]
+    assert card.training["config"]["window_fraction"] == 0.5
+    rc = main(["field-head", "--dataset", str(series_ds), "--out", str(tmp_path / "hr"),
+               "--model", str(model_dir), "--steps", "5", "--window-degC", "30", "10"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "window" in err[0]
+    assert not (tmp_path / "hr").exists()
 
 
 def test_cnn_falls_back_on_the_field_head_where_its_residual_check_flags(

@@ -70,7 +70,12 @@ CALIBRATION_SETS = (("highorder-mild", 0, 16), ("highorder", 0, 10), ("design", 
 
 @dataclass(frozen=True)
 class FieldHeadTrainConfig:
-    """Training settings (steps of ``batch`` series, one-cycle ``lr``, AdamW)."""
+    """Training settings (steps of ``batch`` series, one-cycle ``lr``, AdamW).
+
+    ``window_degC = (lo, hi)``: a ``window_fraction`` of the series of each batch are read
+    within a TRP1 window of width uniform in ``lo``-``hi`` degC that holds the field's best
+    focus anywhere, as a test campaign's plateaux do (:func:`draw_batch`); ``None``: every
+    series' states drawn at random."""
 
     steps: int = 48_000
     batch: int = 256
@@ -79,6 +84,8 @@ class FieldHeadTrainConfig:
     hidden: int = 96
     seed: int = 0
     holdout_every: int = 10
+    window_degC: tuple[float, float] | None = None
+    window_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -150,16 +157,52 @@ def dataset_series(dataset: str | Path, net, device: str = "cpu") -> SeriesSet:
     )
 
 
-def draw_batch(series: SeriesSet, idx: np.ndarray, rng: np.random.Generator) -> tuple:
+def _windowed(series: SeriesSet, idx: np.ndarray, rng: np.random.Generator, top: int,
+              window: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The states' order and counts of :func:`draw_batch` where some series are read as a test
+    campaign reads a camera: a TRP1 window of a random width with the field's best focus
+    anywhere in it, 1-5 of the states inside it (the nearest one if none is)."""
+    lo, hi, fraction = window
+    b, k = len(idx), series.features.shape[1]
+    t = series.temperature_degC[idx]
+    width = rng.uniform(lo, hi, b)
+    start = series.t_best_degC[idx] - width * rng.uniform(size=b)
+    inside = (t >= start[:, None]) & (t <= (start + width)[:, None])
+    windowed = rng.uniform(size=b) < fraction
+    inside[~windowed] = True  # the other series: any of their states, as without a window
+    centre = (start + 0.5 * width)[:, None]
+    # states inside first (in random order), then the nearest to the window's centre
+    key = np.where(inside, rng.random((b, k)), 2.0 + np.abs(t - centre) / 1e3)
+    pick = np.argsort(key, axis=1)[:, :top]
+    avail = np.clip(inside.sum(1), 1, top)
+    return pick, 1 + np.floor(rng.uniform(size=b) * avail).astype(np.int64)
+
+
+def draw_batch(
+    series: SeriesSet,
+    idx: np.ndarray,
+    rng: np.random.Generator,
+    window: tuple[float, float, float] | None = None,
+) -> tuple:
     """A training batch: for each series of ``idx`` a random set of 1-5 of its states.
+
+    With ``window = (lo, hi, fraction)`` (degC, degC, 0-1), a ``fraction`` of the series are
+    read as a test campaign would: only states within a TRP1 window of width uniform in
+    ``lo``-``hi`` that holds the field's best focus anywhere (:func:`_windowed`).  The
+    dataset's foci are spread in um around each field's best focus, so that its series always
+    bracket the focus evenly over a TRP1 span that follows 1/s; a campaign's plateaux are set
+    in degC before the best focus is known.
 
     Returns ``(features, dT, mask, target, n)``: tensors for :class:`FieldHead` (``dT`` and the
     target, the field's best-focus TRP1, relative to the drawn states' mean TRP1 in units of
     ``TEMPERATURE_SCALE_DEGC``) and the number of states drawn per series."""
     b, k = len(idx), series.features.shape[1]
     top = min(MAX_TRAIN_PLATEAUX, k)
-    n = rng.integers(1, top + 1, b)
-    pick = np.argsort(rng.random((b, k)), axis=1)[:, :top]
+    if window is None:  # the draws of every head trained before windows
+        n = rng.integers(1, top + 1, b)
+        pick = np.argsort(rng.random((b, k)), axis=1)[:, :top]
+    else:
+        pick, n = _windowed(series, idx, rng, top, window)
     mask = np.arange(top)[None] < n[:, None]
     x = series.features[idx[:, None], pick]
     t = series.temperature_degC[idx[:, None], pick]
@@ -197,6 +240,12 @@ def train_field_head(
     cfg = cfg or FieldHeadTrainConfig()
     if cfg.steps < 1 or cfg.batch < 1 or cfg.holdout_every < 2:
         raise ParameterError("field head training: steps and batch >= 1, holdout_every >= 2")
+    window = None
+    if cfg.window_degC is not None:
+        lo, hi = (float(v) for v in cfg.window_degC)
+        if not (0 < lo <= hi and 0 <= cfg.window_fraction <= 1):
+            raise ParameterError("field head training: 0 < window lo <= hi, fraction in 0-1")
+        window = (lo, hi, float(cfg.window_fraction))
     t0 = time.perf_counter()
     model_dir = model_dir or default_model_dir()
     net, _ = load_model(model_dir, device)
@@ -216,7 +265,7 @@ def train_field_head(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
     head.train()
     for step in range(cfg.steps):
-        x, dt, mask, y, _ = draw_batch(series, rng.choice(train, cfg.batch), rng)
+        x, dt, mask, y, _ = draw_batch(series, rng.choice(train, cfg.batch), rng, window)
         loss = gaussian_nll(head(x, dt, mask), y)
         opt.zero_grad()
         loss.backward()
