@@ -106,6 +106,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "window with the T_BF anywhere in it (campaign)",
     )
     ap.add_argument(
+        "--draw-window-degC",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="fine-tuning reads half of the series within a TRP1 window of width LO-HI degC "
+        "holding the field's focus (as plato-cnn field-head --window-degC)",
+    )
+    ap.add_argument(
         "--calibrate",
         nargs="+",
         type=calibration_set_arg,
@@ -133,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     own = f"_own{args.own_repeats}" if args.own_repeats else ""
     foci = "" if args.foci == FieldHeadFinetuneConfig.foci else f"_{args.foci}"
+    win = args.draw_window_degC
+    foci += "" if win is None else f"_win{win[0]:g}-{win[1]:g}"
     tuned = out / f"head_v{args.variants}_st{args.steps}_s{args.seed}{own}{foci}"
     t0 = time.perf_counter()
     ft = _nodal(args.oof_cache, args.finetune_cameras, args.finetune_seed, args.workers)
@@ -145,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.perf_counter()
     cfg = FieldHeadFinetuneConfig(variants=args.variants, steps=args.steps, lr=args.lr,
                                   l2sp=args.l2sp, seed=args.seed,
-                                  own_repeats=args.own_repeats, foci=args.foci)  # fmt: skip
+                                  own_repeats=args.own_repeats, foci=args.foci,
+                                  draw_window_degC=None if win is None else tuple(win))  # fmt: skip
     frames = [read_campaign(d) for d, _ in ft]
     frames = [fr.select(fr.usable) for fr in frames]
     summary = finetune_field_head(reports, tuned, out / "variants", cfg=cfg, workers=args.workers,

@@ -242,6 +242,7 @@ def test_windowed_training_is_recorded_and_a_reversed_window_refused(
     _, card = load_field_head(out)
     assert list(card.training["config"]["window_degC"]) == [8, 32]
     assert card.training["config"]["window_fraction"] == 0.5
+    capsys.readouterr()  # the training's own log lines
     rc = main(["field-head", "--dataset", str(series_ds), "--out", str(tmp_path / "hr"),
                "--model", str(model_dir), "--steps", "5", "--window-degC", "30", "10"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()

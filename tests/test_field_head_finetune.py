@@ -221,6 +221,19 @@ def test_mixed_batches_pad_the_plateaux_and_follow_the_repeats(tiny_head):
     assert np.all(n[far] <= 3)
 
 
+def test_fine_tuning_can_read_its_series_in_windows(tiny_head):
+    """With a draw window, every drawn set of states fits in the window's largest width;
+    a reversed window is refused."""
+    from plato_cnn.pipelines.field_head_finetune import _draw
+
+    s = tiny_head["series"]
+    x, dt, mask, y, n = _draw([(s, 1)], 500, np.random.default_rng(1), (4.0, 6.0, 1.0))
+    span = (dt.numpy() * mask.numpy()).max(1) - (dt.numpy() + 99 * ~mask.numpy()).min(1)
+    assert np.all(span[n > 1] * 10.0 <= 6.0 + 1e-6)  # dT in units of 10 degC
+    with pytest.raises(ParameterError):
+        FieldHeadFinetuneConfig(draw_window_degC=(30.0, 10.0))
+
+
 def test_command_refuses_bad_reports_and_outputs_in_inputs(tiny_head, tmp_path, capsys):
     """One line and exit status 2: a forward report per campaign, each with field_focus;
     neither the head nor the variants' folder inside a campaign."""

@@ -93,6 +93,10 @@ class FieldHeadFinetuneConfig:
             that the variant's T_BF falls anywhere in it (uniform), whatever its ``s``.
         window_degC: TRP1 span of the ``"campaign"`` foci (degC; default the span of the test
             houses' usual plateaux, :data:`~plato_sim.scenes.design.DEFAULT_PLATEAUX_DEGC`).
+        draw_window_degC, draw_window_fraction: the training steps read that fraction of
+            the series within a TRP1 window of width uniform in ``draw_window_degC`` holding
+            the field's best focus anywhere (:func:`~plato_cnn.pipelines.field_head.
+            draw_batch`); ``None``: every series' states at random.
     """
 
     variants: int = 24
@@ -107,6 +111,8 @@ class FieldHeadFinetuneConfig:
     own_repeats: int = 0
     foci: str = "focus"
     window_degC: float = float(max(DEFAULT_PLATEAUX_DEGC) - min(DEFAULT_PLATEAUX_DEGC))
+    draw_window_degC: tuple[float, float] | None = None
+    draw_window_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if self.variants < 1 or self.plateaux < 2 or self.dithers < 1:
@@ -123,6 +129,12 @@ class FieldHeadFinetuneConfig:
             raise ParameterError(f"field head fine-tuning: foci must be one of {FOCI_MODES}")
         if not self.window_degC > 0:
             raise ParameterError("field head fine-tuning: window_degC > 0")
+        if self.draw_window_degC is not None:
+            lo, hi = self.draw_window_degC
+            if not (0 < lo <= hi and 0 <= self.draw_window_fraction <= 1):
+                raise ParameterError(
+                    "field head fine-tuning: 0 < draw window lo <= hi, fraction in 0-1"
+                )
 
 
 def _thermal_prior() -> tuple[object, object, float]:
@@ -274,13 +286,16 @@ def variant_series(
     )
 
 
-def _draw(sets: list[tuple[SeriesSet, int]], batch: int, rng: np.random.Generator) -> tuple:
+def _draw(
+    sets: list[tuple[SeriesSet, int]], batch: int, rng: np.random.Generator, window=None
+) -> tuple:
     """A batch from ``(series, repeats)`` pairs: each series drawn as often as ``repeats``
-    (:func:`~plato_cnn.pipelines.field_head.draw_batch` per set, plateau axes padded)."""
+    (:func:`~plato_cnn.pipelines.field_head.draw_batch` per set, with its ``window``; plateau
+    axes padded)."""
     sets = [(s, r) for s, r in sets if r > 0 and len(s.t_best_degC)]
     if len(sets) == 1 and sets[0][1] == 1:  # the variants alone
         s = sets[0][0]
-        return draw_batch(s, rng.integers(0, len(s.t_best_degC), batch), rng)
+        return draw_batch(s, rng.integers(0, len(s.t_best_degC), batch), rng, window)
     sizes = np.asarray([len(s.t_best_degC) * r for s, r in sets])
     edges = np.concatenate([[0], np.cumsum(sizes)])
     pick = rng.integers(0, edges[-1], batch)
@@ -288,7 +303,7 @@ def _draw(sets: list[tuple[SeriesSet, int]], batch: int, rng: np.random.Generato
     for i, (s, _) in enumerate(sets):
         sel = pick[(pick >= edges[i]) & (pick < edges[i + 1])] - edges[i]
         if len(sel):
-            parts.append(draw_batch(s, sel % len(s.t_best_degC), rng))
+            parts.append(draw_batch(s, sel % len(s.t_best_degC), rng, window))
     top = max(p[0].shape[1] for p in parts)
 
     def pad(a: torch.Tensor) -> torch.Tensor:
@@ -304,12 +319,15 @@ def _tune(head, sets: list[tuple[SeriesSet, int]], cfg: FieldHeadFinetuneConfig)
     returns the loss every 100 steps."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    window = None
+    if cfg.draw_window_degC is not None:  # as the head's training reads windows
+        window = (*(float(v) for v in cfg.draw_window_degC), float(cfg.draw_window_fraction))
     ref = {k: v.detach().clone() for k, v in head.named_parameters()}
     opt = torch.optim.AdamW(head.parameters(), cfg.lr, weight_decay=0.0)
     losses = []
     head.train()
     for step in range(cfg.steps):
-        x, dt, mask, y, _ = _draw(sets, cfg.batch, rng)
+        x, dt, mask, y, _ = _draw(sets, cfg.batch, rng, window)
         loss = gaussian_nll(head(x, dt, mask), y)
         pull = sum(((p - ref[k]) ** 2).sum() for k, p in head.named_parameters())
         opt.zero_grad()
