@@ -121,6 +121,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=list(CALIBRATION_SETS),
         help="calibration sets FAMILY:SEED:CAMERAS of the fine-tuned head's systematic term",
     )
+    ap.add_argument(
+        "--field-head",
+        default=None,
+        help="the head to fine-tune (default: the shipped one; scored beside it)",
+    )
     ap.add_argument("--out", default="out/field_head_transfer", help="variants and tuned head")
     ap.add_argument("--oof-cache", default="out/out_of_family_cache")
     ap.add_argument("--workers", type=int, default=2)
@@ -144,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     foci = "" if args.foci == FieldHeadFinetuneConfig.foci else f"_{args.foci}"
     win = args.draw_window_degC
     foci += "" if win is None else f"_win{win[0]:g}-{win[1]:g}"
-    tuned = out / f"head_v{args.variants}_st{args.steps}_s{args.seed}{own}{foci}"
+    start = "" if args.field_head is None else f"_from_{Path(args.field_head).name}"
+    tuned = out / f"head_v{args.variants}_st{args.steps}_s{args.seed}{own}{foci}{start}"
     t0 = time.perf_counter()
     ft = _nodal(args.oof_cache, args.finetune_cameras, args.finetune_seed, args.workers)
     held = _nodal(args.oof_cache, args.oof_cameras, args.oof_seed, args.workers)
@@ -160,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                                   draw_window_degC=None if win is None else tuple(win))  # fmt: skip
     frames = [read_campaign(d) for d, _ in ft]
     frames = [fr.select(fr.usable) for fr in frames]
-    summary = finetune_field_head(reports, tuned, out / "variants", cfg=cfg, workers=args.workers,
+    summary = finetune_field_head(reports, tuned, out / "variants", head_dir=args.field_head,
+                                  cfg=cfg, workers=args.workers,
                                   frames_list=frames if len(frames) >= 3 else None)  # fmt: skip
     t_train = time.perf_counter() - t2
     t3 = time.perf_counter()
@@ -173,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     t_cal = time.perf_counter() - t3
     t4 = time.perf_counter()
     own_sigma = "leave-one-camera-out" if "cross_validation" in summary else "the shipped head's"
-    heads = {
-        "shipped": str(default_field_head_dir()),
+    heads = {"shipped": str(default_field_head_dir())}
+    if args.field_head is not None:
+        heads["start"] = str(args.field_head)
+    heads |= {
         f"fine-tuned, sigma: {own_sigma}": str(tuned),
         "fine-tuned, sigma: calibration families": str(tuned_cal),
     }
