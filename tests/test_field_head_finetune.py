@@ -57,7 +57,7 @@ def test_campaign_foci_span_a_test_window_with_the_bft_anywhere_in_it(s):
         t = np.asarray(_foci_degC({"bft_degC": -80.0}, s, cfg, np.random.default_rng(k)))
         assert len(t) == cfg.plateaux and np.all(np.diff(t) > 0.5)
         # the TRP1 span is the window's whatever s (not 2 x 200 um / s)
-        assert cfg.window_degC * 0.75 < np.ptp(t) <= cfg.window_degC + 0.05
+        assert cfg.campaign_span_degC * 0.75 < np.ptp(t) <= cfg.campaign_span_degC + 0.05
         where.append((-80.0 - t[0]) / np.ptp(t))
     where = np.asarray(where)
     # the T_BF falls anywhere in the window: near either end as often as in the middle
@@ -68,7 +68,7 @@ def test_foci_mode_is_checked():
     with pytest.raises(ParameterError):
         FieldHeadFinetuneConfig(foci="plateaux")
     with pytest.raises(ParameterError):
-        FieldHeadFinetuneConfig(foci="campaign", window_degC=0.0)
+        FieldHeadFinetuneConfig(foci="campaign", campaign_span_degC=0.0)
 
 
 def test_variants_draw_the_thermal_prior_and_repeat_with_the_seed():

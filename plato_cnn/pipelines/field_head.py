@@ -54,6 +54,7 @@ __all__ = [
     "calibration_campaigns",
     "dataset_series",
     "draw_batch",
+    "draw_window",
     "gaussian_nll",
     "train_field_head",
 ]
@@ -178,6 +179,24 @@ def _windowed(series: SeriesSet, idx: np.ndarray, rng: np.random.Generator, top:
     return pick, 1 + np.floor(rng.uniform(size=b) * avail).astype(np.int64)
 
 
+def draw_window(
+    window_degC: tuple[float, float] | None, fraction: float, what: str
+) -> tuple[float, float, float] | None:
+    """The ``window`` of :func:`draw_batch` for a ``(lo, hi)`` width range (degC) and the
+    fraction of series read in it (``None`` without a range).
+
+    Raises:
+        ParameterError: not ``0 < lo <= hi`` or a fraction outside 0-1 (``what`` names the
+            caller).
+    """
+    if window_degC is None:
+        return None
+    lo, hi = (float(v) for v in window_degC)
+    if not (0 < lo <= hi and 0 <= fraction <= 1):
+        raise ParameterError(f"{what}: window needs 0 < lo <= hi (degC) and a fraction in 0-1")
+    return lo, hi, float(fraction)
+
+
 def draw_batch(
     series: SeriesSet,
     idx: np.ndarray,
@@ -240,12 +259,7 @@ def train_field_head(
     cfg = cfg or FieldHeadTrainConfig()
     if cfg.steps < 1 or cfg.batch < 1 or cfg.holdout_every < 2:
         raise ParameterError("field head training: steps and batch >= 1, holdout_every >= 2")
-    window = None
-    if cfg.window_degC is not None:
-        lo, hi = (float(v) for v in cfg.window_degC)
-        if not (0 < lo <= hi and 0 <= cfg.window_fraction <= 1):
-            raise ParameterError("field head training: 0 < window lo <= hi, fraction in 0-1")
-        window = (lo, hi, float(cfg.window_fraction))
+    window = draw_window(cfg.window_degC, cfg.window_fraction, "field head training")
     t0 = time.perf_counter()
     model_dir = model_dir or default_model_dir()
     net, _ = load_model(model_dir, device)

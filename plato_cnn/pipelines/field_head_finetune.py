@@ -47,7 +47,7 @@ from plato_cnn.nn.field_head import (
     save_field_head,
     stamp_features,
 )
-from plato_cnn.pipelines.field_head import SeriesSet, draw_batch, gaussian_nll
+from plato_cnn.pipelines.field_head import SeriesSet, draw_batch, draw_window, gaussian_nll
 from plato_sim.errors import DataError, ParameterError
 from plato_sim.io.atomic import atomic_write_text
 from plato_sim.scenes.design import DEFAULT_PLATEAUX_DEGC
@@ -89,9 +89,9 @@ class FieldHeadFinetuneConfig:
         foci: where a variant's foci lie: ``"focus"``, spread over +-``focus_half_range_um``
             of thermal focal shift around its best focus (as the head's training series: the
             TRP1 span follows 1/s and the best focus sits in the middle); ``"campaign"``, as a
-            test campaign's plateaux: spread over a TRP1 window of ``window_degC`` placed so
+            test campaign's plateaux: spread over a TRP1 window of ``campaign_span_degC`` placed so
             that the variant's T_BF falls anywhere in it (uniform), whatever its ``s``.
-        window_degC: TRP1 span of the ``"campaign"`` foci (degC; default the span of the test
+        campaign_span_degC: TRP1 span of the ``"campaign"`` foci (degC; default the span of the test
             houses' usual plateaux, :data:`~plato_sim.scenes.design.DEFAULT_PLATEAUX_DEGC`).
         draw_window_degC, draw_window_fraction: the training steps read that fraction of
             the series within a TRP1 window of width uniform in ``draw_window_degC`` holding
@@ -110,7 +110,7 @@ class FieldHeadFinetuneConfig:
     seed: int = 0
     own_repeats: int = 0
     foci: str = "focus"
-    window_degC: float = float(max(DEFAULT_PLATEAUX_DEGC) - min(DEFAULT_PLATEAUX_DEGC))
+    campaign_span_degC: float = float(max(DEFAULT_PLATEAUX_DEGC) - min(DEFAULT_PLATEAUX_DEGC))
     draw_window_degC: tuple[float, float] | None = None
     draw_window_fraction: float = 0.5
 
@@ -127,14 +127,9 @@ class FieldHeadFinetuneConfig:
             raise ParameterError("field head fine-tuning: own_repeats >= 0")
         if self.foci not in FOCI_MODES:
             raise ParameterError(f"field head fine-tuning: foci must be one of {FOCI_MODES}")
-        if not self.window_degC > 0:
-            raise ParameterError("field head fine-tuning: window_degC > 0")
-        if self.draw_window_degC is not None:
-            lo, hi = self.draw_window_degC
-            if not (0 < lo <= hi and 0 <= self.draw_window_fraction <= 1):
-                raise ParameterError(
-                    "field head fine-tuning: 0 < draw window lo <= hi, fraction in 0-1"
-                )
+        if not self.campaign_span_degC > 0:
+            raise ParameterError("field head fine-tuning: campaign_span_degC > 0")
+        draw_window(self.draw_window_degC, self.draw_window_fraction, "field head fine-tuning")
 
 
 def _thermal_prior() -> tuple[object, object, float]:
@@ -167,7 +162,7 @@ def _foci_degC(report: dict, s: float, cfg: FieldHeadFinetuneConfig, rng) -> tup
     middle 70 % of each of as many equal bins, so that no two fall within the reader's 0.5 degC
     plateau tolerance (docs/campaign-format.md) and the range is covered evenly."""
     if cfg.foci == "campaign":  # a test design's window, the T_BF anywhere in it
-        span = cfg.window_degC
+        span = cfg.campaign_span_degC
         first = -span * float(rng.uniform())
     else:  # +-focus_half_range_um of focal shift around the best focus
         span = 2.0 * cfg.focus_half_range_um / abs(s)
@@ -319,9 +314,7 @@ def _tune(head, sets: list[tuple[SeriesSet, int]], cfg: FieldHeadFinetuneConfig)
     returns the loss every 100 steps."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    window = None
-    if cfg.draw_window_degC is not None:  # as the head's training reads windows
-        window = (*(float(v) for v in cfg.draw_window_degC), float(cfg.draw_window_fraction))
+    window = draw_window(cfg.draw_window_degC, cfg.draw_window_fraction, "field head fine-tuning")
     ref = {k: v.detach().clone() for k, v in head.named_parameters()}
     opt = torch.optim.AdamW(head.parameters(), cfg.lr, weight_decay=0.0)
     losses = []
