@@ -55,7 +55,7 @@ def _jobs(n: int, seed: int, out: Path, cfg, span_degC: float | None = None) -> 
     """Emulation jobs of the set's first ``n`` nodal cameras, each imaged through focus: foci
     over +-``cfg.focus_half_range_um`` of thermal focal shift, or over +-``span_degC`` of TRP1
     whatever the camera's ``s``."""
-    from plato_cnn.pipelines.field_head_finetune import _foci_degC
+    from plato_cnn.pipelines.field_head_finetune import foci_degC
     from plato_sim.scenes.out_of_family import nodal_camera_job
 
     jobs = []
@@ -65,7 +65,7 @@ def _jobs(n: int, seed: int, out: Path, cfg, span_degC: float | None = None) -> 
         s = job["camera"].thermal.s_um_per_degC
         if span_degC is not None:  # the same TRP1 span for every s
             s = cfg.focus_half_range_um / span_degC
-        foci = _foci_degC({"bft_degC": job["bft_degC"]}, s, cfg, rng)
+        foci = foci_degC({"bft_degC": job["bft_degC"]}, s, cfg, rng)
         job["design"] = replace(job["design"], plateaux_degC=foci, n_dithers=cfg.dithers,
                                 frames_per_dither=1)  # fmt: skip
         span = "" if span_degC is None else f"_span{span_degC:g}C"
@@ -92,14 +92,14 @@ def _series(done: list, jobs: list[dict], workers: int):
     """The cameras' through-focus series read by the shipped FocusNet, labelled exactly."""
     from plato_cnn.nn.card import default_model_dir, load_model
     from plato_cnn.pipelines.field_head import SeriesSet
-    from plato_cnn.pipelines.field_head_finetune import _read_series
+    from plato_cnn.pipelines.field_head_finetune import read_series
     from plato_cnn.reader import read_campaign
 
     net, _ = load_model(default_model_dir(), "cpu")
     parts, lab_jobs = [], []
     for (folder, truth), job in zip(done, jobs, strict=True):
         fr = read_campaign(folder)
-        ser = _read_series(fr.select(fr.usable), net, "cpu")
+        ser = read_series(fr.select(fr.usable), net, "cpu")
         keep = ser.mask.all(axis=1)
         parts.append((ser, keep))
         lab_jobs.append(dict(i=job["i"], camera=job["camera"], t0_degC=truth["thermal"]["t0_degC"],
@@ -123,10 +123,10 @@ def _tuned(series, n: int, cfg, out: Path, tag: str = "") -> str:
         network_digest,
         save_field_head,
     )
-    from plato_cnn.pipelines.field_head_finetune import _subset, _tune
+    from plato_cnn.pipelines.field_head_finetune import subset_series, tune_head
 
     head, card = load_field_head(default_field_head_dir(), network_digest(default_model_dir()))
-    losses = _tune(head, [(_subset(series, series.camera_id < n), 1)], cfg)
+    losses = tune_head(head, [(subset_series(series, series.camera_id < n), 1)], cfg)
     card.training = {**card.training, "ceiling": {"true_cameras": n, "losses": losses}}
     card.family_sigma_degC, card.family_calibration = {}, {}
     folder = out / f"head_true{n}_st{cfg.steps}_s{cfg.seed}{tag}"

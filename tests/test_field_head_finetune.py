@@ -12,9 +12,9 @@ import torch
 from plato_cnn.pipelines.field_head import SeriesSet
 from plato_cnn.pipelines.field_head_finetune import (
     FieldHeadFinetuneConfig,
-    _foci_degC,
     _thermal_prior,
     _variant,
+    foci_degC,
 )
 from plato_sim.errors import ParameterError
 from plato_sim.optics.tabulated import TabulatedCamera, TabulatedOptics
@@ -42,7 +42,7 @@ def test_settings_are_checked():
 @pytest.mark.parametrize("s", [6.0, 14.0, -9.0])
 def test_foci_cover_the_range_and_stay_apart(s):
     cfg = FieldHeadFinetuneConfig()
-    t = np.asarray(_foci_degC({"bft_degC": -80.0}, s, cfg, np.random.default_rng(1)))
+    t = np.asarray(foci_degC({"bft_degC": -80.0}, s, cfg, np.random.default_rng(1)))
     half = cfg.focus_half_range_um / abs(s)
     assert len(t) == cfg.plateaux and np.all(np.diff(t) > 0.5)  # the reader's tolerance
     assert np.all(np.abs(t + 80.0) <= half + 0.05)
@@ -54,7 +54,7 @@ def test_campaign_foci_span_a_test_window_with_the_bft_anywhere_in_it(s):
     cfg = FieldHeadFinetuneConfig(foci="campaign")
     where = []
     for k in range(200):
-        t = np.asarray(_foci_degC({"bft_degC": -80.0}, s, cfg, np.random.default_rng(k)))
+        t = np.asarray(foci_degC({"bft_degC": -80.0}, s, cfg, np.random.default_rng(k)))
         assert len(t) == cfg.plateaux and np.all(np.diff(t) > 0.5)
         # the TRP1 span is the window's whatever s (not 2 x 200 um / s)
         assert cfg.campaign_span_degC * 0.75 < np.ptp(t) <= cfg.campaign_span_degC + 0.05

@@ -58,7 +58,11 @@ __all__ = [
     "FieldHeadFinetuneConfig",
     "cross_validated_terms",
     "finetune_field_head",
+    "foci_degC",
     "own_series",
+    "read_series",
+    "subset_series",
+    "tune_head",
     "variant_series",
 ]
 
@@ -157,7 +161,7 @@ def _variant(camera, rng: np.random.Generator):
                                              q_um_per_degC2=q))  # fmt: skip
 
 
-def _foci_degC(report: dict, s: float, cfg: FieldHeadFinetuneConfig, rng) -> tuple[float, ...]:
+def foci_degC(report: dict, s: float, cfg: FieldHeadFinetuneConfig, rng) -> tuple[float, ...]:
     """``cfg.plateaux`` TRP1 (degC, to 0.1) over the focus range (``cfg.foci``): one in the
     middle 70 % of each of as many equal bins, so that no two fall within the reader's 0.5 degC
     plateau tolerance (docs/campaign-format.md) and the range is covered evenly."""
@@ -187,7 +191,7 @@ def _field_labels_degC(camera) -> np.ndarray:
     return np.asarray(camera.thermal.temperature_degC(best), float)
 
 
-def _read_series(frames, net, device: str):
+def read_series(frames, net, device: str):
     """The frames' per-field through-focus series as ``net`` reads them (:func:`~plato_cnn.nn.
     field_head.field_series` of their :func:`~plato_cnn.nn.field_head.stamp_features`)."""
     from plato_cnn.predict import network_stamps
@@ -205,7 +209,7 @@ def _series_of(folder: Path, camera, t_f: np.ndarray, net, device: str) -> tuple
     from plato_cnn.reader import read_campaign
 
     fr = read_campaign(folder)
-    ser = _read_series(fr.select(fr.usable), net, device)
+    ser = read_series(fr.select(fr.usable), net, device)
     keep = ser.mask.all(axis=1)
     k = camera.optics.field_index(ser.theta_deg[keep], ser.phi_deg[keep])
     return ser.features[keep], ser.temperature_degC[keep], t_f[k]
@@ -220,7 +224,7 @@ def _image_variant(job: dict) -> dict:
     cfg, rep, c, v = job["cfg"], job["report"], job["camera"], job["variant"]
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, c, v]))
     cam = _variant(fitted_camera(rep, camera_id=c), rng)
-    foci = _foci_degC(rep, cam.thermal.s_um_per_degC, cfg, rng)
+    foci = foci_degC(rep, cam.thermal.s_um_per_degC, cfg, rng)
     seed = int(rng.integers(2**31))
     # the folder is named by everything drawn, so that a kept campaign is never read back
     # for a camera other than the one it images
@@ -309,7 +313,7 @@ def _draw(
     return x, dt, mask, torch.cat([p[3] for p in parts]), np.concatenate([p[4] for p in parts])
 
 
-def _tune(head, sets: list[tuple[SeriesSet, int]], cfg: FieldHeadFinetuneConfig) -> list[float]:
+def tune_head(head, sets: list[tuple[SeriesSet, int]], cfg: FieldHeadFinetuneConfig) -> list[float]:
     """AdamW steps on ``(series, repeats)`` pairs (:func:`_draw`) with the L2-SP pull;
     returns the loss every 100 steps."""
     torch.manual_seed(cfg.seed)
@@ -345,7 +349,7 @@ def own_series(frames, report: dict, net, index: int, device: str = "cpu") -> Se
             "the forward report has no field_focus block: fit with field_focus=True "
             "(plato-cnn bft --method forward --field-focus)"
         )
-    ser = _read_series(frames, net, device)
+    ser = read_series(frames, net, device)
     d = field_distance_deg(np.asarray(ff["theta_deg"]), np.asarray(ff["phi_deg"]), ser.theta_deg,
                            ser.phi_deg)  # fmt: skip
     k = np.argmin(d, axis=1)
@@ -358,7 +362,8 @@ def own_series(frames, report: dict, net, index: int, device: str = "cpu") -> Se
     )
 
 
-def _subset(series: SeriesSet, keep: np.ndarray) -> SeriesSet:
+def subset_series(series: SeriesSet, keep: np.ndarray) -> SeriesSet:
+    """The series of ``series`` where ``keep`` (bool, one per series) holds."""
     return SeriesSet(*(getattr(series, f)[keep] for f in SERIES_FIELDS))
 
 
@@ -418,10 +423,10 @@ def cross_validated_terms(
             raise ParameterError("field head cross-validation: no variant of another camera")
         log.info("field head cross-validation: camera %d/%d held out", j + 1, len(frames_list))
         head, _ = load_field_head(start_dir, digest)
-        sets = [(_subset(series, keep), 1)]
+        sets = [(subset_series(series, keep), 1)]
         if own is not None:
-            sets.append((_subset(own, own.camera_id != j), cfg.own_repeats))
-        _tune(head, sets, cfg)
+            sets.append((subset_series(own, own.camera_id != j), cfg.own_repeats))
+        tune_head(head, sets, cfg)
         _, _, _, feats = field_head_inputs(fr, model_dir, start_dir, device)
         per_cam.append(_held_out_errors(fr, feats, head, float(reports[j]["bft_degC"])))
     keys = [k for k in per_cam[0] if all(k in c for c in per_cam)]
@@ -489,7 +494,9 @@ def finetune_field_head(
         cv = cross_validated_terms(start, digest, series, frames_list, reports, cfg, model_dir,
                                    device, own)  # fmt: skip
     t_cv = time.perf_counter() - t0 - t_sim
-    losses = _tune(head, [(series, 1)] + ([(own, cfg.own_repeats)] if own is not None else []), cfg)
+    losses = tune_head(
+        head, [(series, 1)] + ([(own, cfg.own_repeats)] if own is not None else []), cfg
+    )
     summary = {
         "config": asdict(cfg),
         "start_head": str(start),
