@@ -89,17 +89,19 @@ def _labelled(job: dict) -> dict:
 
 
 def _series(done: list, jobs: list[dict], workers: int):
-    """The cameras' through-focus series read by the shipped FocusNet, labelled exactly."""
+    """The cameras' through-focus series as the shipped head reads them, labelled exactly."""
     from plato_cnn.nn.card import default_model_dir, load_model
+    from plato_cnn.nn.field_head import default_field_head_dir, load_field_head
     from plato_cnn.pipelines.field_head import SeriesSet
     from plato_cnn.pipelines.field_head_finetune import read_series
     from plato_cnn.reader import read_campaign
 
     net, _ = load_model(default_model_dir(), "cpu")
+    moments = load_field_head(default_field_head_dir())[0].config.moments  # what it reads
     parts, lab_jobs = [], []
     for (folder, truth), job in zip(done, jobs, strict=True):
         fr = read_campaign(folder)
-        ser = read_series(fr.select(fr.usable), net, "cpu")
+        ser = read_series(fr.select(fr.usable), net, "cpu", moments)
         keep = ser.mask.all(axis=1)
         parts.append((ser, keep))
         lab_jobs.append(dict(i=job["i"], camera=job["camera"], t0_degC=truth["thermal"]["t0_degC"],

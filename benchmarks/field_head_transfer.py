@@ -54,7 +54,7 @@ PLATEAUX = (5, 3, 2, 1)
 
 
 def _score(job: dict) -> dict:
-    """Both heads on one held-out camera, every plateau count (features read once)."""
+    """Every head on one held-out camera, every plateau count (features read once per kind)."""
     pin_one_thread()
     from plato_cnn.field_bft import estimate_from_features, field_head_inputs
     from plato_cnn.nn.field_head import load_field_head
@@ -62,10 +62,13 @@ def _score(job: dict) -> dict:
 
     fr = read_campaign(job["dir"])
     fr = fr.select(fr.usable)
-    _, _, _, feats = field_head_inputs(fr, None, job["heads"]["shipped"])
+    feats_for = {}  # read once per kind of input (with or without the image moments)
     out = []
     for name, head_dir in job["heads"].items():
         head, card = load_field_head(head_dir)
+        if head.config.moments not in feats_for:
+            feats_for[head.config.moments] = field_head_inputs(fr, None, head_dir)[3]
+        feats = feats_for[head.config.moments]
         for n_pl in PLATEAUX:
             m = fr.plateau_mask(SUBSETS[n_pl])
             try:

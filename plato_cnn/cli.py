@@ -524,7 +524,8 @@ def _cmd_field_head(args: argparse.Namespace) -> int:
     if args.dataset:
         window = tuple(args.window_degC) if args.window_degC else None
         cfg = FieldHeadTrainConfig(steps=args.steps, seed=args.seed, window_degC=window,
-                                   window_fraction=args.window_fraction)  # fmt: skip
+                                   window_fraction=args.window_fraction,
+                                   moments=args.moments)  # fmt: skip
         s = train_field_head(args.dataset, args.out, args.model, cfg, args.device)
         rmse = ", ".join(f"{k}: {v:.2f}" for k, v in s["holdout_rmse_per_field_degC"].items())
         print(
@@ -1015,6 +1016,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float_in(0.0, 1.0),
         default=0.5,
         help="with --window-degC: the fraction of the series so read",
+    )
+    p.add_argument(
+        "--moments",
+        action="store_true",
+        help="the head also reads each stamp's image moments (ensquared energy, size, "
+        "elongation, asymmetry; docs/cnn.md section 7)",
     )
     p.add_argument(
         "--calibrate",

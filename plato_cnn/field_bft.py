@@ -21,10 +21,10 @@ from plato_cnn.nn.field_head import (
     PLATEAU_COUNT_SCALE,
     default_field_head_dir,
     field_series,
+    head_features,
     load_field_head,
     network_digest,
     network_outputs,
-    stamp_features,
 )
 from plato_cnn.predict import network_stamps
 from plato_sim.errors import ParameterError, warn
@@ -79,7 +79,8 @@ def field_head_bft(
     if systematic:
         check = None
         if outside is None:
-            check = family_check(sel, model_dir, device, seed, network_outputs(feats))
+            net_out = network_outputs(feats[:, : head.config.network_dim])
+            check = family_check(sel, model_dir, device, seed, net_out)
         flagged = bool(check["outside"]) if check is not None else bool(outside)
         est = with_family_term(est, hcard, flagged, check)
     return {
@@ -100,20 +101,22 @@ def field_head_inputs(
 ) -> tuple:
     """``(head, head card, model card, features)``: the field head (default: the shipped one),
     checked against the FocusNet of ``model_dir`` (default: the shipped one), and that
-    network's stamp features of every frame of ``frames`` (``(N, D)``); a plateau subset of
-    the frames is the same subset of the rows."""
+    network's stamp features of every frame of ``frames`` (``(N, D)``, with the image moments
+    where the head reads them: :func:`plato_cnn.nn.field_head.head_features`); a plateau
+    subset of the frames is the same subset of the rows."""
     model_dir = model_dir or default_model_dir()
     net, card = load_model(model_dir, device)
     head, hcard = load_field_head(head_dir or default_field_head_dir(), network_digest(model_dir))
-    feats = stamp_features(
-        net, network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg, device=device
-    )
+    feats = head_features(
+        net, network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg,
+        moments=head.config.moments, device=device,
+    )  # fmt: skip
     return head, hcard, card, feats
 
 
 def estimate_from_features(frames, features: np.ndarray, head, systematic_for=None) -> dict:
     """The estimate from the frames' stamp features (:func:`plato_cnn.nn.field_head.
-    stamp_features`, one row per frame of ``frames``): ``bft_degC``, ``sigma_degC``,
+    head_features`, one row per frame of ``frames``): ``bft_degC``, ``sigma_degC``,
     ``sigma_stat_degC``, ``systematic_sigma_degC`` (``systematic_for(n_plateaux)``, degC, or
     None without it), ``obsids``, ``frames_used``, ``n_plateaux``, ``field_head`` and
     ``warnings``."""

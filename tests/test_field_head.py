@@ -358,3 +358,34 @@ def test_one_network_pass_serves_the_field_head_and_the_cnn_fit(head_dir, model_
     assert a.bft_degC == pytest.approx(b.bft_degC, abs=1e-3)
     with pytest.raises(ParameterError, match="predictions for"):
         cnn_bft(sel, model_dir, predictions={k: v[:-1] for k, v in got.items()})
+
+
+def test_head_with_image_moments_reads_them_everywhere(series_ds, model_dir, campaign, tmp_path):
+    """A head trained with ``moments`` records it, reads the network's features and then the
+    stamps' moments (dataset, campaign), and its family check still finds the network's
+    outputs at the front of the rows."""
+    from plato_cnn.field_bft import field_head_inputs
+    from plato_cnn.nn.field_head import head_features, network_outputs
+    from plato_cnn.nn.stamp_moments import N_MOMENTS, stamp_moments
+    from plato_cnn.predict import network_stamps, predict_frames
+
+    net, _ = load_model(model_dir)
+    out = tmp_path / "hm"
+    cfg = FieldHeadTrainConfig(steps=5, batch=8, holdout_every=2, hidden=8, moments=True)
+    train_field_head(series_ds, out, model_dir, cfg)
+    head, card = load_field_head(out)
+    assert head.config.moments and head.config.feature_dim == feature_dim(net) + N_MOMENTS
+    assert head.config.network_dim == feature_dim(net)
+    s = dataset_series(series_ds, net, moments=True)
+    stamps, lab, _ = read_shard(series_ds / "shard-00000.h5")
+    m = stamp_moments(stamps[:2], lab["phi_deg"][:2])
+    np.testing.assert_allclose(s.features[0, 0, -N_MOMENTS:], m.mean(0), rtol=1e-5, atol=1e-6)
+    frames = read_campaign(campaign)
+    sel = frames.select(frames.usable)
+    *_, feats = field_head_inputs(sel, model_dir, out)
+    want = head_features(net, network_stamps(sel), sel.field_theta_deg, sel.field_phi_deg, True)
+    np.testing.assert_array_equal(feats, want)
+    got = network_outputs(feats[:, : head.config.network_dim])
+    np.testing.assert_allclose(got["mu_um"], predict_frames(sel, model_dir)["mu_um"], atol=1e-3)
+    r = field_head_bft(frames, model_dir, out, systematic=False)
+    assert np.isfinite(r["bft_degC"]) and len(r["field_head"]["t_best_degC"]) == 3

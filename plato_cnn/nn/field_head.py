@@ -11,7 +11,8 @@ image cannot.
 
 What it does.  Each plateau of a field position is summarised by the mean, over its frames,
 of the FocusNet features of its stamps (:func:`stamp_features`: the network's pooled
-convolutional features, its three raw outputs and the stamp's log flux); a permutation-
+convolutional features, its three raw outputs and the stamp's log flux; for a head made with
+``moments``, also the stamps' model-free image moments, :func:`head_features`); a permutation-
 invariant network (DeepSets: a per-plateau MLP that also reads the plateau's TRP1 relative to
 the series' mean, mean and max pooling over the plateaux, an MLP that also reads the plateau
 count) predicts the field's best-focus temperature ``T_f`` relative to the mean TRP1 of its
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 
 from plato_cnn.nn.model import FocusNet, prepare_inputs
+from plato_cnn.nn.stamp_moments import N_MOMENTS, stamp_moments
 from plato_sim.errors import ModelFormatError, ParameterError
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "default_field_head_dir",
     "feature_dim",
     "field_series",
+    "head_features",
     "load_field_head",
     "network_digest",
     "network_outputs",
@@ -87,7 +90,8 @@ def feature_dim(net: FocusNet) -> int:
 def network_outputs(features: np.ndarray) -> dict[str, np.ndarray]:
     """FocusNet's predictions (``mu_um``, ``sigma_um``, ``p_behind``, as
     :meth:`FocusNet.predict` gives them) from the raw outputs held in :func:`stamp_features`'
-    rows (the three columns before the last): one pass of the network serves both the field
+    rows (the three columns before the last; of :func:`head_features`' rows, pass the first
+    ``FieldHeadConfig.network_dim`` columns): one pass of the network serves both the field
     head and the CNN fit."""
     raw = torch.as_tensor(np.asarray(features, dtype=np.float32)[:, -4:-1])
     return FocusNet.outputs(raw)
@@ -118,6 +122,23 @@ def stamp_features(
         out.append(torch.cat([f, raw, sc[:, -1:]], dim=1).cpu().numpy())
     d = feature_dim(net)
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, d), np.float32)
+
+
+def head_features(
+    net: FocusNet,
+    stamps: np.ndarray,
+    theta_deg: np.ndarray,
+    phi_deg: np.ndarray,
+    moments: bool = False,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """What a field head reads of each stamp: :func:`stamp_features` and, for a head made
+    with ``moments`` (:class:`FieldHeadConfig`), the stamp's image moments after them
+    (:func:`plato_cnn.nn.stamp_moments.stamp_moments`), ``(N, D)`` float32."""
+    f = stamp_features(net, stamps, theta_deg, phi_deg, device=device)
+    if not moments:
+        return f
+    return np.concatenate([f, stamp_moments(stamps, phi_deg)], axis=1)
 
 
 @dataclass(frozen=True)
@@ -187,10 +208,17 @@ def field_series(
 
 @dataclass(frozen=True)
 class FieldHeadConfig:
-    """Architecture: ``feature_dim`` inputs per plateau, ``hidden`` units per layer."""
+    """Architecture: ``feature_dim`` inputs per plateau, ``hidden`` units per layer;
+    ``moments``: the inputs end with the stamps' image moments (:func:`head_features`)."""
 
     feature_dim: int
     hidden: int = 96
+    moments: bool = False
+
+    @property
+    def network_dim(self) -> int:
+        """How many of the inputs are the network's own (:func:`stamp_features`)."""
+        return int(self.feature_dim) - (N_MOMENTS if self.moments else 0)
 
 
 class FieldHead(nn.Module):

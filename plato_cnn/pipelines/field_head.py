@@ -34,11 +34,12 @@ from plato_cnn.nn.field_head import (
     FieldHeadCard,
     FieldHeadConfig,
     feature_dim,
+    head_features,
     load_field_head,
     network_digest,
     save_field_head,
-    stamp_features,
 )
+from plato_cnn.nn.stamp_moments import N_MOMENTS
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS
 from plato_sim.errors import DataError, ParameterError
 from plato_sim.io.store import read_shard
@@ -76,7 +77,8 @@ class FieldHeadTrainConfig:
     ``window_degC = (lo, hi)``: a ``window_fraction`` of the series of each batch are read
     within a TRP1 window of width uniform in ``lo``-``hi`` degC that holds the field's best
     focus anywhere, as a test campaign's plateaux do (:func:`draw_batch`); ``None``: every
-    series' states drawn at random."""
+    series' states drawn at random.  ``moments``: the head also reads each stamp's image
+    moments (:mod:`plato_cnn.nn.stamp_moments`)."""
 
     steps: int = 48_000
     batch: int = 256
@@ -87,6 +89,7 @@ class FieldHeadTrainConfig:
     holdout_every: int = 10
     window_degC: tuple[float, float] | None = None
     window_fraction: float = 0.5
+    moments: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,11 @@ def _manifest(dataset: Path) -> dict:
 
 # Long because: one pass over the shards that keeps only the per-state means (the stamps of
 # a 400k-sample dataset would not fit beside them), with the checks that name what is wrong.
-def dataset_series(dataset: str | Path, net, device: str = "cpu") -> SeriesSet:
-    """The through-focus series of a ``field_series`` dataset as read by ``net``."""
+def dataset_series(
+    dataset: str | Path, net, device: str = "cpu", moments: bool = False
+) -> SeriesSet:
+    """The through-focus series of a ``field_series`` dataset as read by ``net`` (with the
+    stamps' image moments: ``moments``, :func:`plato_cnn.nn.field_head.head_features`)."""
     root = Path(dataset)
     man = _manifest(root)
     cfg = man["config"]
@@ -126,7 +132,7 @@ def dataset_series(dataset: str | Path, net, device: str = "cpu") -> SeriesSet:
     feats, temps, tbest, cids = [], [], [], []
     for shard in sorted(root.glob("shard-*.h5")):
         stamps, lab, _ = read_shard(shard)
-        f = stamp_features(net, stamps, lab["theta_deg"], lab["phi_deg"], device=device)
+        f = head_features(net, stamps, lab["theta_deg"], lab["phi_deg"], moments, device)
         state = lab["optical_state"].astype(np.int64)
         n_state = int(state.max()) + 1
         cnt = np.bincount(state, minlength=n_state).astype(float)
@@ -263,7 +269,7 @@ def train_field_head(
     t0 = time.perf_counter()
     model_dir = model_dir or default_model_dir()
     net, _ = load_model(model_dir, device)
-    series = dataset_series(dataset, net, device)
+    series = dataset_series(dataset, net, device, cfg.moments)
     t_feat = time.perf_counter() - t0
     held = series.camera_id % cfg.holdout_every == 0
     train, hold = np.flatnonzero(~held), np.flatnonzero(held)
@@ -271,7 +277,8 @@ def train_field_head(
         raise DataError(f"{dataset}: too few cameras to hold one in {cfg.holdout_every} out")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    head = FieldHead(FieldHeadConfig(feature_dim=feature_dim(net), hidden=cfg.hidden))
+    dim = feature_dim(net) + (N_MOMENTS if cfg.moments else 0)
+    head = FieldHead(FieldHeadConfig(feature_dim=dim, hidden=cfg.hidden, moments=cfg.moments))
     flat = series.features[train].reshape(-1, series.features.shape[-1])
     head.feature_mean.copy_(torch.as_tensor(flat.mean(0)))
     head.feature_std.copy_(torch.as_tensor(flat.std(0) + 1e-6))

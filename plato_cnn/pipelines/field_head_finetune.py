@@ -42,10 +42,10 @@ from plato_cnn.nn.field_head import (
     FAMILY_TUNED,
     default_field_head_dir,
     field_series,
+    head_features,
     load_field_head,
     network_digest,
     save_field_head,
-    stamp_features,
 )
 from plato_cnn.pipelines.field_head import SeriesSet, draw_batch, draw_window, gaussian_nll
 from plato_sim.errors import DataError, ParameterError
@@ -191,25 +191,29 @@ def _field_labels_degC(camera) -> np.ndarray:
     return np.asarray(camera.thermal.temperature_degC(best), float)
 
 
-def read_series(frames, net, device: str):
+def read_series(frames, net, device: str, moments: bool = False):
     """The frames' per-field through-focus series as ``net`` reads them (:func:`~plato_cnn.nn.
-    field_head.field_series` of their :func:`~plato_cnn.nn.field_head.stamp_features`)."""
+    field_head.field_series` of their :func:`~plato_cnn.nn.field_head.head_features`, with
+    the image moments for a head that reads them)."""
     from plato_cnn.predict import network_stamps
 
-    feats = stamp_features(
-        net, network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg, device=device
-    )
+    feats = head_features(
+        net, network_stamps(frames), frames.field_theta_deg, frames.field_phi_deg,
+        moments=moments, device=device,
+    )  # fmt: skip
     return field_series(feats, frames.field_id, frames.obsid, frames.temperature_degC,
                         frames.field_theta_deg, frames.field_phi_deg)  # fmt: skip
 
 
-def _series_of(folder: Path, camera, t_f: np.ndarray, net, device: str) -> tuple[np.ndarray, ...]:
+def _series_of(
+    folder: Path, camera, t_f: np.ndarray, net, device: str, moments: bool = False
+) -> tuple[np.ndarray, ...]:
     """The variant campaign's series (features, TRP1) and each position's label T_f (degC,
     ``t_f`` per position of ``camera``'s table); positions some focus lost are left out."""
     from plato_cnn.reader import read_campaign
 
     fr = read_campaign(folder)
-    ser = read_series(fr.select(fr.usable), net, device)
+    ser = read_series(fr.select(fr.usable), net, device, moments)
     keep = ser.mask.all(axis=1)
     k = camera.optics.field_index(ser.theta_deg[keep], ser.phi_deg[keep])
     return ser.features[keep], ser.temperature_degC[keep], t_f[k]
@@ -253,11 +257,13 @@ def variant_series(
     cfg: FieldHeadFinetuneConfig | None = None,
     device: str = "cpu",
     workers: int = 1,
+    moments: bool = False,
 ) -> SeriesSet:
     """Through-focus series of ``cfg.variants`` cameras like each fitted one, imaged as
     campaigns under ``workdir`` (kept: a rerun reads them back; ``workers`` processes) and
-    read by the FocusNet of ``model_dir``.  ``camera_id`` of a series is the index of its
-    fitted camera.  Each variant draws from its own stream ``(seed, camera, variant)``."""
+    read by the FocusNet of ``model_dir`` (with the image moments: ``moments``).
+    ``camera_id`` of a series is the index of its fitted camera.  Each variant draws from
+    its own stream ``(seed, camera, variant)``."""
     from plato_sim.workers import map_jobs
 
     cfg = cfg or FieldHeadFinetuneConfig()
@@ -270,7 +276,7 @@ def variant_series(
     net, _ = load_model(model_dir or default_model_dir(), device)
     feats, temps, tbest, cids = [], [], [], []
     for im in imaged:
-        f, t, y = _series_of(Path(im["folder"]), im["camera"], im["t_f"], net, device)
+        f, t, y = _series_of(Path(im["folder"]), im["camera"], im["t_f"], net, device, moments)
         if f.shape[1] != cfg.plateaux or len(y) == 0:
             log.warning("%s: %d of %d foci read: left out", im["folder"], f.shape[1], cfg.plateaux)
             continue
@@ -336,7 +342,9 @@ def tune_head(head, sets: list[tuple[SeriesSet, int]], cfg: FieldHeadFinetuneCon
     return losses
 
 
-def own_series(frames, report: dict, net, index: int, device: str = "cpu") -> SeriesSet:
+def own_series(
+    frames, report: dict, net, index: int, device: str = "cpu", moments: bool = False
+) -> SeriesSet:
     """A fitted camera's own through-focus series: its frames read by ``net``, each field
     position labelled with the TRP1 of its EEF-optimal focus under the forward fit (the
     report's ``field_focus["t_best_degC"]``, made with ``field_focus=True``); ``camera_id``
@@ -349,7 +357,7 @@ def own_series(frames, report: dict, net, index: int, device: str = "cpu") -> Se
             "the forward report has no field_focus block: fit with field_focus=True "
             "(plato-cnn bft --method forward --field-focus)"
         )
-    ser = read_series(frames, net, device)
+    ser = read_series(frames, net, device, moments)
     d = field_distance_deg(np.asarray(ff["theta_deg"]), np.asarray(ff["phi_deg"]), ser.theta_deg,
                            ser.phi_deg)  # fmt: skip
     k = np.argmin(d, axis=1)
@@ -481,11 +489,12 @@ def finetune_field_head(
     start = head_dir or default_field_head_dir()
     digest = network_digest(model_dir)
     head, card = load_field_head(start, digest)
-    series = variant_series(reports, workdir, model_dir, cfg, device, workers)
+    moments = head.config.moments
+    series = variant_series(reports, workdir, model_dir, cfg, device, workers, moments)
     own = None
     if cfg.own_repeats:
         net, _ = load_model(model_dir, device)
-        parts = [own_series(fr, r, net, k, device)
+        parts = [own_series(fr, r, net, k, device, moments)
                  for k, (fr, r) in enumerate(zip(frames_list, reports, strict=True))]  # fmt: skip
         own = SeriesSet(*(np.concatenate([getattr(o, f) for o in parts]) for f in SERIES_FIELDS))
     t_sim = time.perf_counter() - t0

@@ -1,0 +1,153 @@
+"""Image moments of PSF stamps: what the field head reads beside the network's features.
+
+Why.  The frozen FocusNet summarises a stamp in features learnt on one family's images; a
+camera unlike it can change the image in ways those features do not separate from focus
+(docs/cnn.md section 7).  A few model-free measurements of the same stamp -- how much light a
+2x2 or 3x3 pixel box holds (the ensquared energy that the test houses fit), the stamp's size,
+its elongation and asymmetry in the field's own radial frame -- are defined for any optics,
+so the field head can read a through-focus series through both.
+
+Definitions (per stamp; stamps in electrons, arrays ``[row, column] = [y, x]`` in focal-plane
+orientation, the network's input contract; ``phi`` the field azimuth from the focal plane's
++x axis towards +y, docs/facts.md):
+
+* background: the median of the stamp's outer ring of :data:`RING_PX` pixels, subtracted;
+* the central ``crop`` x ``crop`` pixels, divided by their sum (the flux ``F``);
+* a Gaussian weight of :data:`WEIGHT_SIGMA_PX` centred on the weighted centroid (three
+  iterations from the crop's centre) gives the centroid and the weighted second moments
+  ``Ixx, Iyy, Ixy`` (px^2), the fourth radial moment and the third moments along the field's
+  radial direction ``u_r = dx cos(phi) + dy sin(phi)`` and across it;
+* the columns of :data:`MOMENT_NAMES`: ``ee2``, ``ee3`` the largest 2x2 and 3x3 pixel box sums
+  over ``F``; ``peak`` the brightest pixel over ``F``; ``log_size`` ``ln(Ixx + Iyy)`` (px^2);
+  ``e_radial``, ``e_cross`` the ellipticity ``((Ixx - Iyy) / (Ixx + Iyy), 2 Ixy / (Ixx + Iyy))``
+  turned by ``-2 phi`` (``e_radial > 0``: elongated along the radius); ``kurtosis`` the
+  fourth radial moment over ``(Ixx + Iyy)^2``; ``skew_radial``, ``skew_cross`` the third
+  moments over ``(Ixx + Iyy)^1.5``.  Each is clipped to :data:`MOMENT_RANGES` so that a faint
+  or hit stamp cannot dominate a plateau's mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from plato_sim.errors import ParameterError
+
+__all__ = ["MOMENT_NAMES", "MOMENT_RANGES", "N_MOMENTS", "stamp_moments"]
+
+#: the columns of :func:`stamp_moments`
+MOMENT_NAMES = (
+    "ee2",
+    "ee3",
+    "peak",
+    "log_size",
+    "e_radial",
+    "e_cross",
+    "kurtosis",
+    "skew_radial",
+    "skew_cross",
+)
+N_MOMENTS = len(MOMENT_NAMES)
+#: clip range of each column (same order); ``log_size`` is left free
+MOMENT_RANGES = (
+    (0.0, 1.2),
+    (0.0, 1.2),
+    (0.0, 1.2),
+    (-np.inf, np.inf),
+    (-1.0, 1.0),
+    (-1.0, 1.0),
+    (0.0, 10.0),
+    (-3.0, 3.0),
+    (-3.0, 3.0),
+)
+#: width of the outer ring whose median is the background (px)
+RING_PX = 2
+#: sigma of the Gaussian weight of the centroid and moments (px)
+WEIGHT_SIGMA_PX = 2.5
+CENTROID_ITERATIONS = 3
+
+
+def _background(stamps: np.ndarray) -> np.ndarray:
+    r = RING_PX
+    n = len(stamps)
+    ring = np.concatenate(
+        [
+            stamps[:, :r].reshape(n, -1),
+            stamps[:, -r:].reshape(n, -1),
+            stamps[:, r:-r, :r].reshape(n, -1),
+            stamps[:, r:-r, -r:].reshape(n, -1),
+        ],
+        axis=1,
+    )
+    return np.median(ring, axis=1)
+
+
+def _box_max(f: np.ndarray, k: int) -> np.ndarray:
+    """The largest ``k`` x ``k`` box sum of each image of ``f``."""
+    cs = np.cumsum(np.cumsum(np.pad(f, ((0, 0), (1, 0), (1, 0))), 1), 2)
+    box = cs[:, k:, k:] - cs[:, :-k, k:] - cs[:, k:, :-k] + cs[:, :-k, :-k]
+    return box.reshape(len(f), -1).max(axis=1)
+
+
+def _moments(stamps: np.ndarray, phi_rad: np.ndarray, crop: int) -> np.ndarray:
+    h, w = stamps.shape[-2:]
+    r0, c0 = h // 2 - crop // 2, w // 2 - crop // 2
+    x = stamps[:, r0 : r0 + crop, c0 : c0 + crop] - _background(stamps)[:, None, None]
+    f = x / np.clip(x.sum(axis=(1, 2)), 1e-6, None)[:, None, None]
+    yy, xx = np.mgrid[0:crop, 0:crop].astype(np.float64)
+    cy = np.full(len(f), crop // 2, dtype=np.float64)
+    cx = cy.copy()
+    for _ in range(CENTROID_ITERATIONS):
+        r2 = (yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2
+        fw = f * np.exp(-r2 / (2.0 * WEIGHT_SIGMA_PX**2))
+        sw = np.clip(fw.sum(axis=(1, 2)), 1e-9, None)
+        cy = (fw * yy).sum(axis=(1, 2)) / sw
+        cx = (fw * xx).sum(axis=(1, 2)) / sw
+    dy, dx = yy - cy[:, None, None], xx - cx[:, None, None]
+    mom = lambda a: (fw * a).sum(axis=(1, 2)) / sw  # noqa: E731
+    ixx, iyy, ixy = mom(dx * dx), mom(dy * dy), mom(dx * dy)
+    size = np.clip(ixx + iyy, 1e-3, None)
+    e1, e2 = (ixx - iyy) / size, 2.0 * ixy / size
+    c, s = np.cos(phi_rad), np.sin(phi_rad)
+    c2, s2 = np.cos(2 * phi_rad), np.sin(2 * phi_rad)
+    u_r = dx * c[:, None, None] + dy * s[:, None, None]
+    u_c = -dx * s[:, None, None] + dy * c[:, None, None]
+    return np.stack(
+        [
+            _box_max(f, 2),
+            _box_max(f, 3),
+            f.reshape(len(f), -1).max(axis=1),
+            np.log(size),
+            e1 * c2 + e2 * s2,
+            -e1 * s2 + e2 * c2,
+            mom((dx * dx + dy * dy) ** 2) / size**2,
+            mom(u_r**3) / size**1.5,
+            mom(u_c**3) / size**1.5,
+        ],
+        axis=1,
+    )
+
+
+def stamp_moments(
+    stamps: np.ndarray, phi_deg: np.ndarray, crop: int = 20, chunk: int = 8192
+) -> np.ndarray:
+    """The :data:`MOMENT_NAMES` of each stamp, ``(N, N_MOMENTS)`` float32 (module docstring).
+
+    Args:
+        stamps: ``(N, H, W)`` electrons, focal-plane orientation, the star near the centre.
+        phi_deg: ``(N,)`` field azimuth of each stamp (deg).
+        crop: side of the central region measured (px), at most ``H - 2 RING_PX``.
+        chunk: stamps per vectorised pass (memory).
+    """
+    st = np.asarray(stamps)
+    phi = np.deg2rad(np.asarray(phi_deg, dtype=np.float64).reshape(-1))
+    if st.ndim != 3 or len(phi) != len(st):
+        raise ParameterError("stamp_moments: stamps (N, H, W) and one azimuth per stamp")
+    if min(st.shape[1:]) < crop + 2 * RING_PX or crop < 3:
+        raise ParameterError(f"stamp_moments: stamps of {st.shape[1:]} too small for crop {crop}")
+    out = np.zeros((len(st), N_MOMENTS), np.float32)
+    lo = np.array([r[0] for r in MOMENT_RANGES])
+    hi = np.array([r[1] for r in MOMENT_RANGES])
+    for s in range(0, len(st), chunk):
+        e = slice(s, s + chunk)
+        out[e] = np.clip(_moments(st[e].astype(np.float64), phi[e], crop), lo, hi)
+    return out
