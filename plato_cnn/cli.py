@@ -1019,9 +1019,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--moments",
-        action="store_true",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        choices=(1, 2),
         help="the head also reads each stamp's image moments (ensquared energy, size, "
-        "elongation, asymmetry; docs/cnn.md section 7)",
+        "elongation, asymmetry; docs/cnn.md section 7): set 1 (the shipped head's; the flag "
+        "alone) or set 2 (a trial: also encircled energies, wide-weight shape, trefoil)",
     )
     p.add_argument(
         "--calibrate",

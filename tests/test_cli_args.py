@@ -224,6 +224,7 @@ USAGE_ERRORS = [
     ("plato-cnn", "field-head", ["--steps", "0"], "--steps", ">= 1"),
     ("plato-cnn", "field-head", ["--window-degC", "0", "20"], "--window-degC", "> 0"),
     ("plato-cnn", "field-head", ["--window-fraction", "1.5"], "--window-fraction", "[0, 1]"),
+    ("plato-cnn", "field-head", ["--moments", "3"], "--moments", "choose from 1, 2"),
     # plato-cnn field-head-finetune
     ("plato-cnn", "field-head-finetune", ["--variants", "0"], "--variants", ">= 1"),
     ("plato-cnn", "field-head-finetune", ["--steps", "0"], "--steps", ">= 1"),

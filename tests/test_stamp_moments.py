@@ -73,3 +73,25 @@ def test_chunks_and_bad_input():
         stamp_moments(st, phi[:3])
     with pytest.raises(ParameterError, match="too small"):
         stamp_moments(st[:, :16, :16], phi)
+
+
+def test_second_set_appends_its_columns_to_the_first():
+    """Set 2 keeps set 1's columns bit for bit; a point source holds all its light within 1 px
+    and a round Gaussian has no wide-weight ellipticity and no trefoil."""
+    from plato_cnn.nn.stamp_moments import EXTRA_NAMES, moment_count
+
+    st = np.stack([_gaussian(1.2, 1.2), _gaussian(1.5, 1.0, 40.0)])
+    phi = np.array([10.0, 40.0])
+    one, two = stamp_moments(st, phi), stamp_moments(st, phi, version=2)
+    assert two.shape == (2, moment_count(2)) and moment_count(2) == N_MOMENTS + len(EXTRA_NAMES)
+    np.testing.assert_array_equal(two[:, :N_MOMENTS], one)
+    extra = {n: two[:, N_MOMENTS + i] for i, n in enumerate(EXTRA_NAMES)}
+    assert np.all(np.diff(np.stack([extra[k] for k in EXTRA_NAMES[:4]]), axis=0) > 0)
+    for k in ("e_radial_wide", "e_cross_wide", "trefoil_cos", "trefoil_sin"):
+        assert abs(extra[k][0]) < 1e-3
+    assert extra["e_radial_wide"][1] > 0.1  # elongated along its radius
+    point = np.zeros((1, 32, 32))
+    point[0, 16, 16] = 1e5
+    assert stamp_moments(point, np.array([0.0]), version=2)[0, N_MOMENTS] == pytest.approx(1.0)
+    with pytest.raises(ParameterError, match="moment set 3"):
+        stamp_moments(st, phi, version=3)

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from plato_cnn.nn.model import FocusNet, prepare_inputs
-from plato_cnn.nn.stamp_moments import N_MOMENTS, stamp_moments
+from plato_cnn.nn.stamp_moments import moment_count, stamp_moments
 from plato_sim.errors import ModelFormatError, ParameterError
 
 __all__ = [
@@ -129,16 +129,17 @@ def head_features(
     stamps: np.ndarray,
     theta_deg: np.ndarray,
     phi_deg: np.ndarray,
-    moments: bool = False,
+    moments: int = 0,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """What a field head reads of each stamp: :func:`stamp_features` and, for a head made
-    with ``moments`` (:class:`FieldHeadConfig`), the stamp's image moments after them
+    with ``moments`` (:class:`FieldHeadConfig`: the moment set, 0 for none; ``True`` reads
+    as set 1), the stamp's image moments after them
     (:func:`plato_cnn.nn.stamp_moments.stamp_moments`), ``(N, D)`` float32."""
     f = stamp_features(net, stamps, theta_deg, phi_deg, device=device)
     if not moments:
         return f
-    return np.concatenate([f, stamp_moments(stamps, phi_deg)], axis=1)
+    return np.concatenate([f, stamp_moments(stamps, phi_deg, version=int(moments))], axis=1)
 
 
 @dataclass(frozen=True)
@@ -209,16 +210,17 @@ def field_series(
 @dataclass(frozen=True)
 class FieldHeadConfig:
     """Architecture: ``feature_dim`` inputs per plateau, ``hidden`` units per layer;
-    ``moments``: the inputs end with the stamps' image moments (:func:`head_features`)."""
+    ``moments``: the inputs end with the stamps' image moments of that set (0: none; a card's
+    ``true`` is set 1; :func:`head_features`)."""
 
     feature_dim: int
     hidden: int = 96
-    moments: bool = False
+    moments: int = 0
 
     @property
     def network_dim(self) -> int:
         """How many of the inputs are the network's own (:func:`stamp_features`)."""
-        return int(self.feature_dim) - (N_MOMENTS if self.moments else 0)
+        return int(self.feature_dim) - moment_count(int(self.moments))
 
 
 class FieldHead(nn.Module):

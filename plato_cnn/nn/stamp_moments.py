@@ -24,6 +24,13 @@ orientation, the network's input contract; ``phi`` the field azimuth from the fo
   fourth radial moment over ``(Ixx + Iyy)^2``; ``skew_radial``, ``skew_cross`` the third
   moments over ``(Ixx + Iyy)^1.5``.  Each is clipped to :data:`MOMENT_RANGES` so that a faint
   or hit stamp cannot dominate a plateau's mean.
+
+Set 2 (``version=2``, a trial: the shipped head reads set 1) appends :data:`EXTRA_NAMES`: the
+fraction of ``F`` in the pixels whose centres lie within 1, 1.5, 2 and 3 px of the weighted
+centroid (``ee_r1`` ... ``ee_r3``); the log size and the radial and cross ellipticity under a
+wider Gaussian weight of :data:`WIDE_SIGMA_PX` (the wings); the trefoil moments
+``<r^3 cos 3(theta - phi)>`` and ``<r^3 sin 3(theta - phi)>`` under the first weight, over
+``<r^2>^1.5`` (``theta`` the pixel's azimuth about the centroid).
 """
 
 from __future__ import annotations
@@ -32,7 +39,14 @@ import numpy as np
 
 from plato_sim.errors import ParameterError
 
-__all__ = ["MOMENT_NAMES", "MOMENT_RANGES", "N_MOMENTS", "stamp_moments"]
+__all__ = [
+    "EXTRA_NAMES",
+    "MOMENT_NAMES",
+    "MOMENT_RANGES",
+    "N_MOMENTS",
+    "moment_count",
+    "stamp_moments",
+]
 
 #: the columns of :func:`stamp_moments`
 MOMENT_NAMES = (
@@ -59,6 +73,25 @@ MOMENT_RANGES = (
     (-3.0, 3.0),
     (-3.0, 3.0),
 )
+#: the columns set 2 appends (module docstring)
+EXTRA_NAMES = (
+    "ee_r1",
+    "ee_r1.5",
+    "ee_r2",
+    "ee_r3",
+    "log_size_wide",
+    "e_radial_wide",
+    "e_cross_wide",
+    "trefoil_cos",
+    "trefoil_sin",
+)
+EXTRA_RANGES = (
+    ((0.0, 1.2),) * 4 + ((-np.inf, np.inf), (-1.0, 1.0), (-1.0, 1.0)) + ((-3.0, 3.0),) * 2
+)
+#: radii of set 2's encircled energies (px)
+EE_RADII_PX = (1.0, 1.5, 2.0, 3.0)
+#: sigma of set 2's wide Gaussian weight (px)
+WIDE_SIGMA_PX = 4.0
 #: width of the outer ring whose median is the background (px)
 RING_PX = 2
 #: sigma of the Gaussian weight of the centroid and moments (px)
@@ -88,7 +121,32 @@ def _box_max(f: np.ndarray, k: int) -> np.ndarray:
     return box.reshape(len(f), -1).max(axis=1)
 
 
-def _moments(stamps: np.ndarray, phi_rad: np.ndarray, crop: int) -> np.ndarray:
+def moment_count(version: int) -> int:
+    """Columns of :func:`stamp_moments` for moment set ``version`` (0: none)."""
+    return {0: 0, 1: N_MOMENTS, 2: N_MOMENTS + len(EXTRA_NAMES)}[int(version)]
+
+
+def _extra(f, fw, sw, dx, dy, phi_rad) -> np.ndarray:
+    """Set 2's columns (module docstring) from the normalised crops ``f``, the weighted ones
+    ``fw`` and their sums ``sw``, the offsets from the centroid."""
+    rr2 = dx * dx + dy * dy
+    ee = [(f * (rr2 <= r * r)).sum(axis=(1, 2)) for r in EE_RADII_PX]
+    fw4 = f * np.exp(-rr2 / (2.0 * WIDE_SIGMA_PX**2))
+    s4 = np.clip(fw4.sum(axis=(1, 2)), 1e-9, None)
+    m4 = lambda a: (fw4 * a).sum(axis=(1, 2)) / s4  # noqa: E731
+    ixx, iyy, ixy = m4(dx * dx), m4(dy * dy), m4(dx * dy)
+    size = np.clip(ixx + iyy, 1e-3, None)
+    e1, e2 = (ixx - iyy) / size, 2.0 * ixy / size
+    c2, s2 = np.cos(2 * phi_rad), np.sin(2 * phi_rad)
+    r2 = np.clip((fw * rr2).sum(axis=(1, 2)) / sw, 1e-3, None)
+    th = np.arctan2(dy, dx) - phi_rad[:, None, None]
+    r3 = rr2**1.5
+    t3c = (fw * r3 * np.cos(3 * th)).sum(axis=(1, 2)) / sw / r2**1.5
+    t3s = (fw * r3 * np.sin(3 * th)).sum(axis=(1, 2)) / sw / r2**1.5
+    return np.stack(ee + [np.log(size), e1 * c2 + e2 * s2, -e1 * s2 + e2 * c2, t3c, t3s], axis=1)
+
+
+def _moments(stamps: np.ndarray, phi_rad: np.ndarray, crop: int, version: int = 1) -> np.ndarray:
     h, w = stamps.shape[-2:]
     r0, c0 = h // 2 - crop // 2, w // 2 - crop // 2
     x = stamps[:, r0 : r0 + crop, c0 : c0 + crop] - _background(stamps)[:, None, None]
@@ -111,7 +169,7 @@ def _moments(stamps: np.ndarray, phi_rad: np.ndarray, crop: int) -> np.ndarray:
     c2, s2 = np.cos(2 * phi_rad), np.sin(2 * phi_rad)
     u_r = dx * c[:, None, None] + dy * s[:, None, None]
     u_c = -dx * s[:, None, None] + dy * c[:, None, None]
-    return np.stack(
+    first = np.stack(
         [
             _box_max(f, 2),
             _box_max(f, 3),
@@ -125,18 +183,23 @@ def _moments(stamps: np.ndarray, phi_rad: np.ndarray, crop: int) -> np.ndarray:
         ],
         axis=1,
     )
+    if version == 1:
+        return first
+    return np.concatenate([first, _extra(f, fw, sw, dx, dy, phi_rad)], axis=1)
 
 
 def stamp_moments(
-    stamps: np.ndarray, phi_deg: np.ndarray, crop: int = 20, chunk: int = 8192
+    stamps: np.ndarray, phi_deg: np.ndarray, crop: int = 20, chunk: int = 8192, version: int = 1
 ) -> np.ndarray:
-    """The :data:`MOMENT_NAMES` of each stamp, ``(N, N_MOMENTS)`` float32 (module docstring).
+    """The :data:`MOMENT_NAMES` of each stamp (and, with ``version=2``, the
+    :data:`EXTRA_NAMES` after them), ``(N, moment_count(version))`` float32 (module docstring).
 
     Args:
         stamps: ``(N, H, W)`` electrons, focal-plane orientation, the star near the centre.
         phi_deg: ``(N,)`` field azimuth of each stamp (deg).
         crop: side of the central region measured (px), at most ``H - 2 RING_PX``.
         chunk: stamps per vectorised pass (memory).
+        version: the moment set, 1 or 2.
     """
     st = np.asarray(stamps)
     phi = np.deg2rad(np.asarray(phi_deg, dtype=np.float64).reshape(-1))
@@ -144,10 +207,13 @@ def stamp_moments(
         raise ParameterError("stamp_moments: stamps (N, H, W) and one azimuth per stamp")
     if min(st.shape[1:]) < crop + 2 * RING_PX or crop < 3:
         raise ParameterError(f"stamp_moments: stamps of {st.shape[1:]} too small for crop {crop}")
-    out = np.zeros((len(st), N_MOMENTS), np.float32)
-    lo = np.array([r[0] for r in MOMENT_RANGES])
-    hi = np.array([r[1] for r in MOMENT_RANGES])
+    if int(version) not in (1, 2):
+        raise ParameterError(f"stamp_moments: moment set {version}: 1 or 2")
+    ranges = MOMENT_RANGES + (EXTRA_RANGES if int(version) == 2 else ())
+    out = np.zeros((len(st), len(ranges)), np.float32)
+    lo = np.array([r[0] for r in ranges])
+    hi = np.array([r[1] for r in ranges])
     for s in range(0, len(st), chunk):
         e = slice(s, s + chunk)
-        out[e] = np.clip(_moments(st[e].astype(np.float64), phi[e], crop), lo, hi)
+        out[e] = np.clip(_moments(st[e].astype(np.float64), phi[e], crop, int(version)), lo, hi)
     return out

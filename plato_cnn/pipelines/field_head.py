@@ -39,7 +39,7 @@ from plato_cnn.nn.field_head import (
     network_digest,
     save_field_head,
 )
-from plato_cnn.nn.stamp_moments import N_MOMENTS
+from plato_cnn.nn.stamp_moments import moment_count
 from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS
 from plato_sim.errors import DataError, ParameterError
 from plato_sim.io.store import read_shard
@@ -78,7 +78,7 @@ class FieldHeadTrainConfig:
     within a TRP1 window of width uniform in ``lo``-``hi`` degC that holds the field's best
     focus anywhere, as a test campaign's plateaux do (:func:`draw_batch`); ``None``: every
     series' states drawn at random.  ``moments``: the head also reads each stamp's image
-    moments (:mod:`plato_cnn.nn.stamp_moments`)."""
+    moments of that set (:mod:`plato_cnn.nn.stamp_moments`; 0: none)."""
 
     steps: int = 48_000
     batch: int = 256
@@ -89,7 +89,7 @@ class FieldHeadTrainConfig:
     holdout_every: int = 10
     window_degC: tuple[float, float] | None = None
     window_fraction: float = 0.5
-    moments: bool = False
+    moments: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,7 @@ def _manifest(dataset: Path) -> dict:
 
 # Long because: one pass over the shards that keeps only the per-state means (the stamps of
 # a 400k-sample dataset would not fit beside them), with the checks that name what is wrong.
-def dataset_series(
-    dataset: str | Path, net, device: str = "cpu", moments: bool = False
-) -> SeriesSet:
+def dataset_series(dataset: str | Path, net, device: str = "cpu", moments: int = 0) -> SeriesSet:
     """The through-focus series of a ``field_series`` dataset as read by ``net`` (with the
     stamps' image moments: ``moments``, :func:`plato_cnn.nn.field_head.head_features`)."""
     root = Path(dataset)
@@ -277,7 +275,9 @@ def train_field_head(
         raise DataError(f"{dataset}: too few cameras to hold one in {cfg.holdout_every} out")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    dim = feature_dim(net) + (N_MOMENTS if cfg.moments else 0)
+    if int(cfg.moments) not in (0, 1, 2):
+        raise ParameterError(f"field head training: moment set {cfg.moments}: 0, 1 or 2")
+    dim = feature_dim(net) + moment_count(int(cfg.moments))
     head = FieldHead(FieldHeadConfig(feature_dim=dim, hidden=cfg.hidden, moments=cfg.moments))
     flat = series.features[train].reshape(-1, series.features.shape[-1])
     head.feature_mean.copy_(torch.as_tensor(flat.mean(0)))

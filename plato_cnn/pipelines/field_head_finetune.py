@@ -191,7 +191,7 @@ def _field_labels_degC(camera) -> np.ndarray:
     return np.asarray(camera.thermal.temperature_degC(best), float)
 
 
-def read_series(frames, net, device: str, moments: bool = False):
+def read_series(frames, net, device: str, moments: int = 0):
     """The frames' per-field through-focus series as ``net`` reads them (:func:`~plato_cnn.nn.
     field_head.field_series` of their :func:`~plato_cnn.nn.field_head.head_features`, with
     the image moments for a head that reads them)."""
@@ -206,7 +206,7 @@ def read_series(frames, net, device: str, moments: bool = False):
 
 
 def _series_of(
-    folder: Path, camera, t_f: np.ndarray, net, device: str, moments: bool = False
+    folder: Path, camera, t_f: np.ndarray, net, device: str, moments: int = 0
 ) -> tuple[np.ndarray, ...]:
     """The variant campaign's series (features, TRP1) and each position's label T_f (degC,
     ``t_f`` per position of ``camera``'s table); positions some focus lost are left out."""
@@ -257,7 +257,7 @@ def variant_series(
     cfg: FieldHeadFinetuneConfig | None = None,
     device: str = "cpu",
     workers: int = 1,
-    moments: bool = False,
+    moments: int = 0,
 ) -> SeriesSet:
     """Through-focus series of ``cfg.variants`` cameras like each fitted one, imaged as
     campaigns under ``workdir`` (kept: a rerun reads them back; ``workers`` processes) and
@@ -343,7 +343,7 @@ def tune_head(head, sets: list[tuple[SeriesSet, int]], cfg: FieldHeadFinetuneCon
 
 
 def own_series(
-    frames, report: dict, net, index: int, device: str = "cpu", moments: bool = False
+    frames, report: dict, net, index: int, device: str = "cpu", moments: int = 0
 ) -> SeriesSet:
     """A fitted camera's own through-focus series: its frames read by ``net``, each field
     position labelled with the TRP1 of its EEF-optimal focus under the forward fit (the
