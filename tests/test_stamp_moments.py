@@ -95,3 +95,12 @@ def test_second_set_appends_its_columns_to_the_first():
     assert stamp_moments(point, np.array([0.0]), version=2)[0, N_MOMENTS] == pytest.approx(1.0)
     with pytest.raises(ParameterError, match="moment set 3"):
         stamp_moments(st, phi, version=3)
+
+
+def test_head_training_refuses_an_unknown_moment_set_before_reading(tmp_path):
+    from plato_cnn.pipelines.field_head import FieldHeadTrainConfig, train_field_head
+
+    with pytest.raises(ParameterError, match="moment set 3"):
+        train_field_head(
+            tmp_path / "no_dataset", tmp_path / "h", cfg=FieldHeadTrainConfig(moments=3)
+        )

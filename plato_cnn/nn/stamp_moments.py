@@ -88,6 +88,10 @@ EXTRA_NAMES = (
 EXTRA_RANGES = (
     ((0.0, 1.2),) * 4 + ((-np.inf, np.inf), (-1.0, 1.0), (-1.0, 1.0)) + ((-3.0, 3.0),) * 2
 )
+# The weights and radii below are design choices fixed before any head read them (not tuned,
+# no external source): 2.5 px spans an in-focus core of ~1-2 pixels (docs/facts.md: 18 um
+# pixels) and the few-pixel blur of the +-200 um training foci while damping noisy wings;
+# 4 px reaches those wings; the radii step through the same range.
 #: radii of set 2's encircled energies (px)
 EE_RADII_PX = (1.0, 1.5, 2.0, 3.0)
 #: sigma of set 2's wide Gaussian weight (px)
@@ -122,8 +126,14 @@ def _box_max(f: np.ndarray, k: int) -> np.ndarray:
 
 
 def moment_count(version: int) -> int:
-    """Columns of :func:`stamp_moments` for moment set ``version`` (0: none)."""
-    return {0: 0, 1: N_MOMENTS, 2: N_MOMENTS + len(EXTRA_NAMES)}[int(version)]
+    """Columns of :func:`stamp_moments` for moment set ``version`` (0: none).
+
+    Raises:
+        ParameterError: a set other than 0, 1 or 2 (the one check of a set's number)."""
+    counts = {0: 0, 1: N_MOMENTS, 2: N_MOMENTS + len(EXTRA_NAMES)}
+    if int(version) not in counts:
+        raise ParameterError(f"moment set {version}: 0 (none), 1 or 2")
+    return counts[int(version)]
 
 
 def _extra(f, fw, sw, dx, dy, phi_rad) -> np.ndarray:
@@ -207,8 +217,8 @@ def stamp_moments(
         raise ParameterError("stamp_moments: stamps (N, H, W) and one azimuth per stamp")
     if min(st.shape[1:]) < crop + 2 * RING_PX or crop < 3:
         raise ParameterError(f"stamp_moments: stamps of {st.shape[1:]} too small for crop {crop}")
-    if int(version) not in (1, 2):
-        raise ParameterError(f"stamp_moments: moment set {version}: 1 or 2")
+    if moment_count(version) == 0:
+        raise ParameterError("stamp_moments: moment set 0 has no columns; ask for 1 or 2")
     ranges = MOMENT_RANGES + (EXTRA_RANGES if int(version) == 2 else ())
     out = np.zeros((len(st), len(ranges)), np.float32)
     lo = np.array([r[0] for r in ranges])

@@ -264,6 +264,7 @@ def train_field_head(
     if cfg.steps < 1 or cfg.batch < 1 or cfg.holdout_every < 2:
         raise ParameterError("field head training: steps and batch >= 1, holdout_every >= 2")
     window = draw_window(cfg.window_degC, cfg.window_fraction, "field head training")
+    n_moments = moment_count(cfg.moments)  # a bad set refused before the reading
     t0 = time.perf_counter()
     model_dir = model_dir or default_model_dir()
     net, _ = load_model(model_dir, device)
@@ -275,9 +276,7 @@ def train_field_head(
         raise DataError(f"{dataset}: too few cameras to hold one in {cfg.holdout_every} out")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    if int(cfg.moments) not in (0, 1, 2):
-        raise ParameterError(f"field head training: moment set {cfg.moments}: 0, 1 or 2")
-    dim = feature_dim(net) + moment_count(int(cfg.moments))
+    dim = feature_dim(net) + n_moments
     head = FieldHead(FieldHeadConfig(feature_dim=dim, hidden=cfg.hidden, moments=cfg.moments))
     flat = series.features[train].reshape(-1, series.features.shape[-1])
     head.feature_mean.copy_(torch.as_tensor(flat.mean(0)))
