@@ -138,7 +138,9 @@ def _derived_rows() -> dict[int, tuple[int, int]]:
     (``--cross-check-forward``); and the CNN's estimate replaced by the field head's where the
     CNN's thermal-residual check flags the camera (``bft --method cnn --field-head-fallback``),
     and the field head's own estimate as ``bft --method field`` reports it (:data:`FAMILY_LABEL`);
-    where the residual check flags, both add the head's out-of-family term to its sigma.
+    where the residual check flags, both add the head's out-of-family term to its sigma, and
+    both, as ``bft`` does by default, are then cross-checked by the improved classical fit
+    where the camera has it (4 plateaux or more: here 5; :func:`with_cross_checks`).
     Returns ``{row: (CNN row, reference row)}``."""
     refs = (
         ("CNN, cross-checked by the improved classical", "improved classical (gauss)", "eef",
@@ -161,6 +163,9 @@ def _derived_rows() -> dict[int, tuple[int, int]]:
 
 #: ``{derived row: (CNN row, reference row)}`` (:func:`_derived_rows`).
 CHECKS = _derived_rows()
+#: ``{plateaux: row}`` of the improved classical fit, which the field head's derived rows are
+#: cross-checked against as ``bft`` does by default (:func:`plato_cnn.crosscheck.cross_check`)
+_CLASSICAL_ROW = {r[3]: k for k, r in enumerate(ROWS) if r[1:3] == ("eef", "gauss")}
 
 
 def _forward(frames, seed: int) -> dict:
@@ -371,8 +376,10 @@ def with_cross_checks(ev: dict, field_head: str | None = None) -> dict:
     estimate, its sigma widened where the reference disagrees beyond ``DISAGREE_SIGMAS``
     (``outside``: flagged by the check or already by the CNN's own thermal-residual check;
     ``disagreement_sigmas``), as :mod:`plato_cnn.crosscheck` does (against the forward fit,
-    one combined sigma for a CNN estimate its residual check flagged)."""
-    from plato_cnn.crosscheck import DISAGREE_SIGMAS, disagreement, forward_threshold
+    one combined sigma for a CNN estimate its residual check flagged); the field head's rows
+    as ``bft --method field`` and ``--field-head-fallback`` report them, the improved
+    classical cross-check included (``classical_disagreement_sigmas``)."""
+    from plato_cnn.crosscheck import DISAGREE_SIGMAS, MIN_PLATEAUX, disagreement, forward_threshold
 
     ev["results"] = [r for r in ev["results"] if ROWS[r["row"]][1] != "check"]
     by_row = {r["row"]: r for r in ev["results"]}
@@ -388,8 +395,17 @@ def with_cross_checks(ev: dict, field_head: str | None = None) -> dict:
             term = _field_head_card(field_head).family_for(ROWS[b][3]) if flagged else None
             field = {**ref, "sigma": float(np.hypot(ref["sigma"], term or 0.0))}
             use = field if flagged or ROWS[k][0] == FAMILY_LABEL else cnn
-            ev["results"].append({"row": k, "bft": use["bft"], "sigma": use["sigma"],
-                                  "outside": flagged})  # fmt: skip
+            row = {"row": k, "bft": use["bft"], "sigma": use["sigma"], "outside": flagged}
+            classical = by_row.get(_CLASSICAL_ROW.get(ROWS[b][3], -1))
+            if ROWS[b][3] >= MIN_PLATEAUX and classical and "error" not in classical:
+                # the CLI's default cross-check of whichever estimate it reports
+                _d, n_sig, widened = disagreement(
+                    use["bft"], use["sigma"], classical["bft"], classical["sigma"]
+                )
+                row["classical_disagreement_sigmas"] = n_sig
+                if widened is not None:
+                    row.update(sigma=widened, outside=True)
+            ev["results"].append(row)
             continue
         threshold = forward_threshold(flagged) if ROWS[b][1] == "forward" else DISAGREE_SIGMAS
         _d, n_sig, widened = disagreement(

@@ -1025,8 +1025,8 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         choices=(1, 2),
         help="the head also reads each stamp's image moments (ensquared energy, size, "
-        "elongation, asymmetry; docs/cnn.md section 7): set 1 (the shipped head's; the flag "
-        "alone) or set 2 (a trial: also encircled energies, wide-weight shape, trefoil)",
+        "elongation, asymmetry; docs/cnn.md section 7): set 1 (the flag alone) or set 2 (the "
+        "shipped head's: also encircled energies, wide-weight shape, trefoil)",
     )
     p.add_argument(
         "--calibrate",

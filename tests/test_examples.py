@@ -446,3 +446,33 @@ def test_out_of_family_field_rows_take_the_given_heads_term(tmp_path):
     got = {r["row"]: r for r in oof.with_cross_checks(ev, str(d))["results"]}[fam]
     assert got["sigma"] == pytest.approx(np.hypot(0.2, 2.0 * shipped))
     assert oof._parse(["--field-head", str(d)]).field_head == str(d)
+
+
+def test_out_of_family_field_rows_are_cross_checked_by_the_classical_fit_as_bft_does():
+    """With 4 plateaux or more the field head's derived rows go through the classical cross-check
+    that ``bft`` applies by default: beyond DISAGREE_SIGMAS combined sigmas the reported
+    estimate is flagged and its sigma widened to cover the difference; with 3 no check."""
+    import benchmarks.out_of_family as oof
+    from plato_cnn.crosscheck import DISAGREE_SIGMAS
+
+    classical = {r[3]: k for k, r in enumerate(oof.ROWS) if r[1:3] == ("eef", "gauss")}
+    for n in (5, 3):
+        fam = next(k for k, r in enumerate(oof.ROWS) if r[0] == oof.FAMILY_LABEL and r[3] == n)
+        back = next(k for k, (a, b) in oof.CHECKS.items() if oof.ROWS[b][1] == "field"
+                    and oof.ROWS[k][0] != oof.FAMILY_LABEL and oof.ROWS[k][3] == n)  # fmt: skip
+        cnn, field = oof.CHECKS[fam]
+        ev = {"results": [{"row": cnn, "bft": -80.0, "sigma": 0.1, "outside": False},
+                          {"row": field, "bft": -80.5, "sigma": 0.2},
+                          {"row": classical[n], "bft": -83.0, "sigma": 0.3}]}  # fmt: skip
+        rows = {r["row"]: r for r in oof.with_cross_checks(ev)["results"]}
+        if n == 5:  # 2.5 / hypot(0.2, 0.3) and 3.0 / hypot(0.1, 0.3): both beyond 3 sigmas
+            assert 2.5 / np.hypot(0.2, 0.3) > DISAGREE_SIGMAS
+            assert rows[fam]["outside"] and rows[fam]["sigma"] == pytest.approx(np.hypot(0.2, 2.5))
+            assert rows[back]["outside"] and rows[back]["bft"] == -80.0
+            assert rows[back]["sigma"] == pytest.approx(np.hypot(0.1, 3.0))
+        else:
+            assert not rows[fam]["outside"] and rows[fam]["sigma"] == 0.2
+            assert "classical_disagreement_sigmas" not in rows[fam]
+        ev["results"][2]["bft"] = -80.6  # within DISAGREE_SIGMAS: unchanged
+        rows = {r["row"]: r for r in oof.with_cross_checks(ev)["results"]}
+        assert not rows[fam]["outside"] and rows[fam]["sigma"] == 0.2

@@ -25,7 +25,7 @@ orientation, the network's input contract; ``phi`` the field azimuth from the fo
   moments over ``(Ixx + Iyy)^1.5``.  Each is clipped to :data:`MOMENT_RANGES` so that a faint
   or hit stamp cannot dominate a plateau's mean.
 
-Set 2 (``version=2``, a trial: the shipped head reads set 1) appends :data:`EXTRA_NAMES`: the
+Set 2 (``version=2``, the one the shipped head reads) appends :data:`EXTRA_NAMES`: the
 fraction of ``F`` in the pixels whose centres lie within 1, 1.5, 2 and 3 px of the weighted
 centroid (``ee_r1`` ... ``ee_r3``); the log size and the radial and cross ellipticity under a
 wider Gaussian weight of :data:`WIDE_SIGMA_PX` (the wings); the trefoil moments
