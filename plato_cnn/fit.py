@@ -159,7 +159,9 @@ def thermal_residual_um(
     temperature in a way the model's one ``s`` and one ``T_f`` per field cannot absorb: the
     network reading a camera unlike its training set (docs/cnn.md, "Uncertainty").  Cells with
     one frame are left out; NaN without any cell of two frames.  With one plateau every cell is
-    absorbed by its field's ``T_f`` and the statistic is 0.
+    absorbed by its field's ``T_f``: what remains is only the gap between the fit's weighted
+    (robust) mean of a cell's frames and their plain mean, 0 unless some frames disagree with
+    the others beyond their sigma.
     """
     d = np.asarray(delta_um, float)
     f = np.asarray(field_index, int)
