@@ -118,6 +118,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "holding the field's focus (as plato-cnn field-head --window-degC)",
     )
     ap.add_argument(
+        "--rehearsal",
+        default=None,
+        metavar="DS",
+        help="the starting head's training dataset: about half of every fine-tuning batch "
+        "drawn from its series (rehearsal; plato-cnn field-head-finetune --rehearsal)",
+    )
+    ap.add_argument(
         "--calibrate",
         nargs="+",
         type=calibration_set_arg,
@@ -153,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     win = args.draw_window_degC
     foci += "" if win is None else f"_win{win[0]:g}-{win[1]:g}"
     start = "" if args.field_head is None else f"_from_{Path(args.field_head).name}"
+    start += "" if args.rehearsal is None else f"_rehearse_{Path(args.rehearsal).name}"
     tuned = out / f"head_v{args.variants}_st{args.steps}_s{args.seed}{own}{foci}{start}"
     t0 = time.perf_counter()
     ft = _nodal(args.oof_cache, args.finetune_cameras, args.finetune_seed, args.workers)
@@ -166,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = FieldHeadFinetuneConfig(variants=args.variants, steps=args.steps, lr=args.lr,
                                   l2sp=args.l2sp, seed=args.seed,
                                   own_repeats=args.own_repeats, foci=args.foci,
-                                  draw_window_degC=None if win is None else tuple(win))  # fmt: skip
+                                  draw_window_degC=None if win is None else tuple(win),
+                                  rehearsal_dataset=args.rehearsal)  # fmt: skip
     frames = [read_campaign(d) for d, _ in ft]
     frames = [fr.select(fr.usable) for fr in frames]
     summary = finetune_field_head(reports, tuned, out / "variants", head_dir=args.field_head,

@@ -34,7 +34,8 @@ def _camera() -> TabulatedCamera:
 
 def test_settings_are_checked():
     for bad in (dict(variants=0), dict(plateaux=1), dict(steps=0), dict(lr=0.0), dict(l2sp=-1.0),
-                dict(focus_half_range_um=0.0)):  # fmt: skip
+                dict(focus_half_range_um=0.0), dict(rehearsal_fraction=0.0),
+                dict(rehearsal_fraction=1.0)):  # fmt: skip
         with pytest.raises(ParameterError):
             FieldHeadFinetuneConfig(**bad)
 
@@ -306,3 +307,29 @@ def test_forward_fits_are_kept_as_soon_as_made(tiny_head, tmp_path, monkeypatch)
     got = cli._kept_forward_fit(fr, 3, args)
     kept = list((tmp_path / "ft" / "forward").glob("03_*.json"))
     assert got == fixed and len(kept) == 1 and json.loads(kept[0].read_text()) == fixed
+
+
+def test_rehearsal_makes_up_its_fraction_of_the_draws(tiny_head):
+    """With the starting head's training series (rehearsal) about ``rehearsal_fraction`` of
+    the draws come from them, the variants and the cameras' own series keeping their ratio;
+    without, the sets are the variants' (and own) alone, as before."""
+    from dataclasses import replace
+
+    from plato_cnn.nn.field_head import TEMPERATURE_SCALE_DEGC
+    from plato_cnn.pipelines.field_head_finetune import _draw, tuning_sets
+
+    s = tiny_head["series"]  # 18 series
+    rep = {
+        f: np.repeat(getattr(s, f), 10, 0) for f in ("features", "temperature_degC", "camera_id")
+    }
+    big = SeriesSet(t_best_degC=np.repeat(s.t_best_degC, 10, 0) + 100.0, **rep)
+    own = SeriesSet(s.features[:3], s.temperature_degC[:3], s.t_best_degC[:3], s.camera_id[:3])
+    cfg = FieldHeadFinetuneConfig(own_repeats=2)
+    assert tuning_sets(s, own, None, cfg) == [(s, 1), (own, 2)]
+    for frac in (0.5, 0.25):
+        sets = tuning_sets(s, own, big, replace(cfg, rehearsal_fraction=frac))
+        assert [r for _, r in sets][-1] == 1 and sets[-1][0] is big
+        assert sets[1][1] == 2 * sets[0][1]  # own : variants as without rehearsal
+        y = _draw(sets, 6000, np.random.default_rng(2))[3].numpy() * TEMPERATURE_SCALE_DEGC
+        got = float(np.mean(y > 50.0))  # the rehearsal series: 100 degC away
+        assert got == pytest.approx(frac, abs=0.06)

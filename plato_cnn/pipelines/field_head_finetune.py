@@ -63,6 +63,7 @@ __all__ = [
     "read_series",
     "subset_series",
     "tune_head",
+    "tuning_sets",
     "variant_series",
 ]
 
@@ -101,6 +102,12 @@ class FieldHeadFinetuneConfig:
             the series within a TRP1 window of width uniform in ``draw_window_degC`` holding
             the field's best focus anywhere (:func:`~plato_cnn.pipelines.field_head.
             draw_batch`); ``None``: every series' states at random.
+        rehearsal_dataset: the starting head's own training dataset (a dataset with the
+            ``field_series`` section, docs/datasets.md), read as the head was trained: about
+            ``rehearsal_fraction`` of every batch is drawn from its series, the rest from the
+            variants' (and the cameras' own), so that the steps on a few cameras do not move
+            the head away from the prior it learnt (rehearsal against forgetting); ``None``:
+            the variants alone.
     """
 
     variants: int = 24
@@ -117,6 +124,8 @@ class FieldHeadFinetuneConfig:
     campaign_span_degC: float = float(max(DEFAULT_PLATEAUX_DEGC) - min(DEFAULT_PLATEAUX_DEGC))
     draw_window_degC: tuple[float, float] | None = None
     draw_window_fraction: float = 0.5
+    rehearsal_dataset: str | None = None
+    rehearsal_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if self.variants < 1 or self.plateaux < 2 or self.dithers < 1:
@@ -134,6 +143,27 @@ class FieldHeadFinetuneConfig:
         if not self.campaign_span_degC > 0:
             raise ParameterError("field head fine-tuning: campaign_span_degC > 0")
         draw_window(self.draw_window_degC, self.draw_window_fraction, "field head fine-tuning")
+        if not 0.0 < self.rehearsal_fraction < 1.0:
+            raise ParameterError("field head fine-tuning: 0 < rehearsal_fraction < 1")
+
+
+def tuning_sets(
+    series: SeriesSet,
+    own: SeriesSet | None,
+    rehearsal: SeriesSet | None,
+    cfg: FieldHeadFinetuneConfig,
+) -> list[tuple[SeriesSet, int]]:
+    """The ``(series, repeats)`` pairs that :func:`tune_head` draws from: the variants' series
+    (once each), the cameras' own (``cfg.own_repeats`` each) and, with ``rehearsal`` (the
+    starting head's training series), those once each with the others' repeats scaled so
+    that they make up about ``1 - cfg.rehearsal_fraction`` of the draws."""
+    sets = [(series, 1)] + ([(own, cfg.own_repeats)] if own is not None else [])
+    if rehearsal is None:
+        return sets
+    tuned = sum(len(s.t_best_degC) * r for s, r in sets)
+    scale = (1.0 - cfg.rehearsal_fraction) / cfg.rehearsal_fraction
+    k = max(1, round(scale * len(rehearsal.t_best_degC) / max(tuned, 1)))
+    return [(s, r * k) for s, r in sets] + [(rehearsal, 1)]
 
 
 def _thermal_prior() -> tuple[object, object, float]:
@@ -403,10 +433,12 @@ def cross_validated_terms(
     model_dir: str | Path | None = None,
     device: str = "cpu",
     own: SeriesSet | None = None,
+    rehearsal: SeriesSet | None = None,
 ) -> dict[str, dict]:
     """Leave-one-camera-out on the fine-tuning cameras: for each, the head of ``start_dir``
     fine-tuned on the variants of the *other* cameras only (``series``, ``camera_id`` = index
-    in ``reports``; and their own series ``own`` where ``cfg.own_repeats``), scored on that
+    in ``reports``; and their own series ``own`` where ``cfg.own_repeats``; with the
+    ``rehearsal`` series as the final fine-tuning has them, :func:`tuning_sets`), scored on that
     camera's own frames (``frames_list``) with 5, 3, 2 and 1 of its plateaux
     (:func:`_held_out_errors`), against its forward-fit T_BF (the label source; ~0.003 degC
     with 5 plateaux, docs/forward.md).  Per plateau count, the systematic term is the
@@ -431,10 +463,8 @@ def cross_validated_terms(
             raise ParameterError("field head cross-validation: no variant of another camera")
         log.info("field head cross-validation: camera %d/%d held out", j + 1, len(frames_list))
         head, _ = load_field_head(start_dir, digest)
-        sets = [(subset_series(series, keep), 1)]
-        if own is not None:
-            sets.append((subset_series(own, own.camera_id != j), cfg.own_repeats))
-        tune_head(head, sets, cfg)
+        mine = None if own is None else subset_series(own, own.camera_id != j)
+        tune_head(head, tuning_sets(subset_series(series, keep), mine, rehearsal, cfg), cfg)
         _, _, _, feats = field_head_inputs(fr, model_dir, start_dir, device)
         per_cam.append(_held_out_errors(fr, feats, head, float(reports[j]["bft_degC"])))
     keys = [k for k in per_cam[0] if all(k in c for c in per_cam)]
@@ -497,15 +527,19 @@ def finetune_field_head(
         parts = [own_series(fr, r, net, k, device, moments)
                  for k, (fr, r) in enumerate(zip(frames_list, reports, strict=True))]  # fmt: skip
         own = SeriesSet(*(np.concatenate([getattr(o, f) for o in parts]) for f in SERIES_FIELDS))
+    rehearsal = None
+    if cfg.rehearsal_dataset is not None:
+        from plato_cnn.pipelines.field_head import dataset_series
+
+        net, _ = load_model(model_dir, device)
+        rehearsal = dataset_series(cfg.rehearsal_dataset, net, device, moments)
     t_sim = time.perf_counter() - t0
     cv = None
     if frames_list is not None:
         cv = cross_validated_terms(start, digest, series, frames_list, reports, cfg, model_dir,
-                                   device, own)  # fmt: skip
+                                   device, own, rehearsal)  # fmt: skip
     t_cv = time.perf_counter() - t0 - t_sim
-    losses = tune_head(
-        head, [(series, 1)] + ([(own, cfg.own_repeats)] if own is not None else []), cfg
-    )
+    losses = tune_head(head, tuning_sets(series, own, rehearsal, cfg), cfg)
     summary = {
         "config": asdict(cfg),
         "start_head": str(start),
@@ -515,6 +549,7 @@ def finetune_field_head(
         ],
         "n_series": int(len(series.t_best_degC)),
         "n_own_series": 0 if own is None else int(len(own.t_best_degC)),
+        "n_rehearsal_series": 0 if rehearsal is None else int(len(rehearsal.t_best_degC)),
         "loss_every_100_steps": losses,
         "seconds_variants": round(t_sim, 1),
         "seconds_cross_validation": round(t_cv, 1),
