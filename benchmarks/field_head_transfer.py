@@ -122,7 +122,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         metavar="DS",
         help="the starting head's training dataset: about half of every fine-tuning batch "
-        "drawn from its series (rehearsal; plato-cnn field-head-finetune --rehearsal)",
+        "drawn from its series (rehearsal: a trial, not the default; docs/cnn.md section 7)",
     )
     ap.add_argument(
         "--calibrate",

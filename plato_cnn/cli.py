@@ -579,10 +579,8 @@ def _cmd_field_head_finetune(args: argparse.Namespace) -> int:
     from plato_cnn.report import refuse_inside_inputs
 
     cfg = FieldHeadFinetuneConfig(variants=args.variants, steps=args.steps, lr=args.lr,
-                                  l2sp=args.l2sp, seed=args.seed,
-                                  rehearsal_dataset=args.rehearsal)  # fmt: skip
-    inputs = [i for i in (*args.campaign, args.field_head, args.model, args.rehearsal)
-              if i is not None]  # fmt: skip
+                                  l2sp=args.l2sp, seed=args.seed)  # fmt: skip
+    inputs = [i for i in (*args.campaign, args.field_head, args.model) if i is not None]
     for out in (args.out, args.workdir):
         if out is not None:
             refuse_inside_inputs(out, inputs)
@@ -1107,15 +1105,6 @@ def _parser() -> argparse.ArgumentParser:
         help="weight of the pull towards the starting head's weights",
     )
     p.add_argument("--seed", type=SEED, default=0, help="seed of the variants and the training")
-    p.add_argument(
-        "--rehearsal",
-        type=existing_dir,
-        default=None,
-        metavar="DS",
-        help="the starting head's training dataset (plato-sim generate with the field head's "
-        "config): half of every batch drawn from its series, against forgetting the prior "
-        "(docs/cnn.md section 7; default: the variants alone)",
-    )
     p.add_argument(
         "--workdir",
         default=None,

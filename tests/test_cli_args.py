@@ -243,13 +243,6 @@ USAGE_ERRORS = [
     (
         "plato-cnn",
         "field-head-finetune",
-        ["--rehearsal", "/missing/ds"],
-        "--rehearsal",
-        "no such folder",
-    ),  # fmt: skip
-    (
-        "plato-cnn",
-        "field-head-finetune",
         ["--forward-json", "/missing.json"],
         "--forward-json",
         "no such file",

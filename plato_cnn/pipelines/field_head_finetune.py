@@ -106,8 +106,8 @@ class FieldHeadFinetuneConfig:
             ``field_series`` section, docs/datasets.md), read as the head was trained: about
             ``rehearsal_fraction`` of every batch is drawn from its series, the rest from the
             variants' (and the cameras' own), so that the steps on a few cameras do not move
-            the head away from the prior it learnt (rehearsal against forgetting); ``None``:
-            the variants alone.
+            the head away from the prior it learnt (rehearsal against forgetting; a trial,
+            not adopted: docs/cnn.md section 7); ``None``: the variants alone.
     """
 
     variants: int = 24
