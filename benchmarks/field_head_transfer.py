@@ -43,6 +43,7 @@ from plato_cnn.pipelines.calibrate import PLATEAU_SUBSETS as SUBSETS  # noqa: E4
 from plato_cnn.pipelines.field_head import CALIBRATION_SETS  # noqa: E402
 from plato_cnn.pipelines.field_head_finetune import (  # noqa: E402
     FOCI_MODES,
+    LR_SCHEDULES,
     FieldHeadFinetuneConfig,
 )
 from plato_sim.workers import map_jobs, pin_one_thread  # noqa: E402
@@ -118,6 +119,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "holding the field's focus (as plato-cnn field-head --window-degC)",
     )
     ap.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=FieldHeadFinetuneConfig.lr_schedule,
+        help="the fine-tuning's learning rate: constant, or cosine down to 0 (a trial)",
+    )
+    ap.add_argument(
         "--rehearsal",
         default=None,
         metavar="DS",
@@ -161,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     foci += "" if win is None else f"_win{win[0]:g}-{win[1]:g}"
     start = "" if args.field_head is None else f"_from_{Path(args.field_head).name}"
     start += "" if args.rehearsal is None else f"_rehearse_{Path(args.rehearsal).name}"
+    start += (
+        "" if args.lr_schedule == FieldHeadFinetuneConfig.lr_schedule else f"_{args.lr_schedule}"
+    )
     tuned = out / f"head_v{args.variants}_st{args.steps}_s{args.seed}{own}{foci}{start}"
     t0 = time.perf_counter()
     ft = _nodal(args.oof_cache, args.finetune_cameras, args.finetune_seed, args.workers)
@@ -175,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                                   l2sp=args.l2sp, seed=args.seed,
                                   own_repeats=args.own_repeats, foci=args.foci,
                                   draw_window_degC=None if win is None else tuple(win),
-                                  rehearsal_dataset=args.rehearsal)  # fmt: skip
+                                  rehearsal_dataset=args.rehearsal,
+                                  lr_schedule=args.lr_schedule)  # fmt: skip
     frames = [read_campaign(d) for d, _ in ft]
     frames = [fr.select(fr.usable) for fr in frames]
     summary = finetune_field_head(reports, tuned, out / "variants", head_dir=args.field_head,

@@ -35,7 +35,7 @@ def _camera() -> TabulatedCamera:
 def test_settings_are_checked():
     for bad in (dict(variants=0), dict(plateaux=1), dict(steps=0), dict(lr=0.0), dict(l2sp=-1.0),
                 dict(focus_half_range_um=0.0), dict(rehearsal_fraction=0.0),
-                dict(rehearsal_fraction=1.0)):  # fmt: skip
+                dict(rehearsal_fraction=1.0), dict(lr_schedule="linear")):  # fmt: skip
         with pytest.raises(ParameterError):
             FieldHeadFinetuneConfig(**bad)
 
@@ -333,3 +333,31 @@ def test_rehearsal_makes_up_its_fraction_of_the_draws(tiny_head):
         y = _draw(sets, 6000, np.random.default_rng(2))[3].numpy() * TEMPERATURE_SCALE_DEGC
         got = float(np.mean(y > 50.0))  # the rehearsal series: 100 degC away
         assert got == pytest.approx(frac, abs=0.06)
+
+
+def test_cosine_schedule_brings_the_rate_to_zero(tiny_head, monkeypatch):
+    """``lr_schedule="cosine"``: the steps' learning rate falls from ``lr`` towards 0 (half of
+    it at mid-course); the default keeps ``lr`` throughout."""
+    from plato_cnn.nn.field_head import load_field_head
+    from plato_cnn.pipelines.field_head_finetune import tune_head
+
+    seen: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def recording(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    assert FieldHeadFinetuneConfig().lr_schedule == "constant"
+    for schedule in ("constant", "cosine"):
+        seen.clear()
+        head, _ = load_field_head(tiny_head["head"], tiny_head["digest"])
+        cfg = FieldHeadFinetuneConfig(steps=20, batch=8, lr=1e-2, lr_schedule=schedule)
+        tune_head(head, [(tiny_head["series"], 1)], cfg)
+        assert len(seen) == 20 and seen[0] == pytest.approx(1e-2)
+        if schedule == "constant":
+            assert seen == [pytest.approx(1e-2)] * 20
+        else:
+            assert seen[10] == pytest.approx(5e-3) and seen[-1] < 1e-4
+            assert all(a > b for a, b in zip(seen, seen[1:], strict=False))

@@ -71,6 +71,8 @@ __all__ = [
 SERIES_FIELDS = ("features", "temperature_degC", "t_best_degC", "camera_id")
 #: Where a variant's foci lie (:class:`FieldHeadFinetuneConfig`, ``foci``).
 FOCI_MODES = ("focus", "campaign")
+#: How the fine-tuning's learning rate runs (:class:`FieldHeadFinetuneConfig`, ``lr_schedule``).
+LR_SCHEDULES = ("constant", "cosine")
 #: The head's training set: the variants' thermal responses are drawn from its prior.
 FIELD_HEAD_DATASET = Path(__file__).resolve().parents[1] / "data" / "field_head_dataset.yaml"
 
@@ -85,7 +87,9 @@ class FieldHeadFinetuneConfig:
         focus_half_range_um: the foci are spread over +- this around the variant's best
             focus (um of thermal focal shift; the training series: uniform in +-200).
         dithers: dithered frames per field position and focus (the training series: 4).
-        steps, batch, lr: AdamW steps of ``batch`` series at a constant ``lr``.
+        steps, batch, lr: AdamW steps of ``batch`` series at ``lr``.
+        lr_schedule: ``"constant"``, or ``"cosine"``: from ``lr`` down to 0 over the steps
+            (the head's own training ends at a small rate; a trial, docs/cnn.md section 7).
         l2sp: weight of the squared distance to the starting weights (per parameter, summed).
         seed: of the variants' draws and of the training.
         own_repeats: the fitted cameras' own series (their real frames, each field position
@@ -126,6 +130,7 @@ class FieldHeadFinetuneConfig:
     draw_window_fraction: float = 0.5
     rehearsal_dataset: str | None = None
     rehearsal_fraction: float = 0.5
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.variants < 1 or self.plateaux < 2 or self.dithers < 1:
@@ -145,6 +150,8 @@ class FieldHeadFinetuneConfig:
         draw_window(self.draw_window_degC, self.draw_window_fraction, "field head fine-tuning")
         if not 0.0 < self.rehearsal_fraction < 1.0:
             raise ParameterError("field head fine-tuning: 0 < rehearsal_fraction < 1")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ParameterError(f"field head fine-tuning: lr_schedule one of {LR_SCHEDULES}")
 
 
 def tuning_sets(
@@ -357,6 +364,9 @@ def tune_head(head, sets: list[tuple[SeriesSet, int]], cfg: FieldHeadFinetuneCon
     window = draw_window(cfg.draw_window_degC, cfg.draw_window_fraction, "field head fine-tuning")
     ref = {k: v.detach().clone() for k, v in head.named_parameters()}
     opt = torch.optim.AdamW(head.parameters(), cfg.lr, weight_decay=0.0)
+    sched = None
+    if cfg.lr_schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
     losses = []
     head.train()
     for step in range(cfg.steps):
@@ -366,6 +376,8 @@ def tune_head(head, sets: list[tuple[SeriesSet, int]], cfg: FieldHeadFinetuneCon
         opt.zero_grad()
         (loss + cfg.l2sp * pull).backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         if step % 100 == 0:
             losses.append(round(loss.item(), 4))
     head.eval()
