@@ -89,7 +89,8 @@ class FieldHeadFinetuneConfig:
         dithers: dithered frames per field position and focus (the training series: 4).
         steps, batch, lr: AdamW steps of ``batch`` series at ``lr``.
         lr_schedule: ``"constant"``, or ``"cosine"``: from ``lr`` down to 0 over the steps
-            (the head's own training ends at a small rate; a trial, docs/cnn.md section 7).
+            (the head's own training ends at a small rate; a trial, not adopted: docs/cnn.md
+            section 7).
         l2sp: weight of the squared distance to the starting weights (per parameter, summed).
         seed: of the variants' draws and of the training.
         own_repeats: the fitted cameras' own series (their real frames, each field position
