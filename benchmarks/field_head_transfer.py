@@ -154,6 +154,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# Long because: one run (forward fits, fine-tuning, calibration, scoring) whose paths and
+# timings all go into one result record.
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from plato_cnn.nn.field_head import default_field_head_dir
