@@ -47,7 +47,13 @@ from plato_cnn.nn.field_head import (
     network_digest,
     save_field_head,
 )
-from plato_cnn.pipelines.field_head import SeriesSet, draw_batch, draw_window, gaussian_nll
+from plato_cnn.pipelines.field_head import (
+    SeriesSet,
+    dataset_series,
+    draw_batch,
+    draw_window,
+    gaussian_nll,
+)
 from plato_sim.errors import DataError, ParameterError
 from plato_sim.io.atomic import atomic_write_text
 from plato_sim.scenes.design import DEFAULT_PLATEAUX_DEGC
@@ -534,17 +540,14 @@ def finetune_field_head(
     head, card = load_field_head(start, digest)
     moments = head.config.moments
     series = variant_series(reports, workdir, model_dir, cfg, device, workers, moments)
-    own = None
-    if cfg.own_repeats:
+    own = rehearsal = None
+    if cfg.own_repeats or cfg.rehearsal_dataset is not None:
         net, _ = load_model(model_dir, device)
+    if cfg.own_repeats:
         parts = [own_series(fr, r, net, k, device, moments)
                  for k, (fr, r) in enumerate(zip(frames_list, reports, strict=True))]  # fmt: skip
         own = SeriesSet(*(np.concatenate([getattr(o, f) for o in parts]) for f in SERIES_FIELDS))
-    rehearsal = None
     if cfg.rehearsal_dataset is not None:
-        from plato_cnn.pipelines.field_head import dataset_series
-
-        net, _ = load_model(model_dir, device)
         rehearsal = dataset_series(cfg.rehearsal_dataset, net, device, moments)
     t_sim = time.perf_counter() - t0
     cv = None
