@@ -215,11 +215,30 @@ def _jsonable(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def repo_relative(obj: Any) -> Any:
+    """``obj`` with every string that is an absolute path inside the repository (a command
+    line's script, a default input, a head's folder) made relative to the repository's root,
+    at any depth of dicts, lists and tuples: a result records where its inputs lie in the
+    repository, not on the machine that measured it."""
+    if isinstance(obj, dict):
+        return {k: repo_relative(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [repo_relative(v) for v in obj]
+    if isinstance(obj, (str, Path)) and os.path.isabs(obj):
+        try:
+            return Path(obj).relative_to(REPO_ROOT).as_posix()
+        except ValueError:  # outside the repository: kept as given
+            return str(obj)
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON (numpy scalars and arrays converted); make the folder."""
+    """Write ``obj`` as indented JSON (numpy scalars and arrays converted, paths inside the
+    repository made relative to it: :func:`repo_relative`); make the folder."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n", encoding="utf-8")
+    text = json.dumps(repo_relative(obj), indent=1, default=_jsonable)
+    p.write_text(text + "\n", encoding="utf-8")
     return p
 
 

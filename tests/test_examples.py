@@ -21,7 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the benchmarks/ folder is not an installed package
     sys.path.insert(0, str(ROOT))
 import benchmarks.__main__ as runner  # noqa: E402
-from benchmarks._common import error_stats, markdown_table, parse_with_quick  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    error_stats,
+    markdown_table,
+    parse_with_quick,
+    write_json,
+)
 
 
 def _example(name: str):
@@ -51,6 +56,21 @@ def test_error_stats_counts_failures_and_coverage():
     assert error_stats([np.nan], [1.0], [0.0])["rms_error_degC"] is None
     with pytest.raises(ValueError, match="shapes differ"):
         error_stats([1.0, 2.0], [1.0], [0.0])
+
+
+def test_benchmark_json_records_repository_paths_relative_to_the_repository(tmp_path):
+    outside = str(tmp_path / "cache")
+    rec = {
+        "command": ["python", str(ROOT / "benchmarks" / "out_of_family.py"), "--workers", "2"],
+        "settings": {"bounds": str(ROOT / "results" / "limits.json"), "cache": outside},
+        "heads": (ROOT / "plato_cnn" / "data" / "default_field_head", "out/h"),
+        "value": np.float64(0.5),
+    }
+    got = json.loads(write_json(tmp_path / "r.json", rec).read_text("utf-8"))
+    assert got["command"] == ["python", "benchmarks/out_of_family.py", "--workers", "2"]
+    assert got["settings"] == {"bounds": "results/limits.json", "cache": outside}
+    assert got["heads"] == ["plato_cnn/data/default_field_head", "out/h"]
+    assert got["value"] == 0.5
 
 
 def test_markdown_table_and_quick_defaults():
