@@ -26,7 +26,7 @@ from plato_cnn.nn.field_head import (
     network_digest,
     network_outputs,
 )
-from plato_cnn.predict import network_stamps
+from plato_cnn.predict import network_stamps, unchecked_family_message
 from plato_sim.errors import ParameterError, warn
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,8 @@ def family_check(
         out["residual_um"] = float(rec["residual_um"])
     if rec["ran"]:
         out["threshold_um"] = float(rec["threshold_um"])
+    elif not np.isfinite(rec["residual_um"]):
+        out["reason"] = "one plateau leaves no thermal residual"
     else:
         out["reason"] = "the model's residual check has no entry for this plateau count"
     return out
@@ -199,7 +201,9 @@ def with_family_term(est: dict, card, outside: bool, check: dict | None = None) 
     (:meth:`~plato_cnn.nn.field_head.FieldHeadCard.family_for`, degC) added in quadrature to
     its sigma where ``outside``; records ``family_check`` and ``outside_model`` and says so in
     a warning.  The term was measured on a family a reference head had never seen (docs/cnn.md
-    section 7): not this camera's, an estimate of what a new family costs."""
+    section 7): not this camera's, an estimate of what a new family costs.  Where the
+    ``check`` could not run (one plateau), a warning says that the camera's family was not
+    checked and sigma is the in-family one."""
     out = {**est, "warnings": list(est["warnings"])}
     term = card.family_for(est["n_plateaux"]) if outside else None
     given = {"ran": False, "reason": "flagged or cleared by the caller (e.g. the CNN's own check)"}
@@ -207,6 +211,9 @@ def with_family_term(est: dict, card, outside: bool, check: dict | None = None) 
     out["family_check"] = rec
     out["outside_model"] = bool(outside)
     if not outside:
+        if check is not None and not check.get("ran", False):
+            why = unchecked_family_message(est["n_plateaux"], check.get("reason"))
+            out["warnings"].append(warn(why))
         return out
     if term is None and card.calibration.get("source") == FAMILY_TUNED:
         msg = (

@@ -18,7 +18,13 @@ from plato_sim.errors import DataError, ParameterError, warn
 from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, Camera
 from plato_sim.stamps import ccd_to_focal_plane_orientation
 
-__all__ = ["cnn_bft", "apply_residual_check", "predict_frames", "network_stamps"]
+__all__ = [
+    "cnn_bft",
+    "apply_residual_check",
+    "predict_frames",
+    "network_stamps",
+    "unchecked_family_message",
+]
 
 
 def network_stamps(frames, camera: Camera = PLATO_NORMAL_CAMERA) -> np.ndarray:
@@ -198,6 +204,23 @@ def _recheck(correction, frames, mu_um, fit: FocusFit) -> dict | None:
         return None
 
 
+def unchecked_family_message(n_plateaux: int, reason: str | None = None) -> str:
+    """The warning of an estimate whose camera could not be checked against the families the
+    network was trained on (``reason``; by default: no thermal residual with one plateau, or
+    no calibrated threshold for this plateau count): its sigma holds only for cameras like
+    those."""
+    why = reason or (
+        "one plateau leaves no thermal residual"
+        if n_plateaux < 2
+        else f"the model's residual check has no threshold for {n_plateaux} plateaux"
+    )
+    return (
+        f"whether the camera is like the network's training cameras is not checked ({why}): "
+        "sigma holds for such cameras only; on a camera unlike them the error can be several "
+        "times larger (docs/cnn.md section 7)"
+    )
+
+
 def apply_residual_check(fit: FocusFit, card: ModelCard) -> dict:
     """The model's thermal-residual check on ``fit`` (changed in place when it fails).
 
@@ -206,11 +229,15 @@ def apply_residual_check(fit: FocusFit, card: ModelCard) -> dict:
     its sigma is widened in quadrature by ``k * residual / |s|`` (``k`` calibrated on cameras
     of other optical families, :mod:`plato_cnn.pipelines.calibrate_residual`) and a warning
     says so.  Returns the check's record (``residual_um``, ``threshold_um``, ``ran``,
-    ``outside``, ``sigma_before_degC`` when widened).
+    ``outside``, ``sigma_before_degC`` when widened).  A model that has the check but cannot
+    apply it to ``fit`` (one plateau; a plateau count below its calibrated ones) says so in a
+    warning (:func:`unchecked_family_message`).
     """
     rec = {"residual_um": fit.thermal_residual_um, "ran": False, "outside": False}
     entry = card.residual_check.entry(fit.n_plateaux) if card.residual_check else None
     if entry is None or not np.isfinite(fit.thermal_residual_um):
+        if card.residual_check:  # a model that checks, but not this fit: not a quiet sigma
+            fit.warnings.append(warn(unchecked_family_message(fit.n_plateaux)))
         return rec
     threshold, k = entry
     rec.update(ran=True, threshold_um=threshold)

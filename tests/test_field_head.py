@@ -294,6 +294,11 @@ def test_out_of_family_term_widens_sigma_only_where_flagged():
     # flagged, but no term measured for one plateau: said so, sigma not made up
     one = with_family_term({**est, "n_plateaux": 1}, card, outside=True)
     assert one["sigma_degC"] == 0.3 and "no out-of-family term" in one["warnings"][0]
+    # not flagged because the check could not run (one plateau): said so, sigma in-family
+    unchecked = {"ran": False, "outside": False, "reason": "one plateau leaves no thermal residual"}
+    lone = with_family_term({**est, "n_plateaux": 1}, card, outside=False, check=unchecked)
+    assert lone["sigma_degC"] == 0.3 and not lone["outside_model"]
+    assert "not checked (one plateau leaves no thermal residual)" in lone["warnings"][0]
     # a head fine-tuned on a new family, its sigma measured there: said so instead
     tuned = FieldHeadCard(config={}, base_weights_sha256="x", calibration={"source": FAMILY_TUNED})
     ft = with_family_term(est, tuned, outside=True)

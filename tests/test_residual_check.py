@@ -60,7 +60,17 @@ def test_a_fit_above_the_threshold_is_flagged_and_widened():
     assert rec["outside"] and rec["sigma_before_degC"] == 0.1 and rec["threshold_um"] == 6.0
     assert far.sigma_degC == pytest.approx(math.hypot(0.1, 0.3 * 18.0 / 9.0))
     one = _fit(0.0, n_plateaux=1)
-    assert apply_residual_check(one, card) == {"residual_um": 0.0, "ran": False, "outside": False}
+    with pytest.warns(PlatoFocusWarning, match="not checked"):
+        rec = apply_residual_check(one, card)
+    assert rec == {"residual_um": 0.0, "ran": False, "outside": False} and one.sigma_degC == 0.1
+    assert "one plateau" in one.warnings[0]  # said, not silently in-family
+    unchecked = _fit(float("nan"))
+    with pytest.warns(PlatoFocusWarning, match="not checked"):
+        apply_residual_check(unchecked, _card())
+    nocheck = _fit(0.0, n_plateaux=1)
+    card_without = _card()
+    object.__setattr__(card_without, "residual_check", None)
+    assert not apply_residual_check(nocheck, card_without)["ran"] and not nocheck.warnings
 
 
 def test_calibration_threshold_is_the_in_family_maximum_and_k_covers_68_percent():
