@@ -26,7 +26,7 @@ from plato_cnn.nn.field_head import (
     network_digest,
     network_outputs,
 )
-from plato_cnn.predict import network_stamps, unchecked_family_message
+from plato_cnn.predict import network_stamps, unchecked_family_message, unchecked_reason
 from plato_sim.errors import ParameterError, warn
 
 log = logging.getLogger(__name__)
@@ -179,20 +179,18 @@ def family_check(
     try:
         with catch_warnings():  # the CNN estimate's own notes: not this report's
             simplefilter("ignore", PlatoFocusWarning)
-            _, info = cnn_bft(frames, model_dir, n_boot=2, seed=seed, device=device,
-                              predictions=predictions)  # fmt: skip
+            fit, info = cnn_bft(frames, model_dir, n_boot=2, seed=seed, device=device,
+                                predictions=predictions)  # fmt: skip
     except PlatoFocusError as exc:
         return {"ran": False, "outside": False, "reason": f"the CNN fit failed: {exc}"}
     rec = info["thermal_residual"]
     out = {"ran": bool(rec["ran"]), "outside": bool(rec["outside"])}
-    if np.isfinite(rec["residual_um"]):  # one plateau has none
+    if np.isfinite(rec["residual_um"]):  # none where the fit could not compute one
         out["residual_um"] = float(rec["residual_um"])
     if rec["ran"]:
         out["threshold_um"] = float(rec["threshold_um"])
-    elif not np.isfinite(rec["residual_um"]):
-        out["reason"] = "one plateau leaves no thermal residual"
     else:
-        out["reason"] = "the model's residual check has no entry for this plateau count"
+        out["reason"] = unchecked_reason(fit.n_plateaux)
     return out
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "predict_frames",
     "network_stamps",
     "unchecked_family_message",
+    "unchecked_reason",
 ]
 
 
@@ -204,16 +205,21 @@ def _recheck(correction, frames, mu_um, fit: FocusFit) -> dict | None:
         return None
 
 
+def unchecked_reason(n_plateaux: int) -> str:
+    """Why the thermal-residual check cannot judge a fit of ``n_plateaux`` plateaux."""
+    if n_plateaux < 2:
+        return (
+            "with one plateau every field's focus is free and the thermal residual has no "
+            "calibrated threshold"
+        )
+    return f"the model's residual check has no threshold for {n_plateaux} plateaux"
+
+
 def unchecked_family_message(n_plateaux: int, reason: str | None = None) -> str:
     """The warning of an estimate whose camera could not be checked against the families the
-    network was trained on (``reason``; by default: no thermal residual with one plateau, or
-    no calibrated threshold for this plateau count): its sigma holds only for cameras like
-    those."""
-    why = reason or (
-        "one plateau leaves no thermal residual"
-        if n_plateaux < 2
-        else f"the model's residual check has no threshold for {n_plateaux} plateaux"
-    )
+    network was trained on (``reason``, by default :func:`unchecked_reason`): its sigma holds
+    only for cameras like those."""
+    why = reason or unchecked_reason(n_plateaux)
     return (
         f"whether the camera is like the network's training cameras is not checked ({why}): "
         "sigma holds for such cameras only; on a camera unlike them the error can be several "

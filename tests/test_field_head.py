@@ -37,6 +37,7 @@ from plato_cnn.pipelines.field_head import (
     measure_family_term,
     train_field_head,
 )
+from plato_cnn.predict import unchecked_reason
 from plato_cnn.reader import read_campaign
 from plato_sim.errors import DataError, ModelFormatError, ParameterError
 from plato_sim.generate import generate
@@ -295,10 +296,10 @@ def test_out_of_family_term_widens_sigma_only_where_flagged():
     one = with_family_term({**est, "n_plateaux": 1}, card, outside=True)
     assert one["sigma_degC"] == 0.3 and "no out-of-family term" in one["warnings"][0]
     # not flagged because the check could not run (one plateau): said so, sigma in-family
-    unchecked = {"ran": False, "outside": False, "reason": "one plateau leaves no thermal residual"}
+    unchecked = {"ran": False, "outside": False, "reason": unchecked_reason(1)}
     lone = with_family_term({**est, "n_plateaux": 1}, card, outside=False, check=unchecked)
     assert lone["sigma_degC"] == 0.3 and not lone["outside_model"]
-    assert "not checked (one plateau leaves no thermal residual)" in lone["warnings"][0]
+    assert f"not checked ({unchecked_reason(1)})" in lone["warnings"][0]
     # a head fine-tuned on a new family, its sigma measured there: said so instead
     tuned = FieldHeadCard(config={}, base_weights_sha256="x", calibration={"source": FAMILY_TUNED})
     ft = with_family_term(est, tuned, outside=True)
