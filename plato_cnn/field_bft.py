@@ -26,7 +26,12 @@ from plato_cnn.nn.field_head import (
     network_digest,
     network_outputs,
 )
-from plato_cnn.predict import network_stamps, unchecked_family_message, unchecked_reason
+from plato_cnn.predict import (
+    FORWARD_ADVICE,
+    network_stamps,
+    unchecked_family_message,
+    unchecked_reason,
+)
 from plato_sim.errors import ParameterError, warn
 
 log = logging.getLogger(__name__)
@@ -222,7 +227,8 @@ def with_family_term(est: dict, card, outside: bool, check: dict | None = None) 
     elif term is None:
         msg = (
             "the camera is outside the families the network knows, and the field head has no "
-            "out-of-family term for this plateau count: its sigma is the in-family one"
+            "out-of-family term for this plateau count: its sigma is the in-family one; "
+            f"{FORWARD_ADVICE}"
         )
     else:
         before = out["sigma_degC"]
@@ -230,7 +236,7 @@ def with_family_term(est: dict, card, outside: bool, check: dict | None = None) 
         msg = (
             "the camera is outside the families the network knows (thermal-residual check): "
             f"sigma widened from {before:.2f} to {out['sigma_degC']:.2f} degC by the field "
-            f"head's out-of-family term {term:.2f} degC"
+            f"head's out-of-family term {term:.2f} degC; {FORWARD_ADVICE}"
         )
     out["warnings"].append(warn(msg))
     return out

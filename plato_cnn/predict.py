@@ -19,6 +19,7 @@ from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, Camera
 from plato_sim.stamps import ccd_to_focal_plane_orientation
 
 __all__ = [
+    "FORWARD_ADVICE",
     "cnn_bft",
     "apply_residual_check",
     "predict_frames",
@@ -205,6 +206,13 @@ def _recheck(correction, frames, mu_um, fit: FocusFit) -> dict | None:
         return None
 
 
+#: what a report whose camera the network does not know (or could not check) advises
+FORWARD_ADVICE = (
+    "the forward method (--method forward) fits this camera's own optics instead "
+    "(docs/forward.md, 'Out of family')"
+)
+
+
 def unchecked_reason(n_plateaux: int) -> str:
     """Why the thermal-residual check cannot judge a fit of ``n_plateaux`` plateaux."""
     if n_plateaux < 2:
@@ -223,7 +231,7 @@ def unchecked_family_message(n_plateaux: int, reason: str | None = None) -> str:
     return (
         f"whether the camera is like the network's training cameras is not checked ({why}): "
         "sigma holds for such cameras only; on a camera unlike them the error can be several "
-        "times larger (docs/cnn.md section 7)"
+        f"times larger (docs/cnn.md section 7); {FORWARD_ADVICE}"
     )
 
 
@@ -257,7 +265,7 @@ def apply_residual_check(fit: FocusFit, card: ModelCard) -> dict:
             f"outside what the model knows: the offsets depart from the thermal model by "
             f"{fit.thermal_residual_um:.1f} um, more than any in-family calibration camera "
             f"({threshold:.1f} um); sigma widened from {rec['sigma_before_degC']:.2f} to "
-            f"{fit.sigma_degC:.2f} degC"
+            f"{fit.sigma_degC:.2f} degC; {FORWARD_ADVICE}"
         )
     )
     return rec
