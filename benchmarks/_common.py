@@ -126,6 +126,23 @@ def machine_line(info: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- statistics
+#: resamples and seed of :func:`rms_spread` (fixed: a result is the same on every run)
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED = 2000, 0
+
+
+def rms_spread(err: np.ndarray) -> float | None:
+    """Standard deviation of the RMS of ``err`` over resamplings of its cameras (bootstrap,
+    :data:`BOOTSTRAP_RESAMPLES` draws with replacement, seeded): how much the RMS of a row
+    would move with another set of as many cameras of the same population.  ``None`` for
+    fewer than 2 cameras.  Units of ``err``."""
+    e = np.asarray(err, dtype=float)
+    if e.size < 2:
+        return None
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    idx = rng.integers(0, e.size, (BOOTSTRAP_RESAMPLES, e.size))
+    return float(np.std(np.sqrt(np.mean(e[idx] ** 2, axis=1))))
+
+
 def error_stats(
     estimate: Sequence[float] | np.ndarray,
     sigma: Sequence[float] | np.ndarray,
@@ -133,10 +150,11 @@ def error_stats(
 ) -> dict:
     """Statistics of one estimator over cameras; non-finite estimates are failures.
 
-    Returns ``n_cameras`` (finite estimates), ``rms_error_degC``, ``bias_degC`` (mean of
-    estimate - truth), ``max_abs_error_degC``, ``median_sigma_degC`` and ``frac_within_sigma``
-    (fraction with |error| <= sigma: the coverage of the 1-sigma claim); ``None`` where no
-    estimate is finite.  Units are those of the inputs (degC for the BFT benchmarks).
+    Returns ``n_cameras`` (finite estimates), ``rms_error_degC``, ``rms_error_sd_degC`` (the
+    spread of that RMS over cameras: :func:`rms_spread`), ``bias_degC`` (mean of estimate -
+    truth), ``max_abs_error_degC``, ``median_sigma_degC`` and ``frac_within_sigma`` (fraction
+    with |error| <= sigma: the coverage of the 1-sigma claim); ``None`` where no estimate is
+    finite.  Units are those of the inputs (degC for the BFT benchmarks).
     """
     est = np.asarray(estimate, dtype=float)
     sig = np.asarray(sigma, dtype=float)
@@ -149,6 +167,7 @@ def error_stats(
         return dict(
             n_cameras=0,
             rms_error_degC=None,
+            rms_error_sd_degC=None,
             bias_degC=None,
             max_abs_error_degC=None,
             median_sigma_degC=None,
@@ -157,6 +176,7 @@ def error_stats(
     return dict(
         n_cameras=int(ok.sum()),
         rms_error_degC=float(np.sqrt(np.mean(err**2))),
+        rms_error_sd_degC=rms_spread(err),
         bias_degC=float(np.mean(err)),
         max_abs_error_degC=float(np.max(np.abs(err))),
         median_sigma_degC=float(np.median(sig[ok])),

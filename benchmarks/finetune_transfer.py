@@ -147,6 +147,7 @@ def markdown(result: dict, first: tuple[str, str] = ("model", "CNN model")) -> s
         (*first, ""),
         ("plateaux", "plateaux", "d"),
         ("rms_error_degC", "RMS error (degC)", ".3f"),
+        ("rms_error_sd_degC", "its spread (bootstrap)", ".2f"),
         ("bias_degC", "bias (degC)", "+.3f"),
         ("median_sigma_degC", "median sigma (degC)", ".3f"),
         ("frac_within_sigma", "|error| <= sigma", percent),

@@ -543,6 +543,7 @@ def markdown(result: dict) -> str:
         ("estimator", "estimator", ""),
         ("plateaux", "plateaux", "d"),
         ("rms_error_degC", "RMS error (degC)", ".2f"),
+        ("rms_error_sd_degC", "its spread (bootstrap)", ".2f"),
         ("bias_degC", "bias (degC)", "+.2f"),
         ("median_sigma_degC", "median sigma (degC)", ".2f"),
         ("frac_within_sigma", "|error| <= sigma", percent),

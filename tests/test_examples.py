@@ -25,6 +25,7 @@ from benchmarks._common import (  # noqa: E402
     error_stats,
     markdown_table,
     parse_with_quick,
+    rms_spread,
     write_json,
 )
 
@@ -54,6 +55,20 @@ def test_error_stats_counts_failures_and_coverage():
     assert s["max_abs_error_degC"] == pytest.approx(1.0)
     assert s["frac_within_sigma"] == pytest.approx(2 / 3)  # |+1|<=1.5, |-1|>0.5, |-0.5|<=0.5
     assert error_stats([np.nan], [1.0], [0.0])["rms_error_degC"] is None
+    assert error_stats([1.0], [1.0], [0.0])["rms_error_sd_degC"] is None  # one camera: no spread
+
+
+def test_rms_spread_is_the_bootstrap_spread_of_the_rms_over_cameras():
+    rng = np.random.default_rng(3)
+    err = rng.normal(0.0, 0.3, 50)
+    sd = rms_spread(err)
+    assert sd == rms_spread(err)  # seeded: the same on every run
+    # the RMS of n Gaussian errors spreads by sigma / sqrt(2 n); one sample's bootstrap
+    # follows its own tails, so compare the mean over samples
+    mean_sd = np.mean([rms_spread(rng.normal(0.0, 0.3, 50)) for _ in range(40)])
+    assert mean_sd == pytest.approx(0.3 / np.sqrt(100), rel=0.15)
+    assert rms_spread(np.full(20, 0.4)) == pytest.approx(0.0, abs=1e-12)  # equal errors
+    assert rms_spread(err[:10]) > sd  # fewer cameras, a less certain RMS
     with pytest.raises(ValueError, match="shapes differ"):
         error_stats([1.0, 2.0], [1.0], [0.0])
 
