@@ -15,6 +15,7 @@ from plato_cnn.focuscheck import focus_check
 from plato_cnn.robust import robust_mean
 from plato_sim import cli as sim_cli
 from plato_sim.clitools import fix_negative_values
+from plato_sim.errors import ParameterError
 from plato_sim.io.imagette_format import ImagetteFormatError, read_imagettes, write_imagettes
 from plato_sim.optics.camera import field_of_ccd
 from plato_sim.optics.model import OpticalModel
@@ -272,3 +273,15 @@ def test_imagettes_cli_parses_negative_values_and_refuses_bad_ranges(tmp_path, c
     assert sim_cli.main(argv[:-1] + ["9"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--v-mag and --teff-K need two values" in err
+
+
+def test_a_camera_of_the_high_order_family_is_imaged_as_the_design_one_is():
+    ho = im.make_camera(21, bft_degC=-78.0, exact=False, n_wavelengths=3, family="highorder")
+    design = im.make_camera(21, bft_degC=-78.0, exact=False, n_wavelengths=3)
+    assert ho.family == "highorder" and design.family == "design"
+    assert ho.bft_degC == design.bft_degC == -78.0 and ho.dz_bf_um != design.dz_bf_um
+    f = im.emulate_imagettes(ho, -76.5, 6, seed=5, n_wavelengths=4)
+    assert f.imagettes.shape[0] == 6 and f.truth["bft_degC"] == -78.0
+    assert np.isfinite(f.truth["star_truth"]["dz_field_best_um"]).all()
+    with pytest.raises(ParameterError, match="family"):
+        im.make_camera(21, family="nodal")

@@ -111,6 +111,7 @@ __all__ = [
     "COSMIC_RATE_L2_PER_CM2_S",
     "POINTING_ERROR_PX",
     "ImagetteField",
+    "INORBIT_FAMILIES",
     "stellar_electrons",
     "sky_electrons_per_px",
     "in_orbit_detector",
@@ -186,6 +187,11 @@ def in_orbit_detector(**changes) -> DetectorModel:
 # ----------------------------------------------------------------------------- cameras
 
 
+#: optical families of :func:`make_camera`: the in-orbit network's own (``design``) and the
+#: high-order family at the calibration sets' strengths (1, and 0.05-0.3 for ``highorder-mild``)
+INORBIT_FAMILIES = {"design": None, "highorder": 1.0, "highorder-mild": {"uniform": [0.05, 0.3]}}
+
+
 def make_camera(
     seed: int,
     bft_degC: float | None = None,
@@ -193,17 +199,26 @@ def make_camera(
     exact: bool = True,
     index: int = 0,
     n_wavelengths: int = 10,
+    family: str = "design",
 ):
     """An emulated camera with its per-field best-focus map (a dataset camera-pool entry).
 
     Camera ``index`` of :func:`plato_sim.scenes.dataset.build_camera` for the in-orbit
     config and ``seed``; with ``exact`` the camera's best focus is the maximum of the
     field-averaged expected EEF (docs/facts.md, ~7 s more), else the mean of the per-field
-    optima.  ``bft_degC`` moves ``T0`` so that ``T_BF`` is that temperature.
+    optima.  ``bft_degC`` moves ``T0`` so that ``T_BF`` is that temperature.  ``family``
+    (:data:`INORBIT_FAMILIES`): ``design``, the family the in-orbit network was trained on,
+    or the high-order family (every Noll term Z5-Z37 a random polynomial of the field
+    position, ``plato_sim.optics.family_highorder``), which it never saw.
 
     Returns:
         :class:`plato_sim.scenes.dataset.CameraEntry`.
+
+    Raises:
+        ParameterError: an unknown ``family``.
     """
+    if family not in INORBIT_FAMILIES:
+        raise ParameterError(f"family={family!r}: allowed {', '.join(INORBIT_FAMILIES)}")
     over = {
         "cameras": {"perturbation_strength": float(perturbation_strength)},
         "best_focus": {
@@ -212,6 +227,11 @@ def make_camera(
         },
     }
     cfg = load_config(_inorbit_config_path(), overrides=over)
+    if INORBIT_FAMILIES[family] is not None:
+        # the pool's family draw (build_camera); a dataset config refuses the section beside
+        # imagettes because its samples would not record the family, this camera does
+        cfg = {**cfg, "families": {"highorder_fraction": 1.0,
+                                   "highorder_strength": INORBIT_FAMILIES[family]}}  # fmt: skip
     entry = build_camera(cfg, int(seed), int(index))
     if bft_degC is not None:
         shift = float(bft_degC) - entry.bft_degC
@@ -450,7 +470,7 @@ def emulate_imagettes(
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)]
     r_pos, r_star, r_det, r_ptg = rngs
     th, ph, ccd, row, col = _draw_stars_on_ccds(
-        r_pos, cam, int(n_stars), optics.design.field_radius_deg, size_px + 4
+        r_pos, cam, int(n_stars), camera.field_radius_deg, size_px + 4
     )
     v = r_star.uniform(v_mag_range[0], v_mag_range[1], n_stars)
     teff = r_star.uniform(teff_range_K[0], teff_range_K[1], n_stars)
