@@ -374,8 +374,9 @@ def model_reliance(fc: FocusCheck, desc: ModelCard) -> dict:
             "40 test positions for the OGSE spectrum"
         ),
         "systematic_sigma": (
-            f"{fc.shift_sigma_sys_um:.2f} um, calibrated on emulated cameras "
-            "(calibrate_focus_check), added in quadrature"
+            f"{fc.shift_sigma_sys_um:.2f} um, calibrated on emulated design-family cameras "
+            "(calibrate_focus_check), added in quadrature; on cameras of another optical "
+            "family it covers less than it claims (docs/inorbit.md, 'Out of family')"
         ),
     }
 
