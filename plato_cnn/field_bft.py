@@ -28,6 +28,7 @@ from plato_cnn.nn.field_head import (
 )
 from plato_cnn.predict import (
     FORWARD_ADVICE,
+    NO_RESIDUAL,
     network_stamps,
     unchecked_family_message,
     unchecked_reason,
@@ -194,6 +195,8 @@ def family_check(
         out["residual_um"] = float(rec["residual_um"])
     if rec["ran"]:
         out["threshold_um"] = float(rec["threshold_um"])
+    elif fit.n_plateaux >= 2 and "residual_um" not in out:
+        out["reason"] = NO_RESIDUAL
     else:
         out["reason"] = unchecked_reason(fit.n_plateaux)
     return out

@@ -20,6 +20,7 @@ from plato_sim.stamps import ccd_to_focal_plane_orientation
 
 __all__ = [
     "FORWARD_ADVICE",
+    "NO_RESIDUAL",
     "cnn_bft",
     "apply_residual_check",
     "predict_frames",
@@ -213,6 +214,10 @@ FORWARD_ADVICE = (
 )
 
 
+#: why a fit with a calibrated threshold could still not be checked
+NO_RESIDUAL = "the fit gave no thermal residual"
+
+
 def unchecked_reason(n_plateaux: int) -> str:
     """Why the thermal-residual check cannot judge a fit of ``n_plateaux`` plateaux."""
     if n_plateaux < 2:
@@ -251,7 +256,8 @@ def apply_residual_check(fit: FocusFit, card: ModelCard) -> dict:
     entry = card.residual_check.entry(fit.n_plateaux) if card.residual_check else None
     if entry is None or not np.isfinite(fit.thermal_residual_um):
         if card.residual_check:  # a model that checks, but not this fit: not a quiet sigma
-            fit.warnings.append(warn(unchecked_family_message(fit.n_plateaux)))
+            why = None if entry is None else NO_RESIDUAL
+            fit.warnings.append(warn(unchecked_family_message(fit.n_plateaux, why)))
         return rec
     threshold, k = entry
     rec.update(ran=True, threshold_um=threshold)

@@ -67,6 +67,7 @@ def test_a_fit_above_the_threshold_is_flagged_and_widened():
     unchecked = _fit(float("nan"))
     with pytest.warns(PlatoFocusWarning, match="not checked"):
         apply_residual_check(unchecked, _card())
+    assert "no thermal residual" in unchecked.warnings[0]  # the threshold exists: not that
     nocheck = _fit(0.0, n_plateaux=1)
     card_without = _card()
     object.__setattr__(card_without, "residual_check", None)
