@@ -151,6 +151,7 @@ def markdown(result: dict, first: tuple[str, str] = ("model", "CNN model")) -> s
         ("bias_degC", "bias (degC)", "+.3f"),
         ("median_sigma_degC", "median sigma (degC)", ".3f"),
         ("frac_within_sigma", "|error| <= sigma", percent),
+        ("frac_within_sigma_sd", "its spread", percent),
         ("n_cameras", "cameras", "d"),
         ("failures", "failures", "d"),
     ]

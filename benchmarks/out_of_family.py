@@ -547,6 +547,7 @@ def markdown(result: dict) -> str:
         ("bias_degC", "bias (degC)", "+.2f"),
         ("median_sigma_degC", "median sigma (degC)", ".2f"),
         ("frac_within_sigma", "|error| <= sigma", percent),
+        ("frac_within_sigma_sd", "its spread", percent),
         ("frac_flagged", "flagged outside model", percent),
         ("n_cameras", "cameras", "d"),
         ("failures", "failures", "d"),

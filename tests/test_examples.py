@@ -54,6 +54,7 @@ def test_error_stats_counts_failures_and_coverage():
     assert s["bias_degC"] == pytest.approx(-0.5 / 3)
     assert s["max_abs_error_degC"] == pytest.approx(1.0)
     assert s["frac_within_sigma"] == pytest.approx(2 / 3)  # |+1|<=1.5, |-1|>0.5, |-0.5|<=0.5
+    assert s["frac_within_sigma_sd"] == pytest.approx(np.sqrt(2 / 3 * 1 / 3 / 3))
     assert error_stats([np.nan], [1.0], [0.0])["rms_error_degC"] is None
     assert error_stats([1.0], [1.0], [0.0])["rms_error_sd_degC"] is None  # one camera: no spread
 
