@@ -140,6 +140,10 @@ def test_runner_runs_records_failures_and_fills_the_readme(tmp_path, monkeypatch
         runner.Benchmark("generate", "tiny generation", quick_args=tiny),
         runner.Benchmark("classical_bft", "bad option", quick_args=("--no-such-option",)),
         runner.Benchmark("no_such_benchmark", "not written yet"),
+        # one module run again under another name and other arguments (in / out of family)
+        runner.Benchmark(
+            "generate_again", "the same module", quick_args=tiny, module_name="generate"
+        ),  # fmt: skip
     )
     monkeypatch.setattr(runner, "REGISTRY", reg)
     monkeypatch.setattr(runner, "BY_NAME", {b.name: b for b in reg})
@@ -153,11 +157,16 @@ def test_runner_runs_records_failures_and_fills_the_readme(tmp_path, monkeypatch
     bad = json.loads((res / "classical_bft.json").read_text())
     assert not bad["run"]["ok"] and "--no-such-option" in bad["run"]["stderr_tail"]
     assert not (res / "no_such_benchmark.json").exists()
+    again = json.loads((res / "generate_again.json").read_text())
+    assert again["run"]["ok"]
+    assert again["run"]["command"].startswith("python -m benchmarks.generate --n 16")
 
     summary = (res / "summary.md").read_text()
     assert "| n_samples | 16 |" in summary
     assert "**Failed**" in summary and "unrecognized arguments" in summary
     assert "Not available (module `benchmarks.no_such_benchmark` not present)" in summary
+    assert "# `generate_again`: the same module" in summary
+    assert summary.count("| n_samples | 16 |") == 2  # rendered by the generate module's tables
 
     readme = tmp_path / "README.md"
     readme.write_text(
