@@ -143,7 +143,7 @@ def test_runner_runs_records_failures_and_fills_the_readme(tmp_path, monkeypatch
         # one module run again under another name and other arguments (in / out of family)
         runner.Benchmark(
             "generate_again", "the same module", quick_args=tiny, module_name="generate"
-        ),  # fmt: skip
+        ),
     )
     monkeypatch.setattr(runner, "REGISTRY", reg)
     monkeypatch.setattr(runner, "BY_NAME", {b.name: b for b in reg})
