@@ -28,10 +28,9 @@ from plato_cnn.nn.field_head import (
 )
 from plato_cnn.predict import (
     FORWARD_ADVICE,
-    NO_RESIDUAL,
+    NO_CALIBRATION,
     network_stamps,
     unchecked_family_message,
-    unchecked_reason,
 )
 from plato_sim.errors import ParameterError, warn
 
@@ -185,8 +184,8 @@ def family_check(
     try:
         with catch_warnings():  # the CNN estimate's own notes: not this report's
             simplefilter("ignore", PlatoFocusWarning)
-            fit, info = cnn_bft(frames, model_dir, n_boot=2, seed=seed, device=device,
-                                predictions=predictions)  # fmt: skip
+            _, info = cnn_bft(frames, model_dir, n_boot=2, seed=seed, device=device,
+                              predictions=predictions)  # fmt: skip
     except PlatoFocusError as exc:
         return {"ran": False, "outside": False, "reason": f"the CNN fit failed: {exc}"}
     rec = info["thermal_residual"]
@@ -195,10 +194,8 @@ def family_check(
         out["residual_um"] = float(rec["residual_um"])
     if rec["ran"]:
         out["threshold_um"] = float(rec["threshold_um"])
-    elif fit.n_plateaux >= 2 and "residual_um" not in out:
-        out["reason"] = NO_RESIDUAL
-    else:
-        out["reason"] = unchecked_reason(fit.n_plateaux)
+    else:  # the check's own record says why (plato_cnn.predict.apply_residual_check)
+        out["reason"] = rec.get("reason", NO_CALIBRATION)
     return out
 
 

@@ -20,6 +20,7 @@ from plato_sim.stamps import ccd_to_focal_plane_orientation
 
 __all__ = [
     "FORWARD_ADVICE",
+    "NO_CALIBRATION",
     "NO_RESIDUAL",
     "cnn_bft",
     "apply_residual_check",
@@ -216,6 +217,8 @@ FORWARD_ADVICE = (
 
 #: why a fit with a calibrated threshold could still not be checked
 NO_RESIDUAL = "the fit gave no thermal residual"
+#: why a fit of a model without the check is not checked
+NO_CALIBRATION = "the model has no thermal-residual calibration"
 
 
 def unchecked_reason(n_plateaux: int) -> str:
@@ -248,16 +251,18 @@ def apply_residual_check(fit: FocusFit, card: ModelCard) -> dict:
     its sigma is widened in quadrature by ``k * residual / |s|`` (``k`` calibrated on cameras
     of other optical families, :mod:`plato_cnn.pipelines.calibrate_residual`) and a warning
     says so.  Returns the check's record (``residual_um``, ``threshold_um``, ``ran``,
-    ``outside``, ``sigma_before_degC`` when widened).  A model that has the check but cannot
-    apply it to ``fit`` (one plateau; a plateau count below its calibrated ones) says so in a
-    warning (:func:`unchecked_family_message`).
+    ``outside``, ``sigma_before_degC`` when widened; ``reason`` when it did not run).  A model
+    that has the check but cannot apply it to ``fit`` (one plateau; a plateau count below its
+    calibrated ones; no residual) says so in a warning (:func:`unchecked_family_message`).
     """
     rec = {"residual_um": fit.thermal_residual_um, "ran": False, "outside": False}
-    entry = card.residual_check.entry(fit.n_plateaux) if card.residual_check else None
+    if not card.residual_check:
+        return {**rec, "reason": NO_CALIBRATION}
+    entry = card.residual_check.entry(fit.n_plateaux)
     if entry is None or not np.isfinite(fit.thermal_residual_um):
-        if card.residual_check:  # a model that checks, but not this fit: not a quiet sigma
-            why = None if entry is None else NO_RESIDUAL
-            fit.warnings.append(warn(unchecked_family_message(fit.n_plateaux, why)))
+        # a model that checks, but not this fit: said, not a quiet sigma
+        rec["reason"] = unchecked_reason(fit.n_plateaux) if entry is None else NO_RESIDUAL
+        fit.warnings.append(warn(unchecked_family_message(fit.n_plateaux, rec["reason"])))
         return rec
     threshold, k = entry
     rec.update(ran=True, threshold_um=threshold)

@@ -17,7 +17,7 @@ from plato_cnn.nn.card import (
     read_model_json,
 )
 from plato_cnn.pipelines.calibrate_residual import residual_check_from
-from plato_cnn.predict import apply_residual_check
+from plato_cnn.predict import NO_CALIBRATION, apply_residual_check, unchecked_reason
 from plato_sim.errors import PlatoFocusWarning
 
 ENTRY = {"threshold_um": {"5": 6.0, "3": 7.0, "2": 6.5},
@@ -62,7 +62,8 @@ def test_a_fit_above_the_threshold_is_flagged_and_widened():
     one = _fit(0.0, n_plateaux=1)
     with pytest.warns(PlatoFocusWarning, match="not checked"):
         rec = apply_residual_check(one, card)
-    assert rec == {"residual_um": 0.0, "ran": False, "outside": False} and one.sigma_degC == 0.1
+    assert rec == {"residual_um": 0.0, "ran": False, "outside": False,
+                   "reason": unchecked_reason(1)} and one.sigma_degC == 0.1  # fmt: skip
     assert "one plateau" in one.warnings[0]  # said, not silently in-family
     unchecked = _fit(float("nan"))
     with pytest.warns(PlatoFocusWarning, match="not checked"):
@@ -71,7 +72,8 @@ def test_a_fit_above_the_threshold_is_flagged_and_widened():
     nocheck = _fit(0.0, n_plateaux=1)
     card_without = _card()
     object.__setattr__(card_without, "residual_check", None)
-    assert not apply_residual_check(nocheck, card_without)["ran"] and not nocheck.warnings
+    rec = apply_residual_check(nocheck, card_without)
+    assert not rec["ran"] and rec["reason"] == NO_CALIBRATION and not nocheck.warnings
 
 
 def test_calibration_threshold_is_the_in_family_maximum_and_k_covers_68_percent():
