@@ -47,6 +47,7 @@ from benchmarks._common import (  # noqa: E402
     machine_line,
     markdown_table,
     percent,
+    repo_relative,
     write_json,
 )
 
@@ -244,9 +245,8 @@ def _tail(path: Path, n_lines: int = 25) -> str:
 
 
 def _shown_path(p: Path) -> str:
-    """``p`` relative to the repository root when it lies inside it."""
-    p = Path(p).resolve()
-    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
+    """``p`` relative to the repository root when it lies inside it (:func:`repo_relative`)."""
+    return repo_relative(Path(p).resolve())
 
 
 def _shown_command(cmd: list[str]) -> str:
