@@ -85,6 +85,7 @@ from plato_sim.optics.camera import Camera, ccd_of_field
 from plato_sim.optics.model import OpticalModel
 from plato_sim.optics.spectra import Spectrum, blackbody_spectrum, monochromatic
 from plato_sim.psf.fast import FastEngine
+from plato_sim.scenes.calibration_family import HIGHORDER_MILD_STRENGTH
 from plato_sim.scenes.fields import uniform_random_fields
 from plato_sim.scenes.ground_test import _rotation_index
 from plato_sim.scenes.sampling import (
@@ -188,8 +189,13 @@ def in_orbit_detector(**changes) -> DetectorModel:
 
 
 #: optical families of :func:`make_camera`: the in-orbit network's own (``design``) and the
-#: high-order family at the calibration sets' strengths (1, and 0.05-0.3 for ``highorder-mild``)
-INORBIT_FAMILIES = {"design": None, "highorder": 1.0, "highorder-mild": {"uniform": [0.05, 0.3]}}
+#: high-order family at the calibration sets' strengths (1, and
+#: :data:`~plato_sim.scenes.calibration_family.HIGHORDER_MILD_STRENGTH` for ``highorder-mild``)
+INORBIT_FAMILIES = {
+    "design": None,
+    "highorder": 1.0,
+    "highorder-mild": {"uniform": list(HIGHORDER_MILD_STRENGTH)},
+}
 
 
 def make_camera(
