@@ -2,7 +2,8 @@
 
 Subcommands: ``bft`` (``--method eef``, ``cnn``, ``forward`` or ``field``), ``pretrain``,
 ``finetune``, ``field-head``, ``field-head-finetune``, ``focus-check`` (in orbit: the TRP1
-change to best focus from star imagettes).
+change to best focus from star imagettes), ``ground-calibration`` (what a camera's ground test
+measures for its in-orbit check).
 
 ``bft CAMPAIGN_DIR --method eef``: best-focus temperature of a ground-test campaign
 (format v1).  Methods are registered in :data:`BFT_METHODS` (``name -> (add_arguments,
@@ -384,17 +385,23 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_offset_correction(args: argparse.Namespace) -> int:
+def _campaign_and_forward(args: argparse.Namespace) -> tuple:
+    """The usable frames of ``--campaign`` and its forward report (``--forward-json``, or
+    fitted here with ``field_focus``)."""
     from plato_cnn.forward import forward_bft
-    from plato_cnn.offset_correction import measure_offset_correction
     from plato_cnn.reader import read_campaign
 
     fr = read_campaign(args.campaign)
     fr = fr.select(fr.usable)
     if args.forward_json:
-        report = _read_report(args.forward_json)
-    else:
-        report = forward_bft(fr, field_focus=True, device=args.device, seed=args.seed)
+        return fr, _read_report(args.forward_json)
+    return fr, forward_bft(fr, field_focus=True, device=args.device, seed=args.seed)
+
+
+def _cmd_offset_correction(args: argparse.Namespace) -> int:
+    from plato_cnn.offset_correction import measure_offset_correction
+
+    fr, report = _campaign_and_forward(args)
     corr = measure_offset_correction(fr, report, args.model, args.device, seed=args.seed)
     corr.save(args.out)
     s, s_sig = corr.s_prior_um_per_degC
@@ -403,6 +410,22 @@ def _cmd_offset_correction(args: argparse.Namespace) -> int:
         f"plateaux; the model's offsets minus the physics labels {corr.spread_um:.2f} um RMS "
         f"per (field, plateau), standard errors {corr.noise_um:.2f} um RMS; s prior "
         f"{s:.3f} +- {s_sig:.3f} um/degC"
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_ground_calibration(args: argparse.Namespace) -> int:
+    from plato_cnn.ground_calibration import measure_ground_calibration
+
+    fr, report = _campaign_and_forward(args)
+    cal = measure_ground_calibration(fr, report, args.model, args.device)
+    cal.save(args.out)
+    print(
+        f"{cal.camera}: {len(cal.theta_deg)} field positions x {len(cal.plateau_degC)} "
+        f"plateaux; the in-orbit model's offsets minus the physics labels {cal.spread_um:.2f} "
+        f"um RMS per (field, plateau), standard errors {cal.noise_um:.2f} um RMS; ground "
+        f"T_BF {cal.ground_bft_degC:.2f} +- {cal.ground_bft_sigma_degC:.2f} degC"
     )
     print(f"wrote {args.out}")
     return 0
@@ -621,7 +644,9 @@ def _cmd_field_head_finetune(args: argparse.Namespace) -> int:
 def _cmd_focus_check(args: argparse.Namespace) -> int:
     from plato_cnn.focuscheck import focus_check_file
 
-    report = focus_check_file(args.imagettes, args.temperature_degC, args.model, args.device)
+    report = focus_check_file(
+        args.imagettes, args.temperature_degC, args.model, args.device, args.ground_calibration
+    )
     for w in report["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(
@@ -738,6 +763,25 @@ def _cmd_bft(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, out)
     return 0
+
+
+def _add_camera_fit_args(p: argparse.ArgumentParser, model_help: str, written: str) -> None:
+    """The flags of a one-camera measurement from a campaign and its forward fit."""
+    p.add_argument(
+        "--campaign", required=True, type=existing_dir, help="campaign folder (format v1)"
+    )
+    p.add_argument(
+        "--forward-json",
+        type=existing_file,
+        default=None,
+        help="its forward report (bft --method forward --field-focus; default: fit it, minutes)",
+    )
+    p.add_argument("--model", type=existing_dir, default=None, help=model_help)
+    p.add_argument(
+        "--out", required=True, type=output_file(), help=f"{written} file written (JSON)"
+    )
+    p.add_argument("--device", type=torch_device, default="cpu", help="torch device")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the forward fit")
 
 
 # Long because: the whole command line in one place, every flag with its type, range and help.
@@ -896,26 +940,7 @@ def _parser() -> argparse.ArgumentParser:
         help="per-field correction of a model's offsets on one camera, from one campaign and "
         "its forward fit (for bft --offset-correction on the camera's later campaigns)",
     )
-    p.add_argument(
-        "--campaign", required=True, type=existing_dir, help="campaign folder (format v1)"
-    )
-    p.add_argument(
-        "--forward-json",
-        type=existing_file,
-        default=None,
-        help="its forward report (bft --method forward --field-focus; default: fit it, minutes)",
-    )
-    p.add_argument(
-        "--model",
-        type=existing_dir,
-        default=None,
-        help="model directory (default: the shipped model)",
-    )
-    p.add_argument(
-        "--out", required=True, type=output_file(), help="correction file written (JSON)"
-    )
-    p.add_argument("--device", type=torch_device, default="cpu", help="torch device")
-    p.add_argument("--seed", type=SEED, default=0, help="seed of the forward fit")
+    _add_camera_fit_args(p, "model directory (default: the shipped model)", "correction")
     p.set_defaults(func=_cmd_offset_correction)
 
     p = sub.add_parser(
@@ -1132,10 +1157,27 @@ def _parser() -> argparse.ArgumentParser:
         help="model directory (default: the in-orbit model)",
     )
     p.add_argument(
+        "--ground-calibration",
+        type=existing_file,
+        default=None,
+        help="the camera's ground calibration (plato-cnn ground-calibration): the network's "
+        "bias, field map and thermal curve from its ground test replace the design's",
+    )
+    p.add_argument(
         "--json", type=output_file(make_parents=True), default=None, help="write the report here"
     )
     p.add_argument("--device", type=torch_device, default="cpu", help="torch device")
     p.set_defaults(func=_cmd_focus_check)
+
+    p = sub.add_parser(
+        "ground-calibration",
+        help="in orbit: the in-orbit network's bias, field map and thermal curve measured on "
+        "one camera's ground campaign and its forward fit (for focus-check --ground-calibration)",
+    )
+    _add_camera_fit_args(
+        p, "in-orbit model directory (default: the shipped in-orbit model)", "calibration"
+    )
+    p.set_defaults(func=_cmd_ground_calibration)
     return ap
 
 

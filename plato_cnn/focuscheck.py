@@ -48,7 +48,9 @@ from pathlib import Path
 import numpy as np
 
 from plato_cnn.fit import SIGN_BOUNDS
-from plato_cnn.nn.card import ModelCard, load_model, update_model_json
+from plato_cnn.ground_calibration import corrected_shift, delta_t_sigma_degC
+from plato_cnn.ground_calibration import systematic_um as ground_systematic_um
+from plato_cnn.nn.card import ModelCard, inorbit_model_dir, load_model, update_model_json
 from plato_cnn.robust import robust_mean
 from plato_sim.errors import ParameterError, warn
 
@@ -93,11 +95,6 @@ REPRODUCE = (
 )
 
 
-def inorbit_model_dir() -> Path:
-    """The in-orbit model shipped with the package (plato_cnn/data/inorbit_model)."""
-    return Path(__file__).parent / "data" / "inorbit_model"
-
-
 @dataclass
 class FocusCheck:
     """Result of :func:`focus_check` (um of thermal focal shift, degC of TRP1).
@@ -119,6 +116,10 @@ class FocusCheck:
         star_mu_um, star_sigma_um, star_p_behind, star_offset_um, star_used: per imagette
             (NaN where dropped).
         warnings: human-readable notes.
+        ground_calibration: with a ground calibration, what it did (``index``,
+            ``solutions``, ``shift_trp1_um``, ``camera``, ``bias_rms_um``,
+            ``ground_bft_degC``); ``s_prior_um_per_degC`` is then the ground fit's slope at
+            the estimated T_BF with sigma 0 (not propagated).  None without.
     """
 
     temperature_degC: float
@@ -144,6 +145,7 @@ class FocusCheck:
     star_offset_um: np.ndarray = field(repr=False)
     star_used: np.ndarray = field(repr=False)
     warnings: list[str] = field(default_factory=list)
+    ground_calibration: dict | None = None
 
     @property
     def direction_significant(self) -> bool:
@@ -217,6 +219,8 @@ def focus_check(
     s_prior: tuple[float, float] | None = None,
     systematic: bool = True,
     loaded: tuple | None = None,
+    ground=None,
+    ground_index: str = "focus",
 ) -> FocusCheck:
     """Focal shift and recommended TRP1 change from an :class:`ImagetteField`.
 
@@ -230,6 +234,17 @@ def focus_check(
             10 +- 3.
         systematic: add the model's calibrated systematic sigma in quadrature.
         loaded: ``(model, description)`` already loaded (then ``model_dir`` is not read).
+        ground: a :class:`plato_cnn.ground_calibration.GroundCalibration` of this camera and
+            model: the network's bias, the field map and the thermal curve measured on the
+            camera's ground test replace the design's map and the prior on ``s``
+            (docs/inorbit.md, section 6).
+        ground_index: where the ground bias table is read, ``"focus"`` (the camera's
+            present shift, default) or ``"trp1"`` (:func:`plato_cnn.ground_calibration.
+            corrected_shift`).
+
+    Raises:
+        ParameterError: a non-finite temperature, imagettes smaller than the model's input,
+            no usable imagette, or a ground calibration measured with another model.
     """
     from plato_sim.optics.camera import PLATO_NORMAL_CAMERA
     from plato_sim.scenes.inorbit import (
@@ -288,24 +303,32 @@ def focus_check(
     sel = np.flatnonzero(use)
     pred = model.predict(stamps[sel], stars["theta_deg"][sel], stars["phi_deg"][sel], device=device)
     mu[sel], sig[sel], pb[sel] = pred["mu_um"], pred["sigma_um"], pred["p_behind"]
-    fmap = _focus_map(desc)
-    if fmap is None:
-        warnings.append(warn("model has no stored focus map: computed from the nominal design"))
-        fmap = _nominal_focus_map()
-    c_um[sel] = field_offsets_um(fmap, stars["theta_deg"][sel], stars["phi_deg"][sel])
-    g = mu[sel] + c_um[sel]
-    mean, s_stat, keep, birge = robust_mean(g, sig[sel], outlier_sigmas=OUTLIER_SIGMAS)
+    pos = (stars["theta_deg"][sel], stars["phi_deg"][sel])
+    if ground is None:
+        c_um[sel], (mean, s_stat, keep, birge), s_sys = _design_shift(
+            desc, mu[sel], sig[sel], pos, systematic, warnings
+        )
+        s_g = math.hypot(s_stat, s_sys)
+        # --- to a temperature change
+        s0, ss = tuple(s_prior or desc.s_prior_um_per_degC)
+        dt = -mean / s0
+        dt_sig = math.sqrt((s_g / s0) ** 2 + (mean * ss / s0**2) ** 2)
+        ground_info = None
+    else:
+        gc = _ground_shift(ground, desc, field, mu[sel], sig[sel], pos, temperature_degC,
+                           ground_index, warnings)  # fmt: skip
+        c_um[sel] = gc["field_offset_um"]
+        mean, s_stat, keep, birge = gc["shift_um"], gc["sigma_stat_um"], gc["kept"], gc["birge"]
+        s_sys = ground_systematic_um() if systematic else 0.0
+        s_g = math.hypot(s_stat, s_sys)
+        t_bf, s0 = ground.best_focus_temperature(temperature_degC, mean)
+        ss = 0.0
+        dt, dt_sig = t_bf - temperature_degC, delta_t_sigma_degC(s_g, s0)
+        ground_info = {k: gc[k] for k in ("index", "solutions", "shift_trp1_um")}
+        ground_info.update(camera=ground.camera, bias_rms_um=ground.spread_um,
+                           ground_bft_degC=ground.ground_bft_degC)  # fmt: skip
     used = np.zeros(n, bool)
     used[sel[keep]] = True
-    fc_sys = desc.focus_check_systematic_um
-    s_sys = float(fc_sys or 0.0) if systematic else 0.0
-    if systematic and fc_sys is None:
-        warnings.append(warn("model has no systematic calibration: sigma is statistical only"))
-    s_g = math.hypot(s_stat, s_sys)
-    # --- to a temperature change
-    s0, ss = tuple(s_prior or desc.s_prior_um_per_degC)
-    dt = -mean / s0
-    dt_sig = math.sqrt((s_g / s0) ** 2 + (mean * ss / s0**2) ** 2)
     wk = 1.0 / sig[sel][keep] ** 2
     p_mean = float(np.sum(wk * pb[sel][keep]) / np.sum(wk))
     ambiguous = SIGN_BOUNDS[0] < p_mean < SIGN_BOUNDS[1]
@@ -347,12 +370,52 @@ def focus_check(
         star_offset_um=c_um,
         star_used=used,
         warnings=warnings,
+        ground_calibration=ground_info,
     )
+
+
+def _design_shift(desc: ModelCard, mu, sig, pos, systematic: bool, warnings: list):
+    """The uncorrected check's field offsets, robust mean and systematic sigma (um)."""
+    fmap = _focus_map(desc)
+    if fmap is None:
+        warnings.append(warn("model has no stored focus map: computed from the nominal design"))
+        fmap = _nominal_focus_map()
+    c = field_offsets_um(fmap, *pos)
+    combined = robust_mean(mu + c, sig, outlier_sigmas=OUTLIER_SIGMAS)
+    fc_sys = desc.focus_check_systematic_um
+    if systematic and fc_sys is None:
+        warnings.append(warn("model has no systematic calibration: sigma is statistical only"))
+    return c, combined, float(fc_sys or 0.0) if systematic else 0.0
+
+
+def _ground_shift(ground, desc: ModelCard, field, mu, sig, pos, t_degC, index, warnings):
+    """The ground-corrected shift (:func:`plato_cnn.ground_calibration.corrected_shift`)
+    after checking that the calibration is of this model (and, warning, of this camera)."""
+    if ground.model_card_sha256 != desc.sha256():
+        raise ParameterError(
+            "the ground calibration was measured with another in-orbit model (card "
+            f"{ground.model_card_sha256[:12]}, not {desc.sha256()[:12]})"
+        )
+    cam = field.header.get("camera")
+    if cam is not None and str(cam) != ground.camera:
+        warnings.append(warn(f"ground calibration of camera {ground.camera} applied to {cam}"))
+    if ground.forward_warnings:
+        warnings.append(
+            warn(
+                f"the ground forward fit of {ground.camera} carried {len(ground.forward_warnings)}"
+                " warning(s): its labels and map may be off (docs/inorbit.md, section 6)"
+            )
+        )
+    gc = corrected_shift(ground, mu, sig, pos[0], pos[1], t_degC, index)
+    warnings.extend(warn(w) for w in gc["warnings"])
+    return gc
 
 
 def model_reliance(fc: FocusCheck, desc: ModelCard) -> dict:
     """What in a focus check leans on the optical model rather than on the images."""
     s0 = fc.s_prior_um_per_degC[0]
+    if fc.ground_calibration is not None:
+        return _ground_reliance(fc, desc)
     return {
         "field_offsets": (
             "c(theta, phi) = per-field EEF-optimal focus minus the camera's best focus, from "
@@ -381,18 +444,57 @@ def model_reliance(fc: FocusCheck, desc: ModelCard) -> dict:
     }
 
 
+def _ground_reliance(fc: FocusCheck, desc: ModelCard) -> dict:
+    g = fc.ground_calibration
+    return {
+        "field_offsets": (
+            f"c(theta, phi) from the forward fit of camera {g['camera']}'s ground campaign "
+            "(per-field EEF-optimal focus less its best focus), inverse-distance weighted over "
+            f"the nearest ground positions; weighted mean over the stars used "
+            f"{fc.field_offset_mean_um:+.2f} um"
+        ),
+        "thermal_sensitivity": (
+            f"the ground forward fit's thermal curve, slope {fc.s_prior_um_per_degC[0]:.3f} "
+            "um/degC at the estimated T_BF, moved to pass through the present focus"
+        ),
+        "network": (
+            "per-star offsets from a FocusNet trained on simulated imagettes, each corrected by "
+            f"the network's bias on this camera's ground frames ({g['bias_rms_um']:.2f} um RMS "
+            f"over fields and plateaux) read at the camera's present focus ({g['index']}); "
+            f"model {desc.package_version}"
+        ),
+        "best_focus_definition": (
+            "T_BF as in docs/facts.md: maximum of the field-averaged expected EEF over the "
+            "ground test's field positions for the OGSE spectrum, under the forward fit"
+        ),
+        "systematic_sigma": (
+            f"{fc.shift_sigma_sys_um:.2f} um, calibrated on emulated design-family cameras "
+            "through the whole ground chain (plato_cnn.ground_calibration."
+            "GROUND_SYSTEMATIC_UM); coverage out of family in docs/inorbit.md, section 6"
+        ),
+    }
+
+
 def focus_check_file(
     path: str | Path,
     temperature_degC: float,
     model_dir: str | Path | None = None,
     device: str = "cpu",
+    ground_calibration: str | Path | None = None,
 ) -> dict:
-    """The ``plato-cnn focus-check`` report of one imagette file (JSON-ready dict)."""
+    """The ``plato-cnn focus-check`` report of one imagette file (JSON-ready dict); with
+    ``ground_calibration`` (a file of :mod:`plato_cnn.ground_calibration`) the check is
+    corrected by the camera's ground test."""
     from plato_sim.io.imagette_format import read_imagettes
 
     field = read_imagettes(path, with_truth=False)
     loaded = load_model(model_dir or inorbit_model_dir(), device)
-    fc = focus_check(field, temperature_degC, device=device, loaded=loaded)
+    ground = None
+    if ground_calibration is not None:
+        from plato_cnn.ground_calibration import load_ground_calibration
+
+        ground = load_ground_calibration(ground_calibration)
+    fc = focus_check(field, temperature_degC, device=device, loaded=loaded, ground=ground)
     desc = loaded[1]
     return {
         "file": str(Path(path).resolve()),

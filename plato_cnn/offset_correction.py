@@ -41,6 +41,7 @@ __all__ = [
     "fit_offset_correction",
     "measure_offset_correction",
     "load_offset_correction",
+    "solve_thermal",
 ]
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class OffsetCorrection:
         sig_delta = spread / np.sqrt(len(per_field))
         # the focus the earlier T_BF had, reached now where dz(T) = dz(T_BF) - delta
         target = float(thermal_shift_um(self.first, self.first["bft_degC"])) - delta
-        t = _solve_thermal(th, target, self.first["bft_degC"])
+        t = solve_thermal(th, target, self.first["bft_degC"])
         slope = thermal_slope_um_per_degC(self.first, t)
         n_pl = int(len(np.unique(np.asarray(frames.obsid)[hit])))
         change = t - self.first["bft_degC"]
@@ -240,7 +241,7 @@ class OffsetCorrection:
         counts = np.bincount(kf)
 
         def per_field(delta: float) -> np.ndarray:
-            t_eq = t_frame if delta == 0.0 else _solve_thermal(th, dz + delta, t_frame)
+            t_eq = t_frame if delta == 0.0 else solve_thermal(th, dz + delta, t_frame)
             diff = (mu - self.per_frame(frames, t_eq) - predicted)[hit]
             return (np.bincount(kf, diff) / np.maximum(counts, 1))[counts > 0]
 
@@ -303,7 +304,7 @@ def recheck_sigma_degC(
     return float(np.sqrt(sigma_fields_degC**2 + sigma_first_degC**2 + sys_degC**2))
 
 
-def _solve_thermal(th: dict, target_um, near_degC):
+def solve_thermal(th: dict, target_um, near_degC):
     """The TRP1 temperature (degC) nearest ``near_degC`` where ``b + s d + q d^2`` equals
     ``target_um`` (``d = T - t_ref``); the linear solution where the curve has no root.
     Scalars or arrays of one shape (element by element)."""

@@ -262,7 +262,10 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
             head = w(args.field_head or DEFAULT_FIELD_HEAD)
             return campaigns + reports + head + w(args.model or DEFAULT_MODEL)
         if cmd == "focus-check":
-            return w(args.imagettes) + w(args.model or INORBIT_MODEL)
+            ground = w(getattr(args, "ground_calibration", None))
+            return w(args.imagettes) + w(args.model or INORBIT_MODEL) + ground
+        if cmd == "ground-calibration":
+            return w(args.campaign) + w(args.forward_json) + w(args.model or INORBIT_MODEL)
     raise InputChanged(
         f"{prog} {cmd}: its inputs are not listed in tests/input_guard.py:cli_inputs; add them"
     )

@@ -82,6 +82,7 @@ BASE = {
     ("plato-cnn", "field-head"): ["--dataset", "{tmp}/ds", "--out", "{tmp}/fh"],
     ("plato-cnn", "field-head-finetune"): ["--campaign", "{tmp}/camp", "--out", "{tmp}/fhf"],
     ("plato-cnn", "focus-check"): ["{tmp}/f.fits", "--temperature-degC", "-75"],
+    ("plato-cnn", "ground-calibration"): ["--campaign", "{tmp}/camp", "--out", "{tmp}/g.json"],
 }
 
 # (program, command, extra arguments, flag named in the message, text of the allowed range)
@@ -277,6 +278,30 @@ USAGE_ERRORS = [
     ("plato-cnn", "focus-check", ["--json", "{tmp}"], "--json", "is a folder"),
     ("plato-cnn", "focus-check", ["--model", "/missing/model"], "--model", "no such folder"),
     ("plato-cnn", "focus-check", ["--device", "cuda:x"], "--device", "cpu, cuda or cuda:N"),
+    (
+        "plato-cnn",
+        "focus-check",
+        ["--ground-calibration", "/missing/g.json"],
+        "--ground-calibration",
+        "no such file",
+    ),  # fmt: skip
+    # plato-cnn ground-calibration
+    (
+        "plato-cnn",
+        "ground-calibration",
+        ["--campaign", "/missing/c"],
+        "--campaign",
+        "no such folder",
+    ),  # fmt: skip
+    (
+        "plato-cnn",
+        "ground-calibration",
+        ["--forward-json", "/missing/r.json"],
+        "--forward-json",
+        "no such file",
+    ),  # fmt: skip
+    ("plato-cnn", "ground-calibration", ["--out", "{tmp}"], "--out", "is a folder"),
+    ("plato-cnn", "ground-calibration", ["--model", "/missing/m"], "--model", "no such folder"),
 ]
 
 # Refused by the command itself before any work: one line ``PROG COMMAND: message``.

@@ -107,7 +107,7 @@ def test_other_model_and_bad_input_refused(tmp_path):
 
 
 def test_recheck_measures_the_focus_change_on_the_earlier_physics():
-    from plato_cnn.offset_correction import _solve_thermal
+    from plato_cnn.offset_correction import solve_thermal
 
     fr = _frames()
     lab = _labels(fr)
@@ -125,7 +125,7 @@ def test_recheck_measures_the_focus_change_on_the_earlier_physics():
     # this bias is a narrow bump in focus, flat at this plateau: corrected at its TRP1
     r = corr.recheck(later, mu_b, index="trp1")
     assert r["delta_um"] == pytest.approx(6.0, abs=1.0) and r["fields"] == 8
-    truth = _solve_thermal(thermal, -6.0, -80.0)  # dz(T) + 6 = dz(-80) = 0
+    truth = solve_thermal(thermal, -6.0, -80.0)  # dz(T) + 6 = dz(-80) = 0
     assert truth == pytest.approx(-80.6, abs=0.01)
     assert abs(r["bft_degC"] - truth) < 0.1 and r["sigma_degC"] >= 0.01
     with pytest.raises(DataError, match="no forward fit"):

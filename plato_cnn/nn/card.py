@@ -30,6 +30,7 @@ __all__ = [
     "save_model",
     "load_model",
     "default_model_dir",
+    "inorbit_model_dir",
     "read_model_json",
     "write_model_json",
     "update_model_json",
@@ -368,3 +369,8 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> tuple[FocusNet, Mo
 def default_model_dir() -> Path:
     """The model shipped with the package (plato_cnn/data/default_model)."""
     return Path(__file__).resolve().parents[1] / "data" / "default_model"
+
+
+def inorbit_model_dir() -> Path:
+    """The in-orbit model shipped with the package (plato_cnn/data/inorbit_model)."""
+    return Path(__file__).resolve().parents[1] / "data" / "inorbit_model"

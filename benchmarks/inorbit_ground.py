@@ -1,0 +1,281 @@
+"""In-orbit focus check corrected by each camera's own ground test: error against the truth.
+
+For each emulated camera (the in-orbit bench's seeds, T_BF and TRP1 draws:
+``benchmarks.inorbit``), the camera's ground campaign is emulated first (the reference design:
+40 field positions, plateaux -90 ... -70 degC) with its best focus moved by a *launch shift*
+drawn uniform in ``+-launch-shift-degC`` (ASSUMED: launch, gravity release and the orbit's
+thermal state move the focus against TRP1; the in-orbit check must not assume the ground's
+temperature of best focus).  The ground campaign is fitted by the forward method with
+``field_focus``; the in-orbit network's bias, the field map and the thermal curve follow
+(:func:`plato_cnn.ground_calibration.measure_ground_calibration`).  In orbit one field of
+``max(--n-stars)`` stars (V 8.5-13) is emulated at ``T = T_BF - dT`` and cut into disjoint
+sets of N stars; each set is checked three ways: the shipped check (design map, s prior),
+the ground-corrected check with the bias read at the camera's present focus (the product's
+default), and the same read at the present TRP1 (what a launch shift misplaces).
+
+Rows per (family, method, N): RMS of the TRP1 change's error, its 68 % range with the cameras
+resampled, bias, the fraction within the stated sigma, the median sigma, and the RMS of the
+common shift's residual (um) beside the statistical sigma.
+
+``--calibrate`` runs the design family on the calibration seeds (1000 and up, none of the
+benchmark's) and prints the systematic sigma of the corrected check,
+``sqrt(mean(residual^2) - mean(sigma_stat^2))`` of the sets of 100 stars (um):
+:data:`plato_cnn.ground_calibration.GROUND_SYSTEMATIC_UM`.
+
+Usage::
+
+    python -m benchmarks.inorbit_ground [--family design|highorder] [--cameras 8]
+        [--keep-dir out/inorbit_ground] [--json R.json] [--calibrate] [--quick]
+
+The ground campaigns and forward reports are kept under ``--keep-dir`` (a rerun reads them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/inorbit_ground.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import (  # noqa: E402
+    machine_info,
+    markdown_table,
+    parse_with_quick,
+    percent,
+    report,
+)
+from benchmarks.inorbit import _camera_bootstrap_rms as _camera_range  # noqa: E402
+from benchmarks.inorbit import _rms  # noqa: E402
+from plato_sim.workers import pin_one_thread  # noqa: E402
+
+QUICK = dict(cameras=1, n_stars="100", max_subsets=2)
+METHODS = ("shipped", "ground_focus", "ground_trp1")
+#: Calibration cameras' first seed (the in-orbit check's own calibration seeds).
+CALIBRATION_SEED = 1000
+
+
+def _ground(job: dict, cam, t_bf_ground: float) -> tuple:
+    """The camera's ground campaign (emulated or read back), its usable frames and forward
+    report (fitted or read back)."""
+    from plato_cnn.forward import forward_bft
+    from plato_cnn.reader import read_campaign
+    from plato_sim.scenes.ground_test import emulate_or_load
+
+    keep = Path(job["keep_dir"]) / job["family"]
+    cdir = keep / f"campaign_{job['seed']}"
+    t0 = time.perf_counter()
+    truth = emulate_or_load(cdir, camera_model=cam.model(), bft_degC=t_bf_ground,
+                            seed=job["seed"], camera_name=f"C{job['seed']}")  # fmt: skip
+    t_emulate = time.perf_counter() - t0
+    fr = read_campaign(cdir)
+    fr = fr.select(fr.usable)
+    rpath = keep / f"forward_{job['seed']}.json"
+    t1 = time.perf_counter()
+    if rpath.is_file():
+        rep = json.loads(rpath.read_text())
+    else:
+        from plato_cnn.report import write_json
+
+        rep = forward_bft(fr, field_focus=True)
+        write_json(rpath, rep)
+    return truth, fr, rep, dict(emulate_s=t_emulate, forward_s=time.perf_counter() - t1)
+
+
+# Long because: one camera's whole chain in order (draws, ground campaign and fit,
+# calibration, in-orbit field, three checks per star set), over shared truths.
+def _job(job: dict) -> list[dict]:
+    """One camera: ground chain, in-orbit field, the checks of its star sets."""
+    pin_one_thread()
+    from plato_cnn.focuscheck import focus_check, inorbit_model_dir
+    from plato_cnn.ground_calibration import measure_ground_calibration
+    from plato_cnn.nn.card import load_model
+    from plato_sim.io.imagette_format import ImagetteField
+    from plato_sim.scenes.inorbit import emulate_imagettes, make_camera
+
+    # the in-orbit bench's draws (same cameras, T_BF, dT and stars as benchmarks.inorbit)
+    rng = np.random.default_rng(job["seed"])
+    t_bf = float(rng.uniform(-84.0, -72.0))
+    launch = float(
+        np.random.default_rng(job["seed"] + 5000).uniform(-1.0, 1.0) * job["launch_shift"]
+    )
+    cam = make_camera(job["seed"], bft_degC=t_bf, family=job["family"])
+    truth, fr, rep, times = _ground(job, cam, t_bf - launch)
+    loaded = load_model(inorbit_model_dir())
+    t0 = time.perf_counter()
+    cal = measure_ground_calibration(fr, rep)
+    times["calibration_s"] = time.perf_counter() - t0
+    dt_true = float(rng.uniform(-job["dt_range"], job["dt_range"]))
+    temp = t_bf - dt_true
+    f = emulate_imagettes(cam, temp, max(job["n_stars"]), seed=int(rng.integers(2**31)),
+                          camera_name=f"C{job['seed']}")  # fmt: skip
+    g_true = float(f.truth["dz_th_um"] - f.truth["dz_bf_um"])
+    order = np.random.default_rng(job["seed"] + 7).permutation(len(f.stars))
+    base = dict(camera_seed=job["seed"], family=job["family"], bft_degC=t_bf,
+                launch_shift_degC=launch, ground_bft_true_degC=float(truth["bft_degC"]),
+                ground_bft_fit_degC=float(rep["bft_degC"]), ground_warnings=len(rep["warnings"]),
+                bias_rms_um=cal.spread_um, temperature_degC=temp, dt_true_degC=dt_true,
+                shift_true_um=g_true, s_true=float(f.truth["s_um_per_degC"]), **times)  # fmt: skip
+    out = []
+    for n in job["n_stars"]:
+        for k in range(min(len(order) // n, job["max_subsets"])):
+            idx = np.sort(order[k * n : (k + 1) * n])
+            sub = ImagetteField(f.imagettes[idx], f.stars[idx], f.header, None)
+            for method in METHODS:
+                rec = dict(base, n_stars=n, subset=k, method=method)
+                kw = {} if method == "shipped" else dict(ground=cal, ground_index=method[7:])
+                try:
+                    fc = focus_check(sub, temp, loaded=loaded, **kw)
+                except ValueError as exc:  # e.g. every star of a small set saturated
+                    rec.update(failed=str(exc))
+                    out.append(rec)
+                    continue
+                rec.update(dt_est_degC=fc.delta_t_degC, sigma_degC=fc.delta_t_sigma_degC,
+                           error_degC=fc.delta_t_degC - dt_true, shift_est_um=fc.shift_um,
+                           shift_error_um=fc.shift_um - g_true,
+                           shift_sigma_stat_um=fc.shift_sigma_stat_um, n_used=fc.n_used,
+                           solutions=(fc.ground_calibration or {}).get("solutions"))  # fmt: skip
+                out.append(rec)
+    return out
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    """Rows per (family, method, N)."""
+    rows = []
+    keys = sorted({(r["family"], r["method"], r["n_stars"]) for r in records},
+                  key=lambda k: (k[0], METHODS.index(k[1]), k[2]))  # fmt: skip
+    for fam, method, n in keys:
+        rs = [r for r in records if (r["family"], r["method"], r["n_stars"]) == (fam, method, n)]
+        ok = [r for r in rs if "error_degC" in r]
+        err = np.array([r["error_degC"] for r in ok])
+        sig = np.array([r["sigma_degC"] for r in ok])
+        rows.append(
+            dict(
+                family=fam,
+                method=method,
+                n_stars=n,
+                estimates=len(ok),
+                cameras=len({r["camera_seed"] for r in ok}),
+                failures=len(rs) - len(ok),
+                rms_error_degC=_rms(err),
+                rms_ci68_degC=_camera_range(ok),
+                bias_degC=float(err.mean()) if err.size else None,
+                frac_within_sigma=float(np.mean(np.abs(err) <= sig)) if err.size else None,
+                median_sigma_degC=float(np.median(sig)) if sig.size else None,
+                rms_shift_error_um=_rms([r["shift_error_um"] for r in ok]),
+                rms_stat_sigma_um=_rms([r["shift_sigma_stat_um"] for r in ok]),
+            )
+        )
+    return rows
+
+
+def systematic_from(records: list[dict], n_stars: int = 100) -> dict:
+    """The corrected check's systematic sigma (um) from calibration records."""
+    ok = [
+        r
+        for r in records
+        if r["method"] == "ground_focus" and r["n_stars"] == n_stars and "error_degC" in r
+    ]
+    res = np.array([r["shift_error_um"] for r in ok])
+    stat = np.array([r["shift_sigma_stat_um"] for r in ok])
+    sys_um = float(np.sqrt(max(0.0, np.mean(res**2) - np.mean(stat**2))))
+    return dict(ground_systematic_um=sys_um, n_sets=len(ok), n_stars=n_stars,
+                cameras=len({r["camera_seed"] for r in ok}), residual_rms_um=_rms(res),
+                stat_sigma_rms_um=_rms(stat))  # fmt: skip
+
+
+def markdown(result: dict) -> str:
+    cols = [
+        ("family", "family", ""),
+        ("method", "check", ""),
+        ("n_stars", "stars N", "d"),
+        ("estimates", "estimates", "d"),
+        ("cameras", "cameras", "d"),
+        ("rms_error_degC", "RMS error (degC)", ".2f"),
+        ("rms_ci68_degC", "68 % range, cameras resampled", ".2f"),
+        ("bias_degC", "bias (degC)", "+.2f"),
+        ("frac_within_sigma", "|err| <= sigma", percent),
+        ("median_sigma_degC", "median sigma (degC)", ".2f"),
+        ("rms_shift_error_um", "shift error RMS (um)", ".2f"),
+        ("rms_stat_sigma_um", "statistical sigma (um)", ".2f"),
+    ]
+    lines = [markdown_table(result["rows"], cols)]
+    if result.get("calibration"):
+        c = result["calibration"]
+        lines.append(
+            f"\nsystematic sigma of the corrected check: {c['ground_systematic_um']:.3f} um "
+            f"({c['n_sets']} sets of {c['n_stars']} stars, {c['cameras']} cameras; residual "
+            f"{c['residual_rms_um']:.3f} um RMS, statistical sigma {c['stat_sigma_rms_um']:.3f})"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", default=None, help="write the result here")
+    ap.add_argument("--cameras", type=int, default=8, help="emulated cameras")
+    ap.add_argument("--n-stars", default="100,1000", help="star counts N")
+    ap.add_argument("--dt-range", type=float, default=3.0, help="true |T_BF - T| up to (degC)")
+    ap.add_argument(
+        "--launch-shift-degC",
+        type=float,
+        default=2.0,
+        help="T_BF moves between ground and orbit by up to this (degC, uniform)",
+    )
+    ap.add_argument("--max-subsets", type=int, default=10, help="star sets per N")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="first camera seed (default 2000, or 1000 with --calibrate)")  # fmt: skip
+    ap.add_argument("--workers", type=int, default=2, help="processes (one per camera)")
+    ap.add_argument(
+        "--family",
+        choices=("design", "highorder"),
+        default="design",
+        help="the cameras' optical family (highorder: one the network never saw)",
+    )
+    ap.add_argument("--keep-dir", default="out/inorbit_ground",
+                    help="ground campaigns and forward reports kept here")  # fmt: skip
+    ap.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="calibration cameras (design family): print the systematic sigma",
+    )
+    args = parse_with_quick(ap, argv, QUICK)
+    if args.calibrate and args.family != "design":
+        ap.error("--calibrate uses the design family")
+    seed0 = args.seed if args.seed is not None else (CALIBRATION_SEED if args.calibrate else 2000)
+    n_stars = sorted(int(x) for x in args.n_stars.split(","))
+    jobs = [
+        dict(
+            seed=seed0 + k,
+            family=args.family,
+            n_stars=n_stars,
+            dt_range=args.dt_range,
+            launch_shift=args.launch_shift_degC,
+            max_subsets=args.max_subsets,
+            keep_dir=args.keep_dir,
+        )  # fmt: skip
+        for k in range(args.cameras)
+    ]
+    t0 = time.perf_counter()
+    with mp.get_context("spawn").Pool(max(1, args.workers)) as pool:
+        records = [r for rs in pool.map(_job, jobs, chunksize=1) for r in rs]
+    result = dict(
+        machine=machine_info(),
+        config=dict(vars(args), seed=seed0),
+        seconds_wall=time.perf_counter() - t0,
+        rows=summarise(records),
+        calibration=systematic_from(records) if args.calibrate else None,
+        records=records,
+    )
+    print(f"{args.cameras} {args.family} cameras; {result['seconds_wall']:.0f} s wall")
+    report(result, markdown(result), args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,340 @@
+"""The in-orbit focus check calibrated on the camera's own ground test.
+
+The in-orbit network errs on a camera by a bias of its own (its aberration mix, which the
+training population did not hold; docs/inorbit.md, section 5), and the nominal design's
+field map and the prior on the thermal sensitivity add their own errors.  Every flight camera
+is tested on the ground first, and its campaign, fitted by the forward method with
+``field_focus`` (:func:`plato_cnn.forward.forward_bft`), measures all three on that camera:
+
+* **the network's bias**: the in-orbit network reads every usable ground frame (its central
+  8 x 8 pixels, as it reads an imagette), and each frame's offset less its physics label
+  (:func:`plato_cnn.forward.physics_labels`) is the network's error; its mean per field
+  position and plateau is the bias table (:func:`plato_cnn.offset_correction.
+  fit_offset_correction`), indexed by the plateau's common focal shift from best focus
+  ``g_p = dz_th(T_p) - dz_th(T_BF)`` of the forward fit, not by its temperature;
+* **the field map**: ``c_f = dz_th,best(f) - dz_th(T_BF)`` at the ground positions;
+* **the thermal curve**: ``dz_th(T) = b + s dT + q dT^2`` of the forward fit.
+
+In orbit (:func:`corrected_shift`, used by :func:`plato_cnn.focuscheck.focus_check` with
+``ground=``), each star's field offset and bias are the inverse-distance-weighted values of
+the :data:`IDW_NEIGHBOURS` nearest ground positions (in the focal plane, ``theta cos phi,
+theta sin phi``); the common shift ``g`` solves ``g = robust mean of (delta_i - b_i(g) +
+c_i)``, the bias taken at the same *focus* ``g`` (a launch or an orbit thermal state that
+moves the focus against TRP1 moves where the table is read, not what it says); and the TRP1
+change follows from the ground's thermal curve, shifted to pass through the present focus:
+``T_BF`` solves ``dz_th(T_BF) = dz_th(T) - g``.
+
+The calibration belongs to one in-orbit model and one camera: it records the model card's
+digest (another model is refused) and the camera.  Saved as JSON (:meth:`GroundCalibration.
+save`, :func:`load_ground_calibration`).  What it assumes is in docs/inorbit.md, section 6.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from plato_cnn.forward import field_distance_deg, thermal_shift_um, thermal_slope_um_per_degC
+from plato_cnn.nn.card import inorbit_model_dir
+from plato_cnn.offset_correction import fit_offset_correction, solve_thermal
+from plato_cnn.robust import robust_mean
+from plato_sim.errors import DataError, ParameterError
+
+__all__ = [
+    "GroundCalibration",
+    "GROUND_SYSTEMATIC_UM",
+    "measure_ground_calibration",
+    "load_ground_calibration",
+    "corrected_shift",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "plato-focus-ground-calibration/1"
+#: Ground positions whose values a star takes, weighted by inverse squared distance.
+IDW_NEIGHBOURS = 3
+#: The focus-indexed shift is sought within this window (um) around the TRP1-indexed one,
+#: scanned in ``FOCUS_SCAN`` steps (a launch shift of a few degC is a few tens of um).
+FOCUS_WINDOW_UM = 40.0
+FOCUS_SCAN = 80
+FOCUS_TOL_UM = 1e-3
+#: Residuals beyond this many scaled sigmas are rejected (as the uncorrected check).
+OUTLIER_SIGMAS = 5.0
+#: Systematic sigma (um of common shift) of the corrected check, added in quadrature to the
+#: statistical one: measured on emulated design-family calibration cameras (seeds 1000-1007,
+#: none of the benchmark's), the whole chain from the ground campaign's forward fit, with a
+#: launch shift: ``python -m benchmarks.inorbit_ground --calibrate`` (docs/inorbit.md,
+#: section 6).  ``sqrt(mean(residual^2) - mean(sigma_stat^2))`` of the sets of 100 stars.
+GROUND_SYSTEMATIC_UM: float | None = None
+
+
+@dataclass(frozen=True)
+class GroundCalibration:
+    """What a camera's ground test measured for its in-orbit check (um, degC of TRP1).
+
+    Attributes:
+        camera: the camera of the ground campaign.
+        model_card_sha256: digest of the in-orbit model's card whose bias was measured.
+        theta_deg, phi_deg: the ground field positions (F).
+        plateau_degC: the ground plateaux' mean TRP1 (P, ascending).
+        plateau_shift_um: their common focal shift from best focus ``g_p`` under the forward
+            fit (P).
+        bias_um: per field and plateau, the network's mean offset less the physics label
+            (F x P; NaN where the field has no frame on the plateau).
+        field_offset_um: ``c_f`` per field (F).
+        thermal: the forward fit's thermal model (``t_ref_degC``, ``b_um``,
+            ``s_um_per_degC``, ``q_um_per_degC2``).
+        ground_bft_degC, ground_bft_sigma_degC: the ground campaign's T_BF and its sigma.
+        spread_um: RMS of the bias table (how much the calibration corrects).
+        noise_um: RMS of the table entries' standard errors (what it adds).
+        forward_warnings: the forward fit's warnings (an outside-the-model fit is said here).
+    """
+
+    camera: str
+    model_card_sha256: str
+    theta_deg: tuple[float, ...]
+    phi_deg: tuple[float, ...]
+    plateau_degC: tuple[float, ...]
+    plateau_shift_um: tuple[float, ...]
+    bias_um: tuple[tuple[float, ...], ...]
+    field_offset_um: tuple[float, ...]
+    thermal: dict
+    ground_bft_degC: float
+    ground_bft_sigma_degC: float
+    spread_um: float
+    noise_um: float
+    forward_warnings: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ field interpolation
+    def neighbours(self, theta_deg, phi_deg) -> tuple[np.ndarray, np.ndarray]:
+        """Indices ``(n, k)`` of the nearest ground positions of each star and their
+        normalised inverse-squared-distance weights (focal-plane distance, deg)."""
+        th, ph = (
+            np.atleast_1d(np.asarray(theta_deg, float)),
+            np.atleast_1d(np.asarray(phi_deg, float)),
+        )
+        g_th, g_ph = np.asarray(self.theta_deg), np.radians(np.asarray(self.phi_deg))
+        gx, gy = g_th * np.cos(g_ph), g_th * np.sin(g_ph)
+        x, y = th * np.cos(np.radians(ph)), th * np.sin(np.radians(ph))
+        d = np.hypot(x[:, None] - gx[None, :], y[:, None] - gy[None, :])
+        k = min(IDW_NEIGHBOURS, len(gx))
+        idx = np.argsort(d, axis=1)[:, :k]
+        w = 1.0 / np.maximum(np.take_along_axis(d, idx, axis=1), 1e-6) ** 2
+        return idx, w / w.sum(axis=1, keepdims=True)
+
+    def field_offsets_at(self, idx: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``c`` (um) at stars of neighbours ``(idx, w)`` (:meth:`neighbours`)."""
+        return np.sum(np.asarray(self.field_offset_um)[idx] * w, axis=1)
+
+    def bias_at(self, idx: np.ndarray, w: np.ndarray, shift_um: float) -> np.ndarray:
+        """The network's bias (um) at stars of neighbours ``(idx, w)`` when the camera's
+        common shift is ``shift_um``: each field's table interpolated linearly in ``g_p``
+        (held constant beyond the plateaux)."""
+        gp = np.asarray(self.plateau_shift_um)
+        per_field = np.empty(len(self.theta_deg))
+        for f, row in enumerate(np.asarray(self.bias_um, float)):
+            ok = np.isfinite(row)
+            per_field[f] = np.interp(shift_um, gp[ok], row[ok]) if ok.any() else 0.0
+        return np.sum(per_field[idx] * w, axis=1)
+
+    def shift_at_temperature_um(self, t_degC: float) -> float:
+        """The ground fit's common shift at TRP1 ``t_degC``: ``dz_th(T) - dz_th(T_BF)``."""
+        ff = {"thermal": self.thermal}
+        return float(thermal_shift_um(ff, t_degC) - thermal_shift_um(ff, self.ground_bft_degC))
+
+    def best_focus_temperature(self, t_degC: float, shift_um: float) -> tuple[float, float]:
+        """``T_BF`` (degC) where the ground thermal curve, moved to pass through the present
+        focus, is ``shift_um`` below it: ``dz_th(T_BF) = dz_th(T) - shift``; and the slope
+        (um/degC) there."""
+        ff = {"thermal": self.thermal}
+        target = float(thermal_shift_um(ff, t_degC)) - float(shift_um)
+        t_bf = float(solve_thermal(self.thermal, target, t_degC))
+        return t_bf, thermal_slope_um_per_degC(ff, t_bf)
+
+    # ------------------------------------------------------------------ storage
+    def to_dict(self) -> dict:
+        """JSON-ready (NaN as null)."""
+        d = asdict(self)
+        d["bias_um"] = [[v if np.isfinite(v) else None for v in row] for row in d["bias_um"]]
+        return {"format": FORMAT, **d}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the calibration as JSON (atomically)."""
+        from plato_sim.io.atomic import atomic_write_text
+
+        path = Path(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        return path
+
+
+def load_ground_calibration(path: str | Path) -> GroundCalibration:
+    """Read a calibration written by :meth:`GroundCalibration.save`.
+
+    Raises:
+        DataError: not such a file.
+    """
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        if d.pop("format") != FORMAT:
+            raise ValueError("unknown format")
+        d["bias_um"] = tuple(
+            tuple(np.nan if v is None else float(v) for v in row) for row in d["bias_um"]
+        )
+        for k in ("theta_deg", "phi_deg", "plateau_degC", "plateau_shift_um", "field_offset_um"):
+            d[k] = tuple(float(v) for v in d[k])
+        d["forward_warnings"] = tuple(d.get("forward_warnings", ()))
+        cal = GroundCalibration(**d)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a ground calibration ({exc})") from exc
+    n_f, n_p = len(cal.theta_deg), len(cal.plateau_degC)
+    if not (len(cal.phi_deg) == len(cal.field_offset_um) == len(cal.bias_um) == n_f) or any(
+        len(row) != n_p for row in cal.bias_um
+    ):
+        raise DataError(f"{path}: not a ground calibration (inconsistent table sizes)")
+    return cal
+
+
+def measure_ground_calibration(
+    frames, report: dict, model_dir: str | Path | None = None, device: str = "cpu"
+) -> GroundCalibration:
+    """The ground calibration of the in-orbit model ``model_dir`` (default: the shipped one)
+    on one camera's usable ground ``frames``, from the forward ``report`` of the same campaign
+    made with ``field_focus``.
+
+    Raises:
+        ParameterError: the report has no ``field_focus`` block.
+        DataError: labelled frames on fewer than 2 plateaux.
+    """
+    from plato_cnn.forward import physics_labels
+    from plato_cnn.predict import predict_frames
+
+    ff = report.get("field_focus")
+    if not ff:
+        raise ParameterError("the forward report has no field_focus block (fit with field_focus)")
+    pred = predict_frames(frames, model_dir or inorbit_model_dir(), device)
+    corr = fit_offset_correction(
+        frames, pred["mu_um"], physics_labels(frames, report), pred["model_card"].sha256()
+    )
+    bft = float(report["bft_degC"])
+    dz_bf = float(thermal_shift_um(ff, bft))
+    d = field_distance_deg(ff["theta_deg"], ff["phi_deg"], corr.theta_deg, corr.phi_deg)
+    best = np.asarray(ff["dz_th_best_um"], float)[np.argmin(d, axis=1)]
+    cal = GroundCalibration(
+        camera=corr.camera,
+        model_card_sha256=corr.model_card_sha256,
+        theta_deg=corr.theta_deg,
+        phi_deg=corr.phi_deg,
+        plateau_degC=corr.plateau_degC,
+        plateau_shift_um=tuple(
+            float(v) for v in thermal_shift_um(ff, np.asarray(corr.plateau_degC)) - dz_bf
+        ),
+        bias_um=corr.offset_um,
+        field_offset_um=tuple(float(v) for v in best - dz_bf),
+        thermal={k: float(v) for k, v in ff["thermal"].items()},
+        ground_bft_degC=bft,
+        ground_bft_sigma_degC=float(report["sigma_degC"]),
+        spread_um=corr.spread_um,
+        noise_um=corr.noise_um,
+        forward_warnings=tuple(str(w) for w in report.get("warnings", ())),
+    )
+    log.info(
+        "ground calibration of %s: %d positions x %d plateaux, in-orbit network's bias %.2f um "
+        "RMS (standard errors %.2f um), ground T_BF %.2f degC", cal.camera, len(cal.theta_deg),
+        len(cal.plateau_degC), cal.spread_um, cal.noise_um, bft,
+    )  # fmt: skip
+    return cal
+
+
+def corrected_shift(
+    cal: GroundCalibration,
+    mu_um: np.ndarray,
+    sigma_um: np.ndarray,
+    theta_deg: np.ndarray,
+    phi_deg: np.ndarray,
+    temperature_degC: float,
+    index: str = "focus",
+) -> dict:
+    """The camera's common shift ``g`` (um) from the stars' network offsets, corrected by
+    ``cal``.
+
+    ``F(g)`` is the robust mean (:func:`plato_cnn.robust.robust_mean`) of ``delta_i -
+    b_i(g) + c_i``.  With ``index="focus"`` the shift solves ``g = F(g)``: a scan of
+    ``g_T +- FOCUS_WINDOW_UM`` (``g_T = F(g at TRP1)``, the TRP1-indexed value) and Brent's
+    method in each sign change, keeping the solution nearest ``g_T``; none: ``g_T``, with a
+    warning.  ``index="trp1"``: the bias at the ground fit's shift of TRP1 ``T`` (exact only
+    when the focus did not move against TRP1 since the ground test).
+
+    Returns:
+        ``shift_um``, ``sigma_stat_um`` (Birge-inflated), ``kept`` (mask over the stars),
+        ``birge``, ``field_offset_um`` (per star), ``bias_um`` (per star, at the solution),
+        ``shift_trp1_um``, ``solutions`` (0: none found, the TRP1-indexed value kept),
+        ``index`` and ``warnings``.
+
+    Raises:
+        ParameterError: ``index`` not one of the two.
+    """
+    from scipy.optimize import brentq
+
+    if index not in ("focus", "trp1"):
+        raise ParameterError(f"index={index!r}: 'focus' or 'trp1'")
+    mu, sig = np.asarray(mu_um, float), np.asarray(sigma_um, float)
+    idx, w = cal.neighbours(theta_deg, phi_deg)
+    c = cal.field_offsets_at(idx, w)
+
+    def mean_at(g: float) -> tuple:
+        return robust_mean(mu - cal.bias_at(idx, w, g) + c, sig, outlier_sigmas=OUTLIER_SIGMAS)
+
+    g_temp = cal.shift_at_temperature_um(temperature_degC)
+    g_trp1 = float(mean_at(g_temp)[0])
+    warnings: list[str] = []
+    g, n_sol = g_trp1, 1
+    if index == "focus":
+        grid = g_trp1 + np.linspace(-FOCUS_WINDOW_UM, FOCUS_WINDOW_UM, FOCUS_SCAN + 1)
+        res = np.array([mean_at(x)[0] - x for x in grid])
+        roots = []
+        for a, b, ra, rb in zip(grid[:-1], grid[1:], res[:-1], res[1:], strict=True):
+            if ra == 0.0:
+                roots.append(float(a))
+            elif ra * rb < 0.0:
+                roots.append(brentq(lambda x: mean_at(x)[0] - x, a, b, xtol=FOCUS_TOL_UM))
+        n_sol = len(roots)
+        if roots:
+            g = min(roots, key=lambda r: abs(r - g_trp1))
+        else:
+            warnings.append(
+                f"no common shift within {FOCUS_WINDOW_UM:.0f} um of the TRP1-indexed "
+                f"{g_trp1:+.2f} um reproduces itself: the TRP1-indexed value is kept"
+            )
+            g = g_trp1
+    g_eval = g_temp if index == "trp1" else g
+    gp = cal.plateau_shift_um
+    if not min(gp) <= g_eval <= max(gp):
+        warnings.append(
+            f"the camera's shift {g_eval:+.1f} um lies outside the ground plateaux' "
+            f"{min(gp):+.1f} .. {max(gp):+.1f} um: the bias is extrapolated as constant"
+        )
+    mean, s_stat, kept, birge = mean_at(g_eval)
+    return dict(shift_um=float(mean if index == "trp1" else g), sigma_stat_um=float(s_stat),
+                kept=kept, birge=float(birge), field_offset_um=c,
+                bias_um=cal.bias_at(idx, w, g_eval), shift_trp1_um=g_trp1, solutions=int(n_sol),
+                index=index, warnings=warnings)  # fmt: skip
+
+
+def systematic_um() -> float:
+    """:data:`GROUND_SYSTEMATIC_UM`, or 0 with a logged warning when not calibrated."""
+    if GROUND_SYSTEMATIC_UM is None:
+        log.warning("the ground-corrected check has no calibrated systematic sigma")
+        return 0.0
+    return float(GROUND_SYSTEMATIC_UM)
+
+
+def delta_t_sigma_degC(shift_sigma_um: float, slope_um_per_degC: float) -> float:
+    """sigma of the TRP1 change (degC) from the shift's (um) at the fitted slope (the forward
+    fit's own uncertainty of the slope is not propagated: the calibrated systematic term
+    holds what it adds)."""
+    return float(shift_sigma_um / abs(slope_um_per_degC)) if slope_um_per_degC else math.inf
