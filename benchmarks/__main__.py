@@ -214,6 +214,25 @@ REGISTRY: tuple[Benchmark, ...] = (
         module_name="inorbit",
     ),
     Benchmark(
+        "inorbit_ground",
+        "In-orbit focus check corrected by each camera's own ground test (design cameras)",
+        expected_quick_s=150,
+        expected_full_s=1200,
+        notes="the ground campaigns and their forward reports kept under out/inorbit_ground "
+        "(a rerun reads them: ~5 min)",
+    ),
+    Benchmark(
+        "inorbit_ground_highorder",
+        "In-orbit focus check corrected by each camera's own ground test (high-order cameras)",
+        quick_args=("--quick", "--family", "highorder"),
+        full_args=("--family", "highorder"),
+        expected_quick_s=400,
+        expected_full_s=3000,
+        module_name="inorbit_ground",
+        notes="the ground campaigns and their forward reports kept under out/inorbit_ground "
+        "(a rerun reads them: ~5 min)",
+    ),
+    Benchmark(
         "memory",
         "Peak memory of generating and pretraining on a dataset streamed from disk",
         expected_quick_s=60,
