@@ -226,7 +226,7 @@ REGISTRY: tuple[Benchmark, ...] = (
         "In-orbit focus check corrected by each camera's own ground test (high-order cameras)",
         quick_args=("--quick", "--family", "highorder"),
         full_args=("--family", "highorder"),
-        expected_quick_s=400,
+        expected_quick_s=600,
         expected_full_s=3000,
         module_name="inorbit_ground",
         notes="the ground campaigns and their forward reports kept under out/inorbit_ground "

@@ -265,7 +265,9 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
             ground = w(getattr(args, "ground_calibration", None))
             return w(args.imagettes) + w(args.model or INORBIT_MODEL) + ground
         if cmd == "ground-calibration":
-            return w(args.campaign) + w(args.forward_json) + w(args.model or INORBIT_MODEL)
+            one = args.campaign if isinstance(args.campaign, list) else [args.campaign]
+            campaigns = [x for d in one for x in w(d)]
+            return campaigns + w(args.forward_json) + w(args.model or INORBIT_MODEL)
     raise InputChanged(
         f"{prog} {cmd}: its inputs are not listed in tests/input_guard.py:cli_inputs; add them"
     )
