@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=None, help="write the result here")
     ap.add_argument("--cameras", type=int, default=8, help="emulated cameras")
-    ap.add_argument("--n-stars", default="100,1000", help="star counts N")
+    ap.add_argument("--n-stars", default="10,100,1000", help="star counts N")
     ap.add_argument("--dt-range", type=float, default=3.0, help="true |T_BF - T| up to (degC)")
     ap.add_argument(
         "--launch-shift-degC",
