@@ -315,6 +315,8 @@ def focus_check(
         dt_sig = math.sqrt((s_g / s0) ** 2 + (mean * ss / s0**2) ** 2)
         ground_info = None
     else:
+        if s_prior is not None:
+            warnings.append(warn("s_prior ignored: the ground calibration's thermal curve is used"))
         gc = _ground_shift(ground, desc, field, mu[sel], sig[sel], pos, temperature_degC,
                            ground_index, warnings)  # fmt: skip
         c_um[sel] = gc["field_offset_um"]

@@ -102,6 +102,7 @@ __all__ = [
     "same_fit_as_current",
     "earlier_kept",
     "field_distance_deg",
+    "solve_thermal",
 ]
 
 log = logging.getLogger(__name__)
@@ -1159,6 +1160,24 @@ def thermal_slope_um_per_degC(field_focus: dict, t_degC: float) -> float:
     ``field_focus`` block (:func:`thermal_shift_um`): ``s + 2 q dT``."""
     th = field_focus["thermal"]
     return float(th["s_um_per_degC"] + 2 * th["q_um_per_degC2"] * (t_degC - th["t_ref_degC"]))
+
+
+def solve_thermal(th: dict, target_um, near_degC):
+    """The TRP1 temperature (degC) nearest ``near_degC`` where ``b + s d + q d^2`` equals
+    ``target_um`` (``d = T - t_ref``); the linear solution where the curve has no root.
+    Scalars or arrays of one shape (element by element)."""
+    b, s, q, t_ref = th["b_um"], th["s_um_per_degC"], th["q_um_per_degC2"], th["t_ref_degC"]
+    target, near = np.asarray(target_um, float), np.asarray(near_degC, float)
+    lin = t_ref + (target - b) / s
+    if abs(q) < 1e-12:
+        out = lin
+    else:
+        disc = s * s - 4 * q * (b - target)
+        root = np.sqrt(np.maximum(disc, 0.0))
+        r1 = t_ref + (-s + root) / (2 * q)
+        r2 = t_ref + (-s - root) / (2 * q)
+        out = np.where(disc < 0, lin, np.where(np.abs(r1 - near) <= np.abs(r2 - near), r1, r2))
+    return float(out) if out.ndim == 0 else out
 
 
 def physics_labels(frames, report: dict) -> np.ndarray:

@@ -39,9 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
-from plato_cnn.forward import field_distance_deg, thermal_shift_um, thermal_slope_um_per_degC
+from plato_cnn.forward import (
+    field_distance_deg,
+    solve_thermal,
+    thermal_shift_um,
+    thermal_slope_um_per_degC,
+)
 from plato_cnn.nn.card import inorbit_model_dir
-from plato_cnn.offset_correction import fit_offset_correction, solve_thermal
+from plato_cnn.offset_correction import fit_offset_correction
 from plato_cnn.robust import robust_mean
 from plato_sim.errors import DataError, ParameterError
 
@@ -303,7 +308,8 @@ def corrected_shift(
         return robust_mean(values, sig, outlier_sigmas=OUTLIER_SIGMAS)
 
     g_temp = cal.shift_at_temperature_um(temperature_degC)
-    g_trp1 = float(mean_at(g_temp)[0])
+    at_temp = mean_at(g_temp)
+    g_trp1 = float(at_temp[0])
     warnings: list[str] = []
     g, n_sol = g_trp1, 1
     if index == "focus":
@@ -331,7 +337,7 @@ def corrected_shift(
             f"the camera's shift {g_eval:+.1f} um lies outside the ground plateaux' "
             f"{min(gp):+.1f} .. {max(gp):+.1f} um: the bias is extrapolated as constant"
         )
-    mean, s_stat, kept, birge = mean_at(g_eval)
+    mean, s_stat, kept, birge = at_temp if index == "trp1" else mean_at(g_eval)
     return dict(shift_um=float(mean if index == "trp1" else g), sigma_stat_um=float(s_stat),
                 kept=kept, birge=float(birge), field_offset_um=c,
                 bias_um=cal.bias_at(idx, w, g_eval), shift_trp1_um=g_trp1, solutions=int(n_sol),

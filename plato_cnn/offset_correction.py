@@ -31,7 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from plato_cnn.forward import field_distance_deg, thermal_shift_um, thermal_slope_um_per_degC
+from plato_cnn.forward import (
+    field_distance_deg,
+    solve_thermal,
+    thermal_shift_um,
+    thermal_slope_um_per_degC,
+)
 from plato_sim.errors import DataError, ParameterError
 
 __all__ = [
@@ -41,7 +46,6 @@ __all__ = [
     "fit_offset_correction",
     "measure_offset_correction",
     "load_offset_correction",
-    "solve_thermal",
 ]
 
 log = logging.getLogger(__name__)
@@ -302,24 +306,6 @@ def recheck_sigma_degC(
     the systematic term (:func:`recheck_systematic_degC`) in quadrature."""
     sys_degC = recheck_systematic_degC(n_plateaux, change_degC, spread_degC) or 0.0
     return float(np.sqrt(sigma_fields_degC**2 + sigma_first_degC**2 + sys_degC**2))
-
-
-def solve_thermal(th: dict, target_um, near_degC):
-    """The TRP1 temperature (degC) nearest ``near_degC`` where ``b + s d + q d^2`` equals
-    ``target_um`` (``d = T - t_ref``); the linear solution where the curve has no root.
-    Scalars or arrays of one shape (element by element)."""
-    b, s, q, t_ref = th["b_um"], th["s_um_per_degC"], th["q_um_per_degC2"], th["t_ref_degC"]
-    target, near = np.asarray(target_um, float), np.asarray(near_degC, float)
-    lin = t_ref + (target - b) / s
-    if abs(q) < 1e-12:
-        out = lin
-    else:
-        disc = s * s - 4 * q * (b - target)
-        root = np.sqrt(np.maximum(disc, 0.0))
-        r1 = t_ref + (-s + root) / (2 * q)
-        r2 = t_ref + (-s - root) / (2 * q)
-        out = np.where(disc < 0, lin, np.where(np.abs(r1 - near) <= np.abs(r2 - near), r1, r2))
-    return float(out) if out.ndim == 0 else out
 
 
 def load_offset_correction(path: str | Path) -> OffsetCorrection:

@@ -107,7 +107,7 @@ def test_other_model_and_bad_input_refused(tmp_path):
 
 
 def test_recheck_measures_the_focus_change_on_the_earlier_physics():
-    from plato_cnn.offset_correction import solve_thermal
+    from plato_cnn.forward import solve_thermal
 
     fr = _frames()
     lab = _labels(fr)
