@@ -321,14 +321,15 @@ def focus_check(
                            ground_index, warnings)  # fmt: skip
         c_um[sel] = gc["field_offset_um"]
         mean, s_stat, keep, birge = gc["shift_um"], gc["sigma_stat_um"], gc["kept"], gc["birge"]
-        s_sys = ground_systematic_um() if systematic else 0.0
+        s_sys = ground_systematic_um(ground) if systematic else 0.0
         s_g = math.hypot(s_stat, s_sys)
         t_bf, s0 = ground.best_focus_temperature(temperature_degC, mean)
         ss = 0.0
         dt, dt_sig = t_bf - temperature_degC, delta_t_sigma_degC(s_g, s0)
         ground_info = {k: gc[k] for k in ("index", "solutions", "shift_trp1_um")}
         ground_info.update(camera=ground.camera, bias_rms_um=ground.spread_um,
-                           ground_bft_degC=ground.ground_bft_degC)  # fmt: skip
+                           ground_bft_degC=ground.ground_bft_degC,
+                           outside_model=ground.forward_outside_model)  # fmt: skip
     used = np.zeros(n, bool)
     used[sel[keep]] = True
     wk = 1.0 / sig[sel][keep] ** 2
@@ -401,7 +402,15 @@ def _ground_shift(ground, desc: ModelCard, field, mu, sig, pos, t_degC, index, w
     cam = field.header.get("camera")
     if cam is not None and str(cam) != ground.camera:
         warnings.append(warn(f"ground calibration of camera {ground.camera} applied to {cam}"))
-    if ground.forward_warnings:
+    if ground.forward_outside_model:
+        warnings.append(
+            warn(
+                f"outside what the model knows: the ground forward fit of {ground.camera} was "
+                "flagged outside its wavefront basis; its labels and map may be off and sigma "
+                "holds the outside-model term (docs/inorbit.md, section 6)"
+            )
+        )
+    elif ground.forward_warnings:
         warnings.append(
             warn(
                 f"the ground forward fit of {ground.camera} carried {len(ground.forward_warnings)}"
@@ -472,7 +481,14 @@ def _ground_reliance(fc: FocusCheck, desc: ModelCard) -> dict:
         "systematic_sigma": (
             f"{fc.shift_sigma_sys_um:.2f} um, calibrated on emulated design-family cameras "
             "through the whole ground chain (plato_cnn.ground_calibration."
-            "GROUND_SYSTEMATIC_UM); coverage out of family in docs/inorbit.md, section 6"
+            "GROUND_SYSTEMATIC_UM)"
+            + (
+                ", with the outside-model term for a flagged ground fit (GROUND_OUTSIDE_MODEL_UM, "
+                "calibrated on flagged cameras of a family the network never saw)"
+                if g.get("outside_model")
+                else ""
+            )
+            + "; coverage out of family in docs/inorbit.md, section 6"
         ),
     }
 

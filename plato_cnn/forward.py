@@ -1526,6 +1526,11 @@ def _chi2_tables(c, chi2_state, chi2_red, n_par, stamp_px):
     return dict(field=chi2_field, plateau=chi2_plateau, worst=worst_f, outside=outside)
 
 
+#: Said by the warning of a fit flagged ``outside_model`` (read back by files that predate
+#: the flag, e.g. :func:`plato_cnn.ground_calibration.load_ground_calibration`).
+OUTSIDE_MODEL_PHRASE = "not described by the fitted wavefront basis"
+
+
 def _fit_warnings(c, chi2_tab, chi2_red, t_bf, warnings_out) -> None:
     """Outside-model, one-plateau and extrapolation warnings (issued and collected)."""
     t_pl, s_prior = c.t_pl, c.s_prior
@@ -1535,9 +1540,8 @@ def _fit_warnings(c, chi2_tab, chi2_red, t_bf, warnings_out) -> None:
             warn(
                 f"forward fit: reduced chi^2 {chi2_red:.2f} (worst field {worst_f}: "
                 f"{chi2_tab['field'][worst_f]:.2f}; thresholds {CHI2_WARN}, "
-                f"{CHI2_WARN_FIELD}): the camera's images are not described by the fitted "
-                "wavefront basis (an aberration outside it?); T_BF may be biased beyond its "
-                "sigma"
+                f"{CHI2_WARN_FIELD}): the camera's images are {OUTSIDE_MODEL_PHRASE} (an "
+                "aberration outside it?); T_BF may be biased beyond its sigma"
             )
         )
         if beyond_calibration(c.n_pl, chi2_red):

@@ -135,6 +135,28 @@ def test_round_trip_and_bad_files(tmp_path):
         gcal.load_ground_calibration(tmp_path / "y.json")
 
 
+def test_flagged_ground_fit_widens_the_systematic_sigma_and_old_files_infer_the_flag(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(gcal, "GROUND_SYSTEMATIC_UM", 2.0)
+    monkeypatch.setattr(gcal, "GROUND_OUTSIDE_MODEL_UM", 1.5)
+    cal = _calibration()
+    flagged = gcal.GroundCalibration(**{**cal.__dict__, "forward_outside_model": True})
+    assert gcal.systematic_um(cal) == 2.0 and gcal.systematic_um() == 2.0
+    assert gcal.systematic_um(flagged) == pytest.approx(2.5)
+    back = gcal.load_ground_calibration(flagged.save(tmp_path / "f.json"))
+    assert back.forward_outside_model is True
+    # a file written before the flag was stored: the forward fit's chi^2 warning says it
+    from plato_cnn.forward import OUTSIDE_MODEL_PHRASE
+
+    for warnings, expected in (([f"images are {OUTSIDE_MODEL_PHRASE} (...)"], True), ([], False)):
+        d = json.loads((tmp_path / "f.json").read_text())
+        del d["forward_outside_model"]
+        d["forward_warnings"] = warnings
+        (tmp_path / "old.json").write_text(json.dumps(d))
+        assert gcal.load_ground_calibration(tmp_path / "old.json").forward_outside_model is expected
+
+
 # ----------------------------------------------------------------------------- with the model
 @pytest.fixture(scope="module")
 def ground(tmp_path_factory):
@@ -187,6 +209,15 @@ def test_focus_check_with_ground_calibration_and_its_command_line(ground, tmp_pa
     assert any("testcam" in w for w in fc.warnings)  # the imagettes are of another camera
     t_bf, _ = cal.best_focus_temperature(-77.0, fc.shift_um)
     assert fc.delta_t_degC == pytest.approx(t_bf + 77.0)
+    assert info["outside_model"] is False and not any("outside what" in w for w in fc.warnings)
+    # a ground fit flagged outside the model: same shift, wider sigma, said in the report
+    flagged = gcal.GroundCalibration(**{**cal.__dict__, "forward_outside_model": True})
+    with sampling.single_thread_torch():
+        fcf = focus_check(field, -77.0, ground=flagged)
+    assert fcf.shift_um == fc.shift_um and fcf.ground_calibration["outside_model"] is True
+    assert fcf.shift_sigma_sys_um == pytest.approx(gcal.systematic_um(flagged))
+    assert fcf.shift_sigma_sys_um >= fc.shift_sigma_sys_um
+    assert any("outside what the model knows" in w for w in fcf.warnings)
     out = tmp_path / "g.json"
     assert cnn_main(["ground-calibration", "--campaign", str(camp), "--forward-json", str(fwd),
                      "--out", str(out)]) == 0  # fmt: skip
