@@ -233,6 +233,17 @@ REGISTRY: tuple[Benchmark, ...] = (
         "(a rerun reads them: ~5 min)",
     ),
     Benchmark(
+        "inorbit_ground_calibration_highorder_mild",
+        "Outside-model term of the ground-corrected check (mild high-order calibration cameras)",
+        quick_args=("--quick", "--family", "highorder-mild", "--calibrate"),
+        full_args=("--family", "highorder-mild", "--calibrate"),
+        expected_quick_s=200,
+        expected_full_s=1200,
+        module_name="inorbit_ground",
+        notes="seeds 1000-1007; prints GROUND_OUTSIDE_MODEL_UM (ground fits kept under "
+        "out/inorbit_ground)",
+    ),
+    Benchmark(
         "memory",
         "Peak memory of generating and pretraining on a dataset streamed from disk",
         expected_quick_s=60,

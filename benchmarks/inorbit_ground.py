@@ -62,6 +62,9 @@ QUICK = dict(cameras=1, n_stars="100", max_subsets=2)
 METHODS = ("shipped", "ground_focus", "ground_trp1")
 #: Calibration cameras' first seed (the in-orbit check's own calibration seeds).
 CALIBRATION_SEED = 1000
+#: The outside-model term is measured on the flagged cameras when at least this many are
+#: flagged, else on all the calibration cameras (a rule set before its first measurement).
+MIN_FLAGGED_CAMERAS = 4
 
 
 def _ground(job: dict, cam, t_bf_ground: float) -> tuple:
@@ -206,8 +209,9 @@ def systematic_from(records: list[dict], n_stars: int = 100) -> dict:
     calibration records: the offset in use plus the mean residual; the residuals' RMS beyond
     the statistical sigma, with the mean (the sigma of the offset in use) and about it (the
     sigma were the mean residual added to the offset).  Over the cameras whose ground fit is
-    flagged outside the model, the outside-model term: their residuals' RMS beyond the
-    statistical sigma and :data:`~plato_cnn.ground_calibration.GROUND_SYSTEMATIC_UM`
+    flagged outside the model (all cameras where fewer than :data:`MIN_FLAGGED_CAMERAS` are),
+    the outside-model term: their residuals' RMS beyond the statistical sigma and
+    :data:`~plato_cnn.ground_calibration.GROUND_SYSTEMATIC_UM`
     (:data:`~plato_cnn.ground_calibration.GROUND_OUTSIDE_MODEL_UM`)."""
     from plato_cnn.ground_calibration import GROUND_SYSTEMATIC_UM, GROUND_TO_ORBIT_UM
 
@@ -221,15 +225,18 @@ def systematic_from(records: list[dict], n_stars: int = 100) -> dict:
     sys_um = float(np.sqrt(max(0.0, np.mean(res**2) - stat2)))
     sys_about = float(np.sqrt(max(0.0, np.mean((res - res.mean()) ** 2) - stat2)))
     flagged = [r for r in ok if r.get("ground_outside_model")]
+    n_flagged = len({r["camera_seed"] for r in flagged})
     outside = None
     if flagged:
-        res_f = np.array([r["shift_error_um"] for r in flagged])
-        stat_f = np.array([r["shift_sigma_stat_um"] for r in flagged])
+        # the flagged cameras' sets, or all where too few cameras are flagged to measure it
+        use = flagged if n_flagged >= MIN_FLAGGED_CAMERAS else ok
+        res_f = np.array([r["shift_error_um"] for r in use])
+        stat_f = np.array([r["shift_sigma_stat_um"] for r in use])
         beyond = np.mean(res_f**2) - np.mean(stat_f**2) - (GROUND_SYSTEMATIC_UM or 0.0) ** 2
         outside = dict(ground_outside_model_um=float(np.sqrt(max(0.0, beyond))),
-                       n_sets=len(flagged), cameras=len({r["camera_seed"] for r in flagged}),
-                       residual_rms_um=_rms(res_f), residual_mean_um=float(res_f.mean()),
-                       stat_sigma_rms_um=_rms(stat_f),
+                       n_sets=len(use), cameras=len({r["camera_seed"] for r in use}),
+                       flagged_cameras=n_flagged, residual_rms_um=_rms(res_f),
+                       residual_mean_um=float(res_f.mean()), stat_sigma_rms_um=_rms(stat_f),
                        systematic_in_use_um=float(GROUND_SYSTEMATIC_UM or 0.0))  # fmt: skip
     return dict(ground_to_orbit_um=float(GROUND_TO_ORBIT_UM + res.mean()),
                 offset_in_use_um=float(GROUND_TO_ORBIT_UM), residual_mean_um=float(res.mean()),
@@ -270,7 +277,8 @@ def markdown(result: dict) -> str:
             "no ground fit flagged outside the model"
             if not o
             else f"outside-model term {o['ground_outside_model_um']:.3f} um ({o['n_sets']} sets "
-            f"of {c['n_stars']} stars, {o['cameras']} flagged cameras; residual "
+            f"of {c['n_stars']} stars of {o['cameras']} cameras, {o['flagged_cameras']} of them "
+            f"flagged, all taken below {MIN_FLAGGED_CAMERAS}; residual "
             f"{o['residual_rms_um']:.3f} um RMS, mean {o['residual_mean_um']:+.3f}, statistical "
             f"sigma {o['stat_sigma_rms_um']:.3f}, systematic in use "
             f"{o['systematic_in_use_um']:.3f})"

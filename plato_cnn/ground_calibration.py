@@ -95,10 +95,13 @@ GROUND_SYSTEMATIC_UM: float | None = 2.061
 #: the network's training).  Measured on emulated cameras of a family the in-orbit network
 #: never saw, in an amplitude range other than the benchmark's high-order family's:
 #: highorder-mild, seeds 1000-1007 (``python -m benchmarks.inorbit_ground --family
-#: highorder-mild --calibrate``), over the sets of 100 stars of the cameras whose ground fit
-#: was flagged, as ``sqrt(mean(residual^2) - mean(sigma_stat^2) - GROUND_SYSTEMATIC_UM^2)``.
-#: None: not calibrated (0, with a logged warning).
-GROUND_OUTSIDE_MODEL_UM: float | None = None
+#: highorder-mild --calibrate``), as ``sqrt(mean(residual^2) - mean(sigma_stat^2) -
+#: GROUND_SYSTEMATIC_UM^2)`` over sets of 100 stars.  The rule set before the run took the
+#: flagged cameras' sets if at least 4 cameras were flagged, else all 8: 3 were (their own
+#: value 0: residual 2.17 um RMS), so all 80 sets (residual 2.25 um RMS, statistical sigma
+#: 0.86).  Small: what the milder family costs lies within the design term; on the benchmark's
+#: high-order family it covers little (docs/inorbit.md, section 6).  None: not calibrated.
+GROUND_OUTSIDE_MODEL_UM: float | None = 0.290
 
 
 @dataclass(frozen=True)

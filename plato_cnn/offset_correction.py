@@ -404,7 +404,8 @@ def fit_offset_correction(
         model_card_sha256=model_card_sha256,
         camera=str(frames.camera),
     )
-    log.info(
+    # debug: the commands that build on it (offset-correction, ground-calibration) say their own
+    log.debug(
         "offset correction of %s: %d fields x %d plateaux, offsets %.2f um RMS, their "
         "standard errors %.2f um RMS", frames.camera, n_f, n_p, corr.spread_um, corr.noise_um,
     )  # fmt: skip
