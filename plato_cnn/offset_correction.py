@@ -360,29 +360,41 @@ def measure_offset_correction(
 
 
 def fit_offset_correction(
-    frames, mu_um: np.ndarray, labels_um: np.ndarray, model_card_sha256: str
+    frames,
+    mu_um: np.ndarray,
+    labels_um: np.ndarray,
+    model_card_sha256: str,
+    sigma_um: np.ndarray | None = None,
 ) -> OffsetCorrection:
     """The correction of one camera's campaign: its frames, the network's offsets ``mu_um``
     and the frames' physics labels ``labels_um`` (um; NaN labels are left out).
+
+    Each cell (field position, plateau) holds the mean error of its frames; with ``sigma_um``
+    (the network's per-frame sigma, um) the mean weighted by ``1 / sigma^2``, as an estimate
+    that combines the frames with those weights sees them (the network's error is not the
+    same for its confident and its unsure readings).
 
     Raises:
         DataError: labelled frames on fewer than 2 plateaux.
     """
     mu, lab = np.asarray(mu_um, float), np.asarray(labels_um, float)
     ok = np.isfinite(mu) & np.isfinite(lab)
+    wt = np.ones_like(mu) if sigma_um is None else 1.0 / np.asarray(sigma_um, float) ** 2
+    ok &= np.isfinite(wt)
     plateaux, p_idx = np.unique(frames.obsid[ok], return_inverse=True)
     if len(plateaux) < 2:
         raise DataError("an offset correction needs labelled frames on >= 2 plateaux")
     fields, f_idx = np.unique(frames.field_id[ok], return_inverse=True)
     n_f, n_p = len(fields), len(plateaux)
     g = f_idx.ravel() * n_p + p_idx.ravel()
-    err = mu[ok] - lab[ok]
+    err, w = mu[ok] - lab[ok], wt[ok]
     cnt = np.bincount(g, minlength=n_f * n_p).astype(float)
-    s1 = np.bincount(g, err, minlength=n_f * n_p)
-    s2 = np.bincount(g, err**2, minlength=n_f * n_p)
+    sw = np.bincount(g, w, minlength=n_f * n_p)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = s1 / cnt
-        var = np.maximum(s2 / cnt - mean**2, 0.0) / np.maximum(cnt - 1.0, 1.0)
+        mean = np.bincount(g, w * err, minlength=n_f * n_p) / sw
+        # standard error of the (weighted) mean from the frames' scatter about it
+        dev2 = np.bincount(g, (w * (err - mean[g])) ** 2, minlength=n_f * n_p)
+        var = dev2 / sw**2 * cnt / np.maximum(cnt - 1.0, 1.0)
     t_p = np.bincount(p_idx.ravel(), frames.temperature_degC[ok]) / np.bincount(p_idx.ravel())
     order = np.argsort(t_p)
     table = mean.reshape(n_f, n_p)[:, order]

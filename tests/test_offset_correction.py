@@ -59,6 +59,23 @@ def test_bias_of_each_field_and_plateau_measured_and_removed():
     assert before > 8.0 and after.max() < 2.0
 
 
+def test_weighted_cells_take_the_inverse_variance_mean():
+    fr = _frames(per_group=2)
+    lab = _labels(fr)
+    first = np.arange(len(lab)) % 2 == 0  # each cell: one confident frame, one unsure
+    err = np.where(first, 1.0, 4.0)
+    sig = np.where(first, 1.0, 2.0)
+    plain = fit_offset_correction(fr, lab + err, lab, SHA)
+    weighted = fit_offset_correction(fr, lab + err, lab, SHA, sigma_um=sig)
+    assert np.allclose(plain.offset_um, 2.5)
+    assert np.allclose(weighted.offset_um, (1.0 + 4.0 / 4.0) / 1.25)  # weights 1 and 1/4
+    # the standard error of the weighted mean from the frames' scatter (2 frames)
+    m = 1.6
+    se = np.sqrt(((1.0 * (1.0 - m)) ** 2 + (0.25 * (4.0 - m)) ** 2) / 1.25**2 * 2.0)
+    assert weighted.noise_um == pytest.approx(se)
+    assert plain.noise_um == pytest.approx(1.5)  # |1 - 4| / 2
+
+
 def test_unknown_field_gets_mean_over_fields_and_camera_mismatch_warns(caplog):
     fr = _frames()
     lab = _labels(fr)
