@@ -277,8 +277,8 @@ def markdown(result: dict) -> str:
             "no ground fit flagged outside the model"
             if not o
             else f"outside-model term {o['ground_outside_model_um']:.3f} um ({o['n_sets']} sets "
-            f"of {c['n_stars']} stars of {o['cameras']} cameras, {o['flagged_cameras']} of them "
-            f"flagged, all taken below {MIN_FLAGGED_CAMERAS}; residual "
+            f"of {c['n_stars']} stars of {o['cameras']} cameras; {o['flagged_cameras']} flagged, "
+            f"all cameras taken where fewer than {MIN_FLAGGED_CAMERAS} are; residual "
             f"{o['residual_rms_um']:.3f} um RMS, mean {o['residual_mean_um']:+.3f}, statistical "
             f"sigma {o['stat_sigma_rms_um']:.3f}, systematic in use "
             f"{o['systematic_in_use_um']:.3f})"

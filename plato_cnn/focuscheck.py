@@ -118,7 +118,8 @@ class FocusCheck:
         warnings: human-readable notes.
         ground_calibration: with a ground calibration, what it did (``index``,
             ``solutions``, ``shift_trp1_um``, ``camera``, ``bias_rms_um``,
-            ``ground_bft_degC``); ``s_prior_um_per_degC`` is then the ground fit's slope at
+            ``ground_bft_degC``, ``outside_model``: the ground fit was flagged and sigma holds
+            the outside-model term); ``s_prior_um_per_degC`` is then the ground fit's slope at
             the estimated T_BF with sigma 0 (not propagated).  None without.
     """
 
