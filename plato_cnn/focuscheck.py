@@ -485,7 +485,7 @@ def _ground_reliance(fc: FocusCheck, desc: ModelCard) -> dict:
             "GROUND_SYSTEMATIC_UM)"
             + (
                 ", with the outside-model term for a flagged ground fit (GROUND_OUTSIDE_MODEL_UM, "
-                "calibrated on flagged cameras of a family the network never saw)"
+                "calibrated on cameras of a family the network never saw)"
                 if g.get("outside_model")
                 else ""
             )

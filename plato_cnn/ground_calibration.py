@@ -288,7 +288,7 @@ def measure_ground_calibration(
         forward_warnings=tuple(str(w) for w in report.get("warnings", ())),
         forward_outside_model=bool(report.get("outside_model", False)),
     )
-    log.info(
+    log.debug(  # the command prints its own summary
         "ground calibration of %s: %d positions x %d plateaux, in-orbit network's bias %.2f um "
         "RMS (standard errors %.2f um), ground T_BF %.2f degC", cal.camera, len(cal.theta_deg),
         len(cal.plateau_degC), cal.spread_um, cal.noise_um, bft,
