@@ -115,6 +115,25 @@ def test_field_interpolation_exact_at_a_ground_position_and_weighted_between():
     assert np.all((c >= lo) & (c <= hi))
 
 
+def test_field_map_follows_a_curved_focal_surface_between_ground_positions():
+    rng = np.random.default_rng(3)
+    th, ph = rng.uniform(1.0, 18.0, 24), rng.uniform(0.0, 360.0, 24)
+
+    def surface(t, p):  # field curvature and a saddle (um)
+        h = np.asarray(t) / gcal.FIELD_RADIUS_DEG
+        return 12.0 * h**2 - 4.0 + 3.0 * h**2 * np.cos(2 * np.radians(p))
+
+    cal = gcal.GroundCalibration(**{**_calibration().__dict__, "theta_deg": tuple(th),
+                                    "phi_deg": tuple(ph), "field_offset_um": tuple(surface(th, ph)),
+                                    "bias_um": ((0.0,) * 5,) * 24})  # fmt: skip
+    assert cal.field_offsets(th[:3], ph[:3]) == pytest.approx(surface(th[:3], ph[:3]), abs=1e-9)
+    t, p = rng.uniform(2.0, 17.0, 200), rng.uniform(0.0, 360.0, 200)
+    trend = cal.field_offsets(t, p) - surface(t, p)
+    idw = cal.field_offsets_at(*cal.neighbours(t, p)) - surface(t, p)
+    assert np.abs(trend).max() < 1e-6  # the surface lies in the trend's terms
+    assert np.sqrt(np.mean(idw**2)) > 0.1  # what inverse-distance weighting alone misses
+
+
 def test_round_trip_and_bad_files(tmp_path):
     cal = _calibration()
     bias = [list(r) for r in cal.bias_um]
