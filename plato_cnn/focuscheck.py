@@ -461,8 +461,9 @@ def _ground_reliance(fc: FocusCheck, desc: ModelCard) -> dict:
     return {
         "field_offsets": (
             f"c(theta, phi) from the forward fit of camera {g['camera']}'s ground campaign "
-            "(per-field EEF-optimal focus less its best focus), inverse-distance weighted over "
-            f"the nearest ground positions; weighted mean over the stars used "
+            "(per-field EEF-optimal focus less its best focus): a Zernike trend over the field "
+            "plus the nearest ground positions' departures from it; weighted mean over the stars "
+            "used "
             f"{fc.field_offset_mean_um:+.2f} um"
         ),
         "thermal_sensitivity": (
