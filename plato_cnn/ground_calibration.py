@@ -162,13 +162,8 @@ class GroundCalibration:
     def neighbours(self, theta_deg, phi_deg) -> tuple[np.ndarray, np.ndarray]:
         """Indices ``(n, k)`` of the nearest ground positions of each star and their
         normalised inverse-squared-distance weights (focal-plane distance, deg)."""
-        th, ph = (
-            np.atleast_1d(np.asarray(theta_deg, float)),
-            np.atleast_1d(np.asarray(phi_deg, float)),
-        )
-        g_th, g_ph = np.asarray(self.theta_deg), np.radians(np.asarray(self.phi_deg))
-        gx, gy = g_th * np.cos(g_ph), g_th * np.sin(g_ph)
-        x, y = th * np.cos(np.radians(ph)), th * np.sin(np.radians(ph))
+        gx, gy = _focal_xy_deg(self.theta_deg, self.phi_deg)
+        x, y = _focal_xy_deg(theta_deg, phi_deg)
         d = np.hypot(x[:, None] - gx[None, :], y[:, None] - gy[None, :])
         k = min(IDW_NEIGHBOURS, len(gx))
         idx = np.argsort(d, axis=1)[:, :k]
@@ -180,16 +175,17 @@ class GroundCalibration:
         distance weighted alone (:meth:`field_offsets` is what the check uses)."""
         return np.sum(np.asarray(self.field_offset_um)[idx] * w, axis=1)
 
-    def field_offsets(self, theta_deg, phi_deg) -> np.ndarray:
+    def field_offsets(self, theta_deg, phi_deg, neighbours=None) -> np.ndarray:
         """``c`` (um) at field positions: the least-squares Zernike trend of the ground
         positions' ``c_f`` (:data:`MAP_TREND_TERMS`) plus the inverse-distance-weighted
         residuals of the :data:`IDW_NEIGHBOURS` nearest positions (exact at a ground
-        position)."""
+        position); ``neighbours``: those positions' ``(idx, w)`` if already found
+        (:meth:`neighbours`)."""
         c_f = np.asarray(self.field_offset_um, float)
         n = next(k for k in MAP_TREND_TERMS if 2 * k <= len(c_f) or k == 1)
         a_g = _trend_basis(self.theta_deg, self.phi_deg, n)
         coef = np.linalg.lstsq(a_g, c_f, rcond=None)[0]
-        idx, w = self.neighbours(theta_deg, phi_deg)
+        idx, w = neighbours if neighbours is not None else self.neighbours(theta_deg, phi_deg)
         resid = c_f - a_g @ coef
         return _trend_basis(theta_deg, phi_deg, n) @ coef + np.sum(resid[idx] * w, axis=1)
 
@@ -356,7 +352,7 @@ def corrected_shift(
         raise ParameterError(f"index={index!r}: 'focus' or 'trp1'")
     mu, sig = np.asarray(mu_um, float), np.asarray(sigma_um, float)
     idx, w = cal.neighbours(theta_deg, phi_deg)
-    c = cal.field_offsets(theta_deg, phi_deg)
+    c = cal.field_offsets(theta_deg, phi_deg, (idx, w))
 
     def mean_at(g: float) -> tuple:
         values = mu - cal.bias_at(idx, w, g) - GROUND_TO_ORBIT_UM + c
@@ -399,12 +395,19 @@ def corrected_shift(
                 index=index, warnings=warnings)  # fmt: skip
 
 
-def _trend_basis(theta_deg, phi_deg, n_terms: int) -> np.ndarray:
-    """``(N, n_terms)`` Noll Z1.. at focal-plane field positions ``theta (cos phi, sin phi)``
-    normalised by the field radius."""
-    th = np.atleast_1d(np.asarray(theta_deg, float)) / FIELD_RADIUS_DEG
+def _focal_xy_deg(theta_deg, phi_deg) -> tuple[np.ndarray, np.ndarray]:
+    """Field positions in the focal plane's angular coordinates ``theta (cos phi, sin phi)``
+    (deg), where the ground positions' distances and the map's trend are taken."""
+    th = np.atleast_1d(np.asarray(theta_deg, float))
     ph = np.radians(np.atleast_1d(np.asarray(phi_deg, float)))
-    return zernike_basis(n_terms, th * np.cos(ph), th * np.sin(ph)).T
+    return th * np.cos(ph), th * np.sin(ph)
+
+
+def _trend_basis(theta_deg, phi_deg, n_terms: int) -> np.ndarray:
+    """``(N, n_terms)`` Noll Z1.. (a least-squares basis: their normalisation does not
+    matter) at the focal-plane positions normalised by the field radius."""
+    x, y = _focal_xy_deg(theta_deg, phi_deg)
+    return zernike_basis(n_terms, x / FIELD_RADIUS_DEG, y / FIELD_RADIUS_DEG).T
 
 
 def systematic_um(cal: GroundCalibration | None = None) -> float:
