@@ -72,13 +72,19 @@ def _ground(job: dict, cam, t_bf_ground: float) -> tuple:
     report (fitted or read back)."""
     from plato_cnn.forward import forward_bft
     from plato_cnn.reader import read_campaign
+    from plato_sim.scenes.design import CampaignDesign
     from plato_sim.scenes.ground_test import emulate_or_load
 
     keep = Path(job["keep_dir"]) / job["family"]
     cdir = keep / f"campaign_{job['seed']}"
     t0 = time.perf_counter()
+    # a nodal camera brings its own diffusion and detected OGSE spectrum; the other families
+    # take the emulator's
+    own = {}
+    if hasattr(cam, "engine"):
+        own = dict(engine=cam.engine(), spectrum=cam.spectrum(CampaignDesign().n_wavelengths))
     truth = emulate_or_load(cdir, camera_model=cam.model(), bft_degC=t_bf_ground,
-                            seed=job["seed"], camera_name=f"C{job['seed']}")  # fmt: skip
+                            seed=job["seed"], camera_name=f"C{job['seed']}", **own)  # fmt: skip
     t_emulate = time.perf_counter() - t0
     fr = read_campaign(cdir)
     fr = fr.select(fr.usable)
@@ -101,12 +107,16 @@ def _oracle_report(truth: dict, fr, cam) -> dict:
     what the chain gives when the ground fit is exact): each ground position's EEF-optimal
     thermal shift (OGSE spectrum, as the truth's), the true thermal model and T_BF."""
     from plato_cnn.forward import field_distance_deg
+    from plato_sim.scenes.design import CampaignDesign
     from plato_sim.truth.bestfocus import field_best_focus_um
 
     th, ph = np.asarray(truth["fields"]["theta_deg"]), np.asarray(truth["fields"]["phi_deg"])
     d = field_distance_deg(th, ph, fr.field_theta_deg, fr.field_phi_deg)
     used = np.unique(np.argmin(d, axis=1))
-    best, _ = field_best_focus_um(cam.model().optics, th[used], ph[used])
+    own = {}
+    if hasattr(cam, "engine"):
+        own = dict(spectrum=cam.spectrum(CampaignDesign().n_wavelengths), engine=cam.engine())
+    best, _ = field_best_focus_um(cam.model().optics, th[used], ph[used], **own)
     t = truth["thermal"]
     thermal = dict(t_ref_degC=t["t0_degC"], b_um=0.0, s_um_per_degC=t["s_um_per_degC"],
                    q_um_per_degC2=t["q_um_per_degC2"])  # fmt: skip
@@ -132,7 +142,12 @@ def _job(job: dict) -> list[dict]:
     launch = float(
         np.random.default_rng(job["seed"] + 5000).uniform(-1.0, 1.0) * job["launch_shift"]
     )
-    cam = make_camera(job["seed"], bft_degC=t_bf, family=job["family"])
+    if job["family"] == "nodal":
+        from plato_sim.scenes.inorbit_nodal import make_nodal_camera
+
+        cam = make_nodal_camera(job["seed"], bft_degC=t_bf)
+    else:
+        cam = make_camera(job["seed"], bft_degC=t_bf, family=job["family"])
     truth, fr, rep, times = _ground(job, cam, t_bf - launch)
     loaded = load_model(inorbit_model_dir())
     t0 = time.perf_counter()
@@ -141,7 +156,8 @@ def _job(job: dict) -> list[dict]:
     dt_true = float(rng.uniform(-job["dt_range"], job["dt_range"]))
     temp = t_bf - dt_true
     f = emulate_imagettes(cam, temp, max(job["n_stars"]), seed=int(rng.integers(2**31)),
-                          camera_name=f"C{job['seed']}")  # fmt: skip
+                          camera_name=f"C{job['seed']}",
+                          engine=cam.engine() if hasattr(cam, "engine") else None)  # fmt: skip
     g_true = float(f.truth["dz_th_um"] - f.truth["dz_bf_um"])
     order = np.random.default_rng(job["seed"] + 7).permutation(len(f.stars))
     base = dict(camera_seed=job["seed"], family=job["family"], labels=job["labels"], bft_degC=t_bf,
@@ -304,9 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes (one per camera)")
     ap.add_argument(
         "--family",
-        choices=("design", "highorder", "highorder-mild"),
+        choices=("design", "highorder", "highorder-mild", "nodal"),
         default="design",
-        help="the cameras' optical family (the high-order ones: never seen by the network)",
+        help="the cameras' optical family (the high-order ones: never seen by the network; "
+        "nodal: seen by no training or calibration, scored only)",
     )
     ap.add_argument("--keep-dir", default="out/inorbit_ground",
                     help="ground campaigns and forward reports kept here")  # fmt: skip
@@ -324,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         "or the outside-model term (a family the network never saw)",
     )
     args = parse_with_quick(ap, argv, QUICK)
+    if args.calibrate and args.family == "nodal":
+        ap.error("--calibrate: the nodal family scores the check, it calibrates nothing")
     seed0 = args.seed if args.seed is not None else (CALIBRATION_SEED if args.calibrate else 2000)
     n_stars = sorted(int(x) for x in args.n_stars.split(","))
     jobs = [

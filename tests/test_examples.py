@@ -521,3 +521,13 @@ def test_out_of_family_field_rows_are_cross_checked_by_the_classical_fit_as_bft_
         ev["results"][2]["bft"] = -80.6  # within DISAGREE_SIGMAS: unchanged
         rows = {r["row"]: r for r in oof.with_cross_checks(ev)["results"]}
         assert not rows[fam]["outside"] and rows[fam]["sigma"] == 0.2
+
+
+# ---------------------------------------------------------------- benchmarks/inorbit_ground.py
+def test_inorbit_ground_scores_the_nodal_family_and_never_calibrates_on_it(capsys):
+    """The nodal family scores the corrected in-orbit check; it must not calibrate its terms."""
+    import benchmarks.inorbit_ground as ig
+
+    with pytest.raises(SystemExit) as exc:
+        ig.main(["--family", "nodal", "--calibrate"])
+    assert exc.value.code == 2 and "calibrates nothing" in capsys.readouterr().err

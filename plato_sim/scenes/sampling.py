@@ -81,6 +81,7 @@ __all__ = [
     "render_spectrum",
     "CameraEntry",
     "best_focus_grid",
+    "best_focus_map_basis",
     "build_camera",
     "focus_reach_um",
     "reachable_q_um_per_degC2",
@@ -486,7 +487,7 @@ class CameraEntry:
     ) -> np.ndarray:
         """Interpolated EEF-optimal thermal focal shift (um) at field positions."""
         optics = optics or self.model().optics
-        rest = _map_basis(theta_deg, phi_deg, self.field_radius_deg).T @ np.asarray(
+        rest = best_focus_map_basis(theta_deg, phi_deg, self.field_radius_deg).T @ np.asarray(
             self.map_coef_um
         )
         return rest - optics.field_focal_offset_um(theta_deg, phi_deg)
@@ -513,7 +514,9 @@ class CameraEntry:
         return cls(**kw)
 
 
-def _map_basis(theta_deg, phi_deg, radius_deg: float) -> np.ndarray:
+def best_focus_map_basis(theta_deg, phi_deg, radius_deg: float) -> np.ndarray:
+    """The best-focus map's polynomials (Noll ``_MAP_NOLL`` over the field normalised by
+    ``radius_deg``) at field positions: shape ``(len(_MAP_NOLL), n)``."""
     h = np.atleast_1d(np.asarray(theta_deg, float)) / radius_deg
     ph = np.radians(np.atleast_1d(np.asarray(phi_deg, float)))
     full = zernike_basis(max(_MAP_NOLL), h * np.cos(ph), h * np.sin(ph))
@@ -644,14 +647,14 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
         )
         radius = float(cfg["fields"]["radius_deg"])
         rest = dz_opt + optics.field_focal_offset_um(gth, gph)
-        coef, *_ = np.linalg.lstsq(_map_basis(gth, gph, radius).T, rest, rcond=None)
+        coef, *_ = np.linalg.lstsq(best_focus_map_basis(gth, gph, radius).T, rest, rcond=None)
         tth, tph = ground_test_fields()
         if bf["camera"] == "exact":
             dz_bf, _ = best_focus_shift_um(
                 optics, tth, tph, sp, engine, int(bf["n_sub"]), float(bf["half_width_um"])
             )
         else:
-            rest_t = _map_basis(tth, tph, radius).T @ coef
+            rest_t = best_focus_map_basis(tth, tph, radius).T @ coef
             dz_bf = float(np.mean(rest_t - optics.field_focal_offset_um(tth, tph)))
     s, q = model.thermal.s_um_per_degC, model.thermal.q_um_per_degC2
     t0 = t_bf - float(ThermalModel(s, 0.0, q).temperature_degC(dz_bf))
