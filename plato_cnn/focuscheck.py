@@ -29,7 +29,8 @@ aberrations do, and the network's side-of-focus head reports it.  ``sign_ambiguo
 when the stars' side-of-focus votes are split (mean probability between 0.2 and 0.8), as in
 :mod:`plato_cnn.fit`.  Near best focus that is expected (each star lies within a few um of
 its own optimum, on either side) and the recommended change is then within its sigma of
-zero; far from focus it flags an estimate whose direction cannot be trusted.
+zero: the flag alone says it (logged, not warned).  Farther than 2 sigma from zero it
+flags an estimate whose direction cannot be trusted, with a warning.
 
 The report says what leans on the optical model (``model_reliance``).
 
@@ -41,6 +42,7 @@ The shipped model (``plato_cnn/data/inorbit_model``, 0.8 MB) was made by the com
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,6 +64,8 @@ __all__ = [
     "attach_focus_map",
     "calibrate_focus_check",
 ]
+
+log = logging.getLogger(__name__)
 
 #: A star whose 3x3 peak is below this many noise sigmas is "no detectable star".
 MIN_PEAK_SNR = 5.0
@@ -336,17 +340,18 @@ def focus_check(
     wk = 1.0 / sig[sel][keep] ** 2
     p_mean = float(np.sum(wk * pb[sel][keep]) / np.sum(wk))
     ambiguous = SIGN_BOUNDS[0] < p_mean < SIGN_BOUNDS[1]
-    if ambiguous:
+    # near best focus split votes are what a focused camera gives: the flag says it, a
+    # warning would fire on most good checks; far from focus they make the direction unsure
+    if ambiguous and abs(dt) > 2 * dt_sig:
         warnings.append(
             warn(
                 f"side of focus undecided by the stars (mean P(behind) = {p_mean:.2f}): "
-                + (
-                    "expected near best focus"
-                    if abs(dt) <= 2 * dt_sig
-                    else "the direction of the change is not reliable"
-                )
+                "the direction of the change is not reliable"
             )
         )
+    elif ambiguous:
+        log.info("side of focus undecided by the stars (mean P(behind) = %.2f), as expected "
+                 "within 2 sigma of best focus", p_mean)  # fmt: skip
     n_out = int((~keep).sum())
     if n_out:
         warnings.append(warn(f"{n_out} stars rejected as outliers (> {OUTLIER_SIGMAS:g} sigma)"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -249,6 +250,19 @@ def test_focus_check_recovers_a_large_defocus(camera, delta_t_degC):
     assert abs(fc.delta_t_degC - delta_t_degC) < max(fc.delta_t_sigma_degC, 0.5)
     assert not fc.sign_ambiguous
     assert fc.n_used >= 70 and fc.drops["saturated"] == 0
+
+
+def test_split_votes_at_best_focus_set_the_flag_without_a_warning(camera):
+    """At best focus each star lies on either side of its own optimum: the flag says it, a
+    warning would fire on most good checks (one is kept for |dT| > 2 sigma)."""
+    t = camera.bft_degC
+    f = im.emulate_imagettes(camera, t, 40, seed=3, v_mag_range=(9.0, 12.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fc = focus_check(f, t)
+    assert fc.sign_ambiguous and abs(fc.delta_t_degC) <= 2 * fc.delta_t_sigma_degC
+    assert not [w for w in caught if "side of focus" in str(w.message)]
+    assert not [w for w in fc.warnings if "side of focus" in w]
 
 
 def test_focus_check_cli(tmp_path, camera, field):
