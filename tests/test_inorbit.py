@@ -325,5 +325,14 @@ def test_a_nodal_camera_is_imaged_with_its_own_diffusion_and_truths():
                                         f.stars["phi_deg"], cam.spectrum(3), cam.engine(),
                                         4, 100.0, search="fast")  # fmt: skip
     assert np.abs(f.truth["star_truth"]["dz_field_best_um"] - direct).max() < 1.5
+    # its QE droop acts on the stars as on the lamp: fewer electrons, most of them lost in the
+    # red (a 3500 K star loses a larger share than a 7500 K one)
+    qe = cam.model().qe_factor
+    assert a.qe_droop > 0 and qe(500.0) == 1.0 and qe(1000.0) == pytest.approx(1 - a.qe_droop)
+    optics_cam = cam.model().optics.camera
+    ratio = im.stellar_electrons(optics_cam, 11.0, [3500.0, 7500.0], 21.0, qe) / (
+        im.stellar_electrons(optics_cam, 11.0, [3500.0, 7500.0], 21.0)
+    )
+    assert np.all(ratio < 1.0) and ratio[0] < ratio[1]
     with pytest.raises(ParameterError, match="seed"):
         nod.draw_nodal_camera(-1)

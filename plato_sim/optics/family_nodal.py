@@ -304,10 +304,13 @@ class NodalCamera(FamilyCamera):
         def lamp(lam):
             return lam * (1.0 + self.ogse_slope * (lam - 750.0) / 250.0)
 
-        def droop(lam):
-            return 1.0 - self.qe_droop * ((lam - 500.0) / 500.0) ** 2
+        return binned_rate_spectrum(self.optics.camera, lamp, n, f"nodal-ogse{n}", self.qe_factor)
 
-        return binned_rate_spectrum(self.optics.camera, lamp, n, f"nodal-ogse{n}", droop)
+    def qe_factor(self, wavelength_nm) -> np.ndarray:
+        """This camera's QE over the design's at ``wavelength_nm`` (the droop ``gamma``): it
+        acts on every source it detects, the OGSE lamp on the ground and the stars in orbit."""
+        lam = np.asarray(wavelength_nm, dtype=float)
+        return 1.0 - self.qe_droop * ((lam - 500.0) / 500.0) ** 2
 
     def relative_illumination(self, theta_deg, phi_deg) -> np.ndarray:
         """Flux factor of vignetting at each field position (1 on axis)."""

@@ -72,6 +72,7 @@ same bits.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -151,17 +152,24 @@ def _bb_photon_shape(lam_nm: np.ndarray, teff_K: np.ndarray) -> np.ndarray:
 
 
 def stellar_electrons(
-    camera: Camera, v_mag: np.ndarray | float, teff_K: np.ndarray | float, exptime_s: float
+    camera: Camera,
+    v_mag: np.ndarray | float,
+    teff_K: np.ndarray | float,
+    exptime_s: float,
+    qe_factor: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Detected electrons of stars of magnitude ``V`` and effective temperature ``Teff`` (K).
 
     Blackbody photon spectrum scaled to ``FLUX_V0_PHOTONS_PER_S_M2_NM * 10**(-0.4 V)`` at
-    ``V_REFERENCE_NM``, times the pupil area, the exposure (s), the transmission and the QE,
+    ``V_REFERENCE_NM``, times the pupil area, the exposure (s), the transmission and the QE
+    (times ``qe_factor(lambda_nm)``, a camera's QE over the design's, where given),
     integrated over the camera's band.  Broadcasts ``v_mag`` and ``teff_K``.
     """
     v, t = np.broadcast_arrays(np.asarray(v_mag, float), np.asarray(teff_K, float))
     lam = np.linspace(camera.band_nm[0], camera.band_nm[1], 501)
     resp = camera.transmission_at(lam) * camera.qe_at(lam)
+    if qe_factor is not None:
+        resp = resp * qe_factor(lam)
     tt = t.reshape(-1, 1)
     shape = _bb_photon_shape(lam[None, :], tt) / _bb_photon_shape(V_REFERENCE_NM, tt)
     per_v0 = np.trapezoid(shape * resp[None, :], lam, axis=1).reshape(t.shape)
@@ -170,12 +178,18 @@ def stellar_electrons(
 
 
 def sky_electrons_per_px(
-    camera: Camera, exptime_s: float, photons_per_px_s: float = SKY_PHOTONS_PER_PX_S
+    camera: Camera,
+    exptime_s: float,
+    photons_per_px_s: float = SKY_PHOTONS_PER_PX_S,
+    qe_factor: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> float:
-    """Detected sky electrons per pixel in an exposure (s), from in-band photons/px/s."""
+    """Detected sky electrons per pixel in an exposure (s), from in-band photons/px/s
+    (``qe_factor``: as :func:`stellar_electrons`)."""
     lam = np.linspace(camera.band_nm[0], camera.band_nm[1], 501)
     w = _bb_photon_shape(lam, SKY_TEFF_K)
     resp = camera.transmission_at(lam) * camera.qe_at(lam)
+    if qe_factor is not None:
+        resp = resp * qe_factor(lam)
     mean_resp = float(np.trapezoid(w * resp, lam) / np.trapezoid(w, lam))
     return float(photons_per_px_s) * exptime_s * mean_resp
 
@@ -277,6 +291,7 @@ def render_windows(
     size_px: int,
     drift_px: np.ndarray | None = None,
     n_wavelengths: int = 10,
+    qe_factor: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Noise-free windows: the fraction of each star's detected photons per CCD pixel.
 
@@ -294,6 +309,8 @@ def render_windows(
         drift_px: ``(B, 2)`` linear motion ``(d_row, d_col)`` over the exposure (CCD pixels),
             centred on the star's position; None for none.
         n_wavelengths: blackbody wavelength samples.
+        qe_factor: a camera's QE over the design's (a function of the wavelength in nm)
+            reweighting every star's detected spectrum; None for the design's QE.
 
     Returns:
         ``(B, size_px, size_px)`` float64, ``[row, col]`` in the CCD's axes.
@@ -305,6 +322,9 @@ def render_windows(
     spectra = [blackbody_spectrum(cam, float(t), n_wavelengths) for t in teff]
     lam = np.asarray(spectra[0].wavelengths_nm) if spectra else np.zeros(0)
     w = np.array([s.weights for s in spectra]).reshape(b, -1)
+    if qe_factor is not None and lam.size:
+        w = w * qe_factor(lam)[None, :]
+        w = w / w.sum(axis=1, keepdims=True)
     ref = Spectrum(tuple(lam), tuple(np.full(lam.size, 1.0 / max(1, lam.size))), "ref")
     z = optics.zernikes_nm(theta_deg, phi_deg, dz_th_um, lam)  # (S, L, J)
     drift = np.zeros((b, 2)) if drift_px is None else np.asarray(drift_px, float)
@@ -471,6 +491,10 @@ def emulate_imagettes(
     model = camera.model()
     optics = model.optics
     cam = optics.camera
+    # a family camera's own QE shape acts on the stars as on the ground lamp: it moves the
+    # chromatic focus (the design and high-order cameras have none: their bits are unchanged);
+    # vignetting, a flux loss of at most 15 % at the field edge, is left to the ground frames
+    qe_factor = getattr(model, "qe_factor", None)
     det = detector or in_orbit_detector()
     eng = _engine_with_jitter(engine, cam, jitter_rms_arcsec)
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4)]
@@ -499,9 +523,10 @@ def emulate_imagettes(
         size_px,
         drift,
         n_wavelengths,
+        qe_factor,
     )
-    flux = stellar_electrons(cam, v, teff, exptime_s)
-    sky = sky_electrons_per_px(cam, exptime_s, sky_photons_per_px_s)
+    flux = stellar_electrons(cam, v, teff, exptime_s, qe_factor)
+    sky = sky_electrons_per_px(cam, exptime_s, sky_photons_per_px_s, qe_factor)
     e_img = flux[:, None, None] * frac
     e_img = e_img + _smear(e_img, cam, exptime_s) + sky
     pattern = det.fixed_pattern(e_img.shape, r_det)

@@ -14,10 +14,11 @@ Its truths follow the definition of docs/facts.md ("Best-focus temperature"): T_
 the field-averaged expected EEF over the 40 ground-test positions, with the camera's own
 detected OGSE spectrum and diffusion, as the ground campaign emulator computes it.
 
-In orbit the stars are blackbodies through the design band, transmission and QE
-(:func:`plato_sim.scenes.inorbit.stellar_electrons`): the nodal camera's QE droop and OGSE lamp
-tilt act on the ground only, and its vignetting (a flux loss) is not applied to the stars.
-Its diffusion acts on both.
+In orbit the stars are blackbodies through the design band and transmission and the camera's
+own QE (the design's times its droop, :meth:`NodalCamera.qe_factor`, as on the ground: with
+the family's strong chromatic focal shift the QE's shape moves the focus a star is seen at);
+its charge diffusion acts on both; the OGSE lamp's tilt acts on the ground only; its
+vignetting, a flux loss of at most 15 % at the field edge, is not applied to the stars.
 
 Draws: ``SeedSequence([NODAL_SEED_TAG, seed], spawn_key=(INORBIT_SPAWN_KEY,))``, a stream no
 ground-test evaluation set of the family uses.
