@@ -65,6 +65,10 @@ CALIBRATION_SEED = 1000
 #: The outside-model term is measured on the flagged cameras when at least this many are
 #: flagged, else on all the calibration cameras (a rule set before its first measurement).
 MIN_FLAGGED_CAMERAS = 4
+#: The sensitivity threshold (:data:`plato_cnn.ground_calibration.SENSITIVITY_OUTSIDE`) is this
+#: fraction of the smallest sensitivity of the design calibration cameras' sets (a rule set
+#: before its first measurement: 10 % below anything seen in family).
+SENSITIVITY_OUTSIDE_FRACTION = 0.9
 
 
 def _ground(job: dict, cam, t_bf_ground: float) -> tuple:
@@ -185,7 +189,10 @@ def _job(job: dict) -> list[dict]:
                            error_degC=fc.delta_t_degC - dt_true, shift_est_um=fc.shift_um,
                            shift_error_um=fc.shift_um - g_true,
                            shift_sigma_stat_um=fc.shift_sigma_stat_um, n_used=fc.n_used,
-                           solutions=(fc.ground_calibration or {}).get("solutions"))  # fmt: skip
+                           solutions=(fc.ground_calibration or {}).get("solutions"),
+                           sensitivity=(fc.ground_calibration or {}).get("sensitivity"),
+                           check_outside_model=bool((fc.ground_calibration or {})
+                                                    .get("outside_model", False)))  # fmt: skip
                 out.append(rec)
     return out
 
@@ -229,28 +236,37 @@ def systematic_from(records: list[dict], n_stars: int = 100) -> dict:
     the outside-model term: their residuals' RMS beyond the statistical sigma and
     :data:`~plato_cnn.ground_calibration.GROUND_SYSTEMATIC_UM`
     (:data:`~plato_cnn.ground_calibration.GROUND_OUTSIDE_MODEL_UM`)."""
-    from plato_cnn.ground_calibration import GROUND_SYSTEMATIC_UM, GROUND_TO_ORBIT_UM
+    from plato_cnn.ground_calibration import (
+        GROUND_SYSTEMATIC_UM,
+        GROUND_TO_ORBIT_UM,
+        sensitivity_scale,
+    )
 
     ok = [
         r
         for r in records
         if r["method"] == "ground_focus" and r["n_stars"] == n_stars and "error_degC" in r
     ]
-    res = np.array([r["shift_error_um"] for r in ok])
-    stat2 = float(np.mean(np.array([r["shift_sigma_stat_um"] for r in ok]) ** 2))
+    # the terms live before the sensitivity (errors of the corrected mean F): each set's
+    # residual and statistical sigma times the scale its check divided them by
+    scale = np.array([sensitivity_scale(r.get("sensitivity", 1.0)) for r in ok])
+    res = np.array([r["shift_error_um"] for r in ok]) * scale
+    stat2 = float(np.mean((np.array([r["shift_sigma_stat_um"] for r in ok]) * scale) ** 2))
     sys_um = float(np.sqrt(max(0.0, np.mean(res**2) - stat2)))
     sys_about = float(np.sqrt(max(0.0, np.mean((res - res.mean()) ** 2) - stat2)))
-    flagged = [r for r in ok if r.get("ground_outside_model")]
-    n_flagged = len({r["camera_seed"] for r in flagged})
+    k_all = np.array([r.get("sensitivity", 1.0) for r in ok])
+    flagged = [i for i, r in enumerate(ok) if r.get("check_outside_model",
+                                                     r.get("ground_outside_model"))]  # fmt: skip
+    n_flagged = len({ok[i]["camera_seed"] for i in flagged})
     outside = None
     if flagged:
         # the flagged cameras' sets, or all where too few cameras are flagged to measure it
-        use = flagged if n_flagged >= MIN_FLAGGED_CAMERAS else ok
-        res_f = np.array([r["shift_error_um"] for r in use])
-        stat_f = np.array([r["shift_sigma_stat_um"] for r in use])
+        use = flagged if n_flagged >= MIN_FLAGGED_CAMERAS else list(range(len(ok)))
+        res_f = res[use]
+        stat_f = np.array([ok[i]["shift_sigma_stat_um"] for i in use]) * scale[use]
         beyond = np.mean(res_f**2) - np.mean(stat_f**2) - (GROUND_SYSTEMATIC_UM or 0.0) ** 2
         outside = dict(ground_outside_model_um=float(np.sqrt(max(0.0, beyond))),
-                       n_sets=len(use), cameras=len({r["camera_seed"] for r in use}),
+                       n_sets=len(use), cameras=len({ok[i]["camera_seed"] for i in use}),
                        flagged_cameras=n_flagged, residual_rms_um=_rms(res_f),
                        residual_mean_um=float(res_f.mean()), stat_sigma_rms_um=_rms(stat_f),
                        systematic_in_use_um=float(GROUND_SYSTEMATIC_UM or 0.0))  # fmt: skip
@@ -259,6 +275,8 @@ def systematic_from(records: list[dict], n_stars: int = 100) -> dict:
                 ground_systematic_um=sys_um, ground_systematic_about_mean_um=sys_about,
                 n_sets=len(ok), n_stars=n_stars, cameras=len({r["camera_seed"] for r in ok}),
                 residual_rms_um=_rms(res), stat_sigma_rms_um=float(np.sqrt(stat2)),
+                sensitivity_min=float(k_all.min()), sensitivity_median=float(np.median(k_all)),
+                sensitivity_outside=float(SENSITIVITY_OUTSIDE_FRACTION * k_all.min()),
                 outside_model=outside)  # fmt: skip
 
 
@@ -288,9 +306,14 @@ def markdown(result: dict) -> str:
             f"{c['n_stars']} stars, {c['cameras']} cameras; residual {c['residual_rms_um']:.3f} "
             f"um RMS, statistical sigma {c['stat_sigma_rms_um']:.3f})"
         )
+        lines.append(
+            f"sensitivity k over the sets: min {c['sensitivity_min']:.3f}, median "
+            f"{c['sensitivity_median']:.3f}; {SENSITIVITY_OUTSIDE_FRACTION:g} x min = "
+            f"{c['sensitivity_outside']:.3f} (SENSITIVITY_OUTSIDE, from the design family)"
+        )
         o = c.get("outside_model")
         lines.append(
-            "no ground fit flagged outside the model"
+            "no camera flagged outside the model"
             if not o
             else f"outside-model term {o['ground_outside_model_um']:.3f} um ({o['n_sets']} sets "
             f"of {c['n_stars']} stars of {o['cameras']} cameras; {o['flagged_cameras']} flagged, "

@@ -49,8 +49,14 @@ from pathlib import Path
 
 import numpy as np
 
+from plato_cnn import ground_calibration as gcal
 from plato_cnn.fit import SIGN_BOUNDS
-from plato_cnn.ground_calibration import corrected_shift, delta_t_sigma_degC
+from plato_cnn.ground_calibration import (
+    corrected_shift,
+    delta_t_sigma_degC,
+    low_sensitivity,
+    sensitivity_scale,
+)
 from plato_cnn.ground_calibration import systematic_um as ground_systematic_um
 from plato_cnn.nn.card import ModelCard, inorbit_model_dir, load_model, update_model_json
 from plato_cnn.robust import robust_mean
@@ -122,9 +128,11 @@ class FocusCheck:
         warnings: human-readable notes.
         ground_calibration: with a ground calibration, what it did (``index``,
             ``solutions``, ``shift_trp1_um``, ``camera``, ``bias_rms_um``,
-            ``ground_bft_degC``, ``outside_model``: the ground fit was flagged and sigma holds
-            the outside-model term); ``s_prior_um_per_degC`` is then the ground fit's slope at
-            the estimated T_BF with sigma 0 (not propagated).  None without.
+            ``ground_bft_degC``, ``sensitivity``: the share of a focus change that the
+            corrected stars show, by which sigma is divided, ``low_sensitivity``: it lies below
+            what calibration saw, ``outside_model``: that or a flagged ground fit, and sigma
+            holds the outside-model term); ``s_prior_um_per_degC`` is then the ground fit's
+            slope at the estimated T_BF with sigma 0 (not propagated).  None without.
     """
 
     temperature_degC: float
@@ -326,15 +334,30 @@ def focus_check(
                            ground_index, warnings)  # fmt: skip
         c_um[sel] = gc["field_offset_um"]
         mean, s_stat, keep, birge = gc["shift_um"], gc["sigma_stat_um"], gc["kept"], gc["birge"]
-        s_sys = ground_systematic_um(ground) if systematic else 0.0
+        k_sens = gc["sensitivity"]
+        low_k = low_sensitivity(k_sens, ground_index)
+        if low_k:
+            warnings.append(
+                warn(
+                    f"outside what the model knows: corrected by the ground table, the stars "
+                    f"follow {k_sens:.2f} of a change of this camera's focus (sensitivity below "
+                    f"{gcal.SENSITIVITY_OUTSIDE:.2f}); sigma holds the outside-model term "
+                    "(docs/inorbit.md, section 6)"
+                )
+            )
+        # an error of the corrected mean moves the solution of g = F(g) by itself over k
+        scale = sensitivity_scale(k_sens, ground_index)
+        s_sys = ground_systematic_um(ground, outside=low_k) / scale if systematic else 0.0
+        s_stat = s_stat / scale
         s_g = math.hypot(s_stat, s_sys)
         t_bf, s0 = ground.best_focus_temperature(temperature_degC, mean)
         ss = 0.0
         dt, dt_sig = t_bf - temperature_degC, delta_t_sigma_degC(s_g, s0)
         ground_info = {k: gc[k] for k in ("index", "solutions", "shift_trp1_um")}
         ground_info.update(camera=ground.camera, bias_rms_um=ground.spread_um,
-                           ground_bft_degC=ground.ground_bft_degC,
-                           outside_model=ground.forward_outside_model)  # fmt: skip
+                           ground_bft_degC=ground.ground_bft_degC, sensitivity=float(k_sens),
+                           low_sensitivity=bool(low_k),
+                           outside_model=bool(ground.forward_outside_model or low_k))  # fmt: skip
     used = np.zeros(n, bool)
     used[sel[keep]] = True
     wk = 1.0 / sig[sel][keep] ** 2
@@ -490,9 +513,16 @@ def _ground_reliance(fc: FocusCheck, desc: ModelCard) -> dict:
             "through the whole ground chain (plato_cnn.ground_calibration."
             "GROUND_SYSTEMATIC_UM)"
             + (
-                ", with the outside-model term for a flagged ground fit (GROUND_OUTSIDE_MODEL_UM, "
-                "calibrated on cameras of a family the network never saw)"
+                ", with the outside-model term for a flagged ground fit or a low sensitivity "
+                "(GROUND_OUTSIDE_MODEL_UM, calibrated on cameras of a family the network never "
+                "saw)"
                 if g.get("outside_model")
+                else ""
+            )
+            + (
+                f"; divided, with the statistical sigma, by the network's sensitivity "
+                f"{g['sensitivity']:.2f} on this camera"
+                if g.get("sensitivity") is not None and g.get("index") == "focus"
                 else ""
             )
             + "; coverage out of family in docs/inorbit.md, section 6"

@@ -154,6 +154,27 @@ def test_round_trip_and_bad_files(tmp_path):
         gcal.load_ground_calibration(tmp_path / "y.json")
 
 
+def test_sensitivity_is_how_far_the_solution_moves_for_an_error_of_the_mean():
+    """k = 1 + the stars' mean bias slope at the solution; an error e of every star's offset
+    moves the focus-indexed shift by e / k, so its sigma is divided by k."""
+    cal = _calibration()
+    t = BFT + 1.0
+    g_true = float(_dz(t) - _dz(BFT))
+    mu, sig, th, ph = _stars(cal, g_true, seed=5, noise_um=0.5)
+    a = gcal.corrected_shift(cal, mu, sig, th, ph, t, index="focus")
+    f = np.rint(np.interp(th, np.asarray(cal.theta_deg), np.arange(len(cal.theta_deg))))
+    slope = (_bias(f, a["shift_um"] + 0.5) - _bias(f, a["shift_um"] - 0.5)) / 1.0
+    k = a["sensitivity"]
+    assert k == pytest.approx(1.0 + np.sum(slope[a["kept"]]) / a["kept"].sum(), abs=1e-6)
+    assert 0.5 < k < 1.5 and k != pytest.approx(1.0, abs=0.02)
+    b = gcal.corrected_shift(cal, mu + 0.4, sig, th, ph, t, index="focus")
+    assert b["shift_um"] - a["shift_um"] == pytest.approx(0.4 / k, rel=0.05)
+    assert gcal.sensitivity_scale(k) == pytest.approx(abs(k))
+    assert gcal.sensitivity_scale(0.01) == gcal.SENSITIVITY_FLOOR
+    assert gcal.sensitivity_scale(0.01, "trp1") == 1.0 and not gcal.low_sensitivity(0.0, "trp1")
+    assert gcal.low_sensitivity(0.5) is (gcal.SENSITIVITY_OUTSIDE is not None)
+
+
 def test_flagged_ground_fit_widens_the_systematic_sigma_and_old_files_infer_the_flag(
     tmp_path, monkeypatch
 ):
@@ -163,6 +184,7 @@ def test_flagged_ground_fit_widens_the_systematic_sigma_and_old_files_infer_the_
     flagged = gcal.GroundCalibration(**{**cal.__dict__, "forward_outside_model": True})
     assert gcal.systematic_um(cal) == 2.0 and gcal.systematic_um() == 2.0
     assert gcal.systematic_um(flagged) == pytest.approx(2.5)
+    assert gcal.systematic_um(cal, outside=True) == pytest.approx(2.5)  # the check's own flag
     back = gcal.load_ground_calibration(flagged.save(tmp_path / "f.json"))
     assert back.forward_outside_model is True
     # a file written before the flag was stored: the forward fit's chi^2 warning says it
@@ -214,7 +236,7 @@ def test_measured_on_a_campaign_with_the_in_orbit_model(ground):
         gcal.measure_ground_calibration(fr, {k: v for k, v in report.items() if k != "field_focus"})
 
 
-def test_focus_check_with_ground_calibration_and_its_command_line(ground, tmp_path):
+def test_focus_check_with_ground_calibration_and_its_command_line(ground, tmp_path, monkeypatch):
     camp, fwd, _, _, cal = ground
     with sampling.single_thread_torch():
         cam = im.make_camera(21, bft_degC=-78.0, exact=False, n_wavelengths=3)
@@ -228,15 +250,29 @@ def test_focus_check_with_ground_calibration_and_its_command_line(ground, tmp_pa
     assert any("testcam" in w for w in fc.warnings)  # the imagettes are of another camera
     t_bf, _ = cal.best_focus_temperature(-77.0, fc.shift_um)
     assert fc.delta_t_degC == pytest.approx(t_bf + 77.0)
-    assert info["outside_model"] is False and not any("outside what" in w for w in fc.warnings)
+    scale = gcal.sensitivity_scale(info["sensitivity"])
+    assert info["outside_model"] is info["low_sensitivity"]
+    assert info["low_sensitivity"] is (info["sensitivity"] < gcal.SENSITIVITY_OUTSIDE)
+    assert any("outside what" in w for w in fc.warnings) is info["low_sensitivity"]
+    assert fc.shift_sigma_sys_um == pytest.approx(
+        gcal.systematic_um(cal, outside=info["low_sensitivity"]) / scale
+    )
     # a ground fit flagged outside the model: same shift, wider sigma, said in the report
     flagged = gcal.GroundCalibration(**{**cal.__dict__, "forward_outside_model": True})
     with sampling.single_thread_torch():
         fcf = focus_check(field, -77.0, ground=flagged)
     assert fcf.shift_um == fc.shift_um and fcf.ground_calibration["outside_model"] is True
-    assert fcf.shift_sigma_sys_um == pytest.approx(gcal.systematic_um(flagged))
+    assert fcf.shift_sigma_sys_um == pytest.approx(gcal.systematic_um(flagged) / scale)
     assert fcf.shift_sigma_sys_um >= fc.shift_sigma_sys_um
     assert any("outside what the model knows" in w for w in fcf.warnings)
+    # a sensitivity below the calibrated range: the check's own flag, same estimate
+    monkeypatch.setattr(gcal, "SENSITIVITY_OUTSIDE", info["sensitivity"] + 0.1)
+    with sampling.single_thread_torch():
+        fck = focus_check(field, -77.0, ground=cal)
+    k_info = fck.ground_calibration
+    assert k_info["low_sensitivity"] and k_info["outside_model"] and fck.shift_um == fc.shift_um
+    assert any("stars follow" in w and "outside what" in w for w in fck.warnings)
+    monkeypatch.undo()
     out = tmp_path / "g.json"
     assert cnn_main(["ground-calibration", "--campaign", str(camp), "--forward-json", str(fwd),
                      "--out", str(out)]) == 0  # fmt: skip
