@@ -17,17 +17,23 @@ Rows per (family, method, N): RMS of the TRP1 change's error, its 68 % range wit
 resampled, bias, the fraction within the stated sigma, the median sigma, and the RMS of the
 common shift's residual (um) beside the statistical sigma.
 
-``--calibrate`` runs the design family on the calibration seeds (1000 and up, none of the
+``--calibrate`` runs a family on the calibration seeds (1000 and up, none of the
 benchmark's) and prints, from the sets of 100 stars, the corrected check's ground-to-orbit
 offset (the offset in use plus the mean residual of the common shift, um:
-:data:`plato_cnn.ground_calibration.GROUND_TO_ORBIT_UM`) and its systematic sigma
-(``sqrt(mean(residual^2) - mean(sigma_stat^2))``, um:
-:data:`plato_cnn.ground_calibration.GROUND_SYSTEMATIC_UM`; also about the mean residual).
+:data:`plato_cnn.ground_calibration.GROUND_TO_ORBIT_UM`), its systematic sigma on the corrected
+mean ``F`` (``sqrt(mean((k residual)^2) - mean((k sigma_stat)^2))``, ``k`` each set's
+sensitivity, um: :data:`plato_cnn.ground_calibration.GROUND_SYSTEMATIC_UM`; also about the mean
+residual), the sensitivities (0.9 x the smallest of the design family's:
+:data:`plato_cnn.ground_calibration.SENSITIVITY_OUTSIDE`) and, for a family the network never
+saw, the outside-model term over the flagged cameras
+(:data:`plato_cnn.ground_calibration.GROUND_OUTSIDE_MODEL_UM`).  ``--family nodal`` (the
+cameras of :mod:`plato_sim.scenes.inorbit_nodal`, seen by no training or calibration) scores
+only: it refuses ``--calibrate``.
 
 Usage::
 
-    python -m benchmarks.inorbit_ground [--family design|highorder] [--cameras 8]
-        [--keep-dir out/inorbit_ground] [--json R.json] [--calibrate] [--quick]
+    python -m benchmarks.inorbit_ground [--family design|highorder|highorder-mild|nodal]
+        [--cameras 8] [--keep-dir out/inorbit_ground] [--json R.json] [--calibrate] [--quick]
 
 The ground campaigns and forward reports are kept under ``--keep-dir`` (a rerun reads them).
 ``--labels oracle`` (a diagnostic) replaces the forward fit by the camera's own optics: each
