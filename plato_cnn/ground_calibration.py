@@ -369,8 +369,6 @@ def corrected_shift(
     Raises:
         ParameterError: ``index`` not one of the two.
     """
-    from scipy.optimize import brentq
-
     if index not in ("focus", "trp1"):
         raise ParameterError(f"index={index!r}: 'focus' or 'trp1'")
     mu, sig = np.asarray(mu_um, float), np.asarray(sigma_um, float)
@@ -387,23 +385,7 @@ def corrected_shift(
     warnings: list[str] = []
     g, n_sol = g_trp1, 1
     if index == "focus":
-        grid = g_trp1 + np.linspace(-FOCUS_WINDOW_UM, FOCUS_WINDOW_UM, FOCUS_SCAN + 1)
-        res = np.array([mean_at(x)[0] - x for x in grid])
-        roots = []
-        for a, b, ra, rb in zip(grid[:-1], grid[1:], res[:-1], res[1:], strict=True):
-            if ra == 0.0:
-                roots.append(float(a))
-            elif ra * rb < 0.0:
-                roots.append(brentq(lambda x: mean_at(x)[0] - x, a, b, xtol=FOCUS_TOL_UM))
-        n_sol = len(roots)
-        if roots:
-            g = min(roots, key=lambda r: abs(r - g_trp1))
-        else:
-            warnings.append(
-                f"no common shift within {FOCUS_WINDOW_UM:.0f} um of the TRP1-indexed "
-                f"{g_trp1:+.2f} um reproduces itself: the TRP1-indexed value is kept"
-            )
-            g = g_trp1
+        g, n_sol = _fixed_point(lambda x: mean_at(x)[0], g_trp1, warnings)
     g_eval = g_temp if index == "trp1" else g
     gp = cal.plateau_shift_um
     if not min(gp) <= g_eval <= max(gp):
@@ -412,14 +394,43 @@ def corrected_shift(
             f"{min(gp):+.1f} .. {max(gp):+.1f} um: the bias is extrapolated as constant"
         )
     mean, s_stat, kept, birge = at_temp if index == "trp1" else mean_at(g_eval)
-    h = SENSITIVITY_STEP_UM
-    slope = (cal.bias_at(idx, w, g_eval + h) - cal.bias_at(idx, w, g_eval - h)) / (2.0 * h)
-    wk = 1.0 / sig[kept] ** 2
-    k = 1.0 + float(np.sum(wk * slope[kept]) / np.sum(wk))
+    k = _sensitivity(cal, idx, w, sig, kept, g_eval)
     return dict(shift_um=float(mean if index == "trp1" else g), sigma_stat_um=float(s_stat),
                 kept=kept, birge=float(birge), field_offset_um=c,
                 bias_um=cal.bias_at(idx, w, g_eval), shift_trp1_um=g_trp1, solutions=int(n_sol),
                 sensitivity=k, index=index, warnings=warnings)  # fmt: skip
+
+
+def _fixed_point(f, g_start: float, warnings: list[str]) -> tuple[float, int]:
+    """The solution of ``g = f(g)`` nearest ``g_start`` within ``+-FOCUS_WINDOW_UM`` (a scan
+    of ``FOCUS_SCAN`` steps, Brent's method in each sign change) and the number found; none:
+    ``g_start``, with a warning appended."""
+    from scipy.optimize import brentq
+
+    grid = g_start + np.linspace(-FOCUS_WINDOW_UM, FOCUS_WINDOW_UM, FOCUS_SCAN + 1)
+    res = np.array([f(x) - x for x in grid])
+    roots = []
+    for a, b, ra, rb in zip(grid[:-1], grid[1:], res[:-1], res[1:], strict=True):
+        if ra == 0.0:
+            roots.append(float(a))
+        elif ra * rb < 0.0:
+            roots.append(brentq(lambda x: f(x) - x, a, b, xtol=FOCUS_TOL_UM))
+    if not roots:
+        warnings.append(
+            f"no common shift within {FOCUS_WINDOW_UM:.0f} um of the TRP1-indexed "
+            f"{g_start:+.2f} um reproduces itself: the TRP1-indexed value is kept"
+        )
+        return float(g_start), 0
+    return float(min(roots, key=lambda r: abs(r - g_start))), len(roots)
+
+
+def _sensitivity(cal, idx, w, sigma_um, kept, shift_um: float) -> float:
+    """``1 +`` the kept stars' ``1/sigma^2``-weighted mean slope of their bias at
+    ``shift_um`` (central difference, :data:`SENSITIVITY_STEP_UM`)."""
+    h = SENSITIVITY_STEP_UM
+    slope = (cal.bias_at(idx, w, shift_um + h) - cal.bias_at(idx, w, shift_um - h)) / (2.0 * h)
+    wk = 1.0 / np.asarray(sigma_um)[kept] ** 2
+    return 1.0 + float(np.sum(wk * slope[kept]) / np.sum(wk))
 
 
 def sensitivity_scale(sensitivity: float, index: str = "focus") -> float:
