@@ -197,6 +197,7 @@ def _job(job: dict) -> list[dict]:
                            shift_sigma_stat_um=fc.shift_sigma_stat_um, n_used=fc.n_used,
                            solutions=(fc.ground_calibration or {}).get("solutions"),
                            sensitivity=(fc.ground_calibration or {}).get("sensitivity"),
+                           interp_sigma_um=(fc.ground_calibration or {}).get("interpolation_um"),
                            check_outside_model=bool((fc.ground_calibration or {})
                                                     .get("outside_model", False)))  # fmt: skip
                 out.append(rec)
@@ -258,6 +259,9 @@ def systematic_from(records: list[dict], n_stars: int = 100) -> dict:
     scale = np.array([sensitivity_scale(r.get("sensitivity", 1.0)) for r in ok])
     res = np.array([r["shift_error_um"] for r in ok]) * scale
     stat2 = float(np.mean((np.array([r["shift_sigma_stat_um"] for r in ok]) * scale) ** 2))
+    # the table's interpolation error is a sigma of its own (on F): the systematic is beyond it
+    interp = np.array([r.get("interp_sigma_um") or 0.0 for r in ok])
+    stat2 = stat2 + float(np.mean(interp**2))
     sys_um = float(np.sqrt(max(0.0, np.mean(res**2) - stat2)))
     sys_about = float(np.sqrt(max(0.0, np.mean((res - res.mean()) ** 2) - stat2)))
     k_all = np.array([r.get("sensitivity", 1.0) for r in ok])
@@ -269,7 +273,9 @@ def systematic_from(records: list[dict], n_stars: int = 100) -> dict:
         # the flagged cameras' sets, or all where too few cameras are flagged to measure it
         use = flagged if n_flagged >= MIN_FLAGGED_CAMERAS else list(range(len(ok)))
         res_f = res[use]
-        stat_f = np.array([ok[i]["shift_sigma_stat_um"] for i in use]) * scale[use]
+        stat_f = np.hypot(
+            np.array([ok[i]["shift_sigma_stat_um"] for i in use]) * scale[use], interp[use]
+        )
         beyond = np.mean(res_f**2) - np.mean(stat_f**2) - (GROUND_SYSTEMATIC_UM or 0.0) ** 2
         outside = dict(ground_outside_model_um=float(np.sqrt(max(0.0, beyond))),
                        n_sets=len(use), cameras=len({ok[i]["camera_seed"] for i in use}),
@@ -281,6 +287,7 @@ def systematic_from(records: list[dict], n_stars: int = 100) -> dict:
                 ground_systematic_um=sys_um, ground_systematic_about_mean_um=sys_about,
                 n_sets=len(ok), n_stars=n_stars, cameras=len({r["camera_seed"] for r in ok}),
                 residual_rms_um=_rms(res), stat_sigma_rms_um=float(np.sqrt(stat2)),
+                interp_sigma_rms_um=float(np.sqrt(np.mean(interp**2))),
                 sensitivity_min=float(k_all.min()), sensitivity_median=float(np.median(k_all)),
                 sensitivity_outside=float(SENSITIVITY_OUTSIDE_FRACTION * k_all.min()),
                 outside_model=outside)  # fmt: skip
@@ -310,7 +317,8 @@ def markdown(result: dict) -> str:
             f"systematic sigma {c['ground_systematic_um']:.3f} um (about the mean "
             f"{c['ground_systematic_about_mean_um']:.3f}; {c['n_sets']} sets of "
             f"{c['n_stars']} stars, {c['cameras']} cameras; residual {c['residual_rms_um']:.3f} "
-            f"um RMS, statistical sigma {c['stat_sigma_rms_um']:.3f})"
+            f"um RMS, statistical sigma {c['stat_sigma_rms_um']:.3f} with the table's "
+            f"interpolation error {c.get('interp_sigma_rms_um', 0.0):.3f})"
         )
         lines.append(
             f"sensitivity k over the sets: min {c['sensitivity_min']:.3f}, median "

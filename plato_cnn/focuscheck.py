@@ -347,7 +347,10 @@ def focus_check(
             )
         # an error of the corrected mean moves the solution of g = F(g) by itself over k
         scale = sensitivity_scale(k_sens, ground_index)
-        s_sys = ground_systematic_um(ground, outside=low_k) / scale if systematic else 0.0
+        s_sys = 0.0
+        if systematic:  # the calibrated term and the table's interpolation error, on F
+            s_sys = math.hypot(ground_systematic_um(ground, outside=low_k), gc["sigma_interp_um"])
+            s_sys = s_sys / scale
         s_stat = s_stat / scale
         s_g = math.hypot(s_stat, s_sys)
         t_bf, s0 = ground.best_focus_temperature(temperature_degC, mean)
@@ -356,6 +359,7 @@ def focus_check(
         ground_info = {k: gc[k] for k in ("index", "solutions", "shift_trp1_um")}
         ground_info.update(camera=ground.camera, bias_rms_um=ground.spread_um,
                            ground_bft_degC=ground.ground_bft_degC, sensitivity=float(k_sens),
+                           interpolation_um=float(gc["sigma_interp_um"]),
                            low_sensitivity=bool(low_k),
                            outside_model=bool(ground.forward_outside_model or low_k))  # fmt: skip
     used = np.zeros(n, bool)

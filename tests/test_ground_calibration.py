@@ -175,6 +175,29 @@ def test_sensitivity_is_how_far_the_solution_moves_for_an_error_of_the_mean():
     assert gcal.low_sensitivity(0.5) is (gcal.SENSITIVITY_OUTSIDE is not None)
 
 
+def test_interpolation_error_is_the_remainder_of_a_quadratic_table():
+    """A bias quadratic in g is read linearly between plateaux with the error f''/2 (g - g_j)
+    (g_j+1 - g) exactly; a linear table has none; beyond the plateaux it counts 0."""
+    base = _calibration(n_fields=3)
+    a = np.array([0.004, -0.01, 0.0])  # um per um^2; the third field linear in g
+    table = tuple(tuple(a[f] * GP**2 + 0.3 * GP) for f in range(3))
+    cal = gcal.GroundCalibration(**{**base.__dict__, "bias_um": table})
+    idx, w = np.arange(3)[:, None], np.ones((3, 1))
+    for g in (0.5 * (GP[1] + GP[2]), GP[3] - 3.0):
+        j = int(np.searchsorted(GP, g)) - 1
+        expected = np.abs(a) * (g - GP[j]) * (GP[j + 1] - g)
+        got = cal.interpolation_error_at(idx, w, g)
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+        true = a * g**2 + 0.3 * g
+        np.testing.assert_allclose(np.abs(cal.bias_at(idx, w, g) - true), expected, rtol=1e-9,
+                                   atol=1e-9)  # fmt: skip
+    assert np.all(cal.interpolation_error_at(idx, w, GP[-1] + 10.0) == 0.0)
+    t = BFT + 1.0
+    mu, sig, th, ph = _stars(cal, float(_dz(t) - _dz(BFT)), seed=2)
+    r = gcal.corrected_shift(cal, mu, sig, th, ph, t)
+    assert r["sigma_interp_um"] >= 0.0 and np.isfinite(r["sigma_interp_um"])
+
+
 def test_flagged_ground_fit_widens_the_systematic_sigma_and_old_files_infer_the_flag(
     tmp_path, monkeypatch
 ):
@@ -254,15 +277,19 @@ def test_focus_check_with_ground_calibration_and_its_command_line(ground, tmp_pa
     assert info["outside_model"] is info["low_sensitivity"]
     assert info["low_sensitivity"] is (info["sensitivity"] < gcal.SENSITIVITY_OUTSIDE)
     assert any("outside what" in w for w in fc.warnings) is info["low_sensitivity"]
+    assert info["interpolation_um"] >= 0.0
     assert fc.shift_sigma_sys_um == pytest.approx(
-        gcal.systematic_um(cal, outside=info["low_sensitivity"]) / scale
-    )
+        np.hypot(gcal.systematic_um(cal, outside=info["low_sensitivity"]),
+                 info["interpolation_um"]) / scale
+    )  # fmt: skip
     # a ground fit flagged outside the model: same shift, wider sigma, said in the report
     flagged = gcal.GroundCalibration(**{**cal.__dict__, "forward_outside_model": True})
     with sampling.single_thread_torch():
         fcf = focus_check(field, -77.0, ground=flagged)
     assert fcf.shift_um == fc.shift_um and fcf.ground_calibration["outside_model"] is True
-    assert fcf.shift_sigma_sys_um == pytest.approx(gcal.systematic_um(flagged) / scale)
+    assert fcf.shift_sigma_sys_um == pytest.approx(
+        np.hypot(gcal.systematic_um(flagged), info["interpolation_um"]) / scale
+    )
     assert fcf.shift_sigma_sys_um >= fc.shift_sigma_sys_um
     assert any("outside what the model knows" in w for w in fcf.warnings)
     # a sensitivity below the calibrated range: the check's own flag, same estimate
