@@ -113,7 +113,9 @@ class FocusCheck:
         temperature_degC: TRP1 temperature of the imagettes.
         shift_um, shift_sigma_um: ``dz_th(T) - dz_th(T_BF)`` and its 1-sigma (> 0: the
             detector lies behind best focus).
-        shift_sigma_stat_um, shift_sigma_sys_um: its statistical and systematic parts.
+        shift_sigma_stat_um, shift_sigma_sys_um: its statistical and systematic parts (with a
+            ground calibration: divided by the network's sensitivity; the systematic part holds
+            the table's interpolation error).
         delta_t_degC, delta_t_sigma_degC: recommended TRP1 change ``T_BF - T`` and 1-sigma.
         target_degC: ``T + delta_t``.
         s_prior_um_per_degC: (mean, sigma) of the thermal sensitivity used.
@@ -129,7 +131,9 @@ class FocusCheck:
         ground_calibration: with a ground calibration, what it did (``index``,
             ``solutions``, ``shift_trp1_um``, ``camera``, ``bias_rms_um``,
             ``ground_bft_degC``, ``sensitivity``: the share of a focus change that the
-            corrected stars show, by which sigma is divided, ``low_sensitivity``: it lies below
+            corrected stars show, by which sigma is divided, ``interpolation_um``: the bias
+            table's interpolation error between plateaux (in the systematic part),
+            ``low_sensitivity``: it lies below
             what calibration saw, ``outside_model``: that or a flagged ground fit, and sigma
             holds the outside-model term); ``s_prior_um_per_degC`` is then the ground fit's
             slope at the estimated T_BF with sigma 0 (not propagated).  None without.
