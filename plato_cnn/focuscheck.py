@@ -345,7 +345,7 @@ def focus_check(
                 warn(
                     f"outside what the model knows: corrected by the ground table, the stars "
                     f"follow {k_sens:.2f} of a change of this camera's focus (sensitivity below "
-                    f"{gcal.SENSITIVITY_OUTSIDE:.2f}); sigma holds the outside-model term "
+                    f"{gcal.SENSITIVITY_OUTSIDE:.3f}); sigma holds the outside-model term "
                     "(docs/inorbit.md, section 6)"
                 )
             )
