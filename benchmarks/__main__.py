@@ -233,6 +233,18 @@ REGISTRY: tuple[Benchmark, ...] = (
         "(a rerun reads them: ~5 min)",
     ),
     Benchmark(
+        "inorbit_ground_nodal",
+        "In-orbit focus check corrected by each camera's own ground test (nodal cameras, "
+        "seen by no training or calibration)",
+        quick_args=("--quick", "--family", "nodal"),
+        full_args=("--family", "nodal"),
+        expected_quick_s=200,
+        expected_full_s=900,
+        module_name="inorbit_ground",
+        notes="the ground campaigns and their forward reports kept under out/inorbit_ground "
+        "(a rerun reads them: ~2 min)",
+    ),
+    Benchmark(
         "inorbit_ground_calibration_highorder_mild",
         "Outside-model term of the ground-corrected check (mild high-order calibration cameras)",
         quick_args=("--quick", "--family", "highorder-mild", "--calibrate"),
