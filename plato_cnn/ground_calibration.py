@@ -420,10 +420,11 @@ def corrected_shift(
             f"{min(gp):+.1f} .. {max(gp):+.1f} um: the bias is extrapolated as constant"
         )
     mean, s_stat, kept, birge = at_temp if index == "trp1" else mean_at(g_eval)
-    k = _sensitivity(cal, idx, w, sig, kept, g_eval)
+    h = SENSITIVITY_STEP_UM
+    slope = (cal.bias_at(idx, w, g_eval + h) - cal.bias_at(idx, w, g_eval - h)) / (2.0 * h)
+    k = 1.0 + _star_mean(slope, sig, kept)
     # one g for every star: the table's interpolation error is common to them, not averaged
-    wk = 1.0 / sig[kept] ** 2
-    interp = float(np.sum(wk * cal.interpolation_error_at(idx, w, g_eval)[kept]) / np.sum(wk))
+    interp = _star_mean(cal.interpolation_error_at(idx, w, g_eval), sig, kept)
     return dict(shift_um=float(mean if index == "trp1" else g), sigma_stat_um=float(s_stat),
                 kept=kept, birge=float(birge), field_offset_um=c,
                 bias_um=cal.bias_at(idx, w, g_eval), shift_trp1_um=g_trp1, solutions=int(n_sol),
@@ -453,13 +454,10 @@ def _fixed_point(f, g_start: float, warnings: list[str]) -> tuple[float, int]:
     return float(min(roots, key=lambda r: abs(r - g_start))), len(roots)
 
 
-def _sensitivity(cal, idx, w, sigma_um, kept, shift_um: float) -> float:
-    """``1 +`` the kept stars' ``1/sigma^2``-weighted mean slope of their bias at
-    ``shift_um`` (central difference, :data:`SENSITIVITY_STEP_UM`)."""
-    h = SENSITIVITY_STEP_UM
-    slope = (cal.bias_at(idx, w, shift_um + h) - cal.bias_at(idx, w, shift_um - h)) / (2.0 * h)
+def _star_mean(values: np.ndarray, sigma_um: np.ndarray, kept: np.ndarray) -> float:
+    """The kept stars' ``1/sigma^2``-weighted mean of ``values`` (as the check weights them)."""
     wk = 1.0 / np.asarray(sigma_um)[kept] ** 2
-    return 1.0 + float(np.sum(wk * slope[kept]) / np.sum(wk))
+    return float(np.sum(wk * np.asarray(values)[kept]) / np.sum(wk))
 
 
 def sensitivity_scale(sensitivity: float, index: str = "focus") -> float:

@@ -30,22 +30,18 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from plato_sim.errors import ParameterError
 from plato_sim.optics.family_nodal import NodalCamera
 from plato_sim.psf.fast import FastEngine
-from plato_sim.scenes.fields import ground_test_fields
 from plato_sim.scenes.inorbit import _inorbit_config_path
 from plato_sim.scenes.out_of_family import NODAL_SEED_TAG
 from plato_sim.scenes.sampling import (
-    best_focus_grid,
     best_focus_map_basis,
+    camera_best_focus_map,
     load_config,
     make_engine,
-    single_thread_torch,
 )
-from plato_sim.truth.bestfocus import best_focus_shift_um, field_best_focus_um
 
 __all__ = ["INORBIT_SPAWN_KEY", "NodalInorbitCamera", "draw_nodal_camera", "make_nodal_camera"]
 
@@ -139,20 +135,8 @@ def make_nodal_camera(
     bf = cfg["best_focus"]
     engine = make_engine(cfg).replace(diffusion_sigma_px=cam.diffusion_sigma_px)
     sp = cam.spectrum(int(n_wavelengths or bf["n_wavelengths"]))
-    optics = cam.optics
-    gth, gph = best_focus_grid(cfg)
     radius = float(cfg["fields"]["radius_deg"])
-    with single_thread_torch(), torch.no_grad():
-        dz_opt, _ = field_best_focus_um(
-            optics, gth, gph, sp, engine, int(bf["n_sub"]), float(bf["half_width_um"]),
-            search=bf.get("search", "fast"),
-        )  # fmt: skip
-        tth, tph = ground_test_fields()
-        dz_bf, _ = best_focus_shift_um(
-            optics, tth, tph, sp, engine, int(bf["n_sub"]), float(bf["half_width_um"])
-        )
-    rest = dz_opt + optics.field_focal_offset_um(gth, gph)
-    coef, *_ = np.linalg.lstsq(best_focus_map_basis(gth, gph, radius).T, rest, rcond=None)
+    _, _, coef, dz_bf = camera_best_focus_map(cfg, cam.optics, sp, engine, exact=True)
     t0 = t_bf - float(cam.thermal.with_t0(0.0).temperature_degC(dz_bf))
     log.debug("nodal in-orbit camera %d: T_BF %.3f degC, dz_bf %.2f um", seed, t_bf, dz_bf)
     return NodalInorbitCamera(

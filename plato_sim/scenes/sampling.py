@@ -82,6 +82,7 @@ __all__ = [
     "CameraEntry",
     "best_focus_grid",
     "best_focus_map_basis",
+    "camera_best_focus_map",
     "build_camera",
     "focus_reach_um",
     "reachable_q_um_per_degC2",
@@ -615,6 +616,45 @@ def _detected_draws(cfg: dict, seed: int, index: int) -> dict:
     return {k: float(draw_value(rng, cams[k], f"cameras.{k}")) for k in DETECTED_KEYS if k in cams}
 
 
+def camera_best_focus_map(
+    cfg: dict, optics, spectrum: Spectrum, engine: FastEngine, exact: bool | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """A camera's EEF-optimal focus on the config's best-focus grid and what follows from it.
+
+    Returns ``(dz_opt_um, eef_max, map_coef_um, dz_bf_um)``: the per-position optima
+    (:func:`best_focus_grid`), the coefficients of their smooth remainder ``dz_opt +
+    field_focal_offset`` on :func:`best_focus_map_basis`, and the camera's best-focus thermal
+    shift (um) over the ground-test table: by its definition (``exact``, default from
+    ``best_focus.camera``) or as the mean of the map there.
+    """
+    bf = cfg["best_focus"]
+    exact = bf["camera"] == "exact" if exact is None else bool(exact)
+    gth, gph = best_focus_grid(cfg)
+    radius = float(cfg["fields"]["radius_deg"])
+    with single_thread_torch(), torch.no_grad():
+        dz_opt, e_max = field_best_focus_um(
+            optics,
+            gth,
+            gph,
+            spectrum,
+            engine,
+            int(bf["n_sub"]),
+            float(bf["half_width_um"]),
+            search=bf.get("search", "fast"),
+        )
+        rest = dz_opt + optics.field_focal_offset_um(gth, gph)
+        coef, *_ = np.linalg.lstsq(best_focus_map_basis(gth, gph, radius).T, rest, rcond=None)
+        tth, tph = ground_test_fields()
+        if exact:
+            dz_bf, _ = best_focus_shift_um(
+                optics, tth, tph, spectrum, engine, int(bf["n_sub"]), float(bf["half_width_um"])
+            )
+        else:
+            rest_t = best_focus_map_basis(tth, tph, radius).T @ coef
+            dz_bf = float(np.mean(rest_t - optics.field_focal_offset_um(tth, tph)))
+    return dz_opt, e_max, coef, float(dz_bf)
+
+
 def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = None) -> CameraEntry:
     """Camera ``index`` of the pool of dataset ``seed`` (~1.2 s on one core with the default grid).
 
@@ -634,28 +674,8 @@ def build_camera(cfg: dict, seed: int, index: int, engine: FastEngine | None = N
     tilt, curvature = drawn.get("spectrum_tilt", 0.0), drawn.get("spectrum_curvature", 0.0)
     sp = _detected(ogse_spectrum(optics.camera, int(bf["n_wavelengths"])), tilt, curvature)
     gth, gph = best_focus_grid(cfg)
-    with single_thread_torch(), torch.no_grad():
-        dz_opt, e_max = field_best_focus_um(
-            optics,
-            gth,
-            gph,
-            sp,
-            engine,
-            int(bf["n_sub"]),
-            float(bf["half_width_um"]),
-            search=bf.get("search", "fast"),
-        )
-        radius = float(cfg["fields"]["radius_deg"])
-        rest = dz_opt + optics.field_focal_offset_um(gth, gph)
-        coef, *_ = np.linalg.lstsq(best_focus_map_basis(gth, gph, radius).T, rest, rcond=None)
-        tth, tph = ground_test_fields()
-        if bf["camera"] == "exact":
-            dz_bf, _ = best_focus_shift_um(
-                optics, tth, tph, sp, engine, int(bf["n_sub"]), float(bf["half_width_um"])
-            )
-        else:
-            rest_t = best_focus_map_basis(tth, tph, radius).T @ coef
-            dz_bf = float(np.mean(rest_t - optics.field_focal_offset_um(tth, tph)))
+    dz_opt, e_max, coef, dz_bf = camera_best_focus_map(cfg, optics, sp, engine)
+    radius = float(cfg["fields"]["radius_deg"])
     s, q = model.thermal.s_um_per_degC, model.thermal.q_um_per_degC2
     t0 = t_bf - float(ThermalModel(s, 0.0, q).temperature_degC(dz_bf))
     return CameraEntry(
