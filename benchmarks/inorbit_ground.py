@@ -243,11 +243,8 @@ def systematic_from(records: list[dict], n_stars: int = 100) -> dict:
     the outside-model term: their residuals' RMS beyond the statistical sigma and
     :data:`~plato_cnn.ground_calibration.GROUND_SYSTEMATIC_UM`
     (:data:`~plato_cnn.ground_calibration.GROUND_OUTSIDE_MODEL_UM`)."""
-    from plato_cnn.ground_calibration import (
-        GROUND_SYSTEMATIC_UM,
-        GROUND_TO_ORBIT_UM,
-        sensitivity_scale,
-    )
+    from plato_cnn.ground_calibration import GROUND_SYSTEMATIC_UM, GROUND_TO_ORBIT_UM
+    from plato_cnn.offset_correction import sensitivity_scale
 
     ok = [
         r

@@ -143,7 +143,17 @@ def _recheck_row(label: str, n_pl: int, r: dict, wall: float) -> dict:
     return dict(model=label, plateaux=n_pl, bft=r["bft_degC"], sigma=r["sigma_degC"],
                 delta_um=r["delta_um"], sigma_fields_degC=r["sigma_fields_degC"],
                 sigma_first_degC=r["sigma_first_degC"], spread_degC=r["spread_degC"],
-                solutions=r["solutions"], wall_s=wall)  # fmt: skip
+                interp_degC=r["interp_degC"], sensitivity=r["sensitivity"],
+                outside_model=r["outside_model"], solutions=r["solutions"],
+                wall_s=wall)  # fmt: skip
+
+
+def _scale(r: dict) -> float:
+    """The sensitivity scale of re-check row ``r`` (1 for rows kept before it existed)."""
+    from plato_cnn.offset_correction import sensitivity_scale
+
+    index = "trp1" if "at TRP1" in r["model"] else "focus"
+    return sensitivity_scale(r.get("sensitivity", 1.0), index)
 
 
 # Long because: the rows of one camera, each a cnn_bft call, with its kept-result plumbing.
@@ -273,24 +283,58 @@ def _rescored(e: dict, first: dict) -> dict:
                 slope = thermal_slope_um_per_degC(first["field_focus"], r["bft"])
                 r["spread_degC"] = spread_um / abs(slope)
             r["sigma"] = recheck_sigma_degC(r["sigma_fields_degC"], r["sigma_first_degC"],
-                                            r["plateaux"], change, r["spread_degC"])  # fmt: skip
+                                            r["plateaux"], change, r["spread_degC"],
+                                            r.get("interp_degC", 0.0), _scale(r))  # fmt: skip
+            if "sensitivity" in r:  # the flag under the current threshold
+                r["outside_model"] = _low(r)
     return out
+
+
+def _with_flags(rows: list[dict], evals: list[dict]) -> list[dict]:
+    """``rows`` with, on each re-check row, the fraction of its cameras flagged outside what
+    the model knows (``frac_flagged``) and their median sensitivity."""
+    for row in rows:
+        if "re-check" not in row["model"]:
+            continue
+        rs = [r for e in evals for r in e["results"]
+              if r["model"] == row["model"] and r["plateaux"] == row["plateaux"]
+              and "error" not in r]  # fmt: skip
+        row["frac_flagged"] = float(np.mean([bool(r.get("outside_model")) for r in rs]))
+        row["median_sensitivity"] = float(np.median([r.get("sensitivity", 1.0) for r in rs]))
+    return rows
+
+
+def _low(r: dict) -> bool:
+    """Whether re-check row ``r``'s sensitivity lies below the current threshold."""
+    from plato_cnn import offset_correction as oc
+
+    return bool(
+        "at TRP1" not in r["model"]
+        and oc.RECHECK_SENSITIVITY_OUTSIDE is not None
+        and r.get("sensitivity", 1.0) < oc.RECHECK_SENSITIVITY_OUTSIDE
+    )
 
 
 def _systematic(evals: list[dict], models: list[str]) -> dict:
     """Per re-check row and plateau count, what would give 68 % coverage on these cameras
-    over the statistical sigma (fields and the first fit), for each form of
+    over the statistical sigma, for each form of
     ``plato_cnn.offset_correction.RECHECK_SYSTEMATIC``: a constant (``constant_degC``), a
     fraction of the T_BF change (``relative``, the 68.27th percentile of the needed term over
-    ``|change|``) or of the correction's RMS (``spread``, the same over ``spread_degC``); and
-    the coverage of the statistical sigma alone.  On a calibration family, what the table
-    holds."""
+    ``|change|``) or of the correction's RMS (``spread``, the same over ``spread_degC``); the
+    coverage of the statistical sigma alone; and the network's sensitivity ``k`` (least,
+    median; ``sensitivity_outside`` = 0.9 times the least, the threshold's rule on the
+    in-family set).  The systematic term is one of the corrected mean, divided by the
+    sensitivity as the fields' and the interpolation terms are
+    (:func:`plato_cnn.offset_correction.recheck_sigma_degC`), so each camera's error is taken
+    as ``k_s sqrt(err^2 - first^2)`` against ``hypot(fields, interp)``: the same coverage
+    condition.  On a calibration family, what the table holds."""
     from plato_cnn.pipelines.calibrate_forward import systematic_from_errors
 
     out = {}
     for name in (m for m in models if "re-check" in m):
         per_cam, ratio = [], {str(n): [] for n in PLATEAUX}
         per_spread = {str(n): [] for n in PLATEAUX}
+        sens = {str(n): [] for n in PLATEAUX}
         for e in evals:
             rs = {str(r["plateaux"]): r for r in e["results"] if r["model"] == name}
             if any("error" in r for r in rs.values()):
@@ -298,12 +342,15 @@ def _systematic(evals: list[dict], models: list[str]) -> dict:
             cam = {}
             for n, r in rs.items():
                 err = r["bft"] - e["truth"]
-                stat = float(np.hypot(r["sigma_fields_degC"], r["sigma_first_degC"]))
-                cam[n] = (err, stat, r["wall_s"])
+                scale = _scale(r)
+                err_f = scale * np.sqrt(max(0.0, err**2 - r["sigma_first_degC"] ** 2))
+                stat = float(np.hypot(r["sigma_fields_degC"], r.get("interp_degC", 0.0)))
+                cam[n] = (err_f, stat, r["wall_s"])
                 change = abs(r["bft"] - e["first_forward_degC"])
-                need = np.sqrt(max(0.0, err**2 - stat**2))
+                need = np.sqrt(max(0.0, err_f**2 - stat**2))
                 ratio[n].append(need / max(change, 1e-3))
                 per_spread[n].append(need / max(r["spread_degC"], 1e-3))
+                sens[n].append(r.get("sensitivity", 1.0))
             per_cam.append(cam)
         if not per_cam:
             continue
@@ -312,9 +359,13 @@ def _systematic(evals: list[dict], models: list[str]) -> dict:
             n: dict(constant_degC=v["systematic_sigma_degC"],
                     relative=float(np.percentile(ratio[n], 68.27)),
                     spread=float(np.percentile(per_spread[n], 68.27)),
-                    coverage_stat_only=v["coverage_stat_only"], n_cameras=v["n_fits"])
+                    coverage_stat_only=v["coverage_stat_only"], n_cameras=v["n_fits"],
+                    sensitivity_min=float(np.min(sens[n])),
+                    sensitivity_median=float(np.median(sens[n])))
             for n, v in table.items()
         }  # fmt: skip
+        every = [k for n in sens for k in sens[n]]
+        out[name]["sensitivity_outside"] = 0.9 * float(np.min(every))
     return out
 
 
@@ -426,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         else float(np.mean([e["finetune_s"] for e in evals])),
         score_s_per_fit=float(np.mean([e["score_s"] for e in evals])),
         bft_shift_rms_degC=float(np.sqrt(np.mean(np.square(shifts)))),
-        rows=build_rows(evals, models) + _forward_rows(evals, fwd, counts),
+        rows=_with_flags(build_rows(evals, models), evals) + _forward_rows(evals, fwd, counts),
         recheck_systematic=_systematic(evals, models),
         per_camera=evals,
         forward_per_camera=fwd,

@@ -55,10 +55,10 @@ from plato_cnn.ground_calibration import (
     corrected_shift,
     delta_t_sigma_degC,
     low_sensitivity,
-    sensitivity_scale,
 )
 from plato_cnn.ground_calibration import systematic_um as ground_systematic_um
 from plato_cnn.nn.card import ModelCard, inorbit_model_dir, load_model, update_model_json
+from plato_cnn.offset_correction import sensitivity_scale
 from plato_cnn.robust import robust_mean
 from plato_sim.errors import ParameterError, warn
 

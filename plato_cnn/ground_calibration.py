@@ -50,7 +50,7 @@ from plato_cnn.forward import (
     thermal_slope_um_per_degC,
 )
 from plato_cnn.nn.card import inorbit_model_dir
-from plato_cnn.offset_correction import fit_offset_correction
+from plato_cnn.offset_correction import fit_offset_correction, interpolation_remainder
 from plato_cnn.robust import robust_mean
 from plato_sim.errors import DataError, ParameterError
 from plato_sim.optics.camera import FIELD_RADIUS_DEG
@@ -125,10 +125,6 @@ GROUND_SYSTEMATIC_UM: float | None = 1.298
 GROUND_OUTSIDE_MODEL_UM: float | None = 0.0
 #: Central-difference step (um) of the network's sensitivity to the common shift.
 SENSITIVITY_STEP_UM = 1.0
-#: The corrected shift's sigma is divided by ``max(|k|, SENSITIVITY_FLOOR)``, ``k`` the
-#: network's sensitivity (:func:`corrected_shift`): below it the stars no longer measure the
-#: focus and sigma stops at 10 times its value at ``k = 1``.
-SENSITIVITY_FLOOR = 0.1
 #: A sensitivity below this says the in-orbit network does not follow the camera's focus as
 #: on the cameras it was calibrated on: outside what the model knows (None: no such flag).
 #: 0.9 times the smallest of the design calibration cameras' sets of 100 stars (0.928; median
@@ -230,14 +226,7 @@ class GroundCalibration:
         for f, row in enumerate(np.asarray(self.bias_um, float)):
             ok = np.isfinite(row)
             order = np.argsort(gp[ok])
-            x, y = gp[ok][order], row[ok][order]
-            if len(x) < 3 or not x[0] < shift_um < x[-1]:
-                continue
-            j = int(np.searchsorted(x, shift_um)) - 1
-            d2 = [abs(((y[a + 2] - y[a + 1]) / (x[a + 2] - x[a + 1])
-                       - (y[a + 1] - y[a]) / (x[a + 1] - x[a])) / (x[a + 2] - x[a]))
-                  for a in (j - 1, j) if a >= 0 and a + 2 < len(x)]  # fmt: skip
-            per_field[f] = max(d2) * (shift_um - x[j]) * (x[j + 1] - shift_um)
+            per_field[f] = interpolation_remainder(gp[ok][order], row[ok][order], shift_um)[0]
         return np.sum(per_field[idx] * w, axis=1)
 
     def shift_at_temperature_um(self, t_degC: float) -> float:
@@ -382,7 +371,7 @@ def corrected_shift(
     corrected stars show.  The network trained on other cameras may follow a camera's focus
     only in part (its bias then changes with ``g``); an error ``e`` of ``F`` moves the
     solution by ``e / k``, so with ``index="focus"`` the caller divides the shift's sigma by
-    ``k`` (:func:`sensitivity_scale`).
+    ``k`` (:func:`plato_cnn.offset_correction.sensitivity_scale`).
 
     Returns:
         ``shift_um``, ``sigma_stat_um`` (Birge-inflated, of ``F``: not divided by ``k``),
@@ -458,13 +447,6 @@ def _star_mean(values: np.ndarray, sigma_um: np.ndarray, kept: np.ndarray) -> fl
     """The kept stars' ``1/sigma^2``-weighted mean of ``values`` (as the check weights them)."""
     wk = 1.0 / np.asarray(sigma_um)[kept] ** 2
     return float(np.sum(wk * np.asarray(values)[kept]) / np.sum(wk))
-
-
-def sensitivity_scale(sensitivity: float, index: str = "focus") -> float:
-    """The factor (>= 1 where ``k <= 1``) by which the corrected shift's sigma is divided:
-    ``max(|k|, SENSITIVITY_FLOOR)`` for the focus index; 1 for the TRP1 index, whose shift is
-    the mean itself."""
-    return max(abs(float(sensitivity)), SENSITIVITY_FLOOR) if index == "focus" else 1.0
 
 
 def low_sensitivity(sensitivity: float, index: str = "focus") -> bool:

@@ -42,7 +42,11 @@ from plato_sim.errors import DataError, ParameterError
 __all__ = [
     "OffsetCorrection",
     "RECHECK_SYSTEMATIC",
+    "RECHECK_SENSITIVITY_OUTSIDE",
+    "SENSITIVITY_FLOOR",
+    "interpolation_remainder",
     "recheck_sigma_degC",
+    "sensitivity_scale",
     "fit_offset_correction",
     "measure_offset_correction",
     "load_offset_correction",
@@ -60,6 +64,17 @@ SAME_FIELD_DEG = 1e-3
 RECHECK_WINDOW_UM = 30.0
 RECHECK_SCAN = 60
 RECHECK_TOL_UM = 1e-3
+#: Central-difference step (um) of the re-check's sensitivity to the focus change.
+RECHECK_SENSITIVITY_STEP_UM = 1.0
+#: A sigma divided by the network's sensitivity ``k`` (:func:`sensitivity_scale`) is divided
+#: by ``max(|k|, SENSITIVITY_FLOOR)``: below it the frames no longer measure the focus and
+#: sigma stops at 10 times its value at ``k = 1`` (the re-check's and the ground-corrected
+#: in-orbit check's, :mod:`plato_cnn.ground_calibration`).
+SENSITIVITY_FLOOR = 0.1
+#: A re-check whose sensitivity lies below this is outside what the model knows (None: no
+#: such flag): 0.9 times the smallest ``k`` of the in-family calibration set (design family,
+#: random test designs, seed 0, 8 cameras, every later plateau count).
+RECHECK_SENSITIVITY_OUTSIDE: float | None = None
 #: The re-check's systematic sigma by the later campaign's plateau count (the largest count
 #: not above it): ``(constant degC, relative, spread)``, the term being
 #: ``hypot(constant, relative * |T_BF change|, spread * spread_um / |s|)`` in quadrature with
@@ -133,19 +148,10 @@ class OffsetCorrection:
         t = np.asarray(
             frames.temperature_degC if temperature_degC is None else temperature_degC, float
         )
-        tp = np.asarray(self.plateau_degC)
-        out = np.interp(t, tp, np.asarray(self.mean_offset_um))
+        out = np.interp(t, np.asarray(self.plateau_degC), np.asarray(self.mean_offset_um))
         if not self.theta_deg:
             return out
-        d = field_distance_deg(self.theta_deg, self.phi_deg, frames.field_theta_deg,
-                      frames.field_phi_deg)  # fmt: skip
-        k = np.argmin(d, axis=1)
-        hit = d[np.arange(len(t)), k] < SAME_FIELD_DEG
-        table = np.asarray(self.offset_um, float)
-        for f in np.unique(k[hit]):
-            sel = hit & (k == f)
-            ok = np.isfinite(table[f])
-            out[sel] = np.interp(t[sel], tp[ok], table[f][ok])
+        hit = self._read_table(frames, t, lambda x, y, q: np.interp(q, x, y), out)
         if not hit.all():
             log.info("%d of %d frames at field positions the correction does not hold: mean "
                      "over fields", int((~hit).sum()), len(t))  # fmt: skip
@@ -170,10 +176,18 @@ class OffsetCorrection:
         ``index="trp1"`` corrects at ``T`` itself (exact only when the focus did not move).
 
         Sigma: the scatter of the per-field means over sqrt(fields) (frame noise and each
-        field's correction error, independent between fields), the earlier T_BF's sigma, and
-        the systematic term of :data:`RECHECK_SYSTEMATIC` for the later campaign's plateau
-        count, the T_BF change and the correction's RMS, in quadrature
-        (:func:`recheck_sigma_degC`).
+        field's correction error, independent between fields), the table's interpolation
+        error (:func:`interpolation_remainder` at each frame's ``T'``, the frames' mean per
+        field and then over fields: common to every field, not averaged down) and the
+        systematic term of :data:`RECHECK_SYSTEMATIC` for the later campaign's plateau count,
+        the T_BF change and the correction's RMS, all three divided by the network's
+        sensitivity, and the earlier T_BF's sigma, in quadrature (:func:`recheck_sigma_degC`).
+        The sensitivity ``k = 1 - F'(delta)`` (``F``: the mean over fields as a function of
+        the focus change at which the frames are corrected; 1 for the TRP1 index, where
+        ``F`` does not depend on it) is how much of a focus change the corrected network
+        shows: an error ``e`` of ``F`` moves ``delta`` by ``e / k``.  Below
+        :data:`RECHECK_SENSITIVITY_OUTSIDE` the camera is outside what the model knows
+        (``outside_model``; :func:`plato_cnn.predict.cnn_bft` warns).
 
         Args:
             frames: the later campaign's frames.
@@ -181,11 +195,13 @@ class OffsetCorrection:
             index: ``"focus"`` or ``"trp1"``, see above.
 
         Returns:
-            ``bft_degC``, ``sigma_degC``, ``delta_um``, ``sigma_delta_um``, ``fields``,
-            ``frames``, ``plateaux``, ``index``, ``solutions`` (self-consistent focus changes
-            found; 0: none, the TRP1-indexed value kept), and the sigma's terms
-            ``sigma_fields_degC``, ``sigma_first_degC``, ``spread_degC`` (the correction's RMS
-            over ``|s|``), ``systematic_degC`` (None for a plateau count the calibration lacks).
+            ``bft_degC``, ``sigma_degC``, ``delta_um``, ``sigma_delta_um`` (the fields' term,
+            divided by ``k``), ``fields``, ``frames``, ``plateaux``, ``index``,
+            ``solutions`` (self-consistent focus changes found; 0: none, the TRP1-indexed
+            value kept), ``sensitivity`` (``k``), ``outside_model``, and the sigma's terms
+            before the division by ``k``: ``sigma_fields_degC``, ``interp_degC``,
+            ``spread_degC`` (the correction's RMS over ``|s|``), ``systematic_degC`` (None
+            for a plateau count the calibration lacks); and ``sigma_first_degC``.
 
         Raises:
             DataError: no :attr:`first` block, or no frame at a field the earlier fit holds.
@@ -204,30 +220,41 @@ class OffsetCorrection:
         hit = (d[np.arange(len(k)), k] < SAME_FIELD_DEG) & np.isfinite(mu)
         if not hit.any():
             raise DataError("no frame at a field position of the earlier campaign")
-        per_field, roots = self._focus_change(frames, mu, k, hit, index)
+        per_field, roots, sens, interp_um = self._focus_change(frames, mu, k, hit, index)
         delta = float(per_field.mean())
         spread = float(per_field.std(ddof=1)) if len(per_field) > 1 else float("inf")
         sig_delta = spread / np.sqrt(len(per_field))
         # the focus the earlier T_BF had, reached now where dz(T) = dz(T_BF) - delta
         target = float(thermal_shift_um(self.first, self.first["bft_degC"])) - delta
         t = solve_thermal(th, target, self.first["bft_degC"])
-        slope = thermal_slope_um_per_degC(self.first, t)
+        slope = abs(thermal_slope_um_per_degC(self.first, t))
         n_pl = int(len(np.unique(np.asarray(frames.obsid)[hit])))
         change = t - self.first["bft_degC"]
-        spread_degC = float(self.spread_um / abs(slope))
+        spread_degC = float(self.spread_um / slope)
         sys_degC = recheck_systematic_degC(n_pl, change, spread_degC)
-        sig_fields = float(sig_delta / abs(slope))
-        sigma = recheck_sigma_degC(sig_fields, self.first["sigma_degC"], n_pl, change, spread_degC)
-        return dict(bft_degC=t, sigma_degC=sigma, delta_um=delta, sigma_delta_um=float(sig_delta),
-                    fields=int(len(per_field)), frames=int(hit.sum()), plateaux=n_pl,
-                    index=index, solutions=roots, sigma_fields_degC=sig_fields,
+        scale = sensitivity_scale(sens, index)
+        sigma = recheck_sigma_degC(sig_delta / slope, self.first["sigma_degC"], n_pl, change,
+                                   spread_degC, interp_um / slope, scale)  # fmt: skip
+        low = (
+            index == "focus"
+            and RECHECK_SENSITIVITY_OUTSIDE is not None
+            and (sens < RECHECK_SENSITIVITY_OUTSIDE)
+        )
+        return dict(bft_degC=t, sigma_degC=sigma, delta_um=delta,
+                    sigma_delta_um=float(sig_delta / scale), fields=int(len(per_field)),
+                    frames=int(hit.sum()), plateaux=n_pl, index=index, solutions=roots,
+                    sensitivity=sens, outside_model=bool(low),
+                    sigma_fields_degC=float(sig_delta / slope), interp_degC=interp_um / slope,
                     sigma_first_degC=float(self.first["sigma_degC"]), spread_degC=spread_degC,
                     systematic_degC=sys_degC)  # fmt: skip
 
     def _focus_change(self, frames, mu: np.ndarray, k: np.ndarray, hit: np.ndarray, index: str):
         """Per field of ``k[hit]``: the mean of corrected offset minus the earlier fit's
         prediction (um) at the focus change ``delta`` that this mean reproduces (their mean
-        over fields); and the number of such solutions in the search window.
+        over fields); the number of such solutions in the search window; the sensitivity
+        ``k = 1 - F'(delta)`` there (1 for the TRP1 index); and the table's interpolation
+        error (um) at the frames' correction temperatures, the mean over fields of each
+        field's frames' mean.
 
         ``delta = F(delta)`` (``F``: the field mean with each frame corrected at the
         temperature of focus ``dz(T) + delta``) is solved by a scan of
@@ -244,14 +271,21 @@ class OffsetCorrection:
         kf = k[hit]
         counts = np.bincount(kf)
 
+        def t_at(delta: float) -> np.ndarray:
+            return t_frame if delta == 0.0 else solve_thermal(th, dz + delta, t_frame)
+
+        def field_means(values: np.ndarray) -> np.ndarray:
+            return (np.bincount(kf, values[hit]) / np.maximum(counts, 1))[counts > 0]
+
         def per_field(delta: float) -> np.ndarray:
-            t_eq = t_frame if delta == 0.0 else solve_thermal(th, dz + delta, t_frame)
-            diff = (mu - self.per_frame(frames, t_eq) - predicted)[hit]
-            return (np.bincount(kf, diff) / np.maximum(counts, 1))[counts > 0]
+            return field_means(mu - self.per_frame(frames, t_at(delta)) - predicted)
+
+        def interp_um(delta: float) -> float:
+            return float(field_means(self.interpolation_error(frames, t_at(delta))).mean())
 
         at_trp1 = per_field(0.0)
         if index == "trp1":
-            return at_trp1, 1
+            return at_trp1, 1, 1.0, interp_um(0.0)
         d0 = float(at_trp1.mean())
         grid = d0 + np.linspace(-RECHECK_WINDOW_UM, RECHECK_WINDOW_UM, RECHECK_SCAN + 1)
         g = np.array([per_field(x).mean() - x for x in grid])
@@ -265,9 +299,42 @@ class OffsetCorrection:
             log.warning("re-check: no focus change within %.0f um of the TRP1-indexed %.2f um "
                         "reproduces itself; the TRP1-indexed value is kept", RECHECK_WINDOW_UM,
                         d0)  # fmt: skip
-            return at_trp1, 0
-        best = min(roots, key=lambda r: abs(r - d0))
-        return per_field(best), len(roots)
+            best = d0
+            values, n_roots = at_trp1, 0
+        else:
+            best = min(roots, key=lambda r: abs(r - d0))
+            values, n_roots = per_field(best), len(roots)
+        h = RECHECK_SENSITIVITY_STEP_UM
+        slope = (per_field(best + h).mean() - per_field(best - h).mean()) / (2.0 * h)
+        return values, n_roots, float(1.0 - slope), interp_um(best)
+
+    def interpolation_error(self, frames, temperature_degC: np.ndarray | None = None):
+        """Each frame's estimated error (um, >= 0) of :meth:`per_frame`'s linear reading of
+        its field's table between plateaux (:func:`interpolation_remainder`; 0 for frames at
+        field positions the table does not hold, which take the mean over fields)."""
+        t = np.asarray(
+            frames.temperature_degC if temperature_degC is None else temperature_degC, float
+        )
+        out = np.zeros(len(t))
+        if self.theta_deg:
+            self._read_table(frames, t, interpolation_remainder, out)
+        return out
+
+    def _read_table(self, frames, t: np.ndarray, reader, out: np.ndarray) -> np.ndarray:
+        """Fill ``out`` (in place) for the frames at a field position of the table with
+        ``reader(plateaux, their field's finite entries, t of those frames)``; return the mask
+        of those frames."""
+        tp = np.asarray(self.plateau_degC)
+        d = field_distance_deg(self.theta_deg, self.phi_deg, frames.field_theta_deg,
+                               frames.field_phi_deg)  # fmt: skip
+        k = np.argmin(d, axis=1)
+        hit = d[np.arange(len(t)), k] < SAME_FIELD_DEG
+        table = np.asarray(self.offset_um, float)
+        for f in np.unique(k[hit]):
+            sel = hit & (k == f)
+            ok = np.isfinite(table[f])
+            out[sel] = reader(tp[ok], table[f][ok], t[sel])
+        return hit
 
     def save(self, path: str | Path) -> Path:
         """Write the correction as JSON (atomically; NaN as null)."""
@@ -278,6 +345,35 @@ class OffsetCorrection:
         path = Path(path)
         atomic_write_text(path, json.dumps({"format": FORMAT, **d}, indent=1))
         return path
+
+
+def interpolation_remainder(x: np.ndarray, y: np.ndarray, xq) -> np.ndarray:
+    """Estimated error (>= 0, units of ``y``) of ``np.interp(xq, x, y)`` (``x`` ascending):
+    the linear-interpolation remainder ``|f''/2 (xq - x_j)(xq - x_j+1)|`` with ``|f''/2|``
+    the largest second divided difference ``|f[x_a, x_a+1, x_a+2]|`` of the node triples
+    holding the interval ``[x_j, x_j+1]``; 0 beyond the end nodes (where ``np.interp`` holds
+    the end value) and with fewer than 3 nodes.  An estimate: a table measured at few nodes
+    shows its curvature only there."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    xq = np.atleast_1d(np.asarray(xq, float))
+    out = np.zeros(xq.shape)
+    if len(x) < 3:
+        return out
+    d1 = np.diff(y) / np.diff(x)
+    d2 = np.abs(np.diff(d1) / (x[2:] - x[:-2]))  # triple a = (a, a+1, a+2)
+    inside = (xq > x[0]) & (xq < x[-1])
+    j = np.clip(np.searchsorted(x, xq[inside]) - 1, 0, len(x) - 2)
+    left = np.where(j - 1 >= 0, d2[np.clip(j - 1, 0, len(d2) - 1)], 0.0)
+    right = np.where(j <= len(x) - 3, d2[np.clip(j, 0, len(d2) - 1)], 0.0)
+    out[inside] = np.maximum(left, right) * (xq[inside] - x[j]) * (x[j + 1] - xq[inside])
+    return out
+
+
+def sensitivity_scale(sensitivity: float, index: str = "focus") -> float:
+    """The factor (>= 1 where ``k <= 1``) by which a focus-indexed correction's sigma is
+    divided: ``max(|k|, SENSITIVITY_FLOOR)`` for the focus index; 1 for the TRP1 index,
+    whose estimate is the corrected mean itself."""
+    return max(abs(float(sensitivity)), SENSITIVITY_FLOOR) if index == "focus" else 1.0
 
 
 def recheck_systematic_degC(
@@ -301,11 +397,16 @@ def recheck_sigma_degC(
     n_plateaux: int,
     change_degC: float,
     spread_degC: float = 0.0,
+    interp_degC: float = 0.0,
+    scale: float = 1.0,
 ) -> float:
-    """The re-check's sigma (degC): the fields' scatter term, the earlier T_BF's sigma and
-    the systematic term (:func:`recheck_systematic_degC`) in quadrature."""
+    """The re-check's sigma (degC): the fields' scatter term, the table's interpolation
+    error ``interp_degC`` and the systematic term (:func:`recheck_systematic_degC`), divided
+    by the network's sensitivity ``scale`` (:func:`sensitivity_scale`), and the earlier
+    T_BF's sigma, in quadrature."""
     sys_degC = recheck_systematic_degC(n_plateaux, change_degC, spread_degC) or 0.0
-    return float(np.sqrt(sigma_fields_degC**2 + sigma_first_degC**2 + sys_degC**2))
+    inner = sigma_fields_degC**2 + interp_degC**2 + sys_degC**2
+    return float(np.sqrt(sigma_first_degC**2 + inner / scale**2))
 
 
 def load_offset_correction(path: str | Path) -> OffsetCorrection:

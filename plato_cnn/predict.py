@@ -198,14 +198,28 @@ def cnn_bft(
 
 def _recheck(correction, frames, mu_um, fit: FocusFit) -> dict | None:
     """The correction's re-check of these frames, or None (without the earlier campaign's
-    forward fit, or when no frame lies at one of its field positions: a warning)."""
+    forward fit, or when no frame lies at one of its field positions: a warning).  A
+    re-check whose network barely follows the camera's focus gets a warning (its sigma is
+    already divided by that sensitivity)."""
     if correction is None or not correction.first:
         return None
     try:
-        return correction.recheck(frames, mu_um)
+        r = correction.recheck(frames, mu_um)
     except DataError as exc:
         fit.warnings.append(warn(f"no re-check: {exc}"))
         return None
+    if r["outside_model"]:
+        from plato_cnn import offset_correction as oc
+
+        fit.warnings.append(
+            warn(
+                f"outside what the model knows: corrected by the earlier campaign's table, the "
+                f"network shows {r['sensitivity']:.2f} of a focus change (below "
+                f"{oc.RECHECK_SENSITIVITY_OUTSIDE:.3f}, 0.9 times the least seen in family); the "
+                "re-check's sigma is divided by it"
+            )
+        )
+    return r
 
 
 #: what a report whose camera the network does not know (or could not check) advises

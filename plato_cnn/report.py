@@ -99,7 +99,10 @@ def cnn_result(fit, info: dict, obsids: list[int], s_prior: tuple[float, float] 
         "model": info["model"],
         "model_version": info["model_version"],
         "thermal_residual": info["thermal_residual"],
-        "outside_model": bool(info["thermal_residual"]["outside"]),
+        # the thermal-model fit's residual check, or the re-check's low sensitivity
+        "outside_model": bool(
+            info["thermal_residual"]["outside"] or (info.get("recheck") or {}).get("outside_model")
+        ),
         "warnings": list(fit.warnings),
     }
 

@@ -531,3 +531,52 @@ def test_inorbit_ground_scores_the_nodal_family_and_never_calibrates_on_it(capsy
     with pytest.raises(SystemExit) as exc:
         ig.main(["--family", "nodal", "--calibrate"])
     assert exc.value.code == 2 and "calibrates nothing" in capsys.readouterr().err
+
+
+def test_recheck_calibration_takes_the_sigma_divided_by_the_sensitivity(monkeypatch):
+    """The re-check bench calibrates its systematic term on the corrected mean: a camera whose
+    network shows half of a focus change needs half the term it would at k = 1, its kept row
+    is rescored with the term divided by k, and the flag follows the current threshold."""
+    import benchmarks.recheck as rc
+    import plato_cnn.offset_correction as oc
+
+    err = np.linspace(-0.4, 0.4, 11)
+
+    def evals(k):
+        return [
+            dict(
+                truth=0.0,
+                first_forward_degC=-1.0,
+                results=[
+                    dict(
+                        model="shipped, re-check",
+                        plateaux=n,
+                        bft=e,
+                        sigma=0.1,
+                        sigma_fields_degC=0.0,
+                        sigma_first_degC=0.0,
+                        spread_degC=0.2,
+                        interp_degC=0.0,
+                        sensitivity=k,
+                        wall_s=1.0,
+                    )
+                    for n in rc.PLATEAUX
+                ],
+            )  # fmt: skip
+            for e in err
+        ]
+
+    full = rc._systematic(evals(1.0), ["shipped, re-check"])["shipped, re-check"]
+    half = rc._systematic(evals(0.5), ["shipped, re-check"])["shipped, re-check"]
+    assert full["5"]["constant_degC"] == pytest.approx(np.percentile(np.abs(err), 68.27))
+    assert half["5"]["constant_degC"] == pytest.approx(0.5 * full["5"]["constant_degC"])
+    assert half["sensitivity_outside"] == pytest.approx(0.45)
+    monkeypatch.setattr(oc, "RECHECK_SYSTEMATIC", {5: (0.1, 0.0, 0.0)})
+    monkeypatch.setattr(oc, "RECHECK_SENSITIVITY_OUTSIDE", 0.6)
+    row = rc._rescored(evals(0.5)[0], {})["results"][0]
+    assert row["sigma"] == pytest.approx(0.2) and row["outside_model"]
+    kept_before = evals(0.5)[0]
+    for r in kept_before["results"]:  # a row kept before the sensitivity existed
+        del r["sensitivity"], r["interp_degC"]
+    row = rc._rescored(kept_before, {})["results"][0]
+    assert row["sigma"] == pytest.approx(0.1) and "outside_model" not in row

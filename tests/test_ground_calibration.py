@@ -16,6 +16,7 @@ from plato_cnn import ground_calibration as gcal
 from plato_cnn.cli import main as cnn_main
 from plato_cnn.focuscheck import focus_check, inorbit_model_dir
 from plato_cnn.nn.card import load_model
+from plato_cnn.offset_correction import SENSITIVITY_FLOOR, sensitivity_scale
 from plato_cnn.reader import read_campaign
 from plato_sim.errors import DataError, ParameterError
 from plato_sim.io.imagette_format import write_imagettes
@@ -169,9 +170,9 @@ def test_sensitivity_is_how_far_the_solution_moves_for_an_error_of_the_mean():
     assert 0.5 < k < 1.5 and k != pytest.approx(1.0, abs=0.02)
     b = gcal.corrected_shift(cal, mu + 0.4, sig, th, ph, t, index="focus")
     assert b["shift_um"] - a["shift_um"] == pytest.approx(0.4 / k, rel=0.05)
-    assert gcal.sensitivity_scale(k) == pytest.approx(abs(k))
-    assert gcal.sensitivity_scale(0.01) == gcal.SENSITIVITY_FLOOR
-    assert gcal.sensitivity_scale(0.01, "trp1") == 1.0 and not gcal.low_sensitivity(0.0, "trp1")
+    assert sensitivity_scale(k) == pytest.approx(abs(k))
+    assert sensitivity_scale(0.01) == SENSITIVITY_FLOOR
+    assert sensitivity_scale(0.01, "trp1") == 1.0 and not gcal.low_sensitivity(0.0, "trp1")
     assert gcal.low_sensitivity(0.5) is (gcal.SENSITIVITY_OUTSIDE is not None)
 
 
@@ -273,7 +274,7 @@ def test_focus_check_with_ground_calibration_and_its_command_line(ground, tmp_pa
     assert any("testcam" in w for w in fc.warnings)  # the imagettes are of another camera
     t_bf, _ = cal.best_focus_temperature(-77.0, fc.shift_um)
     assert fc.delta_t_degC == pytest.approx(t_bf + 77.0)
-    scale = gcal.sensitivity_scale(info["sensitivity"])
+    scale = sensitivity_scale(info["sensitivity"])
     assert info["outside_model"] is info["low_sensitivity"]
     assert info["low_sensitivity"] is (info["sensitivity"] < gcal.SENSITIVITY_OUTSIDE)
     assert any("outside what" in w for w in fc.warnings) is info["low_sensitivity"]

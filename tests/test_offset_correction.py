@@ -180,6 +180,76 @@ def test_focus_indexed_recheck_follows_a_bias_that_grows_with_focus():
     assert flat["delta_um"] == pytest.approx(8.0, abs=0.5) and flat["solutions"] == 1
 
 
+def test_recheck_sigma_divided_by_the_networks_sensitivity(monkeypatch):
+    """A network that shows 1.3 or 0.1 of a focus change (its offsets scaled) has that
+    sensitivity k = 1 - F'(delta); the sigma's corrected-mean terms are divided by it (by the
+    floor 0.1 at most); below the threshold the re-check is flagged outside what the model
+    knows and the report warns.  The TRP1 index reads no sensitivity (k = 1)."""
+    import plato_cnn.offset_correction as oc
+    from plato_cnn.predict import _recheck
+
+    monkeypatch.setattr(oc, "RECHECK_SENSITIVITY_OUTSIDE", 0.5)
+    thermal = dict(t_ref_degC=-80.0, b_um=0.0, s_um_per_degC=10.0, q_um_per_degC2=0.0)
+    first = dict(bft_degC=-80.0, sigma_degC=0.01, thermal=thermal,
+                 dz_best_um=[-3.0 * (f - 4) for f in range(8)])  # fmt: skip
+    fr = _frames()
+    lab = _labels(fr)
+    later = _frames(plateaux=(-85.0, -80.0, -75.0), seed=9)
+    lab_b = _labels(later) + 8.0
+    out = {}
+    for gain in (1.3, 0.1):
+        rng = np.random.default_rng(4)
+        corr = replace(fit_offset_correction(fr, gain * lab + rng.normal(0, 0.2, len(lab)), lab,
+                                             SHA), first=first)  # fmt: skip
+        mu_b = gain * lab_b + rng.normal(0.0, 0.2, len(lab_b))
+        r = out[gain] = corr.recheck(later, mu_b)
+        assert r["sensitivity"] == pytest.approx(gain, abs=0.03)
+        scale = oc.sensitivity_scale(r["sensitivity"])
+        assert scale == pytest.approx(max(gain, oc.SENSITIVITY_FLOOR), abs=0.03)
+        assert r["sigma_degC"] == pytest.approx(oc.recheck_sigma_degC(
+            r["sigma_fields_degC"], 0.01, 3, r["bft_degC"] + 80.0, r["spread_degC"],
+            r["interp_degC"], scale))  # fmt: skip
+        assert r["sigma_delta_um"] == pytest.approx(r["sigma_fields_degC"] * 10.0 / scale, rel=0.01)
+        trp1 = corr.recheck(later, mu_b, index="trp1")
+        assert trp1["sensitivity"] == 1.0 and not trp1["outside_model"]
+        fit = SimpleNamespace(warnings=[])
+        if gain < 0.5:
+            with pytest.warns(PlatoFocusWarning, match="outside what the model knows"):
+                assert _recheck(corr, later, mu_b, fit)["outside_model"]
+            assert any("0.10 of a focus change" in w for w in fit.warnings)
+        else:
+            assert not _recheck(corr, later, mu_b, fit)["outside_model"] and not fit.warnings
+    # the linear table has no interpolation error to speak of
+    assert out[1.3]["interp_degC"] < 0.01 and out[0.1]["interp_degC"] < 0.01
+    monkeypatch.setattr(oc, "RECHECK_SENSITIVITY_OUTSIDE", None)
+    assert not corr.recheck(later, mu_b)["outside_model"]
+
+
+def test_interpolation_remainder_of_a_quadratic_table_is_exact():
+    """A quadratic y = a x^2 read linearly between nodes errs by a (x - x_j)(x_j+1 - x) on
+    uneven nodes; a line not at all; 0 beyond the end nodes and with fewer than 3; a
+    correction table quadratic in TRP1 gives each frame that remainder."""
+    from plato_cnn.offset_correction import interpolation_remainder
+
+    x = np.array([-10.0, -4.0, 0.0, 7.0, 15.0])
+    xq = np.array([-12.0, -7.0, -4.0, -1.5, 3.0, 10.0, 16.0])
+    got = interpolation_remainder(x, 0.3 * x**2 - x + 2.0, xq)
+    j = np.clip(np.searchsorted(x, xq) - 1, 0, len(x) - 2)
+    want = 0.3 * (xq - x[j]) * (x[j + 1] - xq)
+    want[(xq <= x[0]) | (xq >= x[-1])] = 0.0
+    assert got == pytest.approx(want, abs=1e-12) and got[0] == 0.0 and got[-1] == 0.0
+    assert interpolation_remainder(x, 2.0 * x - 1.0, xq) == pytest.approx(0.0, abs=1e-12)
+    assert not interpolation_remainder(x[:2], x[:2] ** 2, [-7.0]).any()
+    fr = _frames()
+    lab = _labels(fr)
+    d = fr.temperature_degC + 80.0
+    corr = fit_offset_correction(fr, lab + 0.2 * d**2, lab, SHA)
+    later = _frames(plateaux=(-82.5,), seed=3)
+    e = corr.interpolation_error(later)
+    tq = later.temperature_degC
+    assert e == pytest.approx(0.2 * (tq + 85.0) * (-80.0 - tq), rel=0.02)
+
+
 def test_campaign_with_other_field_positions_gets_no_recheck_but_a_warning():
     from plato_cnn.predict import _recheck
 
