@@ -148,12 +148,16 @@ def _recheck_row(label: str, n_pl: int, r: dict, wall: float) -> dict:
                 wall_s=wall)  # fmt: skip
 
 
+def _index(r: dict) -> str:
+    """The index of re-check row ``r`` (:meth:`OffsetCorrection.recheck`)."""
+    return "trp1" if "at TRP1" in r["model"] else "focus"
+
+
 def _scale(r: dict) -> float:
     """The sensitivity scale of re-check row ``r`` (1 for rows kept before it existed)."""
     from plato_cnn.offset_correction import sensitivity_scale
 
-    index = "trp1" if "at TRP1" in r["model"] else "focus"
-    return sensitivity_scale(r.get("sensitivity", 1.0), index)
+    return sensitivity_scale(r.get("sensitivity", 1.0), _index(r))
 
 
 # Long because: the rows of one camera, each a cnn_bft call, with its kept-result plumbing.
@@ -284,7 +288,8 @@ def _rescored(e: dict, first: dict) -> dict:
                 r["spread_degC"] = spread_um / abs(slope)
             r["sigma"] = recheck_sigma_degC(r["sigma_fields_degC"], r["sigma_first_degC"],
                                             r["plateaux"], change, r["spread_degC"],
-                                            r.get("interp_degC", 0.0), _scale(r))  # fmt: skip
+                                            r.get("interp_degC", 0.0), _scale(r),
+                                            _index(r))  # fmt: skip
             if "sensitivity" in r:  # the flag under the current threshold
                 r["outside_model"] = _low(r)
     return out
@@ -309,7 +314,7 @@ def _low(r: dict) -> bool:
     from plato_cnn import offset_correction as oc
 
     return bool(
-        "at TRP1" not in r["model"]
+        _index(r) == "focus"
         and oc.RECHECK_SENSITIVITY_OUTSIDE is not None
         and r.get("sensitivity", 1.0) < oc.RECHECK_SENSITIVITY_OUTSIDE
     )

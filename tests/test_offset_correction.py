@@ -282,6 +282,15 @@ def test_recheck_sigma_takes_the_largest_calibrated_count_not_above(monkeypatch)
     assert oc.recheck_sigma_degC(0.03, 0.04, 1, 0.0) == pytest.approx(
         np.sqrt(0.03**2 + 0.04**2 + 0.12**2)
     )
+    # the TRP1 index has its own table; sigma's corrected-mean terms are divided by the scale
+    monkeypatch.setattr(oc, "RECHECK_SYSTEMATIC_TRP1", {1: (0.5, 0.0, 0.0)})
+    assert oc.recheck_systematic_degC(3, 0.0, index="trp1") == pytest.approx(0.5)
+    assert oc.recheck_sigma_degC(0.03, 0.04, 1, 0.0, 0.0, 0.0, 1.0, "trp1") == pytest.approx(
+        np.sqrt(0.03**2 + 0.04**2 + 0.5**2)
+    )
+    assert oc.recheck_sigma_degC(0.03, 0.04, 1, 0.0, 0.0, 0.05, 0.5) == pytest.approx(
+        np.sqrt(0.04**2 + (0.03**2 + 0.05**2 + 0.12**2) / 0.25)
+    )
     monkeypatch.setattr(oc, "RECHECK_SYSTEMATIC", {})
     assert oc.recheck_systematic_degC(5, 1.0) is None
     assert oc.recheck_sigma_degC(0.03, 0.04, 5, 1.0) == pytest.approx(0.05)
