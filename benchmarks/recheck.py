@@ -420,13 +420,56 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parse_with_quick(ap, argv, QUICK)
 
 
+#: The forms of the systematic term: what multiplies each form's coefficient (degC or a
+#: fraction) for re-check row ``r`` of camera result ``e``.
+FORMS = {
+    "constant_degC": lambda e, r: 1.0,
+    "relative": lambda e, r: abs(r["bft"] - e["first_forward_degC"]),
+    "spread": lambda e, r: r["spread_degC"],
+}
+
+
+def _coverage(evals: list[dict], name: str, n_pl: int, form: str, coef: float) -> float:
+    """Coverage over ``evals`` of re-check row ``name`` with ``n_pl`` plateaux when its
+    systematic term is ``coef`` of ``form`` (:data:`FORMS`), the sigma of
+    :func:`plato_cnn.offset_correction.recheck_sigma_degC`."""
+    hit = []
+    for e in evals:
+        r = next(r for r in e["results"] if r["model"] == name and r["plateaux"] == n_pl)
+        if "error" in r:
+            continue
+        inner = (r["sigma_fields_degC"] ** 2 + r.get("interp_degC", 0.0) ** 2
+                 + (coef * FORMS[form](e, r)) ** 2)  # fmt: skip
+        sigma = np.sqrt(r["sigma_first_degC"] ** 2 + inner / _scale(r) ** 2)
+        hit.append(abs(r["bft"] - e["truth"]) <= sigma)
+    return float(np.mean(hit))
+
+
+def _cross_coverage(a: list[dict], b: list[dict], models: list[str]) -> dict:
+    """Per re-check row, plateau count and form: the coverage of each set's cameras when the
+    term is calibrated on the other (``a_to_b``: calibrated on ``a``, scored on ``b``), the
+    test by which a form is chosen (docs/cnn.md, "Re-check of a known camera")."""
+    cal_a, cal_b = _systematic(a, models), _systematic(b, models)
+    out = {}
+    for name in cal_a:
+        out[name] = {
+            str(n): {form: dict(a_to_b=_coverage(b, name, n, form, cal_a[name][str(n)][form]),
+                                b_to_a=_coverage(a, name, n, form, cal_b[name][str(n)][form]))
+                     for form in FORMS}
+            for n in PLATEAUX
+        }  # fmt: skip
+    return out
+
+
 def calibrate_from(paths: list[str]) -> dict:
     """The systematic terms (:func:`_systematic`) over the cameras of the results ``paths``
-    together; each result's family and camera count are listed with them."""
-    evals, sets = [], []
+    together; each result's family and camera count are listed with them; with two results,
+    each form's coverage of one set when calibrated on the other (:func:`_cross_coverage`)."""
+    evals, sets, per_set = [], [], []
     for path in paths:
         r = json.loads(Path(path).read_text())
         evals += r["per_camera"]
+        per_set.append(r["per_camera"])
         sets.append(dict(path=str(path), family=r["config"].get("family", "nodal"),
                          seed=r["config"]["seed"], cameras=len(r["per_camera"])))  # fmt: skip
     if any(s["family"] == "nodal" for s in sets):
@@ -434,7 +477,10 @@ def calibrate_from(paths: list[str]) -> dict:
             "--calibrate-from: the nodal family scores the re-check, never calibrates it"
         )
     models = sorted({r["model"] for e in evals for r in e["results"]})
-    return dict(sets=sets, recheck_systematic=_systematic(evals, models))
+    out = dict(sets=sets, recheck_systematic=_systematic(evals, models))
+    if len(per_set) == 2:
+        out["cross_coverage"] = _cross_coverage(*per_set, models)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -571,6 +571,12 @@ def test_recheck_calibration_takes_the_sigma_divided_by_the_sensitivity(monkeypa
     assert full["5"]["constant_degC"] == pytest.approx(np.percentile(np.abs(err), 68.27))
     assert half["5"]["constant_degC"] == pytest.approx(0.5 * full["5"]["constant_degC"])
     assert half["sensitivity_outside"] == pytest.approx(0.45)
+    # calibrated on one set, scored on the other: the k = 0.5 set's term is half, and its
+    # cameras' sigma is the term over 0.5
+    cross = rc._cross_coverage(evals(1.0), evals(0.5), ["shipped, re-check"])["shipped, re-check"]
+    term = full["5"]["constant_degC"] * (1 + 1e-12)
+    assert cross["5"]["constant_degC"]["a_to_b"] == pytest.approx(np.mean(np.abs(err) <= 2 * term))
+    assert cross["5"]["constant_degC"]["b_to_a"] == pytest.approx(np.mean(np.abs(err) <= term / 2))
     monkeypatch.setattr(oc, "RECHECK_SYSTEMATIC", {5: (0.1, 0.0, 0.0)})
     monkeypatch.setattr(oc, "RECHECK_SENSITIVITY_OUTSIDE", 0.6)
     row = rc._rescored(evals(0.5)[0], {})["results"][0]
