@@ -193,19 +193,14 @@ class OffsetCorrection:
         self-consistency nearest the TRP1-indexed one (:meth:`_focus_change`);
         ``index="trp1"`` corrects at ``T`` itself (exact only when the focus did not move).
 
-        Sigma: the scatter of the per-field means over sqrt(fields) (frame noise and each
-        field's correction error, independent between fields), the table's interpolation
-        error (:func:`interpolation_remainder` at each frame's ``T'``, the frames' mean per
-        field and then over fields: common to every field, not averaged down) and the
-        systematic term of :data:`RECHECK_SYSTEMATIC` for the later campaign's plateau count,
-        the T_BF change and the correction's RMS, all three divided by the network's
-        sensitivity, and the earlier T_BF's sigma, in quadrature (:func:`recheck_sigma_degC`).
-        The sensitivity ``k = 1 - F'(delta)`` (``F``: the mean over fields as a function of
-        the focus change at which the frames are corrected; 1 for the TRP1 index, where
-        ``F`` does not depend on it) is how much of a focus change the corrected network
-        shows: an error ``e`` of ``F`` moves ``delta`` by ``e / k``.  Below
-        :data:`RECHECK_SENSITIVITY_OUTSIDE` the camera is outside what the model knows
-        (``outside_model``; :func:`plato_cnn.predict.cnn_bft` warns).
+        Sigma (:func:`recheck_sigma_degC`): the per-field means' scatter over sqrt(fields),
+        the table's interpolation error (:func:`interpolation_remainder` at the frames'
+        ``T'``, common to every field) and the systematic term (:data:`RECHECK_SYSTEMATIC`),
+        all three divided by the sensitivity ``k = 1 - F'(delta)`` (``F``: the mean over
+        fields against the focus change at which frames are corrected; an error ``e`` of
+        ``F`` moves ``delta`` by ``e / k``; 1 for the TRP1 index), and the earlier T_BF's
+        sigma, in quadrature.  Below :data:`RECHECK_SENSITIVITY_OUTSIDE` the camera is
+        outside what the model knows (``outside_model``; ``cnn_bft`` warns).
 
         Args:
             frames: the later campaign's frames.
@@ -216,7 +211,8 @@ class OffsetCorrection:
             ``bft_degC``, ``sigma_degC``, ``delta_um``, ``sigma_delta_um`` (the fields' term,
             divided by ``k``), ``fields``, ``frames``, ``plateaux``, ``index``,
             ``solutions`` (self-consistent focus changes found; 0: none, the TRP1-indexed
-            value kept), ``sensitivity`` (``k``), ``outside_model``, and the sigma's terms
+            value kept), ``sensitivity`` (``k``), ``sensitivity_outside`` (the threshold
+            applied; None: none), ``outside_model``, and the sigma's terms
             before the division by ``k``: ``sigma_fields_degC``, ``interp_degC``,
             ``spread_degC`` (the correction's RMS over ``|s|``), ``systematic_degC`` (None
             for a plateau count the calibration lacks); and ``sigma_first_degC``.
@@ -229,13 +225,9 @@ class OffsetCorrection:
             raise ParameterError(f"index={index!r}: 'focus' or 'trp1'")
         if not self.first:
             raise DataError("this offset correction holds no forward fit of the earlier campaign")
-        th = self.first["thermal"]
-        d = field_distance_deg(
-            self.theta_deg, self.phi_deg, frames.field_theta_deg, frames.field_phi_deg
-        )
-        k = np.argmin(d, axis=1)
         mu = np.asarray(mu_um, float)
-        hit = (d[np.arange(len(k)), k] < SAME_FIELD_DEG) & np.isfinite(mu)
+        k, hit = self._table_fields(frames)
+        hit &= np.isfinite(mu)
         if not hit.any():
             raise DataError("no frame at a field position of the earlier campaign")
         per_field, roots, sens, interp_um = self._focus_change(frames, mu, k, hit, index)
@@ -244,7 +236,7 @@ class OffsetCorrection:
         sig_delta = spread / np.sqrt(len(per_field))
         # the focus the earlier T_BF had, reached now where dz(T) = dz(T_BF) - delta
         target = float(thermal_shift_um(self.first, self.first["bft_degC"])) - delta
-        t = solve_thermal(th, target, self.first["bft_degC"])
+        t = solve_thermal(self.first["thermal"], target, self.first["bft_degC"])
         slope = abs(thermal_slope_um_per_degC(self.first, t))
         n_pl = int(len(np.unique(np.asarray(frames.obsid)[hit])))
         change = t - self.first["bft_degC"]
@@ -253,15 +245,12 @@ class OffsetCorrection:
         scale = sensitivity_scale(sens, index)
         sigma = recheck_sigma_degC(sig_delta / slope, self.first["sigma_degC"], n_pl, change,
                                    spread_degC, interp_um / slope, scale, index)  # fmt: skip
-        low = (
-            index == "focus"
-            and RECHECK_SENSITIVITY_OUTSIDE is not None
-            and (sens < RECHECK_SENSITIVITY_OUTSIDE)
-        )
+        limit = RECHECK_SENSITIVITY_OUTSIDE if index == "focus" else None
         return dict(bft_degC=t, sigma_degC=sigma, delta_um=delta,
                     sigma_delta_um=float(sig_delta / scale), fields=int(len(per_field)),
                     frames=int(hit.sum()), plateaux=n_pl, index=index, solutions=roots,
-                    sensitivity=sens, outside_model=bool(low),
+                    sensitivity=sens, sensitivity_outside=limit,
+                    outside_model=bool(limit is not None and sens < limit),
                     sigma_fields_degC=float(sig_delta / slope), interp_degC=interp_um / slope,
                     sigma_first_degC=float(self.first["sigma_degC"]), spread_degC=spread_degC,
                     systematic_degC=sys_degC)  # fmt: skip
@@ -338,15 +327,19 @@ class OffsetCorrection:
             self._read_table(frames, t, interpolation_remainder, out)
         return out
 
+    def _table_fields(self, frames) -> tuple[np.ndarray, np.ndarray]:
+        """Each frame's nearest field position of the table and whether it is that one."""
+        d = field_distance_deg(self.theta_deg, self.phi_deg, frames.field_theta_deg,
+                               frames.field_phi_deg)  # fmt: skip
+        k = np.argmin(d, axis=1)
+        return k, d[np.arange(len(k)), k] < SAME_FIELD_DEG
+
     def _read_table(self, frames, t: np.ndarray, reader, out: np.ndarray) -> np.ndarray:
         """Fill ``out`` (in place) for the frames at a field position of the table with
         ``reader(plateaux, their field's finite entries, t of those frames)``; return the mask
         of those frames."""
         tp = np.asarray(self.plateau_degC)
-        d = field_distance_deg(self.theta_deg, self.phi_deg, frames.field_theta_deg,
-                               frames.field_phi_deg)  # fmt: skip
-        k = np.argmin(d, axis=1)
-        hit = d[np.arange(len(t)), k] < SAME_FIELD_DEG
+        k, hit = self._table_fields(frames)
         table = np.asarray(self.offset_um, float)
         for f in np.unique(k[hit]):
             sel = hit & (k == f)

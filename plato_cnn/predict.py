@@ -209,13 +209,11 @@ def _recheck(correction, frames, mu_um, fit: FocusFit) -> dict | None:
         fit.warnings.append(warn(f"no re-check: {exc}"))
         return None
     if r["outside_model"]:
-        from plato_cnn import offset_correction as oc
-
         fit.warnings.append(
             warn(
                 f"outside what the model knows: corrected by the earlier campaign's table, the "
                 f"network shows {r['sensitivity']:.2f} of a focus change (below "
-                f"{oc.RECHECK_SENSITIVITY_OUTSIDE:.3f}, 0.9 times the least seen in family); the "
+                f"{r['sensitivity_outside']:.3f}, 0.9 times the least seen in family); the "
                 "re-check's sigma is divided by it"
             )
         )
