@@ -50,7 +50,11 @@ from plato_cnn.forward import (
     thermal_slope_um_per_degC,
 )
 from plato_cnn.nn.card import inorbit_model_dir
-from plato_cnn.offset_correction import fit_offset_correction, interpolation_remainder
+from plato_cnn.offset_correction import (
+    fit_offset_correction,
+    interpolation_remainder,
+    nearest_fixed_point,
+)
 from plato_cnn.robust import robust_mean
 from plato_sim.errors import DataError, ParameterError
 from plato_sim.optics.camera import FIELD_RADIUS_DEG
@@ -421,26 +425,17 @@ def corrected_shift(
 
 
 def _fixed_point(f, g_start: float, warnings: list[str]) -> tuple[float, int]:
-    """The solution of ``g = f(g)`` nearest ``g_start`` within ``+-FOCUS_WINDOW_UM`` (a scan
-    of ``FOCUS_SCAN`` steps, Brent's method in each sign change) and the number found; none:
+    """The solution of ``g = f(g)`` nearest ``g_start`` within ``+-FOCUS_WINDOW_UM``
+    (:func:`plato_cnn.offset_correction.nearest_fixed_point`) and the number found; none:
     ``g_start``, with a warning appended."""
-    from scipy.optimize import brentq
-
-    grid = g_start + np.linspace(-FOCUS_WINDOW_UM, FOCUS_WINDOW_UM, FOCUS_SCAN + 1)
-    res = np.array([f(x) - x for x in grid])
-    roots = []
-    for a, b, ra, rb in zip(grid[:-1], grid[1:], res[:-1], res[1:], strict=True):
-        if ra == 0.0:
-            roots.append(float(a))
-        elif ra * rb < 0.0:
-            roots.append(brentq(lambda x: f(x) - x, a, b, xtol=FOCUS_TOL_UM))
-    if not roots:
+    g, n = nearest_fixed_point(f, g_start, FOCUS_WINDOW_UM, FOCUS_SCAN, FOCUS_TOL_UM)
+    if g is None:
         warnings.append(
             f"no common shift within {FOCUS_WINDOW_UM:.0f} um of the TRP1-indexed "
             f"{g_start:+.2f} um reproduces itself: the TRP1-indexed value is kept"
         )
         return float(g_start), 0
-    return float(min(roots, key=lambda r: abs(r - g_start))), len(roots)
+    return g, n
 
 
 def _star_mean(values: np.ndarray, sigma_um: np.ndarray, kept: np.ndarray) -> float:

@@ -46,6 +46,7 @@ __all__ = [
     "RECHECK_SENSITIVITY_OUTSIDE",
     "SENSITIVITY_FLOOR",
     "interpolation_remainder",
+    "nearest_fixed_point",
     "recheck_sigma_degC",
     "sensitivity_scale",
     "fit_offset_correction",
@@ -269,8 +270,6 @@ class OffsetCorrection:
         and Brent's method in each sign change; the solution nearest ``delta_trp1`` is kept
         (a plain fixed-point iteration oscillates where the bias falls with focus almost as
         fast as focus rises).  None in the window: the TRP1-indexed value, with a warning."""
-        from scipy.optimize import brentq
-
         th = self.first["thermal"]
         t_frame = np.asarray(frames.temperature_degC, float)
         dz = thermal_shift_um(self.first, t_frame)  # the earlier fit's thermal focus (um)
@@ -294,23 +293,20 @@ class OffsetCorrection:
         if index == "trp1":
             return at_trp1, 1, 1.0, interp_um(0.0)
         d0 = float(at_trp1.mean())
-        grid = d0 + np.linspace(-RECHECK_WINDOW_UM, RECHECK_WINDOW_UM, RECHECK_SCAN + 1)
-        g = np.array([per_field(x).mean() - x for x in grid])
-        roots = []
-        for a, b, ga, gb in zip(grid[:-1], grid[1:], g[:-1], g[1:], strict=True):
-            if ga == 0.0:
-                roots.append(float(a))
-            elif ga * gb < 0.0:
-                roots.append(brentq(lambda x: per_field(x).mean() - x, a, b, xtol=RECHECK_TOL_UM))
-        if not roots:
+        best, n_roots = nearest_fixed_point(
+            lambda x: float(per_field(x).mean()),
+            d0,
+            RECHECK_WINDOW_UM,
+            RECHECK_SCAN,
+            RECHECK_TOL_UM,
+        )
+        if best is None:
             log.warning("re-check: no focus change within %.0f um of the TRP1-indexed %.2f um "
                         "reproduces itself; the TRP1-indexed value is kept", RECHECK_WINDOW_UM,
                         d0)  # fmt: skip
-            best = d0
-            values, n_roots = at_trp1, 0
+            best, values = d0, at_trp1
         else:
-            best = min(roots, key=lambda r: abs(r - d0))
-            values, n_roots = per_field(best), len(roots)
+            values = per_field(best)
         h = RECHECK_SENSITIVITY_STEP_UM
         slope = (per_field(best + h).mean() - per_field(best - h).mean()) / (2.0 * h)
         return values, n_roots, float(1.0 - slope), interp_um(best)
@@ -378,6 +374,29 @@ def interpolation_remainder(x: np.ndarray, y: np.ndarray, xq) -> np.ndarray:
     right = np.where(j <= len(x) - 3, d2[np.clip(j, 0, len(d2) - 1)], 0.0)
     out[inside] = np.maximum(left, right) * (xq[inside] - x[j]) * (x[j + 1] - xq[inside])
     return out
+
+
+def nearest_fixed_point(
+    f, start: float, window: float, n_scan: int, tol: float
+) -> tuple[float | None, int]:
+    """The solution of ``x = f(x)`` nearest ``start`` within ``start +- window`` (a scan of
+    ``n_scan`` steps, Brent's method to ``tol`` in each sign change of ``f(x) - x``) and the
+    number found (None, 0: none).  The focus-indexed corrections' self-consistency (the
+    re-check's and the ground-corrected in-orbit check's): a plain iteration oscillates where
+    the bias falls with focus almost as fast as focus rises."""
+    from scipy.optimize import brentq
+
+    grid = start + np.linspace(-window, window, n_scan + 1)
+    res = np.array([f(x) - x for x in grid])
+    roots = []
+    for a, b, ra, rb in zip(grid[:-1], grid[1:], res[:-1], res[1:], strict=True):
+        if ra == 0.0:
+            roots.append(float(a))
+        elif ra * rb < 0.0:
+            roots.append(brentq(lambda x: f(x) - x, a, b, xtol=tol))
+    if not roots:
+        return None, 0
+    return float(min(roots, key=lambda r: abs(r - start))), len(roots)
 
 
 def sensitivity_scale(sensitivity: float, index: str = "focus") -> float:
