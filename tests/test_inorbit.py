@@ -213,14 +213,14 @@ def test_inorbit_dataset_config_and_shard(camera):
     base = sampling.load_config()
     assert "imagettes" not in base  # the default datasets are unchanged
     cfg = sampling.load_config(
-        im._inorbit_config_path(),
+        im.inorbit_config_path(),
         overrides={"spectrum": {"n_wavelengths": 4}, "shards": {"samples_per_optical_state": 8}},
     )
     assert cfg["imagettes"]["size_px"] == 10
     with pytest.raises(ValueError, match="imagettes"):
-        sampling.load_config(im._inorbit_config_path(), overrides={"imagettes": {"size": 3}})
+        sampling.load_config(im.inorbit_config_path(), overrides={"imagettes": {"size": 3}})
     with pytest.raises(ValueError, match=r"imagettes.size_px"):
-        sampling.load_config(im._inorbit_config_path(), overrides={"imagettes": {"size_px": 40}})
+        sampling.load_config(im.inorbit_config_path(), overrides={"imagettes": {"size_px": 40}})
     stamps, lab = im.make_imagette_shard(cfg, 3, 0, 20, [camera])
     assert stamps.shape == (20, 10, 10) and stamps.dtype == np.float32
     assert lab.dtype == im.imagette_label_dtype()

@@ -74,6 +74,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -101,6 +102,9 @@ from plato_sim.scenes.sampling import (
 from plato_sim.stamps import ccd_to_focal_plane_orientation, extract_stamp, saturation_level_adu
 from plato_sim.truth.eef import eef
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 __all__ = [
     "FLUX_V0_PHOTONS_PER_S_M2_NM",
     "V_REFERENCE_NM",
@@ -113,6 +117,7 @@ __all__ = [
     "COSMIC_RATE_L2_PER_CM2_S",
     "POINTING_ERROR_PX",
     "ImagetteField",
+    "inorbit_config_path",
     "INORBIT_FAMILIES",
     "stellar_electrons",
     "sky_electrons_per_px",
@@ -246,7 +251,7 @@ def make_camera(
             "n_wavelengths": int(n_wavelengths),
         },
     }
-    cfg = load_config(_inorbit_config_path(), overrides=over)
+    cfg = load_config(inorbit_config_path(), overrides=over)
     if INORBIT_FAMILIES[family] is not None:
         # the pool's family draw (build_camera); a dataset config refuses the section beside
         # imagettes because its samples would not record the family, this camera does
@@ -259,7 +264,10 @@ def make_camera(
     return entry
 
 
-def _inorbit_config_path():
+def inorbit_config_path() -> Traversable:
+    """The in-orbit imagettes' dataset configuration (``plato_sim/data/inorbit_dataset.yaml``,
+    merged over the default dataset configuration by ``load_config``): camera pool, focus
+    range, detector and imagette settings, shared by the design and nodal in-orbit scenes."""
     from importlib import resources
 
     return resources.files("plato_sim").joinpath("data", "inorbit_dataset.yaml")

@@ -34,7 +34,7 @@ import numpy as np
 from plato_sim.errors import ParameterError
 from plato_sim.optics.family_nodal import NodalCamera
 from plato_sim.psf.fast import FastEngine
-from plato_sim.scenes.inorbit import _inorbit_config_path
+from plato_sim.scenes.inorbit import inorbit_config_path
 from plato_sim.scenes.out_of_family import NODAL_SEED_TAG
 from plato_sim.scenes.sampling import (
     best_focus_map_basis,
@@ -131,7 +131,7 @@ def make_nodal_camera(
     """
     cam, t_drawn = draw_nodal_camera(seed)
     t_bf = t_drawn if bft_degC is None else float(bft_degC)
-    cfg = load_config(_inorbit_config_path())
+    cfg = load_config(inorbit_config_path())
     bf = cfg["best_focus"]
     engine = make_engine(cfg).replace(diffusion_sigma_px=cam.diffusion_sigma_px)
     sp = cam.spectrum(int(n_wavelengths or bf["n_wavelengths"]))
