@@ -34,8 +34,12 @@ Usage::
 
     python -m benchmarks.inorbit_ground [--family design|highorder|highorder-mild|nodal]
         [--cameras 8] [--keep-dir out/inorbit_ground] [--json R.json] [--calibrate] [--quick]
+        [--ground-plateaux=-90,-87.5,...,-70]
 
 The ground campaigns and forward reports are kept under ``--keep-dir`` (a rerun reads them).
+``--ground-plateaux`` emulates the ground campaign with other TRP1 plateaux (a test design's
+effect on the check: its campaigns kept in their own folder, :func:`ground_folder`; the
+calibrated terms are those of the reference design).
 ``--labels oracle`` (a diagnostic) replaces the forward fit by the camera's own optics: each
 ground position's EEF-optimal focus, the true thermal model and T_BF.
 """
@@ -85,7 +89,7 @@ def _ground(job: dict, cam, t_bf_ground: float) -> tuple:
     from plato_sim.scenes.design import CampaignDesign
     from plato_sim.scenes.ground_test import emulate_or_load
 
-    keep = Path(job["keep_dir"]) / job["family"]
+    keep = Path(job["keep_dir"]) / ground_folder(job["family"], job.get("ground_plateaux"))
     cdir = keep / f"campaign_{job['seed']}"
     t0 = time.perf_counter()
     # a nodal camera brings its own diffusion and detected OGSE spectrum; the other families
@@ -93,7 +97,10 @@ def _ground(job: dict, cam, t_bf_ground: float) -> tuple:
     own = {}
     if hasattr(cam, "engine"):
         own = dict(engine=cam.engine(), spectrum=cam.spectrum(CampaignDesign().n_wavelengths))
-    truth = emulate_or_load(cdir, camera_model=cam.model(), bft_degC=t_bf_ground,
+    design = None
+    if job.get("ground_plateaux"):
+        design = CampaignDesign(plateaux_degC=tuple(job["ground_plateaux"]))
+    truth = emulate_or_load(cdir, design, camera_model=cam.model(), bft_degC=t_bf_ground,
                             seed=job["seed"], camera_name=f"C{job['seed']}", **own)  # fmt: skip
     t_emulate = time.perf_counter() - t0
     fr = read_campaign(cdir)
@@ -110,6 +117,15 @@ def _ground(job: dict, cam, t_bf_ground: float) -> tuple:
         rep = forward_bft(fr, field_focus=True)
         write_json(rpath, rep)
     return truth, fr, rep, dict(emulate_s=t_emulate, forward_s=time.perf_counter() - t1)
+
+
+def ground_folder(family: str, plateaux_degC: list[float] | None) -> str:
+    """The folder (under ``--keep-dir``) of a family's ground campaigns and forward reports:
+    the family's name for the reference design's plateaux, with the plateaux appended for
+    any other (campaigns of different designs never share a folder)."""
+    if not plateaux_degC:
+        return family
+    return family + "_plateaux_" + "_".join(f"{t:g}" for t in plateaux_degC)
 
 
 def _oracle_report(truth: dict, fr, cam) -> dict:
@@ -374,7 +390,21 @@ def main(argv: list[str] | None = None) -> int:
         help="calibration cameras (seeds 1000 and up): print the systematic sigma (design) "
         "or the outside-model term (a family the network never saw)",
     )
+    ap.add_argument(
+        "--ground-plateaux",
+        default="",
+        help="the ground campaign's TRP1 plateaux (comma list, degC; default: the reference "
+        "design's -90 ... -70): a test design's effect on the corrected check (its campaigns "
+        "kept apart, the calibrated terms unchanged)",
+    )
     args = parse_with_quick(ap, argv, QUICK)
+    try:
+        plateaux = [float(t) for t in args.ground_plateaux.split(",") if t.strip()]
+    except ValueError:
+        ap.error(f"--ground-plateaux {args.ground_plateaux!r}: a comma list of degC")
+    if plateaux and len(set(plateaux)) < 2:
+        ap.error("--ground-plateaux: at least 2 distinct plateaux (the bias table is read "
+                 "between them)")  # fmt: skip
     if args.calibrate and args.family == "nodal":
         ap.error("--calibrate: the nodal family scores the check, it calibrates nothing")
     seed0 = args.seed if args.seed is not None else (CALIBRATION_SEED if args.calibrate else 2000)
@@ -389,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             max_subsets=args.max_subsets,
             keep_dir=args.keep_dir,
             labels=args.labels,
+            ground_plateaux=plateaux,
         )  # fmt: skip
         for k in range(args.cameras)
     ]

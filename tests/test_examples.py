@@ -533,6 +533,54 @@ def test_inorbit_ground_scores_the_nodal_family_and_never_calibrates_on_it(capsy
     assert exc.value.code == 2 and "calibrates nothing" in capsys.readouterr().err
 
 
+def test_inorbit_ground_plateaux_option_keeps_its_campaigns_apart(tmp_path, monkeypatch, capsys):
+    """--ground-plateaux emulates the ground campaign with those plateaux, in a folder of its
+    own (never the reference design's), and refuses what is not a list of >= 2 plateaux."""
+    import benchmarks.inorbit_ground as ig
+    import plato_cnn.reader as reader
+    import plato_sim.scenes.ground_test as gt
+
+    for bad in ("-90,x", "-80", "-80,-80"):
+        with pytest.raises(SystemExit) as exc:
+            ig.main([f"--ground-plateaux={bad}"])
+        assert exc.value.code == 2 and "--ground-plateaux" in capsys.readouterr().err
+    assert ig.ground_folder("nodal", []) == "nodal"
+    dense = [-90.0, -87.5, -85.0]
+    assert ig.ground_folder("nodal", dense) == "nodal_plateaux_-90_-87.5_-85"
+    seen = {}
+
+    def fake_emulate(out_dir, design=None, **kw):
+        seen.update(out_dir=Path(out_dir), design=design)
+        return {"bft_degC": -80.0}
+
+    class Frames:
+        usable = None
+
+        def select(self, mask):
+            return self
+
+    monkeypatch.setattr(gt, "emulate_or_load", fake_emulate)
+    monkeypatch.setattr(reader, "read_campaign", lambda d: Frames())
+    job = dict(keep_dir=str(tmp_path), family="nodal", seed=2000, labels="forward",
+               ground_plateaux=dense)  # fmt: skip
+    keep = tmp_path / "nodal_plateaux_-90_-87.5_-85"
+    keep.mkdir()
+    (keep / "forward_2000.json").write_text('{"bft_degC": -80.0}')
+
+    class Cam:
+        def model(self):
+            return None
+
+    truth, _, rep, _ = ig._ground(job, Cam(), -80.0)
+    assert seen["out_dir"] == keep / "campaign_2000" and rep["bft_degC"] == -80.0
+    assert seen["design"].plateaux_degC == tuple(dense)
+    job.pop("ground_plateaux")  # jobs of the reference design: its own folder, no design
+    (tmp_path / "nodal").mkdir()
+    (tmp_path / "nodal" / "forward_2000.json").write_text('{"bft_degC": -80.0}')
+    ig._ground(job, Cam(), -80.0)
+    assert seen["out_dir"] == tmp_path / "nodal" / "campaign_2000" and seen["design"] is None
+
+
 def test_recheck_calibration_takes_the_sigma_divided_by_the_sensitivity(monkeypatch):
     """The re-check bench calibrates its systematic term on the corrected mean: a camera whose
     network shows half of a focus change needs half the term it would at k = 1, its kept row
