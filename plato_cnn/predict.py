@@ -189,18 +189,22 @@ def cnn_bft(
             "spread_um": offset_correction.spread_um,
             "noise_um": offset_correction.noise_um,
         },
-        "recheck": _recheck(offset_correction, sel, pred["mu_um"], fit),
+        "recheck": _recheck(
+            offset_correction, sel, pred["mu_um"], fit, "finetune" in pred["model_card"]
+        ),
         "thermal_residual": check
         or {"residual_um": fit.thermal_residual_um, "ran": False, "outside": False},
     }
     return fit, info
 
 
-def _recheck(correction, frames, mu_um, fit: FocusFit) -> dict | None:
+def _recheck(correction, frames, mu_um, fit: FocusFit, fine_tuned: bool = False) -> dict | None:
     """The correction's re-check of these frames, or None (without the earlier campaign's
     forward fit, or when no frame lies at one of its field positions: a warning).  A
     re-check whose network barely follows the camera's focus gets a warning (its sigma is
-    already divided by that sensitivity)."""
+    already divided by that sensitivity); so does one by a fine-tuned network
+    (``sigma_calibrated`` false: the sigma's terms were calibrated, and measured to hold, with
+    networks that were not fine-tuned on the camera; docs/cnn.md)."""
     if correction is None or not correction.first:
         return None
     try:
@@ -208,6 +212,16 @@ def _recheck(correction, frames, mu_um, fit: FocusFit) -> dict | None:
     except DataError as exc:
         fit.warnings.append(warn(f"no re-check: {exc}"))
         return None
+    r["sigma_calibrated"] = not fine_tuned
+    if fine_tuned:
+        fit.warnings.append(
+            warn(
+                "re-check by a fine-tuned network: its sigma was calibrated with networks not "
+                "fine-tuned on the camera and is too narrow for fine-tuned ones (docs/cnn.md, "
+                "'Re-check of a known camera'); the model without fine-tuning is the one "
+                "whose sigma holds"
+            )
+        )
     if r["outside_model"]:
         fit.warnings.append(
             warn(

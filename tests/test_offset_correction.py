@@ -267,6 +267,34 @@ def test_campaign_with_other_field_positions_gets_no_recheck_but_a_warning():
     assert _recheck(None, other, np.zeros(len(other.field_id)), fit) is None
 
 
+def test_recheck_by_a_fine_tuned_network_is_flagged_uncalibrated():
+    """The re-check's sigma was calibrated with networks not fine-tuned on the camera: a
+    fine-tuned one's re-check says so (a warning and ``sigma_calibrated`` false), the same
+    estimate otherwise."""
+    import warnings
+
+    from plato_cnn.predict import _recheck
+
+    fr = _frames()
+    lab = _labels(fr)
+    thermal = dict(t_ref_degC=-80.0, b_um=0.0, s_um_per_degC=10.0, q_um_per_degC2=0.0)
+    first = dict(bft_degC=-80.0, sigma_degC=0.01, thermal=thermal,
+                 dz_best_um=list(3.0 * (np.arange(8) - 4)))  # fmt: skip
+    corr = replace(fit_offset_correction(fr, lab, lab, SHA), first=first)
+    later = _frames(seed=4)
+    mu = _labels(later, t_bf=-79.6) - 3.0 * (later.field_id - 4)
+    plain = SimpleNamespace(warnings=[])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = _recheck(corr, later, mu, plain)
+    assert r["sigma_calibrated"] and not plain.warnings
+    tuned = SimpleNamespace(warnings=[])
+    with pytest.warns(PlatoFocusWarning, match="fine-tuned network"):
+        rt = _recheck(corr, later, mu, tuned, fine_tuned=True)
+    assert not rt["sigma_calibrated"] and len(tuned.warnings) == 1
+    assert rt["bft_degC"] == r["bft_degC"] and rt["sigma_degC"] == r["sigma_degC"]
+
+
 def test_recheck_sigma_takes_the_largest_calibrated_count_not_above(monkeypatch):
     import plato_cnn.offset_correction as oc
 
