@@ -433,14 +433,16 @@ def _coverage(evals: list[dict], name: str, n_pl: int, form: str, coef: float) -
     """Coverage over ``evals`` of re-check row ``name`` with ``n_pl`` plateaux when its
     systematic term is ``coef`` of ``form`` (:data:`FORMS`), the sigma of
     :func:`plato_cnn.offset_correction.recheck_sigma_degC`."""
+    from plato_cnn.offset_correction import recheck_sigma_degC
+
     hit = []
     for e in evals:
         r = next(r for r in e["results"] if r["model"] == name and r["plateaux"] == n_pl)
         if "error" in r:
             continue
-        inner = (r["sigma_fields_degC"] ** 2 + r.get("interp_degC", 0.0) ** 2
-                 + (coef * FORMS[form](e, r)) ** 2)  # fmt: skip
-        sigma = np.sqrt(r["sigma_first_degC"] ** 2 + inner / _scale(r) ** 2)
+        sigma = recheck_sigma_degC(r["sigma_fields_degC"], r["sigma_first_degC"], n_pl, 0.0,
+                                   interp_degC=r.get("interp_degC", 0.0), scale=_scale(r),
+                                   systematic_degC=coef * FORMS[form](e, r))  # fmt: skip
         hit.append(abs(r["bft"] - e["truth"]) <= sigma)
     return float(np.mean(hit))
 

@@ -431,12 +431,16 @@ def recheck_sigma_degC(
     interp_degC: float = 0.0,
     scale: float = 1.0,
     index: str = "focus",
+    systematic_degC: float | None = None,
 ) -> float:
     """The re-check's sigma (degC): the fields' scatter term, the table's interpolation
-    error ``interp_degC`` and the systematic term (:func:`recheck_systematic_degC` for
-    ``index``), divided by the network's sensitivity ``scale`` (:func:`sensitivity_scale`),
-    and the earlier T_BF's sigma, in quadrature."""
-    sys_degC = recheck_systematic_degC(n_plateaux, change_degC, spread_degC, index) or 0.0
+    error ``interp_degC`` and the systematic term (``systematic_degC`` where given, as a
+    calibration trying a term does; else :func:`recheck_systematic_degC` for ``index``),
+    divided by the network's sensitivity ``scale`` (:func:`sensitivity_scale`), and the
+    earlier T_BF's sigma, in quadrature."""
+    sys_degC = systematic_degC
+    if sys_degC is None:
+        sys_degC = recheck_systematic_degC(n_plateaux, change_degC, spread_degC, index) or 0.0
     inner = sigma_fields_degC**2 + interp_degC**2 + sys_degC**2
     return float(np.sqrt(sigma_first_degC**2 + inner / scale**2))
 
