@@ -175,9 +175,9 @@ def _job(job: dict) -> list[dict]:
     else:
         cam = make_camera(job["seed"], bft_degC=t_bf, family=job["family"])
     truth, fr, rep, times = _ground(job, cam, t_bf - launch)
-    loaded = load_model(inorbit_model_dir())
+    loaded = load_model(job.get("model") or inorbit_model_dir())
     t0 = time.perf_counter()
-    cal = measure_ground_calibration(fr, rep)
+    cal = measure_ground_calibration(fr, rep, job.get("model"))
     times["calibration_s"] = time.perf_counter() - t0
     dt_true = float(rng.uniform(-job["dt_range"], job["dt_range"]))
     temp = t_bf - dt_true
@@ -355,6 +355,12 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=None, help="write the result here")
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="in-orbit model directory (default: the shipped one; the calibrated terms stay "
+        "the shipped model's)",
+    )
     ap.add_argument("--cameras", type=int, default=8, help="emulated cameras")
     ap.add_argument("--n-stars", default="10,100,1000", help="star counts N")
     ap.add_argument("--dt-range", type=float, default=3.0, help="true |T_BF - T| up to (degC)")
@@ -407,6 +413,14 @@ def main(argv: list[str] | None = None) -> int:
                  "between them)")  # fmt: skip
     if args.calibrate and args.family == "nodal":
         ap.error("--calibrate: the nodal family scores the check, it calibrates nothing")
+    if args.model is not None:
+        from plato_cnn.nn.card import load_model
+        from plato_sim.errors import PlatoFocusError
+
+        try:
+            load_model(args.model)
+        except PlatoFocusError as exc:
+            ap.error(f"--model {args.model}: {exc}")
     seed0 = args.seed if args.seed is not None else (CALIBRATION_SEED if args.calibrate else 2000)
     n_stars = sorted(int(x) for x in args.n_stars.split(","))
     jobs = [
@@ -420,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_dir=args.keep_dir,
             labels=args.labels,
             ground_plateaux=plateaux,
+            model=args.model,
         )  # fmt: skip
         for k in range(args.cameras)
     ]

@@ -533,6 +533,17 @@ def test_inorbit_ground_scores_the_nodal_family_and_never_calibrates_on_it(capsy
     assert exc.value.code == 2 and "calibrates nothing" in capsys.readouterr().err
 
 
+def test_inorbit_ground_model_option_refuses_what_is_not_a_model(tmp_path, capsys):
+    """--model names the in-orbit network to score; a folder without a model exits 2 before
+    any camera is emulated."""
+    import benchmarks.inorbit_ground as ig
+
+    with pytest.raises(SystemExit) as exc:
+        ig.main(["--model", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--model" in err and "model.json" in err
+
+
 def test_inorbit_ground_plateaux_option_keeps_its_campaigns_apart(tmp_path, monkeypatch, capsys):
     """--ground-plateaux emulates the ground campaign with those plateaux, in a folder of its
     own (never the reference design's), and refuses what is not a list of >= 2 plateaux."""
