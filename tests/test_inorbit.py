@@ -232,6 +232,30 @@ def test_inorbit_dataset_config_and_shard(camera):
     assert np.array_equal(again[0], stamps) and again[1].tobytes() == lab.tobytes()
 
 
+def test_imagette_pool_may_hold_high_order_cameras(camera):
+    """The families section works for imagettes as for ground-test samples: its recipe loads,
+    a pool index drawn from the high-order family is rendered beside a design camera, each
+    star labelled from its own camera, and the same seed gives the same bytes."""
+    path = im.inorbit_config_path().parent / "inorbit_dataset_families.yaml"
+    recipe = sampling.load_config(path)
+    assert recipe["families"]["highorder_fraction"] == 0.5 and "imagettes" in recipe
+    over = {"spectrum": {"n_wavelengths": 4}, "shards": {"samples_per_optical_state": 8},
+            "families": {"highorder_fraction": 1.0, "highorder_strength": 1.0}}  # fmt: skip
+    cfg = sampling.load_config(im.inorbit_config_path(), overrides=over)
+    ho = sampling.build_camera(cfg, seed=3, index=1)
+    assert ho.family == "highorder"
+    stamps, lab = im.make_imagette_shard(cfg, 3, 0, 32, [camera, ho])
+    assert set(np.unique(lab["camera_id"])) == {camera.camera_id, ho.camera_id}
+    assert np.all(np.isfinite(stamps))
+    for cam in (camera, ho):
+        sel = lab["camera_id"] == cam.camera_id
+        np.testing.assert_allclose(
+            lab["temperature_degC"][sel], cam.model().thermal.temperature_degC(lab["dz_th_um"][sel])
+        )
+    again = im.make_imagette_shard(cfg, 3, 0, 32, [camera, ho])
+    assert np.array_equal(again[0], stamps) and again[1].tobytes() == lab.tobytes()
+
+
 def test_robust_mean_rejects_outliers():
     rng = np.random.default_rng(0)
     x = rng.normal(3.0, 1.0, 200)

@@ -304,7 +304,6 @@ def _validate_optional_sections(cfg: dict, rng: np.random.Generator, need: Calla
         need(0.0 <= float(fam["highorder_fraction"]) <= 1.0, "families.highorder_fraction",
              "must lie in [0, 1]")  # fmt: skip
         draw_value(rng, fam["highorder_strength"], "families.highorder_strength")
-        need("imagettes" not in cfg, "families", "is for ground-test samples, not imagettes")
     if "field_series" in cfg:
         fs = cfg["field_series"]
         need(isinstance(fs, dict) and set(fs) == FIELD_SERIES_KEYS, "field_series",
