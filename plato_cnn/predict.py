@@ -204,7 +204,8 @@ def _recheck(correction, frames, mu_um, fit: FocusFit, fine_tuned: bool = False)
     re-check whose network barely follows the camera's focus gets a warning (its sigma is
     already divided by that sensitivity); so does one by a fine-tuned network
     (``sigma_calibrated`` false: the sigma's terms were calibrated, and measured to hold, with
-    networks that were not fine-tuned on the camera; docs/cnn.md)."""
+    networks that were not fine-tuned on the camera; for fine-tuned ones it was measured too
+    narrow in family and out; docs/cnn.md)."""
     if correction is None or not correction.first:
         return None
     try:
@@ -217,9 +218,9 @@ def _recheck(correction, frames, mu_um, fit: FocusFit, fine_tuned: bool = False)
         fit.warnings.append(
             warn(
                 "re-check by a fine-tuned network: its sigma was calibrated with networks not "
-                "fine-tuned on the camera and is too narrow for fine-tuned ones (docs/cnn.md, "
-                "'Re-check of a known camera'); the model without fine-tuning is the one "
-                "whose sigma holds"
+                "fine-tuned on the camera, and for fine-tuned ones it covered far fewer "
+                "cameras, in family and out (docs/cnn.md, 'Re-check of a known camera'); the "
+                "model without fine-tuning is the one whose sigma holds"
             )
         )
     if r["outside_model"]:
