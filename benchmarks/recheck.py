@@ -35,7 +35,11 @@ first campaign that the corrected network sees, on the first campaign's forward 
 same call as the corrected row), and ``... re-check at TRP1`` the same with each frame's bias
 taken at its TRP1 rather than at the earlier campaign's temperature of the same focus
 (``index="trp1"``, the first version of the method).  RMS error, bias, median sigma,
-coverage.  Per camera, the result is kept as ``<out>/[<family>_]cam<i>_<key>_rows4[_noft].json``,
+coverage.  With ``--response`` (a diagnostic), each network's response to the focus change
+between the campaigns: the slope, over the cameras, of its mean offset change (per field and
+plateau) on the true thermal focus change (1: it shows the whole change; a correction table
+measured at the first campaign's foci cannot show a smaller one).  Per camera, the result is
+kept as ``<out>/[<family>_]cam<i>_<key>_rows4[_noft].json``,
 the forward rows as
 ``<out>/cam<i>_<key>.forward.json`` and the fine-tuned model in ``<out>/cam<i>_<key>/``: a
 rerun resumes.
@@ -408,6 +412,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="also the forward method on the later campaign with these plateau counts (comma "
         "list of 5, 3, 2, 1; s prior from its fit of the first campaign; ~1 min a fit)",
     )
+    ap.add_argument(
+        "--response",
+        action="store_true",
+        help="also each network's response to the focus change between the campaigns (a "
+        "diagnostic: the slope of its mean offset change on the true one, over the cameras)",
+    )
     ap.add_argument("--json", default=None, help="write the result here")
     ap.add_argument(
         "--calibrate-from",
@@ -485,6 +495,73 @@ def calibrate_from(paths: list[str]) -> dict:
     return out
 
 
+def cell_means(field_id, obsid, values, temperature_degC) -> dict:
+    """Per (field, plateau) cell ``(field_id, obsid)``: the mean of ``values`` and the mean
+    TRP1 (degC) of its frames."""
+    key = np.asarray(field_id, np.int64) * 1_000_000 + np.asarray(obsid, np.int64)
+    cells, inv = np.unique(key, return_inverse=True)
+    n = np.bincount(inv)
+    v = np.bincount(inv, np.asarray(values, float)) / n
+    t = np.bincount(inv, np.asarray(temperature_degC, float)) / n
+    return {int(c): (float(a), float(b)) for c, a, b in zip(cells, v, t, strict=True)}
+
+
+def focus_change_pair(first: dict, later: dict, thermal_first, thermal_later) -> tuple:
+    """``(network's change, true change)`` (um) between two campaigns' :func:`cell_means` of
+    the network's offsets: the mean over their common cells of later minus first, and of the
+    true thermal focal shift at each cell's TRP1 (``thermal_*``: :class:`ThermalModel`)."""
+    common = sorted(set(first) & set(later))
+    if not common:
+        raise ValueError("the campaigns share no (field, plateau) cell")
+    d_mu = np.mean([later[c][0] - first[c][0] for c in common])
+    d_true = np.mean([thermal_later.focal_shift_um(later[c][1])
+                      - thermal_first.focal_shift_um(first[c][1]) for c in common])  # fmt: skip
+    return float(d_mu), float(d_true)
+
+
+def response_slope(pairs: list[tuple[float, float]]) -> dict:
+    """Least-squares slope through the origin of the networks' changes on the true ones (1: the
+    network shows the whole focus change), its standard error, the count and the true
+    changes' RMS (um)."""
+    y, x = np.asarray(pairs, float).T
+    b = float(x @ y / (x @ x))
+    r = y - b * x
+    se = float(np.sqrt((r @ r) / max(len(x) - 1, 1) / (x @ x)))
+    return dict(slope=b, se=se, n=len(x), true_change_rms_um=float(np.sqrt(np.mean(x**2))))
+
+
+def _response(job: dict) -> dict:
+    """One camera's :func:`focus_change_pair` for the shipped network and, where the bench
+    made one, its fine-tuned network."""
+    pin_one_thread()
+    from plato_cnn.predict import predict_frames
+    from plato_cnn.reader import read_campaign
+    from plato_sim.optics.thermal import ThermalModel
+
+    camp = {}
+    for side in ("first", "later"):
+        fr = read_campaign(job[side])
+        camp[side] = fr.select(fr.usable)
+    models = {"shipped": job["base"]}
+    if (Path(job["model_out"]) / "finetune.json").is_file():
+        models["fine-tuned"] = job["model_out"]
+    out = {}
+    for name, model in models.items():
+        means = {side: cell_means(fr.field_id, fr.obsid, predict_frames(fr, model)["mu_um"],
+                                  fr.temperature_degC) for side, fr in camp.items()}  # fmt: skip
+        out[name] = focus_change_pair(means["first"], means["later"],
+                                      ThermalModel(**job["thermal_first"]),
+                                      ThermalModel(**job["thermal_later"]))  # fmt: skip
+    return out
+
+
+def _response_block(pairs: list[dict]) -> dict:
+    """:func:`response_slope` per network over the cameras that have it, and the pairs."""
+    names = sorted({k for p in pairs for k in p})
+    return dict(slopes={n: response_slope([p[n] for p in pairs if n in p]) for n in names},
+                per_camera=pairs)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.calibrate_from:
@@ -506,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         dict(i=i, first=str(da), later=str(db), camera=tb["camera"], truth=tb["bft_degC"],
              first_truth=ta["bft_degC"], base=base, epochs=args.epochs, patience=args.patience,
              finetune=not args.skip_finetune, model_out=str(out / f"{fam}cam{i:03d}_{key}"),
+             thermal_first=ta["thermal"], thermal_later=tb["thermal"],
              result=str(out / f"{fam}cam{i:03d}_{key}_rows4{ft}.json"))
         for i, ((da, ta), (db, tb)) in enumerate(zip(first, later, strict=True))
     ]  # fmt: skip
@@ -518,6 +596,10 @@ def main(argv: list[str] | None = None) -> int:
     if counts:
         fwd = map_jobs(_forward_later, [dict(j, n=counts) for j in jobs], args.workers,
                        desc="forward fits of the later campaigns")  # fmt: skip
+    response = None
+    if args.response:
+        response = _response_block(map_jobs(_response, jobs, args.workers,
+                                            desc="networks' response"))  # fmt: skip
     t_run = time.perf_counter() - t1
     shifts = [e["truth"] - e["first_truth_degC"] for e in evals]
     result = dict(
@@ -534,13 +616,21 @@ def main(argv: list[str] | None = None) -> int:
         recheck_systematic=_systematic(evals, models),
         per_camera=evals,
         forward_per_camera=fwd,
+        response=response,
     )
     print(
         f"{len(evals)} {args.family} cameras (seed {args.seed}) re-checked, T_BF moved by up to "
         f"{args.max_shift:g} degC (RMS {result['bft_shift_rms_degC']:.2f}); emulation "
         f"{t_emul:.0f} s, fine-tuning + scoring {t_run:.0f} s"
     )
-    report(result, markdown(result), args.json)
+    text = markdown(result)
+    if response:
+        text += "\n" + "\n".join(
+            f"response to the focus change, {n}: {r['slope']:.3f} +- {r['se']:.3f} ({r['n']} "
+            f"cameras, true changes {r['true_change_rms_um']:.2f} um RMS)"
+            for n, r in response["slopes"].items()
+        )
+    report(result, text, args.json)
     return 0
 
 

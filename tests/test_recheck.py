@@ -67,3 +67,37 @@ def test_calibration_family_later_campaigns(tmp_path, family):
     assert later[0]["bft_shift_degC"] != nodal["bft_shift_degC"]
     with pytest.raises(ParameterError, match="family"):
         _recheck_jobs(tmp_path, 1, 0, 1, 1.0, (-92.0, -68.0), 24, "nodal", {})
+
+
+def test_response_of_a_network_that_shows_part_of_the_focus_change():
+    """The re-check bench's response diagnostic: a network whose offsets move by 0.9 of the
+    true focus change between two campaigns has slope 0.9 (standard error 0 when exact); cells
+    are (field, plateau) means, and only the cells both campaigns hold count."""
+    import numpy as np
+
+    from benchmarks.recheck import cell_means, focus_change_pair, response_slope
+    from plato_sim.optics.thermal import ThermalModel
+
+    rng = np.random.default_rng(3)
+    field = np.repeat(np.arange(4), 6)
+    obsid = np.tile(np.repeat([1024, 1035], 3), 4)
+    t = np.where(obsid == 1024, -85.0, -80.0) + rng.normal(0.0, 0.01, field.size)
+    first_th = ThermalModel(s_um_per_degC=10.0, t0_degC=-80.0, q_um_per_degC2=0.02)
+    pairs = []
+    for shift_degC in (-1.0, -0.4, 0.3, 0.8):
+        later_th = ThermalModel(s_um_per_degC=10.0, t0_degC=-80.0 + shift_degC,
+                                q_um_per_degC2=0.02)  # fmt: skip
+        bias = 0.3 * field  # a per-field bias the difference removes
+        mu_a = first_th.focal_shift_um(t) + bias
+        mu_b = first_th.focal_shift_um(t) + 0.9 * (
+            later_th.focal_shift_um(t) - first_th.focal_shift_um(t)) + bias  # fmt: skip
+        a = cell_means(field, obsid, mu_a, t)
+        b = cell_means(field[:18], obsid[:18], mu_b[:18], t[:18])  # the later lacks field 3
+        assert len(a) == 8 and len(b) == 6
+        d_mu, d_true = focus_change_pair(a, b, first_th, later_th)
+        assert d_true == pytest.approx(-10.0 * shift_degC, rel=0.05)
+        pairs.append((d_mu, d_true))
+    r = response_slope(pairs)
+    assert r["slope"] == pytest.approx(0.9, abs=1e-9) and r["se"] < 1e-9 and r["n"] == 4
+    with pytest.raises(ValueError, match="no \\(field, plateau\\) cell"):
+        focus_change_pair(a, {}, first_th, later_th)
