@@ -498,12 +498,14 @@ def calibrate_from(paths: list[str]) -> dict:
 def cell_means(field_id, obsid, values, temperature_degC) -> dict:
     """Per (field, plateau) cell ``(field_id, obsid)``: the mean of ``values`` and the mean
     TRP1 (degC) of its frames."""
-    key = np.asarray(field_id, np.int64) * 1_000_000 + np.asarray(obsid, np.int64)
-    cells, inv = np.unique(key, return_inverse=True)
+    pairs = np.column_stack([np.asarray(field_id, np.int64), np.asarray(obsid, np.int64)])
+    cells, inv = np.unique(pairs, axis=0, return_inverse=True)
+    inv = inv.ravel()
     n = np.bincount(inv)
     v = np.bincount(inv, np.asarray(values, float)) / n
     t = np.bincount(inv, np.asarray(temperature_degC, float)) / n
-    return {int(c): (float(a), float(b)) for c, a, b in zip(cells, v, t, strict=True)}
+    return {(int(f), int(o)): (float(a), float(b))
+            for (f, o), a, b in zip(cells, v, t, strict=True)}  # fmt: skip
 
 
 def focus_change_pair(first: dict, later: dict, thermal_first, thermal_later) -> tuple:
