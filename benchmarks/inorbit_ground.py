@@ -69,7 +69,8 @@ from benchmarks.inorbit import _rms  # noqa: E402
 from plato_sim.workers import pin_one_thread  # noqa: E402
 
 QUICK = dict(cameras=1, n_stars="100", max_subsets=2)
-METHODS = ("shipped", "ground_focus", "ground_trp1")
+METHODS = ("shipped", "ground_focus", "ground_trp1", "forward")
+FAMILIES = ("design", "highorder", "highorder-mild", "nodal")
 #: Calibration cameras' first seed (the in-orbit check's own calibration seeds).
 CALIBRATION_SEED = 1000
 #: The outside-model term is measured on the flagged cameras when at least this many are
@@ -157,6 +158,7 @@ def _job(job: dict) -> list[dict]:
     """One camera: ground chain, in-orbit field, the checks of its star sets."""
     pin_one_thread()
     from plato_cnn.focuscheck import focus_check, inorbit_model_dir
+    from plato_cnn.focuscheck_forward import forward_focus_check
     from plato_cnn.ground_calibration import GROUND_TO_ORBIT_UM, measure_ground_calibration
     from plato_cnn.nn.card import load_model
     from plato_sim.io.imagette_format import ImagetteField
@@ -199,23 +201,35 @@ def _job(job: dict) -> list[dict]:
             idx = np.sort(order[k * n : (k + 1) * n])
             sub = ImagetteField(f.imagettes[idx], f.stars[idx], f.header, None)
             for method in METHODS:
+                if method == "forward" and job["labels"] == "oracle":
+                    continue  # the oracle report holds no fitted optics
                 rec = dict(base, n_stars=n, subset=k, method=method)
                 kw = {} if method == "shipped" else dict(ground=cal, ground_index=method[7:])
+                t_check = time.perf_counter()
                 try:
-                    fc = focus_check(sub, temp, loaded=loaded, **kw)
+                    if method == "forward":
+                        fc = forward_focus_check(sub, temp, rep)
+                    else:
+                        fc = focus_check(sub, temp, loaded=loaded, **kw)
                 except ValueError as exc:  # e.g. every star of a small set saturated
                     rec.update(failed=str(exc))
                     out.append(rec)
                     continue
+                if method == "forward":
+                    rec.update(check_s=time.perf_counter() - t_check,
+                               chi2_reduced=fc.chi2_reduced,
+                               check_outside_model=fc.outside_model)  # fmt: skip
                 rec.update(dt_est_degC=fc.delta_t_degC, sigma_degC=fc.delta_t_sigma_degC,
                            error_degC=fc.delta_t_degC - dt_true, shift_est_um=fc.shift_um,
                            shift_error_um=fc.shift_um - g_true,
-                           shift_sigma_stat_um=fc.shift_sigma_stat_um, n_used=fc.n_used,
-                           solutions=(fc.ground_calibration or {}).get("solutions"),
-                           sensitivity=(fc.ground_calibration or {}).get("sensitivity"),
-                           interp_sigma_um=(fc.ground_calibration or {}).get("interpolation_um"),
-                           check_outside_model=bool((fc.ground_calibration or {})
-                                                    .get("outside_model", False)))  # fmt: skip
+                           shift_sigma_stat_um=fc.shift_sigma_stat_um,
+                           n_used=fc.n_used)  # fmt: skip
+                if method != "forward":
+                    gc = fc.ground_calibration or {}
+                    rec.update(solutions=gc.get("solutions"),
+                               sensitivity=gc.get("sensitivity"),
+                               interp_sigma_um=gc.get("interpolation_um"),
+                               check_outside_model=bool(gc.get("outside_model")))  # fmt: skip
                 out.append(rec)
     return out
 
@@ -306,6 +320,43 @@ def systematic_from(records: list[dict], n_stars: int = 100) -> dict:
                 outside_model=outside)  # fmt: skip
 
 
+def forward_systematic_from(records: list[dict], n_stars: int = 100) -> dict | None:
+    """The forward check's systematic sigma (um) from calibration records of sets of
+    ``n_stars``: the 68.27th percentile of ``sqrt(max(0, e^2 - sigma_stat^2))`` over the sets
+    (``e`` the common shift's error), the rule of the forward fit's own systematic term
+    (:data:`plato_cnn.forward.SYSTEMATIC_SIGMA_DEGC`); with the coverage it gives."""
+    ok = [
+        r
+        for r in records
+        if r["method"] == "forward" and r["n_stars"] == n_stars and "error_degC" in r
+    ]
+    if not ok:
+        return None
+    res = np.array([r["shift_error_um"] for r in ok])
+    stat = np.array([r["shift_sigma_stat_um"] for r in ok])
+    sys_um = float(np.percentile(np.sqrt(np.maximum(0.0, res**2 - stat**2)), 68.27))
+    return dict(
+        forward_systematic_um=sys_um,
+        n_sets=len(ok),
+        n_stars=n_stars,
+        cameras=len({(r["family"], r["camera_seed"]) for r in ok}),
+        families=sorted({r["family"] for r in ok}),
+        residual_rms_um=_rms(res),
+        residual_mean_um=float(res.mean()),
+        stat_sigma_rms_um=_rms(stat),
+        coverage_stat_only=float(np.mean(np.abs(res) <= stat)),
+        coverage_with_term=float(np.mean(np.abs(res) <= np.hypot(stat, sys_um))),
+    )
+
+
+def _families(text: str) -> list[str]:
+    fams = [f.strip() for f in text.split(",") if f.strip()]
+    bad = [f for f in fams if f not in FAMILIES]
+    if not fams or bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: families among {', '.join(FAMILIES)}")
+    return fams
+
+
 def markdown(result: dict) -> str:
     cols = [
         ("family", "family", ""),
@@ -349,6 +400,16 @@ def markdown(result: dict) -> str:
             f"sigma {o['stat_sigma_rms_um']:.3f}, systematic in use "
             f"{o['systematic_in_use_um']:.3f})"
         )
+    f = result.get("forward_calibration")
+    if f:
+        lines.append(
+            f"forward check: systematic sigma {f['forward_systematic_um']:.3f} um ({f['n_sets']} "
+            f"sets of {f['n_stars']} stars, {f['cameras']} cameras of {', '.join(f['families'])}; "
+            f"residual {f['residual_rms_um']:.3f} um RMS, mean {f['residual_mean_um']:+.3f}, "
+            f"statistical sigma {f['stat_sigma_rms_um']:.3f}; covered "
+            f"{100 * f['coverage_stat_only']:.0f} % without the term, "
+            f"{100 * f['coverage_with_term']:.0f} % with it)"
+        )
     return "\n".join(lines)
 
 
@@ -376,10 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes (one per camera)")
     ap.add_argument(
         "--family",
-        choices=("design", "highorder", "highorder-mild", "nodal"),
-        default="design",
-        help="the cameras' optical family (the high-order ones: never seen by the network; "
-        "nodal: seen by no training or calibration, scored only)",
+        type=_families,
+        default=["design"],
+        help="the cameras' optical family, or a comma list of them (design, highorder, "
+        "highorder-mild, nodal; the high-order ones: never seen by the network; nodal: seen "
+        "by no training or calibration, scored only); --cameras of each",
     )
     ap.add_argument("--keep-dir", default="out/inorbit_ground",
                     help="ground campaigns and forward reports kept here")  # fmt: skip
@@ -411,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     if plateaux and len(set(plateaux)) < 2:
         ap.error("--ground-plateaux: at least 2 distinct plateaux (the bias table is read "
                  "between them)")  # fmt: skip
-    if args.calibrate and args.family == "nodal":
+    if args.calibrate and "nodal" in args.family:
         ap.error("--calibrate: the nodal family scores the check, it calibrates nothing")
     if args.model is not None:
         from plato_cnn.nn.card import load_model
@@ -426,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [
         dict(
             seed=seed0 + k,
-            family=args.family,
+            family=fam,
             n_stars=n_stars,
             dt_range=args.dt_range,
             launch_shift=args.launch_shift_degC,
@@ -436,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             ground_plateaux=plateaux,
             model=args.model,
         )  # fmt: skip
+        for fam in args.family
         for k in range(args.cameras)
     ]
     t0 = time.perf_counter()
@@ -447,9 +510,11 @@ def main(argv: list[str] | None = None) -> int:
         seconds_wall=time.perf_counter() - t0,
         rows=summarise(records),
         calibration=systematic_from(records) if args.calibrate else None,
+        forward_calibration=forward_systematic_from(records) if args.calibrate else None,
         records=records,
     )
-    print(f"{args.cameras} {args.family} cameras; {result['seconds_wall']:.0f} s wall")
+    print(f"{args.cameras} {','.join(args.family)} cameras each; "
+          f"{result['seconds_wall']:.0f} s wall")  # fmt: skip
     report(result, markdown(result), args.json)
     return 0
 

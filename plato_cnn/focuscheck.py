@@ -263,12 +263,6 @@ def focus_check(
         ParameterError: a non-finite temperature, imagettes smaller than the model's input,
             no usable imagette, or a ground calibration measured with another model.
     """
-    from plato_sim.optics.camera import PLATO_NORMAL_CAMERA
-    from plato_sim.scenes.inorbit import (
-        imagette_noise_adu,
-        imagette_saturated,
-        imagette_stamps,
-    )
 
     if not np.isfinite(temperature_degC):
         raise ParameterError(f"temperature_degC must be finite, got {temperature_degC}")
@@ -294,24 +288,7 @@ def focus_check(
                 f"{float(t_hdr):.2f} by more than 0.5 degC"
             )
         )
-    gain = float(field.header["gain_e_per_adu"])
-    orient = PLATO_NORMAL_CAMERA.ccd_orientation_deg
-    stamps, info = imagette_stamps(raw, stars["ccd"], gain, orient, max(h, w))
-    # --- checks: saturation, detection, centring
-    sat = imagette_saturated(raw, gain)
-    noise_e = np.maximum(imagette_noise_adu(raw), 1.0) * gain
-    no_star = info["peak_e"] < MIN_PEAK_SNR * noise_e
-    off = (np.abs(info["centre_row"] - h // 2) > MAX_CENTRE_OFFSET_PX) | (
-        np.abs(info["centre_col"] - w // 2) > MAX_CENTRE_OFFSET_PX
-    )
-    drops = {
-        "saturated": int(sat.sum()),
-        "no_detectable_star": int((no_star & ~sat).sum()),
-        "star_off_centre": int((off & ~sat & ~no_star).sum()),
-    }
-    use = ~(sat | no_star | off)
-    if not use.any():
-        raise ParameterError(f"no usable imagette among {n} (dropped: {drops})")
+    stamps, use, drops = _checked_stamps(field)
     # --- per-star offsets, field offsets, combination
     mu = np.full(n, np.nan)
     sig = np.full(n, np.nan)
@@ -412,6 +389,48 @@ def focus_check(
         warnings=warnings,
         ground_calibration=ground_info,
     )
+
+
+def usable_imagettes(field) -> tuple[np.ndarray, dict]:
+    """The imagettes a check may use, and the others counted by reason: saturated (the
+    ground-test rule), no star above :data:`MIN_PEAK_SNR` sigma of the border noise, star more
+    than :data:`MAX_CENTRE_OFFSET_PX` from the window centre (the network check and the
+    forward check drop the same ones).
+
+    Raises:
+        ParameterError: no usable imagette.
+    """
+    return _checked_stamps(field)[1:]
+
+
+def _checked_stamps(field) -> tuple[np.ndarray, np.ndarray, dict]:
+    from plato_sim.optics.camera import PLATO_NORMAL_CAMERA
+    from plato_sim.scenes.inorbit import (
+        imagette_noise_adu,
+        imagette_saturated,
+        imagette_stamps,
+    )
+
+    raw = np.asarray(field.imagettes)
+    n, h, w = raw.shape
+    gain = float(field.header["gain_e_per_adu"])
+    orient = PLATO_NORMAL_CAMERA.ccd_orientation_deg
+    stamps, info = imagette_stamps(raw, field.stars["ccd"], gain, orient, max(h, w))
+    sat = imagette_saturated(raw, gain)
+    noise_e = np.maximum(imagette_noise_adu(raw), 1.0) * gain
+    no_star = info["peak_e"] < MIN_PEAK_SNR * noise_e
+    off = (np.abs(info["centre_row"] - h // 2) > MAX_CENTRE_OFFSET_PX) | (
+        np.abs(info["centre_col"] - w // 2) > MAX_CENTRE_OFFSET_PX
+    )
+    drops = {
+        "saturated": int(sat.sum()),
+        "no_detectable_star": int((no_star & ~sat).sum()),
+        "star_off_centre": int((off & ~sat & ~no_star).sum()),
+    }
+    use = ~(sat | no_star | off)
+    if not use.any():
+        raise ParameterError(f"no usable imagette among {n} (dropped: {drops})")
+    return stamps, use, drops
 
 
 def _design_shift(desc: ModelCard, mu, sig, pos, systematic: bool, warnings: list):

@@ -124,6 +124,8 @@ __all__ = [
     "in_orbit_detector",
     "make_camera",
     "render_windows",
+    "windows_from_otf",
+    "smear_of",
     "emulate_imagettes",
     "imagette_stamps",
     "imagette_background_adu",
@@ -336,17 +338,9 @@ def render_windows(
     ref = Spectrum(tuple(lam), tuple(np.full(lam.size, 1.0 / max(1, lam.size))), "ref")
     z = optics.zernikes_nm(theta_deg, phi_deg, dz_th_um, lam)  # (S, L, J)
     drift = np.zeros((b, 2)) if drift_px is None else np.asarray(drift_px, float)
-    p = _patch_size(size_px)
-    c = p // 2
-    ipos_r = np.round(star_row).astype(int)
-    ipos_c = np.round(star_col).astype(int)
-    fr_r, fr_c = star_row - ipos_r, star_col - ipos_c
+    star_row, star_col = np.asarray(star_row, float), np.asarray(star_col, float)
+    ccd, row0, col0 = np.asarray(ccd, int), np.asarray(row0, int), np.asarray(col0, int)
     out = np.zeros((b, size_px, size_px))
-    r_start = row0 - ipos_r + c
-    c_start = col0 - ipos_c + c
-    if np.any((r_start < 0) | (r_start + size_px > p) | (c_start < 0) | (c_start + size_px > p)):
-        raise ParameterError("render_windows: a window lies too far from its star")
-    rot = {k: _rotation_index(cam.ccd_orientation_deg[k - 1], p) for k in (1, 2, 3, 4)}
     k_freq = engine.n_freq(ref)
     with torch.no_grad():
         for s0 in range(0, len(theta_deg), engine.chunk):
@@ -364,23 +358,85 @@ def render_windows(
             wt = torch.as_tensor(w[stars], dtype=engine.dtype, device=engine.device)
             pick = torch.as_tensor(state[stars] - s0, device=engine.device)
             otf = torch.einsum("bl,blyx->byx", wt.to(mono_t.dtype), mono_t[pick])
-            for k in np.unique(ccd[stars]):
-                sel = stars[ccd[stars] == k]
-                iy, ix, cg, sg = rot[int(k)]
-                # CCD (d_row, d_col) -> focal-plane (dx, dy): the campaign emulator's rotation
-                dx = cg * fr_c[sel] - sg * fr_r[sel]
-                dy = sg * fr_c[sel] + cg * fr_r[sel]
-                ddx = cg * drift[sel, 1] - sg * drift[sel, 0]
-                ddy = sg * drift[sel, 1] + cg * drift[sel, 0]
-                o = otf[np.searchsorted(stars, sel)]
-                o = o * _drift_transfer(engine, k_freq, ddx, ddy).to(o.dtype)
-                offs = np.stack([dx, dy], axis=1)[:, None, :]
-                st = engine.stamps_from_otf(o, ref, offs, p)[:, 0].cpu().numpy()
-                st = st.astype(np.float64)[:, iy, ix]
-                for j, i in enumerate(sel):
-                    out[i] = st[
-                        j, r_start[i] : r_start[i] + size_px, c_start[i] : c_start[i] + size_px
-                    ]
+            out[stars] = windows_from_otf(
+                engine, otf, ref, cam, ccd[stars], star_row[stars, None], star_col[stars, None],
+                row0[stars], col0[stars], size_px, drift[stars],
+            )[:, 0]  # fmt: skip
+    return out
+
+
+def windows_from_otf(
+    engine: FastEngine,
+    otf: torch.Tensor,
+    spectrum: Spectrum,
+    camera: Camera,
+    ccd: np.ndarray,
+    star_row: np.ndarray,
+    star_col: np.ndarray,
+    row0: np.ndarray,
+    col0: np.ndarray,
+    size_px: int,
+    drift_px: np.ndarray | None = None,
+) -> np.ndarray:
+    """CCD windows of stars from their polychromatic OTFs, each star at ``K`` positions.
+
+    The second half of :func:`render_windows` (which the in-orbit forward check shares, so
+    that its model windows are sampled exactly as the emulated ones): each star's OTF times
+    the engine's pixel, diffusion and jitter transfer and its drift, sampled on an odd
+    focal-plane patch around the star's nearest pixel, turned into the CCD's pixel axes
+    (:func:`plato_sim.scenes.ground_test._rotation_index`) and cut at the window.
+
+    Args:
+        engine: fast engine of the OTFs (its transfer is applied here).
+        otf: ``(B, 2K+1, K+1)`` polychromatic OTFs (:meth:`FastEngine.otf`).
+        spectrum: the spectrum the OTFs were made with (sets ``K``).
+        camera: the camera (its CCD orientations).
+        ccd: ``(B,)`` CCD (1-4).
+        star_row, star_col: ``(B, K)`` star positions on the CCD (continuous pixels).
+        row0, col0: ``(B,)`` CCD row and column of each window's first pixel.
+        size_px: window side (pixels).
+        drift_px: ``(B, 2)`` linear motion ``(d_row, d_col)`` over the exposure (CCD pixels);
+            None for none.
+
+    Returns:
+        ``(B, K, size_px, size_px)`` float64 fraction of each star's detected photons per
+        pixel, ``[row, col]`` in the CCD's axes, clipped at 0.
+    """
+    rows = np.asarray(star_row, float)
+    cols = np.asarray(star_col, float)
+    b, n_pos = rows.shape
+    row0 = np.asarray(row0, int)
+    col0 = np.asarray(col0, int)
+    ccd = np.asarray(ccd, int)
+    drift = np.zeros((b, 2)) if drift_px is None else np.asarray(drift_px, float)
+    p = _patch_size(size_px)
+    c = p // 2
+    ipos_r = np.round(rows).astype(int)
+    ipos_c = np.round(cols).astype(int)
+    fr_r, fr_c = rows - ipos_r, cols - ipos_c
+    r_start = row0[:, None] - ipos_r + c
+    c_start = col0[:, None] - ipos_c + c
+    if np.any((r_start < 0) | (r_start + size_px > p) | (c_start < 0) | (c_start + size_px > p)):
+        raise ParameterError("render_windows: a window lies too far from its star")
+    out = np.zeros((b, n_pos, size_px, size_px))
+    k_freq = (otf.shape[1] - 1) // 2
+    with torch.no_grad():
+        for k in np.unique(ccd):
+            sel = np.flatnonzero(ccd == k)
+            iy, ix, cg, sg = _rotation_index(camera.ccd_orientation_deg[int(k) - 1], p)
+            # CCD (d_row, d_col) -> focal-plane (dx, dy): the campaign emulator's rotation
+            dx = cg * fr_c[sel] - sg * fr_r[sel]
+            dy = sg * fr_c[sel] + cg * fr_r[sel]
+            ddx = cg * drift[sel, 1] - sg * drift[sel, 0]
+            ddy = sg * drift[sel, 1] + cg * drift[sel, 0]
+            o = otf[sel] * _drift_transfer(engine, k_freq, ddx, ddy).to(otf.dtype)
+            offs = np.stack([dx, dy], axis=-1)
+            st = engine.stamps_from_otf(o, spectrum, offs, p).cpu().numpy()
+            st = st.astype(np.float64)[:, :, iy, ix]
+            for j, i in enumerate(sel):
+                for v in range(n_pos):
+                    r, q = r_start[i, v], c_start[i, v]
+                    out[i, v] = st[j, v, r : r + size_px, q : q + size_px]
     return np.clip(out, 0.0, None)
 
 
@@ -396,8 +452,9 @@ def _drift_transfer(engine: FastEngine, k: int, dx: np.ndarray, dy: np.ndarray) 
     return torch.sinc(arg)
 
 
-def _smear(window_e: np.ndarray, camera: Camera, exptime_s: float) -> np.ndarray:
-    """Open-shutter smear of each window's own star: its column flux x row-transfer time."""
+def smear_of(window_e: np.ndarray, camera: Camera, exptime_s: float) -> np.ndarray:
+    """Open-shutter smear of each window's own star: its column flux x row-transfer time
+    (windows ``(..., rows, cols)`` in the CCD's axes, electrons or fractions)."""
     per_row_s = READOUT_S / camera.ccd_pixels
     return window_e.sum(axis=-2, keepdims=True) * (per_row_s / exptime_s)
 
@@ -536,7 +593,7 @@ def emulate_imagettes(
     flux = stellar_electrons(cam, v, teff, exptime_s, qe_factor)
     sky = sky_electrons_per_px(cam, exptime_s, sky_photons_per_px_s, qe_factor)
     e_img = flux[:, None, None] * frac
-    e_img = e_img + _smear(e_img, cam, exptime_s) + sky
+    e_img = e_img + smear_of(e_img, cam, exptime_s) + sky
     pattern = det.fixed_pattern(e_img.shape, r_det)
     raw = det.expose(e_img, exptime_s, r_det, pattern)
 
@@ -774,7 +831,7 @@ def make_imagette_shard(
         idx = np.arange(s * per, min((s + 1) * per, n_samples))
         det = detectors[s]
         e_img = flux[idx, None, None] * frac[idx]
-        e_img = e_img + _smear(e_img, cam0, exptime) + sky[idx, None, None]
+        e_img = e_img + smear_of(e_img, cam0, exptime) + sky[idx, None, None]
         pattern = det.fixed_pattern(e_img.shape, rng)
         raw[idx] = det.expose(e_img, exptime, rng, pattern)
         sat[idx] = saturation_mask(raw[idx], det).reshape(len(idx), -1).any(axis=1)
