@@ -24,9 +24,10 @@ common thermal focal shift.  So this check fits that one number to the imagettes
    per star the flux, a background and the position on the CCD are fitted (Gauss-Newton
    on the position, linear least squares for flux and background) at every trial ``g``;
 4. ``g`` minimises the total chi^2 (pixel variance: the window's border noise plus the
-   model's photon noise; pixels beyond :data:`CLIP_SIGMAS` after the first pass, cosmic rays,
-   masked): a scan of +-:data:`SCAN_HALF_WIDTH_UM` around the shift the ground thermal curve
-   predicts at ``T`` (the :data:`SCAN_STARS` brightest stars), then a parabola through five
+   model's photon noise and pixel response non-uniformity; pixels beyond
+   :data:`CLIP_SIGMAS` after the first pass, cosmic rays, masked): a scan of
+   +-:data:`SCAN_HALF_WIDTH_UM` around the shift the ground thermal curve predicts at ``T``
+   (the :data:`SCAN_STARS` brightest stars), then a parabola through five
    points around the scan's best, every star fitted; its statistical sigma is the
    curvature's, inflated by sqrt(chi^2_red) where that exceeds 1;
 5. ``T_BF`` solves ``dz_th(T_BF) = dz_th(T) - g`` on the ground curve moved to pass through
@@ -55,6 +56,7 @@ from plato_cnn.forward import (
     thermal_shift_um,
     thermal_slope_um_per_degC,
 )
+from plato_sim.detector import DetectorModel
 from plato_sim.errors import ParameterError, warn
 from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, ccd_of_field
 from plato_sim.optics.spectra import Spectrum, blackbody_spectrum
@@ -86,6 +88,10 @@ SCAN_STEP_UM = 5.0
 SCAN_STARS = 24
 #: Pixels further than this many sigma from the first pass's model are masked (cosmic rays).
 CLIP_SIGMAS = 6.0
+#: Relative pixel response non-uniformity in the pixel variance: the nominal CCD270's
+#: (:class:`plato_sim.detector.DetectorModel`, ASSUMED 1 %); a window that is not
+#: flat-fielded carries it on every bright pixel, where it exceeds the photon noise.
+PRNU_SIGMA = DetectorModel().prnu_sigma
 #: Gauss-Newton iterations of each star's position at each trial shift.
 POSITION_ITERATIONS = 4
 #: Finite-difference step (px) of the position derivatives.
@@ -321,9 +327,15 @@ class _Stars:
         self.dirs = m.dirs.to(torch.float64)
         self.u0 = optics.local_terms(st["theta_deg"], st["phi_deg"], self.ccd)
         self.dz_bf = float(thermal_shift_um({"thermal": optics.thermal}, optics.bft_degC))
-        self.var = self.var_bg[:, None, None] + np.maximum(self.data, 0.0)
+        self.var = self._variance(self.data)
         self.flux = np.clip(self.data.sum(axis=(1, 2)), 1.0, None)
         self.bg = np.zeros(len(sel))
+
+    def _variance(self, signal_e: np.ndarray) -> np.ndarray:
+        """Pixel variance (e^2): border noise, photon noise and the PRNU's share of the
+        signal (:data:`PRNU_SIGMA`)."""
+        s = np.maximum(signal_e, 0.0)
+        return self.var_bg[:, None, None] + s + (PRNU_SIGMA * s) ** 2
 
     def otf(self, g_um: float, idx: np.ndarray) -> torch.Tensor:
         u = torch.as_tensor(self.u0[idx], dtype=torch.float64).clone()
@@ -379,7 +391,7 @@ class _Stars:
         """Pixel variances from the last fitted model; mask pixels beyond :data:`CLIP_SIGMAS`.
         Returns the number of masked pixels."""
         model = np.stack([self._model_cache[i] for i in range(len(self.data))])
-        self.var = self.var_bg[:, None, None] + np.maximum(model, 0.0)
+        self.var = self._variance(model)
         self.mask = np.abs(self.data - model) <= CLIP_SIGMAS * np.sqrt(self.var)
         return int((~self.mask).sum())
 
