@@ -642,11 +642,22 @@ def _cmd_field_head_finetune(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- focus-check
 def _cmd_focus_check(args: argparse.Namespace) -> int:
-    from plato_cnn.focuscheck import focus_check_file
+    from plato_sim.errors import ParameterError
 
-    report = focus_check_file(
-        args.imagettes, args.temperature_degC, args.model, args.device, args.ground_calibration
-    )
+    if args.forward_json is not None:
+        if args.model is not None or args.ground_calibration is not None:
+            raise ParameterError(
+                "--forward-json checks by forward modelling: no --model or --ground-calibration"
+            )
+        from plato_cnn.focuscheck_forward import forward_focus_check_file
+
+        report = forward_focus_check_file(args.imagettes, args.temperature_degC, args.forward_json)
+    else:
+        from plato_cnn.focuscheck import focus_check_file
+
+        report = focus_check_file(
+            args.imagettes, args.temperature_degC, args.model, args.device, args.ground_calibration
+        )
     for w in report["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     print(
@@ -654,7 +665,7 @@ def _cmd_focus_check(args: argparse.Namespace) -> int:
         f"{report['shift_sigma_um']:.1f} um from best focus; change TRP1 by "
         f"{report['delta_t_degC']:+.2f} +- {report['delta_t_sigma_degC']:.2f} degC "
         f"(to {report['target_degC']:.2f} degC; {report['n_used']} of {report['n_stars']} "
-        f"stars used{'; side of focus ambiguous' if report['sign_ambiguous'] else ''})"
+        f"stars used{'; side of focus ambiguous' if report.get('sign_ambiguous') else ''})"
     )
     if args.json:
         from plato_cnn.report import write_json
@@ -1162,6 +1173,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the camera's ground calibration (plato-cnn ground-calibration): the network's "
         "bias, field map and thermal curve from its ground test replace the design's",
+    )
+    p.add_argument(
+        "--forward-json",
+        type=existing_file,
+        default=None,
+        help="the camera's ground forward report (plato-cnn bft --method forward "
+        "--field-focus): check by forward modelling the imagettes with the optics it "
+        "measured, no network (docs/inorbit.md, section 7)",
     )
     p.add_argument(
         "--json", type=output_file(make_parents=True), default=None, help="write the report here"

@@ -41,9 +41,11 @@ and a flag: its optics describe the camera less well than its chi^2 test allows.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -74,6 +76,7 @@ __all__ = [
     "FittedOptics",
     "ForwardFocusCheck",
     "forward_focus_check",
+    "forward_focus_check_file",
 ]
 
 #: Ground positions whose residual terms a star takes (inverse squared distance).
@@ -518,3 +521,44 @@ def forward_focus_check(
         star_col=per_star(stars.col),
         warnings=warnings,
     )
+
+
+def forward_focus_check_file(
+    path: str | Path, temperature_degC: float, forward_json: str | Path
+) -> dict:
+    """The ``plato-cnn focus-check --forward-json`` report of one imagette file (JSON-ready):
+    :func:`forward_focus_check` with the camera's ground forward report read from
+    ``forward_json``.
+
+    Raises:
+        ParameterError: an unreadable forward report, or any error of the check.
+    """
+    from plato_sim.io.imagette_format import read_imagettes
+
+    try:
+        report = json.loads(Path(forward_json).read_text())
+    except (OSError, ValueError) as exc:
+        raise ParameterError(f"{forward_json}: not a readable forward report ({exc})") from exc
+    if not isinstance(report, dict):
+        raise ParameterError(f"{forward_json}: not a forward report (a JSON object expected)")
+    field_ = read_imagettes(path, with_truth=False)
+    fc = forward_focus_check(field_, temperature_degC, report)
+    return {
+        "file": str(Path(path).resolve()),
+        "camera": field_.header.get("camera"),
+        "date_obs": field_.header.get("date_obs"),
+        "file_trp1_degC": field_.header.get("trp1_degC"),
+        **fc.to_dict(),
+        "forward_report": str(Path(forward_json).resolve()),
+        "model_reliance": {
+            "optics": "the ground forward fit's wavefront (smooth field model plus the nearest "
+            "ground positions' own terms), chromatic terms and diffusion, unchanged since the "
+            "ground test but for the common focal shift",
+            "thermal_sensitivity": f"the ground forward fit's thermal curve, slope "
+            f"{fc.slope_um_per_degC:.3f} um/degC at the estimated T_BF, moved to pass through "
+            "the present focus",
+            "sigma": "statistical (chi^2 curvature, inflated by sqrt(chi^2_red)) plus "
+            "FORWARD_SYSTEMATIC_UM; coverage in and out of family in docs/inorbit.md, "
+            "section 7",
+        },
+    }

@@ -263,7 +263,8 @@ def cli_inputs(prog: str, args, cwd: str | Path | None = None) -> list[Watched]:
             return campaigns + reports + head + w(args.model or DEFAULT_MODEL)
         if cmd == "focus-check":
             ground = w(getattr(args, "ground_calibration", None))
-            return w(args.imagettes) + w(args.model or INORBIT_MODEL) + ground
+            forward = w(getattr(args, "forward_json", None))
+            return w(args.imagettes) + w(args.model or INORBIT_MODEL) + ground + forward
         if cmd == "ground-calibration":
             one = args.campaign if isinstance(args.campaign, list) else [args.campaign]
             campaigns = [x for d in one for x in w(d)]

@@ -278,6 +278,7 @@ USAGE_ERRORS = [
     ("plato-cnn", "focus-check", ["--json", "{tmp}"], "--json", "is a folder"),
     ("plato-cnn", "focus-check", ["--model", "/missing/model"], "--model", "no such folder"),
     ("plato-cnn", "focus-check", ["--device", "cuda:x"], "--device", "cpu, cuda or cuda:N"),
+    ("plato-cnn", "focus-check", ["--forward-json", "/x.json"], "--forward-json", "no such file"),
     (
         "plato-cnn",
         "focus-check",
@@ -311,6 +312,13 @@ COMMAND_ERRORS = [
     ("plato-sim", "psf", ["--offset-px", "0.1"], "two values"),
     ("plato-sim", "imagettes", ["--v-mag", "9"], "need two values"),
     ("plato-cnn", "bft", ["--json", "{tmp}/camp/r.json"], "lies inside the input"),
+    (
+        "plato-cnn",
+        "focus-check",
+        ["--forward-json", "{tmp}/blocker", "--ground-calibration", "{tmp}/blocker"],
+        "no --model or --ground-calibration",
+    ),
+    ("plato-cnn", "focus-check", ["--forward-json", "{tmp}/blocker"], "not a readable forward"),
 ]
 
 

@@ -533,6 +533,33 @@ def test_inorbit_ground_scores_the_nodal_family_and_never_calibrates_on_it(capsy
     assert exc.value.code == 2 and "calibrates nothing" in capsys.readouterr().err
 
 
+def test_inorbit_ground_family_list_and_forward_systematic(capsys):
+    """--family takes a comma list of known families (nodal never with --calibrate); the
+    forward check's systematic term is the 68th percentile of the errors beyond the
+    statistical sigma, on the sets of 100 stars of the forward method only."""
+    import benchmarks.inorbit_ground as ig
+
+    for bad in ("design,bogus", ","):
+        with pytest.raises(SystemExit) as exc:
+            ig.main(["--family", bad])
+        assert exc.value.code == 2 and "--family" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        ig.main(["--family", "design,nodal", "--calibrate"])
+    assert exc.value.code == 2 and "calibrates nothing" in capsys.readouterr().err
+    rng = np.random.default_rng(0)
+    err = rng.normal(0.0, 1.0, 400)
+    recs = [dict(method="forward", n_stars=100, error_degC=0.0, shift_error_um=float(e),
+                 shift_sigma_stat_um=0.0, family="design", camera_seed=i % 8)
+            for i, e in enumerate(err)]  # fmt: skip
+    recs += [dict(r, method="ground_focus") for r in recs[:50]]
+    recs += [dict(r, n_stars=10, shift_error_um=50.0) for r in recs[:50]]
+    out = ig.forward_systematic_from(recs)
+    assert out["n_sets"] == 400 and out["cameras"] == 8
+    assert out["forward_systematic_um"] == pytest.approx(np.percentile(np.abs(err), 68.27))
+    assert out["coverage_with_term"] == pytest.approx(0.6827, abs=0.01)
+    assert ig.forward_systematic_from([r for r in recs if r["method"] != "forward"]) is None
+
+
 def test_inorbit_ground_model_option_refuses_what_is_not_a_model(tmp_path, capsys):
     """--model names the in-orbit network to score; a folder without a model exits 2 before
     any camera is emulated."""
