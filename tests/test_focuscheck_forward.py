@@ -38,12 +38,12 @@ def _exact_report(entry, theta_deg, phi_deg) -> dict:
 
 
 def test_exact_optics_recover_the_common_shift():
-    entry = make_camera(3, bft_degC=-78.0)
+    entry = make_camera(3, bft_degC=-78.0, exact=False, n_wavelengths=3)
     temp = -75.5
-    f = emulate_imagettes(entry, temp, 20, seed=4)
+    f = emulate_imagettes(entry, temp, 20, seed=4, n_wavelengths=4)
     g_true = float(f.truth["dz_th_um"] - f.truth["dz_bf_um"])
     report = _exact_report(entry, f.stars["theta_deg"], f.stars["phi_deg"])
-    fc = forward_focus_check(f, temp, report)
+    fc = forward_focus_check(f, temp, report, n_wavelengths=4)
     assert fc.n_used >= 12
     assert abs(fc.shift_um - g_true) < 4 * fc.shift_sigma_stat_um
     assert fc.chi2_reduced < 1.3
@@ -52,7 +52,7 @@ def test_exact_optics_recover_the_common_shift():
 
 
 def test_the_residual_terms_reproduce_the_table_at_the_ground_positions():
-    entry = make_camera(5, bft_degC=-80.0)
+    entry = make_camera(5, bft_degC=-80.0, exact=False, n_wavelengths=3)
     th = np.array([3.0, 8.0, 12.0, 16.0])
     ph = np.array([40.0, 130.0, 220.0, 310.0])
     report = _exact_report(entry, th, ph)
@@ -75,7 +75,7 @@ def test_the_residual_terms_reproduce_the_table_at_the_ground_positions():
     ],
 )
 def test_a_report_that_is_no_forward_fit_is_refused(change, message):
-    entry = make_camera(3, bft_degC=-78.0)
+    entry = make_camera(3, bft_degC=-78.0, exact=False, n_wavelengths=3)
     report = _exact_report(entry, np.array([5.0]), np.array([10.0]))
     report.update(change)
     with pytest.raises(ParameterError, match=message):
