@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plato_cnn.focuscheck_forward import FittedOptics, forward_focus_check
+from plato_cnn.focuscheck_forward import (
+    FORWARD_CHI2_CALIBRATED,
+    UNCALIBRATED_SHIFT_SIGMA_UM,
+    FittedOptics,
+    forward_focus_check,
+)
 from plato_cnn.forward import PARAM_NAMES
 from plato_sim.errors import ParameterError
 from plato_sim.psf.base import DEFAULT_DIFFUSION_SIGMA_PX
@@ -46,7 +51,7 @@ def test_exact_optics_recover_the_common_shift():
     fc = forward_focus_check(f, temp, report, n_wavelengths=4)
     assert fc.n_used >= 12
     assert abs(fc.shift_um - g_true) < 4 * fc.shift_sigma_stat_um
-    assert fc.chi2_reduced < 1.3
+    assert fc.chi2_reduced < 1.3 and fc.sigma_calibrated and not fc.outside_model
     # the recommended change reaches the truth's T_BF within its sigma's few multiples
     assert abs(fc.target_degC - entry.bft_degC) < 4 * fc.delta_t_sigma_degC + 1e-3
 
@@ -64,6 +69,22 @@ def test_the_residual_terms_reproduce_the_table_at_the_ground_positions():
     focal = np.array([w["focal_offset_um"] for w in report["wavefront"]])
     np.testing.assert_allclose(u[:, 1], z5, atol=1e-9)
     np.testing.assert_allclose(u[:, 0], focal, atol=1e-9)
+
+
+def test_optics_unlike_the_imagettes_are_flagged_and_sigma_widened():
+    """A report whose wavefront is off by 80 nm of coma everywhere fits the imagettes worse
+    than calibration saw: flagged outside the model, sigma no longer calibrated."""
+    entry = make_camera(3, bft_degC=-78.0, exact=False, n_wavelengths=3)
+    f = emulate_imagettes(entry, -75.5, 20, seed=4, n_wavelengths=4)
+    report = _exact_report(entry, f.stars["theta_deg"], f.stars["phi_deg"])
+    for row in report["wavefront"]:
+        row["Z7_nm"] += 80.0
+        row["Z8_nm"] -= 80.0
+    fc = forward_focus_check(f, -75.5, report, n_wavelengths=4)
+    assert fc.chi2_reduced > FORWARD_CHI2_CALIBRATED
+    assert fc.outside_model and not fc.sigma_calibrated
+    assert fc.shift_sigma_um == pytest.approx(UNCALIBRATED_SHIFT_SIGMA_UM)
+    assert any("outside what the model knows" in w for w in fc.warnings)
 
 
 @pytest.mark.parametrize(
