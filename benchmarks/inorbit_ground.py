@@ -218,6 +218,8 @@ def _job(job: dict) -> list[dict]:
                 if method == "forward":
                     rec.update(check_s=time.perf_counter() - t_check,
                                chi2_reduced=fc.chi2_reduced,
+                               slope_um_per_degC=fc.slope_um_per_degC,
+                               sigma_calibrated=fc.sigma_calibrated,
                                check_outside_model=fc.outside_model)  # fmt: skip
                 rec.update(dt_est_degC=fc.delta_t_degC, sigma_degC=fc.delta_t_sigma_degC,
                            error_degC=fc.delta_t_degC - dt_true, shift_est_um=fc.shift_um,
@@ -321,10 +323,13 @@ def systematic_from(records: list[dict], n_stars: int = 100) -> dict:
 
 
 def forward_systematic_from(records: list[dict], n_stars: int = 100) -> dict | None:
-    """The forward check's systematic sigma (um) from calibration records of sets of
-    ``n_stars``: the 68.27th percentile of ``sqrt(max(0, e^2 - sigma_stat^2))`` over the sets
-    (``e`` the common shift's error), the rule of the forward fit's own systematic term
-    (:data:`plato_cnn.forward.SYSTEMATIC_SIGMA_DEGC`); with the coverage it gives."""
+    """The forward check's systematic terms (um) from calibration records of sets of
+    ``n_stars``, by the rules of the forward fit's own terms (:data:`plato_cnn.forward.
+    SYSTEMATIC_SIGMA_DEGC`, :data:`~plato_cnn.forward.MISFIT_SIGMA_DEGC`): the 68.27th
+    percentile over the sets of ``sqrt(max(0, e^2 - sigma_stat^2))`` (a constant term) and of
+    that over ``sqrt(chi2_red - 1)`` (the misfit coefficient,
+    :data:`plato_cnn.focuscheck_forward.FORWARD_MISFIT_UM`), ``e`` the common shift's error;
+    with the coverage each gives, over all sets and per family."""
     ok = [
         r
         for r in records
@@ -334,18 +339,31 @@ def forward_systematic_from(records: list[dict], n_stars: int = 100) -> dict | N
         return None
     res = np.array([r["shift_error_um"] for r in ok])
     stat = np.array([r["shift_sigma_stat_um"] for r in ok])
-    sys_um = float(np.percentile(np.sqrt(np.maximum(0.0, res**2 - stat**2)), 68.27))
+    misfit = np.sqrt(np.maximum(np.array([r["chi2_reduced"] for r in ok]) - 1.0, 1e-12))
+    excess = np.sqrt(np.maximum(0.0, res**2 - stat**2))
+    sys_um = float(np.percentile(excess, 68.27))
+    coef = float(np.percentile(excess / misfit, 68.27))
+    fams = sorted({r["family"] for r in ok})
+    fam = np.array([r["family"] for r in ok])
+
+    def covered(sigma: np.ndarray) -> dict:
+        inside = np.abs(res) <= sigma
+        return {"all": float(inside.mean()), **{f: float(inside[fam == f].mean()) for f in fams}}
+
     return dict(
         forward_systematic_um=sys_um,
+        forward_misfit_um=coef,
         n_sets=len(ok),
         n_stars=n_stars,
         cameras=len({(r["family"], r["camera_seed"]) for r in ok}),
-        families=sorted({r["family"] for r in ok}),
+        families=fams,
         residual_rms_um=_rms(res),
         residual_mean_um=float(res.mean()),
         stat_sigma_rms_um=_rms(stat),
         coverage_stat_only=float(np.mean(np.abs(res) <= stat)),
         coverage_with_term=float(np.mean(np.abs(res) <= np.hypot(stat, sys_um))),
+        coverage_constant=covered(np.hypot(stat, sys_um)),
+        coverage_misfit=covered(np.hypot(stat, coef * misfit)),
     )
 
 
@@ -402,6 +420,11 @@ def markdown(result: dict) -> str:
         )
     f = result.get("forward_calibration")
     if f:
+        cm = ", ".join(f"{k} {100 * v:.0f} %" for k, v in f["coverage_misfit"].items())
+        lines.append(
+            f"forward check: misfit coefficient {f['forward_misfit_um']:.3f} um (sigma_sys = it x "
+            f"sqrt(chi2_red - 1)), covering {cm}"
+        )
         lines.append(
             f"forward check: systematic sigma {f['forward_systematic_um']:.3f} um ({f['n_sets']} "
             f"sets of {f['n_stars']} stars, {f['cameras']} cameras of {', '.join(f['families'])}; "

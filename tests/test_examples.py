@@ -549,7 +549,7 @@ def test_inorbit_ground_family_list_and_forward_systematic(capsys):
     rng = np.random.default_rng(0)
     err = rng.normal(0.0, 1.0, 400)
     recs = [dict(method="forward", n_stars=100, error_degC=0.0, shift_error_um=float(e),
-                 shift_sigma_stat_um=0.0, family="design", camera_seed=i % 8)
+                 shift_sigma_stat_um=0.0, family="design", camera_seed=i % 8, chi2_reduced=1.25)
             for i, e in enumerate(err)]  # fmt: skip
     recs += [dict(r, method="ground_focus") for r in recs[:50]]
     recs += [dict(r, n_stars=10, shift_error_um=50.0) for r in recs[:50]]
@@ -557,6 +557,9 @@ def test_inorbit_ground_family_list_and_forward_systematic(capsys):
     assert out["n_sets"] == 400 and out["cameras"] == 8
     assert out["forward_systematic_um"] == pytest.approx(np.percentile(np.abs(err), 68.27))
     assert out["coverage_with_term"] == pytest.approx(0.6827, abs=0.01)
+    # the misfit coefficient: the same percentile per unit of sqrt(chi2_red - 1) = 0.5
+    assert out["forward_misfit_um"] == pytest.approx(2.0 * out["forward_systematic_um"])
+    assert out["coverage_misfit"]["design"] == pytest.approx(0.6827, abs=0.01)
     assert ig.forward_systematic_from([r for r in recs if r["method"] != "forward"]) is None
 
 
