@@ -63,6 +63,9 @@ from plato_cnn.forward import (
     thermal_shift_um,
     thermal_slope_um_per_degC,
 )
+
+# the focal-plane coordinates in which the ground calibration interpolates, shared
+from plato_cnn.ground_calibration import _focal_xy_deg
 from plato_sim.detector import DetectorModel
 from plato_sim.errors import ParameterError, warn
 from plato_sim.optics.camera import PLATO_NORMAL_CAMERA, ccd_of_field
@@ -221,8 +224,8 @@ class FittedOptics:
         """``(N, 19)`` residual terms at field positions: the :data:`IDW_NEIGHBOURS` nearest
         ground positions on the same CCD (all positions where it holds fewer), weighted by
         inverse squared focal-plane distance (deg)."""
-        gx, gy = _focal_xy(self.theta_deg, self.phi_deg)
-        x, y = _focal_xy(theta_deg, phi_deg)
+        gx, gy = _focal_xy_deg(self.theta_deg, self.phi_deg)
+        x, y = _focal_xy_deg(theta_deg, phi_deg)
         d = np.hypot(x[:, None] - gx[None, :], y[:, None] - gy[None, :])
         ccd = np.asarray(ccd, int)
         same = ccd[:, None] == self.ccd[None, :]
@@ -244,12 +247,6 @@ class FittedOptics:
         u[:, 0] -= self.global_values[self.global_names.index("b_um")]
         u[:, : len(FIELD_TERMS)] += self.residuals_at(th, ph, ccd)
         return u
-
-
-def _focal_xy(theta_deg, phi_deg) -> tuple[np.ndarray, np.ndarray]:
-    th = np.atleast_1d(np.asarray(theta_deg, float))
-    ph = np.radians(np.atleast_1d(np.asarray(phi_deg, float)))
-    return th * np.cos(ph), th * np.sin(ph)
 
 
 def _model(names, theta_deg, phi_deg, t_ref, spectrum=None, engine=None) -> ForwardModel:
@@ -366,11 +363,11 @@ class _Stars:
         self.weights = np.array([s.weights for s in sps])
         self.ref = Spectrum(tuple(lam), tuple(np.full(lam.size, 1.0 / lam.size)), "ref")
         m = _model(optics.global_names, [0.0], [0.0], optics.t_ref_degC, self.ref, self.eng)
-        self.kz4 = m.kz4
         self.dirs = m.dirs.to(torch.float64)
         self.u0 = optics.local_terms(st["theta_deg"], st["phi_deg"], self.ccd)
         self.dz_bf = float(thermal_shift_um({"thermal": optics.thermal}, optics.bft_degC))
         self.var = self._variance(self.data)
+        self.model_e = np.zeros_like(self.data)  # the last fitted model of each window (e)
         self.flux = np.clip(self.data.sum(axis=(1, 2)), 1.0, None)
         self.bg = np.zeros(len(sel))
 
@@ -426,14 +423,13 @@ class _Stars:
         if update:
             self.row[idx], self.col[idx] = r, c
             self.flux[idx], self.bg[idx] = x[:, 0], x[:, 1]
-            self._model_cache = getattr(self, "_model_cache", {})
-            self._model_cache.update({int(i): model[j] for j, i in enumerate(idx)})
+            self.model_e[idx] = model
         return np.sum(wgt * (d - model) ** 2, axis=(1, 2))
 
     def reweight(self) -> int:
         """Pixel variances from the last fitted model; mask pixels beyond :data:`CLIP_SIGMAS`.
         Returns the number of masked pixels."""
-        model = np.stack([self._model_cache[i] for i in range(len(self.data))])
+        model = self.model_e
         self.var = self._variance(model)
         self.mask = np.abs(self.data - model) <= CLIP_SIGMAS * np.sqrt(self.var)
         return int((~self.mask).sum())
